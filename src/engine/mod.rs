@@ -1,0 +1,14 @@
+//! The engine: the thread-safe model object, its images and embeddings, batching and
+//! device placement.
+
+pub mod batch;
+pub mod device;
+pub mod embeddings;
+pub mod image;
+pub mod model;
+pub mod options;
+
+pub use embeddings::Embeddings;
+pub use image::Image;
+pub use model::Model;
+pub use options::{DeviceRequest, LoadOptions, DEFAULT_MAX_IMAGE_PIXELS};

@@ -1,0 +1,212 @@
+//! The loaded model: thread-safe, immutable after loading, usable from many threads at once.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::config::ModelFiles;
+use crate::engine::batch::plan_batches;
+use crate::engine::device::{place, Placement};
+use crate::engine::{Embeddings, Image, LoadOptions};
+use crate::error::{Error, Result, Status};
+use crate::log;
+use crate::models::registry;
+use crate::models::{ModelInfo, VisionModel};
+use crate::preprocess::decode::decode_to_rgb;
+use crate::preprocess::{Pixels, RgbImage};
+use crate::weights::Weights;
+
+static NEXT_MODEL_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A loaded vision tower with its preprocessing.
+///
+/// `Model` is `Send + Sync`: every method takes `&self` and may run concurrently from any
+/// number of threads. CPU work runs on the model's own thread pool.
+pub struct Model {
+    id: u64,
+    inner: Box<dyn VisionModel>,
+    pool: rayon::ThreadPool,
+    max_image_pixels: u64,
+    placement: Placement,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Model({:?})", self.inner.info())
+    }
+}
+
+impl Model {
+    /// Loads the model in `dir` (a folder as `save_pretrained` writes it).
+    pub fn load(dir: impl AsRef<Path>, options: &LoadOptions) -> Result<Model> {
+        let dir = dir.as_ref();
+        let start = Instant::now();
+        let files = ModelFiles::read(dir)?;
+        registry::check_supported(&files.model_type()?)?;
+        let placement = place(options.device)?;
+        let weights = Weights::open(dir)?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(options.n_threads)
+            .thread_name(|i| format!("vtower-{i}"))
+            .build()
+            .map_err(|e| {
+                Error::new(Status::Compute, format!("cannot start worker threads: {e}"))
+            })?;
+        let inner = pool.install(|| {
+            registry::load_model(&files, &weights, placement.dtype, &placement.device)
+        })?;
+        if !files.has_preprocessor {
+            log::warn(&format!(
+                "{}: no preprocessor_config.json, using the image processor's defaults",
+                dir.display()
+            ));
+        }
+        let info = inner.info();
+        log::info(&format!(
+            "loaded {} ({}, {} -> {}) from {} on {:?} ({:?}, {} threads) in {:.0} ms",
+            info.family,
+            info.model_type,
+            info.vision_dim,
+            info.output_dim,
+            dir.display(),
+            placement.device,
+            placement.dtype,
+            pool.current_num_threads(),
+            start.elapsed().as_secs_f64() * 1e3
+        ));
+        Ok(Model {
+            id: NEXT_MODEL_ID.fetch_add(1, Ordering::Relaxed),
+            inner,
+            pool,
+            max_image_pixels: options.max_image_pixels,
+            placement,
+        })
+    }
+
+    /// What this model is.
+    pub fn info(&self) -> &ModelInfo {
+        self.inner.info()
+    }
+
+    /// Worker threads used for CPU work.
+    pub fn n_threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// The device the tower runs on.
+    pub fn device(&self) -> &candle_core::Device {
+        &self.placement.device
+    }
+
+    /// Decodes an encoded image (PNG, JPEG, WebP, GIF, BMP, TIFF) and preprocesses it.
+    pub fn preprocess(&self, encoded: &[u8]) -> Result<Image> {
+        let max = self.max_image_pixels;
+        let rgb = self.pool.install(|| decode_to_rgb(encoded, max))?;
+        self.preprocess_decoded(&rgb)
+    }
+
+    /// Preprocesses raw 8-bit RGB pixels: `height` rows of `width * 3` bytes, each row
+    /// starting `row_stride` bytes after the previous one.
+    pub fn preprocess_rgb8(
+        &self,
+        pixels: &[u8],
+        width: u32,
+        height: u32,
+        row_stride: usize,
+    ) -> Result<Image> {
+        let rgb = rgb_from_strided(pixels, width, height, row_stride, self.max_image_pixels)?;
+        self.preprocess_decoded(&rgb)
+    }
+
+    /// Preprocesses an already decoded RGB image.
+    pub fn preprocess_decoded(&self, rgb: &RgbImage) -> Result<Image> {
+        let pixels = self.pool.install(|| self.inner.preprocess(rgb))?;
+        Ok(Image {
+            model_id: self.id,
+            pixels,
+        })
+    }
+
+    /// Runs the tower on `images` (each preprocessed by this model). Images of the same
+    /// shape run together in batches; the result holds one entry per image, in order.
+    pub fn forward(&self, images: &[&Image]) -> Result<Embeddings> {
+        for (i, img) in images.iter().enumerate() {
+            if img.model_id != self.id {
+                return Err(Error::invalid_argument(format!(
+                    "image {i} was preprocessed by another model; preprocess it with this one"
+                )));
+            }
+        }
+        let pixels: Vec<&Pixels> = images.iter().map(|i| &i.pixels).collect();
+        let dim = self.info().output_dim;
+        let mut items: Vec<Vec<f32>> = vec![Vec::new(); images.len()];
+        self.pool.install(|| -> Result<()> {
+            for group in plan_batches(&pixels, self.info().max_batch) {
+                let batch: Vec<&Pixels> = group.iter().map(|&i| pixels[i]).collect();
+                let outputs = self.inner.forward(&batch)?;
+                if outputs.len() != group.len() {
+                    return Err(Error::compute(format!(
+                        "model returned {} results for {} images",
+                        outputs.len(),
+                        group.len()
+                    )));
+                }
+                for (&i, out) in group.iter().zip(outputs) {
+                    let expected = [pixels[i].n_tokens, dim];
+                    if out.dims() != expected {
+                        return Err(Error::compute(format!(
+                            "image {i}: output shape {:?}, expected {expected:?}",
+                            out.dims()
+                        )));
+                    }
+                    items[i] = out.flatten_all()?.to_vec1::<f32>()?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(Embeddings { dim, items })
+    }
+}
+
+/// Copies strided RGB rows into a packed image, checking every size first.
+pub fn rgb_from_strided(
+    pixels: &[u8],
+    width: u32,
+    height: u32,
+    row_stride: usize,
+    max_pixels: u64,
+) -> Result<RgbImage> {
+    if width == 0 || height == 0 {
+        return Err(Error::invalid_argument(format!(
+            "image size {width}x{height} is empty"
+        )));
+    }
+    let count = width as u64 * height as u64;
+    if count > max_pixels {
+        return Err(Error::new(
+            Status::ImageTooLarge,
+            format!("image of {width}x{height} = {count} pixels exceeds the limit of {max_pixels}"),
+        ));
+    }
+    let row = width as usize * 3;
+    if row_stride < row {
+        return Err(Error::invalid_argument(format!(
+            "row_stride {row_stride} is smaller than width*3 = {row}"
+        )));
+    }
+    let needed = (height as usize - 1)
+        .checked_mul(row_stride)
+        .and_then(|n| n.checked_add(row))
+        .ok_or_else(|| Error::invalid_argument("row_stride * height overflows"))?;
+    if pixels.len() < needed {
+        return Err(Error::invalid_argument(format!(
+            "pixel buffer of {} bytes is smaller than the {needed} bytes that {width}x{height} with stride {row_stride} needs",
+            pixels.len()
+        )));
+    }
+    let mut data = Vec::with_capacity(row * height as usize);
+    for y in 0..height as usize {
+        data.extend_from_slice(&pixels[y * row_stride..y * row_stride + row]);
+    }
+    RgbImage::new(width, height, data)
+}

@@ -1,0 +1,186 @@
+//! Preprocessing images.
+
+use crate::engine::Image;
+use crate::ffi::boundary::{arg, bytes, guard, guard_value, out_ptr, write};
+use crate::ffi::error::vt_error;
+use crate::ffi::model::vt_model;
+use crate::ffi::status::vt_status;
+
+/// The most dimensions vt_image_shape reports.
+pub const VT_IMAGE_MAX_DIMS: usize = 4;
+
+/// A preprocessed image: the normalized tensor that enters one model's tower. Created by
+/// vt_preprocess / vt_preprocess_rgb8 for one model and only usable with that model; freed
+/// with vt_image_free. A plain value: one thread at a time, any thread; several threads may
+/// pass the same image to vt_forward concurrently (it is only read).
+pub struct vt_image {
+    pub(crate) image: Image,
+}
+
+fn finish(image: Image, image_out: *mut *mut vt_image) {
+    let boxed = Box::into_raw(Box::new(vt_image { image }));
+    // SAFETY: checked non-NULL by the caller.
+    unsafe { write(image_out, boxed) };
+}
+
+/// Decodes an encoded image file (PNG, JPEG, WebP, GIF (first frame), BMP, TIFF) and
+/// preprocesses it for `model` exactly as the model's Hugging Face image processor does
+/// (RGB conversion with alpha composited on white, resize, rescale, normalize).
+///
+/// - `data`, `len`: the file's bytes; copied during the call, not kept.
+/// - `image_out`: receives a new image on VT_OK; the caller frees it with vt_image_free.
+/// - `err_out`: NULL, or receives an owned vt_error on failure.
+///
+/// Errors: VT_ERR_INVALID_ARGUMENT (NULL pointers), VT_ERR_IMAGE_DECODE (corrupt,
+/// truncated, empty or unsupported data), VT_ERR_IMAGE_TOO_LARGE (more pixels than
+/// vt_load_params.max_image_pixels, detected from the header before decoding).
+/// Threads: any thread, concurrently with other calls on the same model.
+#[no_mangle]
+pub extern "C" fn vt_preprocess(
+    model: *const vt_model,
+    data: *const u8,
+    len: usize,
+    image_out: *mut *mut vt_image,
+    err_out: *mut *mut vt_error,
+) -> vt_status {
+    guard(err_out, || {
+        // SAFETY: NULL or a live model (contract).
+        let m = unsafe { arg(model, "model") }?;
+        out_ptr(image_out, "image_out")?;
+        // SAFETY: `len` readable bytes at `data` (contract).
+        let data = unsafe { bytes(data, len, "data") }?;
+        finish(m.model.preprocess(data)?, image_out);
+        Ok(())
+    })
+}
+
+/// Preprocesses raw 8-bit RGB pixels (R, G, B bytes per pixel, no alpha) for `model`.
+///
+/// - `pixels`: `height` rows of `width * 3` bytes, row `y` starting at `pixels + y *
+///   row_stride`; at least `(height - 1) * row_stride + width * 3` readable bytes. Copied
+///   during the call, not kept.
+/// - `row_stride`: bytes between row starts, at least `width * 3`.
+/// - `image_out`: receives a new image on VT_OK; free with vt_image_free.
+///
+/// Errors: VT_ERR_INVALID_ARGUMENT (NULL pointers, zero size, stride too small),
+/// VT_ERR_IMAGE_TOO_LARGE. Threads: any thread, concurrently on the same model.
+#[no_mangle]
+pub extern "C" fn vt_preprocess_rgb8(
+    model: *const vt_model,
+    pixels: *const u8,
+    width: u32,
+    height: u32,
+    row_stride: usize,
+    image_out: *mut *mut vt_image,
+    err_out: *mut *mut vt_error,
+) -> vt_status {
+    guard(err_out, || {
+        // SAFETY: NULL or a live model (contract).
+        let m = unsafe { arg(model, "model") }?;
+        out_ptr(image_out, "image_out")?;
+        if pixels.is_null() {
+            return Err(crate::error::Error::invalid_argument("`pixels` is NULL"));
+        }
+        // Sizes are validated (and the pixel limit applied) before touching memory.
+        let needed = if width == 0 || height == 0 {
+            0
+        } else {
+            (height as usize - 1)
+                .checked_mul(row_stride)
+                .and_then(|n| n.checked_add(width as usize * 3))
+                .filter(|_| row_stride >= width as usize * 3)
+                .unwrap_or(0)
+        };
+        let slice: &[u8] = if needed == 0 {
+            &[]
+        } else {
+            // SAFETY: the caller provides `needed` readable bytes (contract).
+            unsafe { bytes(pixels, needed, "pixels") }?
+        };
+        finish(
+            m.model.preprocess_rgb8(slice, width, height, row_stride)?,
+            image_out,
+        );
+        Ok(())
+    })
+}
+
+/// The preprocessed tensor (what enters the tower), in the layout the reference image
+/// processor returns (`[3, H, W]` for SigLIP), row-major f32.
+///
+/// - `data_out`: receives a pointer borrowed from `image`, valid until vt_image_free.
+/// - `len_out`: receives the number of floats.
+///
+/// Errors: VT_ERR_INVALID_ARGUMENT for NULL pointers. Any thread.
+#[no_mangle]
+pub extern "C" fn vt_image_pixels(
+    image: *const vt_image,
+    data_out: *mut *const f32,
+    len_out: *mut usize,
+    err_out: *mut *mut vt_error,
+) -> vt_status {
+    guard(err_out, || {
+        // SAFETY: NULL or a live image (contract).
+        let img = unsafe { arg(image, "image") }?;
+        out_ptr(data_out, "data_out")?;
+        out_ptr(len_out, "len_out")?;
+        let px = img.image.pixels();
+        // SAFETY: checked non-NULL above.
+        unsafe {
+            write(data_out, px.as_ptr());
+            write(len_out, px.len());
+        }
+        Ok(())
+    })
+}
+
+/// The shape of the tensor vt_image_pixels returns.
+///
+/// - `shape_out`: room for VT_IMAGE_MAX_DIMS values; receives the dimensions.
+/// - `ndim_out`: receives how many dimensions were written.
+///
+/// Errors: VT_ERR_INVALID_ARGUMENT for NULL pointers. Any thread.
+#[no_mangle]
+pub extern "C" fn vt_image_shape(
+    image: *const vt_image,
+    shape_out: *mut usize,
+    ndim_out: *mut usize,
+    err_out: *mut *mut vt_error,
+) -> vt_status {
+    guard(err_out, || {
+        // SAFETY: NULL or a live image (contract).
+        let img = unsafe { arg(image, "image") }?;
+        out_ptr(shape_out, "shape_out")?;
+        out_ptr(ndim_out, "ndim_out")?;
+        let shape = img.image.shape();
+        debug_assert!(shape.len() <= VT_IMAGE_MAX_DIMS);
+        for (i, d) in shape.iter().take(VT_IMAGE_MAX_DIMS).enumerate() {
+            // SAFETY: room for VT_IMAGE_MAX_DIMS values (contract).
+            unsafe { write(shape_out.add(i), *d) };
+        }
+        // SAFETY: checked non-NULL above.
+        unsafe { write(ndim_out, shape.len().min(VT_IMAGE_MAX_DIMS)) };
+        Ok(())
+    })
+}
+
+/// How many embedding rows this image will yield in vt_forward. 0 if `image` is NULL.
+/// Any thread.
+#[no_mangle]
+pub extern "C" fn vt_image_n_tokens(image: *const vt_image) -> usize {
+    guard_value(0, || {
+        // SAFETY: NULL or a live image (contract).
+        unsafe { image.as_ref() }.map_or(0, |i| i.image.n_tokens())
+    })
+}
+
+/// Frees an image. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn vt_image_free(image: *mut vt_image) {
+    guard_value((), || {
+        if !image.is_null() {
+            // SAFETY: `image` came from vt_preprocess* and is freed once (contract).
+            drop(unsafe { Box::from_raw(image) });
+        }
+    })
+}

@@ -1,0 +1,155 @@
+//! `vt_load_params`: options for vt_load, versioned by `struct_size`.
+
+use std::mem::{offset_of, size_of};
+
+use crate::engine::{DeviceRequest, LoadOptions, DEFAULT_MAX_IMAGE_PIXELS};
+use crate::error::{Error, Result};
+
+/// Which device runs the tower (a `VT_DEVICE_*` value).
+pub type vt_device = u32;
+/// The CPU.
+pub const VT_DEVICE_CPU: vt_device = 0;
+/// A CUDA GPU, chosen by vt_load_params.device_ordinal. Needs a CUDA-enabled build and a
+/// GPU; otherwise vt_load fails with VT_ERR_DEVICE.
+pub const VT_DEVICE_CUDA: vt_device = 1;
+/// A GPU when one is usable, else the CPU (the fallback is logged at info level).
+pub const VT_DEVICE_AUTO: vt_device = 2;
+
+/// Options for vt_load. Get defaults from vt_load_params_default(), change fields, pass a
+/// pointer. `struct_size` must be `sizeof(vt_load_params)` of the header the caller was
+/// compiled with: fields are only ever appended, and vtower reads only the fields that
+/// `struct_size` covers (older callers get defaults for newer fields). A struct_size larger
+/// than this library's struct (a newer header than the library) is refused.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct vt_load_params {
+    /// `sizeof(vt_load_params)`; set by vt_load_params_default().
+    pub struct_size: u32,
+    /// VT_DEVICE_CPU, VT_DEVICE_CUDA or VT_DEVICE_AUTO (default VT_DEVICE_AUTO).
+    pub device: vt_device,
+    /// GPU ordinal for VT_DEVICE_CUDA (default 0).
+    pub device_ordinal: i32,
+    /// Worker threads for this model's CPU work; 0 (default) = one per core.
+    pub n_threads: u32,
+    /// Images with more pixels (width * height) than this are refused with
+    /// VT_ERR_IMAGE_TOO_LARGE before they are decoded; 0 = the default, 89478485
+    /// (Pillow's MAX_IMAGE_PIXELS).
+    pub max_image_pixels: u64,
+}
+
+/// The default load parameters (struct_size filled in). Any thread.
+#[no_mangle]
+pub extern "C" fn vt_load_params_default() -> vt_load_params {
+    vt_load_params {
+        struct_size: size_of::<vt_load_params>() as u32,
+        device: VT_DEVICE_AUTO,
+        device_ordinal: 0,
+        n_threads: 0,
+        max_image_pixels: DEFAULT_MAX_IMAGE_PIXELS,
+    }
+}
+
+/// Copies the fields that `struct_size` covers over the defaults.
+///
+/// # Safety
+/// `params` is NULL or points to at least `(*params).struct_size` readable bytes.
+pub(crate) unsafe fn read_params(params: *const vt_load_params) -> Result<vt_load_params> {
+    let mut out = vt_load_params_default();
+    if params.is_null() {
+        return Ok(out);
+    }
+    // SAFETY: struct_size is the first field; the caller's struct has at least 4 bytes.
+    let size = unsafe { params.cast::<u32>().read_unaligned() } as usize;
+    let full = size_of::<vt_load_params>();
+    if size < size_of::<u32>() {
+        return Err(Error::invalid_argument(format!(
+            "vt_load_params.struct_size {size} is too small; use vt_load_params_default()"
+        )));
+    }
+    if size > full {
+        return Err(Error::invalid_argument(format!(
+            "vt_load_params.struct_size {size} is larger than this library's {full}: \
+             the header is newer than the library"
+        )));
+    }
+    macro_rules! take {
+        ($field:ident) => {
+            let offset = offset_of!(vt_load_params, $field);
+            let end = offset + std::mem::size_of_val(&out.$field);
+            if end <= size {
+                // SAFETY: the field lies within the struct_size bytes the caller provides.
+                out.$field = unsafe { read_at(params, offset) };
+            }
+        };
+    }
+    take!(device);
+    take!(device_ordinal);
+    take!(n_threads);
+    take!(max_image_pixels);
+    out.struct_size = size as u32;
+    Ok(out)
+}
+
+/// Reads a `T` at byte `offset` of `base`.
+///
+/// # Safety
+/// `offset + size_of::<T>()` bytes are readable at `base`.
+unsafe fn read_at<T>(base: *const vt_load_params, offset: usize) -> T {
+    // SAFETY: per this function's contract.
+    unsafe { base.cast::<u8>().add(offset).cast::<T>().read_unaligned() }
+}
+
+/// Converts C params into engine options.
+pub(crate) fn to_options(p: &vt_load_params) -> Result<LoadOptions> {
+    let device = match p.device {
+        VT_DEVICE_CPU => DeviceRequest::Cpu,
+        VT_DEVICE_AUTO => DeviceRequest::Auto,
+        VT_DEVICE_CUDA => {
+            if p.device_ordinal < 0 {
+                return Err(Error::invalid_argument(format!(
+                    "vt_load_params.device_ordinal {} is negative",
+                    p.device_ordinal
+                )));
+            }
+            DeviceRequest::Cuda(p.device_ordinal as usize)
+        }
+        other => {
+            return Err(Error::invalid_argument(format!(
+                "vt_load_params.device {other} is not a VT_DEVICE_* value"
+            )))
+        }
+    };
+    Ok(LoadOptions {
+        device,
+        n_threads: p.n_threads as usize,
+        max_image_pixels: if p.max_image_pixels == 0 {
+            DEFAULT_MAX_IMAGE_PIXELS
+        } else {
+            p.max_image_pixels
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn struct_size_limits_what_is_read() {
+        let mut p = vt_load_params_default();
+        p.n_threads = 3;
+        p.max_image_pixels = 7;
+        p.struct_size = offset_of!(vt_load_params, max_image_pixels) as u32;
+        let r = unsafe { read_params(&p) }.unwrap();
+        assert_eq!(r.n_threads, 3);
+        assert_eq!(r.max_image_pixels, DEFAULT_MAX_IMAGE_PIXELS);
+        p.struct_size = size_of::<vt_load_params>() as u32 + 8;
+        assert!(unsafe { read_params(&p) }.is_err());
+        p.struct_size = 0;
+        assert!(unsafe { read_params(&p) }.is_err());
+        assert_eq!(
+            unsafe { read_params(std::ptr::null()) }.unwrap(),
+            vt_load_params_default()
+        );
+    }
+}

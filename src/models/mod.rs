@@ -1,0 +1,61 @@
+//! Model families. Each family is one file implementing [`VisionModel`]; the registry maps
+//! `config.json`'s `model_type` to the family that loads it.
+
+pub mod layers;
+pub mod registry;
+pub mod siglip;
+pub mod vit;
+
+use candle_core::Tensor;
+
+use crate::error::Result;
+use crate::preprocess::{Pixels, RgbImage};
+
+/// What a loaded model is, for introspection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// The family that implements it (`"siglip"`, ...).
+    pub family: &'static str,
+    /// `model_type` from `config.json`.
+    pub model_type: String,
+    /// Width of the output embeddings (the language model's hidden size for VLMs).
+    pub output_dim: usize,
+    /// Width of the vision encoder.
+    pub vision_dim: usize,
+    /// Patch size in pixels.
+    pub patch_size: usize,
+    /// The input size the tower was trained at, `(width, height)`.
+    pub image_size: (usize, usize),
+    /// Embeddings per image when the family yields a fixed number, else `None`.
+    pub tokens_per_image: Option<usize>,
+    /// How many images one forward pass should take at most (bounds activation memory).
+    pub max_batch: usize,
+}
+
+/// A loaded vision tower with its preprocessing.
+///
+/// Implementations are immutable after loading and used from many threads at once.
+pub trait VisionModel: Send + Sync {
+    fn info(&self) -> &ModelInfo;
+
+    /// Turns a decoded RGB image into the tower's input, exactly as the reference image
+    /// processor does.
+    fn preprocess(&self, image: &RgbImage) -> Result<Pixels>;
+
+    /// Runs the tower and projector on a batch of images preprocessed by this model that all
+    /// have the same shape. Returns one `[n_tokens, output_dim]` tensor per image.
+    fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>>;
+}
+
+/// Bytes of attention scores one image needs in one layer, to size batches.
+pub fn attention_bytes(heads: usize, tokens: usize) -> usize {
+    heads
+        .saturating_mul(tokens)
+        .saturating_mul(tokens)
+        .saturating_mul(4)
+}
+
+/// A batch size that keeps per-layer attention scores around `budget` bytes.
+pub fn batch_for_budget(per_image: usize, budget: usize) -> usize {
+    (budget / per_image.max(1)).clamp(1, 64)
+}

@@ -1,0 +1,108 @@
+//! The pre-norm ViT encoder shared by SigLIP and CLIP towers:
+//! `x += out_proj(MHA(LN1(x)))`, `x += fc2(act(fc1(LN2(x))))`, tensors named
+//! `layers.{i}.{layer_norm1, self_attn.{q,k,v,out}_proj, layer_norm2, mlp.fc1, mlp.fc2}`.
+
+use candle_core::Tensor;
+
+use crate::config::ConfigObject;
+use crate::error::Result;
+use crate::models::layers::{Activation, Attention, LayerNorm, Linear, Loader};
+
+/// Largest accepted width/depth values (real towers are far below).
+pub(crate) const MAX_DIM: usize = 1 << 16;
+pub(crate) const MAX_LAYERS: usize = 1024;
+
+/// Encoder hyper-parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VitConfig {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub layer_norm_eps: f64,
+    pub act: Activation,
+}
+
+impl VitConfig {
+    /// Reads the encoder keys of a SigLIP/CLIP `vision_config`, with the class defaults
+    /// given for absent keys.
+    pub fn from_config(
+        cfg: &ConfigObject,
+        defaults: &VitConfig,
+        default_act: &str,
+    ) -> Result<VitConfig> {
+        Ok(VitConfig {
+            hidden_size: cfg.positive_or("hidden_size", defaults.hidden_size, MAX_DIM)?,
+            intermediate_size: cfg.positive_or(
+                "intermediate_size",
+                defaults.intermediate_size,
+                MAX_DIM * 8,
+            )?,
+            num_layers: cfg.positive_or("num_hidden_layers", defaults.num_layers, MAX_LAYERS)?,
+            num_heads: cfg.positive_or("num_attention_heads", defaults.num_heads, MAX_DIM)?,
+            layer_norm_eps: cfg.f64_or("layer_norm_eps", defaults.layer_norm_eps)?,
+            act: Activation::from_name(&cfg.string_or("hidden_act", default_act)?)?,
+        })
+    }
+}
+
+struct EncoderLayer {
+    norm1: LayerNorm,
+    attn: Attention,
+    norm2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    act: Activation,
+}
+
+impl EncoderLayer {
+    fn load(l: &Loader, c: &VitConfig) -> Result<EncoderLayer> {
+        let d = c.hidden_size;
+        Ok(EncoderLayer {
+            norm1: l.layer_norm("layer_norm1", d, c.layer_norm_eps)?,
+            attn: Attention::load(&l.sub("self_attn"), d, c.num_heads, "out_proj", true)?,
+            norm2: l.layer_norm("layer_norm2", d, c.layer_norm_eps)?,
+            fc1: l.linear("mlp.fc1", d, c.intermediate_size, true)?,
+            fc2: l.linear("mlp.fc2", c.intermediate_size, d, true)?,
+            act: c.act,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.attn.forward(&self.norm1.forward(x)?)?;
+        let x = (x + h)?;
+        let h = self.norm2.forward(&x)?;
+        let h = self
+            .fc2
+            .forward(&self.act.forward(&self.fc1.forward(&h)?)?)?;
+        Ok((x + h)?)
+    }
+}
+
+/// A stack of pre-norm encoder layers.
+pub struct Encoder {
+    layers: Vec<EncoderLayer>,
+}
+
+impl Encoder {
+    /// Loads `layers.0 .. layers.{num_layers-1}` under `loader` (which points at `encoder.`).
+    pub fn load(loader: &Loader, c: &VitConfig) -> Result<Encoder> {
+        let layers = (0..c.num_layers)
+            .map(|i| EncoderLayer::load(&loader.sub(&format!("layers.{i}")), c))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Encoder { layers })
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Runs the first `n` layers (all when `n >= num_layers`) on `x` `[batch, tokens, dim]`.
+    pub fn forward(&self, x: &Tensor, n: usize) -> Result<Tensor> {
+        let mut x = x.clone();
+        for layer in self.layers.iter().take(n) {
+            x = layer.forward(&x)?;
+        }
+        Ok(x)
+    }
+}

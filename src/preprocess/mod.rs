@@ -1,0 +1,12 @@
+//! Image preprocessing: decoding, RGB conversion, resizing and normalization, reproducing the
+//! Hugging Face PIL-backend image processors exactly.
+
+pub mod decode;
+pub mod normalize;
+pub mod pixels;
+pub mod resample;
+pub mod rgb;
+pub mod siglip;
+
+pub use pixels::Pixels;
+pub use rgb::RgbImage;

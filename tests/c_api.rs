@@ -1,0 +1,75 @@
+//! Compiles the C programs in tests/c against the built library and runs them.
+
+mod common;
+
+use common::*;
+
+/// The fixture the C tests use: a single-file SigLIP checkpoint.
+const FIXTURE: &str = "siglip_f32";
+
+#[test]
+fn c_smoke() {
+    let tmp = temp_dir("c-smoke");
+    let bin = tmp.join("smoke");
+    compile(&[repo().join("tests/c/smoke.c")], &bin, false, &[]);
+    let case = cases(FIXTURE)
+        .into_iter()
+        .find(|c| c.file.ends_with(".jpg"))
+        .expect("a JPEG case");
+    let expected = tmp.join("expected.f32");
+    let bytes: Vec<u8> = case
+        .embeddings
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    std::fs::write(&expected, bytes).unwrap();
+    let model = fixtures().join(FIXTURE);
+    run(
+        &bin,
+        &[
+            model.to_str().unwrap(),
+            case.path.to_str().unwrap(),
+            expected.to_str().unwrap(),
+            "2e-3",
+        ],
+    );
+}
+
+#[test]
+fn c_errors() {
+    let tmp = temp_dir("c-errors");
+    let bin = tmp.join("errors");
+    compile(&[repo().join("tests/c/errors.c")], &bin, false, &[]);
+    let broken = tmp.join("broken");
+    make_broken_models(FIXTURE, &broken);
+    run(
+        &bin,
+        &[
+            fixtures().join(FIXTURE).to_str().unwrap(),
+            images_dir().to_str().unwrap(),
+            broken.to_str().unwrap(),
+        ],
+    );
+}
+
+#[test]
+fn c_threads() {
+    let tmp = temp_dir("c-threads");
+    let bin = tmp.join("threads");
+    compile(
+        &[repo().join("tests/c/threads.c")],
+        &bin,
+        false,
+        &["-pthread"],
+    );
+    let files: Vec<String> = cases(FIXTURE)
+        .iter()
+        .take(6)
+        .map(|c| c.path.to_string_lossy().into_owned())
+        .collect();
+    let model = fixtures().join(FIXTURE).to_string_lossy().into_owned();
+    let mut args = vec![model.as_str()];
+    args.extend(files.iter().map(|s| s.as_str()));
+    let out = run(&bin, &args);
+    assert!(out.contains(" 0 mismatches"), "{out}");
+}

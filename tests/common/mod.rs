@@ -1,0 +1,306 @@
+//! Helpers shared by the integration tests: fixtures, comparisons, broken model folders,
+//! and compiling C programs against the built library.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use safetensors::SafeTensors;
+use serde_json::Value;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixtures() -> PathBuf {
+    repo().join("tests/fixtures")
+}
+
+pub fn images_dir() -> PathBuf {
+    fixtures().join("images")
+}
+
+/// The model fixtures (folders with an expected.json).
+pub fn model_fixtures() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(fixtures())
+        .expect("tests/fixtures exists")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("expected.json").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    assert!(!v.is_empty(), "no model fixtures found in tests/fixtures");
+    v
+}
+
+/// One reference case of a model fixture.
+#[derive(Debug, Clone)]
+pub struct Case {
+    /// The image's key in expected.safetensors (its file name).
+    pub file: String,
+    /// Where the image file is.
+    pub path: PathBuf,
+    pub resized: bool,
+    pub pixels: Vec<f32>,
+    pub pixel_shape: Vec<usize>,
+    pub embeddings: Vec<f32>,
+    pub tokens: usize,
+    pub dim: usize,
+}
+
+/// The reference cases of fixture `name`.
+pub fn cases(name: &str) -> Vec<Case> {
+    let dir = fixtures().join(name);
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let f32s = |key: &str| -> (Vec<f32>, Vec<usize>) {
+        let t = st
+            .tensor(key)
+            .unwrap_or_else(|_| panic!("{name}: no `{key}`"));
+        assert_eq!(t.dtype(), safetensors::Dtype::F32, "{key}");
+        let v = t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        (v, t.shape().to_vec())
+    };
+    meta["images"]
+        .as_array()
+        .expect("images list")
+        .iter()
+        .map(|c| {
+            let file = c["key"].as_str().unwrap().to_string();
+            let path = repo().join(c["path"].as_str().unwrap());
+            let (pixels, pixel_shape) = f32s(&format!("pixels/{file}"));
+            let (embeddings, eshape) = f32s(&format!("embeddings/{file}"));
+            Case {
+                resized: c["resized"].as_bool().unwrap(),
+                tokens: eshape[0],
+                dim: eshape[1],
+                file,
+                path,
+                pixels,
+                pixel_shape,
+                embeddings,
+            }
+        })
+        .collect()
+}
+
+pub fn image_path(file: &str) -> PathBuf {
+    images_dir().join(file)
+}
+
+/// `||a - b|| / ||b||`.
+pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let (mut num, mut den) = (0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        num += (*x as f64 - *y as f64).powi(2);
+        den += (*y as f64).powi(2);
+    }
+    (num / den.max(1e-30)).sqrt()
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// A fresh empty temporary folder.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vtower-test-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Copies the checkpoint files of a fixture (not its expected.* reference outputs).
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        if e.path().is_file() && !e.file_name().to_string_lossy().starts_with("expected.") {
+            std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Map<String, Value>)) {
+    let p = dir.join("config.json");
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let obj = v.as_object_mut().unwrap();
+    f(obj);
+    std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+}
+
+/// The `vision_config` object (or the top level for vision-only configs).
+fn vision_cfg(obj: &mut serde_json::Map<String, Value>) -> &mut serde_json::Map<String, Value> {
+    if obj.contains_key("vision_config") {
+        obj.get_mut("vision_config")
+            .unwrap()
+            .as_object_mut()
+            .unwrap()
+    } else {
+        obj
+    }
+}
+
+/// Removes `name` from a single-file safetensors checkpoint by rewriting it.
+fn drop_tensor(file: &Path, name: &str) {
+    let bytes = std::fs::read(file).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(n, _)| n != name)
+        .collect();
+    assert!(kept.len() < st.len(), "{name} not in {}", file.display());
+    let out = safetensors::serialize(kept, None).unwrap();
+    std::fs::write(file, out).unwrap();
+}
+
+/// Builds broken copies of the single-file fixture `fixture` under `out`, one folder per
+/// failure: unknown_model_type, no_model_type, bad_json, missing_tensor, lying_config,
+/// truncated_weights, corrupt_header, no_weights, absurd_config.
+pub fn make_broken_models(fixture: &str, out: &Path) {
+    let src = fixtures().join(fixture);
+    let make = |name: &str| -> PathBuf {
+        let d = out.join(name);
+        let _ = std::fs::remove_dir_all(&d);
+        copy_dir(&src, &d);
+        d
+    };
+    edit_config(&make("unknown_model_type"), |c| {
+        c.insert("model_type".into(), "not_a_model".into());
+    });
+    edit_config(&make("no_model_type"), |c| {
+        c.remove("model_type");
+    });
+    std::fs::write(
+        make("bad_json").join("config.json"),
+        "{\"model_type\": \"siglip\", ",
+    )
+    .unwrap();
+    let d = make("missing_tensor");
+    let weights = d.join("model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let victim = st
+        .names()
+        .into_iter()
+        .find(|n| n.ends_with("post_layernorm.weight"))
+        .expect("a post_layernorm.weight tensor")
+        .to_string();
+    drop(st);
+    drop_tensor(&weights, &victim);
+    edit_config(&make("lying_config"), |c| {
+        let v = vision_cfg(c);
+        let h = v.get("hidden_size").and_then(|x| x.as_u64()).unwrap_or(768);
+        let heads = v
+            .get("num_attention_heads")
+            .and_then(|x| x.as_u64())
+            .unwrap_or(12);
+        v.insert("hidden_size".into(), (h + heads).into());
+    });
+    let d = make("truncated_weights");
+    let w = d.join("model.safetensors");
+    let len = std::fs::metadata(&w).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&w).unwrap();
+    f.set_len(len - 100).unwrap();
+    let d = make("corrupt_header");
+    let w = d.join("model.safetensors");
+    let mut bytes = std::fs::read(&w).unwrap();
+    for b in bytes.iter_mut().skip(8).take(16) {
+        *b = b'#';
+    }
+    std::fs::write(&w, bytes).unwrap();
+    let d = make("no_weights");
+    std::fs::remove_file(d.join("model.safetensors")).unwrap();
+    edit_config(&make("absurd_config"), |c| {
+        vision_cfg(c).insert("num_hidden_layers".into(), 1_000_000_000u64.into());
+    });
+}
+
+/// The folder holding the libvtower.so that cargo built for this test run
+/// (target/<profile>/deps, next to the test executable).
+pub fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().to_path_buf();
+    assert!(
+        dir.join("libvtower.so").exists(),
+        "libvtower.so not built in {}",
+        dir.display()
+    );
+    dir
+}
+
+/// A folder with `libvtower.so` and `libvtower.so.<major>` (its SONAME) pointing at the
+/// library cargo built, to link and run C programs against.
+pub fn linkable_lib_dir(tmp: &Path) -> PathBuf {
+    let built = lib_dir().join("libvtower.so");
+    let dir = tmp.join("lib");
+    std::fs::create_dir_all(&dir).unwrap();
+    let major = env!("CARGO_PKG_VERSION_MAJOR");
+    for name in ["libvtower.so".to_string(), format!("libvtower.so.{major}")] {
+        let link = dir.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&built, &link).unwrap();
+    }
+    dir
+}
+
+/// Compiles C (or C++) sources against include/vtower.h and the shared library.
+pub fn compile(sources: &[PathBuf], out: &Path, cxx: bool, extra: &[&str]) {
+    let compiler = if cxx { "c++" } else { "cc" };
+    let lib = linkable_lib_dir(out.parent().unwrap());
+    let mut cmd = Command::new(compiler);
+    if cxx {
+        cmd.arg("-std=c++17");
+    } else {
+        cmd.arg("-std=c99");
+    }
+    cmd.args(["-Wall", "-Wextra", "-Wpedantic", "-Werror", "-O1", "-g"])
+        .arg(format!("-I{}", repo().join("include").display()))
+        .arg(format!("-I{}", repo().join("tests/c").display()))
+        .args(sources)
+        .arg("-o")
+        .arg(out)
+        .arg(format!("-L{}", lib.display()))
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .args(["-lvtower", "-lpthread", "-lm"])
+        .args(extra);
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {compiler}: {e}"));
+    assert!(status.success(), "compiling {sources:?} failed");
+}
+
+/// Runs a program and asserts it succeeds, returning its stdout.
+pub fn run(program: &Path, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "{} {args:?} failed ({}):\n{stdout}\n{stderr}",
+        program.display(),
+        out.status
+    );
+    println!("{stdout}");
+    stdout
+}
+
+/// Cases indexed by file name.
+pub fn cases_by_file(name: &str) -> HashMap<String, Case> {
+    cases(name)
+        .into_iter()
+        .map(|c| (c.file.clone(), c))
+        .collect()
+}
