@@ -148,6 +148,11 @@ typedef struct vt_load_params {
 } vt_load_params;
 
 /**
+ * Which special token vt_model_token_id returns (a `VT_TOKEN_*` value).
+ */
+typedef uint32_t vt_token_role;
+
+/**
  * Debugging detail (e.g. every error returned).
  */
 #define VT_LOG_DEBUG 1
@@ -182,6 +187,28 @@ typedef struct vt_load_params {
  * A GPU when one is usable, else the CPU (the fallback is logged at info level).
  */
 #define VT_DEVICE_AUTO 2
+
+/**
+ * The placeholder token the prompt repeats once per embedding; the engine replaces the
+ * placeholders' embeddings with the image's rows (`<image_soft_token>`, `<image>`, `[IMG]`,
+ * `<|image_pad|>`).
+ */
+#define VT_TOKEN_IMAGE 0
+
+/**
+ * The token that opens an image (`<start_of_image>`, `<|vision_start|>`).
+ */
+#define VT_TOKEN_IMAGE_START 1
+
+/**
+ * The token that closes an image (`<end_of_image>`, `[IMG_END]`, `<|vision_end|>`).
+ */
+#define VT_TOKEN_IMAGE_END 2
+
+/**
+ * The token that ends each row of image embeddings (`[IMG_BREAK]`).
+ */
+#define VT_TOKEN_IMAGE_BREAK 3
 
 /**
  * Success.
@@ -481,6 +508,27 @@ vt_status vt_model_image_size(const struct vt_model *model,
  * The default load parameters (struct_size filled in). Any thread.
  */
 struct vt_load_params vt_load_params_default(void);
+
+/**
+ * The language-model token id the checkpoint's config gives for `role`, or -1 when the
+ * model has no such token (or `model` is NULL, or `role` is unknown). Any thread.
+ */
+int64_t vt_model_token_id(const struct vt_model *model, vt_token_role role);
+
+/**
+ * The layout of the embeddings this image yields: `frames x rows x cols` tokens, in
+ * row-major order (frame, then row, then column). Their product is vt_image_n_tokens.
+ * For a plain SigLIP model: 1 x (size/patch) x (size/patch).
+ *
+ * - `frames_out`, `rows_out`, `cols_out`: receive the grid on VT_OK.
+ *
+ * Errors: VT_ERR_INVALID_ARGUMENT for NULL pointers. Any thread.
+ */
+vt_status vt_image_token_grid(const struct vt_image *image,
+                              uint32_t *frames_out,
+                              uint32_t *rows_out,
+                              uint32_t *cols_out,
+                              struct vt_error **err_out);
 
 /**
  * A static, NUL-terminated description of a status code ("ok", "invalid argument", ...).

@@ -2,10 +2,14 @@
 
 use crate::preprocess::Pixels;
 
-/// Groups image indices so that each group holds images of one shape and at most
-/// `max_batch` of them, in first-seen order.
-pub fn plan_batches(images: &[&Pixels], max_batch: usize) -> Vec<Vec<usize>> {
+/// Groups image indices into batches of at most `max_batch` images. Unless the model takes
+/// `mixed_shapes` in one batch, each group holds images of one shape, in first-seen order.
+pub fn plan_batches(images: &[&Pixels], max_batch: usize, mixed_shapes: bool) -> Vec<Vec<usize>> {
     let max_batch = max_batch.max(1);
+    if mixed_shapes {
+        let all: Vec<usize> = (0..images.len()).collect();
+        return all.chunks(max_batch).map(|c| c.to_vec()).collect();
+    }
     let mut groups: Vec<(Vec<usize>, Vec<usize>)> = Vec::new();
     for (i, p) in images.iter().enumerate() {
         match groups.iter_mut().find(|(shape, _)| *shape == p.shape) {
@@ -31,7 +35,7 @@ mod tests {
         Pixels {
             data: vec![],
             shape: shape.to_vec(),
-            n_tokens: 1,
+            grid: [1, 1, 1],
         }
     }
 
@@ -41,9 +45,13 @@ mod tests {
         let b = px(&[3, 8, 4]);
         let imgs = [&a, &b, &a, &a, &b];
         assert_eq!(
-            plan_batches(&imgs, 2),
+            plan_batches(&imgs, 2, false),
             vec![vec![0, 2], vec![3], vec![1, 4]]
         );
-        assert_eq!(plan_batches(&imgs, 0).len(), 5);
+        assert_eq!(plan_batches(&imgs, 0, false).len(), 5);
+        assert_eq!(
+            plan_batches(&imgs, 3, true),
+            vec![vec![0, 1, 2], vec![3, 4]]
+        );
     }
 }

@@ -22,6 +22,11 @@ impl Image {
 
     /// How many embedding rows this image yields.
     pub fn n_tokens(&self) -> usize {
-        self.pixels.n_tokens
+        self.pixels.n_tokens()
+    }
+
+    /// The output embeddings as a `[frames, rows, cols]` grid (row-major order).
+    pub fn token_grid(&self) -> [usize; 3] {
+        self.pixels.grid
     }
 }

@@ -141,7 +141,8 @@ impl Model {
         let dim = self.info().output_dim;
         let mut items: Vec<Vec<f32>> = vec![Vec::new(); images.len()];
         self.pool.install(|| -> Result<()> {
-            for group in plan_batches(&pixels, self.info().max_batch) {
+            let info = self.info();
+            for group in plan_batches(&pixels, info.max_batch, info.mixed_shape_batches) {
                 let batch: Vec<&Pixels> = group.iter().map(|&i| pixels[i]).collect();
                 let outputs = self.inner.forward(&batch)?;
                 if outputs.len() != group.len() {
@@ -152,7 +153,7 @@ impl Model {
                     )));
                 }
                 for (&i, out) in group.iter().zip(outputs) {
-                    let expected = [pixels[i].n_tokens, dim];
+                    let expected = [pixels[i].n_tokens(), dim];
                     if out.dims() != expected {
                         return Err(Error::compute(format!(
                             "image {i}: output shape {:?}, expected {expected:?}",

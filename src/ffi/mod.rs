@@ -17,5 +17,6 @@ pub mod image;
 pub mod log;
 pub mod model;
 pub mod params;
+pub mod prompt;
 pub mod status;
 pub mod version;

@@ -30,6 +30,26 @@ pub struct ModelInfo {
     pub tokens_per_image: Option<usize>,
     /// How many images one forward pass should take at most (bounds activation memory).
     pub max_batch: usize,
+    /// Whether [`VisionModel::forward`] accepts images of different shapes in one batch
+    /// (variable-resolution families); otherwise the engine groups images by shape.
+    pub mixed_shape_batches: bool,
+    /// Token ids the language model uses around the image embeddings.
+    pub tokens: SpecialTokens,
+}
+
+/// Special token ids of the language model that frame image embeddings in a prompt, as the
+/// checkpoint's config names them. `None` when the model has no such token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpecialTokens {
+    /// The placeholder repeated once per embedding (`image_token_index`, `<image_soft_token>`,
+    /// `[IMG]`, `<|image_pad|>`).
+    pub image: Option<i64>,
+    /// The token before an image's embeddings (`<start_of_image>`, `<|vision_start|>`).
+    pub image_start: Option<i64>,
+    /// The token after an image's embeddings (`<end_of_image>`, `[IMG_END]`, `<|vision_end|>`).
+    pub image_end: Option<i64>,
+    /// The token after each row of embeddings (`[IMG_BREAK]`).
+    pub image_break: Option<i64>,
 }
 
 /// A loaded vision tower with its preprocessing.

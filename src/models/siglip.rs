@@ -8,7 +8,7 @@ use crate::config::{ConfigObject, ModelFiles};
 use crate::error::{Error, Result};
 use crate::models::layers::{Activation, LayerNorm, Linear, Loader};
 use crate::models::vit::{Encoder, VitConfig, MAX_DIM};
-use crate::models::{attention_bytes, batch_for_budget, ModelInfo, VisionModel};
+use crate::models::{attention_bytes, batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::resample::Filter;
 use crate::preprocess::siglip::FixedSizeProcessor;
 use crate::preprocess::{Pixels, RgbImage};
@@ -227,6 +227,8 @@ impl SiglipModel {
             image_size: (config.image_size, config.image_size),
             tokens_per_image: Some(n),
             max_batch: batch_for_budget(attention_bytes(config.encoder.num_heads, n), 256 << 20),
+            mixed_shape_batches: false,
+            tokens: SpecialTokens::default(),
         };
         Ok(SiglipModel {
             info,
@@ -244,8 +246,8 @@ impl VisionModel for SiglipModel {
     }
 
     fn preprocess(&self, image: &RgbImage) -> Result<Pixels> {
-        self.processor
-            .process(image, self.tower.config().num_patches())
+        let g = self.tower.config().grid();
+        self.processor.process(image, [1, g, g])
     }
 
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {

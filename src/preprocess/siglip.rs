@@ -107,8 +107,9 @@ impl FixedSizeProcessor {
         })
     }
 
-    /// Resizes (when needed) and normalizes into `[3, H, W]`.
-    pub fn process(&self, image: &RgbImage, n_tokens: usize) -> Result<Pixels> {
+    /// Resizes (when needed) and normalizes into `[3, H, W]`; `grid` is the token grid the
+    /// model will produce from it.
+    pub fn process(&self, image: &RgbImage, grid: [usize; 3]) -> Result<Pixels> {
         let (w, h) = self.size;
         let resized;
         let image = if image.width == w && image.height == h {
@@ -125,7 +126,7 @@ impl FixedSizeProcessor {
         Ok(Pixels {
             data: self.normalization.to_chw(image),
             shape: vec![3, h as usize, w as usize],
-            n_tokens,
+            grid,
         })
     }
 }

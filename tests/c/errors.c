@@ -91,6 +91,7 @@ int main(int argc, char **argv) {
     CHECK(vt_embeddings_dim(NULL) == 0);
     CHECK(vt_embeddings_n_tokens(NULL, 0) == 0);
     CHECK(vt_embeddings_data(NULL, 0) == NULL);
+    CHECK(vt_model_token_id(NULL, VT_TOKEN_IMAGE) == -1);
 
     /* vt_load arguments. */
     EXPECT(VT_ERR_INVALID_ARGUMENT, "model_dir", vt_load(NULL, NULL, &model, &err));
@@ -206,6 +207,14 @@ int main(int argc, char **argv) {
     EXPECT(VT_ERR_INVALID_ARGUMENT, "image", vt_image_shape(NULL, shape, &ndim, &err));
     EXPECT(VT_ERR_INVALID_ARGUMENT, "shape_out", vt_image_shape(img, NULL, &ndim, &err));
     EXPECT(VT_ERR_INVALID_ARGUMENT, "ndim_out", vt_image_shape(img, shape, NULL, &err));
+    {
+        uint32_t t, r, c;
+        EXPECT(VT_ERR_INVALID_ARGUMENT, "image", vt_image_token_grid(NULL, &t, &r, &c, &err));
+        EXPECT(VT_ERR_INVALID_ARGUMENT, "frames_out", vt_image_token_grid(img, NULL, &r, &c, &err));
+        EXPECT(VT_ERR_INVALID_ARGUMENT, "rows_out", vt_image_token_grid(img, &t, NULL, &c, &err));
+        EXPECT(VT_ERR_INVALID_ARGUMENT, "cols_out", vt_image_token_grid(img, &t, &r, NULL, &err));
+        CHECK(vt_model_token_id(model, 999) == -1);
+    }
     EXPECT(VT_ERR_INVALID_ARGUMENT, "model", vt_model_image_size(NULL, &w, &h, &err));
     EXPECT(VT_ERR_INVALID_ARGUMENT, "width_out", vt_model_image_size(model, NULL, &h, &err));
     EXPECT(VT_ERR_INVALID_ARGUMENT, "height_out", vt_model_image_size(model, &w, NULL, &err));

@@ -62,6 +62,15 @@ int main(int argc, char **argv) {
     CHECK(n_tokens == vt_model_tokens_per_image(model));
     CHECK(vt_image_pixels(img, &px, &npx, NULL) == VT_OK);
     CHECK(npx == 3u * w * h);
+    {
+        uint32_t frames = 0, rows = 0, cols = 0;
+        CHECK(vt_image_token_grid(img, &frames, &rows, &cols, NULL) == VT_OK);
+        CHECK(frames == 1 && rows == w / vt_model_patch_size(model) && cols == rows);
+        CHECK((size_t)frames * rows * cols == n_tokens);
+    }
+    /* A plain SigLIP model has no language model, hence no special tokens. */
+    CHECK(vt_model_token_id(model, VT_TOKEN_IMAGE) == -1);
+    CHECK(vt_model_token_id(model, VT_TOKEN_IMAGE_BREAK) == -1);
     CHECK(vt_image_shape(img, shape, &ndim, NULL) == VT_OK);
     CHECK(ndim == 3 && shape[0] == 3 && shape[1] == h && shape[2] == w);
 
