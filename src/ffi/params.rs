@@ -99,6 +99,9 @@ unsafe fn read_at<T>(base: *const vt_load_params, offset: usize) -> T {
     unsafe { base.cast::<u8>().add(offset).cast::<T>().read_unaligned() }
 }
 
+/// More worker threads than this is a mistake, not a configuration.
+const MAX_THREADS: u32 = 4096;
+
 /// Converts C params into engine options.
 pub(crate) fn to_options(p: &vt_load_params) -> Result<LoadOptions> {
     let device = match p.device {
@@ -119,6 +122,12 @@ pub(crate) fn to_options(p: &vt_load_params) -> Result<LoadOptions> {
             )))
         }
     };
+    if p.n_threads > MAX_THREADS {
+        return Err(Error::invalid_argument(format!(
+            "vt_load_params.n_threads {} is larger than {MAX_THREADS}",
+            p.n_threads
+        )));
+    }
     Ok(LoadOptions {
         device,
         n_threads: p.n_threads as usize,
