@@ -247,3 +247,127 @@ pub fn softmax_f32(x: &Tensor) -> Result<Tensor> {
         Ok(candle_nn::ops::softmax_last_dim(&x.to_dtype(DType::F32)?)?.to_dtype(dtype)?)
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Pieces for the towers of variable-resolution families (Qwen2-VL, Qwen2.5-VL, ...).
+
+impl Loader<'_> {
+    /// `name.weight` `[dim]` of an RMSNorm (no bias).
+    pub fn rms_norm(&self, name: &str, dim: usize, eps: f64) -> Result<RmsNorm> {
+        Ok(RmsNorm {
+            weight: self.sub(name).tensor("weight", &[dim])?,
+            eps,
+        })
+    }
+
+    /// A gated MLP `name.{gate_proj, up_proj}` `[hidden, dim]`, `name.down_proj`
+    /// `[dim, hidden]`, with biases when `bias`.
+    pub fn gated_mlp(
+        &self,
+        name: &str,
+        dim: usize,
+        hidden: usize,
+        bias: bool,
+        act: Activation,
+    ) -> Result<GatedMlp> {
+        let l = self.sub(name);
+        Ok(GatedMlp {
+            gate: l.linear("gate_proj", dim, hidden, bias)?,
+            up: l.linear("up_proj", dim, hidden, bias)?,
+            down: l.linear("down_proj", hidden, dim, bias)?,
+            act,
+        })
+    }
+}
+
+/// Llama-style RMSNorm: `w * to_dtype(x32 * rsqrt(mean(x32²) + eps))`, the normalization in
+/// f32 and the weight applied in the activation dtype.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    pub weight: Tensor,
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    /// Normalizes the last dimension of `x`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let h = x.to_dtype(DType::F32)?;
+        let var = h.sqr()?.mean_keepdim(candle_core::D::Minus1)?;
+        let inv = (var + self.eps)?.sqrt()?.recip()?;
+        let h = h.broadcast_mul(&inv)?.to_dtype(dtype)?;
+        Ok(h.broadcast_mul(&self.weight)?)
+    }
+}
+
+/// `down(act(gate(x)) * up(x))`.
+#[derive(Debug, Clone)]
+pub struct GatedMlp {
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
+    pub act: Activation,
+}
+
+impl GatedMlp {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let g = self.act.forward(&self.gate.forward(x)?)?;
+        let u = self.up.forward(x)?;
+        self.down.forward(&(g * u)?)
+    }
+}
+
+/// Bytes of attention scores one query chunk may take (larger segments are processed in
+/// query chunks; each row's softmax is independent, so the result does not change).
+const SEGMENT_SCORES_BUDGET: usize = 64 << 20;
+
+/// Attention restricted to segments of a packed sequence (flash-attention's `cu_seqlens`):
+/// tokens attend to the tokens of their own segment only, with no mask inside a segment.
+///
+/// `q`, `k`, `v`: `[heads, tokens, head_dim]`; `segments`: `(start, len)` ranges that tile
+/// `0..tokens` in order. Scores are `q·kᵀ·scale`, softmax in f32. Returns
+/// `[tokens, heads * head_dim]` (heads concatenated per token).
+pub fn segment_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    segments: &[(usize, usize)],
+    scale: f64,
+) -> Result<Tensor> {
+    let (heads, tokens, head_dim) = q.dims3()?;
+    let mut next = 0;
+    let mut outputs = Vec::with_capacity(segments.len());
+    for &(start, len) in segments {
+        if start != next || len == 0 {
+            return Err(Error::compute(format!(
+                "attention segments do not tile the sequence: segment ({start}, {len}) after {next}"
+            )));
+        }
+        next = start + len;
+        let ks = k.narrow(1, start, len)?;
+        let kt = ks.t()?.contiguous()?;
+        let vs = v.narrow(1, start, len)?.contiguous()?;
+        let per_row = heads.saturating_mul(len).saturating_mul(4).max(1);
+        let chunk = (SEGMENT_SCORES_BUDGET / per_row).clamp(1, len);
+        let mut q0 = 0;
+        while q0 < len {
+            let n = chunk.min(len - q0);
+            let qs = q.narrow(1, start + q0, n)?.contiguous()?;
+            let scores = (qs.matmul(&kt)? * scale)?;
+            let probs = softmax_f32(&scores)?;
+            outputs.push(probs.matmul(&vs)?);
+            q0 += n;
+        }
+    }
+    if next != tokens {
+        return Err(Error::compute(format!(
+            "attention segments cover {next} of {tokens} tokens"
+        )));
+    }
+    let o = if outputs.len() == 1 {
+        outputs.pop().expect("one output")
+    } else {
+        Tensor::cat(&outputs, 1)?
+    };
+    Ok(o.transpose(0, 1)?.reshape((tokens, heads * head_dim))?)
+}
