@@ -138,10 +138,12 @@ impl QwenImageProcessor {
             ) {
                 (Some(lo), Some(hi)) => (min_pixels, max_pixels) = (lo, hi),
                 _ if pre.contains("min_pixels") && pre.contains("max_pixels") => {}
-                _ => return Err(Error::bad_config(format!(
+                _ => {
+                    return Err(Error::bad_config(format!(
                     "{}: `size` must have `shortest_edge` and `longest_edge` (min and max pixels)",
                     pre.location()
-                ))),
+                )))
+                }
             }
         }
         if let Some(v) = pixel_count(pre, "min_pixels")? {
@@ -268,6 +270,8 @@ mod tests {
         // max(factor, ...) guard and the min_pixels branch.
         assert_eq!(smart_resize(20, 180, 16, 512, 2048).unwrap(), (16, 128));
         assert_eq!(smart_resize(12, 20, 16, 512, 2048).unwrap(), (32, 32));
+        // Python: smart_resize(1, 200, 16, 512, 2048) == (16, 320), above max_pixels.
+        assert_eq!(smart_resize(1, 200, 16, 512, 2048).unwrap(), (16, 320));
         assert!(smart_resize(1, 201, 16, 512, 2048).is_err());
         assert!(smart_resize(1, 200, 16, 512, 2048).is_ok());
     }
