@@ -65,7 +65,8 @@ pub trait VisionModel: Send + Sync {
     fn preprocess(&self, image: &RgbImage) -> Result<Pixels>;
 
     /// Runs the tower and projector on a batch of images preprocessed by this model that all
-    /// have the same shape. Returns one `[n_tokens, output_dim]` tensor per image.
+    /// have the same shape (any shapes when [`ModelInfo::mixed_shape_batches`]). Returns one
+    /// `[n_tokens, output_dim]` tensor per image.
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>>;
 
     /// How many patches per side one output token covers (Qwen2-VL's `spatial_merge_size`):
