@@ -334,6 +334,18 @@ pub fn segment_attention(
     segments: &[(usize, usize)],
     scale: f64,
 ) -> Result<Tensor> {
+    segment_attention_budget(q, k, v, segments, scale, SEGMENT_SCORES_BUDGET)
+}
+
+/// [`segment_attention`] with score chunks of at most `budget` bytes.
+fn segment_attention_budget(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    segments: &[(usize, usize)],
+    scale: f64,
+    budget: usize,
+) -> Result<Tensor> {
     let (heads, tokens, head_dim) = q.dims3()?;
     let mut next = 0;
     let mut outputs = Vec::with_capacity(segments.len());
@@ -348,7 +360,7 @@ pub fn segment_attention(
         let kt = ks.t()?.contiguous()?;
         let vs = v.narrow(1, start, len)?.contiguous()?;
         let per_row = heads.saturating_mul(len).saturating_mul(4).max(1);
-        let chunk = (SEGMENT_SCORES_BUDGET / per_row).clamp(1, len);
+        let chunk = (budget / per_row).clamp(1, len);
         let mut q0 = 0;
         while q0 < len {
             let n = chunk.min(len - q0);
@@ -370,4 +382,64 @@ pub fn segment_attention(
         Tensor::cat(&outputs, 1)?
     };
     Ok(o.transpose(0, 1)?.reshape((tokens, heads * head_dim))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_attention_isolates_segments_and_chunks_exactly() {
+        let dev = Device::Cpu;
+        let (h, n, d) = (2, 7, 4);
+        let data = |seed: f32| -> Tensor {
+            let v: Vec<f32> = (0..h * n * d)
+                .map(|i| ((i as f32 * 0.37 + seed).sin() * 2.0))
+                .collect();
+            Tensor::from_vec(v, (h, n, d), &dev).unwrap()
+        };
+        let (q, k, v) = (data(0.1), data(1.3), data(2.9));
+        let segs = [(0, 3), (3, 4)];
+        let whole = segment_attention(&q, &k, &v, &segs, 0.5).unwrap();
+        assert_eq!(whole.dims(), &[n, h * d]);
+        // Each segment alone gives the same rows.
+        let first = segment_attention(
+            &q.narrow(1, 0, 3).unwrap(),
+            &k.narrow(1, 0, 3).unwrap(),
+            &v.narrow(1, 0, 3).unwrap(),
+            &[(0, 3)],
+            0.5,
+        )
+        .unwrap();
+        let a = whole.narrow(0, 0, 3).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(a, first.to_vec2::<f32>().unwrap());
+        // One query row per chunk: same result.
+        let chunked = segment_attention_budget(&q, &k, &v, &segs, 0.5, 1).unwrap();
+        let diff = (chunked - &whole)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff <= 1e-6, "{diff}");
+        // Segments must tile the sequence.
+        assert!(segment_attention(&q, &k, &v, &[(0, 3), (4, 3)], 0.5).is_err());
+        assert!(segment_attention(&q, &k, &v, &[(0, 3)], 0.5).is_err());
+        assert!(segment_attention(&q, &k, &v, &[(0, 0), (0, 7)], 0.5).is_err());
+    }
+
+    #[test]
+    fn rms_norm_matches_the_formula() {
+        let x = Tensor::new(&[[3f32, 4.0], [1.0, -1.0]], &Device::Cpu).unwrap();
+        let n = RmsNorm {
+            weight: Tensor::new(&[2f32, -1.0], &Device::Cpu).unwrap(),
+            eps: 0.0,
+        };
+        let y = n.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+        let r = (12.5f32).sqrt();
+        assert!((y[0][0] - 6.0 / r).abs() < 1e-6 && (y[0][1] + 4.0 / r).abs() < 1e-6);
+        assert!((y[1][0] - 2.0).abs() < 1e-6 && (y[1][1] - 1.0).abs() < 1e-6);
+    }
 }
