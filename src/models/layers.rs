@@ -394,7 +394,7 @@ mod tests {
         let (h, n, d) = (2, 7, 4);
         let data = |seed: f32| -> Tensor {
             let v: Vec<f32> = (0..h * n * d)
-                .map(|i| ((i as f32 * 0.37 + seed).sin() * 2.0))
+                .map(|i| (i as f32 * 0.37 + seed).sin() * 2.0)
                 .collect();
             Tensor::from_vec(v, (h, n, d), &dev).unwrap()
         };
