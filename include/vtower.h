@@ -531,6 +531,58 @@ vt_status vt_image_token_grid(const struct vt_image *image,
                               struct vt_error **err_out);
 
 /**
+ * How many patches per side one embedding covers: Qwen2-VL's `spatial_merge_size` (2 in
+ * the released models), 1 for families whose embeddings are patches (SigLIP). An
+ * image's patch grid (vt_image_patch_grid) is its token grid (vt_image_token_grid) with
+ * rows and columns multiplied by this. 0 if `model` is NULL. Any thread.
+ */
+uint32_t vt_model_merge_size(const struct vt_model *model);
+
+/**
+ * The grid of patches the tower sees for this image, `frames x rows x cols`: for Qwen2-VL
+ * and Qwen2.5-VL exactly the processor's `image_grid_thw` (temporal patches, height / patch
+ * size, width / patch size). Equals the token grid times the merge size in rows and
+ * columns (vt_model_merge_size).
+ *
+ * - `frames_out`, `rows_out`, `cols_out`: receive the grid on VT_OK.
+ *
+ * Errors: VT_ERR_INVALID_ARGUMENT for NULL pointers. Any thread.
+ */
+vt_status vt_image_patch_grid(const struct vt_image *image,
+                              uint32_t *frames_out,
+                              uint32_t *rows_out,
+                              uint32_t *cols_out,
+                              struct vt_error **err_out);
+
+/**
+ * The M-RoPE position ids (Qwen2-VL, Qwen2.5-VL) of this image's embeddings when the
+ * image's first embedding sits at position `start` of the prompt, exactly as transformers'
+ * `get_rope_index` assigns them. Text tokens have the same id on all three axes
+ * (`p, p, p`, counting up by one); the embedding at (frame f, row i, column j) of the token
+ * grid (vt_image_token_grid, row-major) gets temporal id `start + f`, height id
+ * `start + i` and width id `start + j`; the text after the image continues at
+ * `start + max(rows, cols)`. For a prompt `... <|vision_start|>` ending at position
+ * `start - 1`, pass `start`; the `<|vision_end|>` token then gets `*next_out`.
+ *
+ * - `start`: the position of the image's first embedding (the number of positions used
+ *   before it, not the number of tokens).
+ * - `positions_out`: room for `positions_len` values; receives `3 * n_tokens` values
+ *   (n_tokens = vt_image_n_tokens): the temporal ids of all embeddings, then the height
+ *   ids, then the width ids (the layout of transformers' `position_ids[:, 0, span]`).
+ * - `positions_len`: at least `3 * n_tokens`.
+ * - `next_out`: NULL, or receives the position the following text starts at.
+ *
+ * Errors: VT_ERR_INVALID_ARGUMENT for NULL pointers, a `positions_len` that is too small,
+ * or positions that overflow int64. Nothing is written on error. Any thread.
+ */
+vt_status vt_image_mrope_positions(const struct vt_image *image,
+                                   int64_t start,
+                                   int64_t *positions_out,
+                                   size_t positions_len,
+                                   int64_t *next_out,
+                                   struct vt_error **err_out);
+
+/**
  * A static, NUL-terminated description of a status code ("ok", "invalid argument", ...).
  * Unknown codes give "unknown status". Never NULL; never free it. Any thread.
  */

@@ -1,5 +1,6 @@
 //! A preprocessed image, tied to the model that made it.
 
+use crate::error::{Error, Result};
 use crate::preprocess::Pixels;
 
 /// An image preprocessed by one model, ready for that model's forward pass.
@@ -7,6 +8,8 @@ use crate::preprocess::Pixels;
 pub struct Image {
     pub(crate) model_id: u64,
     pub(crate) pixels: Pixels,
+    /// The model's spatial merge size ([`crate::models::VisionModel::spatial_merge_size`]).
+    pub(crate) merge: usize,
 }
 
 impl Image {
@@ -28,5 +31,50 @@ impl Image {
     /// The output embeddings as a `[frames, rows, cols]` grid (row-major order).
     pub fn token_grid(&self) -> [usize; 3] {
         self.pixels.grid
+    }
+
+    /// The grid of patches the tower sees, `[frames, rows, cols]`: the token grid with rows
+    /// and columns times the model's spatial merge size. For Qwen2-VL this is the image's
+    /// `image_grid_thw` (`[temporal patches, height / patch, width / patch]`).
+    pub fn patch_grid(&self) -> [usize; 3] {
+        let [t, r, c] = self.pixels.grid;
+        [t, r * self.merge, c * self.merge]
+    }
+
+    /// The multimodal rotary (M-RoPE) position ids of this image's tokens when the image's
+    /// first token sits at position `start`, as transformers' Qwen2-VL `get_rope_index`
+    /// assigns them: token `(f, i, j)` of the token grid (row-major) gets temporal position
+    /// `start + f`, height position `start + i` and width position `start + j`. Returns the
+    /// ids as three rows of `n_tokens` values (temporal, height, width), and the position
+    /// at which the text after the image continues: `start + max(rows, cols)`.
+    ///
+    /// Fails (invalid argument) when a position would overflow `i64`.
+    pub fn mrope_positions(&self, start: i64) -> Result<(Vec<i64>, i64)> {
+        let [t, r, c] = self.pixels.grid;
+        let n = t * r * c;
+        let overflow =
+            || Error::invalid_argument(format!("M-RoPE positions from {start} overflow"));
+        // The largest id is below start + max(t, r, c); the next text position is
+        // start + max(r, c).
+        i64::try_from(t.max(r).max(c))
+            .ok()
+            .and_then(|m| start.checked_add(m))
+            .ok_or_else(overflow)?;
+        let next = start + r.max(c) as i64;
+        let mut out = vec![0i64; 3 * n];
+        let (tt, rest) = out.split_at_mut(n);
+        let (hh, ww) = rest.split_at_mut(n);
+        let mut k = 0;
+        for f in 0..t {
+            for i in 0..r {
+                for j in 0..c {
+                    tt[k] = start + f as i64;
+                    hh[k] = start + i as i64;
+                    ww[k] = start + j as i64;
+                    k += 1;
+                }
+            }
+        }
+        Ok((out, next))
     }
 }

@@ -88,6 +88,12 @@ impl Model {
         self.inner.info()
     }
 
+    /// How many patches per side one output token covers (Qwen2-VL's `spatial_merge_size`;
+    /// 1 for families whose tokens are patches).
+    pub fn merge_size(&self) -> usize {
+        self.inner.spatial_merge_size().max(1)
+    }
+
     /// Worker threads used for CPU work.
     pub fn n_threads(&self) -> usize {
         self.pool.current_num_threads()
@@ -124,6 +130,7 @@ impl Model {
         Ok(Image {
             model_id: self.id,
             pixels,
+            merge: self.merge_size(),
         })
     }
 

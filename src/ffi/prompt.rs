@@ -1,6 +1,7 @@
 //! What an engine needs to place image embeddings in a prompt: the special token ids around
 //! them and the layout of each image's embeddings.
 
+use crate::error::Error;
 use crate::ffi::boundary::{arg, guard, guard_value, out_ptr, write};
 use crate::ffi::error::vt_error;
 use crate::ffi::image::vt_image;
@@ -68,6 +69,102 @@ pub extern "C" fn vt_image_token_grid(
             write(frames_out, t as u32);
             write(rows_out, r as u32);
             write(cols_out, c as u32);
+        }
+        Ok(())
+    })
+}
+
+/// How many patches per side one embedding covers: Qwen2-VL's `spatial_merge_size` (2 in
+/// the released models), 1 for families whose embeddings are patches (SigLIP). An
+/// image's patch grid (vt_image_patch_grid) is its token grid (vt_image_token_grid) with
+/// rows and columns multiplied by this. 0 if `model` is NULL. Any thread.
+#[no_mangle]
+pub extern "C" fn vt_model_merge_size(model: *const vt_model) -> u32 {
+    guard_value(0, || {
+        // SAFETY: NULL or a live model (contract).
+        unsafe { model.as_ref() }.map_or(0, |m| m.model.merge_size() as u32)
+    })
+}
+
+/// The grid of patches the tower sees for this image, `frames x rows x cols`: for Qwen2-VL
+/// and Qwen2.5-VL exactly the processor's `image_grid_thw` (temporal patches, height / patch
+/// size, width / patch size). Equals the token grid times the merge size in rows and
+/// columns (vt_model_merge_size).
+///
+/// - `frames_out`, `rows_out`, `cols_out`: receive the grid on VT_OK.
+///
+/// Errors: VT_ERR_INVALID_ARGUMENT for NULL pointers. Any thread.
+#[no_mangle]
+pub extern "C" fn vt_image_patch_grid(
+    image: *const vt_image,
+    frames_out: *mut u32,
+    rows_out: *mut u32,
+    cols_out: *mut u32,
+    err_out: *mut *mut vt_error,
+) -> vt_status {
+    guard(err_out, || {
+        // SAFETY: NULL or a live image (contract).
+        let img = unsafe { arg(image, "image") }?;
+        out_ptr(frames_out, "frames_out")?;
+        out_ptr(rows_out, "rows_out")?;
+        out_ptr(cols_out, "cols_out")?;
+        let [t, r, c] = img.image.patch_grid();
+        // SAFETY: checked non-NULL above.
+        unsafe {
+            write(frames_out, t as u32);
+            write(rows_out, r as u32);
+            write(cols_out, c as u32);
+        }
+        Ok(())
+    })
+}
+
+/// The M-RoPE position ids (Qwen2-VL, Qwen2.5-VL) of this image's embeddings when the
+/// image's first embedding sits at position `start` of the prompt, exactly as transformers'
+/// `get_rope_index` assigns them. Text tokens have the same id on all three axes
+/// (`p, p, p`, counting up by one); the embedding at (frame f, row i, column j) of the token
+/// grid (vt_image_token_grid, row-major) gets temporal id `start + f`, height id
+/// `start + i` and width id `start + j`; the text after the image continues at
+/// `start + max(rows, cols)`. For a prompt `... <|vision_start|>` ending at position
+/// `start - 1`, pass `start`; the `<|vision_end|>` token then gets `*next_out`.
+///
+/// - `start`: the position of the image's first embedding (the number of positions used
+///   before it, not the number of tokens).
+/// - `positions_out`: room for `positions_len` values; receives `3 * n_tokens` values
+///   (n_tokens = vt_image_n_tokens): the temporal ids of all embeddings, then the height
+///   ids, then the width ids (the layout of transformers' `position_ids[:, 0, span]`).
+/// - `positions_len`: at least `3 * n_tokens`.
+/// - `next_out`: NULL, or receives the position the following text starts at.
+///
+/// Errors: VT_ERR_INVALID_ARGUMENT for NULL pointers, a `positions_len` that is too small,
+/// or positions that overflow int64. Nothing is written on error. Any thread.
+#[no_mangle]
+pub extern "C" fn vt_image_mrope_positions(
+    image: *const vt_image,
+    start: i64,
+    positions_out: *mut i64,
+    positions_len: usize,
+    next_out: *mut i64,
+    err_out: *mut *mut vt_error,
+) -> vt_status {
+    guard(err_out, || {
+        // SAFETY: NULL or a live image (contract).
+        let img = unsafe { arg(image, "image") }?;
+        out_ptr(positions_out, "positions_out")?;
+        let (ids, next) = img.image.mrope_positions(start)?;
+        if positions_len < ids.len() {
+            return Err(Error::invalid_argument(format!(
+                "positions_len {positions_len} is smaller than 3 x {} tokens = {}",
+                ids.len() / 3,
+                ids.len()
+            )));
+        }
+        // SAFETY: room for `positions_len >= ids.len()` values (contract), checked non-NULL.
+        unsafe {
+            std::ptr::copy_nonoverlapping(ids.as_ptr(), positions_out, ids.len());
+            if !next_out.is_null() {
+                write(next_out, next);
+            }
         }
         Ok(())
     })

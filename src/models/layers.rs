@@ -247,3 +247,199 @@ pub fn softmax_f32(x: &Tensor) -> Result<Tensor> {
         Ok(candle_nn::ops::softmax_last_dim(&x.to_dtype(DType::F32)?)?.to_dtype(dtype)?)
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Pieces for the towers of variable-resolution families (Qwen2-VL, Qwen2.5-VL, ...).
+
+impl Loader<'_> {
+    /// `name.weight` `[dim]` of an RMSNorm (no bias).
+    pub fn rms_norm(&self, name: &str, dim: usize, eps: f64) -> Result<RmsNorm> {
+        Ok(RmsNorm {
+            weight: self.sub(name).tensor("weight", &[dim])?,
+            eps,
+        })
+    }
+
+    /// A gated MLP `name.{gate_proj, up_proj}` `[hidden, dim]`, `name.down_proj`
+    /// `[dim, hidden]`, with biases when `bias`.
+    pub fn gated_mlp(
+        &self,
+        name: &str,
+        dim: usize,
+        hidden: usize,
+        bias: bool,
+        act: Activation,
+    ) -> Result<GatedMlp> {
+        let l = self.sub(name);
+        Ok(GatedMlp {
+            gate: l.linear("gate_proj", dim, hidden, bias)?,
+            up: l.linear("up_proj", dim, hidden, bias)?,
+            down: l.linear("down_proj", hidden, dim, bias)?,
+            act,
+        })
+    }
+}
+
+/// Llama-style RMSNorm: `w * to_dtype(x32 * rsqrt(mean(x32²) + eps))`, the normalization in
+/// f32 and the weight applied in the activation dtype.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    pub weight: Tensor,
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    /// Normalizes the last dimension of `x`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let h = x.to_dtype(DType::F32)?;
+        let var = h.sqr()?.mean_keepdim(candle_core::D::Minus1)?;
+        let inv = (var + self.eps)?.sqrt()?.recip()?;
+        let h = h.broadcast_mul(&inv)?.to_dtype(dtype)?;
+        Ok(h.broadcast_mul(&self.weight)?)
+    }
+}
+
+/// `down(act(gate(x)) * up(x))`.
+#[derive(Debug, Clone)]
+pub struct GatedMlp {
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
+    pub act: Activation,
+}
+
+impl GatedMlp {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let g = self.act.forward(&self.gate.forward(x)?)?;
+        let u = self.up.forward(x)?;
+        self.down.forward(&(g * u)?)
+    }
+}
+
+/// Bytes of attention scores one query chunk may take (larger segments are processed in
+/// query chunks; each row's softmax is independent, so the result does not change).
+const SEGMENT_SCORES_BUDGET: usize = 64 << 20;
+
+/// Attention restricted to segments of a packed sequence (flash-attention's `cu_seqlens`):
+/// tokens attend to the tokens of their own segment only, with no mask inside a segment.
+///
+/// `q`, `k`, `v`: `[heads, tokens, head_dim]`; `segments`: `(start, len)` ranges that tile
+/// `0..tokens` in order. Scores are `q·kᵀ·scale`, softmax in f32. Returns
+/// `[tokens, heads * head_dim]` (heads concatenated per token).
+pub fn segment_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    segments: &[(usize, usize)],
+    scale: f64,
+) -> Result<Tensor> {
+    segment_attention_budget(q, k, v, segments, scale, SEGMENT_SCORES_BUDGET)
+}
+
+/// [`segment_attention`] with score chunks of at most `budget` bytes.
+fn segment_attention_budget(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    segments: &[(usize, usize)],
+    scale: f64,
+    budget: usize,
+) -> Result<Tensor> {
+    let (heads, tokens, head_dim) = q.dims3()?;
+    let mut next = 0;
+    let mut outputs = Vec::with_capacity(segments.len());
+    for &(start, len) in segments {
+        if start != next || len == 0 {
+            return Err(Error::compute(format!(
+                "attention segments do not tile the sequence: segment ({start}, {len}) after {next}"
+            )));
+        }
+        next = start + len;
+        let ks = k.narrow(1, start, len)?;
+        let kt = ks.t()?.contiguous()?;
+        let vs = v.narrow(1, start, len)?.contiguous()?;
+        let per_row = heads.saturating_mul(len).saturating_mul(4).max(1);
+        let chunk = (budget / per_row).clamp(1, len);
+        let mut q0 = 0;
+        while q0 < len {
+            let n = chunk.min(len - q0);
+            let qs = q.narrow(1, start + q0, n)?.contiguous()?;
+            let scores = (qs.matmul(&kt)? * scale)?;
+            let probs = softmax_f32(&scores)?;
+            outputs.push(probs.matmul(&vs)?);
+            q0 += n;
+        }
+    }
+    if next != tokens {
+        return Err(Error::compute(format!(
+            "attention segments cover {next} of {tokens} tokens"
+        )));
+    }
+    let o = if outputs.len() == 1 {
+        outputs.pop().expect("one output")
+    } else {
+        Tensor::cat(&outputs, 1)?
+    };
+    Ok(o.transpose(0, 1)?.reshape((tokens, heads * head_dim))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_attention_isolates_segments_and_chunks_exactly() {
+        let dev = Device::Cpu;
+        let (h, n, d) = (2, 7, 4);
+        let data = |seed: f32| -> Tensor {
+            let v: Vec<f32> = (0..h * n * d)
+                .map(|i| (i as f32 * 0.37 + seed).sin() * 2.0)
+                .collect();
+            Tensor::from_vec(v, (h, n, d), &dev).unwrap()
+        };
+        let (q, k, v) = (data(0.1), data(1.3), data(2.9));
+        let segs = [(0, 3), (3, 4)];
+        let whole = segment_attention(&q, &k, &v, &segs, 0.5).unwrap();
+        assert_eq!(whole.dims(), &[n, h * d]);
+        // Each segment alone gives the same rows.
+        let first = segment_attention(
+            &q.narrow(1, 0, 3).unwrap(),
+            &k.narrow(1, 0, 3).unwrap(),
+            &v.narrow(1, 0, 3).unwrap(),
+            &[(0, 3)],
+            0.5,
+        )
+        .unwrap();
+        let a = whole.narrow(0, 0, 3).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(a, first.to_vec2::<f32>().unwrap());
+        // One query row per chunk: same result.
+        let chunked = segment_attention_budget(&q, &k, &v, &segs, 0.5, 1).unwrap();
+        let diff = (chunked - &whole)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff <= 1e-6, "{diff}");
+        // Segments must tile the sequence.
+        assert!(segment_attention(&q, &k, &v, &[(0, 3), (4, 3)], 0.5).is_err());
+        assert!(segment_attention(&q, &k, &v, &[(0, 3)], 0.5).is_err());
+        assert!(segment_attention(&q, &k, &v, &[(0, 0), (0, 7)], 0.5).is_err());
+    }
+
+    #[test]
+    fn rms_norm_matches_the_formula() {
+        let x = Tensor::new(&[[3f32, 4.0], [1.0, -1.0]], &Device::Cpu).unwrap();
+        let n = RmsNorm {
+            weight: Tensor::new(&[2f32, -1.0], &Device::Cpu).unwrap(),
+            eps: 0.0,
+        };
+        let y = n.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+        let r = (12.5f32).sqrt();
+        assert!((y[0][0] - 6.0 / r).abs() < 1e-6 && (y[0][1] + 4.0 / r).abs() < 1e-6);
+        assert!((y[1][0] - 2.0).abs() < 1e-6 && (y[1][1] - 1.0).abs() < 1e-6);
+    }
+}

@@ -2,7 +2,9 @@
 //! `config.json`'s `model_type` to the family that loads it.
 
 pub mod layers;
+pub mod qwen2_vl;
 pub mod registry;
+pub mod rope;
 pub mod siglip;
 pub mod vit;
 
@@ -63,8 +65,16 @@ pub trait VisionModel: Send + Sync {
     fn preprocess(&self, image: &RgbImage) -> Result<Pixels>;
 
     /// Runs the tower and projector on a batch of images preprocessed by this model that all
-    /// have the same shape. Returns one `[n_tokens, output_dim]` tensor per image.
+    /// have the same shape (any shapes when [`ModelInfo::mixed_shape_batches`]). Returns one
+    /// `[n_tokens, output_dim]` tensor per image.
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>>;
+
+    /// How many patches per side one output token covers (Qwen2-VL's `spatial_merge_size`):
+    /// an image's patch grid is its token grid ([`Pixels::grid`]) times this in rows and
+    /// columns. 1 for families whose tokens are patches.
+    fn spatial_merge_size(&self) -> usize {
+        1
+    }
 }
 
 /// Bytes of attention scores one image needs in one layer, to size batches.

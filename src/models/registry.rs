@@ -4,12 +4,14 @@ use candle_core::{DType, Device};
 
 use crate::config::ModelFiles;
 use crate::error::{Error, Result, Status};
+use crate::models::qwen2_vl::QwenVlModel;
 use crate::models::siglip::SiglipModel;
 use crate::models::VisionModel;
 use crate::weights::Weights;
 
 /// The `model_type` values this build can load.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["siglip", "siglip_vision_model"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] =
+    &["siglip", "siglip_vision_model", "qwen2_vl", "qwen2_5_vl"];
 
 /// Fails with [`Status::UnsupportedModel`] (listing the supported types) unless this build
 /// can load `model_type`.
@@ -39,6 +41,9 @@ pub fn load_model(
     match model_type.as_str() {
         "siglip" | "siglip_vision_model" => {
             Ok(Box::new(SiglipModel::load(files, weights, dtype, device)?))
+        }
+        "qwen2_vl" | "qwen2_5_vl" => {
+            Ok(Box::new(QwenVlModel::load(files, weights, dtype, device)?))
         }
         other => unreachable!("check_supported accepted `{other}` without a loader"),
     }

@@ -1,0 +1,637 @@
+//! Qwen2-VL (`model_type` `qwen2_vl`) and Qwen2.5-VL (`qwen2_5_vl`) vision towers with their
+//! patch mergers, as `Qwen2VisionTransformerPretrainedModel` /
+//! `Qwen2_5_VisionTransformerPretrainedModel` in transformers compute them:
+//!
+//! - 3-D patch embedding (a bias-free Conv3d over `temporal x patch x patch`, a linear map
+//!   over the processor's flattened patch rows);
+//! - the 2-D axial rotary embedding at each patch's (row, column);
+//! - Qwen2-VL blocks: LayerNorm, fused-qkv attention, quick-GELU MLP; Qwen2.5-VL blocks:
+//!   RMSNorm, the same attention, a gated SiLU MLP with biases;
+//! - attention limited to each image (each frame), and in Qwen2.5-VL to windows of
+//!   `window_size` pixels except in the `fullatt_block_indexes` blocks; Qwen2.5-VL runs the
+//!   sequence in window order and restores raster order after the merger;
+//! - the merger: norm, concatenation of each `merge x merge` block of tokens, Linear, GELU
+//!   (erf), Linear to the language model's width.
+//!
+//! Several images of different sizes run in one packed sequence with per-image attention
+//! segments. Embeddings come out in merged-grid raster order, one row per `<|image_pad|>`.
+//! Tensor names `visual.*` (Hub and transformers 5.x) or `model.visual.*` (4.5x saves).
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::{ConfigObject, ModelFiles};
+use crate::error::{Error, Result};
+use crate::models::layers::{
+    segment_attention, Activation, GatedMlp, LayerNorm, Linear, Loader, RmsNorm,
+};
+use crate::models::rope::{apply_rotary_f32, AxialRope};
+use crate::models::vit::{MAX_DIM, MAX_LAYERS};
+use crate::models::{batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
+use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor};
+use crate::preprocess::{Pixels, RgbImage};
+use crate::weights::Weights;
+
+/// Both normalization layers are built with eps 1e-6 in the reference (not a config key).
+const NORM_EPS: f64 = 1e-6;
+
+/// Which tower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QwenVariant {
+    /// Qwen2-VL: LayerNorm, quick-GELU MLP, full attention per image.
+    Qwen2,
+    /// Qwen2.5-VL: RMSNorm, gated MLP, window attention.
+    Qwen25,
+}
+
+/// The vision config (`Qwen2VLVisionConfig` / `Qwen2_5_VLVisionConfig`), with the widths
+/// named for what they are (the config keys differ between the two: see `from_config`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QwenVisionConfig {
+    pub variant: QwenVariant,
+    pub depth: usize,
+    /// Vision width (Qwen2-VL `embed_dim`, Qwen2.5-VL `hidden_size`).
+    pub dim: usize,
+    pub num_heads: usize,
+    /// MLP width (Qwen2-VL `embed_dim * mlp_ratio`, Qwen2.5-VL `intermediate_size`).
+    pub intermediate_size: usize,
+    /// Merger output = the language model's width (Qwen2-VL `hidden_size`, Qwen2.5-VL
+    /// `out_hidden_size`).
+    pub out_dim: usize,
+    pub geometry: PatchGeometry,
+    pub act: Activation,
+    pub rope_theta: f64,
+    /// Qwen2.5-VL: the attention window side in pixels.
+    pub window_size: usize,
+    /// Qwen2.5-VL: blocks with full (per-frame) attention.
+    pub fullatt_block_indexes: Vec<usize>,
+}
+
+/// Reads the vision rotary settings: `rope_parameters` (5.x saves) or `rope_scaling`, with
+/// `rope_theta` there or beside them, default 10000; the type must be axial (`default` is
+/// read as axial, as transformers does for these towers).
+fn rope_theta(v: &ConfigObject) -> Result<f64> {
+    let params = match v.object("rope_parameters")? {
+        Some(p) => Some(p),
+        None => v.object("rope_scaling")?,
+    };
+    let outer = v.f64("rope_theta")?;
+    let (theta, kind) = match &params {
+        Some(p) => (
+            p.f64("rope_theta")?.or(outer),
+            match p.string("rope_type")? {
+                Some(t) => Some(t),
+                None => p.string("type")?,
+            },
+        ),
+        None => (outer, None),
+    };
+    let kind = kind.unwrap_or_else(|| "default".to_string());
+    if kind != "default" && kind != "axial" {
+        return Err(Error::bad_config(format!(
+            "{}: vision rope type `{kind}` is not supported (the tower uses axial rope)",
+            v.location()
+        )));
+    }
+    let theta = theta.unwrap_or(10000.0);
+    if theta <= 0.0 {
+        return Err(Error::bad_config(format!(
+            "{}: rope_theta {theta} must be positive",
+            v.location()
+        )));
+    }
+    Ok(theta)
+}
+
+/// `num_heads` / `depth`, or their `attribute_map` aliases.
+fn aliased(v: &ConfigObject, key: &str, alias: &str, default: usize, max: usize) -> Result<usize> {
+    if v.contains(key) {
+        v.positive_or(key, default, max)
+    } else {
+        v.positive_or(alias, default, max)
+    }
+}
+
+impl QwenVisionConfig {
+    /// Reads `vision_config` with the class defaults of transformers 5.23.
+    pub fn from_config(v: &ConfigObject, variant: QwenVariant) -> Result<QwenVisionConfig> {
+        let depth = aliased(v, "depth", "num_hidden_layers", 32, MAX_LAYERS)?;
+        let num_heads = aliased(v, "num_heads", "num_attention_heads", 16, MAX_DIM)?;
+        let (dim, intermediate_size, out_dim, act) = match variant {
+            QwenVariant::Qwen2 => {
+                let dim = v.positive_or("embed_dim", 1280, MAX_DIM)?;
+                let ratio = v.f64_or("mlp_ratio", 4.0)?;
+                // int(embed_dim * mlp_ratio)
+                let inter = (dim as f64 * ratio).trunc();
+                if !(inter >= 1.0 && inter <= (MAX_DIM * 8) as f64) {
+                    return Err(Error::bad_config(format!(
+                        "{}: mlp_ratio {ratio} gives an MLP width of {inter}",
+                        v.location()
+                    )));
+                }
+                (
+                    dim,
+                    inter as usize,
+                    v.positive_or("hidden_size", 3584, MAX_DIM)?,
+                    v.string_or("hidden_act", "quick_gelu")?,
+                )
+            }
+            QwenVariant::Qwen25 => (
+                v.positive_or("hidden_size", 3584, MAX_DIM)?,
+                v.positive_or("intermediate_size", 3420, MAX_DIM * 8)?,
+                v.positive_or("out_hidden_size", 3584, MAX_DIM)?,
+                v.string_or("hidden_act", "silu")?,
+            ),
+        };
+        let channels = if v.contains("in_channels") {
+            v.usize_or("in_channels", 3, MAX_DIM)?
+        } else {
+            v.usize_or("in_chans", 3, MAX_DIM)?
+        };
+        if channels != 3 {
+            return Err(Error::bad_config(format!(
+                "{}: in_channels {channels} is not supported (RGB images have 3)",
+                v.location()
+            )));
+        }
+        if dim % num_heads != 0 {
+            return Err(Error::bad_config(format!(
+                "{}: vision width {dim} is not divisible by num_heads {num_heads}",
+                v.location()
+            )));
+        }
+        if let Some(hd) = v.usize_max("head_dim", MAX_DIM)? {
+            if hd != dim / num_heads {
+                return Err(Error::bad_config(format!(
+                    "{}: head_dim {hd} differs from width / heads = {}",
+                    v.location(),
+                    dim / num_heads
+                )));
+            }
+        }
+        let geometry = PatchGeometry {
+            patch_size: v.positive_or("patch_size", 14, 1024)?,
+            merge_size: v.positive_or("spatial_merge_size", 2, 64)?,
+            temporal_patch_size: v.positive_or("temporal_patch_size", 2, 64)?,
+        };
+        let (window_size, fullatt_block_indexes) = match variant {
+            QwenVariant::Qwen2 => (0, Vec::new()),
+            QwenVariant::Qwen25 => {
+                let ws = v.positive_or("window_size", 112, 1 << 20)?;
+                if ws < geometry.factor() {
+                    return Err(Error::bad_config(format!(
+                        "{}: window_size {ws} is smaller than patch_size x spatial_merge_size = {}",
+                        v.location(),
+                        geometry.factor()
+                    )));
+                }
+                let full = match v.value("fullatt_block_indexes") {
+                    None => vec![7, 15, 23, 31],
+                    Some(serde_json::Value::Array(items)) => items
+                        .iter()
+                        .map(|i| {
+                            i.as_u64().map(|i| i as usize).ok_or_else(|| {
+                                Error::bad_config(format!(
+                                    "{}: `fullatt_block_indexes` must hold non-negative integers, found {i}",
+                                    v.location()
+                                ))
+                            })
+                        })
+                        .collect::<Result<Vec<usize>>>()?,
+                    Some(other) => {
+                        return Err(Error::bad_config(format!(
+                            "{}: `fullatt_block_indexes` must be a list, found {other}",
+                            v.location()
+                        )))
+                    }
+                };
+                (ws, full)
+            }
+        };
+        Ok(QwenVisionConfig {
+            variant,
+            depth,
+            dim,
+            num_heads,
+            intermediate_size,
+            out_dim,
+            geometry,
+            act: Activation::from_name(&act)?,
+            rope_theta: rope_theta(v)?,
+            window_size,
+            fullatt_block_indexes,
+        })
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.dim / self.num_heads
+    }
+
+    /// Qwen2.5-VL: the window side in merged tokens (`window_size / merge / patch`).
+    pub fn window_tokens(&self) -> usize {
+        self.window_size / self.geometry.merge_size / self.geometry.patch_size
+    }
+}
+
+enum Norm {
+    Layer(LayerNorm),
+    Rms(RmsNorm),
+}
+
+impl Norm {
+    fn load(l: &Loader, name: &str, dim: usize, variant: QwenVariant) -> Result<Norm> {
+        Ok(match variant {
+            QwenVariant::Qwen2 => Norm::Layer(l.layer_norm(name, dim, NORM_EPS)?),
+            QwenVariant::Qwen25 => Norm::Rms(l.rms_norm(name, dim, NORM_EPS)?),
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Norm::Layer(n) => n.forward(x),
+            Norm::Rms(n) => n.forward(x),
+        }
+    }
+}
+
+enum Mlp {
+    /// `fc2(act(fc1(x)))`.
+    Plain {
+        fc1: Linear,
+        fc2: Linear,
+        act: Activation,
+    },
+    Gated(GatedMlp),
+}
+
+impl Mlp {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Mlp::Plain { fc1, fc2, act } => fc2.forward(&act.forward(&fc1.forward(x)?)?),
+            Mlp::Gated(m) => m.forward(x),
+        }
+    }
+}
+
+struct Block {
+    norm1: Norm,
+    qkv: Linear,
+    proj: Linear,
+    norm2: Norm,
+    mlp: Mlp,
+    /// Full (per-frame) attention rather than windows (always true for Qwen2-VL).
+    full_attention: bool,
+}
+
+/// Everything about a packed batch that does not depend on the weights.
+struct Packing {
+    /// Patch rows in the order the blocks see them (global indices into the packed input);
+    /// `None` when that is the input order.
+    order: Option<Vec<u32>>,
+    /// Patch `(row, col)` of each row of the sequence, in sequence order.
+    positions: Vec<(usize, usize)>,
+    /// Per-frame attention segments `(start, len)`.
+    full: Vec<(usize, usize)>,
+    /// Window segments (Qwen2.5-VL; empty for Qwen2-VL).
+    windows: Vec<(usize, usize)>,
+    /// Merged rows back to raster order (inverse of the window order), if reordered.
+    restore: Option<Vec<u32>>,
+    /// Merged tokens per image.
+    tokens: Vec<usize>,
+}
+
+/// The tower with its merger.
+pub struct QwenVisionTower {
+    config: QwenVisionConfig,
+    patch_embed: Linear,
+    rope: AxialRope,
+    blocks: Vec<Block>,
+    merger_norm: Norm,
+    merger_fc1: Linear,
+    merger_fc2: Linear,
+}
+
+impl QwenVisionTower {
+    /// Loads `patch_embed.`, `blocks.{i}.`, `merger.` under `loader` (which points at
+    /// `visual.`).
+    pub fn load(loader: &Loader, config: &QwenVisionConfig) -> Result<QwenVisionTower> {
+        let c = config;
+        let g = c.geometry;
+        let d = c.dim;
+        let w = loader.tensor(
+            "patch_embed.proj.weight",
+            &[d, 3, g.temporal_patch_size, g.patch_size, g.patch_size],
+        )?;
+        let patch_embed = Linear {
+            weight: w.reshape((d, g.patch_dim()))?,
+            bias: None,
+        };
+        if let Some(&i) = c.fullatt_block_indexes.iter().find(|&&i| i >= c.depth) {
+            crate::log::warn(&format!(
+                "config.json: fullatt_block_indexes names block {i} of a {}-block tower; ignored",
+                c.depth
+            ));
+        }
+        let blocks = (0..c.depth)
+            .map(|i| {
+                let l = loader.sub(&format!("blocks.{i}"));
+                let mlp = match c.variant {
+                    QwenVariant::Qwen2 => Mlp::Plain {
+                        fc1: l.linear("mlp.fc1", d, c.intermediate_size, true)?,
+                        fc2: l.linear("mlp.fc2", c.intermediate_size, d, true)?,
+                        act: c.act,
+                    },
+                    QwenVariant::Qwen25 => {
+                        Mlp::Gated(l.gated_mlp("mlp", d, c.intermediate_size, true, c.act)?)
+                    }
+                };
+                Ok(Block {
+                    norm1: Norm::load(&l, "norm1", d, c.variant)?,
+                    qkv: l.linear("attn.qkv", d, 3 * d, true)?,
+                    proj: l.linear("attn.proj", d, d, true)?,
+                    norm2: Norm::load(&l, "norm2", d, c.variant)?,
+                    mlp,
+                    full_attention: c.variant == QwenVariant::Qwen2
+                        || c.fullatt_block_indexes.contains(&i),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let merged = d * g.merge_size * g.merge_size;
+        let m = loader.sub("merger");
+        Ok(QwenVisionTower {
+            config: c.clone(),
+            patch_embed,
+            rope: AxialRope::new(c.head_dim(), c.rope_theta)?,
+            blocks,
+            merger_norm: Norm::load(&m, "ln_q", d, c.variant)?,
+            merger_fc1: m.linear("mlp.0", merged, merged, true)?,
+            merger_fc2: m.linear("mlp.2", merged, c.out_dim, true)?,
+        })
+    }
+
+    pub fn config(&self) -> &QwenVisionConfig {
+        &self.config
+    }
+
+    /// Lays out a batch of images with patch grids `(t, gh, gw)` (in patches) as one sequence.
+    fn pack(&self, grids: &[[usize; 3]]) -> Packing {
+        let m = self.config.geometry.merge_size;
+        let unit = m * m;
+        let windowed = self.config.variant == QwenVariant::Qwen25;
+        let ws = self.config.window_tokens().max(1);
+        let mut p = Packing {
+            order: windowed.then(Vec::new),
+            positions: Vec::new(),
+            full: Vec::new(),
+            windows: Vec::new(),
+            restore: windowed.then(Vec::new),
+            tokens: Vec::new(),
+        };
+        let mut patch_base = 0;
+        let mut merged_base = 0;
+        let mut window_order = Vec::new();
+        for &[t, gh, gw] in grids {
+            let (hm, wm) = (gh / m, gw / m);
+            // Patch (row, col) of each patch row, in the processor's block order.
+            let frame_positions: Vec<(usize, usize)> = (0..hm * wm * unit)
+                .map(|i| {
+                    let (b, u) = (i / unit, i % unit);
+                    ((b / wm) * m + u / m, (b % wm) * m + u % m)
+                })
+                .collect();
+            for ti in 0..t {
+                p.full.push((patch_base + ti * gh * gw, gh * gw));
+            }
+            if windowed {
+                // Windows of ws x ws merged tokens in raster order per frame; inside each
+                // window the merged tokens in raster order (HF's get_vision_window_index).
+                window_order.clear();
+                for ti in 0..t {
+                    for wr in 0..hm.div_ceil(ws) {
+                        for wc in 0..wm.div_ceil(ws) {
+                            let start = window_order.len();
+                            for i in wr * ws..((wr + 1) * ws).min(hm) {
+                                for j in wc * ws..((wc + 1) * ws).min(wm) {
+                                    window_order.push(ti * hm * wm + i * wm + j);
+                                }
+                            }
+                            let n = window_order.len() - start;
+                            p.windows.push((patch_base + start * unit, n * unit));
+                        }
+                    }
+                }
+                let order = p.order.as_mut().expect("windowed");
+                let restore = p.restore.as_mut().expect("windowed");
+                let mut inverse = vec![0u32; window_order.len()];
+                for (k, &id) in window_order.iter().enumerate() {
+                    inverse[id] = (merged_base + k) as u32;
+                    for u in 0..unit {
+                        order.push((patch_base + id * unit + u) as u32);
+                        p.positions
+                            .push(frame_positions[(id % (hm * wm)) * unit + u]);
+                    }
+                }
+                restore.extend(inverse);
+            } else {
+                for _ in 0..t {
+                    p.positions.extend_from_slice(&frame_positions);
+                }
+            }
+            patch_base += t * gh * gw;
+            merged_base += t * hm * wm;
+            p.tokens.push(t * hm * wm);
+        }
+        p
+    }
+
+    /// Runs the tower and merger on packed patch rows `[n_patches, patch_dim]` of images with
+    /// patch grids `grids`; returns the merged embeddings `[n_tokens, out_dim]` of all images
+    /// in raster order, and the token count of each image.
+    pub fn forward(&self, patches: &Tensor, grids: &[[usize; 3]]) -> Result<(Tensor, Vec<usize>)> {
+        let c = &self.config;
+        let packing = self.pack(grids);
+        let device = patches.device();
+        let index = |v: &[u32]| Tensor::from_slice(v, v.len(), device);
+        let patches = match &packing.order {
+            Some(order) => patches.index_select(&index(order)?, 0)?,
+            None => patches.clone(),
+        };
+        let mut x = self.patch_embed.forward(&patches)?;
+        let (cos, sin) = self.rope.cos_sin(&packing.positions, device)?;
+        let (cos, sin) = (cos.unsqueeze(1)?, sin.unsqueeze(1)?);
+        let n = x.dim(0)?;
+        let (heads, hd) = (c.num_heads, c.head_dim());
+        let scale = (hd as f64).powf(-0.5);
+        for block in &self.blocks {
+            let h = block.norm1.forward(&x)?;
+            let qkv = block.qkv.forward(&h)?;
+            let split = |i: usize| -> Result<Tensor> {
+                Ok(qkv.narrow(1, i * c.dim, c.dim)?.reshape((n, heads, hd))?)
+            };
+            let q = apply_rotary_f32(&split(0)?, &cos, &sin)?;
+            let k = apply_rotary_f32(&split(1)?, &cos, &sin)?;
+            let v = split(2)?;
+            let [q, k, v] = [q, k, v].map(|t| t.transpose(0, 1).and_then(|t| t.contiguous()));
+            let segments = if block.full_attention {
+                &packing.full
+            } else {
+                &packing.windows
+            };
+            let o = segment_attention(&q?, &k?, &v?, segments, scale)?;
+            x = (x + block.proj.forward(&o)?)?;
+            let h = block.mlp.forward(&block.norm2.forward(&x)?)?;
+            x = (x + h)?;
+        }
+        let unit = c.geometry.merge_size * c.geometry.merge_size;
+        let h = self
+            .merger_norm
+            .forward(&x)?
+            .reshape((n / unit, c.dim * unit))?;
+        let h = Activation::GeluErf.forward(&self.merger_fc1.forward(&h)?)?;
+        let out = self.merger_fc2.forward(&h)?;
+        let out = match &packing.restore {
+            Some(restore) => out.index_select(&index(restore)?, 0)?,
+            None => out,
+        };
+        Ok((out, packing.tokens))
+    }
+}
+
+/// A Qwen2-VL or Qwen2.5-VL model: tower, merger and preprocessing.
+pub struct QwenVlModel {
+    info: ModelInfo,
+    tower: QwenVisionTower,
+    processor: QwenImageProcessor,
+    dtype: DType,
+    device: Device,
+}
+
+impl QwenVlModel {
+    /// Loads a `qwen2_vl` or `qwen2_5_vl` checkpoint (vision tensors only).
+    pub fn load(
+        files: &ModelFiles,
+        weights: &Weights,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<QwenVlModel> {
+        let model_type = files.model_type()?;
+        let (variant, family) = match model_type.as_str() {
+            "qwen2_vl" => (QwenVariant::Qwen2, "qwen2_vl"),
+            "qwen2_5_vl" => (QwenVariant::Qwen25, "qwen2_5_vl"),
+            other => {
+                return Err(Error::bad_config(format!(
+                    "model_type `{other}` is not a Qwen2-VL family model"
+                )))
+            }
+        };
+        let vision = files
+            .config
+            .object("vision_config")?
+            .unwrap_or_else(|| ConfigObject::empty("config.json: vision_config"));
+        let config = QwenVisionConfig::from_config(&vision, variant)?;
+        let tower =
+            QwenVisionTower::load(&Loader::new(weights, "visual.", dtype, device), &config)?;
+        let processor = QwenImageProcessor::from_config(&files.preprocessor, config.geometry)?;
+        let token = |key: &str, default: i64| -> Result<Option<i64>> {
+            Ok(Some(files.config.i64(key)?.unwrap_or(default)))
+        };
+        let tokens = SpecialTokens {
+            image: token("image_token_id", 151655)?,
+            image_start: token("vision_start_token_id", 151652)?,
+            image_end: token("vision_end_token_id", 151653)?,
+            image_break: None,
+        };
+        let g = config.geometry;
+        // The largest square image the processor produces.
+        let f = g.factor();
+        let side = ((processor.max_pixels as f64).sqrt() as usize / f * f).max(f);
+        // Activations of the largest image: a few [patches, max(4·dim, mlp)] f32 buffers;
+        // attention scores are chunked (layers::segment_attention).
+        let max_patches = (processor.max_pixels / (g.patch_size * g.patch_size)).max(1);
+        let width = (4 * config.dim).max(config.intermediate_size);
+        let per_image = max_patches.saturating_mul(width).saturating_mul(16);
+        let info = ModelInfo {
+            family,
+            model_type,
+            output_dim: config.out_dim,
+            vision_dim: config.dim,
+            patch_size: g.patch_size,
+            image_size: (side, side),
+            tokens_per_image: None,
+            max_batch: batch_for_budget(per_image, 512 << 20),
+            mixed_shape_batches: true,
+            tokens,
+        };
+        Ok(QwenVlModel {
+            info,
+            tower,
+            processor,
+            dtype,
+            device: device.clone(),
+        })
+    }
+
+    pub fn tower(&self) -> &QwenVisionTower {
+        &self.tower
+    }
+
+    pub fn processor(&self) -> &QwenImageProcessor {
+        &self.processor
+    }
+}
+
+impl VisionModel for QwenVlModel {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn preprocess(&self, image: &RgbImage) -> Result<Pixels> {
+        self.processor.process(image)
+    }
+
+    fn spatial_merge_size(&self) -> usize {
+        self.tower.config.geometry.merge_size
+    }
+
+    fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {
+        let g = self.tower.config.geometry;
+        let m = g.merge_size;
+        let dim = g.patch_dim();
+        let mut grids = Vec::with_capacity(batch.len());
+        let mut data = Vec::with_capacity(batch.iter().map(|p| p.data.len()).sum());
+        for p in batch {
+            let [t, r, c] = p.grid;
+            let n = t * r * m * c * m;
+            if p.shape != [n, dim] || p.data.len() != n * dim {
+                return Err(Error::invalid_argument(format!(
+                    "pixels of shape {:?} (token grid {:?}) do not fit this model's [n, {dim}] patch rows",
+                    p.shape, p.grid
+                )));
+            }
+            grids.push([t, r * m, c * m]);
+            data.extend_from_slice(&p.data);
+        }
+        let n: usize = grids.iter().map(|[t, h, w]| t * h * w).sum();
+        let x = Tensor::from_vec(data, (n, dim), &Device::Cpu)?;
+        let x = if self.dtype == DType::F32 {
+            x
+        } else {
+            x.to_dtype(self.dtype)?
+        };
+        let x = if self.device.is_cpu() {
+            x
+        } else {
+            x.to_device(&self.device)?
+        };
+        let (out, tokens) = self.tower.forward(&x, &grids)?;
+        let out = out.to_dtype(DType::F32)?;
+        let mut start = 0;
+        tokens
+            .iter()
+            .map(|&k| {
+                let t = out.narrow(0, start, k)?;
+                start += k;
+                Ok(t)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,353 @@
+//! `Qwen2VLImageProcessor` (PIL backend, `image_processing_pil_qwen2_vl.py`), used by
+//! Qwen2-VL and Qwen2.5-VL: `smart_resize` to multiples of `patch_size * merge_size` within
+//! `[min_pixels, max_pixels]`, bicubic resize, rescale, normalize, then the flattening into
+//! patch rows that the tower's Conv3d reads: the still image is repeated over
+//! `temporal_patch_size` frames.
+
+use crate::config::ConfigObject;
+use crate::error::{Error, Result};
+use crate::preprocess::normalize::Normalization;
+use crate::preprocess::resample::{resize, Filter};
+use crate::preprocess::siglip::{read_filter, read_normalization};
+use crate::preprocess::{Pixels, RgbImage};
+
+/// `OPENAI_CLIP_MEAN` / `OPENAI_CLIP_STD`, the processor's defaults.
+const CLIP_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
+const CLIP_STD: [f64; 3] = [0.26862954, 0.26130258, 0.27577711];
+/// The class defaults of `size`: `shortest_edge` = 56·56, `longest_edge` = 28·28·1280.
+const DEFAULT_MIN_PIXELS: usize = 56 * 56;
+const DEFAULT_MAX_PIXELS: usize = 28 * 28 * 1280;
+/// Largest accepted `max_pixels` (the released checkpoints use 12845056 = 2^23.6).
+const MAX_PIXELS_LIMIT: usize = 1 << 28;
+/// Largest accepted patch / merge / temporal sizes.
+const MAX_PATCH: usize = 1024;
+
+/// The geometry the processor and the tower must agree on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PatchGeometry {
+    pub patch_size: usize,
+    pub merge_size: usize,
+    pub temporal_patch_size: usize,
+}
+
+impl PatchGeometry {
+    /// Resize granularity: `patch_size * merge_size`.
+    pub fn factor(&self) -> usize {
+        self.patch_size * self.merge_size
+    }
+
+    /// Values per patch row: `3 * temporal_patch_size * patch_size²`.
+    pub fn patch_dim(&self) -> usize {
+        3 * self.temporal_patch_size * self.patch_size * self.patch_size
+    }
+}
+
+/// transformers' `smart_resize(height, width, factor, min_pixels, max_pixels)`: the
+/// `(height, width)` to resize to, both multiples of `factor`, with about the same aspect
+/// ratio and a pixel count within `[min_pixels, max_pixels]` (Python's round-half-to-even,
+/// float arithmetic in f64 as CPython does it).
+///
+/// Fails (invalid argument) when the aspect ratio exceeds 200, as the reference does.
+pub fn smart_resize(
+    height: usize,
+    width: usize,
+    factor: usize,
+    min_pixels: usize,
+    max_pixels: usize,
+) -> Result<(usize, usize)> {
+    if height == 0 || width == 0 || factor == 0 {
+        return Err(Error::invalid_argument(format!(
+            "smart_resize of a {width}x{height} image with factor {factor}"
+        )));
+    }
+    let (h, w, f) = (height as f64, width as f64, factor as f64);
+    let ratio = h.max(w) / h.min(w);
+    if ratio > 200.0 {
+        return Err(Error::invalid_argument(format!(
+            "image of {width}x{height}: absolute aspect ratio must be smaller than 200, got {ratio}"
+        )));
+    }
+    let mut h_bar = (h / f).round_ties_even() as usize * factor;
+    let mut w_bar = (w / f).round_ties_even() as usize * factor;
+    if h_bar * w_bar > max_pixels {
+        let beta = ((height * width) as f64 / max_pixels as f64).sqrt();
+        h_bar = factor.max((h / beta / f).floor() as usize * factor);
+        w_bar = factor.max((w / beta / f).floor() as usize * factor);
+    } else if h_bar * w_bar < min_pixels {
+        let beta = (min_pixels as f64 / (height * width) as f64).sqrt();
+        h_bar = (h * beta / f).ceil() as usize * factor;
+        w_bar = (w * beta / f).ceil() as usize * factor;
+    }
+    Ok((h_bar, w_bar))
+}
+
+/// The processor, configured from `preprocessor_config.json`.
+#[derive(Debug, Clone)]
+pub struct QwenImageProcessor {
+    pub geometry: PatchGeometry,
+    /// `size.shortest_edge` (or the legacy top-level `min_pixels`, which wins).
+    pub min_pixels: usize,
+    /// `size.longest_edge` (or the legacy top-level `max_pixels`, which wins).
+    pub max_pixels: usize,
+    pub do_resize: bool,
+    pub filter: Filter,
+    pub normalization: Normalization,
+}
+
+/// A pixel count from the preprocessor config: present, positive and not absurd.
+fn pixel_count(pre: &ConfigObject, key: &str) -> Result<Option<usize>> {
+    match pre.usize_max(key, MAX_PIXELS_LIMIT)? {
+        Some(0) => Err(Error::bad_config(format!(
+            "{}: `{key}` must be positive",
+            pre.location()
+        ))),
+        other => Ok(other),
+    }
+}
+
+impl QwenImageProcessor {
+    /// Reads `preprocessor_config.json`; `model` is the tower's geometry, which the
+    /// processor's `patch_size`, `merge_size` and `temporal_patch_size` (class defaults 14, 2,
+    /// 2) must match.
+    pub fn from_config(pre: &ConfigObject, model: PatchGeometry) -> Result<QwenImageProcessor> {
+        let geometry = PatchGeometry {
+            patch_size: pre.positive_or("patch_size", 14, MAX_PATCH)?,
+            merge_size: pre.positive_or("merge_size", 2, MAX_PATCH)?,
+            temporal_patch_size: pre.positive_or("temporal_patch_size", 2, MAX_PATCH)?,
+        };
+        if geometry != model {
+            return Err(Error::bad_config(format!(
+                "{}: patch_size {}, merge_size {}, temporal_patch_size {} do not match the vision \
+                 tower's {}, {}, {} (config.json)",
+                pre.location(),
+                geometry.patch_size,
+                geometry.merge_size,
+                geometry.temporal_patch_size,
+                model.patch_size,
+                model.merge_size,
+                model.temporal_patch_size
+            )));
+        }
+        // `size` = {shortest_edge: min_pixels, longest_edge: max_pixels} (5.x); legacy
+        // top-level `min_pixels` / `max_pixels` override it, as the processor's __init__ does.
+        let (mut min_pixels, mut max_pixels) = (DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS);
+        if let Some(size) = pre.object("size")? {
+            match (
+                pixel_count(&size, "shortest_edge")?,
+                pixel_count(&size, "longest_edge")?,
+            ) {
+                (Some(lo), Some(hi)) => (min_pixels, max_pixels) = (lo, hi),
+                _ if pre.contains("min_pixels") && pre.contains("max_pixels") => {}
+                _ => {
+                    return Err(Error::bad_config(format!(
+                    "{}: `size` must have `shortest_edge` and `longest_edge` (min and max pixels)",
+                    pre.location()
+                )))
+                }
+            }
+        }
+        if let Some(v) = pixel_count(pre, "min_pixels")? {
+            min_pixels = v;
+        }
+        if let Some(v) = pixel_count(pre, "max_pixels")? {
+            max_pixels = v;
+        }
+        Ok(QwenImageProcessor {
+            geometry,
+            min_pixels,
+            max_pixels,
+            do_resize: pre.bool_or("do_resize", true)?,
+            filter: read_filter(pre, Filter::Bicubic)?,
+            normalization: read_normalization(pre, CLIP_MEAN, CLIP_STD)?,
+        })
+    }
+
+    /// The `(height, width)` an image of `width` x `height` is resized to.
+    pub fn target_size(&self, width: usize, height: usize) -> Result<(usize, usize)> {
+        if !self.do_resize {
+            let f = self.geometry.factor();
+            if height % f != 0 || width % f != 0 {
+                return Err(Error::invalid_argument(format!(
+                    "image is {width}x{height}, preprocessor_config.json sets do_resize=false and \
+                     the tower needs sides that are multiples of {f}"
+                )));
+            }
+            return Ok((height, width));
+        }
+        smart_resize(
+            height,
+            width,
+            self.geometry.factor(),
+            self.min_pixels,
+            self.max_pixels,
+        )
+    }
+
+    /// Resizes, rescales and normalizes an image and flattens it into
+    /// `[grid_h * grid_w, 3 * temporal * patch²]` patch rows (`pixel_values`); the token grid
+    /// is `[1, grid_h / merge, grid_w / merge]`.
+    pub fn process(&self, image: &RgbImage) -> Result<Pixels> {
+        let (h, w) = self.target_size(image.width as usize, image.height as usize)?;
+        let resized;
+        let image = if (image.width as usize, image.height as usize) == (w, h) {
+            image
+        } else {
+            let (w32, h32) = (
+                u32::try_from(w).map_err(|_| Error::invalid_argument("resized width overflows"))?,
+                u32::try_from(h)
+                    .map_err(|_| Error::invalid_argument("resized height overflows"))?,
+            );
+            resized = resize(image, w32, h32, self.filter);
+            &resized
+        };
+        let chw = self.normalization.to_chw(image);
+        Ok(self.patchify(&[&chw], h, w))
+    }
+
+    /// Flattens normalized `[3, h, w]` frames into patch rows (`Qwen2VLImageProcessor`'s
+    /// patch layout): rows in the order (frame group, block row, block column, row in block,
+    /// column in block), each row `(channel, frame, y, x)`. A single frame is repeated
+    /// `temporal_patch_size` times.
+    fn patchify(&self, frames: &[&[f32]], h: usize, w: usize) -> Pixels {
+        let PatchGeometry {
+            patch_size: p,
+            merge_size: m,
+            temporal_patch_size: t,
+        } = self.geometry;
+        let (gh, gw) = (h / p, w / p);
+        let groups = frames.len().div_ceil(t);
+        let dim = self.geometry.patch_dim();
+        let plane = h * w;
+        let mut data = Vec::with_capacity(groups * gh * gw * dim);
+        for g in 0..groups {
+            for bh in 0..gh / m {
+                for bw in 0..gw / m {
+                    for mh in 0..m {
+                        for mw in 0..m {
+                            let (r, c) = (bh * m + mh, bw * m + mw);
+                            for ch in 0..3 {
+                                for ti in 0..t {
+                                    // A short last group repeats its last frame.
+                                    let frame = frames[(g * t + ti).min(frames.len() - 1)];
+                                    let base = ch * plane + r * p * w + c * p;
+                                    for y in 0..p {
+                                        let row = base + y * w;
+                                        data.extend_from_slice(&frame[row..row + p]);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Pixels {
+            data,
+            shape: vec![groups * gh * gw, dim],
+            grid: [groups, gh / m, gw / m],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smart_resize_matches_python() {
+        // Values from transformers' smart_resize (factor 28, Hub min/max pixels).
+        let (lo, hi) = (3136, 12845056);
+        assert_eq!(smart_resize(1080, 1920, 28, lo, hi).unwrap(), (1092, 1932));
+        assert_eq!(smart_resize(480, 640, 28, lo, hi).unwrap(), (476, 644));
+        assert_eq!(
+            smart_resize(1080, 1920, 28, lo, 1003520).unwrap(),
+            (728, 1316)
+        );
+        assert_eq!(smart_resize(300, 10, 28, lo, hi).unwrap(), (308, 28));
+        // Ties round to even: 40/16 = 2.5 -> 2, 24/16 = 1.5 -> 2, 56/16 = 3.5 -> 4.
+        assert_eq!(smart_resize(56, 40, 16, 512, 2048).unwrap(), (64, 32));
+        assert_eq!(smart_resize(24, 32, 16, 512, 2048).unwrap(), (32, 32));
+        // max(factor, ...) guard and the min_pixels branch.
+        assert_eq!(smart_resize(20, 180, 16, 512, 2048).unwrap(), (16, 128));
+        assert_eq!(smart_resize(12, 20, 16, 512, 2048).unwrap(), (32, 32));
+        // Python: smart_resize(1, 200, 16, 512, 2048) == (16, 320), above max_pixels.
+        assert_eq!(smart_resize(1, 200, 16, 512, 2048).unwrap(), (16, 320));
+        assert!(smart_resize(1, 201, 16, 512, 2048).is_err());
+        assert!(smart_resize(1, 200, 16, 512, 2048).is_ok());
+    }
+
+    fn processor(p: usize, m: usize, t: usize) -> QwenImageProcessor {
+        QwenImageProcessor {
+            geometry: PatchGeometry {
+                patch_size: p,
+                merge_size: m,
+                temporal_patch_size: t,
+            },
+            min_pixels: 1,
+            max_pixels: 1 << 20,
+            do_resize: false,
+            filter: Filter::Bicubic,
+            normalization: Normalization {
+                rescale: None,
+                mean_std: None,
+            },
+        }
+    }
+
+    #[test]
+    fn patch_rows_follow_the_merge_blocks() {
+        // 4x4 image, patch 1, merge 2: rows in block order, each (channel, frame).
+        let proc = processor(1, 2, 2);
+        let plane: Vec<f32> = (0..48).map(|v| v as f32).collect();
+        let px = proc.patchify(&[&plane], 4, 4);
+        assert_eq!(px.shape, vec![16, 6]);
+        assert_eq!(px.grid, [1, 2, 2]);
+        let row = |i: usize| &px.data[i * 6..(i + 1) * 6];
+        // Row 0 = pixel (0,0); row 1 = (0,1); row 2 = (1,0); row 4 = (0,2) (next block).
+        assert_eq!(row(0), &[0., 0., 16., 16., 32., 32.]);
+        assert_eq!(row(1), &[1., 1., 17., 17., 33., 33.]);
+        assert_eq!(row(2), &[4., 4., 20., 20., 36., 36.]);
+        assert_eq!(row(4), &[2., 2., 18., 18., 34., 34.]);
+        assert_eq!(row(15), &[15., 15., 31., 31., 47., 47.]);
+    }
+
+    #[test]
+    fn config_forms() {
+        let geo = PatchGeometry {
+            patch_size: 8,
+            merge_size: 2,
+            temporal_patch_size: 2,
+        };
+        let parse = |s: &str| ConfigObject::parse("preprocessor_config.json", s).unwrap();
+        let base = r#""patch_size": 8, "merge_size": 2, "temporal_patch_size": 2"#;
+        let p = QwenImageProcessor::from_config(
+            &parse(&format!(
+                r#"{{{base}, "size": {{"shortest_edge": 10, "longest_edge": 20}}}}"#
+            )),
+            geo,
+        )
+        .unwrap();
+        assert_eq!((p.min_pixels, p.max_pixels), (10, 20));
+        let p = QwenImageProcessor::from_config(
+            &parse(&format!(
+                r#"{{{base}, "size": {{"shortest_edge": 10, "longest_edge": 20}}, "min_pixels": 5, "max_pixels": 50}}"#
+            )),
+            geo,
+        )
+        .unwrap();
+        assert_eq!((p.min_pixels, p.max_pixels), (5, 50));
+        let p = QwenImageProcessor::from_config(&parse(&format!("{{{base}}}")), geo).unwrap();
+        assert_eq!((p.min_pixels, p.max_pixels), (3136, 1003520));
+        assert_eq!(p.filter, Filter::Bicubic);
+        let e = QwenImageProcessor::from_config(
+            &parse(&format!(
+                r#"{{{base}, "size": {{"height": 10, "width": 20}}}}"#
+            )),
+            geo,
+        )
+        .unwrap_err();
+        assert!(e.message().contains("shortest_edge"), "{e}");
+        let e = QwenImageProcessor::from_config(&parse(r#"{"patch_size": 14}"#), geo).unwrap_err();
+        assert!(e.message().contains("do not match"), "{e}");
+    }
+}
