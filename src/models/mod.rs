@@ -63,7 +63,8 @@ pub trait VisionModel: Send + Sync {
     fn preprocess(&self, image: &RgbImage) -> Result<Pixels>;
 
     /// Runs the tower and projector on a batch of images preprocessed by this model that all
-    /// have the same shape. Returns one `[n_tokens, output_dim]` tensor per image.
+    /// have the same shape. Returns one `[n_tokens, output_dim]` tensor per image, in the
+    /// compute dtype on the compute device (the engine copies them out).
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>>;
 }
 
