@@ -99,6 +99,12 @@ typedef struct vt_model vt_model;
 typedef int32_t vt_status;
 
 /**
+ * A floating-point type (a `VT_DTYPE_*` value): the compute type in vt_load_params, the
+ * output type in vt_embeddings_copy.
+ */
+typedef uint32_t vt_dtype;
+
+/**
  * Severity of a log message (values as ggml's `ggml_log_level`).
  */
 typedef int32_t vt_log_level;
@@ -145,6 +151,12 @@ typedef struct vt_load_params {
      * (Pillow's MAX_IMAGE_PIXELS).
      */
     uint64_t max_image_pixels;
+    /**
+     * Compute dtype: VT_DTYPE_AUTO (default: bf16 on a GPU, f32 on the CPU),
+     * VT_DTYPE_F32, VT_DTYPE_BF16 or VT_DTYPE_F16. Weights are converted once, at load;
+     * softmax and norms accumulate in f32 whatever the dtype.
+     */
+    vt_dtype dtype;
 } vt_load_params;
 
 /**
@@ -187,6 +199,26 @@ typedef uint32_t vt_token_role;
  * A GPU when one is usable, else the CPU (the fallback is logged at info level).
  */
 #define VT_DEVICE_AUTO 2
+
+/**
+ * The default: bf16 on a GPU, f32 on the CPU (load params only).
+ */
+#define VT_DTYPE_AUTO 0
+
+/**
+ * 32-bit IEEE float.
+ */
+#define VT_DTYPE_F32 1
+
+/**
+ * bfloat16 (the upper 16 bits of an f32), stored as uint16_t.
+ */
+#define VT_DTYPE_BF16 2
+
+/**
+ * IEEE half precision, stored as uint16_t.
+ */
+#define VT_DTYPE_F16 3
 
 /**
  * The placeholder token the prompt repeats once per embedding; the engine replaces the
@@ -319,6 +351,45 @@ const float *vt_embeddings_data(const struct vt_embeddings *e, size_t index);
  * Frees embeddings. NULL is a no-op.
  */
 void vt_embeddings_free(struct vt_embeddings *e);
+
+/**
+ * Copies image `index`'s rows (row-major `[n_tokens, dim]`) into host memory as `dtype`
+ * (VT_DTYPE_F32, VT_DTYPE_BF16 or VT_DTYPE_F16; bf16/f16 are rounded to nearest even,
+ * stored as uint16_t bit patterns in native little-endian order).
+ *
+ * - `dst`: caller-owned buffer of `dst_bytes` bytes, at least n_tokens * dim * element
+ *   size; written only on VT_OK.
+ *
+ * Errors: VT_ERR_INVALID_ARGUMENT (NULL pointers, index out of range, unknown dtype,
+ * buffer too small). Threads: one thread at a time per vt_embeddings.
+ */
+vt_status vt_embeddings_copy(const struct vt_embeddings *e,
+                             size_t index,
+                             vt_dtype dtype,
+                             void *dst,
+                             size_t dst_bytes,
+                             struct vt_error **err_out);
+
+/**
+ * Copies image `index`'s rows (row-major `[n_tokens, dim]`, as `dtype`) into a CUDA
+ * device buffer the caller owns, without a round trip through host memory.
+ *
+ * - `dst_device_ptr`: a device address (CUdeviceptr) of an allocation of at least
+ *   `dst_bytes` bytes on the GPU the model runs on (vt_load_params.device_ordinal).
+ * - Synchronization: the copy is enqueued on vtower's own stream and this call returns
+ *   after it has completed, so the data is ready for any stream of the caller; vtower
+ *   keeps no reference to `dst_device_ptr`.
+ *
+ * Errors: VT_ERR_DEVICE when the model does not run on a CUDA GPU (or this build has no
+ * CUDA support) or the copy fails; VT_ERR_INVALID_ARGUMENT (NULL `e`, index out of range,
+ * unknown dtype, buffer too small). Threads: one thread at a time per vt_embeddings.
+ */
+vt_status vt_embeddings_copy_to_cuda(const struct vt_embeddings *e,
+                                     size_t index,
+                                     vt_dtype dtype,
+                                     uint64_t dst_device_ptr,
+                                     size_t dst_bytes,
+                                     struct vt_error **err_out);
 
 /**
  * The status code of an error. `err` NULL gives VT_ERR_INVALID_ARGUMENT. Any thread.

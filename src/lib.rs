@@ -22,7 +22,7 @@ pub mod models;
 pub mod preprocess;
 pub mod weights;
 
-pub use engine::{DeviceRequest, Embeddings, Image, LoadOptions, Model};
+pub use engine::{DTypeRequest, DeviceRequest, Embeddings, Image, LoadOptions, Model, OutputType};
 pub use error::{Error, Result, Status};
 pub use models::ModelInfo;
 

@@ -8,7 +8,7 @@ pub mod image;
 pub mod model;
 pub mod options;
 
-pub use embeddings::Embeddings;
+pub use embeddings::{Embeddings, OutputType};
 pub use image::Image;
 pub use model::Model;
-pub use options::{DeviceRequest, LoadOptions, DEFAULT_MAX_IMAGE_PIXELS};
+pub use options::{DTypeRequest, DeviceRequest, LoadOptions, DEFAULT_MAX_IMAGE_PIXELS};

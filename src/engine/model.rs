@@ -43,7 +43,7 @@ impl Model {
         let start = Instant::now();
         let files = ModelFiles::read(dir)?;
         registry::check_supported(&files.model_type()?)?;
-        let placement = place(options.device)?;
+        let placement = place(options.device, options.dtype)?;
         let weights = Weights::open(dir)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(options.n_threads)
@@ -147,6 +147,8 @@ impl Model {
         let pixels: Vec<&Pixels> = images.iter().map(|i| &i.pixels).collect();
         let dim = self.info().output_dim;
         let mut items: Vec<Vec<f32>> = vec![Vec::new(); images.len()];
+        let on_gpu = !self.placement.device.is_cpu();
+        let mut device_items: Vec<Option<candle_core::Tensor>> = vec![None; images.len()];
         self.pool.install(|| -> Result<()> {
             let info = self.info();
             for group in plan_batches(&pixels, info.max_batch, info.mixed_shape_batches) {
@@ -167,12 +169,22 @@ impl Model {
                             out.dims()
                         )));
                     }
-                    items[i] = out.flatten_all()?.to_vec1::<f32>()?;
+                    items[i] = out
+                        .to_dtype(candle_core::DType::F32)?
+                        .flatten_all()?
+                        .to_vec1::<f32>()?;
+                    if on_gpu {
+                        device_items[i] = Some(out);
+                    }
                 }
             }
             Ok(())
         })?;
-        Ok(Embeddings { dim, items })
+        Ok(Embeddings {
+            dim,
+            items,
+            device_items: device_items.into_iter().flatten().collect(),
+        })
     }
 }
 

@@ -1,11 +1,14 @@
 //! Running the tower and reading its output.
 
-use crate::engine::{Embeddings, Image};
+use std::ffi::c_void;
+
+use crate::engine::{Embeddings, Image, OutputType};
 use crate::error::Error;
 use crate::ffi::boundary::{arg, guard, guard_value, out_ptr, write};
 use crate::ffi::error::vt_error;
 use crate::ffi::image::vt_image;
 use crate::ffi::model::vt_model;
+use crate::ffi::params::{vt_dtype, VT_DTYPE_BF16, VT_DTYPE_F16, VT_DTYPE_F32};
 use crate::ffi::status::vt_status;
 
 /// The output of one vt_forward call: for each input image, a row-major
@@ -107,4 +110,130 @@ pub extern "C" fn vt_embeddings_free(e: *mut vt_embeddings) {
             drop(unsafe { Box::from_raw(e) });
         }
     })
+}
+
+fn output_type(dtype: vt_dtype) -> crate::error::Result<OutputType> {
+    match dtype {
+        VT_DTYPE_F32 => Ok(OutputType::F32),
+        VT_DTYPE_BF16 => Ok(OutputType::BF16),
+        VT_DTYPE_F16 => Ok(OutputType::F16),
+        other => Err(Error::invalid_argument(format!(
+            "dtype {other} is not VT_DTYPE_F32, VT_DTYPE_BF16 or VT_DTYPE_F16"
+        ))),
+    }
+}
+
+/// Copies image `index`'s rows (row-major `[n_tokens, dim]`) into host memory as `dtype`
+/// (VT_DTYPE_F32, VT_DTYPE_BF16 or VT_DTYPE_F16; bf16/f16 are rounded to nearest even,
+/// stored as uint16_t bit patterns in native little-endian order).
+///
+/// - `dst`: caller-owned buffer of `dst_bytes` bytes, at least n_tokens * dim * element
+///   size; written only on VT_OK.
+///
+/// Errors: VT_ERR_INVALID_ARGUMENT (NULL pointers, index out of range, unknown dtype,
+/// buffer too small). Threads: one thread at a time per vt_embeddings.
+#[no_mangle]
+pub extern "C" fn vt_embeddings_copy(
+    e: *const vt_embeddings,
+    index: usize,
+    dtype: vt_dtype,
+    dst: *mut c_void,
+    dst_bytes: usize,
+    err_out: *mut *mut vt_error,
+) -> vt_status {
+    guard(err_out, || {
+        // SAFETY: NULL or live embeddings (contract).
+        let e = unsafe { arg(e, "e") }?;
+        out_ptr(dst, "dst")?;
+        let ty = output_type(dtype)?;
+        let n = e.emb.n_tokens(index).ok_or_else(|| {
+            Error::invalid_argument(format!(
+                "index {index} is out of range (count {})",
+                e.emb.count()
+            ))
+        })? * e.emb.dim();
+        let needed = n * ty.size();
+        if dst_bytes < needed {
+            return Err(Error::invalid_argument(format!(
+                "dst_bytes {dst_bytes} is smaller than the {needed} bytes image {index} needs"
+            )));
+        }
+        // SAFETY: `dst` is writable for `dst_bytes >= needed` bytes (contract).
+        let out = unsafe { std::slice::from_raw_parts_mut(dst.cast::<u8>(), needed) };
+        e.emb.copy_to_host(index, ty, out)
+    })
+}
+
+/// Copies image `index`'s rows (row-major `[n_tokens, dim]`, as `dtype`) into a CUDA
+/// device buffer the caller owns, without a round trip through host memory.
+///
+/// - `dst_device_ptr`: a device address (CUdeviceptr) of an allocation of at least
+///   `dst_bytes` bytes on the GPU the model runs on (vt_load_params.device_ordinal).
+/// - Synchronization: the copy is enqueued on vtower's own stream and this call returns
+///   after it has completed, so the data is ready for any stream of the caller; vtower
+///   keeps no reference to `dst_device_ptr`.
+///
+/// Errors: VT_ERR_DEVICE when the model does not run on a CUDA GPU (or this build has no
+/// CUDA support) or the copy fails; VT_ERR_INVALID_ARGUMENT (NULL `e`, index out of range,
+/// unknown dtype, buffer too small). Threads: one thread at a time per vt_embeddings.
+#[no_mangle]
+pub extern "C" fn vt_embeddings_copy_to_cuda(
+    e: *const vt_embeddings,
+    index: usize,
+    dtype: vt_dtype,
+    dst_device_ptr: u64,
+    dst_bytes: usize,
+    err_out: *mut *mut vt_error,
+) -> vt_status {
+    guard(err_out, || {
+        // SAFETY: NULL or live embeddings (contract).
+        let e = unsafe { arg(e, "e") }?;
+        let ty = output_type(dtype)?;
+        if index >= e.emb.count() {
+            return Err(Error::invalid_argument(format!(
+                "index {index} is out of range (count {})",
+                e.emb.count()
+            )));
+        }
+        if dst_device_ptr == 0 {
+            return Err(Error::invalid_argument("`dst_device_ptr` is 0"));
+        }
+        copy_rows_to_cuda(&e.emb, index, ty, dst_device_ptr, dst_bytes)
+    })
+}
+
+#[cfg(feature = "cuda")]
+fn copy_rows_to_cuda(
+    emb: &Embeddings,
+    index: usize,
+    ty: OutputType,
+    dst: u64,
+    dst_bytes: usize,
+) -> crate::error::Result<()> {
+    let rows = emb.device_rows(index).ok_or_else(|| {
+        crate::error::Error::new(
+            crate::error::Status::Device,
+            "these embeddings were computed on the CPU; load the model on a CUDA device",
+        )
+    })?;
+    let dtype = match ty {
+        OutputType::F32 => candle_core::DType::F32,
+        OutputType::BF16 => candle_core::DType::BF16,
+        OutputType::F16 => candle_core::DType::F16,
+    };
+    crate::ffi::cuda::copy_to_device(rows, dtype, dst, dst_bytes)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn copy_rows_to_cuda(
+    _emb: &Embeddings,
+    _index: usize,
+    _ty: OutputType,
+    _dst: u64,
+    _dst_bytes: usize,
+) -> crate::error::Result<()> {
+    Err(crate::error::Error::new(
+        crate::error::Status::Device,
+        "this build of vtower has no CUDA support",
+    ))
 }

@@ -11,6 +11,8 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 pub mod boundary;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod embeddings;
 pub mod error;
 pub mod image;

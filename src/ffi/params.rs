@@ -2,7 +2,7 @@
 
 use std::mem::{offset_of, size_of};
 
-use crate::engine::{DeviceRequest, LoadOptions, DEFAULT_MAX_IMAGE_PIXELS};
+use crate::engine::{DTypeRequest, DeviceRequest, LoadOptions, DEFAULT_MAX_IMAGE_PIXELS};
 use crate::error::{Error, Result};
 
 /// Which device runs the tower (a `VT_DEVICE_*` value).
@@ -14,6 +14,18 @@ pub const VT_DEVICE_CPU: vt_device = 0;
 pub const VT_DEVICE_CUDA: vt_device = 1;
 /// A GPU when one is usable, else the CPU (the fallback is logged at info level).
 pub const VT_DEVICE_AUTO: vt_device = 2;
+
+/// A floating-point type (a `VT_DTYPE_*` value): the compute type in vt_load_params, the
+/// output type in vt_embeddings_copy.
+pub type vt_dtype = u32;
+/// The default: bf16 on a GPU, f32 on the CPU (load params only).
+pub const VT_DTYPE_AUTO: vt_dtype = 0;
+/// 32-bit IEEE float.
+pub const VT_DTYPE_F32: vt_dtype = 1;
+/// bfloat16 (the upper 16 bits of an f32), stored as uint16_t.
+pub const VT_DTYPE_BF16: vt_dtype = 2;
+/// IEEE half precision, stored as uint16_t.
+pub const VT_DTYPE_F16: vt_dtype = 3;
 
 /// Options for vt_load. Get defaults from vt_load_params_default(), change fields, pass a
 /// pointer. `struct_size` must be `sizeof(vt_load_params)` of the header the caller was
@@ -35,6 +47,10 @@ pub struct vt_load_params {
     /// VT_ERR_IMAGE_TOO_LARGE before they are decoded; 0 = the default, 89478485
     /// (Pillow's MAX_IMAGE_PIXELS).
     pub max_image_pixels: u64,
+    /// Compute dtype: VT_DTYPE_AUTO (default: bf16 on a GPU, f32 on the CPU),
+    /// VT_DTYPE_F32, VT_DTYPE_BF16 or VT_DTYPE_F16. Weights are converted once, at load;
+    /// softmax and norms accumulate in f32 whatever the dtype.
+    pub dtype: vt_dtype,
 }
 
 /// The default load parameters (struct_size filled in). Any thread.
@@ -46,6 +62,7 @@ pub extern "C" fn vt_load_params_default() -> vt_load_params {
         device_ordinal: 0,
         n_threads: 0,
         max_image_pixels: DEFAULT_MAX_IMAGE_PIXELS,
+        dtype: VT_DTYPE_AUTO,
     }
 }
 
@@ -86,6 +103,7 @@ pub(crate) unsafe fn read_params(params: *const vt_load_params) -> Result<vt_loa
     take!(device_ordinal);
     take!(n_threads);
     take!(max_image_pixels);
+    take!(dtype);
     out.struct_size = size as u32;
     Ok(out)
 }
@@ -128,8 +146,20 @@ pub(crate) fn to_options(p: &vt_load_params) -> Result<LoadOptions> {
             p.n_threads
         )));
     }
+    let dtype = match p.dtype {
+        VT_DTYPE_AUTO => DTypeRequest::Auto,
+        VT_DTYPE_F32 => DTypeRequest::F32,
+        VT_DTYPE_BF16 => DTypeRequest::BF16,
+        VT_DTYPE_F16 => DTypeRequest::F16,
+        other => {
+            return Err(Error::invalid_argument(format!(
+                "vt_load_params.dtype {other} is not a VT_DTYPE_* value"
+            )))
+        }
+    };
     Ok(LoadOptions {
         device,
+        dtype,
         n_threads: p.n_threads as usize,
         max_image_pixels: if p.max_image_pixels == 0 {
             DEFAULT_MAX_IMAGE_PIXELS
@@ -148,10 +178,16 @@ mod tests {
         let mut p = vt_load_params_default();
         p.n_threads = 3;
         p.max_image_pixels = 7;
+        p.dtype = VT_DTYPE_BF16;
         p.struct_size = offset_of!(vt_load_params, max_image_pixels) as u32;
         let r = unsafe { read_params(&p) }.unwrap();
         assert_eq!(r.n_threads, 3);
         assert_eq!(r.max_image_pixels, DEFAULT_MAX_IMAGE_PIXELS);
+        assert_eq!(r.dtype, VT_DTYPE_AUTO);
+        // A caller compiled against the first version of the struct (no dtype field).
+        p.struct_size = offset_of!(vt_load_params, dtype) as u32;
+        let r = unsafe { read_params(&p) }.unwrap();
+        assert_eq!((r.max_image_pixels, r.dtype), (7, VT_DTYPE_AUTO));
         p.struct_size = size_of::<vt_load_params>() as u32 + 8;
         assert!(unsafe { read_params(&p) }.is_err());
         p.struct_size = 0;

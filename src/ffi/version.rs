@@ -14,9 +14,15 @@ pub const VT_VERSION_PATCH: u32 = 0;
 /// a header/library mismatch. Any thread.
 #[no_mangle]
 pub extern "C" fn vt_version() -> *const c_char {
-    concat!("vtower ", env!("CARGO_PKG_VERSION"), " (backends: cpu)\0")
-        .as_ptr()
-        .cast()
+    #[cfg(feature = "cuda")]
+    const TEXT: &str = concat!(
+        "vtower ",
+        env!("CARGO_PKG_VERSION"),
+        " (backends: cpu, cuda)\0"
+    );
+    #[cfg(not(feature = "cuda"))]
+    const TEXT: &str = concat!("vtower ", env!("CARGO_PKG_VERSION"), " (backends: cpu)\0");
+    TEXT.as_ptr().cast()
 }
 
 #[cfg(test)]

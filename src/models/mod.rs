@@ -66,7 +66,8 @@ pub trait VisionModel: Send + Sync {
 
     /// Runs the tower and projector on a batch of images preprocessed by this model that all
     /// have the same shape (any shapes when [`ModelInfo::mixed_shape_batches`]). Returns one
-    /// `[n_tokens, output_dim]` tensor per image.
+    /// `[n_tokens, output_dim]` tensor per image, in the compute dtype on the compute device
+    /// (the engine copies them out).
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>>;
 
     /// How many patches per side one output token covers (Qwen2-VL's `spatial_merge_size`):

@@ -178,9 +178,9 @@ pub fn stack_pixels(batch: &[&Pixels], dtype: DType, device: &Device) -> Result<
     })
 }
 
-/// Splits a `[batch, N, D]` result into per-image f32 tensors.
+/// Splits a `[batch, N, D]` result into per-image tensors (in the compute dtype, on the
+/// compute device).
 pub fn unstack(x: &Tensor) -> Result<Vec<Tensor>> {
-    let x = x.to_dtype(DType::F32)?;
     (0..x.dim(0)?).map(|i| Ok(x.get(i)?)).collect()
 }
 

@@ -109,11 +109,20 @@ int main(int argc, char **argv) {
     p.struct_size = 0;
     EXPECT(VT_ERR_INVALID_ARGUMENT, "struct_size", vt_load(argv[1], &p, &model, &err));
     p = vt_load_params_default();
+    p.dtype = 99;
+    EXPECT(VT_ERR_INVALID_ARGUMENT, "dtype", vt_load(argv[1], &p, &model, &err));
+    p = vt_load_params_default();
     p.device = 99;
     EXPECT(VT_ERR_INVALID_ARGUMENT, "device", vt_load(argv[1], &p, &model, &err));
     p.device = VT_DEVICE_CUDA;
     if (strstr(vt_version(), "cuda") == NULL)
         EXPECT(VT_ERR_DEVICE, "CUDA", vt_load(argv[1], &p, &model, &err));
+    p.device = VT_DEVICE_CPU;
+    p.device_ordinal = -1; /* ignored on the CPU */
+    p.dtype = VT_DTYPE_BF16;
+    EXPECT(VT_OK, NULL, vt_load(argv[1], &p, &model, &err));
+    vt_free(model);
+    model = NULL;
 
     /* Broken model folders, prepared by the test runner. */
     {
@@ -236,6 +245,23 @@ int main(int argc, char **argv) {
         CHECK(vt_embeddings_count(emb) == 0);
         CHECK(vt_embeddings_data(emb, 0) == NULL);
         vt_embeddings_free(emb);
+
+        /* Copying embeddings out. */
+        {
+            float buf[4];
+            EXPECT(VT_OK, NULL, vt_forward(model, list, 1, &emb, &err));
+            EXPECT(VT_ERR_INVALID_ARGUMENT, "e", vt_embeddings_copy(NULL, 0, VT_DTYPE_F32, buf, sizeof buf, &err));
+            EXPECT(VT_ERR_INVALID_ARGUMENT, "dst", vt_embeddings_copy(emb, 0, VT_DTYPE_F32, NULL, sizeof buf, &err));
+            EXPECT(VT_ERR_INVALID_ARGUMENT, "dtype", vt_embeddings_copy(emb, 0, 77, buf, sizeof buf, &err));
+            EXPECT(VT_ERR_INVALID_ARGUMENT, "dtype", vt_embeddings_copy(emb, 0, VT_DTYPE_AUTO, buf, sizeof buf, &err));
+            EXPECT(VT_ERR_INVALID_ARGUMENT, "dst_bytes", vt_embeddings_copy(emb, 0, VT_DTYPE_F32, buf, sizeof buf, &err));
+            EXPECT(VT_ERR_INVALID_ARGUMENT, "out of range", vt_embeddings_copy(emb, 1, VT_DTYPE_F32, buf, sizeof buf, &err));
+            EXPECT(VT_ERR_INVALID_ARGUMENT, "e", vt_embeddings_copy_to_cuda(NULL, 0, VT_DTYPE_BF16, 4096, 64, &err));
+            EXPECT(VT_ERR_INVALID_ARGUMENT, "dst_device_ptr", vt_embeddings_copy_to_cuda(emb, 0, VT_DTYPE_BF16, 0, 64, &err));
+            /* The model runs on the CPU: there is no device copy to make. */
+            EXPECT(VT_ERR_DEVICE, NULL, vt_embeddings_copy_to_cuda(emb, 0, VT_DTYPE_BF16, 4096, 1 << 20, &err));
+            vt_embeddings_free(emb);
+        }
     }
 
     vt_image_free(img);

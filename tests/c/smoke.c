@@ -95,6 +95,25 @@ int main(int argc, char **argv) {
         CHECK(r <= tol);
     }
 
+    /* Copies out as f32 (identical) and bf16 (rounded). */
+    {
+        size_t n = n_tokens * dim, i;
+        float *f = (float *)malloc(n * sizeof(float));
+        uint16_t *b = (uint16_t *)malloc(n * sizeof(uint16_t));
+        const float *rows = vt_embeddings_data(emb, 0);
+        CHECK(vt_embeddings_copy(emb, 0, VT_DTYPE_F32, f, n * sizeof(float), NULL) == VT_OK);
+        CHECK(memcmp(f, rows, n * sizeof(float)) == 0);
+        CHECK(vt_embeddings_copy(emb, 0, VT_DTYPE_BF16, b, n * sizeof(uint16_t), NULL) == VT_OK);
+        for (i = 0; i < n; i++) {
+            uint32_t bits = (uint32_t)b[i] << 16;
+            float v;
+            memcpy(&v, &bits, sizeof v);
+            CHECK(fabs(v - rows[i]) <= fabs(rows[i]) / 128.0 + 1e-30);
+        }
+        free(f);
+        free(b);
+    }
+
     /* Raw pixels: a gradient with a padded stride. */
     {
         uint32_t rw = 31, rh = 17, x, y;
