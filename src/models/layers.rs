@@ -1,10 +1,12 @@
 //! Building blocks shared by the vision towers: weight loading with shape checks, linear
-//! layers, norms, activations and multi-head attention, written to match PyTorch's eager
-//! reference arithmetic.
+//! layers, norms (LayerNorm, Llama-style RMSNorm), activations, gated MLPs and multi-head
+//! attention (plain, or over several images packed into one sequence, with optional rotary
+//! embeddings), written to match PyTorch's eager reference arithmetic.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, D};
 
 use crate::error::{Error, Result};
+use crate::models::rope::Rotary;
 use crate::weights::Weights;
 
 /// Loads tensors under a name prefix, checking shapes and converting to the compute dtype.
@@ -67,6 +69,14 @@ impl<'a> Loader<'a> {
             } else {
                 None
             },
+        })
+    }
+
+    /// `name.weight` `[dim]` of a Llama-style RMSNorm.
+    pub fn rms_norm(&self, name: &str, dim: usize, eps: f64) -> Result<RmsNorm> {
+        Ok(RmsNorm {
+            weight: self.sub(name).tensor("weight", &[dim])?,
+            eps,
         })
     }
 
@@ -147,6 +157,29 @@ impl LayerNorm {
     }
 }
 
+/// Llama-style RMSNorm (`LlamaRMSNorm`, `PixtralRMSNorm`, `Mistral3RMSNorm`, Qwen2.5-VL's):
+/// `w * (x * rsqrt(mean(x²) + eps))`, normalized in f32 and cast back to the input dtype
+/// *before* the weight multiply.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    pub weight: Tensor,
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = x.contiguous()?;
+        if x.dtype() == DType::F32 {
+            return Ok(candle_nn::ops::rms_norm(&x, &self.weight, self.eps as f32)?);
+        }
+        let dtype = x.dtype();
+        let h = x.to_dtype(DType::F32)?;
+        let var = h.sqr()?.mean_keepdim(D::Minus1)?;
+        let h = h.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        Ok(h.to_dtype(dtype)?.broadcast_mul(&self.weight)?)
+    }
+}
+
 /// The activation functions of HF's `ACT2FN` used by vision towers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
@@ -184,7 +217,49 @@ impl Activation {
     }
 }
 
-/// Multi-head self-attention without mask, with q/k/v fused into one projection.
+/// The gated MLP of Llama-style blocks (`MistralMLP`, `PixtralMLP`, Qwen2.5-VL's):
+/// `down(act(gate(x)) * up(x))`, with gate and up fused into one projection.
+#[derive(Debug, Clone)]
+pub struct GatedMlp {
+    gate_up: Linear,
+    down: Linear,
+    act: Activation,
+    hidden: usize,
+}
+
+impl GatedMlp {
+    /// Loads `gate_proj` and `up_proj` (`[hidden, dim]`) and `down_proj` (`[dim, hidden]`),
+    /// with biases when `bias`.
+    pub fn load(
+        loader: &Loader,
+        dim: usize,
+        hidden: usize,
+        act: Activation,
+        bias: bool,
+    ) -> Result<GatedMlp> {
+        let gate = loader.linear("gate_proj", dim, hidden, bias)?;
+        let up = loader.linear("up_proj", dim, hidden, bias)?;
+        Ok(GatedMlp {
+            gate_up: Linear::concat(&[gate, up])?,
+            down: loader.linear("down_proj", hidden, dim, bias)?,
+            act,
+            hidden,
+        })
+    }
+
+    /// Applies the MLP to the last dimension of `x`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gu = self.gate_up.forward(x)?;
+        let gate = gu.narrow(D::Minus1, 0, self.hidden)?;
+        let up = gu.narrow(D::Minus1, self.hidden, self.hidden)?;
+        let h = (self.act.forward(&gate)? * up)?;
+        self.down.forward(&h)
+    }
+}
+
+/// Multi-head self-attention with q/k/v fused into one projection: without mask over a
+/// batch ([`Attention::forward`]), or over several sequences packed into one, each attending
+/// only to itself, optionally with rotary embeddings ([`Attention::forward_packed`]).
 #[derive(Debug, Clone)]
 pub struct Attention {
     qkv: Linear,
@@ -217,6 +292,86 @@ impl Attention {
             heads,
             head_dim: dim / heads,
         })
+    }
+
+    /// An attention from an already fused `qkv` projection (`[3 * dim, dim]`, rows q, k, v)
+    /// and an output projection.
+    pub fn from_parts(qkv: Linear, out: Linear, heads: usize) -> Result<Attention> {
+        let dim = out.out_dim();
+        if heads == 0 || dim % heads != 0 || qkv.out_dim() != 3 * dim {
+            return Err(Error::bad_config(format!(
+                "attention: {heads} heads, output width {dim}, fused qkv width {}",
+                qkv.out_dim()
+            )));
+        }
+        Ok(Attention {
+            qkv,
+            out,
+            heads,
+            head_dim: dim / heads,
+        })
+    }
+
+    pub fn heads(&self) -> usize {
+        self.heads
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+    }
+
+    /// Self-attention over `x` `[tokens, dim]` holding several sequences back to back, of
+    /// lengths `segments` (summing to `tokens`): each token attends only to the tokens of
+    /// its own sequence. This is exactly the reference's block-diagonal additive mask
+    /// (masked scores get a weight of exactly 0 after the softmax), without computing the
+    /// masked blocks. `rope`, when given, rotates q and k (one row per token).
+    pub fn forward_packed(
+        &self,
+        x: &Tensor,
+        segments: &[usize],
+        rope: Option<&Rotary>,
+    ) -> Result<Tensor> {
+        let (n, d) = x.dims2()?;
+        if segments.iter().sum::<usize>() != n {
+            return Err(Error::compute(format!(
+                "attention: segments {segments:?} do not add up to {n} tokens"
+            )));
+        }
+        let qkv = self.qkv.forward(x)?;
+        let qkv = qkv
+            .reshape((n, 3, self.heads, self.head_dim))?
+            .permute((1, 2, 0, 3))?;
+        // [1, heads, n, head_dim] each.
+        let mut q = qkv.get(0)?.unsqueeze(0)?.contiguous()?;
+        let mut k = qkv.get(1)?.unsqueeze(0)?.contiguous()?;
+        let v = qkv.get(2)?.contiguous()?;
+        if let Some(r) = rope {
+            q = r.apply(&q)?;
+            k = r.apply(&k)?;
+        }
+        let (q, k) = (q.squeeze(0)?, k.squeeze(0)?);
+        let scale = (self.head_dim as f64).powf(-0.5);
+        let mut outs = Vec::with_capacity(segments.len());
+        let mut start = 0;
+        for &len in segments {
+            if len == 0 {
+                continue;
+            }
+            let qs = q.narrow(1, start, len)?.contiguous()?;
+            let ks = k.narrow(1, start, len)?.contiguous()?;
+            let vs = v.narrow(1, start, len)?.contiguous()?;
+            let scores = (qs.matmul(&ks.t()?)? * scale)?;
+            let probs = softmax_f32(&scores)?;
+            outs.push(probs.matmul(&vs)?);
+            start += len;
+        }
+        let o = if outs.len() == 1 {
+            outs.pop().expect("one segment")
+        } else {
+            Tensor::cat(&outs, 1)?
+        };
+        let o = o.transpose(0, 1)?.reshape((n, d))?;
+        self.out.forward(&o)
     }
 
     /// `x`: `[batch, tokens, dim]`.

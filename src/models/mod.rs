@@ -2,7 +2,9 @@
 //! `config.json`'s `model_type` to the family that loads it.
 
 pub mod layers;
+pub mod pixtral;
 pub mod registry;
+pub mod rope;
 pub mod siglip;
 pub mod vit;
 

@@ -4,6 +4,7 @@
 pub mod decode;
 pub mod normalize;
 pub mod pixels;
+pub mod pixtral;
 pub mod resample;
 pub mod rgb;
 pub mod siglip;
