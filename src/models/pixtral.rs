@@ -613,7 +613,7 @@ impl PixtralModel {
         let (max_h, max_w) = processor.max_size;
         let max_tokens = (max_h / config.patch_size).max(1) * (max_w / config.patch_size).max(1);
         // Per image: activations of the widest layer for every patch (attention runs one
-        // image at a time, so its scores are bounded by the largest image alone).
+        // image at a time, in blocks of query rows, so its scores do not add up).
         let per_image = max_tokens
             .saturating_mul(3 * config.intermediate_size + 8 * d)
             .saturating_mul(4);
@@ -625,7 +625,7 @@ impl PixtralModel {
             patch_size: config.patch_size,
             image_size: (max_w, max_h),
             tokens_per_image: None,
-            max_batch: crate::models::batch_for_budget(per_image, 512 << 20),
+            max_batch: crate::models::batch_for_budget(per_image, 1 << 30),
             mixed_shape_batches: true,
             tokens,
         };
