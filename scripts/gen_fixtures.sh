@@ -47,3 +47,4 @@ if [ -f scripts/gen_images.py ]; then
 fi
 "$PY" scripts/gen_fixtures.py "$@"
 "$PY" scripts/gen_fixtures_qwen.py
+"$PY" scripts/gen_fixtures_pixtral.py

@@ -210,10 +210,15 @@ pub struct ModelFiles {
     pub dir: PathBuf,
     /// `config.json`.
     pub config: ConfigObject,
-    /// `preprocessor_config.json`, or an empty object when the folder has none.
+    /// The image processor's settings, found as transformers 5.x looks for them: the
+    /// `image_processor` object of `processor_config.json` (what a 5.x processor
+    /// `save_pretrained` writes), else `preprocessor_config.json`, else an empty object.
     pub preprocessor: ConfigObject,
-    /// Whether `preprocessor_config.json` was present.
+    /// Whether image processor settings were found.
     pub has_preprocessor: bool,
+    /// `processor_config.json` (the multimodal processor's own settings, e.g. special token
+    /// strings, `patch_size`, `spatial_merge_size`), or an empty object when absent.
+    pub processor: ConfigObject,
 }
 
 impl ModelFiles {
@@ -238,17 +243,27 @@ impl ModelFiles {
             ));
         }
         let config = ConfigObject::read(&config_path)?;
-        let pre_path = dir.join("preprocessor_config.json");
-        let (preprocessor, has_preprocessor) = if pre_path.is_file() {
-            (ConfigObject::read(&pre_path)?, true)
+        let proc_path = dir.join("processor_config.json");
+        let processor = if proc_path.is_file() {
+            ConfigObject::read(&proc_path)?
         } else {
-            (ConfigObject::empty("preprocessor_config.json"), false)
+            ConfigObject::empty("processor_config.json")
         };
+        let pre_path = dir.join("preprocessor_config.json");
+        let (preprocessor, has_preprocessor) =
+            if let Some(nested) = processor.object("image_processor")? {
+                (nested, true)
+            } else if pre_path.is_file() {
+                (ConfigObject::read(&pre_path)?, true)
+            } else {
+                (ConfigObject::empty("preprocessor_config.json"), false)
+            };
         Ok(ModelFiles {
             dir: dir.to_path_buf(),
             config,
             preprocessor,
             has_preprocessor,
+            processor,
         })
     }
 

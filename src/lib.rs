@@ -20,6 +20,7 @@ pub mod ffi;
 pub mod log;
 pub mod models;
 pub mod preprocess;
+pub mod tokenizer;
 pub mod weights;
 
 pub use engine::{DTypeRequest, DeviceRequest, Embeddings, Image, LoadOptions, Model, OutputType};

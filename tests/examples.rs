@@ -56,3 +56,83 @@ fn c_embed_example_runs_on_qwen_models() {
         assert_eq!(out.matches("M-RoPE ids from").count(), 3, "{out}");
     }
 }
+
+/// The embed example on variable-resolution models: images of different sizes in one call.
+#[test]
+fn c_embed_example_runs_on_pixtral_and_mistral3() {
+    let tmp = temp_dir("example-embed-pixtral");
+    let bin = tmp.join("embed");
+    compile(&[repo().join("examples/c/embed.c")], &bin, false, &[]);
+    for fixture in ["pixtral_llava_f32", "mistral3_bf16"] {
+        let cases = cases(fixture);
+        let picked: Vec<&Case> = cases.iter().take(3).collect();
+        let model = fixtures().join(fixture);
+        let mut args = vec![model.to_string_lossy().into_owned()];
+        args.extend(picked.iter().map(|c| c.path.to_string_lossy().into_owned()));
+        let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let out = run(&bin, &argv);
+        assert!(out.contains("model: pixtral"), "{out}");
+        for c in picked {
+            let line = format!(
+                "{}: {} tokens x {}",
+                c.path.to_string_lossy(),
+                c.tokens,
+                c.dim
+            );
+            assert!(out.contains(&line), "{fixture}: no `{line}` in\n{out}");
+        }
+    }
+}
+
+/// The prompt-layout example prints, per image, the token sequence an engine must insert;
+/// it must equal what the reference PixtralProcessor produced (expected.json prompt_ids).
+#[test]
+fn c_pixtral_prompt_example_matches_the_reference_processor() {
+    let tmp = temp_dir("example-pixtral-prompt");
+    let bin = tmp.join("pixtral_prompt");
+    compile(
+        &[repo().join("examples/c/pixtral_prompt.c")],
+        &bin,
+        false,
+        &[],
+    );
+    for fixture in ["pixtral_llava_f32", "mistral3_bf16"] {
+        let meta: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(fixtures().join(fixture).join("expected.json")).unwrap(),
+        )
+        .unwrap();
+        let images = meta["images"].as_array().unwrap();
+        let model = fixtures().join(fixture);
+        let mut args = vec![model.to_string_lossy().into_owned()];
+        args.extend(images.iter().map(|c| {
+            repo()
+                .join(c["path"].as_str().unwrap())
+                .to_string_lossy()
+                .into_owned()
+        }));
+        let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let out = run(&bin, &argv);
+        for c in images {
+            let path = repo().join(c["path"].as_str().unwrap());
+            let prefix = format!("{}: grid ", path.to_string_lossy());
+            let line = out
+                .lines()
+                .find(|l| l.starts_with(&prefix))
+                .unwrap_or_else(|| panic!("{fixture}: no line for {}", path.display()));
+            let tokens: Vec<i64> = line
+                .split("tokens:")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .map(|t| t.parse().unwrap())
+                .collect();
+            let want: Vec<i64> = c["prompt_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_i64().unwrap())
+                .collect();
+            assert_eq!(tokens, want, "{fixture}: {line}");
+        }
+    }
+}

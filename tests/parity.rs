@@ -16,10 +16,17 @@ fn pixel_tolerance(name: &str, resized: bool) -> f32 {
     if !resized {
         return 1e-6;
     }
-    let pre: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join(name).join("preprocessor_config.json")).unwrap(),
-    )
-    .unwrap();
+    // The image processor settings: preprocessor_config.json, or nested in a 5.x
+    // processor_config.json.
+    let dir = fixtures().join(name);
+    let read = |f: &str| -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(dir.join(f)).ok()?;
+        Some(serde_json::from_str(&text).unwrap())
+    };
+    let pre = read("processor_config.json")
+        .and_then(|p| p.get("image_processor").cloned())
+        .or_else(|| read("preprocessor_config.json"))
+        .unwrap_or_else(|| panic!("{name}: no image processor settings"));
     let min_std = pre["image_std"]
         .as_array()
         .map(|v| v.iter().filter_map(|x| x.as_f64()).fold(f64::MAX, f64::min))

@@ -57,7 +57,7 @@ impl Model {
         })?;
         if !files.has_preprocessor {
             log::warn(&format!(
-                "{}: no preprocessor_config.json, using the image processor's defaults",
+                "{}: no preprocessor_config.json (nor processor_config.json with an `image_processor`), using the image processor's defaults",
                 dir.display()
             ));
         }

@@ -20,8 +20,11 @@ pub struct vt_model {
 }
 
 /// Loads a model from a folder as Hugging Face `save_pretrained` writes it: `config.json`,
-/// `preprocessor_config.json` (optional), and `model.safetensors` or the shards listed in
+/// the image processor settings (`preprocessor_config.json`, or the `image_processor` object
+/// of `processor_config.json`; optional), and `model.safetensors` or the shards listed in
 /// `model.safetensors.index.json`. Only the vision tower and projector tensors are read.
+/// `tokenizer.json` / `tokenizer_config.json`, when present, are read only for the special
+/// token ids of vt_model_token_id.
 ///
 /// - `model_dir`: NUL-terminated UTF-8 path. Borrowed for the call.
 /// - `params`: options, or NULL for vt_load_params_default(). Borrowed for the call.

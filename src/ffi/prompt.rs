@@ -21,8 +21,20 @@ pub const VT_TOKEN_IMAGE_END: vt_token_role = 2;
 /// The token that ends each row of image embeddings (`[IMG_BREAK]`).
 pub const VT_TOKEN_IMAGE_BREAK: vt_token_role = 3;
 
-/// The language-model token id the checkpoint's config gives for `role`, or -1 when the
-/// model has no such token (or `model` is NULL, or `role` is unknown). Any thread.
+/// The language-model token id for `role`, or -1 when the model has no such token, the
+/// model folder does not say (or `model` is NULL, or `role` is unknown). Any thread.
+///
+/// Where the ids come from: VT_TOKEN_IMAGE from config.json (`image_token_index`) where the
+/// model has one; tokens that only the tokenizer knows (Pixtral's `[IMG_BREAK]` and
+/// `[IMG_END]`) from the added tokens of `tokenizer.json` (`added_tokens`) or
+/// `tokenizer_config.json` (`added_tokens_decoder`), looked up by the token strings
+/// `processor_config.json` names (`image_break_token`, `image_end_token`; defaults
+/// `[IMG_BREAK]`, `[IMG_END]`).
+///
+/// Pixtral / Mistral3 prompt layout: per image, each of the `rows` rows of the token grid
+/// (vt_image_token_grid) is `cols` VT_TOKEN_IMAGE placeholders followed by
+/// VT_TOKEN_IMAGE_BREAK, and the last VT_TOKEN_IMAGE_BREAK is replaced by VT_TOKEN_IMAGE_END;
+/// the k-th placeholder takes row k of the image's embeddings (examples/c/pixtral_prompt.c).
 #[no_mangle]
 pub extern "C" fn vt_model_token_id(model: *const vt_model, role: vt_token_role) -> i64 {
     guard_value(-1, || {
@@ -44,7 +56,8 @@ pub extern "C" fn vt_model_token_id(model: *const vt_model, role: vt_token_role)
 
 /// The layout of the embeddings this image yields: `frames x rows x cols` tokens, in
 /// row-major order (frame, then row, then column). Their product is vt_image_n_tokens.
-/// For a plain SigLIP model: 1 x (size/patch) x (size/patch).
+/// For a plain SigLIP model: 1 x (size/patch) x (size/patch); for Pixtral: 1 x (H/patch) x
+/// (W/patch) of the resized image; for Mistral3 the grid after the 2 x 2 patch merge.
 ///
 /// - `frames_out`, `rows_out`, `cols_out`: receive the grid on VT_OK.
 ///

@@ -1,10 +1,12 @@
 //! Building blocks shared by the vision towers: weight loading with shape checks, linear
-//! layers, norms, activations and multi-head attention, written to match PyTorch's eager
-//! reference arithmetic.
+//! layers, norms (LayerNorm, Llama-style RMSNorm), activations, gated MLPs and multi-head
+//! attention (plain, or over several images packed into one sequence, with optional rotary
+//! embeddings), written to match PyTorch's eager reference arithmetic.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, D};
 
 use crate::error::{Error, Result};
+use crate::models::rope::Rotary;
 use crate::weights::Weights;
 
 /// Loads tensors under a name prefix, checking shapes and converting to the compute dtype.
@@ -67,6 +69,14 @@ impl<'a> Loader<'a> {
             } else {
                 None
             },
+        })
+    }
+
+    /// `name.weight` `[dim]` of a Llama-style RMSNorm.
+    pub fn rms_norm(&self, name: &str, dim: usize, eps: f64) -> Result<RmsNorm> {
+        Ok(RmsNorm {
+            weight: self.sub(name).tensor("weight", &[dim])?,
+            eps,
         })
     }
 
@@ -147,6 +157,29 @@ impl LayerNorm {
     }
 }
 
+/// Llama-style RMSNorm (`LlamaRMSNorm`, `PixtralRMSNorm`, `Mistral3RMSNorm`, Qwen2.5-VL's):
+/// `w * (x * rsqrt(mean(x²) + eps))`, normalized in f32 and cast back to the input dtype
+/// *before* the weight multiply.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    pub weight: Tensor,
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = x.contiguous()?;
+        if x.dtype() == DType::F32 {
+            return Ok(candle_nn::ops::rms_norm(&x, &self.weight, self.eps as f32)?);
+        }
+        let dtype = x.dtype();
+        let h = x.to_dtype(DType::F32)?;
+        let var = h.sqr()?.mean_keepdim(D::Minus1)?;
+        let h = h.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        Ok(h.to_dtype(dtype)?.broadcast_mul(&self.weight)?)
+    }
+}
+
 /// The activation functions of HF's `ACT2FN` used by vision towers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
@@ -184,7 +217,49 @@ impl Activation {
     }
 }
 
-/// Multi-head self-attention without mask, with q/k/v fused into one projection.
+/// The gated MLP of Llama-style blocks (`MistralMLP`, `PixtralMLP`, Qwen2.5-VL's):
+/// `down(act(gate(x)) * up(x))`, with gate and up fused into one projection.
+#[derive(Debug, Clone)]
+pub struct GatedMlp {
+    gate_up: Linear,
+    down: Linear,
+    act: Activation,
+    hidden: usize,
+}
+
+impl GatedMlp {
+    /// Loads `gate_proj` and `up_proj` (`[hidden, dim]`) and `down_proj` (`[dim, hidden]`),
+    /// with biases when `bias`.
+    pub fn load(
+        loader: &Loader,
+        dim: usize,
+        hidden: usize,
+        act: Activation,
+        bias: bool,
+    ) -> Result<GatedMlp> {
+        let gate = loader.linear("gate_proj", dim, hidden, bias)?;
+        let up = loader.linear("up_proj", dim, hidden, bias)?;
+        Ok(GatedMlp {
+            gate_up: Linear::concat(&[gate, up])?,
+            down: loader.linear("down_proj", hidden, dim, bias)?,
+            act,
+            hidden,
+        })
+    }
+
+    /// Applies the MLP to the last dimension of `x`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gu = self.gate_up.forward(x)?;
+        let gate = gu.narrow(D::Minus1, 0, self.hidden)?;
+        let up = gu.narrow(D::Minus1, self.hidden, self.hidden)?;
+        let h = (self.act.forward(&gate)? * up)?;
+        self.down.forward(&h)
+    }
+}
+
+/// Multi-head self-attention with q/k/v fused into one projection: without mask over a
+/// batch ([`Attention::forward`]), or over several sequences packed into one, each attending
+/// only to itself, optionally with rotary embeddings ([`Attention::forward_packed`]).
 #[derive(Debug, Clone)]
 pub struct Attention {
     qkv: Linear,
@@ -219,6 +294,84 @@ impl Attention {
         })
     }
 
+    /// An attention from an already fused `qkv` projection (`[3 * dim, dim]`, rows q, k, v)
+    /// and an output projection.
+    pub fn from_parts(qkv: Linear, out: Linear, heads: usize) -> Result<Attention> {
+        let dim = out.out_dim();
+        if heads == 0 || dim % heads != 0 || qkv.out_dim() != 3 * dim {
+            return Err(Error::bad_config(format!(
+                "attention: {heads} heads, output width {dim}, fused qkv width {}",
+                qkv.out_dim()
+            )));
+        }
+        Ok(Attention {
+            qkv,
+            out,
+            heads,
+            head_dim: dim / heads,
+        })
+    }
+
+    pub fn heads(&self) -> usize {
+        self.heads
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+    }
+
+    /// Self-attention over `x` `[tokens, dim]` holding several sequences back to back, of
+    /// lengths `segments` (summing to `tokens`): each token attends only to the tokens of
+    /// its own sequence. This is exactly the reference's block-diagonal additive mask
+    /// (masked scores get a weight of exactly 0 after the softmax), without computing the
+    /// masked blocks. `rope`, when given, rotates q and k (one row per token).
+    pub fn forward_packed(
+        &self,
+        x: &Tensor,
+        segments: &[usize],
+        rope: Option<&Rotary>,
+    ) -> Result<Tensor> {
+        self.forward_packed_budget(x, segments, rope, SEGMENT_SCORES_BUDGET)
+    }
+
+    fn forward_packed_budget(
+        &self,
+        x: &Tensor,
+        segments: &[usize],
+        rope: Option<&Rotary>,
+        score_budget: usize,
+    ) -> Result<Tensor> {
+        let (n, d) = x.dims2()?;
+        if segments.iter().sum::<usize>() != n {
+            return Err(Error::compute(format!(
+                "attention: segments {segments:?} do not add up to {n} tokens"
+            )));
+        }
+        let qkv = self.qkv.forward(x)?;
+        let qkv = qkv
+            .reshape((n, 3, self.heads, self.head_dim))?
+            .permute((1, 2, 0, 3))?;
+        // [1, heads, n, head_dim] each.
+        let mut q = qkv.get(0)?.unsqueeze(0)?.contiguous()?;
+        let mut k = qkv.get(1)?.unsqueeze(0)?.contiguous()?;
+        let v = qkv.get(2)?.contiguous()?;
+        if let Some(r) = rope {
+            q = r.apply(&q)?;
+            k = r.apply(&k)?;
+        }
+        let (q, k) = (q.squeeze(0)?, k.squeeze(0)?);
+        let scale = (self.head_dim as f64).powf(-0.5);
+        let mut ranges = Vec::with_capacity(segments.len());
+        let mut start = 0;
+        for &len in segments.iter().filter(|&&l| l > 0) {
+            ranges.push((start, len));
+            start += len;
+        }
+        let o = segment_attention_budget(&q, &k, &v, &ranges, scale, score_budget)?;
+        debug_assert_eq!(o.dims(), &[n, d]);
+        self.out.forward(&o)
+    }
+
     /// `x`: `[batch, tokens, dim]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, n, d) = x.dims3()?;
@@ -248,18 +401,7 @@ pub fn softmax_f32(x: &Tensor) -> Result<Tensor> {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// Pieces for the towers of variable-resolution families (Qwen2-VL, Qwen2.5-VL, ...).
-
 impl Loader<'_> {
-    /// `name.weight` `[dim]` of an RMSNorm (no bias).
-    pub fn rms_norm(&self, name: &str, dim: usize, eps: f64) -> Result<RmsNorm> {
-        Ok(RmsNorm {
-            weight: self.sub(name).tensor("weight", &[dim])?,
-            eps,
-        })
-    }
-
     /// A gated MLP `name.{gate_proj, up_proj}` `[hidden, dim]`, `name.down_proj`
     /// `[dim, hidden]`, with biases when `bias`.
     pub fn gated_mlp(
@@ -270,50 +412,7 @@ impl Loader<'_> {
         bias: bool,
         act: Activation,
     ) -> Result<GatedMlp> {
-        let l = self.sub(name);
-        Ok(GatedMlp {
-            gate: l.linear("gate_proj", dim, hidden, bias)?,
-            up: l.linear("up_proj", dim, hidden, bias)?,
-            down: l.linear("down_proj", hidden, dim, bias)?,
-            act,
-        })
-    }
-}
-
-/// Llama-style RMSNorm: `w * to_dtype(x32 * rsqrt(mean(x32²) + eps))`, the normalization in
-/// f32 and the weight applied in the activation dtype.
-#[derive(Debug, Clone)]
-pub struct RmsNorm {
-    pub weight: Tensor,
-    pub eps: f64,
-}
-
-impl RmsNorm {
-    /// Normalizes the last dimension of `x`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dtype = x.dtype();
-        let h = x.to_dtype(DType::F32)?;
-        let var = h.sqr()?.mean_keepdim(candle_core::D::Minus1)?;
-        let inv = (var + self.eps)?.sqrt()?.recip()?;
-        let h = h.broadcast_mul(&inv)?.to_dtype(dtype)?;
-        Ok(h.broadcast_mul(&self.weight)?)
-    }
-}
-
-/// `down(act(gate(x)) * up(x))`.
-#[derive(Debug, Clone)]
-pub struct GatedMlp {
-    pub gate: Linear,
-    pub up: Linear,
-    pub down: Linear,
-    pub act: Activation,
-}
-
-impl GatedMlp {
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = self.act.forward(&self.gate.forward(x)?)?;
-        let u = self.up.forward(x)?;
-        self.down.forward(&(g * u)?)
+        GatedMlp::load(&self.sub(name), dim, hidden, act, bias)
     }
 }
 
@@ -388,6 +487,117 @@ fn segment_attention_budget(
 mod tests {
     use super::*;
 
+    fn randn(shape: &[usize], seed: u64) -> Tensor {
+        // A small deterministic generator (no rand dependency).
+        let n: usize = shape.iter().product();
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn attention(dim: usize, heads: usize) -> Attention {
+        let qkv = Linear {
+            weight: randn(&[3 * dim, dim], 1),
+            bias: Some(randn(&[3 * dim], 2)),
+        };
+        let out = Linear {
+            weight: randn(&[dim, dim], 3),
+            bias: None,
+        };
+        Attention::from_parts(qkv, out, heads).unwrap()
+    }
+
+    #[test]
+    fn packed_attention_equals_separate_runs_and_row_blocks() {
+        let (dim, heads) = (8, 2);
+        let a = attention(dim, heads);
+        let x = randn(&[12, dim], 4);
+        let segments = [5, 7];
+        let packed = a.forward_packed(&x, &segments, None).unwrap();
+        // Each segment alone, through the unmasked batch path.
+        let mut start = 0;
+        for len in segments {
+            let alone = a
+                .forward(&x.narrow(0, start, len).unwrap().unsqueeze(0).unwrap())
+                .unwrap()
+                .squeeze(0)
+                .unwrap();
+            let diff = (packed.narrow(0, start, len).unwrap() - alone)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-5, "segment at {start}: {diff}");
+            start += len;
+        }
+        // Blocks of 1 query row (a tiny score budget) give the same result.
+        let blocked = a.forward_packed_budget(&x, &segments, None, 1).unwrap();
+        let diff = (blocked - &packed)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-6, "{diff}");
+        assert!(a.forward_packed(&x, &[5, 6], None).is_err());
+        assert!(Attention::from_parts(
+            Linear {
+                weight: randn(&[2 * dim, dim], 5),
+                bias: None
+            },
+            Linear {
+                weight: randn(&[dim, dim], 6),
+                bias: None
+            },
+            heads
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn rms_norm_matches_the_formula() {
+        let x = Tensor::from_vec(vec![1f32, 2., 3., 4.], (1, 4), &Device::Cpu).unwrap();
+        let n = RmsNorm {
+            weight: Tensor::from_vec(vec![1f32, -1., 0.5, 2.], 4, &Device::Cpu).unwrap(),
+            eps: 1e-5,
+        };
+        let y = n.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+        let r = (7.5f32 + 1e-5).sqrt();
+        let want = [1. / r, -2. / r, 1.5 / r, 8. / r];
+        for (a, b) in y[0].iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{y:?}");
+        }
+        // Lower precision: normalized in f32, cast, then multiplied.
+        let nb = RmsNorm {
+            weight: n.weight.to_dtype(DType::BF16).unwrap(),
+            eps: n.eps,
+        };
+        let h = nb
+            .forward(&x.to_dtype(DType::BF16).unwrap())
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        for (a, b) in h[0].iter().zip(want) {
+            assert!((a - b).abs() < 2e-2, "{h:?}");
+        }
+    }
+
     #[test]
     fn segment_attention_isolates_segments_and_chunks_exactly() {
         let dev = Device::Cpu;
@@ -428,18 +638,5 @@ mod tests {
         assert!(segment_attention(&q, &k, &v, &[(0, 3), (4, 3)], 0.5).is_err());
         assert!(segment_attention(&q, &k, &v, &[(0, 3)], 0.5).is_err());
         assert!(segment_attention(&q, &k, &v, &[(0, 0), (0, 7)], 0.5).is_err());
-    }
-
-    #[test]
-    fn rms_norm_matches_the_formula() {
-        let x = Tensor::new(&[[3f32, 4.0], [1.0, -1.0]], &Device::Cpu).unwrap();
-        let n = RmsNorm {
-            weight: Tensor::new(&[2f32, -1.0], &Device::Cpu).unwrap(),
-            eps: 0.0,
-        };
-        let y = n.forward(&x).unwrap().to_vec2::<f32>().unwrap();
-        let r = (12.5f32).sqrt();
-        assert!((y[0][0] - 6.0 / r).abs() < 1e-6 && (y[0][1] + 4.0 / r).abs() < 1e-6);
-        assert!((y[1][0] - 2.0).abs() < 1e-6 && (y[1][1] - 1.0).abs() < 1e-6);
     }
 }

@@ -2,6 +2,7 @@
 //! `config.json`'s `model_type` to the family that loads it.
 
 pub mod layers;
+pub mod pixtral;
 pub mod qwen2_vl;
 pub mod registry;
 pub mod rope;

@@ -4,14 +4,22 @@ use candle_core::{DType, Device};
 
 use crate::config::ModelFiles;
 use crate::error::{Error, Result, Status};
+use crate::models::pixtral::PixtralModel;
 use crate::models::qwen2_vl::QwenVlModel;
 use crate::models::siglip::SiglipModel;
 use crate::models::VisionModel;
 use crate::weights::Weights;
 
 /// The `model_type` values this build can load.
-pub const SUPPORTED_MODEL_TYPES: &[&str] =
-    &["siglip", "siglip_vision_model", "qwen2_vl", "qwen2_5_vl"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
+    "siglip",
+    "siglip_vision_model",
+    "llava",
+    "mistral3",
+    "pixtral",
+    "qwen2_vl",
+    "qwen2_5_vl",
+];
 
 /// Fails with [`Status::UnsupportedModel`] (listing the supported types) unless this build
 /// can load `model_type`.
@@ -45,6 +53,23 @@ pub fn load_model(
         "qwen2_vl" | "qwen2_5_vl" => {
             Ok(Box::new(QwenVlModel::load(files, weights, dtype, device)?))
         }
+        "llava" => {
+            // LlavaConfig's default vision tower is CLIP.
+            let vision_type = match files.config.object("vision_config")? {
+                Some(v) => v.string_or("model_type", "clip_vision_model")?,
+                None => "clip_vision_model".to_string(),
+            };
+            match vision_type.as_str() {
+                "pixtral" => Ok(Box::new(PixtralModel::load(files, weights, dtype, device)?)),
+                other => Err(Error::new(
+                    Status::UnsupportedModel,
+                    format!(
+                        "config.json: model_type `llava` with vision_config.model_type `{other}` is not supported; supported vision towers: pixtral"
+                    ),
+                )),
+            }
+        }
+        "mistral3" | "pixtral" => Ok(Box::new(PixtralModel::load(files, weights, dtype, device)?)),
         other => unreachable!("check_supported accepted `{other}` without a loader"),
     }
 }

@@ -4,6 +4,7 @@
 pub mod decode;
 pub mod normalize;
 pub mod pixels;
+pub mod pixtral;
 pub mod qwen2_vl;
 pub mod resample;
 pub mod rgb;
