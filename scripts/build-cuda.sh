@@ -79,6 +79,9 @@ build = build[:start] + '''    let status = std::process::Command::new("cc")
     assert!(status.success());
 ''' + build[end:]
 build = build.replace('    println!("cargo:rustc-link-lib=dylib=cudart");\n', "")
+i = build.index("    if !is_target_msvc {", build.index("rustc-link-lib=moe"))
+j = build.index("    }\n", i) + len("    }\n")
+build = build[:i] + build[j:]
 (root / "build.rs").write_text(build)
 print(f"{len(names)} stand-in symbols")
 PY
