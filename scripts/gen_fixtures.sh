@@ -5,7 +5,8 @@
 #
 # Creates (or reuses) a virtualenv (default: <repo>/.venv, override with VTOWER_FIXTURES_VENV),
 # installs scripts/requirements-fixtures.txt into it when the pinned versions are not already there,
-# then runs scripts/gen_images.py (test images, if that script exists) and scripts/gen_fixtures.py.
+# then runs scripts/gen_images.py (test images, if that script exists), scripts/gen_fixtures.py (SigLIP) and the
+# per-family scripts (gen_fixtures_gemma3.py, gen_fixtures_llava.py).
 # CI never runs this; the generated files are committed.
 set -euo pipefail
 
@@ -45,3 +46,5 @@ if [ -f scripts/gen_images.py ]; then
     "$PY" scripts/gen_images.py
 fi
 "$PY" scripts/gen_fixtures.py "$@"
+"$PY" scripts/gen_fixtures_gemma3.py
+"$PY" scripts/gen_fixtures_llava.py

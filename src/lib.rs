@@ -25,6 +25,7 @@ pub mod weights;
 pub use engine::{DeviceRequest, Embeddings, Image, LoadOptions, Model};
 pub use error::{Error, Result, Status};
 pub use models::ModelInfo;
+pub use preprocess::PreprocessOptions;
 
 /// The crate version (`CARGO_PKG_VERSION`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -4,12 +4,14 @@ use candle_core::{DType, Device};
 
 use crate::config::ModelFiles;
 use crate::error::{Error, Result, Status};
+use crate::models::gemma3::Gemma3Model;
+use crate::models::llava::{self, LlavaModel};
 use crate::models::siglip::SiglipModel;
 use crate::models::VisionModel;
 use crate::weights::Weights;
 
 /// The `model_type` values this build can load.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["siglip", "siglip_vision_model"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["siglip", "siglip_vision_model", "gemma3", "llava"];
 
 /// Fails with [`Status::UnsupportedModel`] (listing the supported types) unless this build
 /// can load `model_type`.
@@ -40,6 +42,20 @@ pub fn load_model(
         "siglip" | "siglip_vision_model" => {
             Ok(Box::new(SiglipModel::load(files, weights, dtype, device)?))
         }
+        "gemma3" => Ok(Box::new(Gemma3Model::load(files, weights, dtype, device)?)),
+        // `llava` is a wrapper: the vision tower's own model_type picks the implementation.
+        "llava" => match llava::vision_model_type(files)?.as_str() {
+            "clip_vision_model" | "siglip_vision_model" => {
+                Ok(Box::new(LlavaModel::load(files, weights, dtype, device)?))
+            }
+            other => Err(Error::new(
+                Status::UnsupportedModel,
+                format!(
+                    "config.json: llava with vision_config.model_type `{other}` is not supported; \
+                     supported: clip_vision_model, siglip_vision_model"
+                ),
+            )),
+        },
         other => unreachable!("check_supported accepted `{other}` without a loader"),
     }
 }
