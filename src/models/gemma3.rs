@@ -299,8 +299,8 @@ mod tests {
 
     #[test]
     fn pooling_averages_windows_in_raster_order() {
-        // 1 image, 3x3 patches of 1 channel holding their index; window 1? no: 2 tokens per
-        // side needs window 1 -> use 5x5 with window 2 -> 2x2, dropping row/col 4.
+        // 1 image, 5x5 patches of 1 channel holding their index; 4 tokens -> window 2,
+        // 2x2 outputs, patch row 4 and column 4 dropped.
         let p = Pooling::new(10, 2, 4).unwrap();
         let x: Vec<f32> = (0..25).map(|v| v as f32).collect();
         let t = Tensor::from_vec(x, (1, 25, 1), &Device::Cpu).unwrap();

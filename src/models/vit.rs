@@ -157,3 +157,20 @@ pub fn resolve_hidden_state(index: i64, num_layers: usize) -> Result<usize> {
     }
     Ok(index.rem_euclid(n) as usize)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hidden_state_indices_resolve_like_python() {
+        // 3 layers: hidden_states has 4 entries, -1 is the last layer's output.
+        assert_eq!(resolve_hidden_state(-1, 3).unwrap(), 3);
+        assert_eq!(resolve_hidden_state(-2, 3).unwrap(), 2);
+        assert_eq!(resolve_hidden_state(-4, 3).unwrap(), 0);
+        assert_eq!(resolve_hidden_state(0, 3).unwrap(), 0);
+        assert_eq!(resolve_hidden_state(3, 3).unwrap(), 3);
+        assert!(resolve_hidden_state(4, 3).is_err());
+        assert!(resolve_hidden_state(-5, 3).is_err());
+    }
+}
