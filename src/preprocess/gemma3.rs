@@ -160,7 +160,13 @@ impl Gemma3Processor {
         }
         let mut data = first.data;
         for (x, y, w, h) in boxes {
-            let crop = image.crop(x, y, w, h);
+            let mut crop = image.crop(x, y, w, h);
+            if (crop.width == 0 || crop.height == 0) && self.base.do_resize {
+                // More crops than the long side has room for (only with tiny images and crop
+                // sizes): the reference slices an empty array, which PIL resizes to black.
+                let (sw, sh) = self.base.size;
+                crop = RgbImage::new(sw, sh, vec![0; sw as usize * sh as usize * 3])?;
+            }
             data.extend_from_slice(&self.base.process(&crop, grid)?.data);
         }
         let mut shape = vec![grid[0]];
@@ -203,6 +209,27 @@ mod tests {
         // floor(long / min_crop) limits the count, but never below 2.
         assert_eq!(pas(256, 4).crop_boxes(1000, 300).len(), 3);
         assert_eq!(pas(256, 4).crop_boxes(600, 100).len(), 0); // 300 x 100 crops: 100 < 256
+                                                               // 5x1 with 4 crops of ceil(5/4) = 2: the last starts past the image.
+        let boxes = pas(1, 4).crop_boxes(5, 1);
+        assert_eq!(boxes.last(), Some(&(6, 0, 2, 1)));
+        let processor = Gemma3Processor {
+            base: FixedSizeProcessor::from_config(
+                &ConfigObject::parse("p", r#"{"size": {"height": 4, "width": 4}}"#).unwrap(),
+                4,
+                Filter::Bilinear,
+            )
+            .unwrap(),
+            pan_and_scan: pas(1, 4),
+        };
+        let img = RgbImage::new(5, 1, vec![9; 15]).unwrap();
+        let px = processor
+            .process(&img, &PreprocessOptions::default(), 2)
+            .unwrap();
+        assert_eq!(px.shape, vec![5, 3, 4, 4]);
+        // Frame 4 is the empty crop: black, -1 after normalization with mean = std = 0.5
+        // (transformers 5.23 gives the same).
+        assert!(px.data[4 * 48..].iter().all(|&v| v == -1.0));
+        assert!(px.data[3 * 48..4 * 48].iter().all(|&v| v != -1.0));
         let off = PanAndScan {
             enabled: false,
             ..pas(1, 4)
