@@ -106,8 +106,9 @@ typedef int32_t vt_status;
  * what struct_size covers, and a struct_size larger than this library's is refused.
  *
  * Pan-and-scan (Gemma3): an image whose long side is at least
- * `pan_and_scan_min_ratio_to_activate` times its short side is also cut into 2 or more crops
- * along the long side (at most `pan_and_scan_max_num_crops`, none smaller than
+ * `pan_and_scan_min_ratio_to_activate` times its short side is also cut into about
+ * long/short equal crops along the long side (at least 2, at most
+ * `pan_and_scan_max_num_crops`; no crops at all when they would be narrower than
  * `pan_and_scan_min_crop_size` pixels); the image then yields its own tokens followed by each
  * crop's (vt_image_token_grid reports 1 + crops frames). Other models have no pan-and-scan:
  * they refuse `pan_and_scan = 1` and ignore the other pan-and-scan fields.
