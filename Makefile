@@ -5,7 +5,7 @@ CARGO ?= cargo
 CC ?= cc
 BUILD := target/release
 
-.PHONY: all lib demo test lint header fixtures clean
+.PHONY: all lib demo demo-prompt test lint header fixtures clean
 
 all: lib
 
@@ -16,9 +16,17 @@ lib:
 $(BUILD)/embed: examples/c/embed.c include/vtower.h lib
 	$(CC) -std=c99 -O2 -Wall -Wextra -Iinclude $< -o $@ -L$(BUILD) -lvtower -Wl,-rpath,$(abspath $(BUILD))
 
+$(BUILD)/prompt: examples/c/prompt.c include/vtower.h lib
+	$(CC) -std=c99 -O2 -Wall -Wextra -Iinclude $< -o $@ -L$(BUILD) -lvtower -Wl,-rpath,$(abspath $(BUILD))
+
 # The main job: embed two bundled images with the bundled SigLIP fixture model.
 demo: $(BUILD)/embed
 	$(BUILD)/embed tests/fixtures/siglip_f32 tests/fixtures/images/jpeg420.jpg tests/fixtures/images/rgba.png
+
+# Where an image's embeddings go in a prompt (Gemma3 with pan-and-scan, then LLaVA).
+demo-prompt: $(BUILD)/prompt
+	$(BUILD)/prompt tests/fixtures/gemma3_f32 tests/fixtures/images/photo.jpg 20
+	$(BUILD)/prompt tests/fixtures/llava_clip_f32 tests/fixtures/images/photo.jpg
 
 lint:
 	$(CARGO) fmt --all -- --check

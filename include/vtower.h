@@ -105,6 +105,48 @@ typedef int32_t vt_status;
 typedef uint32_t vt_dtype;
 
 /**
+ * Per-call preprocessing options for vt_preprocess_ex and vt_preprocess_rgb8_ex. Get
+ * defaults from vt_preprocess_params_default(), change fields, pass a pointer (NULL = all
+ * defaults). The default of every field is "as the model's preprocessor_config.json says".
+ * `struct_size` works as in vt_load_params: fields are only ever appended, vtower reads only
+ * what struct_size covers, and a struct_size larger than this library's is refused.
+ *
+ * Pan-and-scan (Gemma3): an image whose long side is at least
+ * `pan_and_scan_min_ratio_to_activate` times its short side is also cut into about
+ * long/short equal crops along the long side (at least 2, at most
+ * `pan_and_scan_max_num_crops`; no crops at all when they would be narrower than
+ * `pan_and_scan_min_crop_size` pixels); the image then yields its own tokens followed by each
+ * crop's (vt_image_token_grid reports 1 + crops frames). Other models have no pan-and-scan:
+ * they refuse `pan_and_scan = 1` and ignore the other pan-and-scan fields.
+ */
+typedef struct vt_preprocess_params {
+    /**
+     * `sizeof(vt_preprocess_params)`; set by vt_preprocess_params_default().
+     */
+    uint32_t struct_size;
+    /**
+     * -1 (default): as preprocessor_config.json's `do_pan_and_scan` (off when absent or
+     * null); 0: off; 1: on.
+     */
+    int32_t pan_and_scan;
+    /**
+     * Smallest crop side in pixels; 0 (default): preprocessor_config.json's
+     * `pan_and_scan_min_crop_size`, 256 when absent or null.
+     */
+    uint32_t pan_and_scan_min_crop_size;
+    /**
+     * Most crops per image; 0 (default): `pan_and_scan_max_num_crops`, 4 when absent or null.
+     */
+    uint32_t pan_and_scan_max_num_crops;
+    /**
+     * Long side / short side from which an image is cropped; 0 (default):
+     * `pan_and_scan_min_ratio_to_activate`, 1.2 when absent or null. Must be finite and not
+     * negative.
+     */
+    double pan_and_scan_min_ratio_to_activate;
+} vt_preprocess_params;
+
+/**
  * Severity of a log message (values as ggml's `ggml_log_level`).
  */
 typedef int32_t vt_log_level;
@@ -429,6 +471,25 @@ vt_status vt_preprocess(const struct vt_model *model,
                         struct vt_error **err_out);
 
 /**
+ * vt_preprocess with per-call options (Gemma3 pan-and-scan; see vt_preprocess_params).
+ *
+ * - `params`: NULL for the defaults (= vt_preprocess: everything as the model's
+ *   preprocessor_config.json says), or a struct from vt_preprocess_params_default() with
+ *   fields changed. Borrowed for the call.
+ * - `data`, `len`, `image_out`, `err_out`: as vt_preprocess.
+ *
+ * Errors: as vt_preprocess, plus VT_ERR_INVALID_ARGUMENT for bad params (struct_size,
+ * out-of-range values) or `pan_and_scan = 1` on a model without pan-and-scan.
+ * Threads: any thread, concurrently with other calls on the same model.
+ */
+vt_status vt_preprocess_ex(const struct vt_model *model,
+                           const uint8_t *data,
+                           size_t len,
+                           const struct vt_preprocess_params *params,
+                           struct vt_image **image_out,
+                           struct vt_error **err_out);
+
+/**
  * Preprocesses raw 8-bit RGB pixels (R, G, B bytes per pixel, no alpha) for `model`.
  *
  * - `pixels`: `height` rows of `width * 3` bytes, row `y` starting at `pixels + y *
@@ -449,8 +510,28 @@ vt_status vt_preprocess_rgb8(const struct vt_model *model,
                              struct vt_error **err_out);
 
 /**
+ * vt_preprocess_rgb8 with per-call options (see vt_preprocess_params).
+ *
+ * - `params`: NULL for the defaults (= vt_preprocess_rgb8), or a struct from
+ *   vt_preprocess_params_default() with fields changed. Borrowed for the call.
+ * - other arguments: as vt_preprocess_rgb8.
+ *
+ * Errors: as vt_preprocess_rgb8, plus those of vt_preprocess_ex for `params`.
+ * Threads: any thread, concurrently on the same model.
+ */
+vt_status vt_preprocess_rgb8_ex(const struct vt_model *model,
+                                const uint8_t *pixels,
+                                uint32_t width,
+                                uint32_t height,
+                                size_t row_stride,
+                                const struct vt_preprocess_params *params,
+                                struct vt_image **image_out,
+                                struct vt_error **err_out);
+
+/**
  * The preprocessed tensor (what enters the tower), in the layout the reference image
- * processor returns (`[3, H, W]` for SigLIP), row-major f32.
+ * processor returns for this one image, row-major f32: `[3, H, W]` for SigLIP, LLaVA and
+ * Gemma3; `[1 + crops, 3, H, W]` for a Gemma3 image cut by pan-and-scan (the image first).
  *
  * - `data_out`: receives a pointer borrowed from `image`, valid until vt_image_free.
  * - `len_out`: receives the number of floats.
@@ -526,8 +607,8 @@ vt_status vt_load(const char *model_dir,
 void vt_free(struct vt_model *model);
 
 /**
- * The family implementing the model: "siglip", ... A static string; NULL if `model` is
- * NULL. Any thread.
+ * The family implementing the model: "siglip", "gemma3", "llava", ... A static string;
+ * NULL if `model` is NULL. Any thread.
  */
 const char *vt_model_family(const struct vt_model *model);
 
@@ -554,8 +635,12 @@ size_t vt_model_vision_dim(const struct vt_model *model);
 uint32_t vt_model_patch_size(const struct vt_model *model);
 
 /**
- * Embeddings per image when the model yields a fixed number (SigLIP: (size/patch)^2),
- * 0 when it depends on the image, or when `model` is NULL. Any thread.
+ * Embeddings per image when the model yields a fixed number (SigLIP: (size/patch)^2;
+ * Gemma3: mm_tokens_per_image; LLaVA: the patches, plus the class token with the `full`
+ * strategy, minus one token with `default`), 0 when it depends on the image (Gemma3 with
+ * pan-and-scan on in preprocessor_config.json), or when `model` is NULL. A Gemma3 image cut
+ * by pan-and-scan (vt_preprocess_ex) yields this many per frame; vt_image_n_tokens is always
+ * exact. Any thread.
  */
 size_t vt_model_tokens_per_image(const struct vt_model *model);
 
@@ -584,6 +669,12 @@ vt_status vt_model_image_size(const struct vt_model *model,
 struct vt_load_params vt_load_params_default(void);
 
 /**
+ * The default preprocess parameters (struct_size filled in, every setting taken from the
+ * model's preprocessor_config.json). Any thread.
+ */
+struct vt_preprocess_params vt_preprocess_params_default(void);
+
+/**
  * The language-model token id for `role`, or -1 when the model has no such token, the
  * model folder does not say (or `model` is NULL, or `role` is unknown). Any thread.
  *
@@ -604,8 +695,12 @@ int64_t vt_model_token_id(const struct vt_model *model, vt_token_role role);
 /**
  * The layout of the embeddings this image yields: `frames x rows x cols` tokens, in
  * row-major order (frame, then row, then column). Their product is vt_image_n_tokens.
- * For a plain SigLIP model: 1 x (size/patch) x (size/patch); for Pixtral: 1 x (H/patch) x
- * (W/patch) of the resized image; for Mistral3 the grid after the 2 x 2 patch merge.
+ * For a plain SigLIP model: 1 x (size/patch) x (size/patch). Pixtral: 1 x (H/patch) x
+ * (W/patch) of the resized image; Mistral3: the grid after the 2 x 2 patch merge. Gemma3: one
+ * frame per image plus one per pan-and-scan crop, each sqrt(mm_tokens_per_image) on a side;
+ * each frame is wrapped in its own image start/end tokens in the prompt. LLaVA: 1 x
+ * (size/patch) x (size/patch), or 1 x 1 x n when the kept tokens have no grid layout (a
+ * class token kept, or a patch dropped). Qwen2-VL: t x (h/merge) x (w/merge).
  *
  * - `frames_out`, `rows_out`, `cols_out`: receive the grid on VT_OK.
  *

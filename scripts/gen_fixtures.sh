@@ -48,3 +48,5 @@ fi
 "$PY" scripts/gen_fixtures.py "$@"
 "$PY" scripts/gen_fixtures_qwen.py
 "$PY" scripts/gen_fixtures_pixtral.py
+"$PY" scripts/gen_fixtures_gemma3.py
+"$PY" scripts/gen_fixtures_llava.py

@@ -26,6 +26,7 @@ pub mod weights;
 pub use engine::{DTypeRequest, DeviceRequest, Embeddings, Image, LoadOptions, Model, OutputType};
 pub use error::{Error, Result, Status};
 pub use models::ModelInfo;
+pub use preprocess::PreprocessOptions;
 
 /// The crate version (`CARGO_PKG_VERSION`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

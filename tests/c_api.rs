@@ -73,3 +73,19 @@ fn c_threads() {
     let out = run(&bin, &args);
     assert!(out.contains(" 0 mismatches"), "{out}");
 }
+
+#[test]
+fn c_preprocess_ex() {
+    let tmp = temp_dir("c-preprocess-ex");
+    let bin = tmp.join("preprocess_ex");
+    compile(&[repo().join("tests/c/preprocess_ex.c")], &bin, false, &[]);
+    let out = run(
+        &bin,
+        &[
+            fixtures().join("gemma3_f32").to_str().unwrap(),
+            fixtures().join("llava_clip_f32").to_str().unwrap(),
+            image_path("photo.jpg").to_str().unwrap(),
+        ],
+    );
+    assert!(out.contains("all checks passed"), "{out}");
+}

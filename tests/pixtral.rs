@@ -191,10 +191,10 @@ fn config_errors_are_clear() {
         (
             "pixtral_llava_f32",
             "config.json",
-            |c| c["vision_config"]["model_type"] = "clip_vision_model".into(),
-            "clip",
+            |c| c["vision_config"]["model_type"] = "not_a_tower".into(),
+            "unknown-tower",
             Status::UnsupportedModel,
-            "clip_vision_model",
+            "not_a_tower",
         ),
         (
             "pixtral_llava_f32",

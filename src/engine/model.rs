@@ -13,7 +13,7 @@ use crate::log;
 use crate::models::registry;
 use crate::models::{ModelInfo, VisionModel};
 use crate::preprocess::decode::decode_to_rgb;
-use crate::preprocess::{Pixels, RgbImage};
+use crate::preprocess::{Pixels, PreprocessOptions, RgbImage};
 use crate::weights::Weights;
 
 static NEXT_MODEL_ID: AtomicU64 = AtomicU64::new(1);
@@ -106,9 +106,16 @@ impl Model {
 
     /// Decodes an encoded image (PNG, JPEG, WebP, GIF, BMP, TIFF) and preprocesses it.
     pub fn preprocess(&self, encoded: &[u8]) -> Result<Image> {
+        self.preprocess_with(encoded, &PreprocessOptions::default())
+    }
+
+    /// [`Model::preprocess`] with per-call overrides of the model's preprocessing settings
+    /// (e.g. Gemma3's pan-and-scan). Options the model does not have are an error.
+    pub fn preprocess_with(&self, encoded: &[u8], opts: &PreprocessOptions) -> Result<Image> {
+        opts.validate()?;
         let max = self.max_image_pixels;
         let rgb = self.pool.install(|| decode_to_rgb(encoded, max))?;
-        self.preprocess_decoded(&rgb)
+        self.preprocess_decoded_with(&rgb, opts)
     }
 
     /// Preprocesses raw 8-bit RGB pixels: `height` rows of `width * 3` bytes, each row
@@ -120,13 +127,43 @@ impl Model {
         height: u32,
         row_stride: usize,
     ) -> Result<Image> {
+        self.preprocess_rgb8_with(
+            pixels,
+            width,
+            height,
+            row_stride,
+            &PreprocessOptions::default(),
+        )
+    }
+
+    /// [`Model::preprocess_rgb8`] with per-call preprocessing overrides.
+    pub fn preprocess_rgb8_with(
+        &self,
+        pixels: &[u8],
+        width: u32,
+        height: u32,
+        row_stride: usize,
+        opts: &PreprocessOptions,
+    ) -> Result<Image> {
+        opts.validate()?;
         let rgb = rgb_from_strided(pixels, width, height, row_stride, self.max_image_pixels)?;
-        self.preprocess_decoded(&rgb)
+        self.preprocess_decoded_with(&rgb, opts)
     }
 
     /// Preprocesses an already decoded RGB image.
     pub fn preprocess_decoded(&self, rgb: &RgbImage) -> Result<Image> {
-        let pixels = self.pool.install(|| self.inner.preprocess(rgb))?;
+        self.preprocess_decoded_with(rgb, &PreprocessOptions::default())
+    }
+
+    /// [`Model::preprocess_decoded`] with per-call preprocessing overrides.
+    pub fn preprocess_decoded_with(
+        &self,
+        rgb: &RgbImage,
+        opts: &PreprocessOptions,
+    ) -> Result<Image> {
+        let pixels = self
+            .pool
+            .install(|| self.inner.preprocess_with(rgb, opts))?;
         Ok(Image {
             model_id: self.id,
             pixels,

@@ -1,10 +1,13 @@
 //! Preprocessing images.
 
 use crate::engine::Image;
+use crate::error::Result;
 use crate::ffi::boundary::{arg, bytes, guard, guard_value, out_ptr, write};
 use crate::ffi::error::vt_error;
 use crate::ffi::model::vt_model;
+use crate::ffi::params::{read_preprocess_params, to_preprocess_options, vt_preprocess_params};
 use crate::ffi::status::vt_status;
+use crate::preprocess::PreprocessOptions;
 
 /// The most dimensions vt_image_shape reports.
 pub const VT_IMAGE_MAX_DIMS: usize = 4;
@@ -21,6 +24,77 @@ fn finish(image: Image, image_out: *mut *mut vt_image) {
     let boxed = Box::into_raw(Box::new(vt_image { image }));
     // SAFETY: checked non-NULL by the caller.
     unsafe { write(image_out, boxed) };
+}
+
+/// Reads optional preprocess params into engine options.
+///
+/// # Safety
+/// `params` is NULL or points to at least `(*params).struct_size` readable bytes.
+unsafe fn options(params: *const vt_preprocess_params) -> Result<PreprocessOptions> {
+    // SAFETY: per this function's contract.
+    to_preprocess_options(&unsafe { read_preprocess_params(params) }?)
+}
+
+/// Shared body of vt_preprocess and vt_preprocess_ex.
+fn preprocess_bytes(
+    model: *const vt_model,
+    data: *const u8,
+    len: usize,
+    params: *const vt_preprocess_params,
+    image_out: *mut *mut vt_image,
+) -> Result<()> {
+    // SAFETY: NULL or a live model (contract).
+    let m = unsafe { arg(model, "model") }?;
+    out_ptr(image_out, "image_out")?;
+    // SAFETY: NULL or a struct of struct_size readable bytes (contract).
+    let opts = unsafe { options(params) }?;
+    // SAFETY: `len` readable bytes at `data` (contract).
+    let data = unsafe { bytes(data, len, "data") }?;
+    finish(m.model.preprocess_with(data, &opts)?, image_out);
+    Ok(())
+}
+
+/// Shared body of vt_preprocess_rgb8 and vt_preprocess_rgb8_ex.
+#[allow(clippy::too_many_arguments)]
+fn preprocess_pixels(
+    model: *const vt_model,
+    pixels: *const u8,
+    width: u32,
+    height: u32,
+    row_stride: usize,
+    params: *const vt_preprocess_params,
+    image_out: *mut *mut vt_image,
+) -> Result<()> {
+    // SAFETY: NULL or a live model (contract).
+    let m = unsafe { arg(model, "model") }?;
+    out_ptr(image_out, "image_out")?;
+    if pixels.is_null() {
+        return Err(crate::error::Error::invalid_argument("`pixels` is NULL"));
+    }
+    // SAFETY: NULL or a struct of struct_size readable bytes (contract).
+    let opts = unsafe { options(params) }?;
+    // Sizes are validated (and the pixel limit applied) before touching memory.
+    let needed = if width == 0 || height == 0 {
+        0
+    } else {
+        (height as usize - 1)
+            .checked_mul(row_stride)
+            .and_then(|n| n.checked_add(width as usize * 3))
+            .filter(|_| row_stride >= width as usize * 3)
+            .unwrap_or(0)
+    };
+    let slice: &[u8] = if needed == 0 {
+        &[]
+    } else {
+        // SAFETY: the caller provides `needed` readable bytes (contract).
+        unsafe { bytes(pixels, needed, "pixels") }?
+    };
+    finish(
+        m.model
+            .preprocess_rgb8_with(slice, width, height, row_stride, &opts)?,
+        image_out,
+    );
+    Ok(())
 }
 
 /// Decodes an encoded image file (PNG, JPEG, WebP, GIF (first frame), BMP, TIFF) and
@@ -44,13 +118,31 @@ pub extern "C" fn vt_preprocess(
     err_out: *mut *mut vt_error,
 ) -> vt_status {
     guard(err_out, || {
-        // SAFETY: NULL or a live model (contract).
-        let m = unsafe { arg(model, "model") }?;
-        out_ptr(image_out, "image_out")?;
-        // SAFETY: `len` readable bytes at `data` (contract).
-        let data = unsafe { bytes(data, len, "data") }?;
-        finish(m.model.preprocess(data)?, image_out);
-        Ok(())
+        preprocess_bytes(model, data, len, std::ptr::null(), image_out)
+    })
+}
+
+/// vt_preprocess with per-call options (Gemma3 pan-and-scan; see vt_preprocess_params).
+///
+/// - `params`: NULL for the defaults (= vt_preprocess: everything as the model's
+///   preprocessor_config.json says), or a struct from vt_preprocess_params_default() with
+///   fields changed. Borrowed for the call.
+/// - `data`, `len`, `image_out`, `err_out`: as vt_preprocess.
+///
+/// Errors: as vt_preprocess, plus VT_ERR_INVALID_ARGUMENT for bad params (struct_size,
+/// out-of-range values) or `pan_and_scan = 1` on a model without pan-and-scan.
+/// Threads: any thread, concurrently with other calls on the same model.
+#[no_mangle]
+pub extern "C" fn vt_preprocess_ex(
+    model: *const vt_model,
+    data: *const u8,
+    len: usize,
+    params: *const vt_preprocess_params,
+    image_out: *mut *mut vt_image,
+    err_out: *mut *mut vt_error,
+) -> vt_status {
+    guard(err_out, || {
+        preprocess_bytes(model, data, len, params, image_out)
     })
 }
 
@@ -75,38 +167,46 @@ pub extern "C" fn vt_preprocess_rgb8(
     err_out: *mut *mut vt_error,
 ) -> vt_status {
     guard(err_out, || {
-        // SAFETY: NULL or a live model (contract).
-        let m = unsafe { arg(model, "model") }?;
-        out_ptr(image_out, "image_out")?;
-        if pixels.is_null() {
-            return Err(crate::error::Error::invalid_argument("`pixels` is NULL"));
-        }
-        // Sizes are validated (and the pixel limit applied) before touching memory.
-        let needed = if width == 0 || height == 0 {
-            0
-        } else {
-            (height as usize - 1)
-                .checked_mul(row_stride)
-                .and_then(|n| n.checked_add(width as usize * 3))
-                .filter(|_| row_stride >= width as usize * 3)
-                .unwrap_or(0)
-        };
-        let slice: &[u8] = if needed == 0 {
-            &[]
-        } else {
-            // SAFETY: the caller provides `needed` readable bytes (contract).
-            unsafe { bytes(pixels, needed, "pixels") }?
-        };
-        finish(
-            m.model.preprocess_rgb8(slice, width, height, row_stride)?,
+        preprocess_pixels(
+            model,
+            pixels,
+            width,
+            height,
+            row_stride,
+            std::ptr::null(),
             image_out,
-        );
-        Ok(())
+        )
+    })
+}
+
+/// vt_preprocess_rgb8 with per-call options (see vt_preprocess_params).
+///
+/// - `params`: NULL for the defaults (= vt_preprocess_rgb8), or a struct from
+///   vt_preprocess_params_default() with fields changed. Borrowed for the call.
+/// - other arguments: as vt_preprocess_rgb8.
+///
+/// Errors: as vt_preprocess_rgb8, plus those of vt_preprocess_ex for `params`.
+/// Threads: any thread, concurrently on the same model.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn vt_preprocess_rgb8_ex(
+    model: *const vt_model,
+    pixels: *const u8,
+    width: u32,
+    height: u32,
+    row_stride: usize,
+    params: *const vt_preprocess_params,
+    image_out: *mut *mut vt_image,
+    err_out: *mut *mut vt_error,
+) -> vt_status {
+    guard(err_out, || {
+        preprocess_pixels(model, pixels, width, height, row_stride, params, image_out)
     })
 }
 
 /// The preprocessed tensor (what enters the tower), in the layout the reference image
-/// processor returns (`[3, H, W]` for SigLIP), row-major f32.
+/// processor returns for this one image, row-major f32: `[3, H, W]` for SigLIP, LLaVA and
+/// Gemma3; `[1 + crops, 3, H, W]` for a Gemma3 image cut by pan-and-scan (the image first).
 ///
 /// - `data_out`: receives a pointer borrowed from `image`, valid until vt_image_free.
 /// - `len_out`: receives the number of floats.

@@ -90,8 +90,8 @@ fn with_model<T: Copy>(model: *const vt_model, fallback: T, f: impl FnOnce(&vt_m
     })
 }
 
-/// The family implementing the model: "siglip", ... A static string; NULL if `model` is
-/// NULL. Any thread.
+/// The family implementing the model: "siglip", "gemma3", "llava", ... A static string;
+/// NULL if `model` is NULL. Any thread.
 #[no_mangle]
 pub extern "C" fn vt_model_family(model: *const vt_model) -> *const c_char {
     with_model(model, std::ptr::null(), |m| m.family.as_ptr())
@@ -123,8 +123,12 @@ pub extern "C" fn vt_model_patch_size(model: *const vt_model) -> u32 {
     with_model(model, 0, |m| m.model.info().patch_size as u32)
 }
 
-/// Embeddings per image when the model yields a fixed number (SigLIP: (size/patch)^2),
-/// 0 when it depends on the image, or when `model` is NULL. Any thread.
+/// Embeddings per image when the model yields a fixed number (SigLIP: (size/patch)^2;
+/// Gemma3: mm_tokens_per_image; LLaVA: the patches, plus the class token with the `full`
+/// strategy, minus one token with `default`), 0 when it depends on the image (Gemma3 with
+/// pan-and-scan on in preprocessor_config.json), or when `model` is NULL. A Gemma3 image cut
+/// by pan-and-scan (vt_preprocess_ex) yields this many per frame; vt_image_n_tokens is always
+/// exact. Any thread.
 #[no_mangle]
 pub extern "C" fn vt_model_tokens_per_image(model: *const vt_model) -> usize {
     with_model(model, 0, |m| m.model.info().tokens_per_image.unwrap_or(0))

@@ -1,9 +1,11 @@
-//! `vt_load_params`: options for vt_load, versioned by `struct_size`.
+//! Options structs versioned by `struct_size`: `vt_load_params` for vt_load and
+//! `vt_preprocess_params` for vt_preprocess_ex / vt_preprocess_rgb8_ex.
 
 use std::mem::{offset_of, size_of};
 
 use crate::engine::{DTypeRequest, DeviceRequest, LoadOptions, DEFAULT_MAX_IMAGE_PIXELS};
 use crate::error::{Error, Result};
+use crate::preprocess::PreprocessOptions;
 
 /// Which device runs the tower (a `VT_DEVICE_*` value).
 pub type vt_device = u32;
@@ -112,7 +114,7 @@ pub(crate) unsafe fn read_params(params: *const vt_load_params) -> Result<vt_loa
 ///
 /// # Safety
 /// `offset + size_of::<T>()` bytes are readable at `base`.
-unsafe fn read_at<T>(base: *const vt_load_params, offset: usize) -> T {
+unsafe fn read_at<S, T>(base: *const S, offset: usize) -> T {
     // SAFETY: per this function's contract.
     unsafe { base.cast::<u8>().add(offset).cast::<T>().read_unaligned() }
 }
@@ -169,9 +171,154 @@ pub(crate) fn to_options(p: &vt_load_params) -> Result<LoadOptions> {
     })
 }
 
+/// Per-call preprocessing options for vt_preprocess_ex and vt_preprocess_rgb8_ex. Get
+/// defaults from vt_preprocess_params_default(), change fields, pass a pointer (NULL = all
+/// defaults). The default of every field is "as the model's preprocessor_config.json says".
+/// `struct_size` works as in vt_load_params: fields are only ever appended, vtower reads only
+/// what struct_size covers, and a struct_size larger than this library's is refused.
+///
+/// Pan-and-scan (Gemma3): an image whose long side is at least
+/// `pan_and_scan_min_ratio_to_activate` times its short side is also cut into about
+/// long/short equal crops along the long side (at least 2, at most
+/// `pan_and_scan_max_num_crops`; no crops at all when they would be narrower than
+/// `pan_and_scan_min_crop_size` pixels); the image then yields its own tokens followed by each
+/// crop's (vt_image_token_grid reports 1 + crops frames). Other models have no pan-and-scan:
+/// they refuse `pan_and_scan = 1` and ignore the other pan-and-scan fields.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct vt_preprocess_params {
+    /// `sizeof(vt_preprocess_params)`; set by vt_preprocess_params_default().
+    pub struct_size: u32,
+    /// -1 (default): as preprocessor_config.json's `do_pan_and_scan` (off when absent or
+    /// null); 0: off; 1: on.
+    pub pan_and_scan: i32,
+    /// Smallest crop side in pixels; 0 (default): preprocessor_config.json's
+    /// `pan_and_scan_min_crop_size`, 256 when absent or null.
+    pub pan_and_scan_min_crop_size: u32,
+    /// Most crops per image; 0 (default): `pan_and_scan_max_num_crops`, 4 when absent or null.
+    pub pan_and_scan_max_num_crops: u32,
+    /// Long side / short side from which an image is cropped; 0 (default):
+    /// `pan_and_scan_min_ratio_to_activate`, 1.2 when absent or null. Must be finite and not
+    /// negative.
+    pub pan_and_scan_min_ratio_to_activate: f64,
+}
+
+/// The default preprocess parameters (struct_size filled in, every setting taken from the
+/// model's preprocessor_config.json). Any thread.
+#[no_mangle]
+pub extern "C" fn vt_preprocess_params_default() -> vt_preprocess_params {
+    vt_preprocess_params {
+        struct_size: size_of::<vt_preprocess_params>() as u32,
+        pan_and_scan: -1,
+        pan_and_scan_min_crop_size: 0,
+        pan_and_scan_max_num_crops: 0,
+        pan_and_scan_min_ratio_to_activate: 0.0,
+    }
+}
+
+/// Copies the fields that `struct_size` covers over the defaults.
+///
+/// # Safety
+/// `params` is NULL or points to at least `(*params).struct_size` readable bytes.
+pub(crate) unsafe fn read_preprocess_params(
+    params: *const vt_preprocess_params,
+) -> Result<vt_preprocess_params> {
+    let mut out = vt_preprocess_params_default();
+    if params.is_null() {
+        return Ok(out);
+    }
+    // SAFETY: struct_size is the first field; the caller's struct has at least 4 bytes.
+    let size = unsafe { params.cast::<u32>().read_unaligned() } as usize;
+    let full = size_of::<vt_preprocess_params>();
+    if size < size_of::<u32>() {
+        return Err(Error::invalid_argument(format!(
+            "vt_preprocess_params.struct_size {size} is too small; use vt_preprocess_params_default()"
+        )));
+    }
+    if size > full {
+        return Err(Error::invalid_argument(format!(
+            "vt_preprocess_params.struct_size {size} is larger than this library's {full}: \
+             the header is newer than the library"
+        )));
+    }
+    macro_rules! take {
+        ($field:ident) => {
+            let offset = offset_of!(vt_preprocess_params, $field);
+            let end = offset + std::mem::size_of_val(&out.$field);
+            if end <= size {
+                // SAFETY: the field lies within the struct_size bytes the caller provides.
+                out.$field = unsafe { read_at(params, offset) };
+            }
+        };
+    }
+    take!(pan_and_scan);
+    take!(pan_and_scan_min_crop_size);
+    take!(pan_and_scan_max_num_crops);
+    take!(pan_and_scan_min_ratio_to_activate);
+    out.struct_size = size as u32;
+    Ok(out)
+}
+
+/// Converts C preprocess params into engine options.
+pub(crate) fn to_preprocess_options(p: &vt_preprocess_params) -> Result<PreprocessOptions> {
+    let pan_and_scan = match p.pan_and_scan {
+        -1 => None,
+        0 => Some(false),
+        1 => Some(true),
+        other => {
+            return Err(Error::invalid_argument(format!(
+                "vt_preprocess_params.pan_and_scan {other} is not -1, 0 or 1"
+            )))
+        }
+    };
+    let ratio = p.pan_and_scan_min_ratio_to_activate;
+    if !ratio.is_finite() || ratio < 0.0 {
+        return Err(Error::invalid_argument(format!(
+            "vt_preprocess_params.pan_and_scan_min_ratio_to_activate {ratio} must be finite and \
+             not negative"
+        )));
+    }
+    let nonzero = |v: u32| (v != 0).then_some(v as usize);
+    Ok(PreprocessOptions {
+        pan_and_scan,
+        pan_and_scan_min_crop_size: nonzero(p.pan_and_scan_min_crop_size),
+        pan_and_scan_max_num_crops: nonzero(p.pan_and_scan_max_num_crops),
+        pan_and_scan_min_ratio_to_activate: (ratio != 0.0).then_some(ratio),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn preprocess_params_read_and_convert() {
+        let d = unsafe { read_preprocess_params(std::ptr::null()) }.unwrap();
+        assert!(to_preprocess_options(&d).unwrap().is_default());
+        let mut p = vt_preprocess_params_default();
+        p.pan_and_scan = 1;
+        p.pan_and_scan_max_num_crops = 3;
+        p.pan_and_scan_min_ratio_to_activate = 1.5;
+        // An older caller that only knows the first two fields.
+        p.struct_size = offset_of!(vt_preprocess_params, pan_and_scan_min_crop_size) as u32;
+        let r = unsafe { read_preprocess_params(&p) }.unwrap();
+        let o = to_preprocess_options(&r).unwrap();
+        assert_eq!(o.pan_and_scan, Some(true));
+        assert_eq!(o.pan_and_scan_max_num_crops, None);
+        p.struct_size = size_of::<vt_preprocess_params>() as u32;
+        let o = to_preprocess_options(&unsafe { read_preprocess_params(&p) }.unwrap()).unwrap();
+        assert_eq!(o.pan_and_scan_max_num_crops, Some(3));
+        assert_eq!(o.pan_and_scan_min_ratio_to_activate, Some(1.5));
+        p.pan_and_scan = 2;
+        assert!(to_preprocess_options(&p).is_err());
+        p.pan_and_scan = 0;
+        p.pan_and_scan_min_ratio_to_activate = f64::NAN;
+        assert!(to_preprocess_options(&p).is_err());
+        p.struct_size = size_of::<vt_preprocess_params>() as u32 + 4;
+        assert!(unsafe { read_preprocess_params(&p) }.is_err());
+        p.struct_size = 2;
+        assert!(unsafe { read_preprocess_params(&p) }.is_err());
+    }
 
     #[test]
     fn struct_size_limits_what_is_read() {

@@ -56,8 +56,12 @@ pub extern "C" fn vt_model_token_id(model: *const vt_model, role: vt_token_role)
 
 /// The layout of the embeddings this image yields: `frames x rows x cols` tokens, in
 /// row-major order (frame, then row, then column). Their product is vt_image_n_tokens.
-/// For a plain SigLIP model: 1 x (size/patch) x (size/patch); for Pixtral: 1 x (H/patch) x
-/// (W/patch) of the resized image; for Mistral3 the grid after the 2 x 2 patch merge.
+/// For a plain SigLIP model: 1 x (size/patch) x (size/patch). Pixtral: 1 x (H/patch) x
+/// (W/patch) of the resized image; Mistral3: the grid after the 2 x 2 patch merge. Gemma3: one
+/// frame per image plus one per pan-and-scan crop, each sqrt(mm_tokens_per_image) on a side;
+/// each frame is wrapped in its own image start/end tokens in the prompt. LLaVA: 1 x
+/// (size/patch) x (size/patch), or 1 x 1 x n when the kept tokens have no grid layout (a
+/// class token kept, or a patch dropped). Qwen2-VL: t x (h/merge) x (w/merge).
 ///
 /// - `frames_out`, `rows_out`, `cols_out`: receive the grid on VT_OK.
 ///

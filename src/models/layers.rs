@@ -80,6 +80,20 @@ impl<'a> Loader<'a> {
         })
     }
 
+    /// The stored shape of tensor `name` (for dimensions a config may leave out).
+    pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        Ok(self.weights.meta(&self.name(name))?.shape)
+    }
+
+    /// `name.weight` `[dim]` of a Gemma-style RMSNorm.
+    pub fn gemma_rms_norm(&self, name: &str, dim: usize, eps: f64) -> Result<GemmaRmsNorm> {
+        let weight = self.sub(name).tensor("weight", &[dim])?;
+        Ok(GemmaRmsNorm {
+            scale: (weight.to_dtype(DType::F32)? + 1.0)?,
+            eps,
+        })
+    }
+
     /// `name.weight` and `name.bias`, both `[dim]`.
     pub fn layer_norm(&self, name: &str, dim: usize, eps: f64) -> Result<LayerNorm> {
         let sub = self.sub(name);
@@ -177,6 +191,27 @@ impl RmsNorm {
         let var = h.sqr()?.mean_keepdim(D::Minus1)?;
         let h = h.broadcast_div(&(var + self.eps)?.sqrt()?)?;
         Ok(h.to_dtype(dtype)?.broadcast_mul(&self.weight)?)
+    }
+}
+
+/// Gemma's RMSNorm (`Gemma3RMSNorm`): `y = x · rsqrt(mean(x²) + eps) · (1 + w)`, computed in f32
+/// (the weight is stored as an offset from 1) and cast back to the input dtype last.
+#[derive(Debug, Clone)]
+pub struct GemmaRmsNorm {
+    /// `1 + w` in f32.
+    pub scale: Tensor,
+    pub eps: f64,
+}
+
+impl GemmaRmsNorm {
+    /// Normalizes over the last dimension of `x`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let h = x.to_dtype(DType::F32)?;
+        let mean_sq = h.sqr()?.mean_keepdim(candle_core::D::Minus1)?;
+        let inv = (mean_sq + self.eps)?.sqrt()?.recip()?;
+        let y = h.broadcast_mul(&inv)?.broadcast_mul(&self.scale)?;
+        Ok(y.to_dtype(dtype)?)
     }
 }
 

@@ -1,7 +1,10 @@
 //! Model families. Each family is one file implementing [`VisionModel`]; the registry maps
 //! `config.json`'s `model_type` to the family that loads it.
 
+pub mod clip;
+pub mod gemma3;
 pub mod layers;
+pub mod llava;
 pub mod pixtral;
 pub mod qwen2_vl;
 pub mod registry;
@@ -11,8 +14,8 @@ pub mod vit;
 
 use candle_core::Tensor;
 
-use crate::error::Result;
-use crate::preprocess::{Pixels, RgbImage};
+use crate::error::{Error, Result};
+use crate::preprocess::{Pixels, PreprocessOptions, RgbImage};
 
 /// What a loaded model is, for introspection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +67,19 @@ pub trait VisionModel: Send + Sync {
     /// Turns a decoded RGB image into the tower's input, exactly as the reference image
     /// processor does.
     fn preprocess(&self, image: &RgbImage) -> Result<Pixels>;
+
+    /// [`VisionModel::preprocess`] with per-call overrides of the processor's settings.
+    /// Families without pan-and-scan keep this default: they refuse to switch it on and
+    /// ignore its other settings (which do nothing while it is off).
+    fn preprocess_with(&self, image: &RgbImage, opts: &PreprocessOptions) -> Result<Pixels> {
+        if opts.pan_and_scan == Some(true) {
+            return Err(Error::invalid_argument(format!(
+                "{} models have no pan-and-scan (it is Gemma3's)",
+                self.info().family
+            )));
+        }
+        self.preprocess(image)
+    }
 
     /// Runs the tower and projector on a batch of images preprocessed by this model that all
     /// have the same shape (any shapes when [`ModelInfo::mixed_shape_batches`]). Returns one

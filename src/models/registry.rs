@@ -4,6 +4,8 @@ use candle_core::{DType, Device};
 
 use crate::config::ModelFiles;
 use crate::error::{Error, Result, Status};
+use crate::models::gemma3::Gemma3Model;
+use crate::models::llava::{self, LlavaModel};
 use crate::models::pixtral::PixtralModel;
 use crate::models::qwen2_vl::QwenVlModel;
 use crate::models::siglip::SiglipModel;
@@ -14,6 +16,7 @@ use crate::weights::Weights;
 pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "siglip",
     "siglip_vision_model",
+    "gemma3",
     "llava",
     "mistral3",
     "pixtral",
@@ -53,22 +56,21 @@ pub fn load_model(
         "qwen2_vl" | "qwen2_5_vl" => {
             Ok(Box::new(QwenVlModel::load(files, weights, dtype, device)?))
         }
-        "llava" => {
-            // LlavaConfig's default vision tower is CLIP.
-            let vision_type = match files.config.object("vision_config")? {
-                Some(v) => v.string_or("model_type", "clip_vision_model")?,
-                None => "clip_vision_model".to_string(),
-            };
-            match vision_type.as_str() {
-                "pixtral" => Ok(Box::new(PixtralModel::load(files, weights, dtype, device)?)),
-                other => Err(Error::new(
-                    Status::UnsupportedModel,
-                    format!(
-                        "config.json: model_type `llava` with vision_config.model_type `{other}` is not supported; supported vision towers: pixtral"
-                    ),
-                )),
+        "gemma3" => Ok(Box::new(Gemma3Model::load(files, weights, dtype, device)?)),
+        // `llava` is a wrapper: the vision tower's own model_type picks the implementation.
+        "llava" => match llava::vision_model_type(files)?.as_str() {
+            "clip_vision_model" | "siglip_vision_model" => {
+                Ok(Box::new(LlavaModel::load(files, weights, dtype, device)?))
             }
-        }
+            "pixtral" => Ok(Box::new(PixtralModel::load(files, weights, dtype, device)?)),
+            other => Err(Error::new(
+                Status::UnsupportedModel,
+                format!(
+                    "config.json: llava with vision_config.model_type `{other}` is not supported; \
+                     supported: clip_vision_model, siglip_vision_model, pixtral"
+                ),
+            )),
+        },
         "mistral3" | "pixtral" => Ok(Box::new(PixtralModel::load(files, weights, dtype, device)?)),
         other => unreachable!("check_supported accepted `{other}` without a loader"),
     }

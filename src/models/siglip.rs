@@ -74,13 +74,25 @@ pub struct SiglipVisionTower {
     /// `[num_patches, hidden]`.
     positions: Tensor,
     encoder: Encoder,
-    post_layernorm: LayerNorm,
+    /// Absent when the tower was loaded for intermediate features only.
+    post_layernorm: Option<LayerNorm>,
 }
 
 impl SiglipVisionTower {
     /// Loads the tower whose tensors are under `loader` (`embeddings.`, `encoder.`,
     /// `post_layernorm.`).
     pub fn load(loader: &Loader, config: &SiglipVisionConfig) -> Result<SiglipVisionTower> {
+        SiglipVisionTower::load_parts(loader, config, config.encoder.num_layers, true)
+    }
+
+    /// Loads the embeddings, the first `layers` encoder layers and, when `post_layernorm`,
+    /// the final norm: what a model reading `hidden_states[layers]` needs.
+    pub fn load_parts(
+        loader: &Loader,
+        config: &SiglipVisionConfig,
+        layers: usize,
+        post_layernorm: bool,
+    ) -> Result<SiglipVisionTower> {
         let d = config.encoder.hidden_size;
         let p = config.patch_size;
         let emb = loader.sub("embeddings");
@@ -94,12 +106,12 @@ impl SiglipVisionTower {
             config: config.clone(),
             patch,
             positions,
-            encoder: Encoder::load(&loader.sub("encoder"), &config.encoder)?,
-            post_layernorm: loader.layer_norm(
-                "post_layernorm",
-                d,
-                config.encoder.layer_norm_eps,
-            )?,
+            encoder: Encoder::load_first(&loader.sub("encoder"), &config.encoder, layers)?,
+            post_layernorm: if post_layernorm {
+                Some(loader.layer_norm("post_layernorm", d, config.encoder.layer_norm_eps)?)
+            } else {
+                None
+            },
         })
     }
 
@@ -119,10 +131,26 @@ impl SiglipVisionTower {
         self.encoder.forward(&self.embed(pixels)?, layers)
     }
 
+    /// transformers' `hidden_states[i]` for each of `indices` (0 = embeddings, `i` = output
+    /// of layer `i`, never with `post_layernorm`).
+    pub fn hidden_states(&self, pixels: &Tensor, indices: &[usize]) -> Result<Vec<Tensor>> {
+        self.encoder.hidden_states(&self.embed(pixels)?, indices)
+    }
+
     /// `last_hidden_state`: all layers, then `post_layernorm`.
     pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
+        let norm = self.post_layernorm.as_ref().ok_or_else(|| {
+            Error::compute(
+                "SigLIP tower loaded without post_layernorm cannot give last_hidden_state",
+            )
+        })?;
+        if self.encoder.num_layers() != self.config.encoder.num_layers {
+            return Err(Error::compute(
+                "SigLIP tower loaded with fewer layers cannot give last_hidden_state",
+            ));
+        }
         let x = self.hidden_state(pixels, self.encoder.num_layers())?;
-        self.post_layernorm.forward(&x)
+        norm.forward(&x)
     }
 }
 

@@ -5,7 +5,7 @@
 use candle_core::Tensor;
 
 use crate::config::ConfigObject;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::models::layers::{Activation, Attention, LayerNorm, Linear, Loader};
 
 /// Largest accepted width/depth values (real towers are far below).
@@ -87,7 +87,13 @@ pub struct Encoder {
 impl Encoder {
     /// Loads `layers.0 .. layers.{num_layers-1}` under `loader` (which points at `encoder.`).
     pub fn load(loader: &Loader, c: &VitConfig) -> Result<Encoder> {
-        let layers = (0..c.num_layers)
+        Encoder::load_first(loader, c, c.num_layers)
+    }
+
+    /// Loads only the first `n` layers (at most `num_layers`): a model that reads an
+    /// intermediate hidden state never runs, and need not load, the layers after it.
+    pub fn load_first(loader: &Loader, c: &VitConfig, n: usize) -> Result<Encoder> {
+        let layers = (0..n.min(c.num_layers))
             .map(|i| EncoderLayer::load(&loader.sub(&format!("layers.{i}")), c))
             .collect::<Result<Vec<_>>>()?;
         Ok(Encoder { layers })
@@ -104,5 +110,67 @@ impl Encoder {
             x = layer.forward(&x)?;
         }
         Ok(x)
+    }
+
+    /// transformers' `hidden_states[i]` for each `i` of `indices`, in that order: index 0 is the
+    /// encoder input, index `i` the output of layer `i` (no final norm). Runs only as many layers
+    /// as the largest index needs; every index must be at most the number of loaded layers.
+    pub fn hidden_states(&self, x: &Tensor, indices: &[usize]) -> Result<Vec<Tensor>> {
+        let deepest = indices.iter().copied().max().unwrap_or(0);
+        if deepest > self.layers.len() {
+            return Err(Error::compute(format!(
+                "hidden state {deepest} requested from an encoder with {} loaded layers",
+                self.layers.len()
+            )));
+        }
+        let mut out: Vec<Option<Tensor>> = vec![None; indices.len()];
+        let mut x = x.clone();
+        for depth in 0..=deepest {
+            if depth > 0 {
+                x = self.layers[depth - 1].forward(&x)?;
+            }
+            for (slot, &i) in out.iter_mut().zip(indices) {
+                if i == depth {
+                    *slot = Some(x.clone());
+                }
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|t| t.expect("every index <= deepest was visited"))
+            .collect())
+    }
+}
+
+/// Resolves a `vision_feature_layer` index against `hidden_states` of `num_layers + 1` entries
+/// as transformers does: negative indices count from the end (-1 = the last layer's output),
+/// and an index outside `-(L+1)..=L` selects nothing, which the reference cannot run.
+pub fn resolve_hidden_state(index: i64, num_layers: usize) -> Result<usize> {
+    let n = num_layers as i64 + 1;
+    if index < -n || index >= n {
+        return Err(Error::bad_config(format!(
+            "hidden state index {index} is out of range for a tower of {num_layers} layers \
+             ({} hidden states: -{n}..={})",
+            n,
+            n - 1
+        )));
+    }
+    Ok(index.rem_euclid(n) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hidden_state_indices_resolve_like_python() {
+        // 3 layers: hidden_states has 4 entries, -1 is the last layer's output.
+        assert_eq!(resolve_hidden_state(-1, 3).unwrap(), 3);
+        assert_eq!(resolve_hidden_state(-2, 3).unwrap(), 2);
+        assert_eq!(resolve_hidden_state(-4, 3).unwrap(), 0);
+        assert_eq!(resolve_hidden_state(0, 3).unwrap(), 0);
+        assert_eq!(resolve_hidden_state(3, 3).unwrap(), 3);
+        assert!(resolve_hidden_state(4, 3).is_err());
+        assert!(resolve_hidden_state(-5, 3).is_err());
     }
 }

@@ -1,0 +1,312 @@
+//! Gemma3 (`model_type` `gemma3`, `Gemma3ForConditionalGeneration`): the SigLIP tower's
+//! `last_hidden_state`, then `Gemma3MultiModalProjector` (`modeling_gemma3.py`):
+//!
+//! 1. the `[N, D]` tokens as a `p x p` grid (`p = image_size // patch_size`);
+//! 2. `AvgPool2d(k, stride=k)` with `k = p // int(sqrt(mm_tokens_per_image))`: `(p - k) // k + 1`
+//!    outputs per side, so trailing patch rows/columns that do not fill a window are dropped;
+//! 3. Gemma's RMSNorm (`1 + w`, f32, eps = `vision_config.layer_norm_eps`);
+//! 4. `x @ mm_input_projection_weight`, a raw `[D, T]` matrix (not a `[out, in]` Linear).
+//!
+//! With pan-and-scan an image is the original plus its crops; its embeddings are those of
+//! each frame in that order, `[(1 + crops) * tokens, T]`.
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::{ConfigObject, ModelFiles};
+use crate::error::{Error, Result};
+use crate::models::layers::{GemmaRmsNorm, Linear, Loader};
+use crate::models::siglip::{SiglipVisionConfig, SiglipVisionTower};
+use crate::models::vit::MAX_DIM;
+use crate::models::{attention_bytes, batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
+use crate::preprocess::gemma3::Gemma3Processor;
+use crate::preprocess::{Pixels, PreprocessOptions, RgbImage};
+use crate::weights::Weights;
+
+/// `Gemma3Config` class defaults.
+const DEFAULT_MM_TOKENS: usize = 256;
+const DEFAULT_BOI: i64 = 255_999;
+const DEFAULT_EOI: i64 = 256_000;
+const DEFAULT_IMAGE_TOKEN: i64 = 262_144;
+/// `Gemma3TextConfig.hidden_size` default.
+const DEFAULT_TEXT_HIDDEN: usize = 2304;
+
+/// Reads a token id that a config may store under either name (`Gemma3Config.attribute_map`
+/// maps `image_token_id` to `image_token_index`, and so on).
+pub(crate) fn token_id(cfg: &ConfigObject, names: &[&str], default: i64) -> Result<i64> {
+    for name in names {
+        if let Some(v) = cfg.i64(name)? {
+            return Ok(v);
+        }
+    }
+    Ok(default)
+}
+
+/// The projector's pooling geometry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pooling {
+    /// Patches per side of the tower's grid.
+    pub patches: usize,
+    /// Pooling window (and stride).
+    pub kernel: usize,
+    /// Pooled tokens per side.
+    pub side: usize,
+}
+
+impl Pooling {
+    /// The geometry `Gemma3MultiModalProjector` builds from the config, refusing what the
+    /// reference cannot run or what would not give `mm_tokens_per_image` tokens (the processor
+    /// always inserts that many soft tokens, so the language model would reject the image).
+    pub fn new(image_size: usize, patch_size: usize, mm_tokens: usize) -> Result<Pooling> {
+        let patches = image_size / patch_size;
+        // int(mm_tokens ** 0.5): the float square root, truncated.
+        let per_side = (mm_tokens as f64).sqrt() as usize;
+        if per_side == 0 || per_side > patches {
+            return Err(Error::bad_config(format!(
+                "config.json: mm_tokens_per_image {mm_tokens} needs {per_side} tokens per side, \
+                 but the tower has {patches}x{patches} patches"
+            )));
+        }
+        let kernel = patches / per_side;
+        let side = (patches - kernel) / kernel + 1;
+        if side * side != mm_tokens {
+            return Err(Error::bad_config(format!(
+                "config.json: mm_tokens_per_image {mm_tokens} does not match the projector's \
+                 pooling ({patches}x{patches} patches, window {kernel} -> {side}x{side} = {} tokens)",
+                side * side
+            )));
+        }
+        Ok(Pooling {
+            patches,
+            kernel,
+            side,
+        })
+    }
+
+    /// `[B, p*p, D]` → `[B, side*side, D]`: mean over each `kernel x kernel` window.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, n, d) = x.dims3()?;
+        let (p, k, s) = (self.patches, self.kernel, self.side);
+        if n != p * p {
+            return Err(Error::compute(format!(
+                "projector got {n} tokens, expected {p}x{p}"
+            )));
+        }
+        let x = x.reshape((b, p, p, d))?;
+        let x = if s * k != p {
+            x.narrow(1, 0, s * k)?.narrow(2, 0, s * k)?.contiguous()?
+        } else {
+            x
+        };
+        let x = x
+            .reshape(vec![b, s, k, s, k, d])?
+            .sum(4)?
+            .sum(2)?
+            .affine(1.0 / (k * k) as f64, 0.0)?;
+        Ok(x.reshape((b, s * s, d))?)
+    }
+}
+
+/// `Gemma3MultiModalProjector`.
+pub struct Gemma3Projector {
+    pooling: Pooling,
+    norm: GemmaRmsNorm,
+    /// `mm_input_projection_weight` transposed into a `[T, D]` Linear.
+    projection: Linear,
+}
+
+impl Gemma3Projector {
+    /// `[B, N, D]` tower output → `[B, tokens, T]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let pooled = self.pooling.forward(x)?;
+        self.projection.forward(&self.norm.forward(&pooled)?)
+    }
+}
+
+/// A Gemma3 vision tower with its projector and image processor.
+pub struct Gemma3Model {
+    info: ModelInfo,
+    tower: SiglipVisionTower,
+    projector: Gemma3Projector,
+    processor: Gemma3Processor,
+    /// Frames (image or crop) per tower call.
+    frames_per_call: usize,
+    dtype: DType,
+    device: Device,
+}
+
+impl Gemma3Model {
+    pub fn load(
+        files: &ModelFiles,
+        weights: &Weights,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Gemma3Model> {
+        let cfg = &files.config;
+        let vision_cfg = cfg
+            .object("vision_config")?
+            .unwrap_or_else(|| ConfigObject::empty("config.json: vision_config"));
+        let vision_type = vision_cfg.string_or("model_type", "siglip_vision_model")?;
+        if vision_type != "siglip_vision_model" {
+            return Err(Error::bad_config(format!(
+                "config.json: gemma3 with vision_config.model_type `{vision_type}` is not supported \
+                 (siglip_vision_model)"
+            )));
+        }
+        let vision = SiglipVisionConfig::from_config(&vision_cfg)?;
+        let text_cfg = cfg
+            .object("text_config")?
+            .unwrap_or_else(|| ConfigObject::empty("config.json: text_config"));
+        let text_dim = text_cfg.positive_or("hidden_size", DEFAULT_TEXT_HIDDEN, MAX_DIM)?;
+        let mm_tokens = cfg.positive_or("mm_tokens_per_image", DEFAULT_MM_TOKENS, MAX_DIM)?;
+        let pooling = Pooling::new(vision.image_size, vision.patch_size, mm_tokens)?;
+
+        let d = vision.encoder.hidden_size;
+        let root = Loader::new(weights, "", dtype, device);
+        let tower = SiglipVisionTower::load(&root.sub("vision_tower"), &vision)?;
+        let proj = root.sub("multi_modal_projector");
+        let w = proj.tensor("mm_input_projection_weight", &[d, text_dim])?;
+        let projector = Gemma3Projector {
+            pooling,
+            norm: proj.gemma_rms_norm("mm_soft_emb_norm", d, vision.encoder.layer_norm_eps)?,
+            projection: Linear {
+                weight: w.t()?.contiguous()?,
+                bias: None,
+            },
+        };
+        let processor = Gemma3Processor::from_config(&files.preprocessor, vision.image_size)?;
+        let per_frame = attention_bytes(vision.encoder.num_heads, vision.num_patches());
+        let frames_per_call = batch_for_budget(per_frame, 256 << 20);
+        let tokens = pooling.side * pooling.side;
+        let info = ModelInfo {
+            family: "gemma3",
+            model_type: files.model_type()?,
+            output_dim: text_dim,
+            vision_dim: d,
+            patch_size: vision.patch_size,
+            image_size: (vision.image_size, vision.image_size),
+            // With pan-and-scan on by default the count depends on the image's shape.
+            tokens_per_image: (!processor.pan_and_scan.enabled).then_some(tokens),
+            max_batch: frames_per_call,
+            mixed_shape_batches: true,
+            tokens: SpecialTokens {
+                image: Some(token_id(
+                    cfg,
+                    &["image_token_index", "image_token_id"],
+                    DEFAULT_IMAGE_TOKEN,
+                )?),
+                image_start: Some(token_id(
+                    cfg,
+                    &["boi_token_index", "boi_token_id"],
+                    DEFAULT_BOI,
+                )?),
+                image_end: Some(token_id(
+                    cfg,
+                    &["eoi_token_index", "eoi_token_id"],
+                    DEFAULT_EOI,
+                )?),
+                image_break: None,
+            },
+        };
+        Ok(Gemma3Model {
+            info,
+            tower,
+            projector,
+            processor,
+            frames_per_call,
+            dtype,
+            device: device.clone(),
+        })
+    }
+}
+
+impl VisionModel for Gemma3Model {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn preprocess(&self, image: &RgbImage) -> Result<Pixels> {
+        self.preprocess_with(image, &PreprocessOptions::default())
+    }
+
+    fn preprocess_with(&self, image: &RgbImage, opts: &PreprocessOptions) -> Result<Pixels> {
+        self.processor
+            .process(image, opts, self.projector.pooling.side)
+    }
+
+    fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {
+        let s = self.tower.config().image_size;
+        let frame = 3 * s * s;
+        let mut data = Vec::new();
+        let mut frames = Vec::with_capacity(batch.len());
+        for p in batch {
+            let f = p.grid[0];
+            if p.data.len() != f * frame {
+                return Err(Error::invalid_argument(format!(
+                    "preprocessed image of shape {:?} does not hold {f} frames of 3x{s}x{s}",
+                    p.shape
+                )));
+            }
+            data.extend_from_slice(&p.data);
+            frames.push(f);
+        }
+        let total: usize = frames.iter().sum();
+        let all = Tensor::from_vec(data, (total, 3, s, s), &Device::Cpu)?;
+        let mut outs = Vec::new();
+        let mut start = 0;
+        while start < total {
+            let n = self.frames_per_call.min(total - start);
+            let x = all.narrow(0, start, n)?.to_dtype(self.dtype)?;
+            let x = if self.device.is_cpu() {
+                x
+            } else {
+                x.to_device(&self.device)?
+            };
+            let y = self.projector.forward(&self.tower.forward(&x)?)?;
+            outs.push(y.to_dtype(DType::F32)?.to_device(&Device::Cpu)?);
+            start += n;
+        }
+        let out = Tensor::cat(&outs, 0)?;
+        let t = self.info.output_dim;
+        let mut result = Vec::with_capacity(batch.len());
+        let mut row = 0;
+        for f in frames {
+            result.push(out.narrow(0, row, f)?.reshape(((), t))?);
+            row += f;
+        }
+        Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pooling_geometry_follows_the_reference() {
+        // gemma-3: 896 / 14 = 64 patches, 256 tokens -> window 4, 16x16.
+        let p = Pooling::new(896, 14, 256).unwrap();
+        assert_eq!((p.patches, p.kernel, p.side), (64, 4, 16));
+        // 5x5 patches, 4 tokens: window 2, the last row and column are dropped.
+        let p = Pooling::new(30, 6, 4).unwrap();
+        assert_eq!((p.patches, p.kernel, p.side), (5, 2, 2));
+        // 6x6 patches, 16 tokens: window 6 // 4 = 1 gives 6x6 = 36 tokens, not 16.
+        assert!(Pooling::new(48, 8, 16).is_err());
+        // not a square: int(sqrt(8)) = 2 -> 2x2 = 4 != 8.
+        assert!(Pooling::new(64, 8, 8).is_err());
+        // more tokens per side than patches.
+        assert!(Pooling::new(16, 8, 9).is_err());
+    }
+
+    #[test]
+    fn pooling_averages_windows_in_raster_order() {
+        // 1 image, 5x5 patches of 1 channel holding their index; 4 tokens -> window 2,
+        // 2x2 outputs, patch row 4 and column 4 dropped.
+        let p = Pooling::new(10, 2, 4).unwrap();
+        let x: Vec<f32> = (0..25).map(|v| v as f32).collect();
+        let t = Tensor::from_vec(x, (1, 25, 1), &Device::Cpu).unwrap();
+        let y = p.forward(&t).unwrap().flatten_all().unwrap();
+        let y = y.to_vec1::<f32>().unwrap();
+        // window (0,0): 0,1,5,6 -> 3; (0,1): 2,3,7,8 -> 5; (1,0): 10,11,15,16 -> 13; (1,1): 15.
+        assert_eq!(y, vec![3.0, 5.0, 13.0, 15.0]);
+    }
+}

@@ -1,0 +1,329 @@
+//! `CLIPImageProcessor` and `LlavaImageProcessor` (PIL backend: `image_processing_pil_clip.py`,
+//! `image_processing_pil_llava.py`, `PilBackend` in `image_processing_backends.py`):
+//!
+//! 1. LLaVA only, when `do_pad`: pad to a centered square filled with `int(255 * mean[c])`;
+//! 2. resize (`size`): `{"shortest_edge": s}` keeps the aspect ratio (the long side becomes
+//!    `int(s * long / short)`), `{"height", "width"}` stretches; BICUBIC by default;
+//! 3. center crop (`crop_size`), padding with zeros where the image is smaller;
+//! 4. rescale and normalize (OpenAI CLIP mean/std by default).
+
+use serde_json::Value;
+
+use crate::config::ConfigObject;
+use crate::error::{Error, Result};
+use crate::preprocess::normalize::Normalization;
+use crate::preprocess::resample::{resize, Filter};
+use crate::preprocess::siglip::{read_filter, read_normalization};
+use crate::preprocess::{Pixels, RgbImage};
+
+/// Largest accepted size per side.
+const MAX_SIDE: usize = 16384;
+
+/// `OPENAI_CLIP_MEAN` / `OPENAI_CLIP_STD` of `image_utils.py`.
+pub(crate) const OPENAI_CLIP_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
+pub(crate) const OPENAI_CLIP_STD: [f64; 3] = [0.26862954, 0.26130258, 0.27577711];
+
+/// A resize target as `get_size_dict` normalizes `size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResizeTo {
+    /// Scale so that the short side is this long, keeping the aspect ratio.
+    ShortestEdge(u32),
+    /// Stretch to exactly this size.
+    Exact { width: u32, height: u32 },
+}
+
+impl ResizeTo {
+    /// The output `(width, height)` for an input of `width` x `height`
+    /// (`get_resize_output_image_size` with `default_to_square=False`).
+    pub fn output_size(self, width: u32, height: u32) -> (u32, u32) {
+        match self {
+            ResizeTo::Exact { width, height } => (width, height),
+            ResizeTo::ShortestEdge(s) => {
+                let (short, long) = if width <= height {
+                    (width, height)
+                } else {
+                    (height, width)
+                };
+                // Python: int(s * long / short), a true division of exact integers.
+                let new_long = (s as f64 * long as f64 / short as f64) as u32;
+                if width <= height {
+                    (s, new_long)
+                } else {
+                    (new_long, s)
+                }
+            }
+        }
+    }
+}
+
+/// Which processor class the config names (they differ only in defaults and `do_pad`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClipKind {
+    /// `CLIPImageProcessor`.
+    Clip,
+    /// `LlavaImageProcessor` (adds `do_pad`, pad-to-square before resizing).
+    Llava,
+}
+
+/// Reads a size value: an integer (`shortest_edge` when `int_is_shortest_edge`, else a square),
+/// `[height, width]`, or a dict with `shortest_edge` or `height` and `width`.
+fn read_size(
+    pre: &ConfigObject,
+    key: &str,
+    int_is_shortest_edge: bool,
+) -> Result<Option<ResizeTo>> {
+    let bad = |what: String| Error::bad_config(format!("{}: `{key}`: {what}", pre.location()));
+    let side = |v: &Value| -> Result<u32> {
+        match v.as_u64() {
+            Some(n) if n >= 1 && n as usize <= MAX_SIDE => Ok(n as u32),
+            _ => Err(bad(format!("{v} is not a size between 1 and {MAX_SIDE}"))),
+        }
+    };
+    match pre.value(key) {
+        None => Ok(None),
+        Some(v @ Value::Number(_)) => {
+            let s = side(v)?;
+            Ok(Some(if int_is_shortest_edge {
+                ResizeTo::ShortestEdge(s)
+            } else {
+                ResizeTo::Exact {
+                    width: s,
+                    height: s,
+                }
+            }))
+        }
+        Some(Value::Array(items)) if items.len() == 2 => Ok(Some(ResizeTo::Exact {
+            height: side(&items[0])?,
+            width: side(&items[1])?,
+        })),
+        Some(Value::Object(map)) => {
+            let get = |k: &str| map.get(k).filter(|v| !v.is_null());
+            let mut keys: Vec<&str> = map
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, _)| k.as_str())
+                .collect();
+            keys.sort_unstable();
+            match keys.as_slice() {
+                ["shortest_edge"] => Ok(Some(ResizeTo::ShortestEdge(side(
+                    get("shortest_edge").expect("present"),
+                )?))),
+                ["height", "width"] => Ok(Some(ResizeTo::Exact {
+                    height: side(get("height").expect("present"))?,
+                    width: side(get("width").expect("present"))?,
+                })),
+                other => Err(bad(format!(
+                    "keys {other:?} are not supported (use shortest_edge, or height and width)"
+                ))),
+            }
+        }
+        Some(other) => Err(bad(format!("expected a size, found {other}"))),
+    }
+}
+
+/// `CLIPImageProcessor` / `LlavaImageProcessor`, configured from `preprocessor_config.json`.
+#[derive(Debug, Clone)]
+pub struct ClipProcessor {
+    /// `do_pad` (LLaVA): the fill color of the square canvas.
+    pub pad_to_square: Option<[u8; 3]>,
+    /// `do_resize`: target and filter.
+    pub resize: Option<(ResizeTo, Filter)>,
+    /// `do_center_crop`: `(width, height)`.
+    pub crop: Option<(u32, u32)>,
+    pub normalization: Normalization,
+    /// The tower's input side: every processed image must end up this size.
+    pub tower_size: u32,
+}
+
+impl ClipProcessor {
+    /// The processor of class `kind` for a tower taking `tower_size` x `tower_size` inputs.
+    /// Fails when the configured output size cannot be the tower's.
+    pub fn from_config(
+        pre: &ConfigObject,
+        kind: ClipKind,
+        tower_size: usize,
+    ) -> Result<ClipProcessor> {
+        let size = read_size(pre, "size", true)?.unwrap_or(ResizeTo::ShortestEdge(224));
+        let crop = match read_size(pre, "crop_size", false)? {
+            Some(ResizeTo::Exact { width, height }) => (width, height),
+            Some(ResizeTo::ShortestEdge(_)) => unreachable!("crop_size integers are squares"),
+            None => (224, 224),
+        };
+        let do_resize = pre.bool_or("do_resize", true)?;
+        let do_crop = pre.bool_or("do_center_crop", true)?;
+        let pad = kind == ClipKind::Llava && pre.bool_or("do_pad", false)?;
+        let pad_to_square = if pad {
+            let mean = pre
+                .f64_list("image_mean")?
+                .unwrap_or(OPENAI_CLIP_MEAN.to_vec());
+            let fill: Vec<i64> = mean.iter().map(|m| (m * 255.0) as i64).collect();
+            match fill.as_slice() {
+                [r, g, b] if fill.iter().all(|v| (0..=255).contains(v)) => {
+                    Some([*r as u8, *g as u8, *b as u8])
+                }
+                _ => {
+                    return Err(Error::bad_config(format!(
+                        "{}: do_pad needs three `image_mean` values in [0, 1] for the fill color, found {mean:?}",
+                        pre.location()
+                    )))
+                }
+            }
+        } else {
+            None
+        };
+        let p = ClipProcessor {
+            pad_to_square,
+            resize: if do_resize {
+                Some((size, read_filter(pre, Filter::Bicubic)?))
+            } else {
+                None
+            },
+            crop: do_crop.then_some(crop),
+            normalization: read_normalization(pre, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)?,
+            tower_size: tower_size as u32,
+        };
+        let fixed = match (p.crop, p.resize) {
+            (Some(c), _) => Some(c),
+            (None, Some((ResizeTo::Exact { width, height }, _))) => Some((width, height)),
+            _ => None,
+        };
+        if let Some((w, h)) = fixed {
+            if (w, h) != (p.tower_size, p.tower_size) {
+                return Err(Error::bad_config(format!(
+                    "{}: images come out {w}x{h} but the vision tower takes {tower_size}x{tower_size}",
+                    pre.location()
+                )));
+            }
+        }
+        Ok(p)
+    }
+
+    /// Pad, resize, crop and normalize into `[3, S, S]`; `grid` is the token grid.
+    pub fn process(&self, image: &RgbImage, grid: [usize; 3]) -> Result<Pixels> {
+        let mut img = std::borrow::Cow::Borrowed(image);
+        if let Some(fill) = self.pad_to_square {
+            let (w, h) = (img.width, img.height);
+            if w != h {
+                let side = w.max(h);
+                let (x, y) = if w > h {
+                    (0, (side - h) / 2)
+                } else {
+                    ((side - w) / 2, 0)
+                };
+                img = std::borrow::Cow::Owned(img.place_on(side, side, x as i64, y as i64, fill));
+            }
+        }
+        if let Some((to, filter)) = self.resize {
+            let (w, h) = to.output_size(img.width, img.height);
+            if (w, h) != (img.width, img.height) {
+                img = std::borrow::Cow::Owned(resize(&img, w, h, filter));
+            }
+        }
+        if let Some((cw, ch)) = self.crop {
+            img = std::borrow::Cow::Owned(center_crop(&img, cw, ch));
+        }
+        let s = self.tower_size;
+        if (img.width, img.height) != (s, s) {
+            return Err(Error::invalid_argument(format!(
+                "image is {}x{} after preprocessing (preprocessor_config.json has no center crop) \
+                 but the vision tower takes {s}x{s}",
+                img.width, img.height
+            )));
+        }
+        Ok(Pixels {
+            data: self.normalization.to_chw(&img),
+            shape: vec![3, s as usize, s as usize],
+            grid,
+        })
+    }
+}
+
+/// `image_transforms.center_crop`: the centered `width` x `height` window (offsets rounded
+/// down), padding with zeros first where the image is smaller than the window.
+pub fn center_crop(image: &RgbImage, width: u32, height: u32) -> RgbImage {
+    let (iw, ih) = (image.width as i64, image.height as i64);
+    let (cw, ch) = (width as i64, height as i64);
+    let top = (ih - ch).div_euclid(2);
+    let left = (iw - cw).div_euclid(2);
+    if top >= 0 && left >= 0 && top + ch <= ih && left + cw <= iw {
+        return image.crop(left as u32, top as u32, width, height);
+    }
+    // The reference pads to max(crop, image) per side, the image at ceil(pad / 2), then cuts.
+    let (nw, nh) = (cw.max(iw), ch.max(ih));
+    let (pad_left, pad_top) = ((nw - iw + 1) / 2, (nh - ih + 1) / 2);
+    let padded = image.place_on(nw as u32, nh as u32, pad_left, pad_top, [0, 0, 0]);
+    let (t, l) = (top + pad_top, left + pad_left);
+    let (t0, l0) = (t.max(0), l.max(0));
+    let (t1, l1) = ((t + ch).min(nh), (l + cw).min(nw));
+    padded.crop(l0 as u32, t0 as u32, (l1 - l0) as u32, (t1 - t0) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gradient(w: u32, h: u32) -> RgbImage {
+        let data = (0..h)
+            .flat_map(|y| (0..w).flat_map(move |x| [x as u8, y as u8, 7]))
+            .collect();
+        RgbImage::new(w, h, data).unwrap()
+    }
+
+    #[test]
+    fn shortest_edge_sizes_match_python() {
+        // int(32 * 61 / 37) = 52
+        assert_eq!(ResizeTo::ShortestEdge(32).output_size(61, 37), (52, 32));
+        assert_eq!(ResizeTo::ShortestEdge(32).output_size(37, 61), (32, 52));
+        assert_eq!(
+            ResizeTo::ShortestEdge(336).output_size(300, 200),
+            (504, 336)
+        );
+        assert_eq!(ResizeTo::ShortestEdge(30).output_size(48, 48), (30, 30));
+    }
+
+    #[test]
+    fn center_crop_offsets_round_down_and_pad_with_zeros() {
+        let img = gradient(7, 4);
+        let c = center_crop(&img, 4, 2);
+        // top = (4-2)//2 = 1, left = (7-4)//2 = 1
+        assert_eq!((c.width, c.height), (4, 2));
+        assert_eq!(c.pixel(0, 0), [1, 1, 7]);
+        // Larger than the image: 7x4 -> 9x7 canvas, image at (ceil(2/2), ceil(3/2)) = (1, 2).
+        let p = center_crop(&img, 9, 7);
+        assert_eq!((p.width, p.height), (9, 7));
+        assert_eq!(p.pixel(0, 0), [0, 0, 0]);
+        assert_eq!(p.pixel(1, 2), [0, 0, 7]);
+        assert_eq!(p.pixel(7, 5), [6, 3, 7]);
+        // Mixed: taller window than the image, narrower than it.
+        let m = center_crop(&img, 3, 6);
+        assert_eq!((m.width, m.height), (3, 6));
+        // left = (7-3)//2 = 2; rows: image at canvas row 1 (ceil(2/2)), top = -1 + 1 = 0.
+        assert_eq!(m.pixel(0, 0), [0, 0, 0]);
+        assert_eq!(m.pixel(0, 1), [2, 0, 7]);
+    }
+
+    #[test]
+    fn config_sizes_and_mismatches() {
+        let pre = ConfigObject::parse(
+            "preprocessor_config.json",
+            r#"{"size": 32, "crop_size": 32, "do_pad": true}"#,
+        )
+        .unwrap();
+        let p = ClipProcessor::from_config(&pre, ClipKind::Llava, 32).unwrap();
+        assert_eq!(p.resize.unwrap().0, ResizeTo::ShortestEdge(32));
+        assert_eq!(p.crop, Some((32, 32)));
+        // int(0.48145466 * 255) = 122, int(0.4578275 * 255) = 116, int(0.40821073 * 255) = 104
+        assert_eq!(p.pad_to_square, Some([122, 116, 104]));
+        // CLIP ignores do_pad (it only pads batches to a common size).
+        let c = ClipProcessor::from_config(&pre, ClipKind::Clip, 32).unwrap();
+        assert_eq!(c.pad_to_square, None);
+        let e = ClipProcessor::from_config(&pre, ClipKind::Clip, 48).unwrap_err();
+        assert!(e.message().contains("48x48"), "{}", e.message());
+        let bad = ConfigObject::parse(
+            "preprocessor_config.json",
+            r#"{"size": {"shortest_edge": 32, "longest_edge": 64}}"#,
+        )
+        .unwrap();
+        assert!(ClipProcessor::from_config(&bad, ClipKind::Clip, 224).is_err());
+    }
+}

@@ -1,0 +1,239 @@
+//! `Gemma3ImageProcessor` (PIL backend, `image_processing_pil_gemma3.py`): the SigLIP pipeline
+//! (stretch-resize to a fixed size, BILINEAR by default, rescale, normalize with mean = std =
+//! 0.5) plus optional pan-and-scan: a wide or tall image is also cut into 2..=max crops along
+//! its long side, each cut from the original image and then resized like the image itself.
+//! The output is the image followed by its crops.
+//!
+//! Pan-and-scan settings that `preprocessor_config.json` leaves out or sets to null take the
+//! values `Gemma3Processor` passes (`processing_gemma3.py`: off, 256, 4, 1.2).
+
+use crate::config::ConfigObject;
+use crate::error::{Error, Result};
+use crate::preprocess::resample::Filter;
+use crate::preprocess::siglip::FixedSizeProcessor;
+use crate::preprocess::{Pixels, PreprocessOptions, RgbImage};
+
+/// Largest accepted crop count / crop size from a config (real values are 4 and 256).
+const MAX_SETTING: usize = 1 << 16;
+
+/// Pan-and-scan parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PanAndScan {
+    pub enabled: bool,
+    pub min_crop_size: usize,
+    pub max_num_crops: usize,
+    pub min_ratio_to_activate: f64,
+}
+
+impl Default for PanAndScan {
+    /// `Gemma3Processor`'s defaults.
+    fn default() -> PanAndScan {
+        PanAndScan {
+            enabled: false,
+            min_crop_size: 256,
+            max_num_crops: 4,
+            min_ratio_to_activate: 1.2,
+        }
+    }
+}
+
+impl PanAndScan {
+    /// These settings with the call's overrides applied.
+    pub fn with(&self, opts: &PreprocessOptions) -> PanAndScan {
+        PanAndScan {
+            enabled: opts.pan_and_scan.unwrap_or(self.enabled),
+            min_crop_size: opts
+                .pan_and_scan_min_crop_size
+                .unwrap_or(self.min_crop_size),
+            max_num_crops: opts
+                .pan_and_scan_max_num_crops
+                .unwrap_or(self.max_num_crops),
+            min_ratio_to_activate: opts
+                .pan_and_scan_min_ratio_to_activate
+                .unwrap_or(self.min_ratio_to_activate),
+        }
+    }
+
+    /// The crop rectangles `(x, y, width, height)` of an image, exactly as
+    /// `Gemma3ImageProcessorPil.pan_and_scan` picks them (empty when the image is not cropped).
+    /// Rectangles may reach past the image; they are cut to it when applied.
+    pub fn crop_boxes(&self, width: u32, height: u32) -> Vec<(u32, u32, u32, u32)> {
+        if !self.enabled || width == 0 || height == 0 {
+            return Vec::new();
+        }
+        let (w, h) = (width as f64, height as f64);
+        let min_crop = self.min_crop_size.max(1) as f64;
+        let max_crops = self.max_num_crops.max(1);
+        let pick = |long: f64, short: f64| -> Option<usize> {
+            if long / short < self.min_ratio_to_activate {
+                return None;
+            }
+            let n = (long / short + 0.5).floor() as usize;
+            let n = n.min((long / min_crop).floor() as usize);
+            Some(n.max(2).min(max_crops))
+        };
+        let (nw, nh) = if width >= height {
+            match pick(w, h) {
+                Some(n) => (n, 1),
+                None => return Vec::new(),
+            }
+        } else {
+            match pick(h, w) {
+                Some(n) => (1, n),
+                None => return Vec::new(),
+            }
+        };
+        let crop_w = width.div_ceil(nw as u32);
+        let crop_h = height.div_ceil(nh as u32);
+        if (crop_w.min(crop_h) as usize) < self.min_crop_size {
+            return Vec::new();
+        }
+        let mut boxes = Vec::with_capacity(nw * nh);
+        for iy in 0..nh as u32 {
+            for ix in 0..nw as u32 {
+                boxes.push((crop_w * ix, crop_h * iy, crop_w, crop_h));
+            }
+        }
+        boxes
+    }
+}
+
+/// The Gemma3 image processor, configured from `preprocessor_config.json`.
+#[derive(Debug, Clone)]
+pub struct Gemma3Processor {
+    /// Resize + normalize of the image and of each crop.
+    pub base: FixedSizeProcessor,
+    /// The configured pan-and-scan (before per-call overrides).
+    pub pan_and_scan: PanAndScan,
+}
+
+impl Gemma3Processor {
+    /// The processor for a tower taking `image_size` x `image_size` inputs.
+    pub fn from_config(pre: &ConfigObject, image_size: usize) -> Result<Gemma3Processor> {
+        let base = FixedSizeProcessor::from_config(pre, image_size, Filter::Bilinear)?;
+        let d = PanAndScan::default();
+        let pas = PanAndScan {
+            enabled: pre.bool_or("do_pan_and_scan", d.enabled)?,
+            min_crop_size: pre.usize_or(
+                "pan_and_scan_min_crop_size",
+                d.min_crop_size,
+                MAX_SETTING,
+            )?,
+            max_num_crops: pre.usize_or(
+                "pan_and_scan_max_num_crops",
+                d.max_num_crops,
+                MAX_SETTING,
+            )?,
+            min_ratio_to_activate: pre.f64_or(
+                "pan_and_scan_min_ratio_to_activate",
+                d.min_ratio_to_activate,
+            )?,
+        };
+        if pas.min_crop_size == 0 || pas.max_num_crops == 0 {
+            return Err(Error::bad_config(format!(
+                "{}: pan_and_scan_min_crop_size and pan_and_scan_max_num_crops must be at least 1",
+                pre.location()
+            )));
+        }
+        Ok(Gemma3Processor {
+            base,
+            pan_and_scan: pas,
+        })
+    }
+
+    /// Preprocesses an image: `[3, S, S]` without crops, else `[1 + crops, 3, S, S]` (the
+    /// image first). `tokens_side` is the side of each frame's token grid; the grid is
+    /// `[1 + crops, side, side]`.
+    pub fn process(
+        &self,
+        image: &RgbImage,
+        opts: &PreprocessOptions,
+        tokens_side: usize,
+    ) -> Result<Pixels> {
+        opts.validate()?;
+        let pas = self.pan_and_scan.with(opts);
+        let boxes = pas.crop_boxes(image.width, image.height);
+        let grid = [1 + boxes.len(), tokens_side, tokens_side];
+        let first = self.base.process(image, grid)?;
+        if boxes.is_empty() {
+            return Ok(first);
+        }
+        let mut data = first.data;
+        for (x, y, w, h) in boxes {
+            let mut crop = image.crop(x, y, w, h);
+            if (crop.width == 0 || crop.height == 0) && self.base.do_resize {
+                // More crops than the long side has room for (only with tiny images and crop
+                // sizes): the reference slices an empty array, which PIL resizes to black.
+                let (sw, sh) = self.base.size;
+                crop = RgbImage::new(sw, sh, vec![0; sw as usize * sh as usize * 3])?;
+            }
+            data.extend_from_slice(&self.base.process(&crop, grid)?.data);
+        }
+        let mut shape = vec![grid[0]];
+        shape.extend_from_slice(&first.shape);
+        Ok(Pixels { data, shape, grid })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pas(min_crop: usize, max_crops: usize) -> PanAndScan {
+        PanAndScan {
+            enabled: true,
+            min_crop_size: min_crop,
+            max_num_crops: max_crops,
+            min_ratio_to_activate: 1.2,
+        }
+    }
+
+    #[test]
+    fn crop_boxes_follow_the_reference_rules() {
+        // 300x200: ratio 1.5 -> round(1.5) = 2 crops of 150x200.
+        assert_eq!(
+            pas(20, 3).crop_boxes(300, 200),
+            vec![(0, 0, 150, 200), (150, 0, 150, 200)]
+        );
+        // 30x100 portrait: ratio 3.33 -> 3 crops of ceil(100/3) = 34 rows (the last is cut).
+        assert_eq!(
+            pas(20, 3).crop_boxes(30, 100),
+            vec![(0, 0, 30, 34), (0, 34, 30, 34), (0, 68, 30, 34)]
+        );
+        // 120x30: ratio 4 -> 4, capped at max_num_crops 3.
+        assert_eq!(pas(20, 3).crop_boxes(120, 30).len(), 3);
+        // Below the activation ratio: nothing.
+        assert!(pas(20, 3).crop_boxes(110, 100).is_empty());
+        // 32x24: 2 crops of 16 px < min crop 20: nothing.
+        assert!(pas(20, 3).crop_boxes(32, 24).is_empty());
+        // floor(long / min_crop) limits the count, but never below 2.
+        assert_eq!(pas(256, 4).crop_boxes(1000, 300).len(), 3);
+        assert_eq!(pas(256, 4).crop_boxes(600, 100).len(), 0); // 300 x 100 crops: 100 < 256
+                                                               // 5x1 with 4 crops of ceil(5/4) = 2: the last starts past the image.
+        let boxes = pas(1, 4).crop_boxes(5, 1);
+        assert_eq!(boxes.last(), Some(&(6, 0, 2, 1)));
+        let processor = Gemma3Processor {
+            base: FixedSizeProcessor::from_config(
+                &ConfigObject::parse("p", r#"{"size": {"height": 4, "width": 4}}"#).unwrap(),
+                4,
+                Filter::Bilinear,
+            )
+            .unwrap(),
+            pan_and_scan: pas(1, 4),
+        };
+        let img = RgbImage::new(5, 1, vec![9; 15]).unwrap();
+        let px = processor
+            .process(&img, &PreprocessOptions::default(), 2)
+            .unwrap();
+        assert_eq!(px.shape, vec![5, 3, 4, 4]);
+        // Frame 4 is the empty crop: black, -1 after normalization with mean = std = 0.5
+        // (transformers 5.23 gives the same).
+        assert!(px.data[4 * 48..].iter().all(|&v| v == -1.0));
+        assert!(px.data[3 * 48..4 * 48].iter().all(|&v| v != -1.0));
+        let off = PanAndScan {
+            enabled: false,
+            ..pas(1, 4)
+        };
+        assert!(off.crop_boxes(1000, 10).is_empty());
+    }
+}

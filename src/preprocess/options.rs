@@ -1,0 +1,56 @@
+//! Per-call preprocessing options: overrides of what `preprocessor_config.json` says, for the
+//! processors that have such switches (Gemma3's pan-and-scan). The default (all `None`) is the
+//! model's own configuration.
+
+use crate::error::{Error, Result};
+
+/// Overrides for one preprocess call. `None` everywhere = the model's preprocessor_config.json.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PreprocessOptions {
+    /// Gemma3 pan-and-scan on or off (`do_pan_and_scan`).
+    pub pan_and_scan: Option<bool>,
+    /// Smallest crop side in pixels (`pan_and_scan_min_crop_size`, at least 1).
+    pub pan_and_scan_min_crop_size: Option<usize>,
+    /// Most crops per image (`pan_and_scan_max_num_crops`, at least 1).
+    pub pan_and_scan_max_num_crops: Option<usize>,
+    /// Aspect ratio (long side / short side) from which an image is cropped
+    /// (`pan_and_scan_min_ratio_to_activate`, finite).
+    pub pan_and_scan_min_ratio_to_activate: Option<f64>,
+}
+
+impl PreprocessOptions {
+    /// Whether nothing is overridden.
+    pub fn is_default(&self) -> bool {
+        *self == PreprocessOptions::default()
+    }
+
+    /// Whether any pan-and-scan setting is given.
+    pub fn touches_pan_and_scan(&self) -> bool {
+        self.pan_and_scan.is_some()
+            || self.pan_and_scan_min_crop_size.is_some()
+            || self.pan_and_scan_max_num_crops.is_some()
+            || self.pan_and_scan_min_ratio_to_activate.is_some()
+    }
+
+    /// Checks the values themselves (whether the model supports them is its own business).
+    pub fn validate(&self) -> Result<()> {
+        if self.pan_and_scan_min_crop_size == Some(0) {
+            return Err(Error::invalid_argument(
+                "pan_and_scan_min_crop_size must be at least 1",
+            ));
+        }
+        if self.pan_and_scan_max_num_crops == Some(0) {
+            return Err(Error::invalid_argument(
+                "pan_and_scan_max_num_crops must be at least 1",
+            ));
+        }
+        if let Some(r) = self.pan_and_scan_min_ratio_to_activate {
+            if !r.is_finite() {
+                return Err(Error::invalid_argument(format!(
+                    "pan_and_scan_min_ratio_to_activate {r} is not finite"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
