@@ -1,0 +1,200 @@
+//! A small Zig wrapper over vtower's C API (`c`, translated from vtower.h): statuses
+//! become Zig errors, and an optional Diagnostics receives the status and message.
+const std = @import("std");
+pub const c = @import("c");
+
+/// One Zig error per VT_ERR_* status.
+pub const Error = error{
+    InvalidArgument,
+    Io,
+    UnsupportedModel,
+    BadConfig,
+    BadWeights,
+    ImageDecode,
+    ImageTooLarge,
+    Device,
+    OutOfMemory,
+    Compute,
+    Panic,
+    UnknownStatus,
+};
+
+/// Where a failed call leaves its status and message (truncated to the buffer).
+pub const Diagnostics = struct {
+    status: c.vt_status = c.VT_OK,
+    buf: [1024]u8 = undefined,
+    len: usize = 0,
+
+    pub fn message(d: *const Diagnostics) []const u8 {
+        return d.buf[0..d.len];
+    }
+};
+
+fn errorOf(status: c.vt_status) Error {
+    return switch (status) {
+        c.VT_ERR_INVALID_ARGUMENT => error.InvalidArgument,
+        c.VT_ERR_IO => error.Io,
+        c.VT_ERR_UNSUPPORTED_MODEL => error.UnsupportedModel,
+        c.VT_ERR_BAD_CONFIG => error.BadConfig,
+        c.VT_ERR_BAD_WEIGHTS => error.BadWeights,
+        c.VT_ERR_IMAGE_DECODE => error.ImageDecode,
+        c.VT_ERR_IMAGE_TOO_LARGE => error.ImageTooLarge,
+        c.VT_ERR_DEVICE => error.Device,
+        c.VT_ERR_OUT_OF_MEMORY => error.OutOfMemory,
+        c.VT_ERR_COMPUTE => error.Compute,
+        c.VT_ERR_PANIC => error.Panic,
+        else => error.UnknownStatus,
+    };
+}
+
+/// Turns a call's status and error object into a Zig error (freeing the object).
+fn check(status: c.vt_status, err: ?*c.vt_error, diag: ?*Diagnostics) Error!void {
+    if (status == c.VT_OK) return;
+    defer c.vt_error_free(err);
+    if (diag) |d| {
+        const msg = std.mem.span(c.vt_error_message(err));
+        d.status = c.vt_error_code(err);
+        d.len = @min(msg.len, d.buf.len);
+        @memcpy(d.buf[0..d.len], msg[0..d.len]);
+    }
+    return errorOf(status);
+}
+
+/// The embeddings of one image: `tokens` rows of `dim` floats, owned by the caller.
+pub const Embedding = struct {
+    tokens: usize,
+    dim: usize,
+    data: []f32,
+
+    pub fn row(e: Embedding, i: usize) []const f32 {
+        return e.data[i * e.dim ..][0..e.dim];
+    }
+
+    pub fn deinit(e: Embedding, gpa: std.mem.Allocator) void {
+        gpa.free(e.data);
+    }
+};
+
+/// A loaded model. Its functions may be called from many threads at once; deinit must
+/// not race with them.
+pub const Model = struct {
+    ptr: *c.vt_model,
+
+    /// Loads a model folder; `n_threads` 0 = one per core.
+    pub fn load(dir: [:0]const u8, n_threads: u32, diag: ?*Diagnostics) Error!Model {
+        var params = c.vt_load_params_default();
+        params.n_threads = n_threads;
+        var model: ?*c.vt_model = null;
+        var err: ?*c.vt_error = null;
+        try check(c.vt_load(dir.ptr, &params, &model, &err), err, diag);
+        return .{ .ptr = model.? };
+    }
+
+    pub fn deinit(m: Model) void {
+        c.vt_free(m.ptr);
+    }
+
+    pub fn family(m: Model) []const u8 {
+        return std.mem.span(c.vt_model_family(m.ptr));
+    }
+
+    pub fn outputDim(m: Model) usize {
+        return c.vt_model_output_dim(m.ptr);
+    }
+
+    /// Decodes, preprocesses and embeds one encoded image (PNG, JPEG, ...). The result's
+    /// data is copied into memory from `gpa`.
+    pub fn embed(m: Model, gpa: std.mem.Allocator, bytes: []const u8, diag: ?*Diagnostics) (Error || std.mem.Allocator.Error)!Embedding {
+        var image: ?*c.vt_image = null;
+        var err: ?*c.vt_error = null;
+        try check(c.vt_preprocess(m.ptr, bytes.ptr, bytes.len, &image, &err), err, diag);
+        defer c.vt_image_free(image);
+
+        var out: ?*c.vt_embeddings = null;
+        const batch = [_]?*const c.vt_image{image};
+        try check(c.vt_forward(m.ptr, &batch, batch.len, &out, &err), err, diag);
+        defer c.vt_embeddings_free(out);
+
+        const tokens = c.vt_embeddings_n_tokens(out, 0);
+        const dim = c.vt_embeddings_dim(out);
+        const data = try gpa.dupe(f32, c.vt_embeddings_data(out, 0)[0 .. tokens * dim]);
+        return .{ .tokens = tokens, .dim = dim, .data = data };
+    }
+};
+
+pub fn version() []const u8 {
+    return std.mem.span(c.vt_version());
+}
+
+// Tests: run by `zig build test` on the fixture given by -Dmodel / -Dimages.
+
+const testing = std.testing;
+
+fn testPaths() type {
+    return @import("test_paths");
+}
+
+fn readTestImage(name: []const u8) ![]u8 {
+    const path = try std.fs.path.join(testing.allocator, &.{ testPaths().images, name });
+    defer testing.allocator.free(path);
+    return std.Io.Dir.cwd().readFileAlloc(testing.io, path, testing.allocator, .limited(1 << 24));
+}
+
+fn loadTestModel() !Model {
+    const dir = try testing.allocator.dupeSentinel(u8, testPaths().model, 0);
+    defer testing.allocator.free(dir);
+    var diag: Diagnostics = .{};
+    return Model.load(dir, 2, &diag) catch |e| {
+        std.debug.print("load failed: {s}\n", .{diag.message()});
+        return e;
+    };
+}
+
+test "load and embed" {
+    const m = try loadTestModel();
+    defer m.deinit();
+    try testing.expectEqualStrings("siglip", m.family());
+    try testing.expectEqual(@as(usize, 64), m.outputDim());
+    try testing.expect(std.mem.startsWith(u8, version(), "vtower "));
+
+    const bytes = try readTestImage("rgb.png");
+    defer testing.allocator.free(bytes);
+    const e = try m.embed(testing.allocator, bytes, null);
+    defer e.deinit(testing.allocator);
+    try testing.expectEqual(@as(usize, 36), e.tokens);
+    try testing.expectEqual(@as(usize, 64), e.dim);
+    try testing.expectEqual(@as(usize, 36 * 64), e.data.len);
+    for (e.data) |x| try testing.expect(std.math.isFinite(x));
+
+    // The same bytes give bit-identical embeddings.
+    const again = try m.embed(testing.allocator, bytes, null);
+    defer again.deinit(testing.allocator);
+    try testing.expectEqualSlices(f32, e.data, again.data);
+    try testing.expectEqualSlices(f32, e.data[64..128], e.row(1));
+}
+
+test "errors carry status and message" {
+    var diag: Diagnostics = .{};
+    try testing.expectError(error.Io, Model.load("/nonexistent/no_such_model", 0, &diag));
+    try testing.expectEqual(@as(c.vt_status, c.VT_ERR_IO), diag.status);
+    try testing.expect(std.mem.indexOf(u8, diag.message(), "no_such_model") != null);
+
+    const m = try loadTestModel();
+    defer m.deinit();
+    const garbage = try readTestImage("garbage.bin");
+    defer testing.allocator.free(garbage);
+    try testing.expectError(error.ImageDecode, m.embed(testing.allocator, garbage, &diag));
+    try testing.expectEqual(@as(c.vt_status, c.VT_ERR_IMAGE_DECODE), diag.status);
+    try testing.expect(diag.message().len > 0);
+    try testing.expectError(error.ImageDecode, m.embed(testing.allocator, "", null));
+
+    const huge = try readTestImage("huge_header.png");
+    defer testing.allocator.free(huge);
+    try testing.expectError(error.ImageTooLarge, m.embed(testing.allocator, huge, &diag));
+
+    // A NULL model is refused, not dereferenced.
+    var img: ?*c.vt_image = null;
+    var err: ?*c.vt_error = null;
+    try testing.expectError(error.InvalidArgument, check(c.vt_preprocess(null, garbage.ptr, garbage.len, &img, &err), err, null));
+    try testing.expect(img == null);
+}

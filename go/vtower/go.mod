@@ -1,0 +1,3 @@
+module github.com/vtower/vtower/go/vtower
+
+go 1.19

@@ -1,0 +1,293 @@
+// Package vtower runs the vision tower of vision-language models (image encoder +
+// multimodal projector) through libvtower's C API: hand it encoded images, get back
+// embeddings in the language model's hidden size, ready to splice into a prompt.
+//
+//	m, err := vtower.Load("path/to/model", nil)
+//	if err != nil { ... }
+//	defer m.Close()
+//	embs, err := m.Embed(jpegBytes, pngBytes)  // one Embedding per image
+//	rows := embs[0].Data                       // [Tokens * Dim] float32, row-major
+//
+// The package links libvtower through pkg-config (`#cgo pkg-config: vtower`): install
+// the library (`make install PREFIX=...` in the vtower repository) and point
+// PKG_CONFIG_PATH at PREFIX/lib/pkgconfig when PREFIX is not a system location.
+//
+// A Model is safe for concurrent use by many goroutines; Close waits for calls in
+// progress. No C memory escapes: embeddings are copied into Go slices and every C object
+// is freed before a call returns (the Model's own handle is freed by Close, or by a
+// finalizer as a safety net).
+package vtower
+
+/*
+#cgo pkg-config: vtower
+#include <stdlib.h>
+#include <vtower.h>
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+	"unsafe"
+)
+
+// Device selects where the tower runs.
+type Device int
+
+const (
+	// DeviceAuto uses a GPU when one is usable, else the CPU (the default).
+	DeviceAuto Device = iota
+	// DeviceCPU runs on the CPU.
+	DeviceCPU
+	// DeviceCUDA runs on the CUDA GPU Options.DeviceOrdinal (needs a CUDA-enabled build).
+	DeviceCUDA
+)
+
+// Options configure Load. The zero value (or a nil *Options) gives the library defaults.
+type Options struct {
+	// Device runs the tower; DeviceAuto by default.
+	Device Device
+	// DeviceOrdinal picks the GPU for DeviceCUDA.
+	DeviceOrdinal int
+	// Threads is the number of worker threads for CPU work; 0 = one per core.
+	Threads int
+	// MaxImagePixels refuses larger images (width*height) before decoding them with
+	// StatusImageTooLarge; 0 = the library default (Pillow's limit, 89478485).
+	MaxImagePixels uint64
+}
+
+// Info describes a loaded model.
+type Info struct {
+	// Family is the implementation ("siglip", ...); Type is config.json's model_type.
+	Family, Type string
+	// OutputDim is the embedding width (the language model's hidden size); VisionDim
+	// the vision encoder's width.
+	OutputDim, VisionDim int
+	// PatchSize of the encoder in pixels.
+	PatchSize int
+	// ImageWidth, ImageHeight: the native input size in pixels.
+	ImageWidth, ImageHeight int
+	// TokensPerImage is the number of embeddings per image when fixed, 0 when it
+	// depends on the image.
+	TokensPerImage int
+	// Threads used for CPU work.
+	Threads int
+	// Token ids of the language model's image tokens, -1 where the model has none.
+	ImageToken, ImageStartToken, ImageEndToken, ImageBreakToken int64
+}
+
+// Grid is the layout of an image's embedding rows: Frames x Rows x Cols, row-major.
+type Grid struct {
+	Frames, Rows, Cols int
+}
+
+// Embedding holds the embeddings of one image: Tokens rows of Dim float32 values.
+type Embedding struct {
+	Tokens int
+	Dim    int
+	// Data is the row-major [Tokens, Dim] matrix, owned by Go.
+	Data []float32
+	// Grid is the token layout (Frames*Rows*Cols == Tokens).
+	Grid Grid
+}
+
+// Row returns row i (a sub-slice of Data).
+func (e Embedding) Row(i int) []float32 {
+	return e.Data[i*e.Dim : (i+1)*e.Dim]
+}
+
+// Model is a loaded vision tower. It is safe for concurrent use by many goroutines.
+type Model struct {
+	mu   sync.RWMutex
+	c    *C.struct_vt_model
+	info Info
+}
+
+// ErrClosed is returned by calls on a Model after Close.
+var ErrClosed = errors.New("vtower: model is closed")
+
+// Version returns the library's version string, e.g. "vtower 0.1.0 (backends: cpu)".
+func Version() string {
+	return C.GoString(C.vt_version())
+}
+
+// Load loads a model folder as Hugging Face save_pretrained writes it (config.json,
+// preprocessor_config.json, model.safetensors or shards). opts may be nil.
+// Errors are *Error values.
+func Load(dir string, opts *Options) (*Model, error) {
+	params := C.vt_load_params_default()
+	if opts != nil {
+		switch opts.Device {
+		case DeviceAuto:
+			params.device = C.VT_DEVICE_AUTO
+		case DeviceCPU:
+			params.device = C.VT_DEVICE_CPU
+		case DeviceCUDA:
+			params.device = C.VT_DEVICE_CUDA
+		default:
+			return nil, &Error{Status: StatusInvalidArgument, Message: fmt.Sprintf("invalid argument: unknown device %d", opts.Device)}
+		}
+		if opts.Threads < 0 || opts.DeviceOrdinal < 0 {
+			return nil, &Error{Status: StatusInvalidArgument, Message: "invalid argument: negative Threads or DeviceOrdinal"}
+		}
+		params.device_ordinal = C.int32_t(opts.DeviceOrdinal)
+		params.n_threads = C.uint32_t(opts.Threads)
+		params.max_image_pixels = C.uint64_t(opts.MaxImagePixels)
+	}
+	cdir := C.CString(dir)
+	defer C.free(unsafe.Pointer(cdir))
+	var cm *C.struct_vt_model
+	var cerr *C.struct_vt_error
+	if st := C.vt_load(cdir, &params, &cm, &cerr); st != C.VT_OK {
+		return nil, takeError(st, cerr)
+	}
+	m := &Model{c: cm}
+	m.info = Info{
+		Family:          C.GoString(C.vt_model_family(cm)),
+		Type:            C.GoString(C.vt_model_type(cm)),
+		OutputDim:       int(C.vt_model_output_dim(cm)),
+		VisionDim:       int(C.vt_model_vision_dim(cm)),
+		PatchSize:       int(C.vt_model_patch_size(cm)),
+		TokensPerImage:  int(C.vt_model_tokens_per_image(cm)),
+		Threads:         int(C.vt_model_n_threads(cm)),
+		ImageToken:      int64(C.vt_model_token_id(cm, C.VT_TOKEN_IMAGE)),
+		ImageStartToken: int64(C.vt_model_token_id(cm, C.VT_TOKEN_IMAGE_START)),
+		ImageEndToken:   int64(C.vt_model_token_id(cm, C.VT_TOKEN_IMAGE_END)),
+		ImageBreakToken: int64(C.vt_model_token_id(cm, C.VT_TOKEN_IMAGE_BREAK)),
+	}
+	var w, h C.uint32_t
+	if st := C.vt_model_image_size(cm, &w, &h, &cerr); st != C.VT_OK {
+		C.vt_free(cm)
+		return nil, takeError(st, cerr)
+	}
+	m.info.ImageWidth, m.info.ImageHeight = int(w), int(h)
+	runtime.SetFinalizer(m, (*Model).Close)
+	return m, nil
+}
+
+// Info describes the model (available after Close too).
+func (m *Model) Info() Info {
+	return m.info
+}
+
+// Close frees the model after the calls in progress have returned. Later calls return
+// ErrClosed; closing again is a no-op.
+func (m *Model) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.c != nil {
+		C.vt_free(m.c)
+		m.c = nil
+		runtime.SetFinalizer(m, nil)
+	}
+	return nil
+}
+
+// Embed decodes and preprocesses each encoded image (PNG, JPEG, WebP, GIF, BMP, TIFF)
+// exactly as the model's Hugging Face image processor does, runs them through the tower
+// in one call (same-size images are batched) and returns one Embedding per image.
+// The byte slices are only read during the call.
+func (m *Model) Embed(images ...[]byte) ([]Embedding, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.c == nil {
+		return nil, ErrClosed
+	}
+	imgs := make([]*C.struct_vt_image, 0, len(images))
+	defer func() {
+		for _, img := range imgs {
+			C.vt_image_free(img)
+		}
+	}()
+	for i, data := range images {
+		var ptr *C.uint8_t
+		if len(data) > 0 {
+			ptr = (*C.uint8_t)(unsafe.Pointer(&data[0]))
+		}
+		var img *C.struct_vt_image
+		var cerr *C.struct_vt_error
+		if st := C.vt_preprocess(m.c, ptr, C.size_t(len(data)), &img, &cerr); st != C.VT_OK {
+			e := takeError(st, cerr)
+			if len(images) > 1 {
+				e.Message = fmt.Sprintf("image %d: %s", i, e.Message)
+			}
+			return nil, e
+		}
+		imgs = append(imgs, img)
+	}
+	return m.forward(imgs)
+}
+
+// EmbedRGB embeds raw 8-bit RGB pixels: height rows of width*3 bytes, stride bytes
+// apart (0 = tightly packed, width*3).
+func (m *Model) EmbedRGB(pixels []byte, width, height, stride int) (Embedding, error) {
+	if stride == 0 {
+		stride = width * 3
+	}
+	if width <= 0 || height <= 0 || uint64(width) > math.MaxUint32 || uint64(height) > math.MaxUint32 ||
+		stride < width*3 {
+		return Embedding{}, &Error{Status: StatusInvalidArgument, Message: fmt.Sprintf(
+			"invalid argument: bad size %dx%d with stride %d", width, height, stride)}
+	}
+	// (height-1)*stride + width*3 readable bytes, computed without overflow.
+	if rows := uint64(len(pixels)-width*3) / uint64(stride); len(pixels) < width*3 || rows < uint64(height-1) {
+		return Embedding{}, &Error{Status: StatusInvalidArgument, Message: fmt.Sprintf(
+			"invalid argument: %d bytes of pixels are too few for %dx%d with stride %d", len(pixels), width, height, stride)}
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.c == nil {
+		return Embedding{}, ErrClosed
+	}
+	var img *C.struct_vt_image
+	var cerr *C.struct_vt_error
+	st := C.vt_preprocess_rgb8(m.c, (*C.uint8_t)(unsafe.Pointer(&pixels[0])), C.uint32_t(width),
+		C.uint32_t(height), C.size_t(stride), &img, &cerr)
+	if st != C.VT_OK {
+		return Embedding{}, takeError(st, cerr)
+	}
+	defer C.vt_image_free(img)
+	out, err := m.forward([]*C.struct_vt_image{img})
+	if err != nil {
+		return Embedding{}, err
+	}
+	return out[0], nil
+}
+
+// forward runs preprocessed images; the caller holds m.mu (read) and frees imgs.
+func (m *Model) forward(imgs []*C.struct_vt_image) ([]Embedding, error) {
+	out := make([]Embedding, len(imgs))
+	if len(imgs) == 0 {
+		return out, nil
+	}
+	for i, img := range imgs {
+		var f, r, c C.uint32_t
+		var cerr *C.struct_vt_error
+		if st := C.vt_image_token_grid(img, &f, &r, &c, &cerr); st != C.VT_OK {
+			return nil, takeError(st, cerr)
+		}
+		out[i].Grid = Grid{Frames: int(f), Rows: int(r), Cols: int(c)}
+	}
+	var emb *C.struct_vt_embeddings
+	var cerr *C.struct_vt_error
+	// The array of C pointers lives in Go memory, which holds no Go pointers: allowed by
+	// the cgo rules, and vtower does not keep it.
+	if st := C.vt_forward(m.c, &imgs[0], C.size_t(len(imgs)), &emb, &cerr); st != C.VT_OK {
+		return nil, takeError(st, cerr)
+	}
+	defer C.vt_embeddings_free(emb)
+	dim := int(C.vt_embeddings_dim(emb))
+	for i := range out {
+		n := int(C.vt_embeddings_n_tokens(emb, C.size_t(i)))
+		data := make([]float32, n*dim)
+		if n*dim > 0 {
+			src := unsafe.Slice((*float32)(unsafe.Pointer(C.vt_embeddings_data(emb, C.size_t(i)))), n*dim)
+			copy(data, src)
+		}
+		out[i].Tokens, out[i].Dim, out[i].Data = n, dim, data
+	}
+	return out, nil
+}

@@ -1,0 +1,422 @@
+package vtower_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"image"
+	"image/color"
+	"image/png"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/vtower/vtower/go/vtower"
+)
+
+// The bundled fixtures of the vtower repository (VTOWER_FIXTURES overrides the folder).
+func fixtures() string {
+	if d := os.Getenv("VTOWER_FIXTURES"); d != "" {
+		return d
+	}
+	return filepath.Join("..", "..", "tests", "fixtures")
+}
+
+func modelDir() string { return filepath.Join(fixtures(), "siglip_f32") }
+
+func readFile(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func load(t testing.TB) *vtower.Model {
+	t.Helper()
+	m, err := vtower.Load(modelDir(), &vtower.Options{Threads: 2})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// refCase is one image of the fixture's reference (written by transformers).
+type refCase struct {
+	Key     string `json:"key"`
+	Path    string `json:"path"`
+	Resized bool   `json:"resized"`
+	Tokens  int    `json:"tokens"`
+	Dim     int    `json:"dim"`
+}
+
+// reference reads expected.json and the f32 embeddings of expected.safetensors.
+func reference(t testing.TB) ([]refCase, map[string][]float32) {
+	t.Helper()
+	var meta struct {
+		Images []refCase `json:"images"`
+	}
+	if err := json.Unmarshal(readFile(t, filepath.Join(modelDir(), "expected.json")), &meta); err != nil {
+		t.Fatal(err)
+	}
+	st := readFile(t, filepath.Join(modelDir(), "expected.safetensors"))
+	n := binary.LittleEndian.Uint64(st[:8])
+	var header map[string]json.RawMessage
+	if err := json.Unmarshal(st[8:8+n], &header); err != nil {
+		t.Fatal(err)
+	}
+	data := st[8+n:]
+	out := map[string][]float32{}
+	for name, raw := range header {
+		if name == "__metadata__" {
+			continue
+		}
+		var info struct {
+			Dtype   string `json:"dtype"`
+			Offsets [2]int `json:"data_offsets"`
+		}
+		if err := json.Unmarshal(raw, &info); err != nil {
+			t.Fatal(err)
+		}
+		if info.Dtype != "F32" {
+			t.Fatalf("%s: dtype %s", name, info.Dtype)
+		}
+		b := data[info.Offsets[0]:info.Offsets[1]]
+		v := make([]float32, len(b)/4)
+		for i := range v {
+			v[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+		}
+		out[name] = v
+	}
+	return meta.Images, out
+}
+
+func relL2(a, b []float32) float64 {
+	if len(a) != len(b) {
+		return math.Inf(1)
+	}
+	var num, den float64
+	for i := range a {
+		d := float64(a[i]) - float64(b[i])
+		num += d * d
+		den += float64(b[i]) * float64(b[i])
+	}
+	return math.Sqrt(num / math.Max(den, 1e-30))
+}
+
+func equal(a, b []float32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func TestVersion(t *testing.T) {
+	if v := vtower.Version(); !strings.HasPrefix(v, "vtower 0.1.") {
+		t.Fatalf("Version() = %q", v)
+	}
+}
+
+func TestLoadInfo(t *testing.T) {
+	m := load(t)
+	info := m.Info()
+	want := vtower.Info{
+		Family: "siglip", Type: "siglip", OutputDim: 64, VisionDim: 64, PatchSize: 8,
+		ImageWidth: 48, ImageHeight: 48, TokensPerImage: 36, Threads: 2,
+		ImageToken: -1, ImageStartToken: -1, ImageEndToken: -1, ImageBreakToken: -1,
+	}
+	if info != want {
+		t.Fatalf("Info() = %+v, want %+v", info, want)
+	}
+	m2, err := vtower.Load(modelDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close()
+	if m2.Info().Threads < 1 {
+		t.Fatalf("default Threads = %d", m2.Info().Threads)
+	}
+}
+
+// Every image of the fixture matches the transformers reference, alone and in one batch.
+func TestEmbedMatchesReference(t *testing.T) {
+	m := load(t)
+	cases, ref := reference(t)
+	if len(cases) < 10 {
+		t.Fatalf("only %d reference cases", len(cases))
+	}
+	var all [][]byte
+	var singles []vtower.Embedding
+	for _, c := range cases {
+		data := readFile(t, filepath.Join(fixtures(), "..", "..", c.Path))
+		all = append(all, data)
+		out, err := m.Embed(data)
+		if err != nil {
+			t.Fatalf("%s: %v", c.Key, err)
+		}
+		if len(out) != 1 {
+			t.Fatalf("%s: %d embeddings", c.Key, len(out))
+		}
+		e := out[0]
+		if e.Tokens != c.Tokens || e.Dim != c.Dim || len(e.Data) != c.Tokens*c.Dim {
+			t.Fatalf("%s: %d x %d (%d values), want %d x %d", c.Key, e.Tokens, e.Dim, len(e.Data), c.Tokens, c.Dim)
+		}
+		if e.Grid != (vtower.Grid{Frames: 1, Rows: 6, Cols: 6}) {
+			t.Fatalf("%s: grid %+v", c.Key, e.Grid)
+		}
+		tol := 1e-4
+		if c.Resized {
+			tol = 2e-3
+		}
+		if err := relL2(e.Data, ref["embeddings/"+c.Key]); !(err <= tol) {
+			t.Errorf("%s: relative L2 %.3g > %g", c.Key, err, tol)
+		}
+		singles = append(singles, e)
+	}
+	batch, err := m.Embed(all...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(batch) != len(cases) {
+		t.Fatalf("batch of %d gave %d", len(cases), len(batch))
+	}
+	for i := range batch {
+		if err := relL2(batch[i].Data, singles[i].Data); !(err <= 1e-6) {
+			t.Errorf("%s: batch differs from single by %.3g", cases[i].Key, err)
+		}
+	}
+	if got := batch[3].Row(2); !equal(got, batch[3].Data[2*64:3*64]) {
+		t.Error("Row(2) is not the third row")
+	}
+	if out, err := m.Embed(); err != nil || len(out) != 0 {
+		t.Fatalf("Embed() = %v, %v", out, err)
+	}
+}
+
+// Raw RGB pixels (packed or strided) embed like the same pixels encoded as a PNG.
+func TestEmbedRGB(t *testing.T) {
+	m := load(t)
+	const w, h, stride = 48, 48, 48*3 + 17
+	img := image.NewNRGBA(image.Rect(0, 0, w, h))
+	packed := make([]byte, w*h*3)
+	padded := make([]byte, (h-1)*stride+w*3)
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			c := color.NRGBA{R: uint8(x * 5), G: uint8(y * 5), B: uint8((x * y) % 251), A: 255}
+			img.SetNRGBA(x, y, c)
+			for k, v := range []uint8{c.R, c.G, c.B} {
+				packed[(y*w+x)*3+k] = v
+				padded[y*stride+x*3+k] = v
+			}
+		}
+	}
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		t.Fatal(err)
+	}
+	fromPNG, err := m.Embed(buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := m.EmbedRGB(packed, w, h, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := m.EmbedRGB(padded, w, h, stride)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !equal(a.Data, fromPNG[0].Data) || !equal(b.Data, a.Data) {
+		t.Fatal("raw RGB embeddings differ from the PNG's")
+	}
+	if a.Tokens != 36 || a.Dim != 64 {
+		t.Fatalf("%d x %d", a.Tokens, a.Dim)
+	}
+}
+
+func expectStatus(t *testing.T, what string, err error, want vtower.Status, needle string) {
+	t.Helper()
+	var e *vtower.Error
+	if !errors.As(err, &e) {
+		t.Errorf("%s: error %v (%T) is not a *vtower.Error", what, err, err)
+		return
+	}
+	if e.Status != want || !errors.Is(err, want) {
+		t.Errorf("%s: status %v (%q), want %v", what, e.Status, e.Message, want)
+	}
+	if e.Message == "" || !strings.Contains(e.Message, needle) || !strings.HasPrefix(err.Error(), "vtower: ") {
+		t.Errorf("%s: message %q lacks %q", what, e.Message, needle)
+	}
+}
+
+// writeModel copies the fixture's checkpoint into a temporary folder with `config` as
+// its config.json.
+func writeModel(t *testing.T, config string) string {
+	d := t.TempDir()
+	for _, f := range []string{"model.safetensors", "preprocessor_config.json"} {
+		if err := os.WriteFile(filepath.Join(d, f), readFile(t, filepath.Join(modelDir(), f)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(d, "config.json"), []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestErrors(t *testing.T) {
+	images := filepath.Join(fixtures(), "images")
+	_, err := vtower.Load(filepath.Join(t.TempDir(), "no_such_model"), nil)
+	expectStatus(t, "missing folder", err, vtower.StatusIO, "no_such_model")
+	_, err = vtower.Load(writeModel(t, `{"model_type": "not_a_model"}`), nil)
+	expectStatus(t, "unknown model_type", err, vtower.StatusUnsupported, "not_a_model")
+	_, err = vtower.Load(writeModel(t, `{"model_type": "siglip", `), nil)
+	expectStatus(t, "bad json", err, vtower.StatusBadConfig, "config.json")
+	_, err = vtower.Load(modelDir(), &vtower.Options{Device: vtower.Device(42)})
+	expectStatus(t, "bad device", err, vtower.StatusInvalidArgument, "device")
+
+	m := load(t)
+	_, err = m.Embed(readFile(t, filepath.Join(images, "garbage.bin")))
+	expectStatus(t, "garbage", err, vtower.StatusImageDecode, "")
+	_, err = m.Embed([]byte{})
+	expectStatus(t, "empty", err, vtower.StatusImageDecode, "")
+	_, err = m.Embed(nil)
+	expectStatus(t, "nil", err, vtower.StatusImageDecode, "")
+	_, err = m.Embed(readFile(t, filepath.Join(images, "rgb.png")), readFile(t, filepath.Join(images, "truncated.jpg")))
+	expectStatus(t, "truncated in a batch", err, vtower.StatusImageDecode, "image 1: ")
+	_, err = m.Embed(readFile(t, filepath.Join(images, "huge_header.png")))
+	expectStatus(t, "huge header", err, vtower.StatusImageTooLarge, "")
+	_, err = m.EmbedRGB(make([]byte, 100), 48, 48, 0)
+	expectStatus(t, "short pixels", err, vtower.StatusInvalidArgument, "too few")
+	_, err = m.EmbedRGB(make([]byte, 48*48*3), 48, 48, 100)
+	expectStatus(t, "small stride", err, vtower.StatusInvalidArgument, "stride")
+
+	limited, err := vtower.Load(modelDir(), &vtower.Options{MaxImagePixels: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = limited.Embed(readFile(t, filepath.Join(images, "rgb.png")))
+	expectStatus(t, "pixel limit", err, vtower.StatusImageTooLarge, "100")
+
+	if err := limited.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := limited.Close(); err != nil {
+		t.Fatal("second Close:", err)
+	}
+	if _, err := limited.Embed(readFile(t, filepath.Join(images, "rgb.png"))); !errors.Is(err, vtower.ErrClosed) {
+		t.Fatalf("Embed after Close: %v", err)
+	}
+	if _, err := limited.EmbedRGB(make([]byte, 3), 1, 1, 0); !errors.Is(err, vtower.ErrClosed) {
+		t.Fatalf("EmbedRGB after Close: %v", err)
+	}
+	if limited.Info().Family != "siglip" {
+		t.Fatal("Info after Close")
+	}
+	if vtower.StatusImageDecode.String() != "image could not be decoded" {
+		t.Fatalf("String() = %q", vtower.StatusImageDecode.String())
+	}
+}
+
+// Many goroutines share one model: every result is bit-identical to the serial one, and
+// a Close racing with them makes later calls fail with ErrClosed, never crash.
+func TestConcurrent(t *testing.T) {
+	m := load(t)
+	cases, _ := reference(t)
+	var inputs [][]byte
+	var want []vtower.Embedding
+	for _, c := range cases[:6] {
+		data := readFile(t, filepath.Join(fixtures(), "..", "..", c.Path))
+		out, err := m.Embed(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inputs = append(inputs, data)
+		want = append(want, out[0])
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for k := 0; k < 6; k++ {
+				i := (g + k) % len(inputs)
+				out, err := m.Embed(inputs[i])
+				if err != nil {
+					errs <- err
+					return
+				}
+				if !equal(out[0].Data, want[i].Data) {
+					errs <- errors.New("concurrent result differs from the serial one")
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+
+	// Close while goroutines embed.
+	m2, err := vtower.Load(modelDir(), &vtower.Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ok, closed int
+	var mu sync.Mutex
+	start := make(chan struct{})
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			<-start
+			for k := 0; ; k++ {
+				out, err := m2.Embed(inputs[(g+k)%len(inputs)])
+				mu.Lock()
+				if errors.Is(err, vtower.ErrClosed) {
+					closed++
+					mu.Unlock()
+					return
+				}
+				if err != nil || !equal(out[0].Data, want[(g+k)%len(inputs)].Data) {
+					mu.Unlock()
+					t.Errorf("embed during Close: %v", err)
+					return
+				}
+				ok++
+				mu.Unlock()
+			}
+		}(g)
+	}
+	close(start)
+	for {
+		mu.Lock()
+		n := ok
+		mu.Unlock()
+		if n >= 8 {
+			break
+		}
+		if _, err := m.Embed(inputs[0]); err != nil { // let the goroutines run meanwhile
+			t.Fatal(err)
+		}
+	}
+	m2.Close()
+	wg.Wait()
+	if closed != 4 {
+		t.Fatalf("%d goroutines saw ErrClosed, want 4", closed)
+	}
+}

@@ -1,0 +1,389 @@
+/*
+ * vtower.hpp: header-only C++17 bindings over the C API in vtower.h.
+ *
+ *   vtower::Model model("path/to/model");                 // throws vtower::Error
+ *   vtower::Image image = model.preprocess(bytes);        // any contiguous byte container
+ *   vtower::Embeddings out = model.forward(image);        // or forward({&a, &b, ...})
+ *   vtower::View<float> rows = out[0];                    // [out.n_tokens(0) * out.dim()]
+ *
+ * - Model, Image and Embeddings own their C object and free it in their destructor. They
+ *   are move-only; a moved-from object is empty (operator bool is false, and using it
+ *   throws vtower::Error with VT_ERR_INVALID_ARGUMENT).
+ * - Every failure throws vtower::Error (a std::runtime_error) carrying the vt_status
+ *   (status()) and vtower's message (what()).
+ * - View<T> is a read-only (pointer, size) view, borrowed from the object it came from:
+ *   valid until that object is destroyed or moved from.
+ * - Threads: as in the C API. A Model's const member functions may run concurrently from
+ *   any number of threads; Image and Embeddings are plain values (one thread at a time).
+ *   Destroy images made by a model before the model itself.
+ */
+#ifndef VTOWER_HPP
+#define VTOWER_HPP
+
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "vtower.h"
+
+namespace vtower {
+
+/// A failed vtower call: the status code and vtower's message.
+class Error : public std::runtime_error {
+public:
+    Error(vt_status status, const std::string &message)
+        : std::runtime_error(message), status_(status) {}
+
+    /// The VT_ERR_* code.
+    vt_status status() const noexcept { return status_; }
+
+    /// The static description of the code ("i/o error", ...).
+    const char *status_str() const noexcept { return vt_status_str(status_); }
+
+private:
+    vt_status status_;
+};
+
+namespace detail {
+
+/// Throws the error a failed call reported in *err_slot (and frees it); does nothing on
+/// VT_OK. Takes the slot's address so that it is read after the call has filled it.
+inline void check(vt_status status, vt_error **err_slot) {
+    if (status == VT_OK) return;
+    vt_error *err = *err_slot;
+    *err_slot = nullptr;
+    std::string message = err ? vt_error_message(err) : vt_status_str(status);
+    vt_status code = err ? vt_error_code(err) : status;
+    vt_error_free(err);
+    throw Error(code, message);
+}
+
+template <class T>
+T *require(T *p, const char *what) {
+    if (!p) throw Error(VT_ERR_INVALID_ARGUMENT, std::string(what) + " is empty (moved from)");
+    return p;
+}
+
+/// Move-only owner of a C object freed by Free.
+template <class T, void (*Free)(T *)>
+class Handle {
+public:
+    Handle() noexcept = default;
+    explicit Handle(T *p) noexcept : p_(p) {}
+    Handle(Handle &&o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+    Handle &operator=(Handle &&o) noexcept {
+        if (this != &o) reset(std::exchange(o.p_, nullptr));
+        return *this;
+    }
+    Handle(const Handle &) = delete;
+    Handle &operator=(const Handle &) = delete;
+    ~Handle() { reset(); }
+
+    T *get() const noexcept { return p_; }
+    T *release() noexcept { return std::exchange(p_, nullptr); }
+    void reset(T *p = nullptr) noexcept {
+        T *old = std::exchange(p_, p);
+        if (old) Free(old);
+    }
+
+private:
+    T *p_ = nullptr;
+};
+
+}  // namespace detail
+
+/// A read-only contiguous view: pointer + size, like C++20's std::span<const T>.
+template <class T>
+class View {
+public:
+    using value_type = T;
+    using size_type = std::size_t;
+    using const_iterator = const T *;
+    using iterator = const T *;
+
+    constexpr View() noexcept = default;
+    constexpr View(const T *data, std::size_t size) noexcept : data_(data), size_(size) {}
+
+    constexpr const T *data() const noexcept { return data_; }
+    constexpr std::size_t size() const noexcept { return size_; }
+    constexpr bool empty() const noexcept { return size_ == 0; }
+    constexpr const T *begin() const noexcept { return data_; }
+    constexpr const T *end() const noexcept { return data_ + size_; }
+    /// Unchecked element access.
+    constexpr const T &operator[](std::size_t i) const noexcept { return data_[i]; }
+    /// Checked element access: throws std::out_of_range.
+    const T &at(std::size_t i) const {
+        if (i >= size_) throw std::out_of_range("vtower::View::at: index out of range");
+        return data_[i];
+    }
+    /// Elements [offset, offset + count) (clamped to the view).
+    constexpr View subview(std::size_t offset, std::size_t count) const noexcept {
+        if (offset > size_) offset = size_;
+        if (count > size_ - offset) count = size_ - offset;
+        return View(data_ + offset, count);
+    }
+    /// An owned copy.
+    std::vector<T> to_vector() const { return std::vector<T>(begin(), end()); }
+
+private:
+    const T *data_ = nullptr;
+    std::size_t size_ = 0;
+};
+
+/// Which device runs the tower.
+enum class Device : vt_device { Cpu = VT_DEVICE_CPU, Cuda = VT_DEVICE_CUDA, Auto = VT_DEVICE_AUTO };
+
+/// A special token of the language model's prompt (see vt_model_token_id).
+enum class Token : vt_token_role {
+    Image = VT_TOKEN_IMAGE,
+    ImageStart = VT_TOKEN_IMAGE_START,
+    ImageEnd = VT_TOKEN_IMAGE_END,
+    ImageBreak = VT_TOKEN_IMAGE_BREAK,
+};
+
+/// Options for loading a model; the defaults are vt_load_params_default()'s.
+struct LoadOptions {
+    Device device = Device::Auto;
+    int32_t device_ordinal = 0;
+    /// Worker threads; 0 = one per core.
+    uint32_t n_threads = 0;
+    /// Pixel limit per image; 0 = the library default (Pillow's).
+    uint64_t max_image_pixels = 0;
+
+    vt_load_params to_c() const noexcept {
+        vt_load_params p = vt_load_params_default();
+        p.device = static_cast<vt_device>(device);
+        p.device_ordinal = device_ordinal;
+        p.n_threads = n_threads;
+        p.max_image_pixels = max_image_pixels;
+        return p;
+    }
+};
+
+/// Width x height in pixels.
+struct Size {
+    uint32_t width = 0;
+    uint32_t height = 0;
+};
+
+/// The token layout of an image's embeddings: frames x rows x cols, row-major.
+struct Grid {
+    uint32_t frames = 0;
+    uint32_t rows = 0;
+    uint32_t cols = 0;
+};
+
+/// A preprocessed image (owns a vt_image). Made by Model::preprocess*; only usable with
+/// the model that made it, and must not outlive it.
+class Image {
+public:
+    Image() noexcept = default;
+    /// Takes ownership of `image` (from vt_preprocess).
+    explicit Image(vt_image *image) noexcept : h_(image) {}
+
+    explicit operator bool() const noexcept { return h_.get() != nullptr; }
+    const vt_image *get() const noexcept { return h_.get(); }
+    vt_image *release() noexcept { return h_.release(); }
+
+    /// The normalized input tensor (row-major f32, shape()).
+    View<float> pixels() const {
+        const float *data = nullptr;
+        std::size_t len = 0;
+        vt_error *err = nullptr;
+        detail::check(vt_image_pixels(c(), &data, &len, &err), &err);
+        return View<float>(data, len);
+    }
+
+    /// Dimensions of pixels(), e.g. {3, H, W}.
+    std::vector<std::size_t> shape() const {
+        std::size_t dims[VT_IMAGE_MAX_DIMS] = {};
+        std::size_t ndim = 0;
+        vt_error *err = nullptr;
+        detail::check(vt_image_shape(c(), dims, &ndim, &err), &err);
+        return std::vector<std::size_t>(dims, dims + ndim);
+    }
+
+    /// Embedding rows this image yields.
+    std::size_t n_tokens() const { return vt_image_n_tokens(c()); }
+
+    /// Layout of those rows.
+    Grid token_grid() const {
+        Grid g;
+        vt_error *err = nullptr;
+        detail::check(vt_image_token_grid(c(), &g.frames, &g.rows, &g.cols, &err), &err);
+        return g;
+    }
+
+private:
+    const vt_image *c() const { return detail::require(h_.get(), "vtower::Image"); }
+    detail::Handle<vt_image, vt_image_free> h_;
+};
+
+/// The result of one forward call (owns a vt_embeddings): per image, a row-major
+/// [n_tokens(i), dim()] f32 matrix.
+class Embeddings {
+public:
+    Embeddings() noexcept = default;
+    /// Takes ownership of `e` (from vt_forward).
+    explicit Embeddings(vt_embeddings *e) noexcept : h_(e) {}
+
+    explicit operator bool() const noexcept { return h_.get() != nullptr; }
+    const vt_embeddings *get() const noexcept { return h_.get(); }
+    vt_embeddings *release() noexcept { return h_.release(); }
+
+    /// Number of images.
+    std::size_t size() const { return vt_embeddings_count(c()); }
+    /// Row width (the language model's hidden size).
+    std::size_t dim() const { return vt_embeddings_dim(c()); }
+    /// Rows of image `i`; throws std::out_of_range.
+    std::size_t n_tokens(std::size_t i) const {
+        check_index(i);
+        return vt_embeddings_n_tokens(c(), i);
+    }
+    /// The n_tokens(i) * dim() values of image `i`, borrowed from this object; throws
+    /// std::out_of_range.
+    View<float> operator[](std::size_t i) const {
+        check_index(i);
+        return View<float>(vt_embeddings_data(c(), i), vt_embeddings_n_tokens(c(), i) * dim());
+    }
+    View<float> at(std::size_t i) const { return (*this)[i]; }
+    /// Row `token` of image `i`; throws std::out_of_range.
+    View<float> row(std::size_t i, std::size_t token) const {
+        if (token >= n_tokens(i)) throw std::out_of_range("vtower::Embeddings::row: token out of range");
+        return (*this)[i].subview(token * dim(), dim());
+    }
+
+private:
+    const vt_embeddings *c() const { return detail::require(h_.get(), "vtower::Embeddings"); }
+    void check_index(std::size_t i) const {
+        if (i >= size()) throw std::out_of_range("vtower::Embeddings: image index out of range");
+    }
+    detail::Handle<vt_embeddings, vt_embeddings_free> h_;
+};
+
+/// A loaded vision tower (owns a vt_model). Const member functions may run concurrently
+/// from any number of threads.
+class Model {
+public:
+    Model() noexcept = default;
+    /// Loads a model folder (config.json, preprocessor_config.json, *.safetensors).
+    explicit Model(const std::string &dir, const LoadOptions &options = LoadOptions()) {
+        vt_load_params params = options.to_c();
+        vt_model *m = nullptr;
+        vt_error *err = nullptr;
+        detail::check(vt_load(dir.c_str(), &params, &m, &err), &err);
+        h_.reset(m);
+    }
+    /// Takes ownership of `model` (from vt_load).
+    explicit Model(vt_model *model) noexcept : h_(model) {}
+
+    explicit operator bool() const noexcept { return h_.get() != nullptr; }
+    const vt_model *get() const noexcept { return h_.get(); }
+    vt_model *release() noexcept { return h_.release(); }
+
+    /// Decodes and preprocesses an encoded image file (PNG, JPEG, WebP, GIF, BMP, TIFF).
+    Image preprocess(const void *data, std::size_t len) const {
+        vt_image *img = nullptr;
+        vt_error *err = nullptr;
+        detail::check(vt_preprocess(c(), static_cast<const uint8_t *>(data), len, &img, &err),
+                      &err);
+        return Image(img);
+    }
+    /// The same, for any contiguous container of bytes (std::vector<uint8_t>,
+    /// std::string, std::array<char, N>, View<uint8_t>, ...).
+    template <class Bytes,
+              class = decltype(std::declval<const Bytes &>().data()),
+              class = decltype(std::declval<const Bytes &>().size())>
+    Image preprocess(const Bytes &bytes) const {
+        static_assert(sizeof(*bytes.data()) == 1, "preprocess expects a container of bytes");
+        return preprocess(static_cast<const void *>(bytes.data()), bytes.size());
+    }
+
+    /// Preprocesses raw RGB8 pixels: `height` rows of width * 3 bytes, `row_stride` bytes
+    /// apart (0 = tightly packed).
+    Image preprocess_rgb8(const uint8_t *pixels, uint32_t width, uint32_t height,
+                          std::size_t row_stride = 0) const {
+        if (row_stride == 0) row_stride = static_cast<std::size_t>(width) * 3;
+        vt_image *img = nullptr;
+        vt_error *err = nullptr;
+        detail::check(vt_preprocess_rgb8(c(), pixels, width, height, row_stride, &img, &err),
+                      &err);
+        return Image(img);
+    }
+
+    /// Runs the tower on several images made by this model (same-size images are batched).
+    Embeddings forward(const std::vector<const Image *> &images) const {
+        std::vector<const vt_image *> ptrs;
+        ptrs.reserve(images.size());
+        for (const Image *img : images) {
+            if (!img || !*img) throw Error(VT_ERR_INVALID_ARGUMENT, "vtower::Model::forward: empty image");
+            ptrs.push_back(img->get());
+        }
+        vt_embeddings *out = nullptr;
+        vt_error *err = nullptr;
+        detail::check(vt_forward(c(), ptrs.data(), ptrs.size(), &out, &err), &err);
+        return Embeddings(out);
+    }
+    Embeddings forward(std::initializer_list<const Image *> images) const {
+        return forward(std::vector<const Image *>(images));
+    }
+    Embeddings forward(const Image &image) const { return forward({&image}); }
+
+    /// Preprocess + forward for one encoded image.
+    template <class Bytes>
+    Embeddings embed(const Bytes &bytes) const {
+        Image img = preprocess(bytes);
+        return forward(img);
+    }
+
+    /// The family implementing the model ("siglip", ...).
+    std::string family() const { return vt_model_family(c()); }
+    /// config.json's model_type.
+    std::string model_type() const { return vt_model_type(c()); }
+    /// Width of the output embeddings (the language model's hidden size).
+    std::size_t output_dim() const { return vt_model_output_dim(c()); }
+    /// Width of the vision encoder.
+    std::size_t vision_dim() const { return vt_model_vision_dim(c()); }
+    /// Patch size in pixels.
+    uint32_t patch_size() const { return vt_model_patch_size(c()); }
+    /// Embeddings per image when fixed, 0 when it depends on the image.
+    std::size_t tokens_per_image() const { return vt_model_tokens_per_image(c()); }
+    /// Worker threads for CPU work.
+    uint32_t n_threads() const { return vt_model_n_threads(c()); }
+    /// The native input size.
+    Size image_size() const {
+        Size s;
+        vt_error *err = nullptr;
+        detail::check(vt_model_image_size(c(), &s.width, &s.height, &err), &err);
+        return s;
+    }
+    /// The language-model token id for `token`, if the checkpoint has one.
+    std::optional<int64_t> token_id(Token token) const {
+        int64_t id = vt_model_token_id(c(), static_cast<vt_token_role>(token));
+        if (id < 0) return std::nullopt;
+        return id;
+    }
+
+private:
+    const vt_model *c() const { return detail::require(h_.get(), "vtower::Model"); }
+    detail::Handle<vt_model, vt_free> h_;
+};
+
+/// The library's version string, e.g. "vtower 0.1.0 (backends: cpu)".
+inline const char *version() noexcept { return vt_version(); }
+
+/// True when the library loaded at run time has the major/minor version of this header.
+inline bool version_matches() {
+    std::string expected = "vtower " + std::to_string(VT_VERSION_MAJOR) + "." +
+                           std::to_string(VT_VERSION_MINOR) + ".";
+    return std::string(vt_version()).compare(0, expected.size(), expected) == 0;
+}
+
+}  // namespace vtower
+
+#endif /* VTOWER_HPP */
