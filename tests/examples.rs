@@ -232,3 +232,25 @@ fn c_prompt_example_places_the_image_tokens() {
         "{out}"
     );
 }
+
+/// The complete C snippet in README.md compiles (C99, all warnings as errors) and runs.
+#[test]
+fn readme_c_snippet_compiles_and_runs() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let start = readme.find("```c\n").expect("a ```c block in README.md") + 5;
+    let end = start + readme[start..].find("```").unwrap();
+    let tmp = temp_dir("readme-snippet");
+    let src = tmp.join("snippet.c");
+    std::fs::write(&src, &readme[start..end]).unwrap();
+    let bin = tmp.join("snippet");
+    compile(&[src], &bin, false, &[]);
+    let model = fixtures().join("siglip_f32");
+    let out = run(
+        &bin,
+        &[
+            model.to_str().unwrap(),
+            image_path("photo.jpg").to_str().unwrap(),
+        ],
+    );
+    assert!(out.contains("36 tokens x 64"), "{out}");
+}
