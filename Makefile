@@ -1,8 +1,8 @@
-# vtower: convenience targets. `make demo` runs the C example on a bundled model;
-# `make test` runs every test; `make install PREFIX=...` installs the library, headers,
-# pkg-config and CMake files; `make check-install` installs into a temporary prefix and
-# builds and runs the C, C++, Go and Zig examples and tests against that copy (CI runs
-# `make test check-install`).
+# vtower: convenience targets. `make demo` runs the C example on a bundled model (the main
+# job); `make check` runs every test (what CI runs): `make test` (fmt, clippy, cargo test),
+# `make check-install` (installs into a temporary prefix and builds and runs the C, C++, Go
+# and Zig examples and tests against that copy) and the demo. `make install PREFIX=...`
+# installs the library, headers, pkg-config and CMake files.
 
 CARGO ?= cargo
 CC ?= cc
@@ -52,8 +52,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-# Every test: Rust unit and integration tests, the C tests in tests/c, the header checks
-# and the C example.
+# Rust unit and integration tests, parity, the C and C++ tests, header checks, the C examples.
 test: lint
 	$(CARGO) test
 
