@@ -28,9 +28,12 @@ def vit_flops(n_tok, d, ffn, layers, gated=False):
     return layers * (proj + mlp + attn)
 
 
+LAYERS = 0  # --layers: a shallow stack, to smoke-test this script (e.g. on the CPU)
+
+
 def siglip_so400m(size):
     from transformers import SiglipImageProcessorPil, SiglipVisionConfig, SiglipVisionModel
-    cfg = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
+    cfg = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=LAYERS or 27,
                              num_attention_heads=16, image_size=size, patch_size=14)
     model = SiglipVisionModel(cfg)
     proc = SiglipImageProcessorPil(size={"height": size, "width": size})
@@ -38,7 +41,7 @@ def siglip_so400m(size):
 
     def hf_call(m, pv):
         return m(pixel_values=pv).last_hidden_state
-    return model, proc, size, hf_call, vit_flops(n, 1152, 4304, 27)
+    return model, proc, size, hf_call, vit_flops(n, 1152, 4304, LAYERS or 27)
 
 
 CASES = [("siglip-so400m-384", lambda: siglip_so400m(384))]
@@ -77,11 +80,21 @@ def main():
     ap.add_argument("--warm", type=int, default=3)
     ap.add_argument("--only")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
+                    help="cpu: smoke-test the script without a GPU (f32, wall-clock timing)")
+    ap.add_argument("--layers", type=int, default=0, help="override the depth (smoke tests)")
     args = ap.parse_args()
+    global LAYERS
+    LAYERS = args.layers
+    on_gpu = args.device == "cuda"
+    tdtype = torch.bfloat16 if on_gpu else torch.float32
+    vt_device = vc.VT_DEVICE_CUDA if on_gpu else vc.VT_DEVICE_CPU
+    vt_dtype = vc.VT_DTYPE_BF16 if on_gpu else vc.VT_DTYPE_F32
     from PIL import Image
     import numpy as np
     vt = vc.Lib(args.lib)
-    print(vt.version(), "| torch", torch.__version__, "|", torch.cuda.get_device_name())
+    print(vt.version(), "| torch", torch.__version__, "|",
+          torch.cuda.get_device_name() if on_gpu else "cpu")
     rows = []
     for name, make in CASES:
         if args.only and args.only not in name:
@@ -89,20 +102,21 @@ def main():
         torch.manual_seed(0)
         model, proc, size, hf_call, flops = make()
         with tempfile.TemporaryDirectory() as tmp:
-            model.to(torch.bfloat16).save_pretrained(tmp)
+            model.to(tdtype).save_pretrained(tmp)
             proc.save_pretrained(tmp)
-            hf = model.to("cuda", torch.bfloat16).eval()
+            hf = model.to(args.device, tdtype).eval()
             hf.set_attn_implementation("sdpa")
-            ours = vt.load(tmp, vc.VT_DEVICE_CUDA, vc.VT_DTYPE_BF16)
+            ours = vt.load(tmp, vt_device, vt_dtype)
             rgb = (np.random.default_rng(0).random((size, size, 3)) * 255).astype("uint8")
             buf = io.BytesIO()
             Image.fromarray(rgb).save(buf, format="PNG")
             for batch in (1, 8):
                 imgs = [ours.preprocess(buf.getvalue()) for _ in range(batch)]
                 pv = torch.tensor(np.stack([np.array(proc(images=[Image.fromarray(rgb)])["pixel_values"][0])] * batch),
-                                  device="cuda", dtype=torch.bfloat16)
+                                  device=args.device, dtype=tdtype)
+                timer = cuda_ms if on_gpu else wall_ms
                 with torch.inference_mode():
-                    hf_ms = cuda_ms(lambda: hf_call(hf, pv), args.iters, args.warm)
+                    hf_ms = timer(lambda: hf_call(hf, pv), args.iters, args.warm)
                 vt_ms = wall_ms(lambda: ours.vt.lib.vt_embeddings_free(ours.forward_raw(imgs)),
                                 args.iters, args.warm)
                 row = {"case": name, "batch": batch,
@@ -115,7 +129,8 @@ def main():
                 print(json.dumps(row))
             ours.close()
             del hf
-            torch.cuda.empty_cache()
+            if on_gpu:
+                torch.cuda.empty_cache()
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

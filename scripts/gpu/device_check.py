@@ -31,7 +31,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", type=Path, required=True)
     ap.add_argument("--per-fixture", type=int, default=3)
+    ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
+                    help="cpu: smoke-test this script without a GPU (the 'GPU' side runs on the CPU)")
     args = ap.parse_args()
+    device = vc.VT_DEVICE_CUDA if args.device == "cuda" else vc.VT_DEVICE_CPU
     vt = vc.Lib(args.lib)
     print(vt.version())
     failures = 0
@@ -45,7 +48,7 @@ def main():
                                           ("bf16", vc.VT_DTYPE_BF16, 2e-2, "ref"),
                                           ("f16", vc.VT_DTYPE_F16, 2e-2, "ref")]:
             try:
-                gpu = vt.load(d, vc.VT_DEVICE_CUDA, dtype)
+                gpu = vt.load(d, device, dtype)
                 out = gpu.forward([gpu.preprocess(b) for b in data])
                 errs = [rel(o, (c if against == "cpu" else e))
                         for o, c, (_, e) in zip(out, cpu_out, cases)]
