@@ -54,6 +54,25 @@ pub extern "C" fn vt_model_token_id(model: *const vt_model, role: vt_token_role)
     })
 }
 
+/// Writes a `[frames, rows, cols]` grid to three outputs, after checking all of them.
+fn write_grid(
+    [t, r, c]: [usize; 3],
+    frames_out: *mut u32,
+    rows_out: *mut u32,
+    cols_out: *mut u32,
+) -> crate::error::Result<()> {
+    out_ptr(frames_out, "frames_out")?;
+    out_ptr(rows_out, "rows_out")?;
+    out_ptr(cols_out, "cols_out")?;
+    // SAFETY: checked non-NULL above; writable by contract.
+    unsafe {
+        write(frames_out, t as u32);
+        write(rows_out, r as u32);
+        write(cols_out, c as u32);
+    }
+    Ok(())
+}
+
 /// The layout of the embeddings this image yields: `frames x rows x cols` tokens, in
 /// row-major order (frame, then row, then column). Their product is vt_image_n_tokens.
 /// For a plain SigLIP model: 1 x (size/patch) x (size/patch). Pixtral: 1 x (H/patch) x
@@ -77,17 +96,7 @@ pub extern "C" fn vt_image_token_grid(
     guard(err_out, || {
         // SAFETY: NULL or a live image (contract).
         let img = unsafe { arg(image, "image") }?;
-        out_ptr(frames_out, "frames_out")?;
-        out_ptr(rows_out, "rows_out")?;
-        out_ptr(cols_out, "cols_out")?;
-        let [t, r, c] = img.image.token_grid();
-        // SAFETY: checked non-NULL above.
-        unsafe {
-            write(frames_out, t as u32);
-            write(rows_out, r as u32);
-            write(cols_out, c as u32);
-        }
-        Ok(())
+        write_grid(img.image.token_grid(), frames_out, rows_out, cols_out)
     })
 }
 
@@ -122,17 +131,7 @@ pub extern "C" fn vt_image_patch_grid(
     guard(err_out, || {
         // SAFETY: NULL or a live image (contract).
         let img = unsafe { arg(image, "image") }?;
-        out_ptr(frames_out, "frames_out")?;
-        out_ptr(rows_out, "rows_out")?;
-        out_ptr(cols_out, "cols_out")?;
-        let [t, r, c] = img.image.patch_grid();
-        // SAFETY: checked non-NULL above.
-        unsafe {
-            write(frames_out, t as u32);
-            write(rows_out, r as u32);
-            write(cols_out, c as u32);
-        }
-        Ok(())
+        write_grid(img.image.patch_grid(), frames_out, rows_out, cols_out)
     })
 }
 

@@ -11,58 +11,22 @@ use crate::config::ConfigObject;
 use crate::error::{Error, Result};
 use crate::models::layers::{Activation, LayerNorm, Linear, Loader};
 use crate::models::siglip::patchify;
-use crate::models::vit::{Encoder, VitConfig, MAX_DIM};
+use crate::models::vit::{Encoder, VitConfig, VitTowerConfig};
 
-/// `CLIPVisionConfig`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClipVisionConfig {
-    pub image_size: usize,
-    pub patch_size: usize,
-    pub encoder: VitConfig,
-}
+/// `CLIPVisionConfig`: a [`VitTowerConfig`].
+pub type ClipVisionConfig = VitTowerConfig;
 
-impl ClipVisionConfig {
-    /// Reads a CLIP vision config object, with `CLIPVisionConfig`'s class defaults.
-    pub fn from_config(cfg: &ConfigObject) -> Result<ClipVisionConfig> {
-        let defaults = VitConfig {
-            hidden_size: 768,
-            intermediate_size: 3072,
-            num_layers: 12,
-            num_heads: 12,
-            layer_norm_eps: 1e-5,
-            act: Activation::QuickGelu,
-        };
-        let c = ClipVisionConfig {
-            image_size: cfg.positive_or("image_size", 224, MAX_DIM)?,
-            patch_size: cfg.positive_or("patch_size", 32, MAX_DIM)?,
-            encoder: VitConfig::from_config(cfg, &defaults, "quick_gelu")?,
-        };
-        let channels = cfg.usize_or("num_channels", 3, MAX_DIM)?;
-        if channels != 3 {
-            return Err(Error::bad_config(format!(
-                "{}: num_channels {channels} is not supported (RGB images have 3)",
-                cfg.location()
-            )));
-        }
-        if c.patch_size > c.image_size {
-            return Err(Error::bad_config(format!(
-                "{}: patch_size {} is larger than image_size {}",
-                cfg.location(),
-                c.patch_size,
-                c.image_size
-            )));
-        }
-        Ok(c)
-    }
-
-    /// Patches per side.
-    pub fn grid(&self) -> usize {
-        self.image_size / self.patch_size
-    }
-
-    pub fn num_patches(&self) -> usize {
-        self.grid() * self.grid()
-    }
+/// Reads a CLIP vision config object, with `CLIPVisionConfig`'s class defaults.
+pub fn vision_config(cfg: &ConfigObject) -> Result<ClipVisionConfig> {
+    let defaults = VitConfig {
+        hidden_size: 768,
+        intermediate_size: 3072,
+        num_layers: 12,
+        num_heads: 12,
+        layer_norm_eps: 1e-5,
+        act: Activation::QuickGelu,
+    };
+    VitTowerConfig::read(cfg, 224, 32, &defaults, "quick_gelu")
 }
 
 /// The CLIP tower up to its encoder (what feature-reading models use).

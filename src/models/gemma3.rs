@@ -15,7 +15,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::config::{ConfigObject, ModelFiles};
 use crate::error::{Error, Result};
 use crate::models::layers::{GemmaRmsNorm, Linear, Loader};
-use crate::models::siglip::{SiglipVisionConfig, SiglipVisionTower};
+use crate::models::siglip::{self, SiglipVisionTower};
 use crate::models::vit::MAX_DIM;
 use crate::models::{attention_bytes, batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::gemma3::Gemma3Processor;
@@ -152,7 +152,7 @@ impl Gemma3Model {
                  (siglip_vision_model)"
             )));
         }
-        let vision = SiglipVisionConfig::from_config(&vision_cfg)?;
+        let vision = siglip::vision_config(&vision_cfg)?;
         let text_cfg = cfg
             .object("text_config")?
             .unwrap_or_else(|| ConfigObject::empty("config.json: text_config"));

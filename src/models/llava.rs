@@ -18,10 +18,10 @@ use serde_json::Value;
 
 use crate::config::{ConfigObject, ModelFiles};
 use crate::error::{Error, Result};
-use crate::models::clip::{ClipVisionConfig, ClipVisionTower};
+use crate::models::clip::{self, ClipVisionConfig, ClipVisionTower};
 use crate::models::gemma3::token_id;
 use crate::models::layers::{Activation, Linear, Loader};
-use crate::models::siglip::{stack_pixels, unstack, SiglipVisionConfig, SiglipVisionTower};
+use crate::models::siglip::{self, stack_pixels, unstack, SiglipVisionConfig, SiglipVisionTower};
 use crate::models::vit::{resolve_hidden_state, MAX_DIM};
 use crate::models::{attention_bytes, batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::clip::{ClipKind, ClipProcessor};
@@ -147,10 +147,8 @@ impl LlavaModel {
         let root = Loader::new(weights, "", dtype, device);
         let tower_loader = root.sub("vision_tower");
         let vision = match vision_type.as_str() {
-            "clip_vision_model" => VisionConfig::Clip(ClipVisionConfig::from_config(&vision_cfg)?),
-            "siglip_vision_model" => {
-                VisionConfig::Siglip(SiglipVisionConfig::from_config(&vision_cfg)?)
-            }
+            "clip_vision_model" => VisionConfig::Clip(clip::vision_config(&vision_cfg)?),
+            "siglip_vision_model" => VisionConfig::Siglip(siglip::vision_config(&vision_cfg)?),
             other => {
                 return Err(Error::bad_config(format!(
                     "config.json: llava with vision_config.model_type `{other}` is not \

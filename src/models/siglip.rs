@@ -7,63 +7,27 @@ use candle_core::{DType, Device, Tensor};
 use crate::config::{ConfigObject, ModelFiles};
 use crate::error::{Error, Result};
 use crate::models::layers::{Activation, LayerNorm, Linear, Loader};
-use crate::models::vit::{Encoder, VitConfig, MAX_DIM};
+use crate::models::vit::{Encoder, VitConfig, VitTowerConfig};
 use crate::models::{attention_bytes, batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::resample::Filter;
 use crate::preprocess::siglip::FixedSizeProcessor;
 use crate::preprocess::{Pixels, RgbImage};
 use crate::weights::Weights;
 
-/// `SiglipVisionConfig`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SiglipVisionConfig {
-    pub image_size: usize,
-    pub patch_size: usize,
-    pub encoder: VitConfig,
-}
+/// `SiglipVisionConfig`: a [`VitTowerConfig`].
+pub type SiglipVisionConfig = VitTowerConfig;
 
-impl SiglipVisionConfig {
-    /// Reads a SigLIP vision config object, with `SiglipVisionConfig`'s class defaults.
-    pub fn from_config(cfg: &ConfigObject) -> Result<SiglipVisionConfig> {
-        let defaults = VitConfig {
-            hidden_size: 768,
-            intermediate_size: 3072,
-            num_layers: 12,
-            num_heads: 12,
-            layer_norm_eps: 1e-6,
-            act: Activation::GeluTanh,
-        };
-        let c = SiglipVisionConfig {
-            image_size: cfg.positive_or("image_size", 224, MAX_DIM)?,
-            patch_size: cfg.positive_or("patch_size", 16, MAX_DIM)?,
-            encoder: VitConfig::from_config(cfg, &defaults, "gelu_pytorch_tanh")?,
-        };
-        let channels = cfg.usize_or("num_channels", 3, MAX_DIM)?;
-        if channels != 3 {
-            return Err(Error::bad_config(format!(
-                "{}: num_channels {channels} is not supported (RGB images have 3)",
-                cfg.location()
-            )));
-        }
-        if c.patch_size > c.image_size {
-            return Err(Error::bad_config(format!(
-                "{}: patch_size {} is larger than image_size {}",
-                cfg.location(),
-                c.patch_size,
-                c.image_size
-            )));
-        }
-        Ok(c)
-    }
-
-    /// Patches per side.
-    pub fn grid(&self) -> usize {
-        self.image_size / self.patch_size
-    }
-
-    pub fn num_patches(&self) -> usize {
-        self.grid() * self.grid()
-    }
+/// Reads a SigLIP vision config object, with `SiglipVisionConfig`'s class defaults.
+pub fn vision_config(cfg: &ConfigObject) -> Result<SiglipVisionConfig> {
+    let defaults = VitConfig {
+        hidden_size: 768,
+        intermediate_size: 3072,
+        num_layers: 12,
+        num_heads: 12,
+        layer_norm_eps: 1e-6,
+        act: Activation::GeluTanh,
+    };
+    VitTowerConfig::read(cfg, 224, 16, &defaults, "gelu_pytorch_tanh")
 }
 
 /// The SigLIP tower: embeddings, encoder and `post_layernorm`.
@@ -237,7 +201,7 @@ impl SiglipModel {
         } else {
             files.config.clone()
         };
-        let config = SiglipVisionConfig::from_config(&vision_cfg)?;
+        let config = vision_config(&vision_cfg)?;
         let loader = Loader::new(weights, "", dtype, device);
         let tower = SiglipVisionTower::load(&loader, &config)?;
         let processor = FixedSizeProcessor::from_config(

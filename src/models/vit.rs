@@ -46,6 +46,58 @@ impl VitConfig {
     }
 }
 
+/// The config of a SigLIP or CLIP vision tower: input geometry plus the encoder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VitTowerConfig {
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub encoder: VitConfig,
+}
+
+impl VitTowerConfig {
+    /// Reads a vision config object with a config class's defaults for absent keys
+    /// (`image_size`, `patch_size`, the encoder's keys, `hidden_act`); checks that the
+    /// input is RGB and that a patch fits in the image.
+    pub fn read(
+        cfg: &ConfigObject,
+        image_size: usize,
+        patch_size: usize,
+        encoder: &VitConfig,
+        default_act: &str,
+    ) -> Result<VitTowerConfig> {
+        let c = VitTowerConfig {
+            image_size: cfg.positive_or("image_size", image_size, MAX_DIM)?,
+            patch_size: cfg.positive_or("patch_size", patch_size, MAX_DIM)?,
+            encoder: VitConfig::from_config(cfg, encoder, default_act)?,
+        };
+        let channels = cfg.usize_or("num_channels", 3, MAX_DIM)?;
+        if channels != 3 {
+            return Err(Error::bad_config(format!(
+                "{}: num_channels {channels} is not supported (RGB images have 3)",
+                cfg.location()
+            )));
+        }
+        if c.patch_size > c.image_size {
+            return Err(Error::bad_config(format!(
+                "{}: patch_size {} is larger than image_size {}",
+                cfg.location(),
+                c.patch_size,
+                c.image_size
+            )));
+        }
+        Ok(c)
+    }
+
+    /// Patches per side.
+    pub fn grid(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+
+    pub fn num_patches(&self) -> usize {
+        self.grid() * self.grid()
+    }
+}
+
 struct EncoderLayer {
     norm1: LayerNorm,
     attn: Attention,
