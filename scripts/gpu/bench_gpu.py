@@ -1,19 +1,53 @@
 #!/usr/bin/env python3
 """Side-by-side GPU benchmark, run on the device machine: Hugging Face transformers (PyTorch,
-bf16, SDPA attention) vs vtower (bf16, CUDA) on the real-size configurations of
-shared/gpu/gpu_anchor.py, random weights, batch 1 and 8, same card, same run. Prints ms per
-image for both, their ratio and the achieved TFLOP/s; --json writes the rows.
+bf16, SDPA attention) vs vtower (bf16, CUDA) on every real-size case of
+shared/gpu/gpu_anchor.py, random weights, same card, same run. Prints ms per image for both,
+their ratio and the achieved TFLOP/s; --json writes the rows.
 
-Families are added here as vtower implements them (see CASES)."""
+Per case: the vision tower (+ projector) of the real shape is built inside the VLM class that
+transformers uses for it (Gemma3ForConditionalGeneration, LlavaForConditionalGeneration with a
+Pixtral tower, Qwen2VL/Qwen2_5_VLForConditionalGeneration; SigLIP as SiglipVisionModel) with a
+language model of the real hidden size but otherwise tiny (1 layer, tiny vocab / heads / FFN),
+given seeded random weights, saved with `save_pretrained` into a temp dir (bf16 on cuda, f32 on
+cpu) and the safetensors file rewritten to hold only the vision tower + projector tensors (the
+names are the ones the full model's save_pretrained writes); config.json is the full VLM config
+(model_type gemma3 / llava / qwen2_vl / qwen2_5_vl), preprocessor_config.json the image
+processor's save. vtower loads that folder. The temp dir is deleted after the case.
+
+What is timed (preprocessing excluded on both sides):
+* HF: from already-preprocessed pixel tensors (the HF image processor's output for the same image,
+  repeated `batch` times): SigLIP `SiglipVisionModel(...).last_hidden_state` (HF also runs the
+  so400m attention-pool head, as in the anchor; vtower does not: ~0.6% of the FLOPs); Gemma3, Qwen2-VL, Qwen2.5-VL and Pixtral
+  `model.model.get_image_features(...)`, i.e. tower + Gemma3 projector, the Qwen towers with their
+  merger, and the Pixtral tower + the LLaVA projector (linear_1, gelu, linear_2 to 5120).
+  The anchor times the Pixtral tower alone; here both sides include the LLaVA projector, since
+  vtower returns projected embeddings for a llava checkpoint.
+* vtower: wall clock around vt_forward on images already preprocessed by vt_preprocess (the
+  same PNG, `batch` handles; batch 8 = 8 images in one call, packed for Pixtral and Qwen).
+FLOPs follow gpu_anchor.py's formulas (tower only: projectors / the Qwen merger are not counted,
+as in the anchor), with the depth actually run (--layers).
+
+Checks per row: vtower's token count per image equals HF's (a WARN row when not), and the rel L2
+between HF's and vtower's embeddings of every image (HF's Qwen output order equals vtower's).
+With --device cpu (f32) rel L2 must be <= 1e-4 (else a MISMATCH row): the smoke test proving that
+the checkpoints are built right. On cuda (bf16 on both sides) rel L2 is information only.
+
+Smoke test without a GPU: --device cpu --layers 1 --iters 1 --warm 0 --batches 1,2; --small
+shrinks every image size (384->224, 896->448, 448->224, 1344->448, 512->256, 1024->512; hidden
+sizes, heads, patch and the projectors stay real) when the real sizes are too slow there.
+"""
 import argparse
+import gc
 import io
 import json
 import statistics
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,30 +55,204 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import vtower_ctypes as vc  # noqa: E402
 
 
-def vit_flops(n_tok, d, ffn, layers, gated=False):
+def vit_flops(n_tok, d, ffn, layers, gated=False, windows=None):
+    """gpu_anchor.py's count: forward FLOPs (multiply-add = 2) of a pre-norm ViT stack on n_tok
+    tokens; with `windows`, each token attends to that many tokens."""
     proj = 2 * n_tok * 4 * d * d
     mlp = 2 * n_tok * d * ffn * (3 if gated else 2)
-    attn = 2 * 2 * n_tok * n_tok * d
+    attn = 2 * 2 * n_tok * (n_tok if windows is None else windows) * d
     return layers * (proj + mlp + attn)
 
 
 LAYERS = 0  # --layers: a shallow stack, to smoke-test this script (e.g. on the CPU)
 
 
+def depth(real):
+    return LAYERS or real
+
+
+# ---------------------------------------------------------------------------------------------
+# cases: each builder returns a dict with
+#   model   the nn.Module to save and to time (a full VLM with a tiny LM, or the SigLIP tower)
+#   proc    the HF image processor (saved next to the checkpoint, run for the HF pixels)
+#   keep    tensor-name prefixes kept in the saved safetensors (None: all)
+#   inputs  (processor output for one image, batch) -> kwargs of `call`
+#   call    (model, **kwargs) -> list of per-image [tokens, dim] tensors
+#   flops   per image (anchor formula, tower only)
+
+SIGLIP_SO400M = dict(hidden_size=1152, intermediate_size=4304, num_attention_heads=16, patch_size=14,
+                     hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6)
+
+
+def repeat_pixels(bf, batch):
+    return {"pixel_values": bf["pixel_values"].repeat(batch, 1, 1, 1)}
+
+
 def siglip_so400m(size):
     from transformers import SiglipImageProcessorPil, SiglipVisionConfig, SiglipVisionModel
-    cfg = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=LAYERS or 27,
-                             num_attention_heads=16, image_size=size, patch_size=14)
-    model = SiglipVisionModel(cfg)
-    proc = SiglipImageProcessorPil(size={"height": size, "width": size})
+    cfg = SiglipVisionConfig(num_hidden_layers=depth(27), image_size=size, **SIGLIP_SO400M)
     n = (size // 14) ** 2
+    return dict(cls=SiglipVisionModel, cfg=cfg, keep=None,
+                proc=SiglipImageProcessorPil(size={"height": size, "width": size}),
+                inputs=repeat_pixels,
+                call=lambda m, **kw: list(m(**kw).last_hidden_state),
+                flops=vit_flops(n, 1152, 4304, depth(27)))
 
-    def hf_call(m, pv):
-        return m(pixel_values=pv).last_hidden_state
-    return model, proc, size, hf_call, vit_flops(n, 1152, 4304, LAYERS or 27)
+
+def gemma3_896(size):
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessorPil
+    vision = dict(num_hidden_layers=depth(27), image_size=size, vision_use_head=False, **SIGLIP_SO400M)
+    # Gemma3-4B: text hidden 2560 (the projector's output); the rest of the LM is tiny
+    text = dict(hidden_size=2560, vocab_size=300, intermediate_size=16, num_hidden_layers=1,
+                num_attention_heads=1, num_key_value_heads=1, head_dim=16)
+    cfg = Gemma3Config(vision_config=vision, text_config=text, mm_tokens_per_image=256,
+                       boi_token_index=290, eoi_token_index=291, image_token_index=292)
+    n = (size // 14) ** 2
+    return dict(cls=Gemma3ForConditionalGeneration, cfg=cfg, keep=("vision_tower.", "multi_modal_projector."),
+                proc=Gemma3ImageProcessorPil(size={"height": size, "width": size}),
+                inputs=repeat_pixels,
+                call=lambda m, **kw: list(m.model.get_image_features(**kw).pooler_output),
+                flops=vit_flops(n, 1152, 4304, depth(27)))
 
 
-CASES = [("siglip-so400m-384", lambda: siglip_so400m(384))]
+def qwen_inputs(bf, batch):
+    return {"pixel_values": bf["pixel_values"].repeat(batch, 1),
+            "image_grid_thw": bf["image_grid_thw"].repeat(batch, 1)}
+
+
+def qwen(size, v25):
+    from transformers import Qwen2VLImageProcessorPil
+    p, t = 14, 2
+    n = (size // p) ** 2
+    if v25:
+        from transformers import Qwen2_5_VLConfig as C, Qwen2_5_VLForConditionalGeneration as M
+        d = depth(32)
+        full = [i for i in (7, 15, 23, 31) if i < d]
+        if LAYERS and not full and d >= 2:
+            full = [d - 1]  # a shallow stack still has one full-attention block
+        vision = dict(depth=d, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
+                      window_size=112, fullatt_block_indexes=full, patch_size=p, spatial_merge_size=2,
+                      temporal_patch_size=t, in_channels=3, hidden_act="silu")
+        hidden = 3584
+        # 28 of 32 layers attend within 8x8-patch windows (112 px), 4 layers attend globally
+        win = min(n, 64)
+        flops = (vit_flops(n, 1280, 3420, d - len(full), gated=True, windows=win)
+                 + vit_flops(n, 1280, 3420, len(full), gated=True))
+    else:
+        from transformers import Qwen2VLConfig as C, Qwen2VLForConditionalGeneration as M
+        vision = dict(depth=depth(32), embed_dim=1280, hidden_size=1536, num_heads=16, mlp_ratio=4,
+                      patch_size=p, spatial_merge_size=2, temporal_patch_size=t, in_channels=3)
+        hidden = 1536
+        flops = vit_flops(n, 1280, 5120, depth(32))
+    # the LM's hidden size is real (= the merger's out_hidden_size), the rest tiny; head_dim 128 as real
+    text = dict(hidden_size=hidden, vocab_size=16, intermediate_size=16, num_hidden_layers=1,
+                num_attention_heads=hidden // 128, num_key_value_heads=1, max_position_embeddings=64,
+                bos_token_id=0, eos_token_id=1,
+                rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]})
+    cfg = C(vision_config=vision, text_config=text)
+    # the released min/max pixels (3136 .. 12845056): 448x448 and 1344x1344 stay unchanged
+    proc = Qwen2VLImageProcessorPil(size={"shortest_edge": 3136, "longest_edge": 12845056},
+                                    patch_size=p, merge_size=2, temporal_patch_size=t)
+    return dict(cls=M, cfg=cfg, keep=("visual.",), proc=proc, inputs=qwen_inputs,
+                call=lambda m, **kw: list(m.model.get_image_features(**kw).pooler_output),
+                flops=flops)
+
+
+def pixtral_inputs(bf, batch):
+    return {"pixel_values": bf["pixel_values"].repeat(batch, 1, 1, 1),
+            "image_sizes": bf["image_sizes"].repeat(batch, 1)}
+
+
+def pixtral_12b(size):
+    from transformers import LlavaConfig, LlavaForConditionalGeneration, PixtralImageProcessorPil
+    vision = dict(model_type="pixtral", hidden_size=1024, intermediate_size=4096, num_hidden_layers=depth(24),
+                  num_attention_heads=16, image_size=1024, patch_size=16, head_dim=64, hidden_act="silu",
+                  rope_parameters={"rope_theta": 10000.0, "rope_type": "axial"})
+    # Pixtral-12B: Mistral text hidden 5120 (the projector's output), the rest tiny
+    text = dict(model_type="mistral", hidden_size=5120, vocab_size=16, intermediate_size=16, num_hidden_layers=1,
+                num_attention_heads=1, num_key_value_heads=1, head_dim=16, max_position_embeddings=64,
+                rms_norm_eps=1e-5)
+    cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_index=10, projector_hidden_act="gelu",
+                      vision_feature_layer=-1, vision_feature_select_strategy="full",
+                      multimodal_projector_bias=True)
+    n = (size // 16) ** 2
+    return dict(cls=LlavaForConditionalGeneration, cfg=cfg, keep=("vision_tower.", "multi_modal_projector."),
+                proc=PixtralImageProcessorPil(size={"longest_edge": 1024}, patch_size=16),
+                inputs=pixtral_inputs,
+                call=lambda m, **kw: list(m.model.get_image_features(**kw).pooler_output),
+                # images of one call are packed into one sequence with a block-diagonal mask
+                flops=vit_flops(n, 1024, 4096, depth(24), gated=True))
+
+
+# (name, real image side, --small image side, builder)
+CASES = [
+    ("siglip-so400m-384", 384, 224, siglip_so400m),
+    ("gemma3-896+proj", 896, 448, gemma3_896),
+    ("qwen2vl-2b-448", 448, 224, lambda s: qwen(s, v25=False)),
+    ("qwen2vl-2b-1344", 1344, 448, lambda s: qwen(s, v25=False)),
+    ("qwen25vl-7b-448", 448, 224, lambda s: qwen(s, v25=True)),
+    ("qwen25vl-7b-1344", 1344, 448, lambda s: qwen(s, v25=True)),
+    ("pixtral-12b-512", 512, 256, pixtral_12b),
+    ("pixtral-12b-1024", 1024, 512, pixtral_12b),
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# weights and checkpoint
+
+
+@torch.no_grad()
+def randomize(model: torch.nn.Module, seed: int) -> None:
+    """Seeded random weights with some spread (transformers' init leaves biases at 0, norms at 1
+    and Gemma3's projection matrix at 0, which would make the numeric check weak): matrices and
+    convolutions N(0, 1/fan_in), position embeddings N(0, 0.5), biases U(-0.5, 0.5), other 1-D
+    weights (norms) U(0.5, 1.5) with ~10% sign flips. Only the vision tower + projector matter;
+    the tiny LM gets the same treatment (it is not saved)."""
+    g = {}
+    for name, p in model.named_parameters():
+        gen = g.setdefault(p.device, torch.Generator(device=p.device).manual_seed(seed))
+        if p.dim() >= 2:
+            if name.endswith("position_embedding.weight"):
+                std = 0.5
+            elif name.endswith("mm_input_projection_weight"):  # [vision, text]: x @ w
+                std = p.shape[0] ** -0.5
+            else:
+                std = p[0].numel() ** -0.5
+            p.normal_(0.0, std, generator=gen)
+        elif name.endswith("bias"):
+            p.uniform_(-0.5, 0.5, generator=gen)
+        else:
+            p.uniform_(0.5, 1.5, generator=gen)
+            flip = torch.rand(p.shape, generator=gen, device=p.device) < 0.1
+            p[flip] *= -1
+
+
+def save_checkpoint(model, proc, keep, out: Path) -> list[str]:
+    """save_pretrained (full config + weights), then rewrite the weights as one model.safetensors
+    holding only the tensors whose saved name starts with one of `keep`."""
+    from safetensors.torch import load_file, save_file
+    model.save_pretrained(out)
+    proc.save_pretrained(out)
+    if keep is None:
+        return []
+    files = sorted(out.glob("*.safetensors"))
+    kept, dropped = {}, []
+    for f in files:
+        for k, v in load_file(str(f)).items():
+            if k.startswith(keep):
+                kept[k] = v
+            else:
+                dropped.append(k)
+        f.unlink()
+    for idx in out.glob("*.safetensors.index.json"):
+        idx.unlink()
+    assert kept and all(any(k.startswith(p) for k in kept) for p in keep), (keep, sorted(kept)[:5])
+    save_file(kept, str(out / "model.safetensors"), metadata={"format": "pt"})
+    return dropped
+
+
+# ---------------------------------------------------------------------------------------------
+# timing
 
 
 def cuda_ms(fn, iters, warm):
@@ -73,66 +281,156 @@ def wall_ms(fn, iters, warm):
     return statistics.median(out)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--lib", type=Path, required=True)
-    ap.add_argument("--iters", type=int, default=10)
-    ap.add_argument("--warm", type=int, default=3)
-    ap.add_argument("--only")
-    ap.add_argument("--json", type=Path)
-    ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
-                    help="cpu: smoke-test the script without a GPU (f32, wall-clock timing)")
-    ap.add_argument("--layers", type=int, default=0, help="override the depth (smoke tests)")
-    args = ap.parse_args()
-    global LAYERS
-    LAYERS = args.layers
+def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def to_device(kw, device, dtype):
+    return {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in kw.items()}
+
+
+def free_images(ours, imgs):
+    for i in imgs:
+        ours.vt.lib.vt_image_free(i)
+
+
+def run_case(args, vt, name, side, build, rows):
+    from PIL import Image
     on_gpu = args.device == "cuda"
     tdtype = torch.bfloat16 if on_gpu else torch.float32
     vt_device = vc.VT_DEVICE_CUDA if on_gpu else vc.VT_DEVICE_CPU
     vt_dtype = vc.VT_DTYPE_BF16 if on_gpu else vc.VT_DTYPE_F32
-    from PIL import Image
-    import numpy as np
-    vt = vc.Lib(args.lib)
-    print(vt.version(), "| torch", torch.__version__, "|",
-          torch.cuda.get_device_name() if on_gpu else "cpu")
-    rows = []
-    for name, make in CASES:
-        if args.only and args.only not in name:
-            continue
-        torch.manual_seed(0)
-        model, proc, size, hf_call, flops = make()
-        with tempfile.TemporaryDirectory() as tmp:
-            model.to(tdtype).save_pretrained(tmp)
-            proc.save_pretrained(tmp)
-            hf = model.to(args.device, tdtype).eval()
-            hf.set_attn_implementation("sdpa")
+    timer = cuda_ms if on_gpu else wall_ms
+    tol = None if on_gpu else 1e-4
+    spec = build(side)
+    t0 = time.perf_counter()
+    torch.manual_seed(0)
+    with torch.device(args.device):
+        hf = spec["cls"]._from_config(spec["cfg"], attn_implementation="sdpa", dtype=tdtype)
+    randomize(hf, 0)
+    hf.eval()
+    proc = spec["proc"]
+    rgb = (np.random.default_rng(0).random((side, side, 3)) * 255).astype("uint8")
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    png = buf.getvalue()
+    bf = proc(images=[Image.open(io.BytesIO(png))], return_tensors="pt")
+    ours = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="vtower-bench-") as tmp:
+            dropped = save_checkpoint(hf, proc, spec["keep"], Path(tmp))
+            n_bytes = sum(f.stat().st_size for f in Path(tmp).glob("*.safetensors"))
             ours = vt.load(tmp, vt_device, vt_dtype)
-            rgb = (np.random.default_rng(0).random((size, size, 3)) * 255).astype("uint8")
-            buf = io.BytesIO()
-            Image.fromarray(rgb).save(buf, format="PNG")
-            for batch in (1, 8):
-                imgs = [ours.preprocess(buf.getvalue()) for _ in range(batch)]
-                pv = torch.tensor(np.stack([np.array(proc(images=[Image.fromarray(rgb)])["pixel_values"][0])] * batch),
-                                  device=args.device, dtype=tdtype)
-                timer = cuda_ms if on_gpu else wall_ms
+        print(f"[{name}] image {side}x{side}, built + saved + loaded in {time.perf_counter() - t0:.1f} s "
+              f"({n_bytes / 2**20:.0f} MiB of vision/projector tensors, {len(dropped)} LM tensors dropped)",
+              flush=True)
+        for batch in args.batches:
+            row = {"case": name, "batch": batch, "image": side}
+            imgs = []
+            try:
+                kw = to_device(spec["inputs"](bf, batch), args.device, tdtype)
+                imgs = [ours.preprocess(png) for _ in range(batch)]
                 with torch.inference_mode():
-                    hf_ms = timer(lambda: hf_call(hf, pv), args.iters, args.warm)
+                    ref = [o.float().cpu().numpy() for o in spec["call"](hf, **kw)]
+                got = ours.forward(imgs)
+                hf_tok = [r.shape[0] for r in ref]
+                vt_tok = [g.shape[0] for g in got]
+                row["tokens_per_image"] = hf_tok[0]
+                if hf_tok != vt_tok or len(ref) != batch:
+                    row["warn"] = f"token counts differ: HF {hf_tok} vtower {vt_tok}"
+                else:
+                    row["rel_l2"] = max(rel_l2(g, r) for g, r in zip(got, ref))
+                    if tol is not None and row["rel_l2"] > tol:
+                        row["warn"] = f"MISMATCH: rel L2 {row['rel_l2']:.3g} > {tol:g}"
+                del ref, got
+                with torch.inference_mode():
+                    hf_ms = timer(lambda: spec["call"](hf, **kw), args.iters, args.warm)
                 vt_ms = wall_ms(lambda: ours.vt.lib.vt_embeddings_free(ours.forward_raw(imgs)),
                                 args.iters, args.warm)
-                row = {"case": name, "batch": batch,
-                       "hf_ms_per_image": round(hf_ms / batch, 3),
-                       "vtower_ms_per_image": round(vt_ms / batch, 3),
-                       "ratio_vtower_over_hf": round(vt_ms / hf_ms, 3),
-                       "hf_tflops": round(flops * batch / hf_ms / 1e9, 1),
-                       "vtower_tflops": round(flops * batch / vt_ms / 1e9, 1)}
-                rows.append(row)
-                print(json.dumps(row))
+                flops = spec["flops"] * batch
+                row.update({"hf_ms_per_image": round(hf_ms / batch, 3),
+                            "vtower_ms_per_image": round(vt_ms / batch, 3),
+                            "ratio_vtower_over_hf": round(vt_ms / hf_ms, 3),
+                            "gflop_per_image": round(spec["flops"] / 1e9, 1),
+                            "hf_tflops": round(flops / hf_ms / 1e9, 2),
+                            "vtower_tflops": round(flops / vt_ms / 1e9, 2)})
+            except Exception as e:  # one batch size failing must not hide the others
+                traceback.print_exc()
+                row["error"] = f"{type(e).__name__}: {e}"[:300]
+            finally:
+                free_images(ours, imgs)
+                kw = None
+                if on_gpu:
+                    torch.cuda.empty_cache()
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    finally:
+        if ours is not None:
             ours.close()
-            del hf
-            if on_gpu:
-                torch.cuda.empty_cache()
+        del hf
+        gc.collect()
+        if on_gpu:
+            torch.cuda.empty_cache()
+
+
+def print_table(rows):
+    print("\ncase                 batch  image  tok/img  HF ms/img  vt ms/img  vt/HF  HF TFLOP/s  vt TFLOP/s  rel L2")
+    for r in rows:
+        head = f"{r['case']:20s} {r['batch']:5d} {r.get('image', 0):6d}"
+        if "error" in r:
+            print(f"{head}  ERROR {r['error'][:100]}")
+            continue
+        rl = r.get("rel_l2")
+        print(f"{head} {r.get('tokens_per_image', 0):8d} {r['hf_ms_per_image']:10.2f} {r['vtower_ms_per_image']:10.2f}"
+              f" {r['ratio_vtower_over_hf']:6.2f} {r['hf_tflops']:11.2f} {r['vtower_tflops']:11.2f}"
+              f"  {'-' if rl is None else f'{rl:.2e}'}" + (f"  WARN {r['warn']}" if "warn" in r else ""))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lib", type=Path, required=True)
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--warm", type=int, default=3)
+    ap.add_argument("--batches", default="1,8", help="comma-separated batch sizes (default 1,8)")
+    ap.add_argument("--only", help="run the cases whose name contains this")
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
+                    help="cpu: smoke-test the script without a GPU (f32, wall-clock timing, rel L2 <= 1e-4)")
+    ap.add_argument("--layers", type=int, default=0, help="override the depth (smoke tests)")
+    ap.add_argument("--small", action="store_true",
+                    help="smaller images (smoke tests; hidden sizes stay real): 384->224, 896->448, "
+                         "448->224, 1344->448, 512->256, 1024->512")
+    args = ap.parse_args()
+    args.batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    global LAYERS
+    LAYERS = args.layers
+    import transformers
+    transformers.utils.logging.disable_progress_bar()
+    vt = vc.Lib(args.lib)
+    print(vt.version(), "| torch", torch.__version__, "| transformers", transformers.__version__, "|",
+          torch.cuda.get_device_name() if args.device == "cuda" else "cpu", flush=True)
+    rows = []
+    for name, real, small, build in CASES:
+        if args.only and args.only not in name:
+            continue
+        side = small if args.small else real
+        try:
+            run_case(args, vt, name, side, build, rows)
+        except Exception as e:  # one family failing must not hide the others
+            traceback.print_exc()
+            for b in args.batches:
+                row = {"case": name, "batch": b, "image": side, "error": f"{type(e).__name__}: {e}"[:300]}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+    print_table(rows)
+    print("FLOPs: tower only, as gpu_anchor.py (projectors and the Qwen merger not counted); "
+          "pixtral rows time tower + LLaVA projector on both sides.")
+    bad = [r for r in rows if "error" in r or "warn" in r]
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":
