@@ -56,10 +56,7 @@ impl ClipVisionTower {
         Ok(ClipVisionTower {
             config: config.clone(),
             class_embedding: emb.tensor("class_embedding", &[d])?,
-            patch: Linear {
-                weight: conv.reshape((d, 3 * p * p))?,
-                bias: None,
-            },
+            patch: Linear::new(conv.reshape((d, 3 * p * p))?, None)?,
             positions: emb.tensor("position_embedding.weight", &[config.num_patches() + 1, d])?,
             pre_layrnorm: loader.layer_norm("pre_layrnorm", d, config.encoder.layer_norm_eps)?,
             encoder: Encoder::load_first(&loader.sub("encoder"), &config.encoder, layers)?,

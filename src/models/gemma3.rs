@@ -168,10 +168,7 @@ impl Gemma3Model {
         let projector = Gemma3Projector {
             pooling,
             norm: proj.gemma_rms_norm("mm_soft_emb_norm", d, vision.encoder.layer_norm_eps)?,
-            projection: Linear {
-                weight: w.t()?.contiguous()?,
-                bias: None,
-            },
+            projection: Linear::new(w.t()?, None)?,
         };
         let processor = Gemma3Processor::from_config(&files.preprocessor, vision.image_size)?;
         let per_frame = attention_bytes(vision.encoder.num_heads, vision.num_patches());

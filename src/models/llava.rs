@@ -309,7 +309,7 @@ impl VisionModel for LlavaModel {
         } else {
             Tensor::cat(&selected, 2)?
         };
-        let h = self.act.forward(&self.linear_1.forward(&features)?)?;
+        let h = self.linear_1.forward_act(&features, self.act)?;
         unstack(&self.linear_2.forward(&h)?)
     }
 }

@@ -2,7 +2,9 @@
 //! `config.json`'s `model_type` to the family that loads it.
 
 pub mod clip;
+pub mod fused;
 pub mod gemma3;
+pub mod kernels;
 pub mod layers;
 pub mod llava;
 pub mod pixtral;

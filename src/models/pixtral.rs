@@ -205,14 +205,13 @@ impl PixtralLayer {
     }
 
     fn forward(&self, x: &Tensor, segments: &[usize], rope: &Rotary) -> Result<Tensor> {
-        let h = self.attention.forward_packed(
+        let x = self.attention.forward_packed(
             &self.attention_norm.forward(x)?,
             segments,
             Some(rope),
+            Some(x),
         )?;
-        let x = (x + h)?;
-        let h = self.mlp.forward(&self.ffn_norm.forward(&x)?)?;
-        Ok((x + h)?)
+        self.mlp.forward_add(&self.ffn_norm.forward(&x)?, &x)
     }
 }
 
@@ -236,10 +235,7 @@ impl PixtralVisionTower {
             .collect::<Result<Vec<_>>>()?;
         Ok(PixtralVisionTower {
             config: config.clone(),
-            patch: Linear {
-                weight: conv.reshape((d, 3 * p * p))?,
-                bias: None,
-            },
+            patch: Linear::new(conv.reshape((d, 3 * p * p))?, None)?,
             ln_pre: loader.rms_norm("ln_pre", d, PIXTRAL_RMS_EPS)?,
             layers,
         })
@@ -348,7 +344,7 @@ impl Projector {
                 linear_1,
                 act,
                 linear_2,
-            } => linear_2.forward(&act.forward(&linear_1.forward(x)?)?),
+            } => linear_2.forward(&linear_1.forward_act(x, *act)?),
             Projector::Mistral3 {
                 norm,
                 merge,
@@ -371,7 +367,7 @@ impl Projector {
                     Tensor::cat(&merged, 0)?
                 };
                 let x = merging_layer.forward(&x)?;
-                linear_2.forward(&act.forward(&linear_1.forward(&x)?)?)
+                linear_2.forward(&linear_1.forward_act(&x, *act)?)
             }
         }
     }

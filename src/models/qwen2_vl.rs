@@ -264,10 +264,11 @@ enum Mlp {
 }
 
 impl Mlp {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// `residual + mlp(x)`.
+    fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
         match self {
-            Mlp::Plain { fc1, fc2, act } => fc2.forward(&act.forward(&fc1.forward(x)?)?),
-            Mlp::Gated(m) => m.forward(x),
+            Mlp::Plain { fc1, fc2, act } => fc2.forward_add(&fc1.forward_act(x, *act)?, residual),
+            Mlp::Gated(m) => m.forward_add(x, residual),
         }
     }
 }
@@ -321,10 +322,7 @@ impl QwenVisionTower {
             "patch_embed.proj.weight",
             &[d, 3, g.temporal_patch_size, g.patch_size, g.patch_size],
         )?;
-        let patch_embed = Linear {
-            weight: w.reshape((d, g.patch_dim()))?,
-            bias: None,
-        };
+        let patch_embed = Linear::new(w.reshape((d, g.patch_dim()))?, None)?;
         if let Some(&i) = c.fullatt_block_indexes.iter().find(|&&i| i >= c.depth) {
             crate::log::warn(&format!(
                 "config.json: fullatt_block_indexes names block {i} of a {}-block tower; ignored",
@@ -477,16 +475,15 @@ impl QwenVisionTower {
                 &packing.windows
             };
             let o = segment_attention(&q?, &k?, &v?, segments, scale)?;
-            x = (x + block.proj.forward(&o)?)?;
-            let h = block.mlp.forward(&block.norm2.forward(&x)?)?;
-            x = (x + h)?;
+            x = block.proj.forward_add(&o, &x)?;
+            x = block.mlp.forward_add(&block.norm2.forward(&x)?, &x)?;
         }
         let unit = c.geometry.merge_size * c.geometry.merge_size;
         let h = self
             .merger_norm
             .forward(&x)?
             .reshape((n / unit, c.dim * unit))?;
-        let h = Activation::GeluErf.forward(&self.merger_fc1.forward(&h)?)?;
+        let h = self.merger_fc1.forward_act(&h, Activation::GeluErf)?;
         let out = self.merger_fc2.forward(&h)?;
         let out = match &packing.restore {
             Some(restore) => out.index_select(&index(restore)?, 0)?,

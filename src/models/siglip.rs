@@ -61,10 +61,10 @@ impl SiglipVisionTower {
         let p = config.patch_size;
         let emb = loader.sub("embeddings");
         let conv = emb.tensor("patch_embedding.weight", &[d, 3, p, p])?;
-        let patch = Linear {
-            weight: conv.reshape((d, 3 * p * p))?,
-            bias: Some(emb.tensor("patch_embedding.bias", &[d])?),
-        };
+        let patch = Linear::new(
+            conv.reshape((d, 3 * p * p))?,
+            Some(emb.tensor("patch_embedding.bias", &[d])?),
+        )?;
         let positions = emb.tensor("position_embedding.weight", &[config.num_patches(), d])?;
         Ok(SiglipVisionTower {
             config: config.clone(),

@@ -121,13 +121,11 @@ impl EncoderLayer {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.attn.forward(&self.norm1.forward(x)?)?;
-        let x = (x + h)?;
-        let h = self.norm2.forward(&x)?;
-        let h = self
-            .fc2
-            .forward(&self.act.forward(&self.fc1.forward(&h)?)?)?;
-        Ok((x + h)?)
+        let x = self
+            .attn
+            .forward_residual(&self.norm1.forward(x)?, Some(x))?;
+        let h = self.fc1.forward_act(&self.norm2.forward(&x)?, self.act)?;
+        self.fc2.forward_add(&h, &x)
     }
 }
 

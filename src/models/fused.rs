@@ -1,0 +1,290 @@
+//! Fused elementwise passes on tensors: on the CPU in f32 they run the vectorized kernels of
+//! [`crate::models::kernels`] split across the calling thread's rayon pool (the model's pool
+//! inside a forward pass), in place where the input is a fresh matmul result; on any other
+//! device or dtype they fall back to the equivalent candle ops, so results never depend on
+//! which path ran beyond f32 rounding.
+//!
+//! One pass instead of three (bias add, activation, residual add) saves memory traffic and
+//! keeps candle's global elementwise thread pool (which ignores the model's thread count and
+//! is shared by every model in the process) out of the forward pass.
+
+use candle_core::{CpuStorage, CustomOp1, DType, InplaceOp1, Layout, Shape, Storage, Tensor};
+use rayon::prelude::*;
+
+use crate::error::Result;
+use crate::models::kernels;
+use crate::models::layers::Activation;
+
+/// Elements per parallel task: large enough to amortize scheduling, small enough to balance.
+const TASK_ELEMENTS: usize = 16 * 1024;
+
+/// Rows per task for rows of `width` elements.
+fn rows_per_task(width: usize) -> usize {
+    (TASK_ELEMENTS / width.max(1)).max(1)
+}
+
+/// Whether `t` can take the CPU kernels: f32, on the CPU, contiguous.
+fn cpu_f32(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous()
+}
+
+/// Runs `f` on the f32 slice behind a contiguous CPU tensor.
+fn with_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("fused op: operand is not contiguous".into()))?;
+    match &*storage {
+        Storage::Cpu(CpuStorage::F32(v)) => Ok(f(&v[start..end])),
+        _ => candle_core::bail!("fused op: operand is not an f32 CPU tensor"),
+    }
+}
+
+/// `y ← act(y + bias) + residual`, written into `y`'s own storage.
+struct Epilogue<'a> {
+    width: usize,
+    bias: Option<&'a Tensor>,
+    act: Option<Activation>,
+    residual: Option<&'a Tensor>,
+}
+
+impl Epilogue<'_> {
+    fn run(&self, y: &mut [f32], bias: Option<&[f32]>, residual: Option<&[f32]>) {
+        let chunk = rows_per_task(self.width) * self.width;
+        y.par_chunks_mut(chunk).enumerate().for_each(|(i, part)| {
+            let r = residual.map(|r| &r[i * chunk..i * chunk + part.len()]);
+            kernels::epilogue(part, self.width, bias, self.act, r);
+        });
+    }
+}
+
+impl InplaceOp1 for Epilogue<'_> {
+    fn name(&self) -> &'static str {
+        "vtower-epilogue"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("fused epilogue: output is not f32");
+        };
+        let (start, end) = layout.contiguous_offsets().ok_or_else(|| {
+            candle_core::Error::Msg("fused epilogue: output is not contiguous".into())
+        })?;
+        let y = &mut data[start..end];
+        match (self.bias, self.residual) {
+            (None, None) => {
+                self.run(y, None, None);
+                Ok(())
+            }
+            (Some(b), None) => with_slice(b, |b| self.run(y, Some(b), None)),
+            (None, Some(r)) => with_slice(r, |r| self.run(y, None, Some(r))),
+            (Some(b), Some(r)) => {
+                with_slice(b, |b| with_slice(r, |r| self.run(y, Some(b), Some(r))))?
+            }
+        }
+    }
+}
+
+/// `act(y + bias) + residual` over the last dimension of `y` (bias: `[width]`; residual:
+/// `y`'s shape). `y` must be a tensor no one else holds (a fresh matmul result): on the CPU
+/// in f32 it is overwritten and returned.
+pub fn epilogue(
+    y: Tensor,
+    bias: Option<&Tensor>,
+    act: Option<Activation>,
+    residual: Option<&Tensor>,
+) -> Result<Tensor> {
+    if bias.is_none() && act.is_none() && residual.is_none() {
+        return Ok(y);
+    }
+    let width = *y.dims().last().unwrap_or(&1);
+    let fits = cpu_f32(&y)
+        && width > 0
+        && bias.is_none_or(|b| cpu_f32(b) && b.dims() == [width])
+        && residual.is_none_or(|r| cpu_f32(r) && r.dims() == y.dims());
+    if fits {
+        y.inplace_op1(&Epilogue {
+            width,
+            bias,
+            act,
+            residual,
+        })?;
+        return Ok(y);
+    }
+    let mut y = y;
+    if let Some(b) = bias {
+        y = y.broadcast_add(b)?;
+    }
+    if let Some(a) = act {
+        y = a.forward(&y)?;
+    }
+    if let Some(r) = residual {
+        y = (y + r)?;
+    }
+    Ok(y)
+}
+
+/// `act(gate) * up` for `gu` `[.., 2 * hidden]` holding gate then up.
+struct ActMul {
+    hidden: usize,
+    act: Activation,
+}
+
+impl CustomOp1 for ActMul {
+    fn name(&self) -> &'static str {
+        "vtower-act-mul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("fused act-mul: input is not f32");
+        };
+        let (start, end) = layout.contiguous_offsets().ok_or_else(|| {
+            candle_core::Error::Msg("fused act-mul: input is not contiguous".into())
+        })?;
+        let gu = &data[start..end];
+        let h = self.hidden;
+        let rows = gu.len() / (2 * h);
+        let mut out = vec![0f32; rows * h];
+        let per = rows_per_task(2 * h);
+        out.par_chunks_mut(per * h)
+            .zip(gu.par_chunks(per * 2 * h))
+            .for_each(|(o, g)| kernels::act_mul(g, o, h, self.act));
+        let mut dims = layout.shape().dims().to_vec();
+        *dims.last_mut().expect("rank ≥ 1") = h;
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+}
+
+/// The middle of a gated MLP: `act(gu[.., :hidden]) * gu[.., hidden:]`.
+pub fn act_mul(gu: &Tensor, hidden: usize, act: Activation) -> Result<Tensor> {
+    let width = *gu.dims().last().unwrap_or(&0);
+    if cpu_f32(gu) && hidden > 0 && width == 2 * hidden {
+        return Ok(gu.apply_op1_no_bwd(&ActMul { hidden, act })?);
+    }
+    let gate = gu.narrow(candle_core::D::Minus1, 0, hidden)?;
+    let up = gu.narrow(candle_core::D::Minus1, hidden, hidden)?;
+    Ok((act.forward(&gate)? * up)?)
+}
+
+/// Row softmax of `scale · x`, in place.
+struct ScaledSoftmax {
+    scale: f32,
+}
+
+impl InplaceOp1 for ScaledSoftmax {
+    fn name(&self) -> &'static str {
+        "vtower-scaled-softmax"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("fused softmax: input is not f32");
+        };
+        let (start, end) = layout.contiguous_offsets().ok_or_else(|| {
+            candle_core::Error::Msg("fused softmax: input is not contiguous".into())
+        })?;
+        let width = *layout.shape().dims().last().unwrap_or(&1);
+        data[start..end]
+            .par_chunks_mut(rows_per_task(width) * width)
+            .for_each(|rows| kernels::softmax_rows(rows, width, self.scale));
+        Ok(())
+    }
+}
+
+/// `softmax(scores * scale)` over the last dimension, accumulated in f32 whatever the dtype.
+/// `scores` must be a tensor no one else holds (a fresh matmul result): on the CPU in f32 it
+/// is overwritten and returned.
+pub fn scaled_softmax(scores: Tensor, scale: f64) -> Result<Tensor> {
+    if cpu_f32(&scores) && scores.dims().last().is_some_and(|&w| w > 0) {
+        scores.inplace_op1(&ScaledSoftmax {
+            scale: scale as f32,
+        })?;
+        return Ok(scores);
+    }
+    let dtype = scores.dtype();
+    let s = (scores.to_dtype(DType::F32)? * scale)?;
+    Ok(candle_nn::ops::softmax_last_dim(&s)?.to_dtype(dtype)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn randn(shape: &[usize], seed: u64) -> Tensor {
+        let n: usize = shape.iter().product();
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 6.0
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+        let m = b.abs().unwrap().max_all().unwrap();
+        (d / m).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    /// The fused CPU path against candle's ops on the same values (the fallback path), over
+    /// sizes that span several parallel tasks.
+    #[test]
+    fn fused_ops_equal_the_unfused_candle_ops() {
+        let (rows, width) = (300, 97);
+        let bias = randn(&[width], 1);
+        let residual = randn(&[rows, width], 2);
+        for act in [
+            None,
+            Some(Activation::GeluTanh),
+            Some(Activation::GeluErf),
+            Some(Activation::QuickGelu),
+            Some(Activation::Silu),
+        ] {
+            let y = randn(&[rows, width], 3);
+            let mut want = y.broadcast_add(&bias).unwrap();
+            if let Some(a) = act {
+                want = a.forward(&want).unwrap();
+            }
+            let want = (want + &residual).unwrap();
+            let got = epilogue(y.copy().unwrap(), Some(&bias), act, Some(&residual)).unwrap();
+            assert!(max_rel(&got, &want) < 1e-6, "{act:?}");
+        }
+
+        let gu = randn(&[rows, 2 * width], 4);
+        for act in [Activation::GeluTanh, Activation::Silu] {
+            let gate = gu.narrow(1, 0, width).unwrap();
+            let up = gu.narrow(1, width, width).unwrap();
+            let want = (act.forward(&gate).unwrap() * up).unwrap();
+            assert!(max_rel(&act_mul(&gu, width, act).unwrap(), &want) < 1e-6);
+        }
+
+        let scores = randn(&[4, 50, 333], 5);
+        let want = candle_nn::ops::softmax_last_dim(&(&scores * 0.3).unwrap()).unwrap();
+        let got = scaled_softmax(scores.copy().unwrap(), 0.3).unwrap();
+        assert!(max_rel(&got, &want) < 1e-6);
+    }
+
+    #[test]
+    fn other_dtypes_take_the_candle_path() {
+        let y = randn(&[8, 16], 6).to_dtype(DType::BF16).unwrap();
+        let bias = randn(&[16], 7).to_dtype(DType::BF16).unwrap();
+        let got = epilogue(y.clone(), Some(&bias), Some(Activation::Silu), None).unwrap();
+        let want = y.broadcast_add(&bias).unwrap().silu().unwrap();
+        assert_eq!(
+            got.to_dtype(DType::F32).unwrap().to_vec2::<f32>().unwrap(),
+            want.to_dtype(DType::F32).unwrap().to_vec2::<f32>().unwrap()
+        );
+    }
+}
