@@ -4,6 +4,7 @@
 //! embeddings), written to match PyTorch's eager reference arithmetic.
 
 use candle_core::{DType, Device, Tensor, D};
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::models::fused;
@@ -477,6 +478,40 @@ impl Attention {
     /// `residual + attention(x)` when `residual` is given (the add fused into the output
     /// projection), else [`Attention::forward`].
     pub fn forward_residual(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+        self.forward_budget(x, residual, SEGMENT_SCORES_BUDGET)
+    }
+
+    fn forward_budget(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        score_budget: usize,
+    ) -> Result<Tensor> {
+        let (b, n, d) = x.dims3()?;
+        let scores_bytes = b
+            .saturating_mul(self.heads)
+            .saturating_mul(n)
+            .saturating_mul(n)
+            .saturating_mul(4);
+        if x.device().is_cpu() || scores_bytes > score_budget {
+            // Each image as one segment of a packed sequence: on the CPU that path runs
+            // heads in parallel; on a GPU, long sequences (Gemma3's 4096 tokens) take it so
+            // that queries go in chunks and the scores never take more than the budget.
+            let residual = residual.map(|r| r.reshape((b * n, d))).transpose()?;
+            let y = self.forward_packed_budget(
+                &x.reshape((b * n, d))?,
+                &vec![n; b],
+                None,
+                residual.as_ref(),
+                score_budget,
+            )?;
+            return Ok(y.reshape((b, n, d))?);
+        }
+        self.forward_batched(x, residual)
+    }
+
+    /// All images and heads in one batched matmul, unmasked (`x`: `[batch, tokens, dim]`).
+    fn forward_batched(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
         let (b, n, d) = x.dims3()?;
         let qkv = self.qkv.forward(x)?;
         let qkv = qkv
@@ -528,7 +563,18 @@ pub fn segment_attention(
     segment_attention_budget(q, k, v, segments, scale, SEGMENT_SCORES_BUDGET)
 }
 
-/// [`segment_attention`] with score chunks of at most `budget` bytes.
+/// Segments longer than this are split into one task per head on the CPU (many small
+/// batched matmuls over heads parallelize worse than independent per-head work).
+const PER_HEAD_MIN_TOKENS: usize = 128;
+
+/// [`segment_attention`] with score chunks of at most `budget` bytes (split between the
+/// threads that run tasks at once on the CPU).
+///
+/// On the CPU, the work is split into independent tasks, run on the calling thread's rayon
+/// pool: one per (segment, head) for long segments, one per segment (all heads batched) for
+/// short ones (Qwen2.5-VL's windows). Every task computes exactly the same arithmetic as the
+/// batched path, so the result does not depend on the split. Elsewhere (GPU), tasks run in
+/// order, each one batched over all heads.
 fn segment_attention_budget(
     q: &Tensor,
     k: &Tensor,
@@ -539,7 +585,6 @@ fn segment_attention_budget(
 ) -> Result<Tensor> {
     let (heads, tokens, head_dim) = q.dims3()?;
     let mut next = 0;
-    let mut outputs = Vec::with_capacity(segments.len());
     for &(start, len) in segments {
         if start != next || len == 0 {
             return Err(Error::compute(format!(
@@ -547,29 +592,74 @@ fn segment_attention_budget(
             )));
         }
         next = start + len;
-        let ks = k.narrow(1, start, len)?;
-        let kt = ks.t()?.contiguous()?;
-        let vs = v.narrow(1, start, len)?.contiguous()?;
-        let per_row = heads.saturating_mul(len).saturating_mul(4).max(1);
-        let chunk = (budget / per_row).clamp(1, len);
-        let mut q0 = 0;
-        while q0 < len {
-            let n = chunk.min(len - q0);
-            let qs = q.narrow(1, start + q0, n)?.contiguous()?;
-            let probs = fused::scaled_softmax(qs.matmul(&kt)?, scale)?;
-            outputs.push(probs.matmul(&vs)?);
-            q0 += n;
-        }
     }
     if next != tokens {
         return Err(Error::compute(format!(
             "attention segments cover {next} of {tokens} tokens"
         )));
     }
-    let o = if outputs.len() == 1 {
-        outputs.pop().expect("one output")
+    let on_cpu = q.device().is_cpu();
+    // (segment start, segment length, first head, heads)
+    let mut tasks = Vec::new();
+    for &(start, len) in segments {
+        if on_cpu && len > PER_HEAD_MIN_TOKENS {
+            tasks.extend((0..heads).map(|h| (start, len, h, 1)));
+        } else {
+            tasks.push((start, len, 0, heads));
+        }
+    }
+    let budget = if on_cpu {
+        (budget / rayon::current_num_threads().max(1)).max(1)
     } else {
-        Tensor::cat(&outputs, 1)?
+        budget
+    };
+    let run = |&(start, len, h0, hn): &(usize, usize, usize, usize)| -> Result<Tensor> {
+        let qs = q.narrow(0, h0, hn)?.narrow(1, start, len)?;
+        let kt = k
+            .narrow(0, h0, hn)?
+            .narrow(1, start, len)?
+            .t()?
+            .contiguous()?;
+        let vs = v.narrow(0, h0, hn)?.narrow(1, start, len)?.contiguous()?;
+        let per_row = hn.saturating_mul(len).saturating_mul(4).max(1);
+        let chunk = (budget / per_row).clamp(1, len);
+        let mut parts = Vec::with_capacity(len.div_ceil(chunk));
+        let mut q0 = 0;
+        while q0 < len {
+            let n = chunk.min(len - q0);
+            let qc = qs.narrow(1, q0, n)?.contiguous()?;
+            let probs = fused::scaled_softmax(qc.matmul(&kt)?, scale)?;
+            parts.push(probs.matmul(&vs)?);
+            q0 += n;
+        }
+        Ok(if parts.len() == 1 {
+            parts.pop().expect("one part")
+        } else {
+            Tensor::cat(&parts, 1)?
+        })
+    };
+    let outputs: Vec<Tensor> = if on_cpu {
+        tasks.par_iter().map(run).collect::<Result<_>>()?
+    } else {
+        tasks.iter().map(run).collect::<Result<_>>()?
+    };
+    // Tasks are segment-major: put each segment's heads back together, then the segments.
+    let mut per_segment = Vec::with_capacity(segments.len());
+    let mut i = 0;
+    while i < outputs.len() {
+        let (start, ..) = tasks[i];
+        let j = i + tasks[i..].iter().take_while(|t| t.0 == start).count();
+        per_segment.push(if j - i == 1 {
+            outputs[i].clone()
+        } else {
+            Tensor::cat(&outputs[i..j], 0)?
+        });
+        i = j;
+    }
+    let o = if per_segment.len() == 1 {
+        per_segment.pop().expect("one segment")
+    } else {
+        Tensor::cat(&per_segment, 1)?
     };
     Ok(o.transpose(0, 1)?.reshape((tokens, heads * head_dim))?)
 }
@@ -612,7 +702,10 @@ mod tests {
         let mut start = 0;
         for len in segments {
             let alone = a
-                .forward(&x.narrow(0, start, len).unwrap().unsqueeze(0).unwrap())
+                .forward_batched(
+                    &x.narrow(0, start, len).unwrap().unsqueeze(0).unwrap(),
+                    None,
+                )
                 .unwrap()
                 .squeeze(0)
                 .unwrap();
@@ -640,6 +733,23 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap();
         assert!(diff < 1e-6, "{diff}");
+        // A batch through the packed path (the CPU's, and a GPU's over the score budget),
+        // residual included, equals the direct batched computation.
+        let batch = randn(&[3, 6, dim], 8);
+        let residual = randn(&[3, 6, dim], 9);
+        let direct = a.forward_batched(&batch, Some(&residual)).unwrap();
+        for budget in [64, usize::MAX] {
+            let packed = a.forward_budget(&batch, Some(&residual), budget).unwrap();
+            let diff = (&direct - packed)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-5, "budget {budget}: {diff}");
+        }
         assert!(a.forward_packed(&x, &[5, 6], None, None).is_err());
         assert!(Attention::from_parts(
             Linear::new(randn(&[2 * dim, dim], 5), None).unwrap(),
@@ -676,6 +786,52 @@ mod tests {
             .unwrap();
         for (a, b) in h[0].iter().zip(want) {
             assert!((a - b).abs() < 2e-2, "{h:?}");
+        }
+    }
+
+    #[test]
+    fn long_segments_split_per_head_equal_the_batched_computation() {
+        let (heads, d) = (3, 8);
+        let lens = [PER_HEAD_MIN_TOKENS + 3, 40, 2 * PER_HEAD_MIN_TOKENS];
+        let n: usize = lens.iter().sum();
+        let (q, k, v) = (
+            randn(&[heads, n, d], 11),
+            randn(&[heads, n, d], 12),
+            randn(&[heads, n, d], 13),
+        );
+        let mut segs = Vec::new();
+        let mut start = 0;
+        for len in lens {
+            segs.push((start, len));
+            start += len;
+        }
+        let got = segment_attention(&q, &k, &v, &segs, 0.3).unwrap();
+        let chunked = segment_attention_budget(&q, &k, &v, &segs, 0.3, 1).unwrap();
+        for &(start, len) in &segs {
+            // The plain batched computation over all heads with candle's own softmax.
+            let qs = q.narrow(1, start, len).unwrap();
+            let ks = k.narrow(1, start, len).unwrap();
+            let vs = v.narrow(1, start, len).unwrap();
+            let scores = (qs.matmul(&ks.t().unwrap()).unwrap() * 0.3).unwrap();
+            let probs = candle_nn::ops::softmax_last_dim(&scores).unwrap();
+            let want = probs
+                .matmul(&vs)
+                .unwrap()
+                .transpose(0, 1)
+                .unwrap()
+                .reshape((len, heads * d))
+                .unwrap();
+            for out in [&got, &chunked] {
+                let diff = (out.narrow(0, start, len).unwrap() - &want)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(diff < 1e-5, "segment ({start}, {len}): {diff}");
+            }
         }
     }
 
