@@ -27,5 +27,10 @@ mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' | tee -a "$OUT/gpu.txt"
 export PYTHONUNBUFFERED=1
-python3 scripts/gpu/device_check.py --lib "$LIB" 2>&1 | tee "$OUT/check.txt"
-python3 scripts/gpu/bench_gpu.py --lib "$LIB" --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt"
+# Each stage has its own time limit (the device call allows 600 s in all); every result row is
+# printed as it is measured, so a stage cut short still leaves its finished rows in $OUT.
+CHECK_S="${VTOWER_CHECK_S:-150}"
+BENCH_S="${VTOWER_BENCH_S:-380}"
+timeout "$CHECK_S" python3 scripts/gpu/device_check.py --lib "$LIB" 2>&1 | tee "$OUT/check.txt"
+timeout "$BENCH_S" python3 scripts/gpu/bench_gpu.py --lib "$LIB" --iters "${VTOWER_BENCH_ITERS:-5}" \
+    --warm 2 --json "$OUT/bench.json" ${VTOWER_BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.txt"
