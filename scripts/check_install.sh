@@ -130,6 +130,9 @@ export LD_LIBRARY_PATH=$saved_ld_library_path
 
 step "Go (go/vtower, examples/go)"
 export GOPROXY=off GOTOOLCHAIN=local CGO_ENABLED=1
+# A build cache of its own: Go 1.19 keeps cgo packages cached across pkg-config changes, so a
+# shared cache would link against the prefix of an earlier run (long deleted).
+export GOCACHE=$work/go-cache
 (cd go/vtower && test -z "$(gofmt -l .)") || die "gofmt: $(cd go/vtower && gofmt -l .)"
 (cd go/vtower && go vet ./...) || die "go vet (go/vtower)"
 (cd go/vtower && go test -count=1 -race -v ./... 2>&1 | tee "$work/go-test.log") || die "go test"
