@@ -8,7 +8,9 @@
 //! keeps candle's global elementwise thread pool (which ignores the model's thread count and
 //! is shared by every model in the process) out of the forward pass.
 
-use candle_core::{CpuStorage, CustomOp1, DType, InplaceOp1, Layout, Shape, Storage, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp3, DType, InplaceOp1, Layout, Shape, Storage, Tensor,
+};
 use rayon::prelude::*;
 
 use crate::error::Result;
@@ -211,6 +213,72 @@ pub fn scaled_softmax(scores: Tensor, scale: f64) -> Result<Tensor> {
     Ok(candle_nn::ops::softmax_last_dim(&s)?.to_dtype(dtype)?)
 }
 
+/// `x·cos + rotate_half(x)·sin` for `x` `[tokens, heads, head_dim]`.
+struct RotateHalfRotary;
+
+impl CustomOp3 for RotateHalfRotary {
+    fn name(&self) -> &'static str {
+        "vtower-rotate-half-rotary"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        xl: &Layout,
+        cos: &CpuStorage,
+        cl: &Layout,
+        sin: &CpuStorage,
+        sl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let slice = |s: &'_ CpuStorage, l: &Layout| -> candle_core::Result<(usize, usize)> {
+            match s {
+                CpuStorage::F32(_) => l.contiguous_offsets().ok_or_else(|| {
+                    candle_core::Error::Msg("fused rotary: operand is not contiguous".into())
+                }),
+                _ => candle_core::bail!("fused rotary: operand is not f32"),
+            }
+        };
+        let ((x0, x1), (c0, c1), (s0, s1)) = (slice(x, xl)?, slice(cos, cl)?, slice(sin, sl)?);
+        let (CpuStorage::F32(x), CpuStorage::F32(cos), CpuStorage::F32(sin)) = (x, cos, sin) else {
+            candle_core::bail!("fused rotary: operands are not f32");
+        };
+        let (x, cos, sin) = (&x[x0..x1], &cos[c0..c1], &sin[s0..s1]);
+        let (tokens, heads, head_dim) = xl.shape().dims3()?;
+        let mut out = vec![0f32; x.len()];
+        let per = rows_per_task(heads * head_dim);
+        out.par_chunks_mut(per * heads * head_dim)
+            .zip(x.par_chunks(per * heads * head_dim))
+            .enumerate()
+            .for_each(|(i, (o, xs))| {
+                let t0 = i * per;
+                let t1 = (t0 + per).min(tokens);
+                kernels::rotate_half_rotary(
+                    xs,
+                    &cos[t0 * head_dim..t1 * head_dim],
+                    &sin[t0 * head_dim..t1 * head_dim],
+                    o,
+                    heads,
+                    head_dim,
+                );
+            });
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+}
+
+/// `x·cos + rotate_half(x)·sin` on the CPU in f32 for `x` `[tokens, heads, head_dim]` and
+/// `cos`/`sin` holding `tokens × head_dim` values (`[tokens, 1, head_dim]` or
+/// `[tokens, head_dim]`); `None` when the operands do not fit (the caller uses candle's ops).
+pub fn rotate_half_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Option<Tensor>> {
+    let Ok((tokens, _, head_dim)) = x.dims3() else {
+        return Ok(None);
+    };
+    let table = |t: &Tensor| cpu_f32(t) && t.elem_count() == tokens * head_dim;
+    if !(cpu_f32(x) && head_dim % 2 == 0 && table(cos) && table(sin)) {
+        return Ok(None);
+    }
+    Ok(Some(x.apply_op3_no_bwd(cos, sin, &RotateHalfRotary)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,6 +342,30 @@ mod tests {
         let want = candle_nn::ops::softmax_last_dim(&(&scores * 0.3).unwrap()).unwrap();
         let got = scaled_softmax(scores.copy().unwrap(), 0.3).unwrap();
         assert!(max_rel(&got, &want) < 1e-6);
+    }
+
+    #[test]
+    fn rotary_equals_candle_ops_bit_for_bit() {
+        let (tokens, heads, head_dim) = (700, 3, 8);
+        let x = randn(&[tokens, heads, head_dim], 10);
+        let cos = randn(&[tokens, 1, head_dim], 11);
+        let sin = randn(&[tokens, 1, head_dim], 12);
+        let want = (x.broadcast_mul(&cos).unwrap()
+            + crate::models::rope::rotate_half(&x)
+                .unwrap()
+                .broadcast_mul(&sin)
+                .unwrap())
+        .unwrap();
+        let got = rotate_half_rotary(&x, &cos, &sin)
+            .unwrap()
+            .expect("fused path");
+        assert_eq!(
+            got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            want.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+        // Tables of the wrong size are left to candle (which reports the mismatch).
+        let short = randn(&[tokens - 1, 1, head_dim], 13);
+        assert!(rotate_half_rotary(&x, &short, &sin).unwrap().is_none());
     }
 
     #[test]

@@ -190,6 +190,38 @@ pub fn softmax_rows(x: &mut [f32], width: usize, scale: f32) {
     }
 }
 
+/// Rotary embedding with `rotate_half` (`x·cos + rotate_half(x)·sin`, `rotate_half(x) =
+/// cat(−x₂, x₁)`) for `x`/`out` `[tokens, heads, head_dim]` and `cos`/`sin` `[tokens,
+/// head_dim]`, in the reference's order of operations (two products, then their sum).
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
+pub fn rotate_half_rotary(
+    x: &[f32],
+    cos: &[f32],
+    sin: &[f32],
+    out: &mut [f32],
+    heads: usize,
+    head_dim: usize,
+) {
+    let half = head_dim / 2;
+    let token = heads * head_dim;
+    for (t, (xt, ot)) in x
+        .chunks_exact(token)
+        .zip(out.chunks_exact_mut(token))
+        .enumerate()
+    {
+        let c = &cos[t * head_dim..(t + 1) * head_dim];
+        let s = &sin[t * head_dim..(t + 1) * head_dim];
+        for (xh, oh) in xt.chunks_exact(head_dim).zip(ot.chunks_exact_mut(head_dim)) {
+            let (x1, x2) = xh.split_at(half);
+            let (o1, o2) = oh.split_at_mut(half);
+            for j in 0..half {
+                o1[j] = x1[j] * c[j] + (-x2[j]) * s[j];
+                o2[j] = x2[j] * c[half + j] + x1[j] * s[half + j];
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

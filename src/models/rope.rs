@@ -120,6 +120,9 @@ pub fn rotate_half(x: &Tensor) -> Result<Tensor> {
 /// `x·cos + rotate_half(x)·sin`, computed in f32 and cast back to `x`'s dtype
 /// (`apply_rotary_pos_emb_vision`). `cos` and `sin` broadcast against `x`.
 pub fn apply_rotary_f32(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    if let Some(y) = crate::models::fused::rotate_half_rotary(x, cos, sin)? {
+        return Ok(y);
+    }
     let dtype = x.dtype();
     let x = x.to_dtype(DType::F32)?;
     let cos = cos.to_dtype(DType::F32)?;
