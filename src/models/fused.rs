@@ -42,6 +42,32 @@ fn with_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result
     }
 }
 
+/// The contiguous f32 values of a custom op's operand.
+fn f32_values<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(data) = s else {
+        candle_core::bail!("{op}: operand is not f32");
+    };
+    let (start, end) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{op}: operand is not contiguous")))?;
+    Ok(&data[start..end])
+}
+
+/// [`f32_values`] of an in-place op's output.
+fn f32_values_mut<'a>(
+    s: &'a mut CpuStorage,
+    l: &Layout,
+    op: &str,
+) -> candle_core::Result<&'a mut [f32]> {
+    let CpuStorage::F32(data) = s else {
+        candle_core::bail!("{op}: output is not f32");
+    };
+    let (start, end) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{op}: output is not contiguous")))?;
+    Ok(&mut data[start..end])
+}
+
 /// `y ← act(y + bias) + residual`, written into `y`'s own storage.
 struct Epilogue<'a> {
     width: usize,
@@ -66,13 +92,7 @@ impl InplaceOp1 for Epilogue<'_> {
     }
 
     fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("fused epilogue: output is not f32");
-        };
-        let (start, end) = layout.contiguous_offsets().ok_or_else(|| {
-            candle_core::Error::Msg("fused epilogue: output is not contiguous".into())
-        })?;
-        let y = &mut data[start..end];
+        let y = f32_values_mut(storage, layout, self.name())?;
         match (self.bias, self.residual) {
             (None, None) => {
                 self.run(y, None, None);
@@ -142,13 +162,7 @@ impl CustomOp1 for ActMul {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("fused act-mul: input is not f32");
-        };
-        let (start, end) = layout.contiguous_offsets().ok_or_else(|| {
-            candle_core::Error::Msg("fused act-mul: input is not contiguous".into())
-        })?;
-        let gu = &data[start..end];
+        let gu = f32_values(storage, layout, self.name())?;
         let h = self.hidden;
         let rows = gu.len() / (2 * h);
         let mut out = vec![0f32; rows * h];
@@ -184,14 +198,8 @@ impl InplaceOp1 for ScaledSoftmax {
     }
 
     fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("fused softmax: input is not f32");
-        };
-        let (start, end) = layout.contiguous_offsets().ok_or_else(|| {
-            candle_core::Error::Msg("fused softmax: input is not contiguous".into())
-        })?;
         let width = *layout.shape().dims().last().unwrap_or(&1);
-        data[start..end]
+        f32_values_mut(storage, layout, self.name())?
             .par_chunks_mut(rows_per_task(width) * width)
             .for_each(|rows| kernels::softmax_rows(rows, width, self.scale));
         Ok(())
@@ -230,19 +238,9 @@ impl CustomOp3 for RotateHalfRotary {
         sin: &CpuStorage,
         sl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let slice = |s: &'_ CpuStorage, l: &Layout| -> candle_core::Result<(usize, usize)> {
-            match s {
-                CpuStorage::F32(_) => l.contiguous_offsets().ok_or_else(|| {
-                    candle_core::Error::Msg("fused rotary: operand is not contiguous".into())
-                }),
-                _ => candle_core::bail!("fused rotary: operand is not f32"),
-            }
-        };
-        let ((x0, x1), (c0, c1), (s0, s1)) = (slice(x, xl)?, slice(cos, cl)?, slice(sin, sl)?);
-        let (CpuStorage::F32(x), CpuStorage::F32(cos), CpuStorage::F32(sin)) = (x, cos, sin) else {
-            candle_core::bail!("fused rotary: operands are not f32");
-        };
-        let (x, cos, sin) = (&x[x0..x1], &cos[c0..c1], &sin[s0..s1]);
+        let x = f32_values(x, xl, self.name())?;
+        let cos = f32_values(cos, cl, self.name())?;
+        let sin = f32_values(sin, sl, self.name())?;
         let (tokens, heads, head_dim) = xl.shape().dims3()?;
         let mut out = vec![0f32; x.len()];
         let per = rows_per_task(heads * head_dim);
@@ -282,22 +280,9 @@ pub fn rotate_half_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Opti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
 
     fn randn(shape: &[usize], seed: u64) -> Tensor {
-        let n: usize = shape.iter().product();
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let v: Vec<f32> = (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 6.0
-            })
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+        crate::models::testing::uniform(shape, seed, 3.0)
     }
 
     fn max_rel(a: &Tensor, b: &Tensor) -> f32 {

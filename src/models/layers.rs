@@ -668,21 +668,10 @@ fn segment_attention_budget(
 mod tests {
     use super::*;
 
+    use crate::models::testing::{max_abs_diff, uniform};
+
     fn randn(shape: &[usize], seed: u64) -> Tensor {
-        // A small deterministic generator (no rand dependency).
-        let n: usize = shape.iter().product();
-        let mut state = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let v: Vec<f32> = (0..n)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+        uniform(shape, seed, 1.0)
     }
 
     fn attention(dim: usize, heads: usize) -> Attention {
@@ -709,14 +698,7 @@ mod tests {
                 .unwrap()
                 .squeeze(0)
                 .unwrap();
-            let diff = (packed.narrow(0, start, len).unwrap() - alone)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_abs_diff(&packed.narrow(0, start, len).unwrap(), &alone);
             assert!(diff < 1e-5, "segment at {start}: {diff}");
             start += len;
         }
@@ -724,14 +706,7 @@ mod tests {
         let blocked = a
             .forward_packed_budget(&x, &segments, None, None, 1)
             .unwrap();
-        let diff = (blocked - &packed)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs_diff(&blocked, &packed);
         assert!(diff < 1e-6, "{diff}");
         // A batch through the packed path (the CPU's, and a GPU's over the score budget),
         // residual included, equals the direct batched computation.
@@ -740,14 +715,7 @@ mod tests {
         let direct = a.forward_batched(&batch, Some(&residual)).unwrap();
         for budget in [64, usize::MAX] {
             let packed = a.forward_budget(&batch, Some(&residual), budget).unwrap();
-            let diff = (&direct - packed)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_abs_diff(&direct, &packed);
             assert!(diff < 1e-5, "budget {budget}: {diff}");
         }
         assert!(a.forward_packed(&x, &[5, 6], None, None).is_err());
@@ -822,14 +790,7 @@ mod tests {
                 .reshape((len, heads * d))
                 .unwrap();
             for out in [&got, &chunked] {
-                let diff = (out.narrow(0, start, len).unwrap() - &want)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let diff = max_abs_diff(&out.narrow(0, start, len).unwrap(), &want);
                 assert!(diff < 1e-5, "segment ({start}, {len}): {diff}");
             }
         }
@@ -862,14 +823,7 @@ mod tests {
         assert_eq!(a, first.to_vec2::<f32>().unwrap());
         // One query row per chunk: same result.
         let chunked = segment_attention_budget(&q, &k, &v, &segs, 0.5, 1).unwrap();
-        let diff = (chunked - &whole)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs_diff(&chunked, &whole);
         assert!(diff <= 1e-6, "{diff}");
         // Segments must tile the sequence.
         assert!(segment_attention(&q, &k, &v, &[(0, 3), (4, 3)], 0.5).is_err());

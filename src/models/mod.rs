@@ -12,6 +12,8 @@ pub mod qwen2_vl;
 pub mod registry;
 pub mod rope;
 pub mod siglip;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod vit;
 
 use candle_core::Tensor;
