@@ -205,73 +205,106 @@ def versions() -> dict:
     }
 
 
+def init_torch(allow_other_versions: bool) -> None:
+    """Pinned versions, one CPU thread, deterministic algorithms: the start of every fixture script."""
+    check_versions(allow_other_versions)
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+
+
+class Loud:
+    """The "loud" value draws shared by every fixture script's re-initialization: one torch.Generator seeded with
+    `seed`, drawn from in call order (so the order of the calls fixes the weights), and the ids of the parameters
+    set so far (`done`)."""
+
+    def __init__(self, seed: int):
+        self.g = torch.Generator().manual_seed(seed)
+        self.done: set[int] = set()
+
+    def normal_(self, p, std):
+        """p <- N(0, std^2), drawn in f64, rounded to p's dtype."""
+        with torch.no_grad():
+            p.copy_(torch.randn(p.shape, generator=self.g, dtype=torch.float64).mul_(std).to(p.dtype))
+        self.done.add(id(p))
+
+    def uniform_(self, p, lo, hi):
+        """p <- U(lo, hi), drawn in f64, rounded to p's dtype."""
+        with torch.no_grad():
+            p.copy_((torch.rand(p.shape, generator=self.g, dtype=torch.float64) * (hi - lo) + lo).to(p.dtype))
+        self.done.add(id(p))
+
+    def norm_weight_(self, w):
+        """A norm weight: U(0.5, 1.5) with ~10% sign flips (at least one)."""
+        self.uniform_(w, 0.5, 1.5)
+        flip = torch.rand(w.shape, generator=self.g) < 0.1
+        flip[torch.randint(0, w.numel(), (1,), generator=self.g)] = True
+        with torch.no_grad():
+            w[flip] *= -1
+
+    def modules_(self, model: nn.Module) -> None:
+        """Every module with its own parameters, in named_modules() order: LayerNorm weight as norm_weight_, bias
+        N(0, 0.3); *RMSNorm weight as norm_weight_; Linear/Conv2d/Conv3d weight N(0, 1/fan_in), bias U(-0.5, 0.5);
+        Embedding N(0, 0.5) for a position_embedding, else N(0, 1); MultiheadAttention in_proj weight N(0, 1/D),
+        bias U(-0.5, 0.5) (its out_proj is a Linear submodule, handled by its own iteration). Parameters outside
+        these modules are left to the caller (not in `done`)."""
+        for name, mod in model.named_modules():
+            if isinstance(mod, nn.LayerNorm):
+                self.norm_weight_(mod.weight)
+                self.normal_(mod.bias, 0.3)
+            elif type(mod).__name__.endswith("RMSNorm"):
+                self.norm_weight_(mod.weight)
+            elif isinstance(mod, (nn.Linear, nn.Conv2d, nn.Conv3d)):
+                self.normal_(mod.weight, 1.0 / np.sqrt(mod.weight[0].numel()))
+                if mod.bias is not None:
+                    self.uniform_(mod.bias, -0.5, 0.5)
+            elif isinstance(mod, nn.Embedding):
+                self.normal_(mod.weight, 0.5 if name.endswith("position_embedding") else 1.0)
+            elif isinstance(mod, nn.MultiheadAttention):
+                self.normal_(mod.in_proj_weight, 1.0 / np.sqrt(mod.in_proj_weight.shape[1]))
+                self.uniform_(mod.in_proj_bias, -0.5, 0.5)
+
+
 def reinit_loud(model: nn.Module, seed: int) -> None:
     """Re-initialize EVERY parameter with "loud" values (random init of transformers is too quiet: zero biases,
     unit LayerNorms would hide bugs):
     Linear/Conv weights N(0, 1/fan_in); biases U(-0.5, 0.5); LayerNorm weight U(0.5, 1.5) with ~10% sign flips
     (at least one), LayerNorm bias N(0, 0.3); position embeddings N(0, 0.5); other embeddings N(0, 1);
     MultiheadAttention in_proj weight N(0, 1/D), bias U(-0.5, 0.5); SigLIP head probe N(0, 1)."""
-    g = torch.Generator().manual_seed(seed)
-    done: set[int] = set()
-
-    def normal_(p, std):
-        with torch.no_grad():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64).mul_(std).to(p.dtype))
-        done.add(id(p))
-
-    def uniform_(p, lo, hi):
-        with torch.no_grad():
-            p.copy_((torch.rand(p.shape, generator=g, dtype=torch.float64) * (hi - lo) + lo).to(p.dtype))
-        done.add(id(p))
-
-    for name, mod in model.named_modules():
-        if isinstance(mod, nn.LayerNorm):
-            uniform_(mod.weight, 0.5, 1.5)
-            flip = torch.rand(mod.weight.shape, generator=g) < 0.1
-            flip[torch.randint(0, mod.weight.numel(), (1,), generator=g)] = True
-            with torch.no_grad():
-                mod.weight[flip] *= -1
-            normal_(mod.bias, 0.3)
-        elif isinstance(mod, (nn.Linear, nn.Conv2d)):
-            fan_in = mod.weight[0].numel()
-            normal_(mod.weight, 1.0 / np.sqrt(fan_in))
-            if mod.bias is not None:
-                uniform_(mod.bias, -0.5, 0.5)
-        elif isinstance(mod, nn.Embedding):
-            normal_(mod.weight, 0.5 if name.endswith("position_embedding") else 1.0)
-        elif isinstance(mod, nn.MultiheadAttention):
-            normal_(mod.in_proj_weight, 1.0 / np.sqrt(mod.in_proj_weight.shape[1]))
-            uniform_(mod.in_proj_bias, -0.5, 0.5)
-            # mod.out_proj is an nn.Linear submodule, handled by its own iteration
-
+    r = Loud(seed)
+    r.modules_(model)
     for name, p in model.named_parameters():
-        if id(p) in done:
+        if id(p) in r.done:
             continue
         if name.endswith("head.probe"):
-            normal_(p, 1.0)
+            r.normal_(p, 1.0)
         elif name == "logit_scale":
             with torch.no_grad():
                 p.fill_(float(np.log(10.0)))
-            done.add(id(p))
+            r.done.add(id(p))
         elif name == "logit_bias":
             with torch.no_grad():
                 p.fill_(-10.0)
-            done.add(id(p))
+            r.done.add(id(p))
         else:
             raise RuntimeError(f"parameter {name} not covered by reinit_loud")
-    assert all(id(p) in done for p in model.parameters())
+    assert all(id(p) in r.done for p in model.parameters())
+
+
+def write_wave_image(path: Path, width: int, height: int, seed: int, waves: tuple, noise=18) -> None:
+    """A deterministic RGB PNG (smooth waves plus noise): channel c is
+    255 * (0.5 + 0.5 * sin(x * (fx + dfx * c) + y * (fy - dfy * c) + phase * c)) + N(0, noise^2), with
+    waves = (fx, dfx, fy, dfy, phase) and the noise drawn from np.random.default_rng(seed)."""
+    fx, dfx, fy, dfy, phase = waves
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    chans = [255.0 * (0.5 + 0.5 * np.sin(x * (fx + dfx * c) + y * (fy - dfy * c) + phase * c)) for c in range(3)]
+    img = np.stack(chans, -1) + rng.normal(0, noise, (height, width, 3))
+    Image.fromarray(np.clip(np.rint(img), 0, 255).astype(np.uint8), "RGB").save(path, optimize=False)
 
 
 def write_native_image(path: Path, size: int, seed: int) -> None:
     """A deterministic RGB PNG at exactly the native resolution (processor does not resample it)."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:size, 0:size].astype(np.float64)
-    chans = []
-    for c in range(3):
-        f = 0.5 + 0.5 * np.sin(x * (0.21 + 0.05 * c) + y * (0.13 - 0.03 * c) + 1.7 * c)
-        chans.append(255.0 * f)
-    img = np.stack(chans, -1) + rng.normal(0, 18, (size, size, 3))
-    Image.fromarray(np.clip(np.rint(img), 0, 255).astype(np.uint8), "RGB").save(path, optimize=False)
+    write_wave_image(path, size, size, seed, (0.21, 0.05, 0.13, 0.03, 1.7))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -409,16 +442,45 @@ def vision_of(model: nn.Module) -> nn.Module:
     return model.vision_model if isinstance(model, SiglipModel) else model
 
 
-def load_f32(d: Path, cls, **kw):
-    model, info = cls.from_pretrained(d, dtype=torch.float32, attn_implementation="eager",
-                                      output_loading_info=True, **kw)
+def load_f32(d: Path, cls, vision=vision_of):
+    """The checkpoint in `d` as stored, reloaded in f32 with eager attention, with no missing/unexpected tensors.
+    `vision(model)` (if given) is the tower whose config must say eager."""
+    model, info = cls.from_pretrained(d, dtype=torch.float32, attn_implementation="eager", output_loading_info=True)
     bad = {k: v for k, v in info.items() if v}
     assert not bad, f"loading {d}: {bad}"
     model.eval()
-    v = vision_of(model)
-    assert v.config._attn_implementation == "eager", v.config._attn_implementation
+    if vision is not None:
+        v = vision(model)
+        assert v.config._attn_implementation == "eager", v.config._attn_implementation
     assert all(p.dtype == torch.float32 for p in model.parameters())
     return model
+
+
+def assert_same_params(a: nn.Module, b: nn.Module) -> None:
+    """Two loaded models have exactly the same parameter names and values."""
+    sa, sb = a.state_dict(), b.state_dict()
+    assert set(sa) == set(sb)
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+def check_reload_matches(out_dir: Path, cls, stored: nn.Module, load=load_f32) -> nn.Module:
+    """The f32 reload (by `load`) equals the in-memory stored-dtype model upcast to f32, tensor by tensor; returns
+    the reload."""
+    re = load(out_dir, cls)
+    sd_re, sd_st = re.state_dict(), stored.state_dict()
+    assert set(sd_re) == set(sd_st), set(sd_re) ^ set(sd_st)
+    for k, v in sd_st.items():
+        if v.is_floating_point():
+            assert torch.equal(sd_re[k], v.float()), k
+    return re
+
+
+def fresh_dir(d: Path) -> Path:
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    return d
 
 
 def tensor_names(d: Path) -> list[str]:
@@ -466,15 +528,23 @@ def embed(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
     return out.last_hidden_state
 
 
-def health_check(name: str, embs: dict[str, torch.Tensor], model: nn.Module, pv: torch.Tensor) -> dict:
+def value_stats(name: str, embs: dict[str, torch.Tensor], std_range: tuple[float, float],
+                max_abs: float | None) -> tuple[float, float, float]:
+    """All embedding values together: finite, std inside `std_range`, under 2% of them ~0 (|x| < 1e-3) and (if
+    `max_abs` is given) every |x| below it. Returns (std, fraction ~0, max |x|)."""
     allv = torch.cat([e.reshape(-1) for e in embs.values()])
     assert torch.isfinite(allv).all(), f"{name}: non-finite embeddings"
     std = allv.std().item()
     small = (allv.abs() < 1e-3).double().mean().item()
     maxabs = allv.abs().max().item()
-    assert 0.3 < std < 10.0, f"{name}: embedding std {std}"
+    assert std_range[0] < std < std_range[1], f"{name}: embedding std {std}"
     assert small < 0.02, f"{name}: {small:.3%} of values ~0"
-    assert maxabs < 100.0, f"{name}: max |x| {maxabs}"
+    assert max_abs is None or maxabs < max_abs, f"{name}: max |x| {maxabs}"
+    return std, small, maxabs
+
+
+def health_check(name: str, embs: dict[str, torch.Tensor], model: nn.Module, pv: torch.Tensor) -> dict:
+    std, small, maxabs = value_stats(name, embs, (0.3, 10.0), 100.0)
     # image content must matter: the tokens of different images must differ substantially
     keys = list(embs)
     rel = []
@@ -612,24 +682,6 @@ def save_processor(out_dir: Path, size: int, **kw) -> None:
     proc.save_pretrained(out_dir)
 
 
-def check_reload_matches(out_dir: Path, cls, stored: nn.Module) -> None:
-    """The f32 reload equals the in-memory stored-dtype model upcast to f32, tensor by tensor."""
-    re = load_f32(out_dir, cls)
-    sd_re = re.state_dict()
-    sd_st = stored.state_dict()
-    assert set(sd_re) == set(sd_st), set(sd_re) ^ set(sd_st)
-    for k, v in sd_st.items():
-        if v.is_floating_point():
-            assert torch.equal(sd_re[k], v.float()), k
-
-
-def fresh_dir(d: Path) -> Path:
-    if d.exists():
-        shutil.rmtree(d)
-    d.mkdir(parents=True)
-    return d
-
-
 def gen_siglip_f32(images, skipped, images_dir):
     name = "siglip_f32"
     out = fresh_dir(FIXTURES / name)
@@ -704,10 +756,7 @@ def gen_hub_f16(images, skipped, images_dir):
         # exactly the same parameters and outputs as the unrenamed 5.x-layout save.
         a = load_f32(out, SiglipVisionModel)
         b = load_f32(td, SiglipVisionModel)
-        sa, sb = a.state_dict(), b.state_dict()
-        assert set(sa) == set(sb)
-        for k in sa:
-            assert torch.equal(sa[k], sb[k]), k
+        assert_same_params(a, b)
         check_reload_matches(out, SiglipVisionModel, model)
         x = torch.randn(2, 3, VISION_B["image_size"], VISION_B["image_size"], generator=torch.Generator().manual_seed(5))
         assert torch.equal(embed(a, x), embed(b, x)), "hub-layout load differs"
@@ -725,17 +774,22 @@ def gen_hub_f16(images, skipped, images_dir):
                                   "files": ["model.safetensors"]}})
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--images-dir", type=Path, default=FIXTURES / "images")
+def arg_parser(doc: str, images_dir: bool = False) -> argparse.ArgumentParser:
+    """The command line every fixture script takes: --allow-other-versions (and --images-dir if `images_dir`)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    if images_dir:
+        ap.add_argument("--images-dir", type=Path, default=FIXTURES / "images")
     ap.add_argument("--allow-other-versions", action="store_true")
+    return ap
+
+
+def main():
+    ap = arg_parser(__doc__, images_dir=True)
     ap.add_argument("--all-images", action="store_true",
                     help="use every test image in every fixture (exceeds the ~3 MB budget)")
     args = ap.parse_args()
 
-    check_versions(args.allow_other_versions)
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
+    init_torch(args.allow_other_versions)
     selfcheck_alpha_formula()
 
     images_dir = args.images_dir.resolve()

@@ -39,7 +39,6 @@ from the original image, then resize each to size with BILINEAR); models/gemma3/
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -251,12 +250,8 @@ def gen_hub_pas_bf16():
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--allow-other-versions", action="store_true")
-    args = ap.parse_args()
-    common.check_versions(args.allow_other_versions)
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
+    args = common.arg_parser(__doc__).parse_args()
+    common.init_torch(args.allow_other_versions)
     gen_f32()
     gen_hub_pas_bf16()
 

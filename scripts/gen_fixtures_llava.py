@@ -39,7 +39,6 @@ post_layernorm); image_processing_pil_llava.py (pad_to_square with int(x * 255) 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -268,12 +267,8 @@ def gen_siglip_m45_f16():
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--allow-other-versions", action="store_true")
-    args = ap.parse_args()
-    common.check_versions(args.allow_other_versions)
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
+    args = common.arg_parser(__doc__).parse_args()
+    common.init_torch(args.allow_other_versions)
     gen_clip_f32()
     gen_clip_pad_hub()
     gen_siglip_m45_f16()

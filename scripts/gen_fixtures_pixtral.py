@@ -55,7 +55,6 @@ models/mistral3/modeling_mistral3.py  RMSNorm(text rms_norm_eps) -> unfold merge
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import os
@@ -145,14 +144,7 @@ def reinit_loud(model: nn.Module, seed: int) -> None:
 
 def write_image(path: Path, width: int, height: int, seed: int) -> None:
     """A deterministic RGB PNG of any size (smooth pattern + noise)."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
-    chans = []
-    for c in range(3):
-        f = 0.5 + 0.5 * np.sin(x * (0.23 + 0.05 * c) + y * (0.17 - 0.04 * c) + 1.3 * c)
-        chans.append(255.0 * f)
-    img = np.stack(chans, -1) + rng.normal(0, 18, (height, width, 3))
-    Image.fromarray(np.clip(np.rint(img), 0, 255).astype(np.uint8), "RGB").save(path, optimize=False)
+    common.write_wave_image(path, width, height, seed, (0.23, 0.05, 0.17, 0.04, 1.3))
 
 
 def make_tokenizer() -> PreTrainedTokenizerFast:
@@ -176,12 +168,7 @@ def make_processor(image_processor, patch_size: int, merge: int):
 
 
 def load_f32(d: Path, cls):
-    model, info = cls.from_pretrained(d, dtype=torch.float32, attn_implementation="eager", output_loading_info=True)
-    bad = {k: v for k, v in info.items() if v}
-    assert not bad, f"loading {d}: {bad}"
-    model.eval()
-    assert all(p.dtype == torch.float32 for p in model.parameters())
-    return model
+    return common.load_f32(d, cls, vision=None)
 
 
 def vision_of(model):
@@ -223,12 +210,7 @@ def mistral3_features_unsplit(model, pv, image_sizes) -> torch.Tensor:
 
 
 def check_reload_matches(out_dir: Path, cls, stored: nn.Module) -> None:
-    re = load_f32(out_dir, cls)
-    sd_re, sd_st = re.state_dict(), stored.state_dict()
-    assert set(sd_re) == set(sd_st), set(sd_re) ^ set(sd_st)
-    for k, v in sd_st.items():
-        if v.is_floating_point():
-            assert torch.equal(sd_re[k], v.float()), k
+    common.check_reload_matches(out_dir, cls, stored, load=load_f32)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -351,14 +333,7 @@ def make_expected(name: str, out_dir: Path, model_cls, proc, images: list[dict],
 
 @torch.no_grad()
 def health_check(name: str, embs: dict, model, images) -> dict:
-    allv = torch.cat([e.reshape(-1) for e in embs.values()])
-    assert torch.isfinite(allv).all(), f"{name}: non-finite embeddings"
-    std = allv.std().item()
-    small = (allv.abs() < 1e-3).double().mean().item()
-    maxabs = allv.abs().max().item()
-    assert 0.3 < std < 10.0, f"{name}: embedding std {std}"
-    assert small < 0.02, f"{name}: {small:.3%} of values ~0"
-    assert maxabs < 100.0, f"{name}: max |x| {maxabs}"
+    std, small, maxabs = common.value_stats(name, embs, (0.3, 10.0), 100.0)
     # content matters: the first token of different images differs
     firsts = [e[0] for e in embs.values()]
     rel = [((a - b).abs().mean() / a.abs().mean()).item() for i, a in enumerate(firsts) for b in firsts[i + 1:]]
@@ -470,10 +445,7 @@ def gen_mistral3(images_dir: Path, all_images: list[dict]):
         shutil.copy(td / "config.json", out / "config.json")
         a = load_f32(out, Mistral3ForConditionalGeneration)
         b = load_f32(td, Mistral3ForConditionalGeneration)
-        sa, sb = a.state_dict(), b.state_dict()
-        assert set(sa) == set(sb)
-        for k in sa:
-            assert torch.equal(sa[k], sb[k]), k
+        common.assert_same_params(a, b)
         log(f"{name}: transformers loads the 4.5x-layout (model.*) checkpoint with identical parameters")
     check_reload_matches(out, Mistral3ForConditionalGeneration, model)
     names = common.tensor_names(out)
@@ -556,13 +528,8 @@ def gen_standalone(images_dir: Path, all_images: list[dict]):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--images-dir", type=Path, default=FIXTURES / "images")
-    ap.add_argument("--allow-other-versions", action="store_true")
-    args = ap.parse_args()
-    common.check_versions(args.allow_other_versions)
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
+    args = common.arg_parser(__doc__, images_dir=True).parse_args()
+    common.init_torch(args.allow_other_versions)
     stub_torchvision()
     images_dir = args.images_dir.resolve()
     images, _ = common.list_images(images_dir)

@@ -46,7 +46,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -68,8 +67,6 @@ from transformers import (  # noqa: E402
     Qwen2VLForConditionalGeneration,
     Qwen2VLImageProcessorPil,
 )
-from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLRMSNorm  # noqa: E402
-from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLRMSNorm  # noqa: E402
 
 FIXTURES = common.FIXTURES
 IMAGES = FIXTURES / "images"
@@ -95,39 +92,9 @@ def reinit_loud(model: nn.Module, seed: int) -> None:
     """Loud values for every parameter (as gen_fixtures.reinit_loud, plus Conv3d and RMSNorm):
     Linear/Conv3d weights N(0, 1/fan_in), biases U(-0.5, 0.5); LayerNorm and RMSNorm weights U(0.5, 1.5) with ~10%
     sign flips (at least one), LayerNorm bias N(0, 0.3); embeddings N(0, 1)."""
-    g = torch.Generator().manual_seed(seed)
-    done: set[int] = set()
-
-    def normal_(p, std):
-        with torch.no_grad():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64).mul_(std).to(p.dtype))
-        done.add(id(p))
-
-    def uniform_(p, lo, hi):
-        with torch.no_grad():
-            p.copy_((torch.rand(p.shape, generator=g, dtype=torch.float64) * (hi - lo) + lo).to(p.dtype))
-        done.add(id(p))
-
-    def norm_weight(w):
-        uniform_(w, 0.5, 1.5)
-        flip = torch.rand(w.shape, generator=g) < 0.1
-        flip[torch.randint(0, w.numel(), (1,), generator=g)] = True
-        with torch.no_grad():
-            w[flip] *= -1
-
-    for _, mod in model.named_modules():
-        if isinstance(mod, nn.LayerNorm):
-            norm_weight(mod.weight)
-            normal_(mod.bias, 0.3)
-        elif isinstance(mod, (Qwen2VLRMSNorm, Qwen2_5_VLRMSNorm)):
-            norm_weight(mod.weight)
-        elif isinstance(mod, (nn.Linear, nn.Conv3d)):
-            normal_(mod.weight, 1.0 / np.sqrt(mod.weight[0].numel()))
-            if mod.bias is not None:
-                uniform_(mod.bias, -0.5, 0.5)
-        elif isinstance(mod, nn.Embedding):
-            normal_(mod.weight, 1.0)
-    missing = [n for n, p in model.named_parameters() if id(p) not in done]
+    r = common.Loud(seed)
+    r.modules_(model)  # Qwen2VLRMSNorm / Qwen2_5_VLRMSNorm by name; no position_embedding, Conv2d or MHA here
+    missing = [n for n, p in model.named_parameters() if id(p) not in r.done]
     assert not missing, f"parameters not covered by reinit_loud: {missing}"
 
 
@@ -137,11 +104,7 @@ def reinit_loud(model: nn.Module, seed: int) -> None:
 
 def write_image(path: Path, width: int, height: int, seed: int) -> None:
     """A deterministic RGB PNG (smooth waves plus noise)."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
-    chans = [255.0 * (0.5 + 0.5 * np.sin(x * (0.23 + 0.05 * c) + y * (0.17 - 0.04 * c) + 1.3 * c)) for c in range(3)]
-    img = np.stack(chans, -1) + rng.normal(0, 20, (height, width, 3))
-    Image.fromarray(np.clip(np.rint(img), 0, 255).astype(np.uint8), "RGB").save(path, optimize=False)
+    common.write_wave_image(path, width, height, seed, (0.23, 0.05, 0.17, 0.04, 1.3), noise=20)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -205,13 +168,7 @@ def build(kind: str, seed: int, dtype: torch.dtype) -> nn.Module:
 
 
 def load_f32(d: Path, cls) -> nn.Module:
-    model, info = cls.from_pretrained(d, dtype=torch.float32, attn_implementation="eager", output_loading_info=True)
-    bad = {k: v for k, v in info.items() if v}
-    assert not bad, f"loading {d}: {bad}"
-    model.eval()
-    assert model.model.visual.config._attn_implementation == "eager"
-    assert all(p.dtype == torch.float32 for p in model.parameters())
-    return model
+    return common.load_f32(d, cls, vision=lambda m: m.model.visual)
 
 
 @torch.no_grad()
@@ -220,13 +177,7 @@ def features(model: nn.Module, pv: torch.Tensor, grid: torch.Tensor) -> list[tor
 
 
 def check_reload_matches(out_dir: Path, cls, stored: nn.Module) -> nn.Module:
-    re = load_f32(out_dir, cls)
-    sd_re, sd_st = re.state_dict(), stored.state_dict()
-    assert set(sd_re) == set(sd_st), set(sd_re) ^ set(sd_st)
-    for k, v in sd_st.items():
-        if v.is_floating_point():
-            assert torch.equal(sd_re[k], v.float()), k
-    return re
+    return common.check_reload_matches(out_dir, cls, stored, load=load_f32)
 
 
 def save_processor(out_dir: Path, min_pixels: int, max_pixels: int) -> None:
@@ -240,12 +191,7 @@ def save_processor(out_dir: Path, min_pixels: int, max_pixels: int) -> None:
 
 
 def health_check(name: str, embs: dict[str, torch.Tensor]) -> dict:
-    allv = torch.cat([e.reshape(-1) for e in embs.values()])
-    assert torch.isfinite(allv).all(), f"{name}: non-finite embeddings"
-    std, maxabs = allv.std().item(), allv.abs().max().item()
-    small = (allv.abs() < 1e-3).double().mean().item()
-    assert 0.3 < std < 20.0, f"{name}: embedding std {std}"
-    assert small < 0.02, f"{name}: {small:.3%} of values ~0"
+    std, small, maxabs = common.value_stats(name, embs, (0.3, 20.0), None)
     # image content must matter: mean token of different images must differ
     means = [e.mean(0) for e in embs.values()]
     rel = [((a - b).abs().mean() / a.abs().mean()).item() for i, a in enumerate(means) for b in means[i + 1:]]
@@ -461,10 +407,7 @@ def gen_qwen2_5_vl():
 
         a = load_f32(out, Qwen2_5_VLForConditionalGeneration)
         b = load_f32(td, Qwen2_5_VLForConditionalGeneration)
-        sa, sb = a.state_dict(), b.state_dict()
-        assert set(sa) == set(sb)
-        for k in sa:
-            assert torch.equal(sa[k], sb[k]), k
+        common.assert_same_params(a, b)
         assert a.config.image_token_id == 13 and a.config.vision_start_token_id == 11
         assert a.config.vision_config.in_channels == 3 and a.config.text_config.hidden_size == 24
         g = torch.Generator().manual_seed(7)
@@ -492,9 +435,7 @@ def gen_qwen2_5_vl():
 
 
 def main():
-    common.check_versions(False)
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
+    common.init_torch(False)
     gen_qwen2_vl()
     gen_qwen2_5_vl()
     total = sum(f.stat().st_size for d in FIXTURES.glob("qwen2*") for f in d.iterdir())

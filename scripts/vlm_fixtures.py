@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -45,52 +44,18 @@ def loud_init(module: nn.Module, seed: int) -> None:
     U(-0.5, 0.5); LayerNorm weight U(0.5, 1.5) with ~10% sign flips, bias N(0, 0.3); RMSNorm weight (Gemma's is used
     as 1 + w) U(0.5, 1.5) with sign flips; position embeddings N(0, 0.5), other embeddings and CLIP's class
     embedding N(0, 1); Gemma3's `mm_input_projection_weight` [in, out] N(0, 1/in). Unknown parameters are an error."""
-    g = torch.Generator().manual_seed(seed)
-    done: set[int] = set()
-
-    def normal_(p, std):
-        with torch.no_grad():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64).mul_(std).to(p.dtype))
-        done.add(id(p))
-
-    def uniform_(p, lo, hi):
-        with torch.no_grad():
-            p.copy_((torch.rand(p.shape, generator=g, dtype=torch.float64) * (hi - lo) + lo).to(p.dtype))
-        done.add(id(p))
-
-    def flip_some_(p):
-        flip = torch.rand(p.shape, generator=g) < 0.1
-        flip[torch.randint(0, p.numel(), (1,), generator=g)] = True
-        with torch.no_grad():
-            p[flip] *= -1
-
-    for name, mod in module.named_modules():
-        if isinstance(mod, nn.LayerNorm):
-            uniform_(mod.weight, 0.5, 1.5)
-            flip_some_(mod.weight)
-            normal_(mod.bias, 0.3)
-        elif type(mod).__name__.endswith("RMSNorm"):
-            uniform_(mod.weight, 0.5, 1.5)
-            flip_some_(mod.weight)
-        elif isinstance(mod, (nn.Linear, nn.Conv2d)):
-            normal_(mod.weight, 1.0 / np.sqrt(mod.weight[0].numel()))
-            if mod.bias is not None:
-                uniform_(mod.bias, -0.5, 0.5)
-        elif isinstance(mod, nn.Embedding):
-            normal_(mod.weight, 0.5 if name.endswith("position_embedding") else 1.0)
-        elif isinstance(mod, nn.MultiheadAttention):
-            normal_(mod.in_proj_weight, 1.0 / np.sqrt(mod.in_proj_weight.shape[1]))
-            uniform_(mod.in_proj_bias, -0.5, 0.5)
+    r = common.Loud(seed)
+    r.modules_(module)
     for name, p in module.named_parameters():
-        if id(p) in done:
+        if id(p) in r.done:
             continue
         if name.endswith("class_embedding") or name.endswith("head.probe"):
-            normal_(p, 1.0)
+            r.normal_(p, 1.0)
         elif name.endswith("mm_input_projection_weight"):
-            normal_(p, 1.0 / np.sqrt(p.shape[0]))
+            r.normal_(p, 1.0 / np.sqrt(p.shape[0]))
         else:
             raise RuntimeError(f"parameter {name} not covered by loud_init")
-    assert all(id(p) in done for p in module.parameters())
+    assert all(id(p) in r.done for p in module.parameters())
 
 
 def loud_vlm(model: nn.Module, seed: int) -> None:
@@ -100,47 +65,17 @@ def loud_vlm(model: nn.Module, seed: int) -> None:
 
 
 def load_f32(d: Path, cls) -> nn.Module:
-    model, info = cls.from_pretrained(d, dtype=torch.float32, attn_implementation="eager", output_loading_info=True)
-    bad = {k: v for k, v in info.items() if v}
-    assert not bad, f"loading {d}: {bad}"
-    model.eval()
-    assert model.model.vision_tower.config._attn_implementation == "eager"
-    assert all(p.dtype == torch.float32 for p in model.parameters())
-    return model
+    return common.load_f32(d, cls, vision=lambda m: m.model.vision_tower)
 
 
-def tensor_names(d: Path) -> list[str]:
-    names = []
-    for f in sorted(d.glob("model*.safetensors")):
-        with safe_open(f, "pt") as h:
-            names += list(h.keys())
-    return sorted(names)
-
-
-def stored_dtypes(d: Path) -> set[str]:
-    out = set()
-    for f in sorted(d.glob("model*.safetensors")):
-        with safe_open(f, "pt") as h:
-            for k in h.keys():
-                out.add(str(h.get_slice(k).get_dtype()))
-    return out
-
-
-def fresh_dir(d: Path) -> Path:
-    if d.exists():
-        shutil.rmtree(d)
-    d.mkdir(parents=True)
-    return d
+tensor_names = common.tensor_names
+stored_dtypes = common.stored_dtypes
+fresh_dir = common.fresh_dir
 
 
 def check_reload_matches(out_dir: Path, cls, stored: nn.Module) -> None:
     """The f32 reload equals the in-memory (stored-dtype) model upcast to f32, tensor by tensor."""
-    re = load_f32(out_dir, cls)
-    sd_re, sd_st = re.state_dict(), stored.state_dict()
-    assert set(sd_re) == set(sd_st), set(sd_re) ^ set(sd_st)
-    for k, v in sd_st.items():
-        if v.is_floating_point():
-            assert torch.equal(sd_re[k], v.float()), k
+    common.check_reload_matches(out_dir, cls, stored, load=load_f32)
 
 
 def rewrite_layout(src: Path, dst: Path, rename, cls) -> None:
@@ -151,21 +86,13 @@ def rewrite_layout(src: Path, dst: Path, rename, cls) -> None:
     assert len(renamed) == len(sd)
     save_file(renamed, str(dst / "model.safetensors"), metadata={"format": "pt"})
     shutil.copy(src / "config.json", dst / "config.json")
-    a, b = load_f32(dst, cls), load_f32(src, cls)
-    sa, sb = a.state_dict(), b.state_dict()
-    assert set(sa) == set(sb)
-    for k in sa:
-        assert torch.equal(sa[k], sb[k]), k
+    common.assert_same_params(load_f32(dst, cls), load_f32(src, cls))
     log(f"{dst.name}: transformers loads the renamed layout into identical parameters")
 
 
 def write_image(path: Path, width: int, height: int, seed: int) -> None:
     """A deterministic RGB PNG of the given size (smooth waves plus noise)."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
-    chans = [255.0 * (0.5 + 0.5 * np.sin(x * (0.17 + 0.04 * c) + y * (0.11 - 0.02 * c) + 1.3 * c)) for c in range(3)]
-    img = np.stack(chans, -1) + rng.normal(0, 18, (height, width, 3))
-    Image.fromarray(np.clip(np.rint(img), 0, 255).astype(np.uint8), "RGB").save(path, optimize=False)
+    common.write_wave_image(path, width, height, seed, (0.17, 0.04, 0.11, 0.02, 1.3))
 
 
 def image_entry(path: Path, key: str, width: int, height: int, resized: bool, tokens: int, dim: int,
@@ -188,14 +115,7 @@ def image_entry(path: Path, key: str, width: int, height: int, resized: bool, to
 
 def health(name: str, embs: dict[str, torch.Tensor]) -> dict:
     """The embeddings are finite, spread out, and depend on the image."""
-    allv = torch.cat([e.reshape(-1) for e in embs.values()])
-    assert torch.isfinite(allv).all(), f"{name}: non-finite embeddings"
-    std = allv.std().item()
-    small = (allv.abs() < 1e-3).double().mean().item()
-    maxabs = allv.abs().max().item()
-    assert 0.1 < std < 20.0, f"{name}: embedding std {std}"
-    assert small < 0.02, f"{name}: {small:.3%} of values ~0"
-    assert maxabs < 200.0, f"{name}: max |x| {maxabs}"
+    std, small, maxabs = common.value_stats(name, embs, (0.1, 20.0), 200.0)
     keys = list(embs)
     rel = []
     for i in range(len(keys)):
