@@ -328,23 +328,16 @@ impl GatedMlp {
         })
     }
 
-    /// Applies the MLP to the last dimension of `x`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.down.forward(&self.middle(x)?)
-    }
-
-    /// `residual + mlp(x)`, the residual add fused into the last projection.
+    /// `residual + mlp(x)` over the last dimension of `x`, the residual add fused into the
+    /// last projection.
     pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        self.down.forward_add(&self.middle(x)?, residual)
-    }
-
-    fn middle(&self, x: &Tensor) -> Result<Tensor> {
-        fused::act_mul(&self.gate_up.forward(x)?, self.hidden, self.act)
+        let h = fused::act_mul(&self.gate_up.forward(x)?, self.hidden, self.act)?;
+        self.down.forward_add(&h, residual)
     }
 }
 
 /// Multi-head self-attention with q/k/v fused into one projection: without mask over a
-/// batch ([`Attention::forward`]), or over several sequences packed into one, each attending
+/// batch ([`Attention::forward_residual`]), or over several sequences packed into one, each attending
 /// only to itself, optionally with rotary embeddings ([`Attention::forward_packed`]).
 #[derive(Debug, Clone)]
 pub struct Attention {
@@ -470,13 +463,9 @@ impl Attention {
         }
     }
 
-    /// `x`: `[batch, tokens, dim]`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.forward_residual(x, None)
-    }
-
-    /// `residual + attention(x)` when `residual` is given (the add fused into the output
-    /// projection), else [`Attention::forward`].
+    /// Self-attention over `x` `[batch, tokens, dim]`, each image on its own; with
+    /// `residual`, returns `residual + attention(x)` (the add fused into the output
+    /// projection).
     pub fn forward_residual(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
         self.forward_budget(x, residual, SEGMENT_SCORES_BUDGET)
     }

@@ -1,0 +1,81 @@
+//! CPU micro-benchmarks behind the "what made the difference" figures of BENCHMARKS.md:
+//! candle's matmul with the weight as a transposed view (`x · W.t()`, what vtower did before)
+//! against the contiguous `Wᵀ` vtower now keeps, and attention as one batched computation over
+//! all heads against vtower's per-head tasks (`segment_attention`). Both sides of each row run
+//! in the same process on the same data; the ratio is the point.
+//!
+//!     cargo bench --bench cpu_ops            # all cores
+//!     RAYON_NUM_THREADS=2 cargo bench --bench cpu_ops
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use vtower::models::layers::segment_attention;
+
+fn median_ms(iters: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..iters)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    t.sort_by(|a, b| a.total_cmp(b));
+    t[iters / 2]
+}
+
+fn randn(shape: &[usize]) -> Tensor {
+    Tensor::randn(0f32, 1.0, shape, &Device::Cpu).unwrap()
+}
+
+fn main() {
+    println!("threads: {}", rayon::current_num_threads());
+    println!("\nmatmul x[m,k] · W[n,k]ᵀ        view ms  contiguous ms  view/contiguous");
+    for (m, k, n) in [
+        (196, 768, 3072),
+        (196, 3072, 768),
+        (729, 1152, 4304),
+        (729, 4304, 1152),
+    ] {
+        let x = randn(&[m, k]);
+        let w = randn(&[n, k]);
+        let wt = w.t().unwrap().contiguous().unwrap();
+        let view = median_ms(15, || drop(x.matmul(&w.t().unwrap()).unwrap()));
+        let contiguous = median_ms(15, || drop(x.matmul(&wt).unwrap()));
+        println!(
+            "{m:5} x {k:5} x {n:5}           {view:8.2} {contiguous:14.2} {:16.2}",
+            view / contiguous
+        );
+    }
+    println!(
+        "\nattention core (tokens, heads, head_dim)  batched ms  per-head ms  batched/per-head"
+    );
+    for (n, heads, hd) in [(196, 12, 64), (729, 16, 72), (1024, 16, 64)] {
+        let (q, k, v) = (
+            randn(&[heads, n, hd]),
+            randn(&[heads, n, hd]),
+            randn(&[heads, n, hd]),
+        );
+        let scale = (hd as f64).powf(-0.5);
+        let batched = median_ms(9, || {
+            let s = (q.matmul(&k.t().unwrap()).unwrap() * scale).unwrap();
+            let p = candle_nn::ops::softmax_last_dim(&s).unwrap();
+            drop(
+                p.matmul(&v)
+                    .unwrap()
+                    .transpose(0, 1)
+                    .unwrap()
+                    .contiguous()
+                    .unwrap(),
+            );
+        });
+        let tasks = median_ms(9, || {
+            drop(segment_attention(&q, &k, &v, &[(0, n)], scale).unwrap())
+        });
+        println!(
+            "({n:4}, {heads:2}, {hd:3})                       {batched:10.2} {tasks:12.2} {:17.2}",
+            batched / tasks
+        );
+    }
+}
