@@ -64,8 +64,10 @@
 
 /**
  * The output of one vt_forward call: for each input image, a row-major
- * `[n_tokens, dim]` f32 matrix. Freed with vt_embeddings_free. A plain value: one thread
- * at a time, any thread.
+ * `[n_tokens, dim]` matrix, readable as f32 (vt_embeddings_data), copied out as
+ * f32/bf16/f16 (vt_embeddings_copy) or, for a GPU model, copied device to device
+ * (vt_embeddings_copy_to_cuda). For a GPU model it holds GPU memory until freed with
+ * vt_embeddings_free. A plain value: one thread at a time, any thread.
  */
 typedef struct vt_embeddings vt_embeddings;
 
@@ -358,6 +360,10 @@ extern "C" {
  * - `out`: receives the embeddings on VT_OK; the caller frees them with vt_embeddings_free.
  * - `err_out`: NULL, or receives an owned vt_error on failure.
  *
+ * On a GPU model the work is complete when this returns (errors are reported here), and
+ * the results stay on the GPU until read: see vt_embeddings_data and
+ * vt_embeddings_copy_to_cuda.
+ *
  * Errors: VT_ERR_INVALID_ARGUMENT (NULL pointers, an image made by another model),
  * VT_ERR_COMPUTE, VT_ERR_OUT_OF_MEMORY.
  * Threads: any thread, concurrently with other calls on the same model.
@@ -385,7 +391,12 @@ size_t vt_embeddings_dim(const struct vt_embeddings *e);
 
 /**
  * Row-major `[n_tokens, dim]` f32 rows of image `index`, borrowed from `e`: valid until
- * vt_embeddings_free(e). NULL if `e` is NULL or `index` is out of range.
+ * vt_embeddings_free(e). NULL if `e` is NULL, `index` is out of range or the rows could
+ * not be copied from the GPU (the reason goes to the log; vt_embeddings_copy returns it).
+ *
+ * On a GPU model the rows are copied to host memory on the first call for each image
+ * (not by vt_forward), so callers that only use vt_embeddings_copy_to_cuda never pay for
+ * that transfer. Threads: one thread at a time per vt_embeddings.
  */
 const float *vt_embeddings_data(const struct vt_embeddings *e, size_t index);
 

@@ -1,6 +1,7 @@
 //! The result of a forward pass.
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
+use once_cell::sync::OnceCell;
 
 use crate::error::{Error, Result};
 
@@ -21,17 +22,46 @@ impl OutputType {
     }
 }
 
-/// Embeddings of a batch of images: for image `i`, `n_tokens(i)` rows of `dim` floats.
+/// Embeddings of a batch of images: for image `i`, `n_tokens(i)` rows of `dim` values.
+///
+/// Each image's rows stay where the model computed them (on its device, in its compute
+/// dtype); the f32 host copy is made on first use, so a caller that copies the rows
+/// straight into its own GPU buffer never pays for a device-to-host transfer.
 #[derive(Debug, Clone)]
 pub struct Embeddings {
-    pub(crate) dim: usize,
-    pub(crate) items: Vec<Vec<f32>>,
-    /// The same rows on the GPU when the model runs there (empty on the CPU), in the
-    /// model's compute dtype, for copies that never touch host memory.
-    pub(crate) device_items: Vec<Tensor>,
+    dim: usize,
+    items: Vec<Rows>,
+}
+
+#[derive(Debug, Clone)]
+struct Rows {
+    n_tokens: usize,
+    /// `[n_tokens, dim]` as the model returned it.
+    tensor: Tensor,
+    /// The same rows as host f32, made on first use.
+    host: OnceCell<Vec<f32>>,
 }
 
 impl Embeddings {
+    /// Wraps the model's outputs, each `[n_tokens, dim]`.
+    pub(crate) fn new(dim: usize, outputs: Vec<Tensor>) -> Result<Embeddings> {
+        let items = outputs
+            .into_iter()
+            .enumerate()
+            .map(|(i, tensor)| match tensor.dims() {
+                &[n_tokens, d] if d == dim => Ok(Rows {
+                    n_tokens,
+                    tensor,
+                    host: OnceCell::new(),
+                }),
+                other => Err(Error::compute(format!(
+                    "image {i}: output shape {other:?}, expected [n_tokens, {dim}]"
+                ))),
+            })
+            .collect::<Result<_>>()?;
+        Ok(Embeddings { dim, items })
+    }
+
     /// Number of images.
     pub fn count(&self) -> usize {
         self.items.len()
@@ -44,35 +74,52 @@ impl Embeddings {
 
     /// Rows of image `index`, or `None` past the end.
     pub fn n_tokens(&self, index: usize) -> Option<usize> {
-        self.items.get(index).map(|v| v.len() / self.dim.max(1))
+        self.items.get(index).map(|r| r.n_tokens)
     }
 
-    /// Row-major `[n_tokens, dim]` data of image `index`.
-    pub fn data(&self, index: usize) -> Option<&[f32]> {
-        self.items.get(index).map(|v| v.as_slice())
+    fn rows(&self, index: usize) -> Result<&Rows> {
+        self.items.get(index).ok_or_else(|| {
+            Error::invalid_argument(format!(
+                "index {index} is out of range (count {})",
+                self.count()
+            ))
+        })
     }
 
-    /// The GPU copy of image `index`'s rows, when the model ran on a GPU.
+    /// Row-major `[n_tokens, dim]` f32 data of image `index`, copied to the host (and
+    /// converted from the compute dtype) on the first call for that image.
+    pub fn data(&self, index: usize) -> Result<&[f32]> {
+        let rows = self.rows(index)?;
+        let host = rows.host.get_or_try_init(|| -> Result<Vec<f32>> {
+            Ok(rows
+                .tensor
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?)
+        })?;
+        Ok(host.as_slice())
+    }
+
+    /// Image `index`'s rows on the GPU, in the model's compute dtype, when the model ran on
+    /// one (`None` on the CPU or past the end).
     pub fn device_rows(&self, index: usize) -> Option<&Tensor> {
-        self.device_items.get(index)
+        self.items
+            .get(index)
+            .map(|r| &r.tensor)
+            .filter(|t| !t.device().is_cpu())
     }
 
     /// Writes image `index`'s rows into `dst` as little-endian `ty` values (bf16 and f16
     /// rounded to nearest even, as torch converts).
     pub fn copy_to_host(&self, index: usize, ty: OutputType, dst: &mut [u8]) -> Result<()> {
-        let rows = self.data(index).ok_or_else(|| {
-            Error::invalid_argument(format!(
-                "index {index} is out of range (count {})",
-                self.count()
-            ))
-        })?;
-        let needed = rows.len() * ty.size();
+        let needed = self.rows(index)?.n_tokens * self.dim * ty.size();
         if dst.len() < needed {
             return Err(Error::invalid_argument(format!(
                 "destination holds {} bytes, image {index} needs {needed}",
                 dst.len()
             )));
         }
+        let rows = self.data(index)?;
         match ty {
             OutputType::F32 => {
                 for (d, v) in dst.chunks_exact_mut(4).zip(rows) {
@@ -100,11 +147,12 @@ mod tests {
 
     #[test]
     fn host_copies_convert_and_check_sizes() {
-        let e = Embeddings {
-            dim: 2,
-            items: vec![vec![1.0, -2.5, 3.0e-3, 65504.0]],
-            device_items: vec![],
-        };
+        let rows = Tensor::new(
+            &[[1.0f32, -2.5], [3.0e-3, 65504.0]],
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let e = Embeddings::new(2, vec![rows]).unwrap();
         let mut f32s = [0u8; 16];
         e.copy_to_host(0, OutputType::F32, &mut f32s).unwrap();
         assert_eq!(f32::from_le_bytes(f32s[4..8].try_into().unwrap()), -2.5);
@@ -115,5 +163,31 @@ mod tests {
         assert_eq!(half::f16::from_le_bytes([b[6], b[7]]).to_f32(), 65504.0);
         assert!(e.copy_to_host(0, OutputType::F16, &mut [0u8; 7]).is_err());
         assert!(e.copy_to_host(1, OutputType::F32, &mut f32s).is_err());
+        assert!(e.data(1).is_err());
+        assert!(e.device_rows(0).is_none(), "CPU rows are not device rows");
+    }
+
+    #[test]
+    fn host_rows_are_converted_from_the_compute_dtype_once() {
+        let dev = candle_core::Device::Cpu;
+        let rows = Tensor::new(&[[0.1f32, 1.0 / 3.0, -7.25]], &dev)
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap();
+        let e = Embeddings::new(3, vec![rows]).unwrap();
+        let want: Vec<f32> = [0.1f32, 1.0 / 3.0, -7.25]
+            .iter()
+            .map(|v| half::bf16::from_f32(*v).to_f32())
+            .collect();
+        let first = e.data(0).unwrap();
+        assert_eq!(first, want.as_slice());
+        assert!(std::ptr::eq(first, e.data(0).unwrap()), "copied once");
+        assert_eq!(e.n_tokens(0), Some(1));
+    }
+
+    #[test]
+    fn outputs_of_the_wrong_width_are_an_error() {
+        let t = Tensor::zeros((2, 3), DType::F32, &candle_core::Device::Cpu).unwrap();
+        assert!(Embeddings::new(4, vec![t]).is_err());
     }
 }

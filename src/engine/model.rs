@@ -183,22 +183,20 @@ impl Model {
         }
         let pixels: Vec<&Pixels> = images.iter().map(|i| &i.pixels).collect();
         let dim = self.info().output_dim;
-        let mut items: Vec<Vec<f32>> = vec![Vec::new(); images.len()];
-        let on_gpu = !self.placement.device.is_cpu();
-        let mut device_items: Vec<Option<candle_core::Tensor>> = vec![None; images.len()];
+        let mut outputs: Vec<Option<candle_core::Tensor>> = vec![None; images.len()];
         self.pool.install(|| -> Result<()> {
             let info = self.info();
             for group in plan_batches(&pixels, info.max_batch, info.mixed_shape_batches) {
                 let batch: Vec<&Pixels> = group.iter().map(|&i| pixels[i]).collect();
-                let outputs = self.inner.forward(&batch)?;
-                if outputs.len() != group.len() {
+                let results = self.inner.forward(&batch)?;
+                if results.len() != group.len() {
                     return Err(Error::compute(format!(
                         "model returned {} results for {} images",
-                        outputs.len(),
+                        results.len(),
                         group.len()
                     )));
                 }
-                for (&i, out) in group.iter().zip(outputs) {
+                for (&i, out) in group.iter().zip(results) {
                     let expected = [pixels[i].n_tokens(), dim];
                     if out.dims() != expected {
                         return Err(Error::compute(format!(
@@ -206,22 +204,20 @@ impl Model {
                             out.dims()
                         )));
                     }
-                    items[i] = out
-                        .to_dtype(candle_core::DType::F32)?
-                        .flatten_all()?
-                        .to_vec1::<f32>()?;
-                    if on_gpu {
-                        device_items[i] = Some(out);
-                    }
+                    outputs[i] = Some(out);
                 }
             }
             Ok(())
         })?;
-        Ok(Embeddings {
-            dim,
-            items,
-            device_items: device_items.into_iter().flatten().collect(),
-        })
+        // GPU work is queued asynchronously: wait for it here, so that the results are
+        // complete (and any device error is reported) when `forward` returns.
+        self.placement.device.synchronize()?;
+        let outputs = outputs
+            .into_iter()
+            .enumerate()
+            .map(|(i, o)| o.ok_or_else(|| Error::compute(format!("image {i} was not run"))))
+            .collect::<Result<Vec<_>>>()?;
+        Embeddings::new(dim, outputs)
     }
 }
 

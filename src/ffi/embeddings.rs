@@ -12,8 +12,10 @@ use crate::ffi::params::{vt_dtype, VT_DTYPE_BF16, VT_DTYPE_F16, VT_DTYPE_F32};
 use crate::ffi::status::vt_status;
 
 /// The output of one vt_forward call: for each input image, a row-major
-/// `[n_tokens, dim]` f32 matrix. Freed with vt_embeddings_free. A plain value: one thread
-/// at a time, any thread.
+/// `[n_tokens, dim]` matrix, readable as f32 (vt_embeddings_data), copied out as
+/// f32/bf16/f16 (vt_embeddings_copy) or, for a GPU model, copied device to device
+/// (vt_embeddings_copy_to_cuda). For a GPU model it holds GPU memory until freed with
+/// vt_embeddings_free. A plain value: one thread at a time, any thread.
 pub struct vt_embeddings {
     emb: Embeddings,
 }
@@ -25,6 +27,10 @@ pub struct vt_embeddings {
 ///   0); borrowed for the call.
 /// - `out`: receives the embeddings on VT_OK; the caller frees them with vt_embeddings_free.
 /// - `err_out`: NULL, or receives an owned vt_error on failure.
+///
+/// On a GPU model the work is complete when this returns (errors are reported here), and
+/// the results stay on the GPU until read: see vt_embeddings_data and
+/// vt_embeddings_copy_to_cuda.
 ///
 /// Errors: VT_ERR_INVALID_ARGUMENT (NULL pointers, an image made by another model),
 /// VT_ERR_COMPUTE, VT_ERR_OUT_OF_MEMORY.
@@ -93,11 +99,22 @@ pub extern "C" fn vt_embeddings_dim(e: *const vt_embeddings) -> usize {
 }
 
 /// Row-major `[n_tokens, dim]` f32 rows of image `index`, borrowed from `e`: valid until
-/// vt_embeddings_free(e). NULL if `e` is NULL or `index` is out of range.
+/// vt_embeddings_free(e). NULL if `e` is NULL, `index` is out of range or the rows could
+/// not be copied from the GPU (the reason goes to the log; vt_embeddings_copy returns it).
+///
+/// On a GPU model the rows are copied to host memory on the first call for each image
+/// (not by vt_forward), so callers that only use vt_embeddings_copy_to_cuda never pay for
+/// that transfer. Threads: one thread at a time per vt_embeddings.
 #[no_mangle]
 pub extern "C" fn vt_embeddings_data(e: *const vt_embeddings, index: usize) -> *const f32 {
-    with_emb(e, std::ptr::null(), |e| {
-        e.data(index).map_or(std::ptr::null(), |d| d.as_ptr())
+    with_emb(e, std::ptr::null(), |e| match e.data(index) {
+        Ok(d) => d.as_ptr(),
+        Err(err) => {
+            if index < e.count() {
+                crate::log::warn(&format!("vt_embeddings_data: {err}"));
+            }
+            std::ptr::null()
+        }
     })
 }
 
