@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use vtower::models::layers::segment_attention;
+use vtower::models::layers::{segment_attention, Attention, Linear};
 
 fn median_ms(iters: usize, mut f: impl FnMut()) -> f64 {
     f();
@@ -77,5 +77,16 @@ fn main() {
             "({n:4}, {heads:2}, {hd:3})                       {batched:10.2} {tasks:12.2} {:17.2}",
             batched / tasks
         );
+    }
+    println!("\nwhole attention layer (qkv, core, output projection) on one image: ms");
+    for (n, heads, hd) in [(196, 12, 64), (729, 16, 72), (1024, 16, 64)] {
+        let d = heads * hd;
+        let linear = |o: usize| Linear::new(randn(&[o, d]), Some(randn(&[o]))).unwrap();
+        let attn = Attention::from_parts(linear(3 * d), linear(d), heads).unwrap();
+        let x = randn(&[n, d]);
+        let ms = median_ms(9, || {
+            drop(attn.forward_packed(&x, &[n], None, None).unwrap())
+        });
+        println!("({n:4}, {heads:2}, {hd:3})  {ms:8.2}");
     }
 }

@@ -432,18 +432,20 @@ impl Attention {
             )));
         }
         let qkv = self.qkv.forward(x)?;
+        // [heads, n, head_dim] views into the projection's output.
         let qkv = qkv
             .reshape((n, 3, self.heads, self.head_dim))?
             .permute((1, 2, 0, 3))?;
-        // [1, heads, n, head_dim] each.
-        let mut q = qkv.get(0)?.unsqueeze(0)?.contiguous()?;
-        let mut k = qkv.get(1)?.unsqueeze(0)?.contiguous()?;
-        let v = qkv.get(2)?.contiguous()?;
-        if let Some(r) = rope {
-            q = r.apply(&q)?;
-            k = r.apply(&k)?;
+        let (mut q, mut k, mut v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
+        if !x.device().is_cpu() {
+            // CUDA matmuls want (batch-)contiguous operands; candle's CPU matmul takes the
+            // strided views as they are (gemm packs its operands anyway).
+            (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
         }
-        let (q, k) = (q.squeeze(0)?, k.squeeze(0)?);
+        if let Some(r) = rope {
+            q = r.apply(&q.unsqueeze(0)?.contiguous()?)?.squeeze(0)?;
+            k = r.apply(&k.unsqueeze(0)?.contiguous()?)?.squeeze(0)?;
+        }
         let scale = (self.head_dim as f64).powf(-0.5);
         let mut ranges = Vec::with_capacity(segments.len());
         let mut start = 0;
@@ -602,21 +604,24 @@ fn segment_attention_budget(
     } else {
         budget
     };
+    // CUDA matmuls want (batch-)contiguous operands; candle's CPU matmul takes strided ones.
+    let operand = |t: Tensor| if on_cpu { Ok(t) } else { t.contiguous() };
     let run = |&(start, len, h0, hn): &(usize, usize, usize, usize)| -> Result<Tensor> {
         let qs = q.narrow(0, h0, hn)?.narrow(1, start, len)?;
+        // kᵀ made contiguous: gemm is faster on it than on the transposed view.
         let kt = k
             .narrow(0, h0, hn)?
             .narrow(1, start, len)?
             .t()?
             .contiguous()?;
-        let vs = v.narrow(0, h0, hn)?.narrow(1, start, len)?.contiguous()?;
+        let vs = operand(v.narrow(0, h0, hn)?.narrow(1, start, len)?)?;
         let per_row = hn.saturating_mul(len).saturating_mul(4).max(1);
         let chunk = (budget / per_row).clamp(1, len);
         let mut parts = Vec::with_capacity(len.div_ceil(chunk));
         let mut q0 = 0;
         while q0 < len {
             let n = chunk.min(len - q0);
-            let qc = qs.narrow(1, q0, n)?.contiguous()?;
+            let qc = operand(qs.narrow(1, q0, n)?)?;
             let probs = fused::scaled_softmax(qc.matmul(&kt)?, scale)?;
             parts.push(probs.matmul(&vs)?);
             q0 += n;
