@@ -350,3 +350,65 @@ fn mixed_batches_equal_single_runs() {
         }
     }
 }
+
+/// The fixture's vision tower saved on its own, as `Qwen2VisionTransformerPretrainedModel` /
+/// `Qwen2_5_VisionTransformerPretrainedModel.save_pretrained` writes it: config.json is the
+/// vision config (model_type `qwen2_vl_vision` / `qwen2_5_vl_vision`), tensors without the
+/// `visual.` / `model.visual.` prefix, no language model.
+fn bare_tower_copy(name: &str) -> PathBuf {
+    let src = fixtures().join(name);
+    let dst = temp_dir(&format!("qwen-bare-{name}"));
+    std::fs::copy(
+        src.join("preprocessor_config.json"),
+        dst.join("preprocessor_config.json"),
+    )
+    .unwrap();
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    let mut vision = cfg["vision_config"].as_object().unwrap().clone();
+    let model_type = format!("{}_vision", cfg["model_type"].as_str().unwrap());
+    vision.insert("model_type".into(), model_type.into());
+    std::fs::write(
+        dst.join("config.json"),
+        serde_json::to_string_pretty(&vision).unwrap(),
+    )
+    .unwrap();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .filter_map(|(n, t)| {
+            let bare = n
+                .strip_prefix("model.visual.")
+                .or_else(|| n.strip_prefix("visual."))?;
+            Some((bare.to_string(), t))
+        })
+        .collect();
+    assert!(!kept.is_empty() && kept.len() < st.len(), "{name}");
+    std::fs::write(
+        dst.join("model.safetensors"),
+        safetensors::serialize(kept, None).unwrap(),
+    )
+    .unwrap();
+    dst
+}
+
+#[test]
+fn bare_vision_towers_give_the_vlm_embeddings() {
+    for name in FIXTURES {
+        let dir = bare_tower_copy(name);
+        let model = load(&dir);
+        let exp = expected(name);
+        assert_eq!(model.info().family, exp["family"].as_str().unwrap());
+        assert_eq!(
+            model.merge_size(),
+            exp["merge_size"].as_u64().unwrap() as usize
+        );
+        // The special tokens belong to the language model, which a bare tower lacks.
+        assert_eq!(model.info().tokens.image, None);
+        for (key, err) in errors(&dir, name) {
+            assert!(err < 1e-4, "{name} bare tower, {key}: rel L2 {err}");
+        }
+    }
+}

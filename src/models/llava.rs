@@ -264,11 +264,9 @@ impl LlavaModel {
                 ClipKind::Llava,
                 image_size,
             )?)),
-            "SiglipImageProcessor" => Ok(Processor::Siglip(FixedSizeProcessor::from_config(
-                pre,
-                image_size,
-                Filter::Bicubic,
-            )?)),
+            "SiglipImageProcessor" => Ok(Processor::Siglip(
+                FixedSizeProcessor::from_siglip_config(pre, image_size, Filter::Bicubic)?,
+            )),
             other => Err(Error::bad_config(format!(
                 "{}: image_processor_type `{other}` is not supported for llava \
                  (CLIPImageProcessor, LlavaImageProcessor, SiglipImageProcessor)",

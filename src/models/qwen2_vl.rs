@@ -503,7 +503,11 @@ pub struct QwenVlModel {
 }
 
 impl QwenVlModel {
-    /// Loads a `qwen2_vl` or `qwen2_5_vl` checkpoint (vision tensors only).
+    /// Loads a `qwen2_vl` or `qwen2_5_vl` checkpoint (vision tensors only), or a bare vision
+    /// tower saved on its own (`Qwen2VisionTransformerPretrainedModel`, model_type
+    /// `qwen2_vl_vision`; `Qwen2_5_VisionTransformerPretrainedModel`, `qwen2_5_vl_vision`):
+    /// config.json is then the vision config itself and the tensors have no `visual.` prefix.
+    /// A bare tower's output is the same merger output (its `pooler_output`).
     pub fn load(
         files: &ModelFiles,
         weights: &Weights,
@@ -511,24 +515,34 @@ impl QwenVlModel {
         device: &Device,
     ) -> Result<QwenVlModel> {
         let model_type = files.model_type()?;
-        let (variant, family) = match model_type.as_str() {
-            "qwen2_vl" => (QwenVariant::Qwen2, "qwen2_vl"),
-            "qwen2_5_vl" => (QwenVariant::Qwen25, "qwen2_5_vl"),
+        let (variant, family, bare) = match model_type.as_str() {
+            "qwen2_vl" => (QwenVariant::Qwen2, "qwen2_vl", false),
+            "qwen2_5_vl" => (QwenVariant::Qwen25, "qwen2_5_vl", false),
+            "qwen2_vl_vision" => (QwenVariant::Qwen2, "qwen2_vl", true),
+            "qwen2_5_vl_vision" => (QwenVariant::Qwen25, "qwen2_5_vl", true),
             other => {
                 return Err(Error::bad_config(format!(
                     "model_type `{other}` is not a Qwen2-VL family model"
                 )))
             }
         };
-        let vision = files
-            .config
-            .object("vision_config")?
-            .unwrap_or_else(|| ConfigObject::empty("config.json: vision_config"));
+        let vision = if bare {
+            files.config.clone()
+        } else {
+            files
+                .config
+                .object("vision_config")?
+                .unwrap_or_else(|| ConfigObject::empty("config.json: vision_config"))
+        };
         let config = QwenVisionConfig::from_config(&vision, variant)?;
-        let tower =
-            QwenVisionTower::load(&Loader::new(weights, "visual.", dtype, device), &config)?;
+        let prefix = if bare { "" } else { "visual." };
+        let tower = QwenVisionTower::load(&Loader::new(weights, prefix, dtype, device), &config)?;
         let processor = QwenImageProcessor::from_config(&files.preprocessor, config.geometry)?;
+        // The special tokens belong to the language model: a bare tower has none.
         let token = |key: &str, default: i64| -> Result<Option<i64>> {
+            if bare {
+                return Ok(None);
+            }
             Ok(Some(files.config.i64(key)?.unwrap_or(default)))
         };
         let tokens = SpecialTokens {

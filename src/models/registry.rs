@@ -22,6 +22,8 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "pixtral",
     "qwen2_vl",
     "qwen2_5_vl",
+    "qwen2_vl_vision",
+    "qwen2_5_vl_vision",
 ];
 
 /// Fails with [`Status::UnsupportedModel`] (listing the supported types) unless this build
@@ -53,7 +55,7 @@ pub fn load_model(
         "siglip" | "siglip_vision_model" => {
             Ok(Box::new(SiglipModel::load(files, weights, dtype, device)?))
         }
-        "qwen2_vl" | "qwen2_5_vl" => {
+        "qwen2_vl" | "qwen2_5_vl" | "qwen2_vl_vision" | "qwen2_5_vl_vision" => {
             Ok(Box::new(QwenVlModel::load(files, weights, dtype, device)?))
         }
         "gemma3" => Ok(Box::new(Gemma3Model::load(files, weights, dtype, device)?)),

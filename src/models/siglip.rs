@@ -204,7 +204,7 @@ impl SiglipModel {
         let config = vision_config(&vision_cfg)?;
         let loader = Loader::new(weights, "", dtype, device);
         let tower = SiglipVisionTower::load(&loader, &config)?;
-        let processor = FixedSizeProcessor::from_config(
+        let processor = FixedSizeProcessor::from_siglip_config(
             &files.preprocessor,
             config.image_size,
             Filter::Bicubic,

@@ -4,6 +4,7 @@
 
 use crate::config::ConfigObject;
 use crate::error::{Error, Result};
+use crate::preprocess::clip::ResizeTo;
 use crate::preprocess::normalize::{three_channels, Normalization};
 use crate::preprocess::resample::{resize, Filter};
 use crate::preprocess::{Pixels, RgbImage};
@@ -16,20 +17,34 @@ const MAX_SIDE: usize = 16384;
 pub struct FixedSizeProcessor {
     /// Target `(width, height)`.
     pub size: (u32, u32),
+    /// `size` was given as one integer (or `{"shortest_edge": s}`) to a processor whose
+    /// `default_to_square` is false (`SiglipImageProcessor`): transformers then resizes the
+    /// shortest edge to `s` keeping the aspect ratio, so only images that come out `size`
+    /// (square ones) are valid; others fail in the model there, and are refused here.
+    pub shortest_edge: bool,
     pub do_resize: bool,
     pub filter: Filter,
     pub normalization: Normalization,
 }
 
 /// Reads `size` given as `{"height": h, "width": w}` or as one integer.
-fn read_size(pre: &ConfigObject, default: (usize, usize)) -> Result<(usize, usize)> {
+/// The processor's `size`: `{"height", "width"}`, `{"shortest_edge"}` or one integer, which is
+/// `{"shortest_edge"}` unless `default_to_square` (transformers' `get_size_dict`).
+fn read_size(
+    pre: &ConfigObject,
+    default: (usize, usize),
+    default_to_square: bool,
+) -> Result<ResizeTo> {
+    let side = |v: Option<usize>| v.filter(|&v| v > 0).map(|v| v as u32);
     if let Some(obj) = pre.object("size").ok().flatten() {
-        let h = obj.usize_max("height", MAX_SIDE)?;
-        let w = obj.usize_max("width", MAX_SIDE)?;
-        return match (w, h) {
-            (Some(w), Some(h)) if w > 0 && h > 0 => Ok((w, h)),
+        let h = side(obj.usize_max("height", MAX_SIDE)?);
+        let w = side(obj.usize_max("width", MAX_SIDE)?);
+        let se = side(obj.usize_max("shortest_edge", MAX_SIDE)?);
+        return match (w, h, se) {
+            (Some(width), Some(height), _) => Ok(ResizeTo::Exact { width, height }),
+            (None, None, Some(s)) => Ok(ResizeTo::ShortestEdge(s)),
             _ => Err(Error::bad_config(format!(
-                "{}: `size` must have positive `height` and `width`",
+                "{}: `size` must have positive `height` and `width` (or `shortest_edge`)",
                 pre.location()
             ))),
         };
@@ -39,8 +54,15 @@ fn read_size(pre: &ConfigObject, default: (usize, usize)) -> Result<(usize, usiz
             "{}: `size` is 0",
             pre.location()
         ))),
-        Some(s) => Ok((s, s)),
-        None => Ok(default),
+        Some(s) if default_to_square => Ok(ResizeTo::Exact {
+            width: s as u32,
+            height: s as u32,
+        }),
+        Some(s) => Ok(ResizeTo::ShortestEdge(s as u32)),
+        None => Ok(ResizeTo::Exact {
+            width: default.0 as u32,
+            height: default.1 as u32,
+        }),
     }
 }
 
@@ -84,23 +106,53 @@ pub fn read_filter(pre: &ConfigObject, default: Filter) -> Result<Filter> {
 }
 
 impl FixedSizeProcessor {
-    /// The SigLIP processor for a model whose tower takes `image_size` x `image_size`
-    /// inputs. `default_filter` is the processor class's default resample filter.
+    /// The processor for a model whose tower takes `image_size` x `image_size` inputs, for a
+    /// processor class with `default_to_square` true (Gemma3's: an integer `size` is a
+    /// square). `default_filter` is the processor class's default resample filter.
     pub fn from_config(
         pre: &ConfigObject,
         image_size: usize,
         default_filter: Filter,
     ) -> Result<FixedSizeProcessor> {
-        let (w, h) = read_size(pre, (image_size, image_size))?;
+        FixedSizeProcessor::read(pre, image_size, default_filter, true)
+    }
+
+    /// As [`FixedSizeProcessor::from_config`] for `SiglipImageProcessor`, whose
+    /// `default_to_square` is false: an integer `size` means `{"shortest_edge": size}`.
+    pub fn from_siglip_config(
+        pre: &ConfigObject,
+        image_size: usize,
+        default_filter: Filter,
+    ) -> Result<FixedSizeProcessor> {
+        FixedSizeProcessor::read(pre, image_size, default_filter, false)
+    }
+
+    fn read(
+        pre: &ConfigObject,
+        image_size: usize,
+        default_filter: Filter,
+        default_to_square: bool,
+    ) -> Result<FixedSizeProcessor> {
+        let size = read_size(pre, (image_size, image_size), default_to_square)?;
+        let (w, h, shortest_edge) = match size {
+            ResizeTo::Exact { width, height } => (width as usize, height as usize, false),
+            ResizeTo::ShortestEdge(s) => (s as usize, s as usize, true),
+        };
         let do_resize = pre.bool_or("do_resize", true)?;
         if do_resize && (w != image_size || h != image_size) {
+            let what = if shortest_edge {
+                format!("shortest edge {w}")
+            } else {
+                format!("{w}x{h}")
+            };
             return Err(Error::bad_config(format!(
-                "{}: `size` {w}x{h} does not match the vision tower's image_size {image_size}",
+                "{}: `size` {what} does not match the vision tower's image_size {image_size}",
                 pre.location()
             )));
         }
         Ok(FixedSizeProcessor {
             size: (image_size as u32, image_size as u32),
+            shortest_edge,
             do_resize,
             filter: read_filter(pre, default_filter)?,
             normalization: read_normalization(pre, [0.5; 3], [0.5; 3])?,
@@ -115,6 +167,17 @@ impl FixedSizeProcessor {
         let image = if image.width == w && image.height == h {
             image
         } else if self.do_resize {
+            if self.shortest_edge {
+                let (ow, oh) = ResizeTo::ShortestEdge(w).output_size(image.width, image.height);
+                if (ow, oh) != (w, h) {
+                    return Err(Error::invalid_argument(format!(
+                        "image is {}x{}: preprocessor_config.json gives `size` as a shortest edge \
+                         ({w}), which keeps the aspect ratio and gives {ow}x{oh}, but the model \
+                         takes {w}x{h} (transformers fails on it too)",
+                        image.width, image.height
+                    )));
+                }
+            }
             resized = resize(image, w, h, self.filter);
             &resized
         } else {
@@ -128,5 +191,39 @@ impl FixedSizeProcessor {
             shape: vec![3, h as usize, w as usize],
             grid,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(w: u32, h: u32) -> RgbImage {
+        RgbImage::new(w, h, (0..w * h * 3).map(|v| (v % 251) as u8).collect()).unwrap()
+    }
+
+    #[test]
+    fn an_integer_size_is_a_shortest_edge_for_siglip_and_a_square_for_gemma3() {
+        let int = ConfigObject::parse("p", r#"{"size": 4}"#).unwrap();
+        let edge = ConfigObject::parse("p", r#"{"size": {"shortest_edge": 4}}"#).unwrap();
+        let hw = ConfigObject::parse("p", r#"{"size": {"height": 4, "width": 4}}"#).unwrap();
+        for pre in [&int, &edge] {
+            let p = FixedSizeProcessor::from_siglip_config(pre, 4, Filter::Bicubic).unwrap();
+            assert!(p.shortest_edge);
+            // Square images come out 4x4 either way, as the stretch would give them.
+            let want = FixedSizeProcessor::from_siglip_config(&hw, 4, Filter::Bicubic)
+                .unwrap()
+                .process(&image(8, 8), [1, 1, 1])
+                .unwrap();
+            assert_eq!(p.process(&image(8, 8), [1, 1, 1]).unwrap().data, want.data);
+            // Others keep their aspect (8x6 -> 5x4): transformers cannot run them.
+            let e = p.process(&image(8, 6), [1, 1, 1]).unwrap_err();
+            assert!(e.message().contains("5x4"), "{e}");
+        }
+        let square = FixedSizeProcessor::from_config(&int, 4, Filter::Bilinear).unwrap();
+        assert!(!square.shortest_edge);
+        assert!(square.process(&image(8, 6), [1, 1, 1]).is_ok());
+        let e = FixedSizeProcessor::from_siglip_config(&int, 6, Filter::Bicubic).unwrap_err();
+        assert!(e.message().contains("shortest edge 4"), "{e}");
     }
 }
