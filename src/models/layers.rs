@@ -554,12 +554,19 @@ pub fn segment_attention(
     segment_attention_budget(q, k, v, segments, scale, SEGMENT_SCORES_BUDGET)
 }
 
+/// Bytes of scores one CPU task holds at once: a query chunk whose scores stay in the cache
+/// through the softmax and the product with `v`. Chunks of 32 MB (the whole budget split
+/// over 2 threads) made attention over 4096 tokens 1.8x slower than 4 MB chunks on a 2-core
+/// EPYC (1 MB L2 per core, 32 MB L3); 2-16 MB differed by under 5%, 0.5 MB was slower again
+/// (`segment_attention` over 16 heads, this constant varied, 2026-11-27).
+const CPU_TASK_SCORES: usize = 4 << 20;
+
 /// Segments longer than this are split into one task per head on the CPU (many small
 /// batched matmuls over heads parallelize worse than independent per-head work).
 const PER_HEAD_MIN_TOKENS: usize = 128;
 
 /// [`segment_attention`] with score chunks of at most `budget` bytes (split between the
-/// threads that run tasks at once on the CPU).
+/// threads that run tasks at once on the CPU, and at most [`CPU_TASK_SCORES`] per task).
 ///
 /// On the CPU, the work is split into independent tasks, run on the calling thread's rayon
 /// pool: one per (segment, head) for long segments, one per segment (all heads batched) for
@@ -600,7 +607,7 @@ fn segment_attention_budget(
         }
     }
     let budget = if on_cpu {
-        (budget / rayon::current_num_threads().max(1)).max(1)
+        (budget / rayon::current_num_threads().max(1)).clamp(1, CPU_TASK_SCORES)
     } else {
         budget
     };
