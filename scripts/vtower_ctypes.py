@@ -40,6 +40,10 @@ class Lib:
         lib.vt_error_message.restype = ctypes.c_char_p
         lib.vt_error_message.argtypes = [P]
         lib.vt_error_free.argtypes = [P]
+        lib.vt_embeddings_copy.argtypes = [P, ctypes.c_size_t, ctypes.c_uint32, P, ctypes.c_size_t,
+                                           PP]
+        lib.vt_embeddings_copy_to_cuda.argtypes = [P, ctypes.c_size_t, ctypes.c_uint32,
+                                                   ctypes.c_uint64, ctypes.c_size_t, PP]
         lib.vt_version.restype = ctypes.c_char_p
         self.lib = lib
 
@@ -98,3 +102,22 @@ class Model:
             return out
         finally:
             lib.vt_embeddings_free(emb)
+
+
+def element_size(dtype: int) -> int:
+    return 4 if dtype == VT_DTYPE_F32 else 2
+
+
+def copy_rows(vt: Lib, emb, index: int, dtype: int, n_values: int) -> bytes:
+    """vt_embeddings_copy of image `index` as `dtype` (raw little-endian bytes)."""
+    buf = ctypes.create_string_buffer(n_values * element_size(dtype))
+    err = ctypes.c_void_p()
+    vt._check(vt.lib.vt_embeddings_copy(emb, index, dtype, buf, len(buf), ctypes.byref(err)), err)
+    return buf.raw
+
+
+def copy_rows_to_cuda(vt: Lib, emb, index: int, dtype: int, device_ptr: int, n_bytes: int) -> None:
+    """vt_embeddings_copy_to_cuda of image `index` into a device buffer the caller owns."""
+    err = ctypes.c_void_p()
+    vt._check(vt.lib.vt_embeddings_copy_to_cuda(emb, index, dtype, device_ptr, n_bytes,
+                                                ctypes.byref(err)), err)

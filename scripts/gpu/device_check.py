@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """GPU numerics check, run on the device machine: for every fixture under tests/fixtures,
 GPU f32 vs CPU f32 (relative L2 ≤ 1e-4; TF32 stays off for f32) and GPU bf16/f16 vs the f32
-reference (≤ 2e-2); then 8 threads forwarding on one GPU model must equal serial results.
+reference (≤ 2e-2); then 8 threads forwarding on one GPU model must equal serial results,
+and vt_embeddings_copy_to_cuda (into a torch CUDA buffer) must give the bytes that
+vt_embeddings_copy gives on the host, for f32, bf16 and f16 output.
 Prints a table; exits non-zero when a check fails."""
 import argparse
 import json
@@ -25,6 +27,41 @@ def load_expected(d: Path):
     meta = json.loads((d / "expected.json").read_text())
     tensors = load_file(str(d / "expected.safetensors"))
     return [(c, tensors[f"embeddings/{c['key']}"]) for c in meta["images"]]
+
+
+OUT_TYPES = [("f32", vc.VT_DTYPE_F32), ("bf16", vc.VT_DTYPE_BF16), ("f16", vc.VT_DTYPE_F16)]
+
+
+def check_device_copies(vt, model, img, on_cuda: bool) -> list[str]:
+    """Problems with the output copies of one image's embeddings (empty when all agree)."""
+    problems = []
+    emb = model.forward_raw([img])
+    try:
+        n = vt.lib.vt_embeddings_n_tokens(emb, 0) * vt.lib.vt_embeddings_dim(emb)
+        for name, ty in OUT_TYPES:
+            host = vc.copy_rows(vt, emb, 0, ty, n)
+            if not on_cuda:
+                try:
+                    vc.copy_rows_to_cuda(vt, emb, 0, ty, 1 << 20, len(host))
+                    problems.append(f"copy_to_cuda {name}: no error for a CPU model")
+                except vc.VtError:
+                    pass
+                continue
+            import torch
+            buf = torch.empty(len(host), dtype=torch.uint8, device="cuda")
+            vc.copy_rows_to_cuda(vt, emb, 0, ty, buf.data_ptr(), len(host))
+            got = buf.cpu().numpy().tobytes()
+            if got != host:
+                diff = sum(a != b for a, b in zip(got, host))
+                problems.append(f"copy_to_cuda {name}: {diff} of {len(host)} bytes differ from vt_embeddings_copy")
+        try:
+            vc.copy_rows(vt, emb, 0, vc.VT_DTYPE_F32, n - 1)
+            problems.append("vt_embeddings_copy accepted a short buffer")
+        except vc.VtError:
+            pass
+    finally:
+        vt.lib.vt_embeddings_free(emb)
+    return problems
 
 
 def main():
@@ -57,7 +94,8 @@ def main():
                 if dtype == vc.VT_DTYPE_BF16:
                     # Concurrency: 8 threads on one GPU model equal the serial results.
                     imgs = [gpu.preprocess(b) for b in data]
-                    serial = gpu.forward(imgs)
+                    # One image per call on both sides (a batch may pick other GEMM kernels).
+                    serial = [gpu.forward([im])[0] for im in imgs]
                     bad = []
 
                     def work(t):
@@ -71,6 +109,10 @@ def main():
                     if bad:
                         ok = False
                         print(f"{d.name} bf16: {len(bad)} concurrent results differ from serial")
+                problems = check_device_copies(vt, gpu, gpu.preprocess(data[0]), args.device == "cuda")
+                for p in problems:
+                    print(f"{d.name} {name}: {p}")
+                ok = ok and not problems
                 gpu.close()
             except vc.VtError as e:
                 worst, ok = float("nan"), False
