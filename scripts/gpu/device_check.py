@@ -119,6 +119,9 @@ def main():
                 print(f"{d.name} {name}: {e}")
             failures += not ok
             rows.append((d.name, name, against, worst, tol, "ok" if ok else "FAIL"))
+            # Each row as it is measured too: a run cut short by its time limit keeps them.
+            print(f"row {d.name} {name} vs {against}: {worst:.2e} (tol {tol:.0e}) {rows[-1][5]}",
+                  flush=True)
         cpu.close()
     print(f"\n{'fixture':34} {'dtype':5} {'vs':4} {'rel L2':>10} {'tol':>8}")
     for r in rows:
