@@ -24,9 +24,10 @@ impl OutputType {
 
 /// Embeddings of a batch of images: for image `i`, `n_tokens(i)` rows of `dim` values.
 ///
-/// Each image's rows stay where the model computed them (on its device, in its compute
-/// dtype); the f32 host copy is made on first use, so a caller that copies the rows
-/// straight into its own GPU buffer never pays for a device-to-host transfer.
+/// On the CPU each image's rows are host f32 from the start. On a GPU they stay where the
+/// model computed them (in its compute dtype) and the f32 host copy is made on first use,
+/// so a caller that copies the rows straight into its own GPU buffer never pays for a
+/// device-to-host transfer.
 #[derive(Debug, Clone)]
 pub struct Embeddings {
     dim: usize,
@@ -36,10 +37,18 @@ pub struct Embeddings {
 #[derive(Debug, Clone)]
 struct Rows {
     n_tokens: usize,
-    /// `[n_tokens, dim]` as the model returned it.
-    tensor: Tensor,
-    /// The same rows as host f32, made on first use.
+    /// `[n_tokens, dim]` as the model returned it, on a GPU (`None` on the CPU, where the
+    /// host copy is made at once and the tensor dropped, so the rows are not held twice).
+    device: Option<Tensor>,
+    /// The rows as host f32: set from the start on the CPU, on first use on a GPU.
     host: OnceCell<Vec<f32>>,
+}
+
+fn host_f32(tensor: &Tensor) -> Result<Vec<f32>> {
+    Ok(tensor
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?)
 }
 
 impl Embeddings {
@@ -48,13 +57,22 @@ impl Embeddings {
         let items = outputs
             .into_iter()
             .enumerate()
-            .map(|(i, tensor)| match tensor.dims() {
-                &[n_tokens, d] if d == dim => Ok(Rows {
-                    n_tokens,
-                    tensor,
-                    host: OnceCell::new(),
-                }),
-                other => Err(Error::compute(format!(
+            .map(|(i, tensor)| match *tensor.dims() {
+                [n_tokens, d] if d == dim => {
+                    let host = OnceCell::new();
+                    let device = if tensor.device().is_cpu() {
+                        host.get_or_try_init(|| host_f32(&tensor))?;
+                        None
+                    } else {
+                        Some(tensor)
+                    };
+                    Ok(Rows {
+                        n_tokens,
+                        device,
+                        host,
+                    })
+                }
+                ref other => Err(Error::compute(format!(
                     "image {i}: output shape {other:?}, expected [n_tokens, {dim}]"
                 ))),
             })
@@ -86,16 +104,13 @@ impl Embeddings {
         })
     }
 
-    /// Row-major `[n_tokens, dim]` f32 data of image `index`, copied to the host (and
-    /// converted from the compute dtype) on the first call for that image.
+    /// Row-major `[n_tokens, dim]` f32 data of image `index` (for a GPU model, copied to
+    /// the host and converted from the compute dtype on the first call for that image).
     pub fn data(&self, index: usize) -> Result<&[f32]> {
         let rows = self.rows(index)?;
-        let host = rows.host.get_or_try_init(|| -> Result<Vec<f32>> {
-            Ok(rows
-                .tensor
-                .to_dtype(DType::F32)?
-                .flatten_all()?
-                .to_vec1::<f32>()?)
+        let host = rows.host.get_or_try_init(|| match &rows.device {
+            Some(t) => host_f32(t),
+            None => Err(Error::compute(format!("image {index} has no rows"))),
         })?;
         Ok(host.as_slice())
     }
@@ -103,10 +118,7 @@ impl Embeddings {
     /// Image `index`'s rows on the GPU, in the model's compute dtype, when the model ran on
     /// one (`None` on the CPU or past the end).
     pub fn device_rows(&self, index: usize) -> Option<&Tensor> {
-        self.items
-            .get(index)
-            .map(|r| &r.tensor)
-            .filter(|t| !t.device().is_cpu())
+        self.items.get(index).and_then(|r| r.device.as_ref())
     }
 
     /// Writes image `index`'s rows into `dst` as little-endian `ty` values (bf16 and f16
@@ -168,7 +180,7 @@ mod tests {
     }
 
     #[test]
-    fn host_rows_are_converted_from_the_compute_dtype_once() {
+    fn host_rows_are_converted_from_the_compute_dtype() {
         let dev = candle_core::Device::Cpu;
         let rows = Tensor::new(&[[0.1f32, 1.0 / 3.0, -7.25]], &dev)
             .unwrap()
@@ -181,8 +193,32 @@ mod tests {
             .collect();
         let first = e.data(0).unwrap();
         assert_eq!(first, want.as_slice());
-        assert!(std::ptr::eq(first, e.data(0).unwrap()), "copied once");
+        assert!(std::ptr::eq(first, e.data(0).unwrap()), "one host copy");
         assert_eq!(e.n_tokens(0), Some(1));
+    }
+
+    #[test]
+    fn device_rows_are_copied_to_the_host_on_first_read() {
+        // The GPU layout, built by hand around a CPU tensor (the logic is the same).
+        let t = Tensor::new(&[[1.5f32, -2.0], [0.25, 8.0]], &candle_core::Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::F16)
+            .unwrap();
+        let e = Embeddings {
+            dim: 2,
+            items: vec![Rows {
+                n_tokens: 2,
+                device: Some(t),
+                host: OnceCell::new(),
+            }],
+        };
+        assert!(e.items[0].host.get().is_none(), "nothing copied yet");
+        assert!(e.device_rows(0).is_some());
+        let mut b = [0u8; 8];
+        e.copy_to_host(0, OutputType::BF16, &mut b).unwrap();
+        assert_eq!(half::bf16::from_le_bytes([b[6], b[7]]).to_f32(), 8.0);
+        assert_eq!(e.data(0).unwrap(), &[1.5, -2.0, 0.25, 8.0]);
+        assert!(e.items[0].host.get().is_some());
     }
 
     #[test]
