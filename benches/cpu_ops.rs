@@ -1,7 +1,8 @@
 //! CPU micro-benchmarks behind the "what made the difference" figures of BENCHMARKS.md:
 //! candle's matmul with the weight as a transposed view (`x · W.t()`, what vtower did before)
 //! against the contiguous `Wᵀ` vtower now keeps, and attention as one batched computation over
-//! all heads against vtower's per-head tasks (`segment_attention`). Both sides of each row run
+//! all heads against vtower's per-head tasks (`segment_attention`), query chunks of 32 MB
+//! against 4 MB of scores per task, and a whole attention layer. Both sides of each row run
 //! in the same process on the same data; the ratio is the point.
 //!
 //!     cargo bench --bench cpu_ops            # all cores
@@ -10,7 +11,7 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use vtower::models::layers::{segment_attention, Attention, Linear};
+use vtower::models::layers::{segment_attention, segment_attention_chunked, Attention, Linear};
 
 fn median_ms(iters: usize, mut f: impl FnMut()) -> f64 {
     f();
@@ -76,6 +77,27 @@ fn main() {
         println!(
             "({n:4}, {heads:2}, {hd:3})                       {batched:10.2} {tasks:12.2} {:17.2}",
             batched / tasks
+        );
+    }
+    println!(
+        "\nattention query chunks, 16 heads (tokens, head_dim)  32 MB ms  4 MB ms  32 MB/4 MB"
+    );
+    for (n, hd) in [(4096, 64), (9216, 80)] {
+        let (q, k, v) = (
+            randn(&[16, n, hd]),
+            randn(&[16, n, hd]),
+            randn(&[16, n, hd]),
+        );
+        let scale = (hd as f64).powf(-0.5);
+        let time = |bytes: usize| {
+            median_ms(3, || {
+                drop(segment_attention_chunked(&q, &k, &v, &[(0, n)], scale, bytes).unwrap())
+            })
+        };
+        let (big, small) = (time(32 << 20), time(4 << 20));
+        println!(
+            "({n:4}, {hd:3})                                 {big:8.0} {small:8.0} {:10.2}",
+            big / small
         );
     }
     println!("\nwhole attention layer (qkv, core, output projection) on one image: ms");

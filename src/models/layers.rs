@@ -555,10 +555,11 @@ pub fn segment_attention(
 }
 
 /// Bytes of scores one CPU task holds at once: a query chunk whose scores stay in the cache
-/// through the softmax and the product with `v`. Chunks of 32 MB (the whole budget split
-/// over 2 threads) made attention over 4096 tokens 1.8x slower than 4 MB chunks on a 2-core
-/// EPYC (1 MB L2 per core, 32 MB L3); 2-16 MB differed by under 5%, 0.5 MB was slower again
-/// (`segment_attention` over 16 heads, this constant varied, 2026-11-27).
+/// through the softmax and the product with `v`. On a 2-core EPYC (1 MB L2 per core, 32 MB
+/// L3), chunks of 32 MB (the whole budget split over 2 threads) made attention over 4096
+/// tokens 1.7-2.0x slower than 4 MB chunks; over 9216 tokens the two are within 5% (smaller
+/// chunks repack kᵀ and v more often); 0.5 MB was slower on both (`cargo bench --bench
+/// cpu_ops`, "attention query chunks").
 const CPU_TASK_SCORES: usize = 4 << 20;
 
 /// Segments longer than this are split into one task per head on the CPU (many small
@@ -580,6 +581,24 @@ fn segment_attention_budget(
     segments: &[(usize, usize)],
     scale: f64,
     budget: usize,
+) -> Result<Tensor> {
+    let task_scores = if q.device().is_cpu() {
+        (budget / rayon::current_num_threads().max(1)).clamp(1, CPU_TASK_SCORES)
+    } else {
+        budget
+    };
+    segment_attention_chunked(q, k, v, segments, scale, task_scores)
+}
+
+/// [`segment_attention`] with query chunks whose scores take at most `task_scores` bytes
+/// per task (public for `benches/cpu_ops.rs`, which compares chunk sizes).
+pub fn segment_attention_chunked(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    segments: &[(usize, usize)],
+    scale: f64,
+    task_scores: usize,
 ) -> Result<Tensor> {
     let (heads, tokens, head_dim) = q.dims3()?;
     let mut next = 0;
@@ -606,11 +625,6 @@ fn segment_attention_budget(
             tasks.push((start, len, 0, heads));
         }
     }
-    let budget = if on_cpu {
-        (budget / rayon::current_num_threads().max(1)).clamp(1, CPU_TASK_SCORES)
-    } else {
-        budget
-    };
     // CUDA matmuls want (batch-)contiguous operands; candle's CPU matmul takes strided ones.
     let operand = |t: Tensor| if on_cpu { Ok(t) } else { t.contiguous() };
     let run = |&(start, len, h0, hn): &(usize, usize, usize, usize)| -> Result<Tensor> {
@@ -623,7 +637,7 @@ fn segment_attention_budget(
             .contiguous()?;
         let vs = operand(v.narrow(0, h0, hn)?.narrow(1, start, len)?)?;
         let per_row = hn.saturating_mul(len).saturating_mul(4).max(1);
-        let chunk = (budget / per_row).clamp(1, len);
+        let chunk = (task_scores / per_row).clamp(1, len);
         let mut parts = Vec::with_capacity(len.div_ceil(chunk));
         let mut q0 = 0;
         while q0 < len {
