@@ -432,16 +432,12 @@ impl Attention {
             )));
         }
         let qkv = self.qkv.forward(x)?;
-        // [heads, n, head_dim] views into the projection's output.
+        // [heads, n, head_dim] views into the projection's output; segment attention makes
+        // them contiguous where the device needs it.
         let qkv = qkv
             .reshape((n, 3, self.heads, self.head_dim))?
             .permute((1, 2, 0, 3))?;
-        let (mut q, mut k, mut v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
-        if !x.device().is_cpu() {
-            // CUDA matmuls want (batch-)contiguous operands; candle's CPU matmul takes the
-            // strided views as they are (gemm packs its operands anyway).
-            (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
-        }
+        let (mut q, mut k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
         if let Some(r) = rope {
             q = r.apply(&q.unsqueeze(0)?.contiguous()?)?.squeeze(0)?;
             k = r.apply(&k.unsqueeze(0)?.contiguous()?)?.squeeze(0)?;
@@ -629,7 +625,7 @@ pub fn segment_attention_chunked(
     let operand = |t: Tensor| if on_cpu { Ok(t) } else { t.contiguous() };
     let run = |&(start, len, h0, hn): &(usize, usize, usize, usize)| -> Result<Tensor> {
         let qs = q.narrow(0, h0, hn)?.narrow(1, start, len)?;
-        // kᵀ made contiguous: gemm is faster on it than on the transposed view.
+        // kᵀ copied contiguous on every device, as before the strided views came in.
         let kt = k
             .narrow(0, h0, hn)?
             .narrow(1, start, len)?
