@@ -11,4 +11,6 @@ pub mod options;
 pub use embeddings::{Embeddings, OutputType};
 pub use image::Image;
 pub use model::Model;
-pub use options::{DTypeRequest, DeviceRequest, LoadOptions, DEFAULT_MAX_IMAGE_PIXELS};
+pub use options::{
+    DTypeRequest, DeviceRequest, LoadOptions, DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_IMAGE_TOKENS,
+};

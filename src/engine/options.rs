@@ -24,6 +24,11 @@ pub enum DTypeRequest {
 /// PIL's default `Image.MAX_IMAGE_PIXELS`.
 pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 89_478_485;
 
+/// Default cap on the embedding rows one image may produce (all its frames and crops
+/// together): twice what the largest default of any supported processor gives (Qwen2-VL's
+/// `max_pixels` = 12845056 is 16384 tokens).
+pub const DEFAULT_MAX_IMAGE_TOKENS: u64 = 32_768;
+
 /// How to load a model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadOptions {
@@ -32,8 +37,12 @@ pub struct LoadOptions {
     pub dtype: DTypeRequest,
     /// Worker threads for this model's CPU work; 0 = one per core.
     pub n_threads: usize,
-    /// Images with more pixels than this are refused before decoding.
+    /// Images with more pixels than this are refused before decoding, and no
+    /// preprocessing step (padding canvas, resize target, crop) may produce a larger image.
     pub max_image_pixels: u64,
+    /// Most embedding rows one image may produce (every frame and crop counted); an image
+    /// whose preprocessing would give more is refused before anything is allocated for it.
+    pub max_image_tokens: u64,
 }
 
 impl Default for LoadOptions {
@@ -43,6 +52,7 @@ impl Default for LoadOptions {
             dtype: DTypeRequest::Auto,
             n_threads: 0,
             max_image_pixels: DEFAULT_MAX_IMAGE_PIXELS,
+            max_image_tokens: DEFAULT_MAX_IMAGE_TOKENS,
         }
     }
 }

@@ -168,6 +168,7 @@ pub(crate) fn to_options(p: &vt_load_params) -> Result<LoadOptions> {
         } else {
             p.max_image_pixels
         },
+        ..LoadOptions::default()
     })
 }
 
