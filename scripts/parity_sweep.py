@@ -212,6 +212,14 @@ def pil_proc(d: Path):
     return p
 
 
+def reload(d: Path, cls, post=None):
+    """Runs the post-save hook `post` (if any) on the checkpoint folder `d`, then loads what the reference runs: the
+    model (f32, eager) and the PIL-backend image processor."""
+    if post:
+        post(d)
+    return common.load_f32(d, cls), pil_proc(d)
+
+
 # ---- SigLIP ----------------------------------------------------------------------------------------------
 
 SIG = dict(image_size=64, patch_size=16, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
@@ -237,8 +245,7 @@ def siglip_case(variant, vision: dict, proc_kw: dict | None = None, full_model=F
         SiglipImageProcessorPil(**kw).save_pretrained(d)
         if write_proc:
             write_proc(d)
-        model = common.load_f32(d, SiglipModel if full_model else SiglipVisionModel)
-        proc = pil_proc(d)
+        model, proc = reload(d, SiglipModel if full_model else SiglipVisionModel)
         tower = model.vision_model if full_model else model
 
         @torch.no_grad()
@@ -308,10 +315,7 @@ def llava_case(variant, vision: dict, top: dict, proc_factory, seed=20, images=N
         common.loud_vlm(m, seed)
         cls = save_model(m, d, save)
         proc_factory().save_pretrained(d)
-        if post:
-            post(d)
-        model = common.load_f32(d, cls)
-        proc = pil_proc(d)
+        model, proc = reload(d, cls, post)
 
         @torch.no_grad()
         def ref(data):
@@ -410,10 +414,7 @@ def gemma3_case(variant, vision: dict, mm_tokens: int, proc_kw=None, seed=40, im
         cls = save_model(m, d, save)
         S = vision["image_size"]
         Gemma3ImageProcessorPil(**{"size": {"height": S, "width": S}, **(proc_kw or {})}).save_pretrained(d)
-        if post:
-            post(d)
-        model = common.load_f32(d, cls)
-        proc = pil_proc(d)
+        model, proc = reload(d, cls, post)
         call = {} if proc.do_pan_and_scan is not None else {"do_pan_and_scan": False}
 
         @torch.no_grad()
@@ -559,8 +560,7 @@ def _bare_pixtral(d: Path, seed=80):
     common.loud_init(m, seed)
     m.save_pretrained(d)
     PixtralImageProcessorPil(size={"longest_edge": 48}, patch_size=8).save_pretrained(d)
-    model = common.load_f32(d, PixtralVisionModel)
-    proc = pil_proc(d)
+    model, proc = reload(d, PixtralVisionModel)
 
     @torch.no_grad()
     def ref(data):
@@ -606,10 +606,7 @@ def qwen_case(variant, vision: dict, qwen25: bool, proc_kw=None, seed=90, images
             p = json.loads((d / "preprocessor_config.json").read_text())
             p.update(hub_pre)
             (d / "preprocessor_config.json").write_text(json.dumps(p))
-        if post:
-            post(d)
-        model = common.load_f32(d, cls)
-        proc = pil_proc(d)
+        model, proc = reload(d, cls, post)
 
         @torch.no_grad()
         def ref(data):
@@ -679,8 +676,7 @@ def bare_qwen_case(qwen25: bool, vision: dict, seed: int, save=None):
         visual.save_pretrained(d)
         Qwen2VLImageProcessorPil(size={"shortest_edge": 4 * 256, "longest_edge": 64 * 256}, patch_size=8,
                                  merge_size=2, temporal_patch_size=2).save_pretrained(d)
-        model = common.load_f32(d, cls)
-        proc = pil_proc(d)
+        model, proc = reload(d, cls)
 
         @torch.no_grad()
         def ref(data):
