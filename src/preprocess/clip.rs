@@ -212,7 +212,8 @@ impl ClipProcessor {
                     ((side - w) / 2, 0)
                 };
                 let canvas = "the pad-to-square canvas (LlavaImageProcessor do_pad)";
-                let padded = img.place_on(side, side, x as i64, y as i64, fill, limits, canvas)?;
+                let padded =
+                    img.place_on((side, side), (x as i64, y as i64), fill, limits, canvas)?;
                 img = std::borrow::Cow::Owned(padded);
             }
         }
@@ -260,10 +261,8 @@ pub fn center_crop(image: &RgbImage, width: u32, height: u32, limits: &Limits) -
     let (t0, l0) = (t.max(0), l.max(0));
     let (t1, l1) = ((t + ch).min(nh), (l + cw).min(nw));
     image.place_on(
-        (l1 - l0) as u32,
-        (t1 - t0) as u32,
-        pad_left - l0,
-        pad_top - t0,
+        ((l1 - l0) as u32, (t1 - t0) as u32),
+        (pad_left - l0, pad_top - t0),
         [0, 0, 0],
         limits,
         "the center crop",
@@ -324,7 +323,7 @@ mod tests {
         let (pad_left, pad_top) = ((nw - iw + 1) / 2, (nh - ih + 1) / 2);
         let l = Limits::default();
         let canvas = image
-            .place_on(nw as u32, nh as u32, pad_left, pad_top, [0; 3], &l, "c")
+            .place_on((nw as u32, nh as u32), (pad_left, pad_top), [0; 3], &l, "c")
             .unwrap();
         let (t, le) = (top + pad_top, left + pad_left);
         let (t0, l0) = (t.max(0), le.max(0));

@@ -62,15 +62,13 @@ impl RgbImage {
         })
     }
 
-    /// Places this image on a `width` x `height` canvas filled with `fill`, its top-left corner
-    /// at (`x`, `y`) (parts falling outside the canvas are dropped). `step` names the canvas in
+    /// Places this image on a `(width, height)` canvas filled with `fill`, its top-left corner
+    /// at `(x, y)` (parts falling outside the canvas are dropped). `step` names the canvas in
     /// errors; its size is checked against `limits` before anything is allocated.
     pub fn place_on(
         &self,
-        width: u32,
-        height: u32,
-        x: i64,
-        y: i64,
+        (width, height): (u32, u32),
+        (x, y): (i64, i64),
         fill: [u8; 3],
         limits: &Limits,
         step: &str,
@@ -120,7 +118,9 @@ mod tests {
         assert_eq!(c.pixel(1, 0), [12; 3]);
         assert_eq!(img.crop(4, 0, 2, 2).unwrap().width, 0);
         let l = Limits::default();
-        let p = img.place_on(5, 3, 1, -1, [7, 8, 9], &l, "canvas").unwrap();
+        let p = img
+            .place_on((5, 3), (1, -1), [7, 8, 9], &l, "canvas")
+            .unwrap();
         assert_eq!((p.width, p.height), (5, 3));
         assert_eq!(p.pixel(0, 0), [7, 8, 9]);
         assert_eq!(p.pixel(1, 0), [10; 3]);
@@ -128,16 +128,16 @@ mod tests {
         assert_eq!(p.pixel(1, 1), [7, 8, 9]);
         // Far outside on every side: only the fill.
         for (x, y) in [(-10, 0), (10, 0), (0, -10), (0, 10)] {
-            let q = img.place_on(2, 2, x, y, [1, 2, 3], &l, "canvas").unwrap();
+            let q = img
+                .place_on((2, 2), (x, y), [1, 2, 3], &l, "canvas")
+                .unwrap();
             assert!(q.data.chunks(3).all(|px| px == [1, 2, 3]));
         }
         // A canvas over the limit is refused before it is allocated.
         let big = img
             .place_on(
-                1_000_000,
-                1_000_000,
-                0,
-                0,
+                (1_000_000, 1_000_000),
+                (0, 0),
                 [0; 3],
                 &l,
                 "pad-to-square canvas",
