@@ -54,19 +54,8 @@ fn stress(name: &str) {
         ..LoadOptions::default()
     };
     let model = Arc::new(Model::load(fixtures().join(name), &opts).unwrap());
-    let files: Vec<Vec<u8>> = cases(name)
-        .iter()
-        .map(|c| std::fs::read(&c.path).unwrap())
-        .collect();
-    // Serial reference: one image per call, and pairs of images per call (batched calls
-    // must give each image's own result too).
-    let reference: Vec<Vec<f32>> = files
-        .iter()
-        .map(|b| {
-            let img = model.preprocess(b).unwrap();
-            model.forward(&[&img]).unwrap().data(0).unwrap().to_vec()
-        })
-        .collect();
+    // Serial reference: each image alone (paired calls must give each image's own result).
+    let (files, reference) = serial_references(&model, name);
     let files = Arc::new(files);
     let reference = Arc::new(reference);
     let run = |rounds: std::ops::Range<usize>| {

@@ -12,17 +12,7 @@ use vtower::{LoadOptions, Model};
 fn eight_threads_share_one_model_bit_exactly() {
     let name = "siglip_f32";
     let model = Arc::new(Model::load(fixtures().join(name), &LoadOptions::default()).unwrap());
-    let files: Vec<Vec<u8>> = cases(name)
-        .iter()
-        .map(|c| std::fs::read(&c.path).unwrap())
-        .collect();
-    let reference: Vec<Vec<f32>> = files
-        .iter()
-        .map(|b| {
-            let img = model.preprocess(b).unwrap();
-            model.forward(&[&img]).unwrap().data(0).unwrap().to_vec()
-        })
-        .collect();
+    let (files, reference) = serial_references(&model, name);
     let files = Arc::new(files);
     let reference = Arc::new(reference);
     let handles: Vec<_> = (0..8)

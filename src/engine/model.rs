@@ -165,7 +165,6 @@ impl Model {
         rgb: &RgbImage,
         opts: &PreprocessOptions,
     ) -> Result<Image> {
-        opts.validate()?;
         self.limits
             .check_image("the image", u64::from(rgb.width), u64::from(rgb.height))?;
         let pixels = self

@@ -304,3 +304,20 @@ pub fn cases_by_file(name: &str) -> HashMap<String, Case> {
         .map(|c| (c.file.clone(), c))
         .collect()
 }
+
+/// The encoded bytes of every reference image of fixture `name`, and what `model` returns for
+/// each alone (the serial reference concurrency tests compare against).
+pub fn serial_references(model: &vtower::Model, name: &str) -> (Vec<Vec<u8>>, Vec<Vec<f32>>) {
+    let files: Vec<Vec<u8>> = cases(name)
+        .iter()
+        .map(|c| std::fs::read(&c.path).unwrap())
+        .collect();
+    let reference = files
+        .iter()
+        .map(|b| {
+            let img = model.preprocess(b).unwrap();
+            model.forward(&[&img]).unwrap().data(0).unwrap().to_vec()
+        })
+        .collect();
+    (files, reference)
+}
