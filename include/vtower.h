@@ -292,8 +292,8 @@ typedef uint32_t vt_token_role;
 #define VT_OK 0
 
 /**
- * A caller error: a NULL pointer, a bad size or struct_size, a non-UTF-8 path, an image
- * preprocessed by another model.
+ * A caller error: a NULL pointer, a bad size or struct_size, a non-UTF-8 path, an
+ * out-of-range option, an image preprocessed by another model.
  */
 #define VT_ERR_INVALID_ARGUMENT 1
 
@@ -323,7 +323,8 @@ typedef uint32_t vt_token_role;
 #define VT_ERR_IMAGE_DECODE 6
 
 /**
- * The image has more pixels than the limit set in vt_load_params.max_image_pixels.
+ * The image exceeds a limit set at load (vt_load_params, LoadOptions): more pixels than
+ * max_image_pixels, or more embeddings than max_image_tokens.
  */
 #define VT_ERR_IMAGE_TOO_LARGE 7
 
@@ -776,8 +777,9 @@ vt_status vt_image_mrope_positions(const struct vt_image *image,
                                    struct vt_error **err_out);
 
 /**
- * A static, NUL-terminated description of a status code ("ok", "invalid argument", ...).
- * Unknown codes give "unknown status". Never NULL; never free it. Any thread.
+ * A static, NUL-terminated description of a status code: "ok" for VT_OK, "invalid
+ * argument" for VT_ERR_INVALID_ARGUMENT, and so on (the same text a vt_error's message
+ * starts with). Unknown codes give "unknown status". Never NULL; never free it. Any thread.
  */
 const char *vt_status_str(vt_status status);
 
