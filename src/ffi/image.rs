@@ -5,7 +5,7 @@ use crate::error::Result;
 use crate::ffi::boundary::{arg, bytes, guard, guard_value, out_ptr, write};
 use crate::ffi::error::vt_error;
 use crate::ffi::model::vt_model;
-use crate::ffi::params::{read_preprocess_params, to_preprocess_options, vt_preprocess_params};
+use crate::ffi::params::{read_versioned, to_preprocess_options, vt_preprocess_params};
 use crate::ffi::status::vt_status;
 use crate::preprocess::PreprocessOptions;
 
@@ -32,7 +32,7 @@ fn finish(image: Image, image_out: *mut *mut vt_image) {
 /// `params` is NULL or points to at least `(*params).struct_size` readable bytes.
 unsafe fn options(params: *const vt_preprocess_params) -> Result<PreprocessOptions> {
     // SAFETY: per this function's contract.
-    to_preprocess_options(&unsafe { read_preprocess_params(params) }?)
+    to_preprocess_options(&unsafe { read_versioned(params) }?)
 }
 
 /// Shared body of vt_preprocess and vt_preprocess_ex.

@@ -7,7 +7,7 @@ use crate::engine::Model;
 use crate::error::Error;
 use crate::ffi::boundary::{arg, guard, guard_value, out_ptr, write};
 use crate::ffi::error::vt_error;
-use crate::ffi::params::{read_params, to_options, vt_load_params};
+use crate::ffi::params::{read_versioned, to_options, vt_load_params};
 use crate::ffi::status::vt_status;
 
 /// A loaded vision tower (encoder + projector) with its image preprocessing. Created by
@@ -54,7 +54,7 @@ pub extern "C" fn vt_load(
             .to_str()
             .map_err(|_| Error::invalid_argument("`model_dir` is not valid UTF-8"))?;
         // SAFETY: NULL or a readable struct of struct_size bytes by contract.
-        let params = unsafe { read_params(params) }?;
+        let params = unsafe { read_versioned(params) }?;
         let model = Model::load(Path::new(dir), &to_options(&params)?)?;
         let info = model.info();
         let boxed = Box::new(vt_model {
