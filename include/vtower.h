@@ -27,7 +27,7 @@
  *
  * Threads
  * - Functions taking `const vt_model *` may run concurrently from any number of threads on
- *   the same model. vt_free must not race with them.
+ *   the same model. vt_model_free must not race with them.
  * - Images (vt_image) and embeddings (vt_embeddings) are plain values: use each from one
  *   thread at a time (any thread). Concurrent vt_forward calls may share read-only images.
  * - vt_log_set is global to the process.
@@ -43,24 +43,30 @@
 #include <stdint.h>
 
 /**
- * The most dimensions vt_image_shape reports.
- */
-#define VT_IMAGE_MAX_DIMS 4
-
-/**
  * Major version of the library this header belongs to.
  */
 #define VT_VERSION_MAJOR 0
 
 /**
- * Minor version.
+ * Minor version (0 to 99).
  */
 #define VT_VERSION_MINOR 1
 
 /**
- * Patch version.
+ * Patch version (0 to 99).
  */
 #define VT_VERSION_PATCH 0
+
+/**
+ * The header's version as one number: MAJOR * 10000 + MINOR * 100 + PATCH (0.1.0 is 100,
+ * 1.2.3 is 10203). Usable in `#if`; compare it with vt_version_number().
+ */
+#define VT_VERSION_NUMBER (((VT_VERSION_MAJOR * 10000) + (VT_VERSION_MINOR * 100)) + VT_VERSION_PATCH)
+
+/**
+ * The most dimensions vt_image_shape reports.
+ */
+#define VT_IMAGE_MAX_DIMS 4
 
 /**
  * The output of one vt_forward call: for each input image, a row-major
@@ -88,7 +94,7 @@ typedef struct vt_image vt_image;
 
 /**
  * A loaded vision tower (encoder + projector) with its image preprocessing. Created by
- * vt_load, destroyed by vt_free. Functions taking `const vt_model *` may run concurrently
+ * vt_load, destroyed by vt_model_free. Functions taking `const vt_model *` may run concurrently
  * from any number of threads on the same model.
  */
 typedef struct vt_model vt_model;
@@ -101,10 +107,65 @@ typedef struct vt_model vt_model;
 typedef int32_t vt_status;
 
 /**
+ * Severity of a log message (values as ggml's `ggml_log_level`).
+ */
+typedef int32_t vt_log_level;
+
+/**
+ * A log callback: `level`, a NUL-terminated UTF-8 message (borrowed for the duration of the
+ * call), and the `user_data` given to vt_log_set. It may be called from any thread,
+ * concurrently, including vtower's worker threads; it must not unwind or longjmp.
+ */
+typedef void (*vt_log_fn)(vt_log_level level, const char *msg, void *user_data);
+
+/**
+ * Which device runs the tower (a `VT_DEVICE_*` value).
+ */
+typedef uint32_t vt_device;
+
+/**
  * A floating-point type (a `VT_DTYPE_*` value): the compute type in vt_load_params, the
  * output type in vt_embeddings_copy.
  */
 typedef uint32_t vt_dtype;
+
+/**
+ * Options for vt_load. Get defaults from vt_load_params_default(), change fields, pass a
+ * pointer. `struct_size` must be `sizeof(vt_load_params)` of the header the caller was
+ * compiled with: fields are only ever appended, and vtower reads only the fields that
+ * `struct_size` covers (older callers get defaults for newer fields). A struct_size larger
+ * than this library's struct (a newer header than the library) is refused.
+ */
+typedef struct vt_load_params {
+    /**
+     * `sizeof(vt_load_params)`; set by vt_load_params_default().
+     */
+    uint32_t struct_size;
+    /**
+     * VT_DEVICE_CPU, VT_DEVICE_CUDA or VT_DEVICE_AUTO (default VT_DEVICE_AUTO).
+     */
+    vt_device device;
+    /**
+     * GPU ordinal for VT_DEVICE_CUDA (default 0).
+     */
+    int32_t device_ordinal;
+    /**
+     * Worker threads for this model's CPU work; 0 (default) = one per core.
+     */
+    uint32_t n_threads;
+    /**
+     * Images with more pixels (width * height) than this are refused with
+     * VT_ERR_IMAGE_TOO_LARGE before they are decoded; 0 = the default, 89478485
+     * (Pillow's MAX_IMAGE_PIXELS).
+     */
+    uint64_t max_image_pixels;
+    /**
+     * Compute dtype: VT_DTYPE_AUTO (default: bf16 on a GPU, f32 on the CPU),
+     * VT_DTYPE_F32, VT_DTYPE_BF16 or VT_DTYPE_F16. Weights are converted once, at load;
+     * softmax and norms accumulate in f32 whatever the dtype.
+     */
+    vt_dtype dtype;
+} vt_load_params;
 
 /**
  * Per-call preprocessing options for vt_preprocess_ex and vt_preprocess_rgb8_ex. Get
@@ -149,64 +210,71 @@ typedef struct vt_preprocess_params {
 } vt_preprocess_params;
 
 /**
- * Severity of a log message (values as ggml's `ggml_log_level`).
- */
-typedef int32_t vt_log_level;
-
-/**
- * A log callback: `level`, a NUL-terminated UTF-8 message (borrowed for the duration of the
- * call), and the `user_data` given to vt_log_set. It may be called from any thread,
- * concurrently, including vtower's worker threads; it must not unwind or longjmp.
- */
-typedef void (*vt_log_fn)(vt_log_level level, const char *msg, void *user_data);
-
-/**
- * Which device runs the tower (a `VT_DEVICE_*` value).
- */
-typedef uint32_t vt_device;
-
-/**
- * Options for vt_load. Get defaults from vt_load_params_default(), change fields, pass a
- * pointer. `struct_size` must be `sizeof(vt_load_params)` of the header the caller was
- * compiled with: fields are only ever appended, and vtower reads only the fields that
- * `struct_size` covers (older callers get defaults for newer fields). A struct_size larger
- * than this library's struct (a newer header than the library) is refused.
- */
-typedef struct vt_load_params {
-    /**
-     * `sizeof(vt_load_params)`; set by vt_load_params_default().
-     */
-    uint32_t struct_size;
-    /**
-     * VT_DEVICE_CPU, VT_DEVICE_CUDA or VT_DEVICE_AUTO (default VT_DEVICE_AUTO).
-     */
-    vt_device device;
-    /**
-     * GPU ordinal for VT_DEVICE_CUDA (default 0).
-     */
-    int32_t device_ordinal;
-    /**
-     * Worker threads for this model's CPU work; 0 (default) = one per core.
-     */
-    uint32_t n_threads;
-    /**
-     * Images with more pixels (width * height) than this are refused with
-     * VT_ERR_IMAGE_TOO_LARGE before they are decoded; 0 = the default, 89478485
-     * (Pillow's MAX_IMAGE_PIXELS).
-     */
-    uint64_t max_image_pixels;
-    /**
-     * Compute dtype: VT_DTYPE_AUTO (default: bf16 on a GPU, f32 on the CPU),
-     * VT_DTYPE_F32, VT_DTYPE_BF16 or VT_DTYPE_F16. Weights are converted once, at load;
-     * softmax and norms accumulate in f32 whatever the dtype.
-     */
-    vt_dtype dtype;
-} vt_load_params;
-
-/**
  * Which special token vt_model_token_id returns (a `VT_TOKEN_*` value).
  */
 typedef uint32_t vt_token_role;
+
+/**
+ * Success.
+ */
+#define VT_OK 0
+
+/**
+ * A caller error: a NULL pointer, a bad size or struct_size, a non-UTF-8 path, an
+ * out-of-range option, an image preprocessed by another model.
+ */
+#define VT_ERR_INVALID_ARGUMENT 1
+
+/**
+ * A file or folder could not be read (missing model folder, config.json, weights).
+ */
+#define VT_ERR_IO 2
+
+/**
+ * config.json names a model_type this library does not implement.
+ */
+#define VT_ERR_UNSUPPORTED_MODEL 3
+
+/**
+ * config.json or preprocessor_config.json is malformed or contradicts the weights.
+ */
+#define VT_ERR_BAD_CONFIG 4
+
+/**
+ * A safetensors file is corrupt or truncated, or a tensor is missing or misshapen.
+ */
+#define VT_ERR_BAD_WEIGHTS 5
+
+/**
+ * The image bytes could not be decoded (corrupt, truncated, unknown format, empty).
+ */
+#define VT_ERR_IMAGE_DECODE 6
+
+/**
+ * The image exceeds a limit set at load (vt_load_params, LoadOptions): more pixels than
+ * max_image_pixels, or more embeddings than max_image_tokens.
+ */
+#define VT_ERR_IMAGE_TOO_LARGE 7
+
+/**
+ * The requested compute device is not available.
+ */
+#define VT_ERR_DEVICE 8
+
+/**
+ * Memory could not be allocated.
+ */
+#define VT_ERR_OUT_OF_MEMORY 9
+
+/**
+ * The compute backend failed while running the model.
+ */
+#define VT_ERR_COMPUTE 10
+
+/**
+ * A panic inside vtower was caught at the API boundary (a bug; please report it).
+ */
+#define VT_ERR_PANIC 11
 
 /**
  * Debugging detail (e.g. every error returned).
@@ -286,164 +354,32 @@ typedef uint32_t vt_token_role;
  */
 #define VT_TOKEN_IMAGE_BREAK 3
 
-/**
- * Success.
- */
-#define VT_OK 0
-
-/**
- * A caller error: a NULL pointer, a bad size or struct_size, a non-UTF-8 path, an
- * out-of-range option, an image preprocessed by another model.
- */
-#define VT_ERR_INVALID_ARGUMENT 1
-
-/**
- * A file or folder could not be read (missing model folder, config.json, weights).
- */
-#define VT_ERR_IO 2
-
-/**
- * config.json names a model_type this library does not implement.
- */
-#define VT_ERR_UNSUPPORTED_MODEL 3
-
-/**
- * config.json or preprocessor_config.json is malformed or contradicts the weights.
- */
-#define VT_ERR_BAD_CONFIG 4
-
-/**
- * A safetensors file is corrupt or truncated, or a tensor is missing or misshapen.
- */
-#define VT_ERR_BAD_WEIGHTS 5
-
-/**
- * The image bytes could not be decoded (corrupt, truncated, unknown format, empty).
- */
-#define VT_ERR_IMAGE_DECODE 6
-
-/**
- * The image exceeds a limit set at load (vt_load_params, LoadOptions): more pixels than
- * max_image_pixels, or more embeddings than max_image_tokens.
- */
-#define VT_ERR_IMAGE_TOO_LARGE 7
-
-/**
- * The requested compute device is not available.
- */
-#define VT_ERR_DEVICE 8
-
-/**
- * Memory could not be allocated.
- */
-#define VT_ERR_OUT_OF_MEMORY 9
-
-/**
- * The compute backend failed while running the model.
- */
-#define VT_ERR_COMPUTE 10
-
-/**
- * A panic inside vtower was caught at the API boundary (a bug; please report it).
- */
-#define VT_ERR_PANIC 11
-
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
 
 /**
- * Runs the vision tower and projector on `n_images` images preprocessed by this model.
- * Images of the same size run together as a batch; results equal one-image calls.
- *
- * - `images`: array of `n_images` non-NULL image pointers (NULL allowed when n_images is
- *   0); borrowed for the call.
- * - `out`: receives the embeddings on VT_OK; the caller frees them with vt_embeddings_free.
- * - `err_out`: NULL, or receives an owned vt_error on failure.
- *
- * On a GPU model the work is complete when this returns (errors are reported here), and
- * the results stay on the GPU until read: see vt_embeddings_data and
- * vt_embeddings_copy_to_cuda.
- *
- * Errors: VT_ERR_INVALID_ARGUMENT (NULL pointers, an image made by another model),
- * VT_ERR_COMPUTE, VT_ERR_OUT_OF_MEMORY.
- * Threads: any thread, concurrently with other calls on the same model.
+ * The library's version and compiled backends, e.g. "vtower 0.1.0 (backends: cpu)". A
+ * static string: never NULL, never free it. For a header/library check, compare
+ * vt_version_number() with VT_VERSION_NUMBER. Any thread.
  */
-vt_status vt_forward(const struct vt_model *model,
-                     const struct vt_image *const *images,
-                     size_t n_images,
-                     struct vt_embeddings **out,
-                     struct vt_error **err_out);
+const char *vt_version(void);
 
 /**
- * Number of images (= n_images of the vt_forward call). 0 if `e` is NULL.
+ * The library's version as one number, MAJOR * 10000 + MINOR * 100 + PATCH (as
+ * VT_VERSION_NUMBER; 0.1.0 is 100). The library loaded at run time matches the header a
+ * program was compiled with when `vt_version_number() / 100 == VT_VERSION_NUMBER / 100`
+ * (same major and minor version; while the major version is 0, a new minor version may
+ * change the API). Any thread.
  */
-size_t vt_embeddings_count(const struct vt_embeddings *e);
+uint32_t vt_version_number(void);
 
 /**
- * Rows for image `index`. 0 if `e` is NULL or `index` is out of range.
+ * A static, NUL-terminated description of a status code: "ok" for VT_OK, "invalid
+ * argument" for VT_ERR_INVALID_ARGUMENT, and so on (the same text a vt_error's message
+ * starts with). Unknown codes give "unknown status". Never NULL; never free it. Any thread.
  */
-size_t vt_embeddings_n_tokens(const struct vt_embeddings *e, size_t index);
-
-/**
- * Row width: the language model's hidden size. 0 if `e` is NULL.
- */
-size_t vt_embeddings_dim(const struct vt_embeddings *e);
-
-/**
- * Row-major `[n_tokens, dim]` f32 rows of image `index`, borrowed from `e`: valid until
- * vt_embeddings_free(e). NULL if `e` is NULL, `index` is out of range or the rows could
- * not be copied from the GPU (the reason goes to the log; vt_embeddings_copy returns it).
- *
- * On a GPU model the rows are copied to host memory on the first call for each image
- * (not by vt_forward), so callers that only use vt_embeddings_copy_to_cuda never pay for
- * that transfer. Threads: one thread at a time per vt_embeddings.
- */
-const float *vt_embeddings_data(const struct vt_embeddings *e, size_t index);
-
-/**
- * Frees embeddings. NULL is a no-op.
- */
-void vt_embeddings_free(struct vt_embeddings *e);
-
-/**
- * Copies image `index`'s rows (row-major `[n_tokens, dim]`) into host memory as `dtype`
- * (VT_DTYPE_F32, VT_DTYPE_BF16 or VT_DTYPE_F16; bf16/f16 are rounded to nearest even,
- * stored as uint16_t bit patterns in native little-endian order).
- *
- * - `dst`: caller-owned buffer of `dst_bytes` bytes, at least n_tokens * dim * element
- *   size; written only on VT_OK.
- *
- * Errors: VT_ERR_INVALID_ARGUMENT (NULL pointers, index out of range, unknown dtype,
- * buffer too small). Threads: one thread at a time per vt_embeddings.
- */
-vt_status vt_embeddings_copy(const struct vt_embeddings *e,
-                             size_t index,
-                             vt_dtype dtype,
-                             void *dst,
-                             size_t dst_bytes,
-                             struct vt_error **err_out);
-
-/**
- * Copies image `index`'s rows (row-major `[n_tokens, dim]`, as `dtype`) into a CUDA
- * device buffer the caller owns, without a round trip through host memory.
- *
- * - `dst_device_ptr`: a device address (CUdeviceptr) of an allocation of at least
- *   `dst_bytes` bytes on the GPU the model runs on (vt_load_params.device_ordinal).
- * - Synchronization: the copy is enqueued on vtower's own stream and this call returns
- *   after it has completed, so the data is ready for any stream of the caller; vtower
- *   keeps no reference to `dst_device_ptr`.
- *
- * Errors: VT_ERR_DEVICE when the model does not run on a CUDA GPU (or this build has no
- * CUDA support) or the copy fails; VT_ERR_INVALID_ARGUMENT (NULL `e`, index out of range,
- * unknown dtype, buffer too small). Threads: one thread at a time per vt_embeddings.
- */
-vt_status vt_embeddings_copy_to_cuda(const struct vt_embeddings *e,
-                                     size_t index,
-                                     vt_dtype dtype,
-                                     uint64_t dst_device_ptr,
-                                     size_t dst_bytes,
-                                     struct vt_error **err_out);
+const char *vt_status_str(vt_status status);
 
 /**
  * The status code of an error. `err` NULL gives VT_ERR_INVALID_ARGUMENT. Any thread.
@@ -461,6 +397,119 @@ const char *vt_error_message(const struct vt_error *err);
  * Frees an error. NULL is a no-op.
  */
 void vt_error_free(struct vt_error *err);
+
+/**
+ * Sends every later log message of the process to `callback` with `user_data`; NULL
+ * restores the default (warnings and errors to stderr, nothing else). vtower keeps
+ * `user_data` until the next vt_log_set call; it must stay valid and usable from any
+ * thread until then. Global to the process; any thread, but do not race it with itself.
+ */
+void vt_log_set(vt_log_fn callback, void *user_data);
+
+/**
+ * The default load parameters (struct_size filled in). Any thread.
+ */
+struct vt_load_params vt_load_params_default(void);
+
+/**
+ * The default preprocess parameters (struct_size filled in, every setting taken from the
+ * model's preprocessor_config.json). Any thread.
+ */
+struct vt_preprocess_params vt_preprocess_params_default(void);
+
+/**
+ * Loads a model from a folder as Hugging Face `save_pretrained` writes it: `config.json`,
+ * the image processor settings (`preprocessor_config.json`, or the `image_processor` object
+ * of `processor_config.json`; optional), and `model.safetensors` or the shards listed in
+ * `model.safetensors.index.json`. Only the vision tower and projector tensors are read.
+ * `tokenizer.json` / `tokenizer_config.json`, when present, are read only for the special
+ * token ids of vt_model_token_id.
+ *
+ * - `model_dir`: NUL-terminated UTF-8 path. Borrowed for the call.
+ * - `params`: options, or NULL for vt_load_params_default(). Borrowed for the call.
+ * - `model_out`: receives the new model on VT_OK (untouched otherwise). The caller owns it
+ *   and frees it with vt_model_free.
+ * - `err_out`: NULL, or receives an owned vt_error on failure (free with vt_error_free);
+ *   untouched on success.
+ *
+ * Errors: VT_ERR_INVALID_ARGUMENT (NULL/non-UTF-8 path, bad params), VT_ERR_IO (missing
+ * folder or files), VT_ERR_UNSUPPORTED_MODEL, VT_ERR_BAD_CONFIG, VT_ERR_BAD_WEIGHTS (missing
+ * or misshapen tensor, corrupt or truncated safetensors), VT_ERR_DEVICE.
+ * Threads: any thread; loads of different models may run concurrently.
+ */
+vt_status vt_load(const char *model_dir,
+                  const struct vt_load_params *params,
+                  struct vt_model **model_out,
+                  struct vt_error **err_out);
+
+/**
+ * Frees a model. NULL is a no-op. Must not race with any other call using this model, and
+ * images made by it can no longer be forwarded (free them too).
+ */
+void vt_model_free(struct vt_model *model);
+
+/**
+ * The same as vt_model_free: the function's first name, kept so that existing programs
+ * still compile and link. New code calls vt_model_free.
+ */
+void vt_free(struct vt_model *model);
+
+/**
+ * The family implementing the model: "siglip", "gemma3", "llava", ... A static string;
+ * NULL if `model` is NULL. Any thread.
+ */
+const char *vt_model_family(const struct vt_model *model);
+
+/**
+ * `model_type` from config.json (e.g. "siglip_vision_model"). Borrowed from the model:
+ * valid until vt_model_free. NULL if `model` is NULL. Any thread.
+ */
+const char *vt_model_type(const struct vt_model *model);
+
+/**
+ * Width of the output embeddings (the language model's hidden size; for a plain SigLIP
+ * model, the vision width). 0 if `model` is NULL. Any thread.
+ */
+size_t vt_model_output_dim(const struct vt_model *model);
+
+/**
+ * Width of the vision encoder. 0 if `model` is NULL. Any thread.
+ */
+size_t vt_model_vision_dim(const struct vt_model *model);
+
+/**
+ * Patch size of the vision encoder in pixels. 0 if `model` is NULL. Any thread.
+ */
+uint32_t vt_model_patch_size(const struct vt_model *model);
+
+/**
+ * Embeddings per image when the model yields a fixed number (SigLIP: (size/patch)^2;
+ * Gemma3: mm_tokens_per_image; LLaVA: the patches, plus the class token with the `full`
+ * strategy, minus one token with `default`), 0 when it depends on the image (Gemma3 with
+ * pan-and-scan on in preprocessor_config.json), or when `model` is NULL. A Gemma3 image cut
+ * by pan-and-scan (vt_preprocess_ex) yields this many per frame; vt_image_n_tokens is always
+ * exact. Any thread.
+ */
+size_t vt_model_tokens_per_image(const struct vt_model *model);
+
+/**
+ * Worker threads the model uses for CPU work. 0 if `model` is NULL. Any thread.
+ */
+uint32_t vt_model_n_threads(const struct vt_model *model);
+
+/**
+ * The native input size of the tower (the size images are resized to, or the largest
+ * for variable-resolution families) in pixels.
+ *
+ * - `width_out`, `height_out`: receive the size on VT_OK.
+ * - `err_out`: NULL, or receives an owned vt_error on failure.
+ *
+ * Errors: VT_ERR_INVALID_ARGUMENT for a NULL pointer. Any thread.
+ */
+vt_status vt_model_image_size(const struct vt_model *model,
+                              uint32_t *width_out,
+                              uint32_t *height_out,
+                              struct vt_error **err_out);
 
 /**
  * Decodes an encoded image file (PNG, JPEG, WebP, GIF (first frame), BMP, TIFF) and
@@ -580,113 +629,6 @@ size_t vt_image_n_tokens(const struct vt_image *image);
 void vt_image_free(struct vt_image *image);
 
 /**
- * Sends every later log message of the process to `callback` with `user_data`; NULL
- * restores the default (warnings and errors to stderr, nothing else). vtower keeps
- * `user_data` until the next vt_log_set call; it must stay valid and usable from any
- * thread until then. Global to the process; any thread, but do not race it with itself.
- */
-void vt_log_set(vt_log_fn callback, void *user_data);
-
-/**
- * Loads a model from a folder as Hugging Face `save_pretrained` writes it: `config.json`,
- * the image processor settings (`preprocessor_config.json`, or the `image_processor` object
- * of `processor_config.json`; optional), and `model.safetensors` or the shards listed in
- * `model.safetensors.index.json`. Only the vision tower and projector tensors are read.
- * `tokenizer.json` / `tokenizer_config.json`, when present, are read only for the special
- * token ids of vt_model_token_id.
- *
- * - `model_dir`: NUL-terminated UTF-8 path. Borrowed for the call.
- * - `params`: options, or NULL for vt_load_params_default(). Borrowed for the call.
- * - `model_out`: receives the new model on VT_OK (untouched otherwise). The caller owns it
- *   and frees it with vt_free.
- * - `err_out`: NULL, or receives an owned vt_error on failure (free with vt_error_free);
- *   untouched on success.
- *
- * Errors: VT_ERR_INVALID_ARGUMENT (NULL/non-UTF-8 path, bad params), VT_ERR_IO (missing
- * folder or files), VT_ERR_UNSUPPORTED_MODEL, VT_ERR_BAD_CONFIG, VT_ERR_BAD_WEIGHTS (missing
- * or misshapen tensor, corrupt or truncated safetensors), VT_ERR_DEVICE.
- * Threads: any thread; loads of different models may run concurrently.
- */
-vt_status vt_load(const char *model_dir,
-                  const struct vt_load_params *params,
-                  struct vt_model **model_out,
-                  struct vt_error **err_out);
-
-/**
- * Frees a model. NULL is a no-op. Must not race with any other call using this model, and
- * images made by it can no longer be forwarded (free them too).
- */
-void vt_free(struct vt_model *model);
-
-/**
- * The family implementing the model: "siglip", "gemma3", "llava", ... A static string;
- * NULL if `model` is NULL. Any thread.
- */
-const char *vt_model_family(const struct vt_model *model);
-
-/**
- * `model_type` from config.json (e.g. "siglip_vision_model"). Borrowed from the model:
- * valid until vt_free. NULL if `model` is NULL. Any thread.
- */
-const char *vt_model_type(const struct vt_model *model);
-
-/**
- * Width of the output embeddings (the language model's hidden size; for a plain SigLIP
- * model, the vision width). 0 if `model` is NULL. Any thread.
- */
-size_t vt_model_output_dim(const struct vt_model *model);
-
-/**
- * Width of the vision encoder. 0 if `model` is NULL. Any thread.
- */
-size_t vt_model_vision_dim(const struct vt_model *model);
-
-/**
- * Patch size of the vision encoder in pixels. 0 if `model` is NULL. Any thread.
- */
-uint32_t vt_model_patch_size(const struct vt_model *model);
-
-/**
- * Embeddings per image when the model yields a fixed number (SigLIP: (size/patch)^2;
- * Gemma3: mm_tokens_per_image; LLaVA: the patches, plus the class token with the `full`
- * strategy, minus one token with `default`), 0 when it depends on the image (Gemma3 with
- * pan-and-scan on in preprocessor_config.json), or when `model` is NULL. A Gemma3 image cut
- * by pan-and-scan (vt_preprocess_ex) yields this many per frame; vt_image_n_tokens is always
- * exact. Any thread.
- */
-size_t vt_model_tokens_per_image(const struct vt_model *model);
-
-/**
- * Worker threads the model uses for CPU work. 0 if `model` is NULL. Any thread.
- */
-uint32_t vt_model_n_threads(const struct vt_model *model);
-
-/**
- * The native input size of the tower (the size images are resized to, or the largest
- * for variable-resolution families) in pixels.
- *
- * - `width_out`, `height_out`: receive the size on VT_OK.
- * - `err_out`: NULL, or receives an owned vt_error on failure.
- *
- * Errors: VT_ERR_INVALID_ARGUMENT for a NULL pointer. Any thread.
- */
-vt_status vt_model_image_size(const struct vt_model *model,
-                              uint32_t *width_out,
-                              uint32_t *height_out,
-                              struct vt_error **err_out);
-
-/**
- * The default load parameters (struct_size filled in). Any thread.
- */
-struct vt_load_params vt_load_params_default(void);
-
-/**
- * The default preprocess parameters (struct_size filled in, every setting taken from the
- * model's preprocessor_config.json). Any thread.
- */
-struct vt_preprocess_params vt_preprocess_params_default(void);
-
-/**
  * The language-model token id for `role`, or -1 when the model has no such token, the
  * model folder does not say (or `model` is NULL, or `role` is unknown). Any thread.
  *
@@ -777,18 +719,97 @@ vt_status vt_image_mrope_positions(const struct vt_image *image,
                                    struct vt_error **err_out);
 
 /**
- * A static, NUL-terminated description of a status code: "ok" for VT_OK, "invalid
- * argument" for VT_ERR_INVALID_ARGUMENT, and so on (the same text a vt_error's message
- * starts with). Unknown codes give "unknown status". Never NULL; never free it. Any thread.
+ * Runs the vision tower and projector on `n_images` images preprocessed by this model.
+ * Images of the same size run together as a batch; results equal one-image calls.
+ *
+ * - `images`: array of `n_images` non-NULL image pointers (NULL allowed when n_images is
+ *   0); borrowed for the call.
+ * - `out`: receives the embeddings on VT_OK; the caller frees them with vt_embeddings_free.
+ * - `err_out`: NULL, or receives an owned vt_error on failure.
+ *
+ * On a GPU model the work is complete when this returns (errors are reported here), and
+ * the results stay on the GPU until read: see vt_embeddings_data and
+ * vt_embeddings_copy_to_cuda.
+ *
+ * Errors: VT_ERR_INVALID_ARGUMENT (NULL pointers, an image made by another model),
+ * VT_ERR_COMPUTE, VT_ERR_OUT_OF_MEMORY.
+ * Threads: any thread, concurrently with other calls on the same model.
  */
-const char *vt_status_str(vt_status status);
+vt_status vt_forward(const struct vt_model *model,
+                     const struct vt_image *const *images,
+                     size_t n_images,
+                     struct vt_embeddings **out,
+                     struct vt_error **err_out);
 
 /**
- * The library's version and compiled backends, e.g. "vtower 0.1.0 (backends: cpu)". A
- * static string: never NULL, never free it. Compare with the VT_VERSION_* macros to detect
- * a header/library mismatch. Any thread.
+ * Number of images (= n_images of the vt_forward call). 0 if `e` is NULL.
  */
-const char *vt_version(void);
+size_t vt_embeddings_count(const struct vt_embeddings *e);
+
+/**
+ * Rows for image `index`. 0 if `e` is NULL or `index` is out of range.
+ */
+size_t vt_embeddings_n_tokens(const struct vt_embeddings *e, size_t index);
+
+/**
+ * Row width: the language model's hidden size. 0 if `e` is NULL.
+ */
+size_t vt_embeddings_dim(const struct vt_embeddings *e);
+
+/**
+ * Row-major `[n_tokens, dim]` f32 rows of image `index`, borrowed from `e`: valid until
+ * vt_embeddings_free(e). NULL if `e` is NULL, `index` is out of range or the rows could
+ * not be copied from the GPU (the reason goes to the log; vt_embeddings_copy returns it).
+ *
+ * On a GPU model the rows are copied to host memory on the first call for each image
+ * (not by vt_forward), so callers that only use vt_embeddings_copy_to_cuda never pay for
+ * that transfer. Threads: one thread at a time per vt_embeddings.
+ */
+const float *vt_embeddings_data(const struct vt_embeddings *e, size_t index);
+
+/**
+ * Frees embeddings. NULL is a no-op.
+ */
+void vt_embeddings_free(struct vt_embeddings *e);
+
+/**
+ * Copies image `index`'s rows (row-major `[n_tokens, dim]`) into host memory as `dtype`
+ * (VT_DTYPE_F32, VT_DTYPE_BF16 or VT_DTYPE_F16; bf16/f16 are rounded to nearest even,
+ * stored as uint16_t bit patterns in native little-endian order).
+ *
+ * - `dst`: caller-owned buffer of `dst_bytes` bytes, at least n_tokens * dim * element
+ *   size; written only on VT_OK.
+ *
+ * Errors: VT_ERR_INVALID_ARGUMENT (NULL pointers, index out of range, unknown dtype,
+ * buffer too small). Threads: one thread at a time per vt_embeddings.
+ */
+vt_status vt_embeddings_copy(const struct vt_embeddings *e,
+                             size_t index,
+                             vt_dtype dtype,
+                             void *dst,
+                             size_t dst_bytes,
+                             struct vt_error **err_out);
+
+/**
+ * Copies image `index`'s rows (row-major `[n_tokens, dim]`, as `dtype`) into a CUDA
+ * device buffer the caller owns, without a round trip through host memory.
+ *
+ * - `dst_device_ptr`: a device address (CUdeviceptr) of an allocation of at least
+ *   `dst_bytes` bytes on the GPU the model runs on (vt_load_params.device_ordinal).
+ * - Synchronization: the copy is enqueued on vtower's own stream and this call returns
+ *   after it has completed, so the data is ready for any stream of the caller; vtower
+ *   keeps no reference to `dst_device_ptr`.
+ *
+ * Errors: VT_ERR_DEVICE when the model does not run on a CUDA GPU (or this build has no
+ * CUDA support) or the copy fails; VT_ERR_INVALID_ARGUMENT (NULL `e`, index out of range,
+ * unknown dtype, buffer too small). Threads: one thread at a time per vt_embeddings.
+ */
+vt_status vt_embeddings_copy_to_cuda(const struct vt_embeddings *e,
+                                     size_t index,
+                                     vt_dtype dtype,
+                                     uint64_t dst_device_ptr,
+                                     size_t dst_bytes,
+                                     struct vt_error **err_out);
 
 #ifdef __cplusplus
 }  // extern "C"

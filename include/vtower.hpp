@@ -371,17 +371,18 @@ public:
 
 private:
     const vt_model *c() const { return detail::require(h_.get(), "vtower::Model"); }
-    detail::Handle<vt_model, vt_free> h_;
+    detail::Handle<vt_model, vt_model_free> h_;
 };
 
 /// The library's version string, e.g. "vtower 0.1.0 (backends: cpu)".
 inline const char *version() noexcept { return vt_version(); }
 
+/// The library's version as MAJOR * 10000 + MINOR * 100 + PATCH (compare VT_VERSION_NUMBER).
+inline uint32_t version_number() noexcept { return vt_version_number(); }
+
 /// True when the library loaded at run time has the major/minor version of this header.
-inline bool version_matches() {
-    std::string expected = "vtower " + std::to_string(VT_VERSION_MAJOR) + "." +
-                           std::to_string(VT_VERSION_MINOR) + ".";
-    return std::string(vt_version()).compare(0, expected.size(), expected) == 0;
+inline bool version_matches() noexcept {
+    return vt_version_number() / 100 == VT_VERSION_NUMBER / 100;
 }
 
 }  // namespace vtower

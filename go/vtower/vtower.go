@@ -114,6 +114,12 @@ func Version() string {
 	return C.GoString(C.vt_version())
 }
 
+// VersionNumber returns the library's version as one number,
+// major*10000 + minor*100 + patch (0.1.0 is 100).
+func VersionNumber() int {
+	return int(C.vt_version_number())
+}
+
 // Load loads a model folder as Hugging Face save_pretrained writes it (config.json,
 // preprocessor_config.json, model.safetensors or shards). opts may be nil.
 // Errors are *Error values.
@@ -160,7 +166,7 @@ func Load(dir string, opts *Options) (*Model, error) {
 	}
 	var w, h C.uint32_t
 	if st := C.vt_model_image_size(cm, &w, &h, &cerr); st != C.VT_OK {
-		C.vt_free(cm)
+		C.vt_model_free(cm)
 		return nil, takeError(st, cerr)
 	}
 	m.info.ImageWidth, m.info.ImageHeight = int(w), int(h)
@@ -179,7 +185,7 @@ func (m *Model) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.c != nil {
-		C.vt_free(m.c)
+		C.vt_model_free(m.c)
 		m.c = nil
 		runtime.SetFinalizer(m, nil)
 	}

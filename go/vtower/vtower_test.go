@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"image"
 	"image/color"
 	"image/png"
@@ -125,6 +126,10 @@ func equal(a, b []float32) bool {
 func TestVersion(t *testing.T) {
 	if v := vtower.Version(); !strings.HasPrefix(v, "vtower 0.1.") {
 		t.Fatalf("Version() = %q", v)
+	}
+	n := vtower.VersionNumber()
+	if want := fmt.Sprintf("vtower %d.%d.%d ", n/10000, n/100%100, n%100); !strings.HasPrefix(vtower.Version(), want) {
+		t.Fatalf("VersionNumber() = %d, Version() = %q", n, vtower.Version())
 	}
 }
 

@@ -73,7 +73,8 @@ int main(int argc, char **argv) {
     CHECK(strcmp(vt_status_str(VT_ERR_IMAGE_TOO_LARGE), vt_status_str(VT_ERR_IMAGE_DECODE)) != 0);
 
     /* NULL objects everywhere. */
-    vt_free(NULL);
+    vt_model_free(NULL);
+    vt_free(NULL); /* vt_free: the old name of vt_model_free */
     vt_image_free(NULL);
     vt_embeddings_free(NULL);
     vt_error_free(NULL);
@@ -121,7 +122,7 @@ int main(int argc, char **argv) {
     p.device_ordinal = -1; /* ignored on the CPU */
     p.dtype = VT_DTYPE_BF16;
     EXPECT(VT_OK, NULL, vt_load(argv[1], &p, &model, &err));
-    vt_free(model);
+    vt_free(model); /* the alias frees a model too */
     model = NULL;
 
     /* Broken model folders, prepared by the test runner. */
@@ -266,9 +267,9 @@ int main(int argc, char **argv) {
 
     vt_image_free(img);
     vt_image_free(foreign);
-    vt_free(model);
-    vt_free(other);
-    vt_free(small);
+    vt_model_free(model);
+    vt_model_free(other);
+    vt_model_free(small);
     free(png);
     return finish("errors");
 }

@@ -118,6 +118,14 @@ int main(int argc, char **argv) {
 
     CHECK(vtower::version_matches());
     CHECK(std::string(vtower::version()).find("vtower ") == 0);
+    CHECK(vtower::version_number() == VT_VERSION_NUMBER);
+    CHECK(std::string(vtower::version()).find(
+              "vtower " + std::to_string(vtower::version_number() / 10000) + "." +
+              std::to_string(vtower::version_number() / 100 % 100) + "." +
+              std::to_string(vtower::version_number() % 100) + " ") == 0);
+    static_assert(VT_VERSION_NUMBER ==
+                      VT_VERSION_MAJOR * 10000 + VT_VERSION_MINOR * 100 + VT_VERSION_PATCH,
+                  "VT_VERSION_NUMBER");
 
     vtower::LoadOptions opts;
     opts.n_threads = 2;

@@ -91,7 +91,7 @@ pub const Model = struct {
     }
 
     pub fn deinit(m: Model) void {
-        c.vt_free(m.ptr);
+        c.vt_model_free(m.ptr);
     }
 
     pub fn family(m: Model) []const u8 {
@@ -124,6 +124,11 @@ pub const Model = struct {
 
 pub fn version() []const u8 {
     return std.mem.span(c.vt_version());
+}
+
+/// The library's version as major * 10000 + minor * 100 + patch (compare c.VT_VERSION_NUMBER).
+pub fn versionNumber() u32 {
+    return c.vt_version_number();
 }
 
 // Tests: run by `zig build test` on the fixture given by -Dmodel / -Dimages.
@@ -171,6 +176,14 @@ test "load and embed" {
     defer again.deinit(testing.allocator);
     try testing.expectEqualSlices(f32, e.data, again.data);
     try testing.expectEqualSlices(f32, e.data[64..128], e.row(1));
+}
+
+test "version number" {
+    const n = versionNumber();
+    try testing.expectEqual(@as(u32, c.VT_VERSION_NUMBER), n);
+    var buf: [64]u8 = undefined;
+    const want = try std.fmt.bufPrint(&buf, "vtower {d}.{d}.{d} ", .{ n / 10000, n / 100 % 100, n % 100 });
+    try testing.expect(std.mem.startsWith(u8, version(), want));
 }
 
 test "errors carry status and message" {
