@@ -165,6 +165,16 @@ typedef struct vt_load_params {
      * softmax and norms accumulate in f32 whatever the dtype.
      */
     vt_dtype dtype;
+    /**
+     * The most embeddings (rows of vt_forward's output) one image may yield, counting every
+     * frame and pan-and-scan crop: the vt_image_n_tokens it would have. vt_preprocess and
+     * its variants refuse an image that would yield more with VT_ERR_IMAGE_TOO_LARGE,
+     * before allocating anything for it; this bounds the memory and time one image can
+     * take (variable-resolution models such as Qwen2-VL and Pixtral give large images many
+     * tokens). 0 = the default, 32768. Added after `dtype`: callers whose struct_size ends
+     * before it get the default.
+     */
+    uint64_t max_image_tokens;
 } vt_load_params;
 
 /**
@@ -522,7 +532,8 @@ vt_status vt_model_image_size(const struct vt_model *model,
  *
  * Errors: VT_ERR_INVALID_ARGUMENT (NULL pointers), VT_ERR_IMAGE_DECODE (corrupt,
  * truncated, empty or unsupported data), VT_ERR_IMAGE_TOO_LARGE (more pixels than
- * vt_load_params.max_image_pixels, detected from the header before decoding).
+ * vt_load_params.max_image_pixels, detected from the header before decoding, or more
+ * embeddings than vt_load_params.max_image_tokens).
  * Threads: any thread, concurrently with other calls on the same model.
  */
 vt_status vt_preprocess(const struct vt_model *model,
@@ -560,7 +571,8 @@ vt_status vt_preprocess_ex(const struct vt_model *model,
  * - `image_out`: receives a new image on VT_OK; free with vt_image_free.
  *
  * Errors: VT_ERR_INVALID_ARGUMENT (NULL pointers, zero size, stride too small),
- * VT_ERR_IMAGE_TOO_LARGE. Threads: any thread, concurrently on the same model.
+ * VT_ERR_IMAGE_TOO_LARGE (over max_image_pixels or max_image_tokens of vt_load_params).
+ * Threads: any thread, concurrently on the same model.
  */
 vt_status vt_preprocess_rgb8(const struct vt_model *model,
                              const uint8_t *pixels,

@@ -154,6 +154,9 @@ struct LoadOptions {
     uint32_t n_threads = 0;
     /// Pixel limit per image; 0 = the library default (Pillow's).
     uint64_t max_image_pixels = 0;
+    /// The most embeddings one image may yield (every frame and crop counted); preprocessing
+    /// refuses larger images with VT_ERR_IMAGE_TOO_LARGE. 0 = the library default, 32768.
+    uint64_t max_image_tokens = 0;
 
     vt_load_params to_c() const noexcept {
         vt_load_params p = vt_load_params_default();
@@ -161,6 +164,7 @@ struct LoadOptions {
         p.device_ordinal = device_ordinal;
         p.n_threads = n_threads;
         p.max_image_pixels = max_image_pixels;
+        p.max_image_tokens = max_image_tokens;
         return p;
     }
 };

@@ -57,6 +57,10 @@ type Options struct {
 	// MaxImagePixels refuses larger images (width*height) before decoding them with
 	// StatusImageTooLarge; 0 = the library default (Pillow's limit, 89478485).
 	MaxImagePixels uint64
+	// MaxImageTokens is the most embedding rows one image may yield (every frame and
+	// crop counted); images that would yield more are refused with StatusImageTooLarge
+	// before anything is allocated for them. 0 = the library default, 32768.
+	MaxImageTokens uint64
 }
 
 // Info describes a loaded model.
@@ -142,6 +146,7 @@ func Load(dir string, opts *Options) (*Model, error) {
 		params.device_ordinal = C.int32_t(opts.DeviceOrdinal)
 		params.n_threads = C.uint32_t(opts.Threads)
 		params.max_image_pixels = C.uint64_t(opts.MaxImagePixels)
+		params.max_image_tokens = C.uint64_t(opts.MaxImageTokens)
 	}
 	cdir := C.CString(dir)
 	defer C.free(unsafe.Pointer(cdir))

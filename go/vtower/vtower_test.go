@@ -314,6 +314,16 @@ func TestErrors(t *testing.T) {
 	_, err = limited.Embed(readFile(t, filepath.Join(images, "rgb.png")))
 	expectStatus(t, "pixel limit", err, vtower.StatusImageTooLarge, "100")
 
+	// A token limit at the fixture's 36 tokens per image still embeds it.
+	tokens, err := vtower.Load(modelDir(), &vtower.Options{MaxImageTokens: 36})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := tokens.Embed(readFile(t, filepath.Join(images, "rgb.png"))); err != nil || e[0].Tokens != 36 {
+		t.Fatalf("Embed with MaxImageTokens 36: %v", err)
+	}
+	tokens.Close()
+
 	if err := limited.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -107,7 +107,8 @@ fn preprocess_pixels(
 ///
 /// Errors: VT_ERR_INVALID_ARGUMENT (NULL pointers), VT_ERR_IMAGE_DECODE (corrupt,
 /// truncated, empty or unsupported data), VT_ERR_IMAGE_TOO_LARGE (more pixels than
-/// vt_load_params.max_image_pixels, detected from the header before decoding).
+/// vt_load_params.max_image_pixels, detected from the header before decoding, or more
+/// embeddings than vt_load_params.max_image_tokens).
 /// Threads: any thread, concurrently with other calls on the same model.
 #[no_mangle]
 pub extern "C" fn vt_preprocess(
@@ -155,7 +156,8 @@ pub extern "C" fn vt_preprocess_ex(
 /// - `image_out`: receives a new image on VT_OK; free with vt_image_free.
 ///
 /// Errors: VT_ERR_INVALID_ARGUMENT (NULL pointers, zero size, stride too small),
-/// VT_ERR_IMAGE_TOO_LARGE. Threads: any thread, concurrently on the same model.
+/// VT_ERR_IMAGE_TOO_LARGE (over max_image_pixels or max_image_tokens of vt_load_params).
+/// Threads: any thread, concurrently on the same model.
 #[no_mangle]
 pub extern "C" fn vt_preprocess_rgb8(
     model: *const vt_model,

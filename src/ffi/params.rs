@@ -4,7 +4,9 @@
 
 use std::mem::{offset_of, size_of};
 
-use crate::engine::{DTypeRequest, DeviceRequest, LoadOptions, DEFAULT_MAX_IMAGE_PIXELS};
+use crate::engine::{
+    DTypeRequest, DeviceRequest, LoadOptions, DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_IMAGE_TOKENS,
+};
 use crate::error::{Error, Result};
 use crate::preprocess::PreprocessOptions;
 
@@ -54,6 +56,14 @@ pub struct vt_load_params {
     /// VT_DTYPE_F32, VT_DTYPE_BF16 or VT_DTYPE_F16. Weights are converted once, at load;
     /// softmax and norms accumulate in f32 whatever the dtype.
     pub dtype: vt_dtype,
+    /// The most embeddings (rows of vt_forward's output) one image may yield, counting every
+    /// frame and pan-and-scan crop: the vt_image_n_tokens it would have. vt_preprocess and
+    /// its variants refuse an image that would yield more with VT_ERR_IMAGE_TOO_LARGE,
+    /// before allocating anything for it; this bounds the memory and time one image can
+    /// take (variable-resolution models such as Qwen2-VL and Pixtral give large images many
+    /// tokens). 0 = the default, 32768. Added after `dtype`: callers whose struct_size ends
+    /// before it get the default.
+    pub max_image_tokens: u64,
 }
 
 /// The default load parameters (struct_size filled in). Any thread.
@@ -66,6 +76,7 @@ pub extern "C" fn vt_load_params_default() -> vt_load_params {
         n_threads: 0,
         max_image_pixels: DEFAULT_MAX_IMAGE_PIXELS,
         dtype: VT_DTYPE_AUTO,
+        max_image_tokens: DEFAULT_MAX_IMAGE_TOKENS,
     }
 }
 
@@ -115,7 +126,14 @@ const fn field_size<S, F>(_field: fn(&S) -> &F) -> usize {
 versioned!(
     vt_load_params,
     vt_load_params_default,
-    [device, device_ordinal, n_threads, max_image_pixels, dtype,]
+    [
+        device,
+        device_ordinal,
+        n_threads,
+        max_image_pixels,
+        dtype,
+        max_image_tokens
+    ]
 );
 
 versioned!(
@@ -226,7 +244,7 @@ pub(crate) fn to_options(p: &vt_load_params) -> Result<LoadOptions> {
         dtype,
         n_threads: p.n_threads as usize,
         max_image_pixels: or_default(p.max_image_pixels, DEFAULT_MAX_IMAGE_PIXELS),
-        ..LoadOptions::default()
+        max_image_tokens: or_default(p.max_image_tokens, DEFAULT_MAX_IMAGE_TOKENS),
     })
 }
 
@@ -350,6 +368,7 @@ mod tests {
         p.n_threads = 3;
         p.max_image_pixels = 7;
         p.dtype = VT_DTYPE_BF16;
+        p.max_image_tokens = 9;
         p.struct_size = offset_of!(vt_load_params, max_image_pixels) as u32;
         let r = unsafe { read_versioned(&p) }.unwrap();
         assert_eq!(r.struct_size, p.struct_size);
@@ -373,6 +392,53 @@ mod tests {
             unsafe { read_versioned::<vt_load_params>(std::ptr::null()) }.unwrap(),
             vt_load_params_default()
         );
+    }
+
+    /// The layout of vt_load_params before max_image_tokens was appended (what a caller
+    /// compiled against that header passes).
+    #[repr(C)]
+    struct LoadParamsWithDtype {
+        struct_size: u32,
+        device: vt_device,
+        device_ordinal: i32,
+        n_threads: u32,
+        max_image_pixels: u64,
+        dtype: vt_dtype,
+    }
+
+    #[test]
+    fn max_image_tokens_reaches_load_options() {
+        // A caller of the older header: its smaller struct, nothing readable after it.
+        let old = LoadParamsWithDtype {
+            struct_size: size_of::<LoadParamsWithDtype>() as u32,
+            device: VT_DEVICE_CPU,
+            device_ordinal: 0,
+            n_threads: 2,
+            max_image_pixels: 1000,
+            dtype: VT_DTYPE_F32,
+        };
+        assert_eq!(
+            size_of::<LoadParamsWithDtype>(),
+            offset_of!(vt_load_params, max_image_tokens)
+        );
+        let r = unsafe { read_versioned((&raw const old).cast::<vt_load_params>()) }.unwrap();
+        let o = to_options(&r).unwrap();
+        assert_eq!(o.max_image_tokens, DEFAULT_MAX_IMAGE_TOKENS);
+        assert_eq!((o.n_threads, o.max_image_pixels), (2, 1000));
+        assert_eq!((o.device, o.dtype), (DeviceRequest::Cpu, DTypeRequest::F32));
+
+        // The current struct: the value reaches LoadOptions; 0 means the default.
+        let mut p = vt_load_params_default();
+        assert_eq!(
+            to_options(&p).unwrap().max_image_tokens,
+            DEFAULT_MAX_IMAGE_TOKENS
+        );
+        p.max_image_tokens = 256;
+        let o = to_options(&unsafe { read_versioned(&p) }.unwrap()).unwrap();
+        assert_eq!(o.max_image_tokens, 256);
+        p.max_image_tokens = 0;
+        let o = to_options(&unsafe { read_versioned(&p) }.unwrap()).unwrap();
+        assert_eq!(o.max_image_tokens, DEFAULT_MAX_IMAGE_TOKENS);
     }
 
     #[test]

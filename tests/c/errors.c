@@ -125,6 +125,35 @@ int main(int argc, char **argv) {
     vt_free(model); /* the alias frees a model too */
     model = NULL;
 
+    /* A caller compiled before max_image_tokens existed passes the smaller struct_size of
+     * its header; vtower reads nothing past it and uses the default. */
+    p = vt_load_params_default();
+    CHECK(p.max_image_tokens == 32768);
+    p.device = VT_DEVICE_CPU;
+    p.max_image_tokens = 1; /* beyond struct_size: not read */
+    p.struct_size = (uint32_t)offsetof(vt_load_params, max_image_tokens);
+    EXPECT(VT_OK, NULL, vt_load(argv[1], &p, &model, &err));
+    {
+        /* With the default limit the fixture's 36-token images pass; a limit of 1 would
+         * refuse them. */
+        char *path = join(images, "rgb.png");
+        bytes = read_file(path, &len);
+        EXPECT(VT_OK, NULL, vt_preprocess(model, bytes, len, &img, &err));
+        CHECK(vt_image_n_tokens(img) > 1);
+        vt_image_free(img);
+        img = NULL;
+        free(bytes);
+        free(path);
+    }
+    vt_model_free(model);
+    model = NULL;
+    p = vt_load_params_default();
+    p.device = VT_DEVICE_CPU;
+    p.max_image_tokens = 0; /* 0 = the default */
+    EXPECT(VT_OK, NULL, vt_load(argv[1], &p, &model, &err));
+    vt_model_free(model);
+    model = NULL;
+
     /* Broken model folders, prepared by the test runner. */
     {
         static const struct {
