@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use vtower::models::layers::{segment_attention, segment_attention_chunked, Attention, Linear};
+use vtower::__bench::layers::{segment_attention, segment_attention_chunked, Attention, Linear};
 
 fn median_ms(iters: usize, mut f: impl FnMut()) -> f64 {
     f();

@@ -27,7 +27,7 @@
  *
  * Threads
  * - Functions taking `const vt_model *` may run concurrently from any number of threads on
- *   the same model. vt_free must not race with them.
+ *   the same model. vt_model_free must not race with them.
  * - Images (vt_image) and embeddings (vt_embeddings) are plain values: use each from one
  *   thread at a time (any thread). Concurrent vt_forward calls may share read-only images.
  * - vt_log_set is global to the process.
@@ -43,24 +43,30 @@
 #include <stdint.h>
 
 /**
- * The most dimensions vt_image_shape reports.
- */
-#define VT_IMAGE_MAX_DIMS 4
-
-/**
  * Major version of the library this header belongs to.
  */
 #define VT_VERSION_MAJOR 0
 
 /**
- * Minor version.
+ * Minor version (0 to 99).
  */
 #define VT_VERSION_MINOR 1
 
 /**
- * Patch version.
+ * Patch version (0 to 99).
  */
 #define VT_VERSION_PATCH 0
+
+/**
+ * The header's version as one number: MAJOR * 10000 + MINOR * 100 + PATCH (0.1.0 is 100,
+ * 1.2.3 is 10203). Usable in `#if`; compare it with vt_version_number().
+ */
+#define VT_VERSION_NUMBER (((VT_VERSION_MAJOR * 10000) + (VT_VERSION_MINOR * 100)) + VT_VERSION_PATCH)
+
+/**
+ * The most dimensions vt_image_shape reports.
+ */
+#define VT_IMAGE_MAX_DIMS 4
 
 /**
  * The output of one vt_forward call: for each input image, a row-major
@@ -88,7 +94,7 @@ typedef struct vt_image vt_image;
 
 /**
  * A loaded vision tower (encoder + projector) with its image preprocessing. Created by
- * vt_load, destroyed by vt_free. Functions taking `const vt_model *` may run concurrently
+ * vt_load, destroyed by vt_model_free. Functions taking `const vt_model *` may run concurrently
  * from any number of threads on the same model.
  */
 typedef struct vt_model vt_model;
@@ -101,10 +107,75 @@ typedef struct vt_model vt_model;
 typedef int32_t vt_status;
 
 /**
+ * Severity of a log message (values as ggml's `ggml_log_level`).
+ */
+typedef int32_t vt_log_level;
+
+/**
+ * A log callback: `level`, a NUL-terminated UTF-8 message (borrowed for the duration of the
+ * call), and the `user_data` given to vt_log_set. It may be called from any thread,
+ * concurrently, including vtower's worker threads; it must not unwind or longjmp.
+ */
+typedef void (*vt_log_fn)(vt_log_level level, const char *msg, void *user_data);
+
+/**
+ * Which device runs the tower (a `VT_DEVICE_*` value).
+ */
+typedef uint32_t vt_device;
+
+/**
  * A floating-point type (a `VT_DTYPE_*` value): the compute type in vt_load_params, the
  * output type in vt_embeddings_copy.
  */
 typedef uint32_t vt_dtype;
+
+/**
+ * Options for vt_load. Get defaults from vt_load_params_default(), change fields, pass a
+ * pointer. `struct_size` must be `sizeof(vt_load_params)` of the header the caller was
+ * compiled with: fields are only ever appended, and vtower reads only the fields that
+ * `struct_size` covers (older callers get defaults for newer fields). A struct_size larger
+ * than this library's struct (a newer header than the library) is refused.
+ */
+typedef struct vt_load_params {
+    /**
+     * `sizeof(vt_load_params)`; set by vt_load_params_default().
+     */
+    uint32_t struct_size;
+    /**
+     * VT_DEVICE_CPU, VT_DEVICE_CUDA or VT_DEVICE_AUTO (default VT_DEVICE_AUTO).
+     */
+    vt_device device;
+    /**
+     * GPU ordinal for VT_DEVICE_CUDA (default 0).
+     */
+    int32_t device_ordinal;
+    /**
+     * Worker threads for this model's CPU work; 0 (default) = one per core.
+     */
+    uint32_t n_threads;
+    /**
+     * Images with more pixels (width * height) than this are refused with
+     * VT_ERR_IMAGE_TOO_LARGE before they are decoded; 0 = the default, 89478485
+     * (Pillow's MAX_IMAGE_PIXELS).
+     */
+    uint64_t max_image_pixels;
+    /**
+     * Compute dtype: VT_DTYPE_AUTO (default: bf16 on a GPU, f32 on the CPU),
+     * VT_DTYPE_F32, VT_DTYPE_BF16 or VT_DTYPE_F16. Weights are converted once, at load;
+     * softmax and norms accumulate in f32 whatever the dtype.
+     */
+    vt_dtype dtype;
+    /**
+     * The most embeddings (rows of vt_forward's output) one image may yield, counting every
+     * frame and pan-and-scan crop: the vt_image_n_tokens it would have. vt_preprocess and
+     * its variants refuse an image that would yield more with VT_ERR_IMAGE_TOO_LARGE,
+     * before allocating anything for it; this bounds the memory and time one image can
+     * take (variable-resolution models such as Qwen2-VL and Pixtral give large images many
+     * tokens). 0 = the default, 32768. Added after `dtype`: callers whose struct_size ends
+     * before it get the default.
+     */
+    uint64_t max_image_tokens;
+} vt_load_params;
 
 /**
  * Per-call preprocessing options for vt_preprocess_ex and vt_preprocess_rgb8_ex. Get
@@ -149,64 +220,71 @@ typedef struct vt_preprocess_params {
 } vt_preprocess_params;
 
 /**
- * Severity of a log message (values as ggml's `ggml_log_level`).
- */
-typedef int32_t vt_log_level;
-
-/**
- * A log callback: `level`, a NUL-terminated UTF-8 message (borrowed for the duration of the
- * call), and the `user_data` given to vt_log_set. It may be called from any thread,
- * concurrently, including vtower's worker threads; it must not unwind or longjmp.
- */
-typedef void (*vt_log_fn)(vt_log_level level, const char *msg, void *user_data);
-
-/**
- * Which device runs the tower (a `VT_DEVICE_*` value).
- */
-typedef uint32_t vt_device;
-
-/**
- * Options for vt_load. Get defaults from vt_load_params_default(), change fields, pass a
- * pointer. `struct_size` must be `sizeof(vt_load_params)` of the header the caller was
- * compiled with: fields are only ever appended, and vtower reads only the fields that
- * `struct_size` covers (older callers get defaults for newer fields). A struct_size larger
- * than this library's struct (a newer header than the library) is refused.
- */
-typedef struct vt_load_params {
-    /**
-     * `sizeof(vt_load_params)`; set by vt_load_params_default().
-     */
-    uint32_t struct_size;
-    /**
-     * VT_DEVICE_CPU, VT_DEVICE_CUDA or VT_DEVICE_AUTO (default VT_DEVICE_AUTO).
-     */
-    vt_device device;
-    /**
-     * GPU ordinal for VT_DEVICE_CUDA (default 0).
-     */
-    int32_t device_ordinal;
-    /**
-     * Worker threads for this model's CPU work; 0 (default) = one per core.
-     */
-    uint32_t n_threads;
-    /**
-     * Images with more pixels (width * height) than this are refused with
-     * VT_ERR_IMAGE_TOO_LARGE before they are decoded; 0 = the default, 89478485
-     * (Pillow's MAX_IMAGE_PIXELS).
-     */
-    uint64_t max_image_pixels;
-    /**
-     * Compute dtype: VT_DTYPE_AUTO (default: bf16 on a GPU, f32 on the CPU),
-     * VT_DTYPE_F32, VT_DTYPE_BF16 or VT_DTYPE_F16. Weights are converted once, at load;
-     * softmax and norms accumulate in f32 whatever the dtype.
-     */
-    vt_dtype dtype;
-} vt_load_params;
-
-/**
  * Which special token vt_model_token_id returns (a `VT_TOKEN_*` value).
  */
 typedef uint32_t vt_token_role;
+
+/**
+ * Success.
+ */
+#define VT_OK 0
+
+/**
+ * A caller error: a NULL pointer, a bad size or struct_size, a non-UTF-8 path, an
+ * out-of-range option, an image preprocessed by another model.
+ */
+#define VT_ERR_INVALID_ARGUMENT 1
+
+/**
+ * A file or folder could not be read (missing model folder, config.json, weights).
+ */
+#define VT_ERR_IO 2
+
+/**
+ * config.json names a model_type this library does not implement.
+ */
+#define VT_ERR_UNSUPPORTED_MODEL 3
+
+/**
+ * config.json or preprocessor_config.json is malformed or contradicts the weights.
+ */
+#define VT_ERR_BAD_CONFIG 4
+
+/**
+ * A safetensors file is corrupt or truncated, or a tensor is missing or misshapen.
+ */
+#define VT_ERR_BAD_WEIGHTS 5
+
+/**
+ * The image bytes could not be decoded (corrupt, truncated, unknown format, empty).
+ */
+#define VT_ERR_IMAGE_DECODE 6
+
+/**
+ * The image exceeds a limit set at load (vt_load_params, LoadOptions): more pixels than
+ * max_image_pixels, or more embeddings than max_image_tokens.
+ */
+#define VT_ERR_IMAGE_TOO_LARGE 7
+
+/**
+ * The requested compute device is not available.
+ */
+#define VT_ERR_DEVICE 8
+
+/**
+ * Memory could not be allocated.
+ */
+#define VT_ERR_OUT_OF_MEMORY 9
+
+/**
+ * The compute backend failed while running the model.
+ */
+#define VT_ERR_COMPUTE 10
+
+/**
+ * A panic inside vtower was caught at the API boundary (a bug; please report it).
+ */
+#define VT_ERR_PANIC 11
 
 /**
  * Debugging detail (e.g. every error returned).
@@ -286,70 +364,371 @@ typedef uint32_t vt_token_role;
  */
 #define VT_TOKEN_IMAGE_BREAK 3
 
-/**
- * Success.
- */
-#define VT_OK 0
-
-/**
- * A caller error: a NULL pointer, a bad size or struct_size, a non-UTF-8 path, an image
- * preprocessed by another model.
- */
-#define VT_ERR_INVALID_ARGUMENT 1
-
-/**
- * A file or folder could not be read (missing model folder, config.json, weights).
- */
-#define VT_ERR_IO 2
-
-/**
- * config.json names a model_type this library does not implement.
- */
-#define VT_ERR_UNSUPPORTED_MODEL 3
-
-/**
- * config.json or preprocessor_config.json is malformed or contradicts the weights.
- */
-#define VT_ERR_BAD_CONFIG 4
-
-/**
- * A safetensors file is corrupt or truncated, or a tensor is missing or misshapen.
- */
-#define VT_ERR_BAD_WEIGHTS 5
-
-/**
- * The image bytes could not be decoded (corrupt, truncated, unknown format, empty).
- */
-#define VT_ERR_IMAGE_DECODE 6
-
-/**
- * The image has more pixels than the limit set in vt_load_params.max_image_pixels.
- */
-#define VT_ERR_IMAGE_TOO_LARGE 7
-
-/**
- * The requested compute device is not available.
- */
-#define VT_ERR_DEVICE 8
-
-/**
- * Memory could not be allocated.
- */
-#define VT_ERR_OUT_OF_MEMORY 9
-
-/**
- * The compute backend failed while running the model.
- */
-#define VT_ERR_COMPUTE 10
-
-/**
- * A panic inside vtower was caught at the API boundary (a bug; please report it).
- */
-#define VT_ERR_PANIC 11
-
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * The library's version and compiled backends, e.g. "vtower 0.1.0 (backends: cpu)". A
+ * static string: never NULL, never free it. For a header/library check, compare
+ * vt_version_number() with VT_VERSION_NUMBER. Any thread.
+ */
+const char *vt_version(void);
+
+/**
+ * The library's version as one number, MAJOR * 10000 + MINOR * 100 + PATCH (as
+ * VT_VERSION_NUMBER; 0.1.0 is 100). The library loaded at run time matches the header a
+ * program was compiled with when `vt_version_number() / 100 == VT_VERSION_NUMBER / 100`
+ * (same major and minor version; while the major version is 0, a new minor version may
+ * change the API). Any thread.
+ */
+uint32_t vt_version_number(void);
+
+/**
+ * A static, NUL-terminated description of a status code: "ok" for VT_OK, "invalid
+ * argument" for VT_ERR_INVALID_ARGUMENT, and so on (the same text a vt_error's message
+ * starts with). Unknown codes give "unknown status". Never NULL; never free it. Any thread.
+ */
+const char *vt_status_str(vt_status status);
+
+/**
+ * The status code of an error. `err` NULL gives VT_ERR_INVALID_ARGUMENT. Any thread.
+ */
+vt_status vt_error_code(const struct vt_error *err);
+
+/**
+ * The error's message: NUL-terminated UTF-8, e.g. "bad model weights: tensor
+ * `encoder.layers.0.mlp.fc1.weight`: expected shape [96, 64] (from config.json), found [80, 64]".
+ * Borrowed from `err`: valid until vt_error_free(err). `err` NULL gives "".
+ */
+const char *vt_error_message(const struct vt_error *err);
+
+/**
+ * Frees an error. NULL is a no-op.
+ */
+void vt_error_free(struct vt_error *err);
+
+/**
+ * Sends every later log message of the process to `callback` with `user_data`; NULL
+ * restores the default (warnings and errors to stderr, nothing else). vtower keeps
+ * `user_data` until the next vt_log_set call; it must stay valid and usable from any
+ * thread until then. Global to the process; any thread, but do not race it with itself.
+ */
+void vt_log_set(vt_log_fn callback, void *user_data);
+
+/**
+ * The default load parameters (struct_size filled in). Any thread.
+ */
+struct vt_load_params vt_load_params_default(void);
+
+/**
+ * The default preprocess parameters (struct_size filled in, every setting taken from the
+ * model's preprocessor_config.json). Any thread.
+ */
+struct vt_preprocess_params vt_preprocess_params_default(void);
+
+/**
+ * Loads a model from a folder as Hugging Face `save_pretrained` writes it: `config.json`,
+ * the image processor settings (`preprocessor_config.json`, or the `image_processor` object
+ * of `processor_config.json`; optional), and `model.safetensors` or the shards listed in
+ * `model.safetensors.index.json`. Only the vision tower and projector tensors are read.
+ * `tokenizer.json` / `tokenizer_config.json`, when present, are read only for the special
+ * token ids of vt_model_token_id.
+ *
+ * - `model_dir`: NUL-terminated UTF-8 path. Borrowed for the call.
+ * - `params`: options, or NULL for vt_load_params_default(). Borrowed for the call.
+ * - `model_out`: receives the new model on VT_OK (untouched otherwise). The caller owns it
+ *   and frees it with vt_model_free.
+ * - `err_out`: NULL, or receives an owned vt_error on failure (free with vt_error_free);
+ *   untouched on success.
+ *
+ * Errors: VT_ERR_INVALID_ARGUMENT (NULL/non-UTF-8 path, bad params), VT_ERR_IO (missing
+ * folder or files), VT_ERR_UNSUPPORTED_MODEL, VT_ERR_BAD_CONFIG, VT_ERR_BAD_WEIGHTS (missing
+ * or misshapen tensor, corrupt or truncated safetensors), VT_ERR_DEVICE.
+ * Threads: any thread; loads of different models may run concurrently.
+ */
+vt_status vt_load(const char *model_dir,
+                  const struct vt_load_params *params,
+                  struct vt_model **model_out,
+                  struct vt_error **err_out);
+
+/**
+ * Frees a model. NULL is a no-op. Must not race with any other call using this model, and
+ * images made by it can no longer be forwarded (free them too).
+ */
+void vt_model_free(struct vt_model *model);
+
+/**
+ * The same as vt_model_free: the function's first name, kept so that existing programs
+ * still compile and link. New code calls vt_model_free.
+ */
+void vt_free(struct vt_model *model);
+
+/**
+ * The family implementing the model: "siglip", "gemma3", "llava", ... A static string;
+ * NULL if `model` is NULL. Any thread.
+ */
+const char *vt_model_family(const struct vt_model *model);
+
+/**
+ * `model_type` from config.json (e.g. "siglip_vision_model"). Borrowed from the model:
+ * valid until vt_model_free. NULL if `model` is NULL. Any thread.
+ */
+const char *vt_model_type(const struct vt_model *model);
+
+/**
+ * Width of the output embeddings (the language model's hidden size; for a plain SigLIP
+ * model, the vision width). 0 if `model` is NULL. Any thread.
+ */
+size_t vt_model_output_dim(const struct vt_model *model);
+
+/**
+ * Width of the vision encoder. 0 if `model` is NULL. Any thread.
+ */
+size_t vt_model_vision_dim(const struct vt_model *model);
+
+/**
+ * Patch size of the vision encoder in pixels. 0 if `model` is NULL. Any thread.
+ */
+uint32_t vt_model_patch_size(const struct vt_model *model);
+
+/**
+ * Embeddings per image when the model yields a fixed number (SigLIP: (size/patch)^2;
+ * Gemma3: mm_tokens_per_image; LLaVA: the patches, plus the class token with the `full`
+ * strategy, minus one token with `default`), 0 when it depends on the image (Gemma3 with
+ * pan-and-scan on in preprocessor_config.json), or when `model` is NULL. A Gemma3 image cut
+ * by pan-and-scan (vt_preprocess_ex) yields this many per frame; vt_image_n_tokens is always
+ * exact. Any thread.
+ */
+size_t vt_model_tokens_per_image(const struct vt_model *model);
+
+/**
+ * Worker threads the model uses for CPU work. 0 if `model` is NULL. Any thread.
+ */
+uint32_t vt_model_n_threads(const struct vt_model *model);
+
+/**
+ * The native input size of the tower (the size images are resized to, or the largest
+ * for variable-resolution families) in pixels.
+ *
+ * - `width_out`, `height_out`: receive the size on VT_OK.
+ * - `err_out`: NULL, or receives an owned vt_error on failure.
+ *
+ * Errors: VT_ERR_INVALID_ARGUMENT for a NULL pointer. Any thread.
+ */
+vt_status vt_model_image_size(const struct vt_model *model,
+                              uint32_t *width_out,
+                              uint32_t *height_out,
+                              struct vt_error **err_out);
+
+/**
+ * Decodes an encoded image file (PNG, JPEG, WebP, GIF (first frame), BMP, TIFF) and
+ * preprocesses it for `model` exactly as the model's Hugging Face image processor does
+ * (RGB conversion with alpha composited on white, resize, rescale, normalize).
+ *
+ * - `data`, `len`: the file's bytes; copied during the call, not kept.
+ * - `image_out`: receives a new image on VT_OK; the caller frees it with vt_image_free.
+ * - `err_out`: NULL, or receives an owned vt_error on failure.
+ *
+ * Errors: VT_ERR_INVALID_ARGUMENT (NULL pointers), VT_ERR_IMAGE_DECODE (corrupt,
+ * truncated, empty or unsupported data), VT_ERR_IMAGE_TOO_LARGE (more pixels than
+ * vt_load_params.max_image_pixels, detected from the header before decoding, or more
+ * embeddings than vt_load_params.max_image_tokens).
+ * Threads: any thread, concurrently with other calls on the same model.
+ */
+vt_status vt_preprocess(const struct vt_model *model,
+                        const uint8_t *data,
+                        size_t len,
+                        struct vt_image **image_out,
+                        struct vt_error **err_out);
+
+/**
+ * vt_preprocess with per-call options (Gemma3 pan-and-scan; see vt_preprocess_params).
+ *
+ * - `params`: NULL for the defaults (= vt_preprocess: everything as the model's
+ *   preprocessor_config.json says), or a struct from vt_preprocess_params_default() with
+ *   fields changed. Borrowed for the call.
+ * - `data`, `len`, `image_out`, `err_out`: as vt_preprocess.
+ *
+ * Errors: as vt_preprocess, plus VT_ERR_INVALID_ARGUMENT for bad params (struct_size,
+ * out-of-range values) or `pan_and_scan = 1` on a model without pan-and-scan.
+ * Threads: any thread, concurrently with other calls on the same model.
+ */
+vt_status vt_preprocess_ex(const struct vt_model *model,
+                           const uint8_t *data,
+                           size_t len,
+                           const struct vt_preprocess_params *params,
+                           struct vt_image **image_out,
+                           struct vt_error **err_out);
+
+/**
+ * Preprocesses raw 8-bit RGB pixels (R, G, B bytes per pixel, no alpha) for `model`.
+ *
+ * - `pixels`: `height` rows of `width * 3` bytes, row `y` starting at `pixels + y *
+ *   row_stride`; at least `(height - 1) * row_stride + width * 3` readable bytes. Copied
+ *   during the call, not kept.
+ * - `row_stride`: bytes between row starts, at least `width * 3`.
+ * - `image_out`: receives a new image on VT_OK; free with vt_image_free.
+ *
+ * Errors: VT_ERR_INVALID_ARGUMENT (NULL pointers, zero size, stride too small),
+ * VT_ERR_IMAGE_TOO_LARGE (over max_image_pixels or max_image_tokens of vt_load_params).
+ * Threads: any thread, concurrently on the same model.
+ */
+vt_status vt_preprocess_rgb8(const struct vt_model *model,
+                             const uint8_t *pixels,
+                             uint32_t width,
+                             uint32_t height,
+                             size_t row_stride,
+                             struct vt_image **image_out,
+                             struct vt_error **err_out);
+
+/**
+ * vt_preprocess_rgb8 with per-call options (see vt_preprocess_params).
+ *
+ * - `params`: NULL for the defaults (= vt_preprocess_rgb8), or a struct from
+ *   vt_preprocess_params_default() with fields changed. Borrowed for the call.
+ * - other arguments: as vt_preprocess_rgb8.
+ *
+ * Errors: as vt_preprocess_rgb8, plus those of vt_preprocess_ex for `params`.
+ * Threads: any thread, concurrently on the same model.
+ */
+vt_status vt_preprocess_rgb8_ex(const struct vt_model *model,
+                                const uint8_t *pixels,
+                                uint32_t width,
+                                uint32_t height,
+                                size_t row_stride,
+                                const struct vt_preprocess_params *params,
+                                struct vt_image **image_out,
+                                struct vt_error **err_out);
+
+/**
+ * The preprocessed tensor (what enters the tower), in the layout the reference image
+ * processor returns for this one image, row-major f32: `[3, H, W]` for SigLIP, LLaVA and
+ * Gemma3; `[1 + crops, 3, H, W]` for a Gemma3 image cut by pan-and-scan (the image first).
+ *
+ * - `data_out`: receives a pointer borrowed from `image`, valid until vt_image_free.
+ * - `len_out`: receives the number of floats.
+ *
+ * Errors: VT_ERR_INVALID_ARGUMENT for NULL pointers. Any thread.
+ */
+vt_status vt_image_pixels(const struct vt_image *image,
+                          const float **data_out,
+                          size_t *len_out,
+                          struct vt_error **err_out);
+
+/**
+ * The shape of the tensor vt_image_pixels returns.
+ *
+ * - `shape_out`: room for VT_IMAGE_MAX_DIMS values; receives the dimensions.
+ * - `ndim_out`: receives how many dimensions were written.
+ *
+ * Errors: VT_ERR_INVALID_ARGUMENT for NULL pointers. Any thread.
+ */
+vt_status vt_image_shape(const struct vt_image *image,
+                         size_t *shape_out,
+                         size_t *ndim_out,
+                         struct vt_error **err_out);
+
+/**
+ * How many embedding rows this image will yield in vt_forward. 0 if `image` is NULL.
+ * Any thread.
+ */
+size_t vt_image_n_tokens(const struct vt_image *image);
+
+/**
+ * Frees an image. NULL is a no-op.
+ */
+void vt_image_free(struct vt_image *image);
+
+/**
+ * The language-model token id for `role`, or -1 when the model has no such token, the
+ * model folder does not say (or `model` is NULL, or `role` is unknown). Any thread.
+ *
+ * Where the ids come from: VT_TOKEN_IMAGE from config.json (`image_token_index`) where the
+ * model has one; tokens that only the tokenizer knows (Pixtral's `[IMG_BREAK]` and
+ * `[IMG_END]`) from the added tokens of `tokenizer.json` (`added_tokens`) or
+ * `tokenizer_config.json` (`added_tokens_decoder`), looked up by the token strings
+ * `processor_config.json` names (`image_break_token`, `image_end_token`; defaults
+ * `[IMG_BREAK]`, `[IMG_END]`).
+ *
+ * Pixtral / Mistral3 prompt layout: per image, each of the `rows` rows of the token grid
+ * (vt_image_token_grid) is `cols` VT_TOKEN_IMAGE placeholders followed by
+ * VT_TOKEN_IMAGE_BREAK, and the last VT_TOKEN_IMAGE_BREAK is replaced by VT_TOKEN_IMAGE_END;
+ * the k-th placeholder takes row k of the image's embeddings (examples/c/pixtral_prompt.c).
+ */
+int64_t vt_model_token_id(const struct vt_model *model, vt_token_role role);
+
+/**
+ * The layout of the embeddings this image yields: `frames x rows x cols` tokens, in
+ * row-major order (frame, then row, then column). Their product is vt_image_n_tokens.
+ * For a plain SigLIP model: 1 x (size/patch) x (size/patch). Pixtral: 1 x (H/patch) x
+ * (W/patch) of the resized image; Mistral3: the grid after the 2 x 2 patch merge. Gemma3: one
+ * frame per image plus one per pan-and-scan crop, each sqrt(mm_tokens_per_image) on a side;
+ * each frame is wrapped in its own image start/end tokens in the prompt. LLaVA: 1 x
+ * (size/patch) x (size/patch), or 1 x 1 x n when the kept tokens have no grid layout (a
+ * class token kept, or a patch dropped). Qwen2-VL: t x (h/merge) x (w/merge).
+ *
+ * - `frames_out`, `rows_out`, `cols_out`: receive the grid on VT_OK.
+ *
+ * Errors: VT_ERR_INVALID_ARGUMENT for NULL pointers. Any thread.
+ */
+vt_status vt_image_token_grid(const struct vt_image *image,
+                              uint32_t *frames_out,
+                              uint32_t *rows_out,
+                              uint32_t *cols_out,
+                              struct vt_error **err_out);
+
+/**
+ * How many patches per side one embedding covers: Qwen2-VL's `spatial_merge_size` (2 in
+ * the released models), 1 for families whose embeddings are patches (SigLIP). An
+ * image's patch grid (vt_image_patch_grid) is its token grid (vt_image_token_grid) with
+ * rows and columns multiplied by this. 0 if `model` is NULL. Any thread.
+ */
+uint32_t vt_model_merge_size(const struct vt_model *model);
+
+/**
+ * The grid of patches the tower sees for this image, `frames x rows x cols`: for Qwen2-VL
+ * and Qwen2.5-VL exactly the processor's `image_grid_thw` (temporal patches, height / patch
+ * size, width / patch size). Equals the token grid times the merge size in rows and
+ * columns (vt_model_merge_size).
+ *
+ * - `frames_out`, `rows_out`, `cols_out`: receive the grid on VT_OK.
+ *
+ * Errors: VT_ERR_INVALID_ARGUMENT for NULL pointers. Any thread.
+ */
+vt_status vt_image_patch_grid(const struct vt_image *image,
+                              uint32_t *frames_out,
+                              uint32_t *rows_out,
+                              uint32_t *cols_out,
+                              struct vt_error **err_out);
+
+/**
+ * The M-RoPE position ids (Qwen2-VL, Qwen2.5-VL) of this image's embeddings when the
+ * image's first embedding sits at position `start` of the prompt, exactly as transformers'
+ * `get_rope_index` assigns them. Text tokens have the same id on all three axes
+ * (`p, p, p`, counting up by one); the embedding at (frame f, row i, column j) of the token
+ * grid (vt_image_token_grid, row-major) gets temporal id `start + f`, height id
+ * `start + i` and width id `start + j`; the text after the image continues at
+ * `start + max(rows, cols)`. For a prompt `... <|vision_start|>` ending at position
+ * `start - 1`, pass `start`; the `<|vision_end|>` token then gets `*next_out`.
+ *
+ * - `start`: the position of the image's first embedding (the number of positions used
+ *   before it, not the number of tokens).
+ * - `positions_out`: room for `positions_len` values; receives `3 * n_tokens` values
+ *   (n_tokens = vt_image_n_tokens): the temporal ids of all embeddings, then the height
+ *   ids, then the width ids (the layout of transformers' `position_ids[:, 0, span]`).
+ * - `positions_len`: at least `3 * n_tokens`.
+ * - `next_out`: NULL, or receives the position the following text starts at.
+ *
+ * Errors: VT_ERR_INVALID_ARGUMENT for NULL pointers, a `positions_len` that is too small,
+ * or positions that overflow int64. Nothing is written on error. Any thread.
+ */
+vt_status vt_image_mrope_positions(const struct vt_image *image,
+                                   int64_t start,
+                                   int64_t *positions_out,
+                                   size_t positions_len,
+                                   int64_t *next_out,
+                                   struct vt_error **err_out);
 
 /**
  * Runs the vision tower and projector on `n_images` images preprocessed by this model.
@@ -443,350 +822,6 @@ vt_status vt_embeddings_copy_to_cuda(const struct vt_embeddings *e,
                                      uint64_t dst_device_ptr,
                                      size_t dst_bytes,
                                      struct vt_error **err_out);
-
-/**
- * The status code of an error. `err` NULL gives VT_ERR_INVALID_ARGUMENT. Any thread.
- */
-vt_status vt_error_code(const struct vt_error *err);
-
-/**
- * The error's message: NUL-terminated UTF-8, e.g. "bad model weights: tensor
- * `encoder.layers.0.mlp.fc1.weight`: expected shape [96, 64] (from config.json), found [80, 64]".
- * Borrowed from `err`: valid until vt_error_free(err). `err` NULL gives "".
- */
-const char *vt_error_message(const struct vt_error *err);
-
-/**
- * Frees an error. NULL is a no-op.
- */
-void vt_error_free(struct vt_error *err);
-
-/**
- * Decodes an encoded image file (PNG, JPEG, WebP, GIF (first frame), BMP, TIFF) and
- * preprocesses it for `model` exactly as the model's Hugging Face image processor does
- * (RGB conversion with alpha composited on white, resize, rescale, normalize).
- *
- * - `data`, `len`: the file's bytes; copied during the call, not kept.
- * - `image_out`: receives a new image on VT_OK; the caller frees it with vt_image_free.
- * - `err_out`: NULL, or receives an owned vt_error on failure.
- *
- * Errors: VT_ERR_INVALID_ARGUMENT (NULL pointers), VT_ERR_IMAGE_DECODE (corrupt,
- * truncated, empty or unsupported data), VT_ERR_IMAGE_TOO_LARGE (more pixels than
- * vt_load_params.max_image_pixels, detected from the header before decoding).
- * Threads: any thread, concurrently with other calls on the same model.
- */
-vt_status vt_preprocess(const struct vt_model *model,
-                        const uint8_t *data,
-                        size_t len,
-                        struct vt_image **image_out,
-                        struct vt_error **err_out);
-
-/**
- * vt_preprocess with per-call options (Gemma3 pan-and-scan; see vt_preprocess_params).
- *
- * - `params`: NULL for the defaults (= vt_preprocess: everything as the model's
- *   preprocessor_config.json says), or a struct from vt_preprocess_params_default() with
- *   fields changed. Borrowed for the call.
- * - `data`, `len`, `image_out`, `err_out`: as vt_preprocess.
- *
- * Errors: as vt_preprocess, plus VT_ERR_INVALID_ARGUMENT for bad params (struct_size,
- * out-of-range values) or `pan_and_scan = 1` on a model without pan-and-scan.
- * Threads: any thread, concurrently with other calls on the same model.
- */
-vt_status vt_preprocess_ex(const struct vt_model *model,
-                           const uint8_t *data,
-                           size_t len,
-                           const struct vt_preprocess_params *params,
-                           struct vt_image **image_out,
-                           struct vt_error **err_out);
-
-/**
- * Preprocesses raw 8-bit RGB pixels (R, G, B bytes per pixel, no alpha) for `model`.
- *
- * - `pixels`: `height` rows of `width * 3` bytes, row `y` starting at `pixels + y *
- *   row_stride`; at least `(height - 1) * row_stride + width * 3` readable bytes. Copied
- *   during the call, not kept.
- * - `row_stride`: bytes between row starts, at least `width * 3`.
- * - `image_out`: receives a new image on VT_OK; free with vt_image_free.
- *
- * Errors: VT_ERR_INVALID_ARGUMENT (NULL pointers, zero size, stride too small),
- * VT_ERR_IMAGE_TOO_LARGE. Threads: any thread, concurrently on the same model.
- */
-vt_status vt_preprocess_rgb8(const struct vt_model *model,
-                             const uint8_t *pixels,
-                             uint32_t width,
-                             uint32_t height,
-                             size_t row_stride,
-                             struct vt_image **image_out,
-                             struct vt_error **err_out);
-
-/**
- * vt_preprocess_rgb8 with per-call options (see vt_preprocess_params).
- *
- * - `params`: NULL for the defaults (= vt_preprocess_rgb8), or a struct from
- *   vt_preprocess_params_default() with fields changed. Borrowed for the call.
- * - other arguments: as vt_preprocess_rgb8.
- *
- * Errors: as vt_preprocess_rgb8, plus those of vt_preprocess_ex for `params`.
- * Threads: any thread, concurrently on the same model.
- */
-vt_status vt_preprocess_rgb8_ex(const struct vt_model *model,
-                                const uint8_t *pixels,
-                                uint32_t width,
-                                uint32_t height,
-                                size_t row_stride,
-                                const struct vt_preprocess_params *params,
-                                struct vt_image **image_out,
-                                struct vt_error **err_out);
-
-/**
- * The preprocessed tensor (what enters the tower), in the layout the reference image
- * processor returns for this one image, row-major f32: `[3, H, W]` for SigLIP, LLaVA and
- * Gemma3; `[1 + crops, 3, H, W]` for a Gemma3 image cut by pan-and-scan (the image first).
- *
- * - `data_out`: receives a pointer borrowed from `image`, valid until vt_image_free.
- * - `len_out`: receives the number of floats.
- *
- * Errors: VT_ERR_INVALID_ARGUMENT for NULL pointers. Any thread.
- */
-vt_status vt_image_pixels(const struct vt_image *image,
-                          const float **data_out,
-                          size_t *len_out,
-                          struct vt_error **err_out);
-
-/**
- * The shape of the tensor vt_image_pixels returns.
- *
- * - `shape_out`: room for VT_IMAGE_MAX_DIMS values; receives the dimensions.
- * - `ndim_out`: receives how many dimensions were written.
- *
- * Errors: VT_ERR_INVALID_ARGUMENT for NULL pointers. Any thread.
- */
-vt_status vt_image_shape(const struct vt_image *image,
-                         size_t *shape_out,
-                         size_t *ndim_out,
-                         struct vt_error **err_out);
-
-/**
- * How many embedding rows this image will yield in vt_forward. 0 if `image` is NULL.
- * Any thread.
- */
-size_t vt_image_n_tokens(const struct vt_image *image);
-
-/**
- * Frees an image. NULL is a no-op.
- */
-void vt_image_free(struct vt_image *image);
-
-/**
- * Sends every later log message of the process to `callback` with `user_data`; NULL
- * restores the default (warnings and errors to stderr, nothing else). vtower keeps
- * `user_data` until the next vt_log_set call; it must stay valid and usable from any
- * thread until then. Global to the process; any thread, but do not race it with itself.
- */
-void vt_log_set(vt_log_fn callback, void *user_data);
-
-/**
- * Loads a model from a folder as Hugging Face `save_pretrained` writes it: `config.json`,
- * the image processor settings (`preprocessor_config.json`, or the `image_processor` object
- * of `processor_config.json`; optional), and `model.safetensors` or the shards listed in
- * `model.safetensors.index.json`. Only the vision tower and projector tensors are read.
- * `tokenizer.json` / `tokenizer_config.json`, when present, are read only for the special
- * token ids of vt_model_token_id.
- *
- * - `model_dir`: NUL-terminated UTF-8 path. Borrowed for the call.
- * - `params`: options, or NULL for vt_load_params_default(). Borrowed for the call.
- * - `model_out`: receives the new model on VT_OK (untouched otherwise). The caller owns it
- *   and frees it with vt_free.
- * - `err_out`: NULL, or receives an owned vt_error on failure (free with vt_error_free);
- *   untouched on success.
- *
- * Errors: VT_ERR_INVALID_ARGUMENT (NULL/non-UTF-8 path, bad params), VT_ERR_IO (missing
- * folder or files), VT_ERR_UNSUPPORTED_MODEL, VT_ERR_BAD_CONFIG, VT_ERR_BAD_WEIGHTS (missing
- * or misshapen tensor, corrupt or truncated safetensors), VT_ERR_DEVICE.
- * Threads: any thread; loads of different models may run concurrently.
- */
-vt_status vt_load(const char *model_dir,
-                  const struct vt_load_params *params,
-                  struct vt_model **model_out,
-                  struct vt_error **err_out);
-
-/**
- * Frees a model. NULL is a no-op. Must not race with any other call using this model, and
- * images made by it can no longer be forwarded (free them too).
- */
-void vt_free(struct vt_model *model);
-
-/**
- * The family implementing the model: "siglip", "gemma3", "llava", ... A static string;
- * NULL if `model` is NULL. Any thread.
- */
-const char *vt_model_family(const struct vt_model *model);
-
-/**
- * `model_type` from config.json (e.g. "siglip_vision_model"). Borrowed from the model:
- * valid until vt_free. NULL if `model` is NULL. Any thread.
- */
-const char *vt_model_type(const struct vt_model *model);
-
-/**
- * Width of the output embeddings (the language model's hidden size; for a plain SigLIP
- * model, the vision width). 0 if `model` is NULL. Any thread.
- */
-size_t vt_model_output_dim(const struct vt_model *model);
-
-/**
- * Width of the vision encoder. 0 if `model` is NULL. Any thread.
- */
-size_t vt_model_vision_dim(const struct vt_model *model);
-
-/**
- * Patch size of the vision encoder in pixels. 0 if `model` is NULL. Any thread.
- */
-uint32_t vt_model_patch_size(const struct vt_model *model);
-
-/**
- * Embeddings per image when the model yields a fixed number (SigLIP: (size/patch)^2;
- * Gemma3: mm_tokens_per_image; LLaVA: the patches, plus the class token with the `full`
- * strategy, minus one token with `default`), 0 when it depends on the image (Gemma3 with
- * pan-and-scan on in preprocessor_config.json), or when `model` is NULL. A Gemma3 image cut
- * by pan-and-scan (vt_preprocess_ex) yields this many per frame; vt_image_n_tokens is always
- * exact. Any thread.
- */
-size_t vt_model_tokens_per_image(const struct vt_model *model);
-
-/**
- * Worker threads the model uses for CPU work. 0 if `model` is NULL. Any thread.
- */
-uint32_t vt_model_n_threads(const struct vt_model *model);
-
-/**
- * The native input size of the tower (the size images are resized to, or the largest
- * for variable-resolution families) in pixels.
- *
- * - `width_out`, `height_out`: receive the size on VT_OK.
- * - `err_out`: NULL, or receives an owned vt_error on failure.
- *
- * Errors: VT_ERR_INVALID_ARGUMENT for a NULL pointer. Any thread.
- */
-vt_status vt_model_image_size(const struct vt_model *model,
-                              uint32_t *width_out,
-                              uint32_t *height_out,
-                              struct vt_error **err_out);
-
-/**
- * The default load parameters (struct_size filled in). Any thread.
- */
-struct vt_load_params vt_load_params_default(void);
-
-/**
- * The default preprocess parameters (struct_size filled in, every setting taken from the
- * model's preprocessor_config.json). Any thread.
- */
-struct vt_preprocess_params vt_preprocess_params_default(void);
-
-/**
- * The language-model token id for `role`, or -1 when the model has no such token, the
- * model folder does not say (or `model` is NULL, or `role` is unknown). Any thread.
- *
- * Where the ids come from: VT_TOKEN_IMAGE from config.json (`image_token_index`) where the
- * model has one; tokens that only the tokenizer knows (Pixtral's `[IMG_BREAK]` and
- * `[IMG_END]`) from the added tokens of `tokenizer.json` (`added_tokens`) or
- * `tokenizer_config.json` (`added_tokens_decoder`), looked up by the token strings
- * `processor_config.json` names (`image_break_token`, `image_end_token`; defaults
- * `[IMG_BREAK]`, `[IMG_END]`).
- *
- * Pixtral / Mistral3 prompt layout: per image, each of the `rows` rows of the token grid
- * (vt_image_token_grid) is `cols` VT_TOKEN_IMAGE placeholders followed by
- * VT_TOKEN_IMAGE_BREAK, and the last VT_TOKEN_IMAGE_BREAK is replaced by VT_TOKEN_IMAGE_END;
- * the k-th placeholder takes row k of the image's embeddings (examples/c/pixtral_prompt.c).
- */
-int64_t vt_model_token_id(const struct vt_model *model, vt_token_role role);
-
-/**
- * The layout of the embeddings this image yields: `frames x rows x cols` tokens, in
- * row-major order (frame, then row, then column). Their product is vt_image_n_tokens.
- * For a plain SigLIP model: 1 x (size/patch) x (size/patch). Pixtral: 1 x (H/patch) x
- * (W/patch) of the resized image; Mistral3: the grid after the 2 x 2 patch merge. Gemma3: one
- * frame per image plus one per pan-and-scan crop, each sqrt(mm_tokens_per_image) on a side;
- * each frame is wrapped in its own image start/end tokens in the prompt. LLaVA: 1 x
- * (size/patch) x (size/patch), or 1 x 1 x n when the kept tokens have no grid layout (a
- * class token kept, or a patch dropped). Qwen2-VL: t x (h/merge) x (w/merge).
- *
- * - `frames_out`, `rows_out`, `cols_out`: receive the grid on VT_OK.
- *
- * Errors: VT_ERR_INVALID_ARGUMENT for NULL pointers. Any thread.
- */
-vt_status vt_image_token_grid(const struct vt_image *image,
-                              uint32_t *frames_out,
-                              uint32_t *rows_out,
-                              uint32_t *cols_out,
-                              struct vt_error **err_out);
-
-/**
- * How many patches per side one embedding covers: Qwen2-VL's `spatial_merge_size` (2 in
- * the released models), 1 for families whose embeddings are patches (SigLIP). An
- * image's patch grid (vt_image_patch_grid) is its token grid (vt_image_token_grid) with
- * rows and columns multiplied by this. 0 if `model` is NULL. Any thread.
- */
-uint32_t vt_model_merge_size(const struct vt_model *model);
-
-/**
- * The grid of patches the tower sees for this image, `frames x rows x cols`: for Qwen2-VL
- * and Qwen2.5-VL exactly the processor's `image_grid_thw` (temporal patches, height / patch
- * size, width / patch size). Equals the token grid times the merge size in rows and
- * columns (vt_model_merge_size).
- *
- * - `frames_out`, `rows_out`, `cols_out`: receive the grid on VT_OK.
- *
- * Errors: VT_ERR_INVALID_ARGUMENT for NULL pointers. Any thread.
- */
-vt_status vt_image_patch_grid(const struct vt_image *image,
-                              uint32_t *frames_out,
-                              uint32_t *rows_out,
-                              uint32_t *cols_out,
-                              struct vt_error **err_out);
-
-/**
- * The M-RoPE position ids (Qwen2-VL, Qwen2.5-VL) of this image's embeddings when the
- * image's first embedding sits at position `start` of the prompt, exactly as transformers'
- * `get_rope_index` assigns them. Text tokens have the same id on all three axes
- * (`p, p, p`, counting up by one); the embedding at (frame f, row i, column j) of the token
- * grid (vt_image_token_grid, row-major) gets temporal id `start + f`, height id
- * `start + i` and width id `start + j`; the text after the image continues at
- * `start + max(rows, cols)`. For a prompt `... <|vision_start|>` ending at position
- * `start - 1`, pass `start`; the `<|vision_end|>` token then gets `*next_out`.
- *
- * - `start`: the position of the image's first embedding (the number of positions used
- *   before it, not the number of tokens).
- * - `positions_out`: room for `positions_len` values; receives `3 * n_tokens` values
- *   (n_tokens = vt_image_n_tokens): the temporal ids of all embeddings, then the height
- *   ids, then the width ids (the layout of transformers' `position_ids[:, 0, span]`).
- * - `positions_len`: at least `3 * n_tokens`.
- * - `next_out`: NULL, or receives the position the following text starts at.
- *
- * Errors: VT_ERR_INVALID_ARGUMENT for NULL pointers, a `positions_len` that is too small,
- * or positions that overflow int64. Nothing is written on error. Any thread.
- */
-vt_status vt_image_mrope_positions(const struct vt_image *image,
-                                   int64_t start,
-                                   int64_t *positions_out,
-                                   size_t positions_len,
-                                   int64_t *next_out,
-                                   struct vt_error **err_out);
-
-/**
- * A static, NUL-terminated description of a status code ("ok", "invalid argument", ...).
- * Unknown codes give "unknown status". Never NULL; never free it. Any thread.
- */
-const char *vt_status_str(vt_status status);
-
-/**
- * The library's version and compiled backends, e.g. "vtower 0.1.0 (backends: cpu)". A
- * static string: never NULL, never free it. Compare with the VT_VERSION_* macros to detect
- * a header/library mismatch. Any thread.
- */
-const char *vt_version(void);
 
 #ifdef __cplusplus
 }  // extern "C"

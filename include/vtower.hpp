@@ -154,6 +154,9 @@ struct LoadOptions {
     uint32_t n_threads = 0;
     /// Pixel limit per image; 0 = the library default (Pillow's).
     uint64_t max_image_pixels = 0;
+    /// The most embeddings one image may yield (every frame and crop counted); preprocessing
+    /// refuses larger images with VT_ERR_IMAGE_TOO_LARGE. 0 = the library default, 32768.
+    uint64_t max_image_tokens = 0;
 
     vt_load_params to_c() const noexcept {
         vt_load_params p = vt_load_params_default();
@@ -161,6 +164,7 @@ struct LoadOptions {
         p.device_ordinal = device_ordinal;
         p.n_threads = n_threads;
         p.max_image_pixels = max_image_pixels;
+        p.max_image_tokens = max_image_tokens;
         return p;
     }
 };
@@ -371,17 +375,18 @@ public:
 
 private:
     const vt_model *c() const { return detail::require(h_.get(), "vtower::Model"); }
-    detail::Handle<vt_model, vt_free> h_;
+    detail::Handle<vt_model, vt_model_free> h_;
 };
 
 /// The library's version string, e.g. "vtower 0.1.0 (backends: cpu)".
 inline const char *version() noexcept { return vt_version(); }
 
+/// The library's version as MAJOR * 10000 + MINOR * 100 + PATCH (compare VT_VERSION_NUMBER).
+inline uint32_t version_number() noexcept { return vt_version_number(); }
+
 /// True when the library loaded at run time has the major/minor version of this header.
-inline bool version_matches() {
-    std::string expected = "vtower " + std::to_string(VT_VERSION_MAJOR) + "." +
-                           std::to_string(VT_VERSION_MINOR) + ".";
-    return std::string(vt_version()).compare(0, expected.size(), expected) == 0;
+inline bool version_matches() noexcept {
+    return vt_version_number() / 100 == VT_VERSION_NUMBER / 100;
 }
 
 }  // namespace vtower

@@ -13,20 +13,32 @@
 //! # Ok::<(), vtower::Error>(())
 //! ```
 
-pub mod config;
-pub mod engine;
-pub mod error;
-pub mod ffi;
-pub mod log;
-pub mod models;
-pub mod preprocess;
-pub mod tokenizer;
-pub mod weights;
+// Everything below the re-exports is internal: the Rust API is the items re-exported here,
+// and the C API is the `vt_*` symbols of `ffi` (include/vtower.h).
+pub(crate) mod config;
+pub(crate) mod engine;
+pub(crate) mod error;
+pub(crate) mod ffi;
+pub(crate) mod log;
+pub(crate) mod models;
+pub(crate) mod preprocess;
+pub(crate) mod tokenizer;
+pub(crate) mod weights;
 
-pub use engine::{DTypeRequest, DeviceRequest, Embeddings, Image, LoadOptions, Model, OutputType};
+pub use engine::{
+    DTypeRequest, DeviceRequest, Embeddings, Image, LoadOptions, Model, OutputType,
+    DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_IMAGE_TOKENS,
+};
 pub use error::{Error, Result, Status};
-pub use models::ModelInfo;
+pub use models::{ModelInfo, SpecialTokens};
 pub use preprocess::PreprocessOptions;
 
 /// The crate version (`CARGO_PKG_VERSION`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Internals that vtower's own benchmarks (benches/cpu_ops.rs) time directly. Not part of
+/// the API: hidden from the documentation, and may change in any release.
+#[doc(hidden)]
+pub mod __bench {
+    pub use crate::models::layers;
+}

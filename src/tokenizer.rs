@@ -103,6 +103,7 @@ impl AddedTokens {
     }
 
     /// From explicit `(content, id)` pairs.
+    #[allow(dead_code, reason = "unused since crate-private (#19)")]
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, i64)>) -> AddedTokens {
         AddedTokens {
             ids: pairs.into_iter().map(|(s, i)| (s.to_string(), i)).collect(),

@@ -57,6 +57,10 @@ type Options struct {
 	// MaxImagePixels refuses larger images (width*height) before decoding them with
 	// StatusImageTooLarge; 0 = the library default (Pillow's limit, 89478485).
 	MaxImagePixels uint64
+	// MaxImageTokens is the most embedding rows one image may yield (every frame and
+	// crop counted); images that would yield more are refused with StatusImageTooLarge
+	// before anything is allocated for them. 0 = the library default, 32768.
+	MaxImageTokens uint64
 }
 
 // Info describes a loaded model.
@@ -114,6 +118,12 @@ func Version() string {
 	return C.GoString(C.vt_version())
 }
 
+// VersionNumber returns the library's version as one number,
+// major*10000 + minor*100 + patch (0.1.0 is 100).
+func VersionNumber() int {
+	return int(C.vt_version_number())
+}
+
 // Load loads a model folder as Hugging Face save_pretrained writes it (config.json,
 // preprocessor_config.json, model.safetensors or shards). opts may be nil.
 // Errors are *Error values.
@@ -136,6 +146,7 @@ func Load(dir string, opts *Options) (*Model, error) {
 		params.device_ordinal = C.int32_t(opts.DeviceOrdinal)
 		params.n_threads = C.uint32_t(opts.Threads)
 		params.max_image_pixels = C.uint64_t(opts.MaxImagePixels)
+		params.max_image_tokens = C.uint64_t(opts.MaxImageTokens)
 	}
 	cdir := C.CString(dir)
 	defer C.free(unsafe.Pointer(cdir))
@@ -160,7 +171,7 @@ func Load(dir string, opts *Options) (*Model, error) {
 	}
 	var w, h C.uint32_t
 	if st := C.vt_model_image_size(cm, &w, &h, &cerr); st != C.VT_OK {
-		C.vt_free(cm)
+		C.vt_model_free(cm)
 		return nil, takeError(st, cerr)
 	}
 	m.info.ImageWidth, m.info.ImageHeight = int(w), int(h)
@@ -179,7 +190,7 @@ func (m *Model) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.c != nil {
-		C.vt_free(m.c)
+		C.vt_model_free(m.c)
 		m.c = nil
 		runtime.SetFinalizer(m, nil)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"image"
 	"image/color"
 	"image/png"
@@ -125,6 +126,10 @@ func equal(a, b []float32) bool {
 func TestVersion(t *testing.T) {
 	if v := vtower.Version(); !strings.HasPrefix(v, "vtower 0.1.") {
 		t.Fatalf("Version() = %q", v)
+	}
+	n := vtower.VersionNumber()
+	if want := fmt.Sprintf("vtower %d.%d.%d ", n/10000, n/100%100, n%100); !strings.HasPrefix(vtower.Version(), want) {
+		t.Fatalf("VersionNumber() = %d, Version() = %q", n, vtower.Version())
 	}
 }
 
@@ -308,6 +313,16 @@ func TestErrors(t *testing.T) {
 	}
 	_, err = limited.Embed(readFile(t, filepath.Join(images, "rgb.png")))
 	expectStatus(t, "pixel limit", err, vtower.StatusImageTooLarge, "100")
+
+	// A token limit at the fixture's 36 tokens per image still embeds it.
+	tokens, err := vtower.Load(modelDir(), &vtower.Options{MaxImageTokens: 36})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := tokens.Embed(readFile(t, filepath.Join(images, "rgb.png"))); err != nil || e[0].Tokens != 36 {
+		t.Fatalf("Embed with MaxImageTokens 36: %v", err)
+	}
+	tokens.Close()
 
 	if err := limited.Close(); err != nil {
 		t.Fatal(err)

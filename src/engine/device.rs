@@ -14,6 +14,7 @@ pub struct Placement {
 }
 
 /// Whether this build has a GPU backend.
+#[allow(dead_code, reason = "unused since crate-private (#19)")]
 pub const CUDA_BUILT: bool = cfg!(feature = "cuda");
 
 /// Opens CUDA device `ordinal`, or explains why it cannot be used. Never panics: the

@@ -5,7 +5,7 @@ use crate::error::Result;
 use crate::ffi::boundary::{arg, bytes, guard, guard_value, out_ptr, write};
 use crate::ffi::error::vt_error;
 use crate::ffi::model::vt_model;
-use crate::ffi::params::{read_preprocess_params, to_preprocess_options, vt_preprocess_params};
+use crate::ffi::params::{read_versioned, to_preprocess_options, vt_preprocess_params};
 use crate::ffi::status::vt_status;
 use crate::preprocess::PreprocessOptions;
 
@@ -32,7 +32,7 @@ fn finish(image: Image, image_out: *mut *mut vt_image) {
 /// `params` is NULL or points to at least `(*params).struct_size` readable bytes.
 unsafe fn options(params: *const vt_preprocess_params) -> Result<PreprocessOptions> {
     // SAFETY: per this function's contract.
-    to_preprocess_options(&unsafe { read_preprocess_params(params) }?)
+    to_preprocess_options(&unsafe { read_versioned(params) }?)
 }
 
 /// Shared body of vt_preprocess and vt_preprocess_ex.
@@ -107,7 +107,8 @@ fn preprocess_pixels(
 ///
 /// Errors: VT_ERR_INVALID_ARGUMENT (NULL pointers), VT_ERR_IMAGE_DECODE (corrupt,
 /// truncated, empty or unsupported data), VT_ERR_IMAGE_TOO_LARGE (more pixels than
-/// vt_load_params.max_image_pixels, detected from the header before decoding).
+/// vt_load_params.max_image_pixels, detected from the header before decoding, or more
+/// embeddings than vt_load_params.max_image_tokens).
 /// Threads: any thread, concurrently with other calls on the same model.
 #[no_mangle]
 pub extern "C" fn vt_preprocess(
@@ -155,7 +156,8 @@ pub extern "C" fn vt_preprocess_ex(
 /// - `image_out`: receives a new image on VT_OK; free with vt_image_free.
 ///
 /// Errors: VT_ERR_INVALID_ARGUMENT (NULL pointers, zero size, stride too small),
-/// VT_ERR_IMAGE_TOO_LARGE. Threads: any thread, concurrently on the same model.
+/// VT_ERR_IMAGE_TOO_LARGE (over max_image_pixels or max_image_tokens of vt_load_params).
+/// Threads: any thread, concurrently on the same model.
 #[no_mangle]
 pub extern "C" fn vt_preprocess_rgb8(
     model: *const vt_model,

@@ -10,15 +10,30 @@
 // `unsafe fn` because C callers cannot see that, and Rust callers use the safe engine API.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
-pub mod boundary;
+// cbindgen writes the header's constants, types and functions in the order of these
+// declarations, so they are in the order a C programmer reads the API in (rustfmt does not
+// sort `mod` lines that comments separate; keep the comments).
+
+// vt_version, vt_version_number, VT_VERSION_*.
+pub(crate) mod version;
+// vt_status, VT_OK, VT_ERR_*, vt_status_str.
+pub(crate) mod status;
+// vt_error and its accessors.
+pub(crate) mod error;
+// vt_log_set.
+pub(crate) mod log;
+// vt_load_params, vt_preprocess_params and their defaults.
+pub(crate) mod params;
+// vt_load, vt_model_free, vt_model_* accessors.
+pub(crate) mod model;
+// vt_preprocess*, vt_image_* accessors.
+pub(crate) mod image;
+// Prompt layout: vt_model_token_id, token and patch grids, M-RoPE positions.
+pub(crate) mod prompt;
+// vt_forward, vt_embeddings_*.
+pub(crate) mod embeddings;
+
+// Internal: the panic boundary and pointer checks, CUDA copies.
+pub(crate) mod boundary;
 #[cfg(feature = "cuda")]
-pub mod cuda;
-pub mod embeddings;
-pub mod error;
-pub mod image;
-pub mod log;
-pub mod model;
-pub mod params;
-pub mod prompt;
-pub mod status;
-pub mod version;
+pub(crate) mod cuda;

@@ -7,11 +7,11 @@ use crate::engine::Model;
 use crate::error::Error;
 use crate::ffi::boundary::{arg, guard, guard_value, out_ptr, write};
 use crate::ffi::error::vt_error;
-use crate::ffi::params::{read_params, to_options, vt_load_params};
+use crate::ffi::params::{read_versioned, to_options, vt_load_params};
 use crate::ffi::status::vt_status;
 
 /// A loaded vision tower (encoder + projector) with its image preprocessing. Created by
-/// vt_load, destroyed by vt_free. Functions taking `const vt_model *` may run concurrently
+/// vt_load, destroyed by vt_model_free. Functions taking `const vt_model *` may run concurrently
 /// from any number of threads on the same model.
 pub struct vt_model {
     pub(crate) model: Model,
@@ -29,7 +29,7 @@ pub struct vt_model {
 /// - `model_dir`: NUL-terminated UTF-8 path. Borrowed for the call.
 /// - `params`: options, or NULL for vt_load_params_default(). Borrowed for the call.
 /// - `model_out`: receives the new model on VT_OK (untouched otherwise). The caller owns it
-///   and frees it with vt_free.
+///   and frees it with vt_model_free.
 /// - `err_out`: NULL, or receives an owned vt_error on failure (free with vt_error_free);
 ///   untouched on success.
 ///
@@ -54,7 +54,7 @@ pub extern "C" fn vt_load(
             .to_str()
             .map_err(|_| Error::invalid_argument("`model_dir` is not valid UTF-8"))?;
         // SAFETY: NULL or a readable struct of struct_size bytes by contract.
-        let params = unsafe { read_params(params) }?;
+        let params = unsafe { read_versioned(params) }?;
         let model = Model::load(Path::new(dir), &to_options(&params)?)?;
         let info = model.info();
         let boxed = Box::new(vt_model {
@@ -71,13 +71,20 @@ pub extern "C" fn vt_load(
 /// Frees a model. NULL is a no-op. Must not race with any other call using this model, and
 /// images made by it can no longer be forwarded (free them too).
 #[no_mangle]
-pub extern "C" fn vt_free(model: *mut vt_model) {
+pub extern "C" fn vt_model_free(model: *mut vt_model) {
     guard_value((), || {
         if !model.is_null() {
             // SAFETY: `model` came from vt_load and is freed once (contract).
             drop(unsafe { Box::from_raw(model) });
         }
     })
+}
+
+/// The same as vt_model_free: the function's first name, kept so that existing programs
+/// still compile and link. New code calls vt_model_free.
+#[no_mangle]
+pub extern "C" fn vt_free(model: *mut vt_model) {
+    vt_model_free(model)
 }
 
 fn with_model<T: Copy>(model: *const vt_model, fallback: T, f: impl FnOnce(&vt_model) -> T) -> T {
@@ -98,7 +105,7 @@ pub extern "C" fn vt_model_family(model: *const vt_model) -> *const c_char {
 }
 
 /// `model_type` from config.json (e.g. "siglip_vision_model"). Borrowed from the model:
-/// valid until vt_free. NULL if `model` is NULL. Any thread.
+/// valid until vt_model_free. NULL if `model` is NULL. Any thread.
 #[no_mangle]
 pub extern "C" fn vt_model_type(model: *const vt_model) -> *const c_char {
     with_model(model, std::ptr::null(), |m| m.model_type.as_ptr())

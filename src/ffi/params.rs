@@ -1,9 +1,12 @@
 //! Options structs versioned by `struct_size`: `vt_load_params` for vt_load and
-//! `vt_preprocess_params` for vt_preprocess_ex / vt_preprocess_rgb8_ex.
+//! `vt_preprocess_params` for vt_preprocess_ex / vt_preprocess_rgb8_ex, both read by one
+//! generic reader ([`read_versioned`]).
 
 use std::mem::{offset_of, size_of};
 
-use crate::engine::{DTypeRequest, DeviceRequest, LoadOptions, DEFAULT_MAX_IMAGE_PIXELS};
+use crate::engine::{
+    DTypeRequest, DeviceRequest, LoadOptions, DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_IMAGE_TOKENS,
+};
 use crate::error::{Error, Result};
 use crate::preprocess::PreprocessOptions;
 
@@ -53,6 +56,14 @@ pub struct vt_load_params {
     /// VT_DTYPE_F32, VT_DTYPE_BF16 or VT_DTYPE_F16. Weights are converted once, at load;
     /// softmax and norms accumulate in f32 whatever the dtype.
     pub dtype: vt_dtype,
+    /// The most embeddings (rows of vt_forward's output) one image may yield, counting every
+    /// frame and pan-and-scan crop: the vt_image_n_tokens it would have. vt_preprocess and
+    /// its variants refuse an image that would yield more with VT_ERR_IMAGE_TOO_LARGE,
+    /// before allocating anything for it; this bounds the memory and time one image can
+    /// take (variable-resolution models such as Qwen2-VL and Pixtral give large images many
+    /// tokens). 0 = the default, 32768. Added after `dtype`: callers whose struct_size ends
+    /// before it get the default.
+    pub max_image_tokens: u64,
 }
 
 /// The default load parameters (struct_size filled in). Any thread.
@@ -65,58 +76,127 @@ pub extern "C" fn vt_load_params_default() -> vt_load_params {
         n_threads: 0,
         max_image_pixels: DEFAULT_MAX_IMAGE_PIXELS,
         dtype: VT_DTYPE_AUTO,
+        max_image_tokens: DEFAULT_MAX_IMAGE_TOKENS,
     }
 }
 
-/// Copies the fields that `struct_size` covers over the defaults.
+/// A C options struct versioned by its leading `uint32_t struct_size`: fields are only ever
+/// appended, and a caller compiled against an older header passes the smaller size of its
+/// older struct. Implemented by [`versioned!`].
+///
+/// # Safety
+/// `Self` is `repr(C)` and starts with `struct_size: u32`; `FIELDS` lists every other field
+/// as (byte offset, byte size), and each of them accepts any bit pattern (integers, floats).
+pub(crate) unsafe trait Versioned: Copy {
+    /// The C name, for messages.
+    const NAME: &'static str;
+    /// (offset, size) of each field after struct_size.
+    const FIELDS: &'static [(usize, usize)];
+    /// The defaults (the `*_default()` function of the C API).
+    fn defaults() -> Self;
+}
+
+/// Implements [`Versioned`] for a params struct from its default function and the list of
+/// its fields after struct_size. The list must name every field (a struct pattern without
+/// `..` checks that at compile time), so a new field cannot be forgotten by the reader.
+macro_rules! versioned {
+    ($ty:ident, $default:ident, [$($field:ident),+ $(,)?]) => {
+        // SAFETY: repr(C), struct_size first, every field listed (checked below) with its
+        // offset and size; the fields are integers and floats.
+        unsafe impl Versioned for $ty {
+            const NAME: &'static str = stringify!($ty);
+            const FIELDS: &'static [(usize, usize)] = &[$((
+                offset_of!($ty, $field),
+                field_size(|p: &$ty| &p.$field),
+            )),+];
+            fn defaults() -> Self {
+                let defaults = $default();
+                let $ty { struct_size: _, $($field: _),+ } = defaults;
+                defaults
+            }
+        }
+    };
+}
+
+/// The size of the field that `_field` projects to.
+const fn field_size<S, F>(_field: fn(&S) -> &F) -> usize {
+    size_of::<F>()
+}
+
+versioned!(
+    vt_load_params,
+    vt_load_params_default,
+    [
+        device,
+        device_ordinal,
+        n_threads,
+        max_image_pixels,
+        dtype,
+        max_image_tokens
+    ]
+);
+
+versioned!(
+    vt_preprocess_params,
+    vt_preprocess_params_default,
+    [
+        pan_and_scan,
+        pan_and_scan_min_crop_size,
+        pan_and_scan_max_num_crops,
+        pan_and_scan_min_ratio_to_activate,
+    ]
+);
+
+/// Reads a params struct the caller passed: the defaults, overwritten by every field that
+/// `struct_size` covers entirely (a field the size only partly covers is not read). NULL
+/// gives the defaults. A struct_size below 4 or above this library's struct (a header newer
+/// than the library) is refused.
 ///
 /// # Safety
 /// `params` is NULL or points to at least `(*params).struct_size` readable bytes.
-pub(crate) unsafe fn read_params(params: *const vt_load_params) -> Result<vt_load_params> {
-    let mut out = vt_load_params_default();
+pub(crate) unsafe fn read_versioned<T: Versioned>(params: *const T) -> Result<T> {
+    let mut out = T::defaults();
     if params.is_null() {
         return Ok(out);
     }
     // SAFETY: struct_size is the first field; the caller's struct has at least 4 bytes.
-    let size = unsafe { params.cast::<u32>().read_unaligned() } as usize;
-    let full = size_of::<vt_load_params>();
-    if size < size_of::<u32>() {
+    let size = unsafe { params.cast::<u32>().read_unaligned() };
+    let full = size_of::<T>();
+    if (size as usize) < size_of::<u32>() {
         return Err(Error::invalid_argument(format!(
-            "vt_load_params.struct_size {size} is too small; use vt_load_params_default()"
+            "{}.struct_size {size} is too small; use {}_default()",
+            T::NAME,
+            T::NAME
         )));
     }
-    if size > full {
+    if size as usize > full {
         return Err(Error::invalid_argument(format!(
-            "vt_load_params.struct_size {size} is larger than this library's {full}: \
-             the header is newer than the library"
+            "{}.struct_size {size} is larger than this library's {full}: \
+             the header is newer than the library",
+            T::NAME
         )));
     }
-    macro_rules! take {
-        ($field:ident) => {
-            let offset = offset_of!(vt_load_params, $field);
-            let end = offset + std::mem::size_of_val(&out.$field);
-            if end <= size {
-                // SAFETY: the field lies within the struct_size bytes the caller provides.
-                out.$field = unsafe { read_at(params, offset) };
-            }
-        };
+    let src = params.cast::<u8>();
+    let dst = (&raw mut out).cast::<u8>();
+    // SAFETY: struct_size is a u32 at offset 0 of both structs.
+    unsafe { dst.cast::<u32>().write_unaligned(size) };
+    for &(offset, len) in T::FIELDS {
+        if offset + len <= size as usize {
+            // SAFETY: the field lies within the struct_size bytes the caller provides and
+            // within `out`; any bit pattern is a valid value of it (trait contract).
+            unsafe { std::ptr::copy_nonoverlapping(src.add(offset), dst.add(offset), len) };
+        }
     }
-    take!(device);
-    take!(device_ordinal);
-    take!(n_threads);
-    take!(max_image_pixels);
-    take!(dtype);
-    out.struct_size = size as u32;
     Ok(out)
 }
 
-/// Reads a `T` at byte `offset` of `base`.
-///
-/// # Safety
-/// `offset + size_of::<T>()` bytes are readable at `base`.
-unsafe fn read_at<S, T>(base: *const S, offset: usize) -> T {
-    // SAFETY: per this function's contract.
-    unsafe { base.cast::<u8>().add(offset).cast::<T>().read_unaligned() }
+/// `value`, or `default` when it is 0 (the "0 = the default" fields).
+fn or_default(value: u64, default: u64) -> u64 {
+    if value == 0 {
+        default
+    } else {
+        value
+    }
 }
 
 /// More worker threads than this is a mistake, not a configuration.
@@ -163,12 +243,8 @@ pub(crate) fn to_options(p: &vt_load_params) -> Result<LoadOptions> {
         device,
         dtype,
         n_threads: p.n_threads as usize,
-        max_image_pixels: if p.max_image_pixels == 0 {
-            DEFAULT_MAX_IMAGE_PIXELS
-        } else {
-            p.max_image_pixels
-        },
-        ..LoadOptions::default()
+        max_image_pixels: or_default(p.max_image_pixels, DEFAULT_MAX_IMAGE_PIXELS),
+        max_image_tokens: or_default(p.max_image_tokens, DEFAULT_MAX_IMAGE_TOKENS),
     })
 }
 
@@ -217,49 +293,6 @@ pub extern "C" fn vt_preprocess_params_default() -> vt_preprocess_params {
     }
 }
 
-/// Copies the fields that `struct_size` covers over the defaults.
-///
-/// # Safety
-/// `params` is NULL or points to at least `(*params).struct_size` readable bytes.
-pub(crate) unsafe fn read_preprocess_params(
-    params: *const vt_preprocess_params,
-) -> Result<vt_preprocess_params> {
-    let mut out = vt_preprocess_params_default();
-    if params.is_null() {
-        return Ok(out);
-    }
-    // SAFETY: struct_size is the first field; the caller's struct has at least 4 bytes.
-    let size = unsafe { params.cast::<u32>().read_unaligned() } as usize;
-    let full = size_of::<vt_preprocess_params>();
-    if size < size_of::<u32>() {
-        return Err(Error::invalid_argument(format!(
-            "vt_preprocess_params.struct_size {size} is too small; use vt_preprocess_params_default()"
-        )));
-    }
-    if size > full {
-        return Err(Error::invalid_argument(format!(
-            "vt_preprocess_params.struct_size {size} is larger than this library's {full}: \
-             the header is newer than the library"
-        )));
-    }
-    macro_rules! take {
-        ($field:ident) => {
-            let offset = offset_of!(vt_preprocess_params, $field);
-            let end = offset + std::mem::size_of_val(&out.$field);
-            if end <= size {
-                // SAFETY: the field lies within the struct_size bytes the caller provides.
-                out.$field = unsafe { read_at(params, offset) };
-            }
-        };
-    }
-    take!(pan_and_scan);
-    take!(pan_and_scan_min_crop_size);
-    take!(pan_and_scan_max_num_crops);
-    take!(pan_and_scan_min_ratio_to_activate);
-    out.struct_size = size as u32;
-    Ok(out)
-}
-
 /// Converts C preprocess params into engine options.
 pub(crate) fn to_preprocess_options(p: &vt_preprocess_params) -> Result<PreprocessOptions> {
     let pan_and_scan = match p.pan_and_scan {
@@ -294,7 +327,7 @@ mod tests {
 
     #[test]
     fn preprocess_params_read_and_convert() {
-        let d = unsafe { read_preprocess_params(std::ptr::null()) }.unwrap();
+        let d = unsafe { read_versioned::<vt_preprocess_params>(std::ptr::null()) }.unwrap();
         assert!(to_preprocess_options(&d).unwrap().is_default());
         let mut p = vt_preprocess_params_default();
         p.pan_and_scan = 1;
@@ -302,12 +335,12 @@ mod tests {
         p.pan_and_scan_min_ratio_to_activate = 1.5;
         // An older caller that only knows the first two fields.
         p.struct_size = offset_of!(vt_preprocess_params, pan_and_scan_min_crop_size) as u32;
-        let r = unsafe { read_preprocess_params(&p) }.unwrap();
+        let r = unsafe { read_versioned(&p) }.unwrap();
         let o = to_preprocess_options(&r).unwrap();
         assert_eq!(o.pan_and_scan, Some(true));
         assert_eq!(o.pan_and_scan_max_num_crops, None);
         p.struct_size = size_of::<vt_preprocess_params>() as u32;
-        let o = to_preprocess_options(&unsafe { read_preprocess_params(&p) }.unwrap()).unwrap();
+        let o = to_preprocess_options(&unsafe { read_versioned(&p) }.unwrap()).unwrap();
         assert_eq!(o.pan_and_scan_max_num_crops, Some(3));
         assert_eq!(o.pan_and_scan_min_ratio_to_activate, Some(1.5));
         p.pan_and_scan = 2;
@@ -316,9 +349,17 @@ mod tests {
         p.pan_and_scan_min_ratio_to_activate = f64::NAN;
         assert!(to_preprocess_options(&p).is_err());
         p.struct_size = size_of::<vt_preprocess_params>() as u32 + 4;
-        assert!(unsafe { read_preprocess_params(&p) }.is_err());
+        let e = unsafe { read_versioned(&p) }.unwrap_err();
+        assert!(
+            e.message().contains("vt_preprocess_params.struct_size"),
+            "{e}"
+        );
         p.struct_size = 2;
-        assert!(unsafe { read_preprocess_params(&p) }.is_err());
+        let e = unsafe { read_versioned(&p) }.unwrap_err();
+        assert!(
+            e.message().contains("vt_preprocess_params_default()"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -327,22 +368,104 @@ mod tests {
         p.n_threads = 3;
         p.max_image_pixels = 7;
         p.dtype = VT_DTYPE_BF16;
+        p.max_image_tokens = 9;
         p.struct_size = offset_of!(vt_load_params, max_image_pixels) as u32;
-        let r = unsafe { read_params(&p) }.unwrap();
+        let r = unsafe { read_versioned(&p) }.unwrap();
+        assert_eq!(r.struct_size, p.struct_size);
         assert_eq!(r.n_threads, 3);
         assert_eq!(r.max_image_pixels, DEFAULT_MAX_IMAGE_PIXELS);
         assert_eq!(r.dtype, VT_DTYPE_AUTO);
         // A caller compiled against the first version of the struct (no dtype field).
         p.struct_size = offset_of!(vt_load_params, dtype) as u32;
-        let r = unsafe { read_params(&p) }.unwrap();
+        let r = unsafe { read_versioned(&p) }.unwrap();
         assert_eq!((r.max_image_pixels, r.dtype), (7, VT_DTYPE_AUTO));
+        // A size that covers only part of a field does not read it.
+        p.struct_size = offset_of!(vt_load_params, dtype) as u32 + 2;
+        assert_eq!(unsafe { read_versioned(&p) }.unwrap().dtype, VT_DTYPE_AUTO);
         p.struct_size = size_of::<vt_load_params>() as u32 + 8;
-        assert!(unsafe { read_params(&p) }.is_err());
+        let e = unsafe { read_versioned(&p) }.unwrap_err();
+        assert!(e.message().contains("newer than the library"), "{e}");
         p.struct_size = 0;
-        assert!(unsafe { read_params(&p) }.is_err());
+        let e = unsafe { read_versioned(&p) }.unwrap_err();
+        assert!(e.message().contains("vt_load_params_default()"), "{e}");
         assert_eq!(
-            unsafe { read_params(std::ptr::null()) }.unwrap(),
+            unsafe { read_versioned::<vt_load_params>(std::ptr::null()) }.unwrap(),
             vt_load_params_default()
         );
+    }
+
+    /// The layout of vt_load_params before max_image_tokens was appended (what a caller
+    /// compiled against that header passes).
+    #[repr(C)]
+    struct LoadParamsWithDtype {
+        struct_size: u32,
+        device: vt_device,
+        device_ordinal: i32,
+        n_threads: u32,
+        max_image_pixels: u64,
+        dtype: vt_dtype,
+    }
+
+    #[test]
+    fn max_image_tokens_reaches_load_options() {
+        // A caller of the older header: its smaller struct, nothing readable after it.
+        let old = LoadParamsWithDtype {
+            struct_size: size_of::<LoadParamsWithDtype>() as u32,
+            device: VT_DEVICE_CPU,
+            device_ordinal: 0,
+            n_threads: 2,
+            max_image_pixels: 1000,
+            dtype: VT_DTYPE_F32,
+        };
+        assert_eq!(
+            size_of::<LoadParamsWithDtype>(),
+            offset_of!(vt_load_params, max_image_tokens)
+        );
+        let r = unsafe { read_versioned((&raw const old).cast::<vt_load_params>()) }.unwrap();
+        let o = to_options(&r).unwrap();
+        assert_eq!(o.max_image_tokens, DEFAULT_MAX_IMAGE_TOKENS);
+        assert_eq!((o.n_threads, o.max_image_pixels), (2, 1000));
+        assert_eq!((o.device, o.dtype), (DeviceRequest::Cpu, DTypeRequest::F32));
+
+        // The current struct: the value reaches LoadOptions; 0 means the default.
+        let mut p = vt_load_params_default();
+        assert_eq!(
+            to_options(&p).unwrap().max_image_tokens,
+            DEFAULT_MAX_IMAGE_TOKENS
+        );
+        p.max_image_tokens = 256;
+        let o = to_options(&unsafe { read_versioned(&p) }.unwrap()).unwrap();
+        assert_eq!(o.max_image_tokens, 256);
+        p.max_image_tokens = 0;
+        let o = to_options(&unsafe { read_versioned(&p) }.unwrap()).unwrap();
+        assert_eq!(o.max_image_tokens, DEFAULT_MAX_IMAGE_TOKENS);
+    }
+
+    #[test]
+    fn defaults_equal_the_engine_defaults() {
+        let mut o = to_options(&vt_load_params_default()).unwrap();
+        // The C default is VT_DEVICE_AUTO; the Rust default is the CPU.
+        assert_eq!(o.device, DeviceRequest::Auto);
+        o.device = DeviceRequest::Cpu;
+        assert_eq!(o, LoadOptions::default());
+    }
+
+    #[test]
+    fn field_lists_cover_the_structs() {
+        fn check<T: Versioned>() {
+            let mut end = size_of::<u32>();
+            for &(offset, len) in T::FIELDS {
+                assert!(offset >= end, "{}: fields out of order", T::NAME);
+                end = offset + len;
+            }
+            assert_eq!(
+                end.next_multiple_of(align_of::<T>()),
+                size_of::<T>(),
+                "{}",
+                T::NAME
+            );
+        }
+        check::<vt_load_params>();
+        check::<vt_preprocess_params>();
     }
 }

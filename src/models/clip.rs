@@ -63,6 +63,7 @@ impl ClipVisionTower {
         })
     }
 
+    #[allow(dead_code, reason = "unused since crate-private (#19)")]
     pub fn config(&self) -> &ClipVisionConfig {
         &self.config
     }

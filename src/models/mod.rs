@@ -40,7 +40,7 @@ pub struct ModelInfo {
     pub tokens_per_image: Option<usize>,
     /// How many images one forward pass should take at most (bounds activation memory).
     pub max_batch: usize,
-    /// Whether [`VisionModel::forward`] accepts images of different shapes in one batch
+    /// Whether the model's forward pass accepts images of different shapes in one batch
     /// (variable-resolution families); otherwise the engine groups images by shape.
     pub mixed_shape_batches: bool,
     /// Token ids the language model uses around the image embeddings.

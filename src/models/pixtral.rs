@@ -241,6 +241,7 @@ impl PixtralVisionTower {
         })
     }
 
+    #[allow(dead_code, reason = "unused since crate-private (#19)")]
     pub fn config(&self) -> &PixtralVisionConfig {
         &self.config
     }

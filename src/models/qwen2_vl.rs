@@ -366,6 +366,7 @@ impl QwenVisionTower {
         })
     }
 
+    #[allow(dead_code, reason = "unused since crate-private (#19)")]
     pub fn config(&self) -> &QwenVisionConfig {
         &self.config
     }
@@ -581,10 +582,12 @@ impl QwenVlModel {
         })
     }
 
+    #[allow(dead_code, reason = "unused since crate-private (#19)")]
     pub fn tower(&self) -> &QwenVisionTower {
         &self.tower
     }
 
+    #[allow(dead_code, reason = "unused since crate-private (#19)")]
     pub fn processor(&self) -> &QwenImageProcessor {
         &self.processor
     }

@@ -136,6 +136,7 @@ pub struct Encoder {
 
 impl Encoder {
     /// Loads `layers.0 .. layers.{num_layers-1}` under `loader` (which points at `encoder.`).
+    #[allow(dead_code, reason = "unused since crate-private (#19)")]
     pub fn load(loader: &Loader, c: &VitConfig) -> Result<Encoder> {
         Encoder::load_first(loader, c, c.num_layers)
     }

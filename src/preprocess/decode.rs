@@ -150,6 +150,7 @@ pub const fn composite_channel(c: u8, a: u8) -> u8 {
 /// Note: transformers' *numpy* path for raw 4-channel arrays computes
 /// `round(c*a/255 + (1 - a/255)*255)` in floating point; for every `(c, a)` pair that equals
 /// this function's result.
+#[cfg(test)]
 pub fn composite_on_white(width: u32, height: u32, rgba: &[u8]) -> Result<RgbImage> {
     let expected = (width as usize)
         .checked_mul(height as usize)

@@ -73,7 +73,8 @@ int main(int argc, char **argv) {
     CHECK(strcmp(vt_status_str(VT_ERR_IMAGE_TOO_LARGE), vt_status_str(VT_ERR_IMAGE_DECODE)) != 0);
 
     /* NULL objects everywhere. */
-    vt_free(NULL);
+    vt_model_free(NULL);
+    vt_free(NULL); /* vt_free: the old name of vt_model_free */
     vt_image_free(NULL);
     vt_embeddings_free(NULL);
     vt_error_free(NULL);
@@ -121,7 +122,36 @@ int main(int argc, char **argv) {
     p.device_ordinal = -1; /* ignored on the CPU */
     p.dtype = VT_DTYPE_BF16;
     EXPECT(VT_OK, NULL, vt_load(argv[1], &p, &model, &err));
-    vt_free(model);
+    vt_free(model); /* the alias frees a model too */
+    model = NULL;
+
+    /* A caller compiled before max_image_tokens existed passes the smaller struct_size of
+     * its header; vtower reads nothing past it and uses the default. */
+    p = vt_load_params_default();
+    CHECK(p.max_image_tokens == 32768);
+    p.device = VT_DEVICE_CPU;
+    p.max_image_tokens = 1; /* beyond struct_size: not read */
+    p.struct_size = (uint32_t)offsetof(vt_load_params, max_image_tokens);
+    EXPECT(VT_OK, NULL, vt_load(argv[1], &p, &model, &err));
+    {
+        /* With the default limit the fixture's 36-token images pass; a limit of 1 would
+         * refuse them. */
+        char *path = join(images, "rgb.png");
+        bytes = read_file(path, &len);
+        EXPECT(VT_OK, NULL, vt_preprocess(model, bytes, len, &img, &err));
+        CHECK(vt_image_n_tokens(img) > 1);
+        vt_image_free(img);
+        img = NULL;
+        free(bytes);
+        free(path);
+    }
+    vt_model_free(model);
+    model = NULL;
+    p = vt_load_params_default();
+    p.device = VT_DEVICE_CPU;
+    p.max_image_tokens = 0; /* 0 = the default */
+    EXPECT(VT_OK, NULL, vt_load(argv[1], &p, &model, &err));
+    vt_model_free(model);
     model = NULL;
 
     /* Broken model folders, prepared by the test runner. */
@@ -266,9 +296,9 @@ int main(int argc, char **argv) {
 
     vt_image_free(img);
     vt_image_free(foreign);
-    vt_free(model);
-    vt_free(other);
-    vt_free(small);
+    vt_model_free(model);
+    vt_model_free(other);
+    vt_model_free(small);
     free(png);
     return finish("errors");
 }

@@ -111,6 +111,6 @@ int main(int argc, char **argv) {
     free(ours);
     vt_image_free(images[0]);
     vt_image_free(images[1]);
-    vt_free(model);
+    vt_model_free(model);
     return finish("mrope");
 }

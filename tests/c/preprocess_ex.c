@@ -100,7 +100,7 @@ int main(int argc, char **argv) {
     vt_image_free(a);
     vt_image_free(b);
     vt_image_free(c);
-    vt_free(gemma);
-    vt_free(llava);
+    vt_model_free(gemma);
+    vt_model_free(llava);
     return finish("preprocess_ex");
 }

@@ -6,6 +6,11 @@
 
 #include <math.h>
 
+/* The version macros work in the preprocessor. */
+#if !defined(VT_VERSION_NUMBER) || VT_VERSION_NUMBER != VT_VERSION_MAJOR * 10000 + VT_VERSION_MINOR * 100 + VT_VERSION_PATCH
+#error "VT_VERSION_NUMBER is not MAJOR * 10000 + MINOR * 100 + PATCH"
+#endif
+
 static double rel_l2(const float *a, const float *b, size_t n) {
     double num = 0, den = 0;
     size_t i;
@@ -37,6 +42,14 @@ int main(int argc, char **argv) {
     tol = atof(argv[4]);
     printf("%s\n", vt_version());
     CHECK(strncmp(vt_version(), "vtower ", 7) == 0);
+    CHECK(vt_version_number() == VT_VERSION_NUMBER);
+    {
+        char expected_version[64];
+        snprintf(expected_version, sizeof expected_version, "vtower %u.%u.%u ",
+                 vt_version_number() / 10000, vt_version_number() / 100 % 100,
+                 vt_version_number() % 100);
+        CHECK(strncmp(vt_version(), expected_version, strlen(expected_version)) == 0);
+    }
 
     params.n_threads = 2;
     if (vt_load(argv[1], &params, &model, &err) != VT_OK) {
@@ -153,7 +166,7 @@ int main(int argc, char **argv) {
     vt_embeddings_free(emb);
     vt_image_free(img2);
     vt_image_free(img);
-    vt_free(model);
+    vt_model_free(model);
     free(bytes);
     free(expected);
     return finish("smoke");

@@ -86,6 +86,6 @@ int main(int argc, char **argv) {
         free(files[i]);
         free(reference[i]);
     }
-    vt_free(model);
+    vt_model_free(model);
     return finish("threads");
 }

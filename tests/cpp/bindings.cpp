@@ -118,6 +118,28 @@ int main(int argc, char **argv) {
 
     CHECK(vtower::version_matches());
     CHECK(std::string(vtower::version()).find("vtower ") == 0);
+    CHECK(vtower::version_number() == VT_VERSION_NUMBER);
+    CHECK(std::string(vtower::version()).find(
+              "vtower " + std::to_string(vtower::version_number() / 10000) + "." +
+              std::to_string(vtower::version_number() / 100 % 100) + "." +
+              std::to_string(vtower::version_number() % 100) + " ") == 0);
+    static_assert(VT_VERSION_NUMBER ==
+                      VT_VERSION_MAJOR * 10000 + VT_VERSION_MINOR * 100 + VT_VERSION_PATCH,
+                  "VT_VERSION_NUMBER");
+
+    // LoadOptions reach vt_load_params; 0 limits mean the library defaults.
+    {
+        vtower::LoadOptions o;
+        CHECK(o.max_image_tokens == 0 && o.to_c().max_image_tokens == 0);
+        o.max_image_tokens = 4096;
+        CHECK(o.to_c().max_image_tokens == 4096);
+        CHECK(o.to_c().struct_size == sizeof(vt_load_params));
+        CHECK(vt_load_params_default().max_image_tokens == 32768);
+        // With a limit above the fixture's 36 tokens per image, images still embed.
+        o.max_image_tokens = 36;
+        vtower::Model limited(dir, o);
+        CHECK(limited.embed(read_file(images + "rgb.png")).n_tokens(0) == 36);
+    }
 
     vtower::LoadOptions opts;
     opts.n_threads = 2;

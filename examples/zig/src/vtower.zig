@@ -75,6 +75,26 @@ pub const Embedding = struct {
     }
 };
 
+/// Options for Model.loadWith; every 0 means the library default.
+pub const LoadOptions = struct {
+    /// Worker threads for CPU work; 0 = one per core.
+    n_threads: u32 = 0,
+    /// Images with more pixels (width * height) are refused (error.ImageTooLarge); 0 = 89478485.
+    max_image_pixels: u64 = 0,
+    /// The most embeddings one image may yield (every frame and crop counted); images that
+    /// would yield more are refused (error.ImageTooLarge); 0 = 32768.
+    max_image_tokens: u64 = 0,
+
+    /// The C parameters (vt_load_params_default() with these fields set).
+    pub fn params(o: LoadOptions) c.vt_load_params {
+        var p = c.vt_load_params_default();
+        p.n_threads = o.n_threads;
+        p.max_image_pixels = o.max_image_pixels;
+        p.max_image_tokens = o.max_image_tokens;
+        return p;
+    }
+};
+
 /// A loaded model. Its functions may be called from many threads at once; deinit must
 /// not race with them.
 pub const Model = struct {
@@ -82,8 +102,12 @@ pub const Model = struct {
 
     /// Loads a model folder; `n_threads` 0 = one per core.
     pub fn load(dir: [:0]const u8, n_threads: u32, diag: ?*Diagnostics) Error!Model {
-        var params = c.vt_load_params_default();
-        params.n_threads = n_threads;
+        return loadWith(dir, .{ .n_threads = n_threads }, diag);
+    }
+
+    /// Loads a model folder with options.
+    pub fn loadWith(dir: [:0]const u8, options: LoadOptions, diag: ?*Diagnostics) Error!Model {
+        const params = options.params();
         var model: ?*c.vt_model = null;
         var err: ?*c.vt_error = null;
         try check(c.vt_load(dir.ptr, &params, &model, &err), err, diag);
@@ -91,7 +115,7 @@ pub const Model = struct {
     }
 
     pub fn deinit(m: Model) void {
-        c.vt_free(m.ptr);
+        c.vt_model_free(m.ptr);
     }
 
     pub fn family(m: Model) []const u8 {
@@ -124,6 +148,11 @@ pub const Model = struct {
 
 pub fn version() []const u8 {
     return std.mem.span(c.vt_version());
+}
+
+/// The library's version as major * 10000 + minor * 100 + patch (compare c.VT_VERSION_NUMBER).
+pub fn versionNumber() u32 {
+    return c.vt_version_number();
 }
 
 // Tests: run by `zig build test` on the fixture given by -Dmodel / -Dimages.
@@ -171,6 +200,34 @@ test "load and embed" {
     defer again.deinit(testing.allocator);
     try testing.expectEqualSlices(f32, e.data, again.data);
     try testing.expectEqualSlices(f32, e.data[64..128], e.row(1));
+}
+
+test "version number" {
+    const n = versionNumber();
+    try testing.expectEqual(@as(u32, c.VT_VERSION_NUMBER), n);
+    var buf: [64]u8 = undefined;
+    const want = try std.fmt.bufPrint(&buf, "vtower {d}.{d}.{d} ", .{ n / 10000, n / 100 % 100, n % 100 });
+    try testing.expect(std.mem.startsWith(u8, version(), want));
+}
+
+test "load options reach the C parameters" {
+    const p = (LoadOptions{ .n_threads = 3, .max_image_pixels = 5, .max_image_tokens = 7 }).params();
+    try testing.expectEqual(@as(u32, @sizeOf(c.vt_load_params)), p.struct_size);
+    try testing.expectEqual(@as(u32, 3), p.n_threads);
+    try testing.expectEqual(@as(u64, 5), p.max_image_pixels);
+    try testing.expectEqual(@as(u64, 7), p.max_image_tokens);
+    try testing.expectEqual(@as(u64, 32768), c.vt_load_params_default().max_image_tokens);
+
+    // A token limit at the fixture's 36 tokens per image still embeds it.
+    const dir = try testing.allocator.dupeSentinel(u8, testPaths().model, 0);
+    defer testing.allocator.free(dir);
+    const m = try Model.loadWith(dir, .{ .n_threads = 2, .max_image_tokens = 36 }, null);
+    defer m.deinit();
+    const bytes = try readTestImage("rgb.png");
+    defer testing.allocator.free(bytes);
+    const e = try m.embed(testing.allocator, bytes, null);
+    defer e.deinit(testing.allocator);
+    try testing.expectEqual(@as(usize, 36), e.tokens);
 }
 
 test "errors carry status and message" {
