@@ -10,7 +10,8 @@ VT_DTYPE_AUTO, VT_DTYPE_F32, VT_DTYPE_BF16, VT_DTYPE_F16 = 0, 1, 2, 3
 class LoadParams(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_uint32), ("device", ctypes.c_uint32),
                 ("device_ordinal", ctypes.c_int32), ("n_threads", ctypes.c_uint32),
-                ("max_image_pixels", ctypes.c_uint64), ("dtype", ctypes.c_uint32)]
+                ("max_image_pixels", ctypes.c_uint64), ("dtype", ctypes.c_uint32),
+                ("max_image_tokens", ctypes.c_uint64)]
 
 
 class VtError(RuntimeError):
