@@ -9,7 +9,8 @@ use candle_core::Tensor;
 
 use crate::config::ConfigObject;
 use crate::error::{Error, Result};
-use crate::models::layers::{Activation, LayerNorm, Linear, Loader};
+use crate::models::activation::Activation;
+use crate::models::layers::{LayerNorm, Linear, Loader};
 use crate::models::siglip::patchify;
 use crate::models::vit::{Encoder, VitConfig, VitTowerConfig};
 

@@ -1,5 +1,5 @@
 //! Building blocks shared by the vision towers: weight loading with shape checks, linear
-//! layers, norms (LayerNorm, Llama-style RMSNorm), activations, gated MLPs and multi-head
+//! layers, norms (LayerNorm, Llama-style RMSNorm), gated MLPs and multi-head
 //! attention (plain, or over several images packed into one sequence, with optional rotary
 //! embeddings), written to match PyTorch's eager reference arithmetic.
 
@@ -7,6 +7,7 @@ use candle_core::{DType, Device, Tensor, D};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::models::activation::Activation;
 use crate::models::fused;
 use crate::models::rope::Rotary;
 use crate::weights::Weights;
@@ -272,45 +273,6 @@ impl GemmaRmsNorm {
         let inv = (mean_sq + self.eps)?.sqrt()?.recip()?;
         let y = h.broadcast_mul(&inv)?.broadcast_mul(&self.scale)?;
         Ok(y.to_dtype(dtype)?)
-    }
-}
-
-/// The activation functions of HF's `ACT2FN` used by vision towers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    /// `gelu_pytorch_tanh` / `gelu_new` / `gelu_fast`: tanh approximation.
-    GeluTanh,
-    /// `gelu`: exact, with erf.
-    GeluErf,
-    /// `quick_gelu`: `x * sigmoid(1.702 x)`.
-    QuickGelu,
-    /// `silu` / `swish`: `x * sigmoid(x)`.
-    Silu,
-}
-
-impl Activation {
-    /// The activation named `name` in a config file.
-    pub fn from_name(name: &str) -> Result<Activation> {
-        match name {
-            "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Ok(Activation::GeluTanh),
-            "gelu" => Ok(Activation::GeluErf),
-            "quick_gelu" => Ok(Activation::QuickGelu),
-            "silu" | "swish" => Ok(Activation::Silu),
-            other => Err(Error::bad_config(format!(
-                "activation `{other}` is not supported (gelu, gelu_pytorch_tanh, quick_gelu, silu)"
-            ))),
-        }
-    }
-
-    /// Applies the activation with candle's ops (layers fuse it into the preceding linear
-    /// instead: [`Linear::forward_act`]).
-    pub fn forward(self, x: &Tensor) -> Result<Tensor> {
-        Ok(match self {
-            Activation::GeluTanh => x.gelu()?,
-            Activation::GeluErf => x.gelu_erf()?,
-            Activation::QuickGelu => (x * candle_nn::ops::sigmoid(&x.affine(1.702, 0.0)?)?)?,
-            Activation::Silu => x.silu()?,
-        })
     }
 }
 

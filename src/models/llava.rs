@@ -18,9 +18,10 @@ use serde_json::Value;
 
 use crate::config::{ConfigObject, ModelFiles};
 use crate::error::{Error, Result};
+use crate::models::activation::Activation;
 use crate::models::clip::{self, ClipVisionConfig, ClipVisionTower};
 use crate::models::gemma3::token_id;
-use crate::models::layers::{Activation, Linear, Loader};
+use crate::models::layers::{Linear, Loader};
 use crate::models::siglip::{self, stack_pixels, unstack, SiglipVisionConfig, SiglipVisionTower};
 use crate::models::vit::{resolve_hidden_state, MAX_DIM};
 use crate::models::{attention_bytes, batch_for_budget, ModelInfo, SpecialTokens, VisionModel};

@@ -1,6 +1,7 @@
 //! Model families. Each family is one file implementing [`VisionModel`]; the registry maps
 //! `config.json`'s `model_type` to the family that loads it.
 
+pub mod activation;
 pub mod clip;
 pub mod fused;
 pub mod gemma3;

@@ -20,7 +20,8 @@ use serde_json::Value;
 
 use crate::config::{ConfigObject, ModelFiles};
 use crate::error::{Error, Result};
-use crate::models::layers::{Activation, Attention, GatedMlp, Linear, Loader, RmsNorm};
+use crate::models::activation::Activation;
+use crate::models::layers::{Attention, GatedMlp, Linear, Loader, RmsNorm};
 use crate::models::rope::{pixtral_axial_angles, Rotary};
 use crate::models::siglip::patchify;
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};

@@ -21,9 +21,8 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::config::{ConfigObject, ModelFiles};
 use crate::error::{Error, Result};
-use crate::models::layers::{
-    segment_attention, Activation, GatedMlp, LayerNorm, Linear, Loader, RmsNorm,
-};
+use crate::models::activation::Activation;
+use crate::models::layers::{segment_attention, GatedMlp, LayerNorm, Linear, Loader, RmsNorm};
 use crate::models::rope::{apply_rotary_f32, AxialRope};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{batch_for_budget, ModelInfo, SpecialTokens, VisionModel};

@@ -6,7 +6,8 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::config::{ConfigObject, ModelFiles};
 use crate::error::{Error, Result};
-use crate::models::layers::{Activation, LayerNorm, Linear, Loader};
+use crate::models::activation::Activation;
+use crate::models::layers::{LayerNorm, Linear, Loader};
 use crate::models::vit::{Encoder, VitConfig, VitTowerConfig};
 use crate::models::{attention_bytes, batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::resample::Filter;

@@ -6,7 +6,8 @@ use candle_core::Tensor;
 
 use crate::config::ConfigObject;
 use crate::error::{Error, Result};
-use crate::models::layers::{Activation, Attention, LayerNorm, Linear, Loader};
+use crate::models::activation::Activation;
+use crate::models::layers::{Attention, LayerNorm, Linear, Loader};
 
 /// Largest accepted width/depth values (real towers are far below).
 pub(crate) const MAX_DIM: usize = 1 << 16;
