@@ -26,8 +26,8 @@ use crate::models::siglip::{self, stack_pixels, unstack, SiglipVisionConfig, Sig
 use crate::models::vit::{resolve_hidden_state, MAX_DIM};
 use crate::models::{attention_bytes, batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::clip::{ClipKind, ClipProcessor};
+use crate::preprocess::fixed_size::FixedSizeProcessor;
 use crate::preprocess::resample::Filter;
-use crate::preprocess::siglip::FixedSizeProcessor;
 use crate::preprocess::{Limits, Pixels, RgbImage};
 use crate::weights::Weights;
 

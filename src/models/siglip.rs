@@ -10,8 +10,8 @@ use crate::models::activation::Activation;
 use crate::models::layers::{LayerNorm, Linear, Loader};
 use crate::models::vit::{Encoder, VitConfig, VitTowerConfig};
 use crate::models::{attention_bytes, batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
+use crate::preprocess::fixed_size::FixedSizeProcessor;
 use crate::preprocess::resample::Filter;
-use crate::preprocess::siglip::FixedSizeProcessor;
 use crate::preprocess::{Limits, Pixels, RgbImage};
 use crate::weights::Weights;
 
