@@ -74,6 +74,20 @@ impl ConfigObject {
         self.value(key).is_some()
     }
 
+    /// The key a setting is stored under when a config class accepts several names for it
+    /// (its `attribute_map`: `image_token_id` for `image_token_index`, `num_attention_heads`
+    /// for `num_heads`, ...): the first of `names` present, else the first. Read the value
+    /// with the typed accessors, e.g. `cfg.i64(cfg.aliased(&["image_token_index",
+    /// "image_token_id"]))`.
+    pub fn aliased<'a>(&self, names: &[&'a str]) -> &'a str {
+        names
+            .iter()
+            .copied()
+            .find(|n| self.contains(n))
+            .or_else(|| names.first().copied())
+            .unwrap_or("")
+    }
+
     fn err(&self, key: &str, what: impl std::fmt::Display) -> Error {
         Error::bad_config(format!("{}: `{key}`: {what}", self.location))
     }

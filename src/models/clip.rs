@@ -11,7 +11,7 @@ use crate::config::ConfigObject;
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
 use crate::models::layers::{LayerNorm, Linear, Loader};
-use crate::models::siglip::patchify;
+use crate::models::pixels::patchify;
 use crate::models::vit::{Encoder, VitConfig, VitTowerConfig};
 
 /// `CLIPVisionConfig`: a [`VitTowerConfig`].

@@ -15,6 +15,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::config::{ConfigObject, ModelFiles};
 use crate::error::{Error, Result};
 use crate::models::layers::{GemmaRmsNorm, Linear, Loader};
+use crate::models::pixels::to_compute;
 use crate::models::siglip::{self, SiglipVisionTower};
 use crate::models::vit::MAX_DIM;
 use crate::models::{attention_bytes, batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
@@ -29,17 +30,6 @@ const DEFAULT_EOI: i64 = 256_000;
 const DEFAULT_IMAGE_TOKEN: i64 = 262_144;
 /// `Gemma3TextConfig.hidden_size` default.
 const DEFAULT_TEXT_HIDDEN: usize = 2304;
-
-/// Reads a token id that a config may store under either name (`Gemma3Config.attribute_map`
-/// maps `image_token_id` to `image_token_index`, and so on).
-pub(crate) fn token_id(cfg: &ConfigObject, names: &[&str], default: i64) -> Result<i64> {
-    for name in names {
-        if let Some(v) = cfg.i64(name)? {
-            return Ok(v);
-        }
-    }
-    Ok(default)
-}
 
 /// The projector's pooling geometry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,21 +176,18 @@ impl Gemma3Model {
             max_batch: frames_per_call,
             mixed_shape_batches: true,
             tokens: SpecialTokens {
-                image: Some(token_id(
-                    cfg,
-                    &["image_token_index", "image_token_id"],
-                    DEFAULT_IMAGE_TOKEN,
-                )?),
-                image_start: Some(token_id(
-                    cfg,
-                    &["boi_token_index", "boi_token_id"],
-                    DEFAULT_BOI,
-                )?),
-                image_end: Some(token_id(
-                    cfg,
-                    &["eoi_token_index", "eoi_token_id"],
-                    DEFAULT_EOI,
-                )?),
+                image: Some(
+                    cfg.i64(cfg.aliased(&["image_token_index", "image_token_id"]))?
+                        .unwrap_or(DEFAULT_IMAGE_TOKEN),
+                ),
+                image_start: Some(
+                    cfg.i64(cfg.aliased(&["boi_token_index", "boi_token_id"]))?
+                        .unwrap_or(DEFAULT_BOI),
+                ),
+                image_end: Some(
+                    cfg.i64(cfg.aliased(&["eoi_token_index", "eoi_token_id"]))?
+                        .unwrap_or(DEFAULT_EOI),
+                ),
                 image_break: None,
             },
         };
@@ -257,12 +244,7 @@ impl VisionModel for Gemma3Model {
         let mut start = 0;
         while start < total {
             let n = self.frames_per_call.min(total - start);
-            let x = all.narrow(0, start, n)?.to_dtype(self.dtype)?;
-            let x = if self.device.is_cpu() {
-                x
-            } else {
-                x.to_device(&self.device)?
-            };
+            let x = to_compute(all.narrow(0, start, n)?, self.dtype, &self.device)?;
             let y = self.projector.forward(&self.tower.forward(&x)?)?;
             outs.push(y.to_dtype(DType::F32)?.to_device(&Device::Cpu)?);
             start += n;

@@ -20,9 +20,9 @@ use crate::config::{ConfigObject, ModelFiles};
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
 use crate::models::clip::{self, ClipVisionConfig, ClipVisionTower};
-use crate::models::gemma3::token_id;
 use crate::models::layers::{Linear, Loader};
-use crate::models::siglip::{self, stack_pixels, unstack, SiglipVisionConfig, SiglipVisionTower};
+use crate::models::pixels::{stack_pixels, unstack};
+use crate::models::siglip::{self, SiglipVisionConfig, SiglipVisionTower};
 use crate::models::vit::{resolve_hidden_state, MAX_DIM};
 use crate::models::{attention_bytes, batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::clip::{ClipKind, ClipProcessor};
@@ -222,11 +222,10 @@ impl LlavaModel {
             max_batch: batch_for_budget(attention_bytes(encoder.num_heads, seq), 256 << 20),
             mixed_shape_batches: false,
             tokens: SpecialTokens {
-                image: Some(token_id(
-                    cfg,
-                    &["image_token_index", "image_token_id"],
-                    DEFAULT_IMAGE_TOKEN,
-                )?),
+                image: Some(
+                    cfg.i64(cfg.aliased(&["image_token_index", "image_token_id"]))?
+                        .unwrap_or(DEFAULT_IMAGE_TOKEN),
+                ),
                 ..SpecialTokens::default()
             },
         };

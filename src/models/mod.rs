@@ -8,6 +8,7 @@ pub mod gemma3;
 pub mod kernels;
 pub mod layers;
 pub mod llava;
+pub mod pixels;
 pub mod pixtral;
 pub mod qwen2_vl;
 pub mod registry;

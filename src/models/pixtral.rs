@@ -22,8 +22,8 @@ use crate::config::{ConfigObject, ModelFiles};
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
 use crate::models::layers::{Attention, GatedMlp, Linear, Loader, RmsNorm};
+use crate::models::pixels::{patchify, to_compute};
 use crate::models::rope::{pixtral_axial_angles, Rotary};
-use crate::models::siglip::patchify;
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::longest_edge::LongestEdgeProcessor;
@@ -645,12 +645,8 @@ impl PixtralModel {
                 p.shape
             )));
         };
-        let t = Tensor::from_slice(&p.data, (1, c, h, w), &Device::Cpu)?.to_dtype(self.dtype)?;
-        Ok(if self.device.is_cpu() {
-            t
-        } else {
-            t.to_device(&self.device)?
-        })
+        let t = Tensor::from_slice(&p.data, (1, c, h, w), &Device::Cpu)?;
+        to_compute(t, self.dtype, &self.device)
     }
 }
 
@@ -667,10 +663,10 @@ fn special_tokens(files: &ModelFiles, kind: Kind) -> Result<SpecialTokens> {
     let image = match kind {
         Kind::Standalone => added.id(&image_str),
         Kind::Llava | Kind::Mistral3 => Some(
-            match (cfg.i64("image_token_index")?, cfg.i64("image_token_id")?) {
-                (Some(i), _) | (None, Some(i)) => i,
-                (None, None) if kind == Kind::Llava => 32000,
-                (None, None) => 10,
+            match cfg.i64(cfg.aliased(&["image_token_index", "image_token_id"]))? {
+                Some(i) => i,
+                None if kind == Kind::Llava => 32000,
+                None => 10,
             },
         ),
     };

@@ -23,6 +23,7 @@ use crate::config::{ConfigObject, ModelFiles};
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
 use crate::models::layers::{segment_attention, GatedMlp, LayerNorm, Linear, Loader, RmsNorm};
+use crate::models::pixels::to_compute;
 use crate::models::rope::{apply_rotary_f32, AxialRope};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
@@ -101,20 +102,15 @@ fn rope_theta(v: &ConfigObject) -> Result<f64> {
     Ok(theta)
 }
 
-/// `num_heads` / `depth`, or their `attribute_map` aliases.
-fn aliased(v: &ConfigObject, key: &str, alias: &str, default: usize, max: usize) -> Result<usize> {
-    if v.contains(key) {
-        v.positive_or(key, default, max)
-    } else {
-        v.positive_or(alias, default, max)
-    }
-}
-
 impl QwenVisionConfig {
     /// Reads `vision_config` with the class defaults of transformers 5.23.
     pub fn from_config(v: &ConfigObject, variant: QwenVariant) -> Result<QwenVisionConfig> {
-        let depth = aliased(v, "depth", "num_hidden_layers", 32, MAX_LAYERS)?;
-        let num_heads = aliased(v, "num_heads", "num_attention_heads", 16, MAX_DIM)?;
+        let depth = v.positive_or(v.aliased(&["depth", "num_hidden_layers"]), 32, MAX_LAYERS)?;
+        let num_heads = v.positive_or(
+            v.aliased(&["num_heads", "num_attention_heads"]),
+            16,
+            MAX_DIM,
+        )?;
         let (dim, intermediate_size, out_dim, act) = match variant {
             QwenVariant::Qwen2 => {
                 let dim = v.positive_or("embed_dim", 1280, MAX_DIM)?;
@@ -141,11 +137,7 @@ impl QwenVisionConfig {
                 v.string_or("hidden_act", "silu")?,
             ),
         };
-        let channels = if v.contains("in_channels") {
-            v.usize_or("in_channels", 3, MAX_DIM)?
-        } else {
-            v.usize_or("in_chans", 3, MAX_DIM)?
-        };
+        let channels = v.usize_or(v.aliased(&["in_channels", "in_chans"]), 3, MAX_DIM)?;
         if channels != 3 {
             return Err(Error::bad_config(format!(
                 "{}: in_channels {channels} is not supported (RGB images have 3)",
@@ -621,17 +613,11 @@ impl VisionModel for QwenVlModel {
             data.extend_from_slice(&p.data);
         }
         let n: usize = grids.iter().map(|[t, h, w]| t * h * w).sum();
-        let x = Tensor::from_vec(data, (n, dim), &Device::Cpu)?;
-        let x = if self.dtype == DType::F32 {
-            x
-        } else {
-            x.to_dtype(self.dtype)?
-        };
-        let x = if self.device.is_cpu() {
-            x
-        } else {
-            x.to_device(&self.device)?
-        };
+        let x = to_compute(
+            Tensor::from_vec(data, (n, dim), &Device::Cpu)?,
+            self.dtype,
+            &self.device,
+        )?;
         let (out, tokens) = self.tower.forward(&x, &grids)?;
         let out = out.to_dtype(DType::F32)?;
         let mut start = 0;
