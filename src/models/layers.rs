@@ -39,6 +39,15 @@ impl<'a> Loader<'a> {
         }
     }
 
+    /// A loader for the tensors under `prefix` (a raw prefix ending in `.`, or `""` for
+    /// this loader's own).
+    pub fn sub_prefix(&self, prefix: &str) -> Loader<'a> {
+        Loader {
+            prefix: format!("{}{prefix}", self.prefix),
+            ..self.clone()
+        }
+    }
+
     /// The canonical name of tensor `name` under this prefix.
     pub fn name(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)

@@ -10,6 +10,7 @@ pub mod layers;
 pub mod llava;
 pub mod pixels;
 pub mod pixtral;
+pub mod projector;
 pub mod qwen2_vl;
 pub mod registry;
 pub mod rope;
