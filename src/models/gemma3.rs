@@ -16,7 +16,7 @@ use crate::config::{ConfigObject, ModelFiles};
 use crate::error::{Error, Result};
 use crate::models::layers::{GemmaRmsNorm, Linear, Loader};
 use crate::models::pixels::to_compute;
-use crate::models::siglip::{self, SiglipVisionTower};
+use crate::models::siglip::{self, SiglipVisionConfig, SiglipVisionTower};
 use crate::models::vit::MAX_DIM;
 use crate::models::{attention_bytes, batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::gemma3::Gemma3Processor;
@@ -105,6 +105,25 @@ pub struct Gemma3Projector {
 }
 
 impl Gemma3Projector {
+    /// Loads the projector under `loader` for a `vision` tower and a language model of width
+    /// `text_dim`; the pooling comes from config.json's `mm_tokens_per_image`.
+    pub fn load(
+        loader: &Loader,
+        cfg: &ConfigObject,
+        vision: &SiglipVisionConfig,
+        text_dim: usize,
+    ) -> Result<Gemma3Projector> {
+        let mm_tokens = cfg.positive_or("mm_tokens_per_image", DEFAULT_MM_TOKENS, MAX_DIM)?;
+        let pooling = Pooling::new(vision.image_size, vision.patch_size, mm_tokens)?;
+        let d = vision.encoder.hidden_size;
+        let w = loader.tensor("mm_input_projection_weight", &[d, text_dim])?;
+        Ok(Gemma3Projector {
+            pooling,
+            norm: loader.gemma_rms_norm("mm_soft_emb_norm", d, vision.encoder.layer_norm_eps)?,
+            projection: Linear::new(w.t()?, None)?,
+        })
+    }
+
     /// `[B, N, D]` tower output → `[B, tokens, T]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let pooled = self.pooling.forward(x)?;
@@ -147,19 +166,12 @@ impl Gemma3Model {
             .object("text_config")?
             .unwrap_or_else(|| ConfigObject::empty("config.json: text_config"));
         let text_dim = text_cfg.positive_or("hidden_size", DEFAULT_TEXT_HIDDEN, MAX_DIM)?;
-        let mm_tokens = cfg.positive_or("mm_tokens_per_image", DEFAULT_MM_TOKENS, MAX_DIM)?;
-        let pooling = Pooling::new(vision.image_size, vision.patch_size, mm_tokens)?;
-
         let d = vision.encoder.hidden_size;
         let root = Loader::new(weights, "", dtype, device);
         let tower = SiglipVisionTower::load(&root.sub("vision_tower"), &vision)?;
-        let proj = root.sub("multi_modal_projector");
-        let w = proj.tensor("mm_input_projection_weight", &[d, text_dim])?;
-        let projector = Gemma3Projector {
-            pooling,
-            norm: proj.gemma_rms_norm("mm_soft_emb_norm", d, vision.encoder.layer_norm_eps)?,
-            projection: Linear::new(w.t()?, None)?,
-        };
+        let projector =
+            Gemma3Projector::load(&root.sub("multi_modal_projector"), cfg, &vision, text_dim)?;
+        let pooling = projector.pooling;
         let processor = Gemma3Processor::from_config(&files.preprocessor, vision.image_size)?;
         let per_frame = attention_bytes(vision.encoder.num_heads, vision.num_patches());
         let frames_per_call = batch_for_budget(per_frame, 256 << 20);

@@ -584,20 +584,7 @@ pub fn segment_attention_chunked(
     task_scores: usize,
 ) -> Result<Tensor> {
     let (heads, tokens, head_dim) = q.dims3()?;
-    let mut next = 0;
-    for &(start, len) in segments {
-        if start != next || len == 0 {
-            return Err(Error::compute(format!(
-                "attention segments do not tile the sequence: segment ({start}, {len}) after {next}"
-            )));
-        }
-        next = start + len;
-    }
-    if next != tokens {
-        return Err(Error::compute(format!(
-            "attention segments cover {next} of {tokens} tokens"
-        )));
-    }
+    check_tiling(segments, tokens)?;
     let on_cpu = q.device().is_cpu();
     // (segment start, segment length, first head, heads)
     let mut tasks = Vec::new();
@@ -641,8 +628,34 @@ pub fn segment_attention_chunked(
     } else {
         tasks.iter().map(run).collect::<Result<_>>()?
     };
-    // Tasks are segment-major: put each segment's heads back together, then the segments.
-    let mut per_segment = Vec::with_capacity(segments.len());
+    let o = join_tasks(&tasks, &outputs)?;
+    Ok(o.transpose(0, 1)?.reshape((tokens, heads * head_dim))?)
+}
+
+/// Fails unless `segments` tile `0..tokens` in order, none empty.
+fn check_tiling(segments: &[(usize, usize)], tokens: usize) -> Result<()> {
+    let mut next = 0;
+    for &(start, len) in segments {
+        if start != next || len == 0 {
+            return Err(Error::compute(format!(
+                "attention segments do not tile the sequence: segment ({start}, {len}) after {next}"
+            )));
+        }
+        next = start + len;
+    }
+    if next != tokens {
+        return Err(Error::compute(format!(
+            "attention segments cover {next} of {tokens} tokens"
+        )));
+    }
+    Ok(())
+}
+
+/// The outputs of segment-major `tasks` (`(segment start, len, first head, heads)`, each
+/// `[heads, len, head_dim]`) as `[heads, tokens, head_dim]`: each segment's heads put back
+/// together, then the segments.
+fn join_tasks(tasks: &[(usize, usize, usize, usize)], outputs: &[Tensor]) -> Result<Tensor> {
+    let mut per_segment = Vec::new();
     let mut i = 0;
     while i < outputs.len() {
         let (start, ..) = tasks[i];
@@ -654,12 +667,11 @@ pub fn segment_attention_chunked(
         });
         i = j;
     }
-    let o = if per_segment.len() == 1 {
+    Ok(if per_segment.len() == 1 {
         per_segment.pop().expect("one segment")
     } else {
         Tensor::cat(&per_segment, 1)?
-    };
-    Ok(o.transpose(0, 1)?.reshape((tokens, heads * head_dim))?)
+    })
 }
 
 #[cfg(test)]
