@@ -12,22 +12,17 @@ use crate::error::{Error, Result};
 use crate::models::activation::Activation;
 use crate::models::layers::{LayerNorm, Linear, Loader};
 use crate::models::pixels::patchify;
-use crate::models::vit::{Encoder, VitConfig, VitTowerConfig};
+use crate::models::vit::{Encoder, VitDefaults, VitTowerConfig};
 
 /// `CLIPVisionConfig`: a [`VitTowerConfig`].
 pub type ClipVisionConfig = VitTowerConfig;
 
+/// `CLIPVisionConfig`'s class defaults.
+const DEFAULTS: VitDefaults = VitDefaults::vit_base(32, 1e-5, Activation::QuickGelu, "quick_gelu");
+
 /// Reads a CLIP vision config object, with `CLIPVisionConfig`'s class defaults.
 pub fn vision_config(cfg: &ConfigObject) -> Result<ClipVisionConfig> {
-    let defaults = VitConfig {
-        hidden_size: 768,
-        intermediate_size: 3072,
-        num_layers: 12,
-        num_heads: 12,
-        layer_norm_eps: 1e-5,
-        act: Activation::QuickGelu,
-    };
-    VitTowerConfig::read(cfg, 224, 32, &defaults, "quick_gelu")
+    VitTowerConfig::read(cfg, &DEFAULTS)
 }
 
 /// The CLIP tower up to its encoder (what feature-reading models use).

@@ -22,75 +22,58 @@ fn boxed<M: VisionModel + 'static>(model: Result<M>) -> Result<Box<dyn VisionMod
     Ok(Box::new(model?))
 }
 
-/// Every `model_type` this build loads, with its loader (the order is that of the list in
-/// the unsupported-model error).
+/// A [`LoadFn`] calling a family's `load(files, weights, dtype, device, variant...)`.
+macro_rules! load {
+    ($load:path $(, $variant:expr)*) => {
+        |f, w, t, d| boxed($load(f, w, t, d $(, $variant)*))
+    };
+}
+
+/// Every `model_type` this build loads, with its loader and the variant of the family (the
+/// order is that of the list in the unsupported-model error).
 pub const FAMILIES: &[(&str, LoadFn)] = &[
-    ("siglip", |f, w, t, d| boxed(SiglipModel::load(f, w, t, d))),
-    ("siglip_vision_model", |f, w, t, d| {
-        boxed(SiglipModel::load(f, w, t, d))
-    }),
-    ("gemma3", |f, w, t, d| boxed(Gemma3Model::load(f, w, t, d))),
+    ("siglip", load!(SiglipModel::load)),
+    ("siglip_vision_model", load!(SiglipModel::load)),
+    ("gemma3", load!(Gemma3Model::load)),
     // A wrapper: the vision tower's own model_type picks the loader (`LLAVA_TOWERS`).
     ("llava", load_llava),
-    ("mistral3", |f, w, t, d| {
-        boxed(PixtralModel::load(f, w, t, d, PixtralVariant::Mistral3))
-    }),
-    ("pixtral", |f, w, t, d| {
-        boxed(PixtralModel::load(f, w, t, d, PixtralVariant::Standalone))
-    }),
-    ("qwen2_vl", |f, w, t, d| {
-        boxed(QwenVlModel::load(
-            f,
-            w,
-            t,
-            d,
-            QwenVariant::Qwen2,
-            QwenLayout::Full,
-        ))
-    }),
-    ("qwen2_5_vl", |f, w, t, d| {
-        boxed(QwenVlModel::load(
-            f,
-            w,
-            t,
-            d,
-            QwenVariant::Qwen25,
-            QwenLayout::Full,
-        ))
-    }),
-    ("qwen2_vl_vision", |f, w, t, d| {
-        boxed(QwenVlModel::load(
-            f,
-            w,
-            t,
-            d,
-            QwenVariant::Qwen2,
-            QwenLayout::Bare,
-        ))
-    }),
-    ("qwen2_5_vl_vision", |f, w, t, d| {
-        boxed(QwenVlModel::load(
-            f,
-            w,
-            t,
-            d,
-            QwenVariant::Qwen25,
-            QwenLayout::Bare,
-        ))
-    }),
+    (
+        "mistral3",
+        load!(PixtralModel::load, PixtralVariant::Mistral3),
+    ),
+    (
+        "pixtral",
+        load!(PixtralModel::load, PixtralVariant::Standalone),
+    ),
+    (
+        "qwen2_vl",
+        load!(QwenVlModel::load, QwenVariant::Qwen2, QwenLayout::Full),
+    ),
+    (
+        "qwen2_5_vl",
+        load!(QwenVlModel::load, QwenVariant::Qwen25, QwenLayout::Full),
+    ),
+    (
+        "qwen2_vl_vision",
+        load!(QwenVlModel::load, QwenVariant::Qwen2, QwenLayout::Bare),
+    ),
+    (
+        "qwen2_5_vl_vision",
+        load!(QwenVlModel::load, QwenVariant::Qwen25, QwenLayout::Bare),
+    ),
 ];
 
 /// `llava`'s towers by `vision_config.model_type`.
 pub const LLAVA_TOWERS: &[(&str, LoadFn)] = &[
-    ("clip_vision_model", |f, w, t, d| {
-        boxed(LlavaModel::load(f, w, t, d, LlavaTower::Clip))
-    }),
-    ("siglip_vision_model", |f, w, t, d| {
-        boxed(LlavaModel::load(f, w, t, d, LlavaTower::Siglip))
-    }),
-    ("pixtral", |f, w, t, d| {
-        boxed(PixtralModel::load(f, w, t, d, PixtralVariant::Llava))
-    }),
+    (
+        "clip_vision_model",
+        load!(LlavaModel::load, LlavaTower::Clip),
+    ),
+    (
+        "siglip_vision_model",
+        load!(LlavaModel::load, LlavaTower::Siglip),
+    ),
+    ("pixtral", load!(PixtralModel::load, PixtralVariant::Llava)),
 ];
 
 /// The loader of `model_type` in `table`, or [`Status::UnsupportedModel`] naming what is

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::models::activation::Activation;
 use crate::models::layers::{LayerNorm, Linear, Loader};
 use crate::models::pixels::{patchify, stack_pixels, unstack};
-use crate::models::vit::{Encoder, VitConfig, VitTowerConfig};
+use crate::models::vit::{Encoder, VitDefaults, VitTowerConfig};
 use crate::models::{attention_bytes, batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::fixed_size::FixedSizeProcessor;
 use crate::preprocess::resample::Filter;
@@ -19,17 +19,13 @@ use crate::weights::Weights;
 /// `SiglipVisionConfig`: a [`VitTowerConfig`].
 pub type SiglipVisionConfig = VitTowerConfig;
 
+/// `SiglipVisionConfig`'s class defaults.
+const DEFAULTS: VitDefaults =
+    VitDefaults::vit_base(16, 1e-6, Activation::GeluTanh, "gelu_pytorch_tanh");
+
 /// Reads a SigLIP vision config object, with `SiglipVisionConfig`'s class defaults.
 pub fn vision_config(cfg: &ConfigObject) -> Result<SiglipVisionConfig> {
-    let defaults = VitConfig {
-        hidden_size: 768,
-        intermediate_size: 3072,
-        num_layers: 12,
-        num_heads: 12,
-        layer_norm_eps: 1e-6,
-        act: Activation::GeluTanh,
-    };
-    VitTowerConfig::read(cfg, 224, 16, &defaults, "gelu_pytorch_tanh")
+    VitTowerConfig::read(cfg, &DEFAULTS)
 }
 
 /// The SigLIP tower: embeddings, encoder and `post_layernorm`.
