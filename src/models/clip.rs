@@ -48,11 +48,10 @@ impl ClipVisionTower {
         let d = config.encoder.hidden_size;
         let p = config.patch_size;
         let emb = loader.sub("embeddings");
-        let conv = emb.tensor("patch_embedding.weight", &[d, 3, p, p])?;
         Ok(ClipVisionTower {
             config: config.clone(),
             class_embedding: emb.tensor("class_embedding", &[d])?,
-            patch: Linear::new(conv.reshape((d, 3 * p * p))?, None)?,
+            patch: emb.patch_embedding("patch_embedding", d, p, false)?,
             positions: emb.tensor("position_embedding.weight", &[config.num_patches() + 1, d])?,
             pre_layrnorm: loader.layer_norm("pre_layrnorm", d, config.encoder.layer_norm_eps)?,
             encoder: Encoder::load_first(&loader.sub("encoder"), &config.encoder, layers)?,

@@ -84,6 +84,28 @@ impl<'a> Loader<'a> {
         )
     }
 
+    /// The RGB patch convolution `name` (`weight` `[out, 3, patch, patch]`, `bias` `[out]`
+    /// when `bias`; stride = kernel) as a linear map over `(c, ky, kx)`-flattened patches, the
+    /// rows [`crate::models::pixels::patchify`] makes.
+    pub fn patch_embedding(
+        &self,
+        name: &str,
+        out_dim: usize,
+        patch: usize,
+        bias: bool,
+    ) -> Result<Linear> {
+        let sub = self.sub(name);
+        let conv = sub.tensor("weight", &[out_dim, 3, patch, patch])?;
+        Linear::new(
+            conv.reshape((out_dim, 3 * patch * patch))?,
+            if bias {
+                Some(sub.tensor("bias", &[out_dim])?)
+            } else {
+                None
+            },
+        )
+    }
+
     /// Refuses a normalization epsilon that is not a positive finite number (a zero or
     /// negative one turns the output into NaN or infinity for some inputs).
     fn check_eps(&self, name: &str, eps: f64) -> Result<()> {

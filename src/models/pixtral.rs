@@ -197,13 +197,12 @@ impl PixtralVisionTower {
     pub fn load(loader: &Loader, config: &PixtralVisionConfig) -> Result<PixtralVisionTower> {
         let d = config.hidden_size;
         let p = config.patch_size;
-        let conv = loader.tensor("patch_conv.weight", &[d, 3, p, p])?;
         let layers = (0..config.num_layers)
             .map(|i| PixtralLayer::load(&loader.sub(&format!("transformer.layers.{i}")), config))
             .collect::<Result<Vec<_>>>()?;
         Ok(PixtralVisionTower {
             config: config.clone(),
-            patch: Linear::new(conv.reshape((d, 3 * p * p))?, None)?,
+            patch: loader.patch_embedding("patch_conv", d, p, false)?,
             ln_pre: loader.rms_norm("ln_pre", d, PIXTRAL_RMS_EPS)?,
             layers,
         })

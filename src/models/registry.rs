@@ -36,7 +36,10 @@ pub const FAMILIES: &[(&str, LoadFn)] = &[
     ("siglip_vision_model", load!(SiglipModel::load)),
     ("gemma3", load!(Gemma3Model::load)),
     // A wrapper: the vision tower's own model_type picks the loader (`LLAVA_TOWERS`).
-    ("llava", load_llava),
+    ("llava", |f, w, t, d| {
+        let tower = llava::vision_model_type(f)?;
+        find(LLAVA_TOWERS, &tower, "llava with vision_config.model_type")?(f, w, t, d)
+    }),
     (
         "mistral3",
         load!(PixtralModel::load, PixtralVariant::Mistral3),
@@ -89,18 +92,6 @@ fn find(table: &[(&str, LoadFn)], model_type: &str, what: &str) -> Result<LoadFn
             ),
         )),
     }
-}
-
-fn load_llava(
-    files: &ModelFiles,
-    weights: &Weights,
-    dtype: DType,
-    device: &Device,
-) -> Result<Box<dyn VisionModel>> {
-    let tower = llava::vision_model_type(files)?;
-    find(LLAVA_TOWERS, &tower, "llava with vision_config.model_type")?(
-        files, weights, dtype, device,
-    )
 }
 
 /// The loader of `model_type`, or [`Status::UnsupportedModel`] listing the supported types.

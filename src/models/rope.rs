@@ -192,10 +192,7 @@ impl AxialRope {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn randn(shape: &[usize], seed: u64) -> Tensor {
-        crate::models::testing::uniform(shape, seed, 3.0)
-    }
+    use crate::models::testing::uniform;
 
     #[test]
     fn axial_angles_split_even_and_odd_frequencies() {
@@ -271,9 +268,9 @@ mod tests {
     #[test]
     fn rotary_equals_candle_ops_bit_for_bit() {
         let (tokens, heads, head_dim) = (700, 3, 8);
-        let x = randn(&[tokens, heads, head_dim], 10);
-        let cos = randn(&[tokens, 1, head_dim], 11);
-        let sin = randn(&[tokens, 1, head_dim], 12);
+        let x = uniform(&[tokens, heads, head_dim], 10, 3.0);
+        let cos = uniform(&[tokens, 1, head_dim], 11, 3.0);
+        let sin = uniform(&[tokens, 1, head_dim], 12, 3.0);
         let want = (x.broadcast_mul(&cos).unwrap()
             + rotate_half(&x).unwrap().broadcast_mul(&sin).unwrap())
         .unwrap();
@@ -285,7 +282,7 @@ mod tests {
             want.flatten_all().unwrap().to_vec1::<f32>().unwrap()
         );
         // Tables of the wrong size are left to candle (which reports the mismatch).
-        let short = randn(&[tokens - 1, 1, head_dim], 13);
+        let short = uniform(&[tokens - 1, 1, head_dim], 13, 3.0);
         assert!(fused::rotate_half_rotary(&x, &short, &sin)
             .unwrap()
             .is_none());

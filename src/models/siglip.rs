@@ -58,11 +58,7 @@ impl SiglipVisionTower {
         let d = config.encoder.hidden_size;
         let p = config.patch_size;
         let emb = loader.sub("embeddings");
-        let conv = emb.tensor("patch_embedding.weight", &[d, 3, p, p])?;
-        let patch = Linear::new(
-            conv.reshape((d, 3 * p * p))?,
-            Some(emb.tensor("patch_embedding.bias", &[d])?),
-        )?;
+        let patch = emb.patch_embedding("patch_embedding", d, p, true)?;
         let positions = emb.tensor("position_embedding.weight", &[config.num_patches(), d])?;
         Ok(SiglipVisionTower {
             config: config.clone(),
