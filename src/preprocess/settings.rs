@@ -12,12 +12,12 @@ use crate::preprocess::resample::Filter;
 
 /// Largest accepted size per side in any `size`-style setting (a real one is at most a few
 /// thousand pixels).
-pub const MAX_SIDE: usize = 16384;
+pub(crate) const MAX_SIDE: usize = 16384;
 
 /// `OPENAI_CLIP_MEAN` / `OPENAI_CLIP_STD` of `image_utils.py` (the defaults of the CLIP,
 /// LLaVA, Pixtral and Qwen2-VL processors).
-pub const OPENAI_CLIP_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
-pub const OPENAI_CLIP_STD: [f64; 3] = [0.26862954, 0.26130258, 0.27577711];
+pub(crate) const OPENAI_CLIP_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
+pub(crate) const OPENAI_CLIP_STD: [f64; 3] = [0.26862954, 0.26130258, 0.27577711];
 
 /// A resize target as `get_size_dict` normalizes `size`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
