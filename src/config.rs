@@ -74,6 +74,20 @@ impl ConfigObject {
         self.value(key).is_some()
     }
 
+    /// The key a setting is stored under when a config class accepts several names for it
+    /// (its `attribute_map`: `image_token_id` for `image_token_index`, `num_attention_heads`
+    /// for `num_heads`, ...): the first of `names` present, else the first. Read the value
+    /// with the typed accessors, e.g. `cfg.i64(cfg.aliased(&["image_token_index",
+    /// "image_token_id"]))`.
+    pub fn aliased<'a>(&self, names: &[&'a str]) -> &'a str {
+        names
+            .iter()
+            .copied()
+            .find(|n| self.contains(n))
+            .or_else(|| names.first().copied())
+            .unwrap_or("")
+    }
+
     fn err(&self, key: &str, what: impl std::fmt::Display) -> Error {
         Error::bad_config(format!("{}: `{key}`: {what}", self.location))
     }
@@ -202,6 +216,51 @@ impl ConfigObject {
             },
         }
     }
+}
+
+/// Where a config class keeps its rotary settings: an object under one of these keys
+/// (`rope_parameters` in 5.x saves, `rope_scaling` in older ones) holding `rope_theta` and
+/// `rope_type` (or `type`). Classes differ in which wins when both are present.
+pub const ROPE_PARAMETERS_FIRST: [&str; 2] = ["rope_parameters", "rope_scaling"];
+/// The other order (`PixtralVisionConfig`: `rope_scaling or rope_parameters`).
+pub const ROPE_SCALING_FIRST: [&str; 2] = ["rope_scaling", "rope_parameters"];
+
+/// The rotary base of a vision tower with axial 2D rotary embeddings, as `PreTrainedConfig`
+/// standardizes it: `rope_theta` in the first of the objects `keys` names that is present,
+/// else a top-level `rope_theta`, else 10000. The rope type must be axial (`default`, or
+/// absent, is read as axial, as transformers does for these towers); the base must be
+/// positive.
+pub fn axial_rope_theta(cfg: &ConfigObject, keys: [&str; 2]) -> Result<f64> {
+    let params = match cfg.object(keys[0])? {
+        Some(p) => Some(p),
+        None => cfg.object(keys[1])?,
+    };
+    let top = cfg.f64("rope_theta")?;
+    let (theta, kind) = match &params {
+        Some(p) => (
+            p.f64("rope_theta")?.or(top),
+            p.string(p.aliased(&["rope_type", "type"]))?,
+        ),
+        None => (top, None),
+    };
+    match kind.as_deref() {
+        None | Some("default") | Some("axial") => {}
+        Some(other) => {
+            return Err(Error::bad_config(format!(
+                "{}: rope type `{other}` is not supported (the vision tower uses axial 2D \
+                 rotary embeddings)",
+                cfg.location()
+            )))
+        }
+    }
+    let theta = theta.unwrap_or(10_000.0);
+    if theta <= 0.0 {
+        return Err(Error::bad_config(format!(
+            "{}: rope_theta {theta} must be positive",
+            cfg.location()
+        )));
+    }
+    Ok(theta)
 }
 
 /// The configuration files of a model folder.

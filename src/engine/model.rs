@@ -43,7 +43,7 @@ impl Model {
         let dir = dir.as_ref();
         let start = Instant::now();
         let files = ModelFiles::read(dir)?;
-        registry::check_supported(&files.model_type()?)?;
+        let load = registry::loader(&files.model_type()?)?;
         let placement = place(options.device, options.dtype)?;
         let weights = Weights::open(dir)?;
         let pool = rayon::ThreadPoolBuilder::new()
@@ -53,9 +53,7 @@ impl Model {
             .map_err(|e| {
                 Error::new(Status::Compute, format!("cannot start worker threads: {e}"))
             })?;
-        let inner = pool.install(|| {
-            registry::load_model(&files, &weights, placement.dtype, &placement.device)
-        })?;
+        let inner = pool.install(|| load(&files, &weights, placement.dtype, &placement.device))?;
         if !files.has_preprocessor {
             log::warn(&format!(
                 "{}: no preprocessor_config.json (nor processor_config.json with an `image_processor`), using the image processor's defaults",

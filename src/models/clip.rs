@@ -9,24 +9,20 @@ use candle_core::Tensor;
 
 use crate::config::ConfigObject;
 use crate::error::{Error, Result};
-use crate::models::layers::{Activation, LayerNorm, Linear, Loader};
-use crate::models::siglip::patchify;
-use crate::models::vit::{Encoder, VitConfig, VitTowerConfig};
+use crate::models::activation::Activation;
+use crate::models::layers::{LayerNorm, Linear, Loader};
+use crate::models::pixels::patchify;
+use crate::models::vit::{Encoder, VitDefaults, VitTowerConfig};
 
 /// `CLIPVisionConfig`: a [`VitTowerConfig`].
 pub type ClipVisionConfig = VitTowerConfig;
 
+/// `CLIPVisionConfig`'s class defaults.
+const DEFAULTS: VitDefaults = VitDefaults::vit_base(32, 1e-5, Activation::QuickGelu, "quick_gelu");
+
 /// Reads a CLIP vision config object, with `CLIPVisionConfig`'s class defaults.
 pub fn vision_config(cfg: &ConfigObject) -> Result<ClipVisionConfig> {
-    let defaults = VitConfig {
-        hidden_size: 768,
-        intermediate_size: 3072,
-        num_layers: 12,
-        num_heads: 12,
-        layer_norm_eps: 1e-5,
-        act: Activation::QuickGelu,
-    };
-    VitTowerConfig::read(cfg, 224, 32, &defaults, "quick_gelu")
+    VitTowerConfig::read(cfg, &DEFAULTS)
 }
 
 /// The CLIP tower up to its encoder (what feature-reading models use).
@@ -52,11 +48,10 @@ impl ClipVisionTower {
         let d = config.encoder.hidden_size;
         let p = config.patch_size;
         let emb = loader.sub("embeddings");
-        let conv = emb.tensor("patch_embedding.weight", &[d, 3, p, p])?;
         Ok(ClipVisionTower {
             config: config.clone(),
             class_embedding: emb.tensor("class_embedding", &[d])?,
-            patch: Linear::new(conv.reshape((d, 3 * p * p))?, None)?,
+            patch: emb.patch_embedding("patch_embedding", d, p, false)?,
             positions: emb.tensor("position_embedding.weight", &[config.num_patches() + 1, d])?,
             pre_layrnorm: loader.layer_norm("pre_layrnorm", d, config.encoder.layer_norm_eps)?,
             encoder: Encoder::load_first(&loader.sub("encoder"), &config.encoder, layers)?,

@@ -14,8 +14,8 @@ use candle_core::{
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::models::activation::Activation;
 use crate::models::kernels;
-use crate::models::layers::Activation;
 
 /// Elements per parallel task: large enough to amortize scheduling, small enough to balance.
 const TASK_ELEMENTS: usize = 16 * 1024;
@@ -421,30 +421,6 @@ mod tests {
         let want = candle_nn::ops::softmax_last_dim(&(&scores * 0.3).unwrap()).unwrap();
         let got = scaled_softmax(scores.copy().unwrap(), 0.3).unwrap();
         assert!(max_rel(&got, &want) < 1e-6);
-    }
-
-    #[test]
-    fn rotary_equals_candle_ops_bit_for_bit() {
-        let (tokens, heads, head_dim) = (700, 3, 8);
-        let x = randn(&[tokens, heads, head_dim], 10);
-        let cos = randn(&[tokens, 1, head_dim], 11);
-        let sin = randn(&[tokens, 1, head_dim], 12);
-        let want = (x.broadcast_mul(&cos).unwrap()
-            + crate::models::rope::rotate_half(&x)
-                .unwrap()
-                .broadcast_mul(&sin)
-                .unwrap())
-        .unwrap();
-        let got = rotate_half_rotary(&x, &cos, &sin)
-            .unwrap()
-            .expect("fused path");
-        assert_eq!(
-            got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            want.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-        );
-        // Tables of the wrong size are left to candle (which reports the mismatch).
-        let short = randn(&[tokens - 1, 1, head_dim], 13);
-        assert!(rotate_half_rotary(&x, &short, &sin).unwrap().is_none());
     }
 
     #[test]

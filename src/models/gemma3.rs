@@ -15,7 +15,8 @@ use candle_core::{DType, Device, Tensor};
 use crate::config::{ConfigObject, ModelFiles};
 use crate::error::{Error, Result};
 use crate::models::layers::{GemmaRmsNorm, Linear, Loader};
-use crate::models::siglip::{self, SiglipVisionTower};
+use crate::models::pixels::to_compute;
+use crate::models::siglip::{self, SiglipVisionConfig, SiglipVisionTower};
 use crate::models::vit::MAX_DIM;
 use crate::models::{attention_bytes, batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::gemma3::Gemma3Processor;
@@ -29,17 +30,6 @@ const DEFAULT_EOI: i64 = 256_000;
 const DEFAULT_IMAGE_TOKEN: i64 = 262_144;
 /// `Gemma3TextConfig.hidden_size` default.
 const DEFAULT_TEXT_HIDDEN: usize = 2304;
-
-/// Reads a token id that a config may store under either name (`Gemma3Config.attribute_map`
-/// maps `image_token_id` to `image_token_index`, and so on).
-pub(crate) fn token_id(cfg: &ConfigObject, names: &[&str], default: i64) -> Result<i64> {
-    for name in names {
-        if let Some(v) = cfg.i64(name)? {
-            return Ok(v);
-        }
-    }
-    Ok(default)
-}
 
 /// The projector's pooling geometry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +105,25 @@ pub struct Gemma3Projector {
 }
 
 impl Gemma3Projector {
+    /// Loads the projector under `loader` for a `vision` tower and a language model of width
+    /// `text_dim`; the pooling comes from config.json's `mm_tokens_per_image`.
+    pub fn load(
+        loader: &Loader,
+        cfg: &ConfigObject,
+        vision: &SiglipVisionConfig,
+        text_dim: usize,
+    ) -> Result<Gemma3Projector> {
+        let mm_tokens = cfg.positive_or("mm_tokens_per_image", DEFAULT_MM_TOKENS, MAX_DIM)?;
+        let pooling = Pooling::new(vision.image_size, vision.patch_size, mm_tokens)?;
+        let d = vision.encoder.hidden_size;
+        let w = loader.tensor("mm_input_projection_weight", &[d, text_dim])?;
+        Ok(Gemma3Projector {
+            pooling,
+            norm: loader.gemma_rms_norm("mm_soft_emb_norm", d, vision.encoder.layer_norm_eps)?,
+            projection: Linear::new(w.t()?, None)?,
+        })
+    }
+
     /// `[B, N, D]` tower output → `[B, tokens, T]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let pooled = self.pooling.forward(x)?;
@@ -157,19 +166,12 @@ impl Gemma3Model {
             .object("text_config")?
             .unwrap_or_else(|| ConfigObject::empty("config.json: text_config"));
         let text_dim = text_cfg.positive_or("hidden_size", DEFAULT_TEXT_HIDDEN, MAX_DIM)?;
-        let mm_tokens = cfg.positive_or("mm_tokens_per_image", DEFAULT_MM_TOKENS, MAX_DIM)?;
-        let pooling = Pooling::new(vision.image_size, vision.patch_size, mm_tokens)?;
-
         let d = vision.encoder.hidden_size;
         let root = Loader::new(weights, "", dtype, device);
         let tower = SiglipVisionTower::load(&root.sub("vision_tower"), &vision)?;
-        let proj = root.sub("multi_modal_projector");
-        let w = proj.tensor("mm_input_projection_weight", &[d, text_dim])?;
-        let projector = Gemma3Projector {
-            pooling,
-            norm: proj.gemma_rms_norm("mm_soft_emb_norm", d, vision.encoder.layer_norm_eps)?,
-            projection: Linear::new(w.t()?, None)?,
-        };
+        let projector =
+            Gemma3Projector::load(&root.sub("multi_modal_projector"), cfg, &vision, text_dim)?;
+        let pooling = projector.pooling;
         let processor = Gemma3Processor::from_config(&files.preprocessor, vision.image_size)?;
         let per_frame = attention_bytes(vision.encoder.num_heads, vision.num_patches());
         let frames_per_call = batch_for_budget(per_frame, 256 << 20);
@@ -186,21 +188,18 @@ impl Gemma3Model {
             max_batch: frames_per_call,
             mixed_shape_batches: true,
             tokens: SpecialTokens {
-                image: Some(token_id(
-                    cfg,
-                    &["image_token_index", "image_token_id"],
-                    DEFAULT_IMAGE_TOKEN,
-                )?),
-                image_start: Some(token_id(
-                    cfg,
-                    &["boi_token_index", "boi_token_id"],
-                    DEFAULT_BOI,
-                )?),
-                image_end: Some(token_id(
-                    cfg,
-                    &["eoi_token_index", "eoi_token_id"],
-                    DEFAULT_EOI,
-                )?),
+                image: Some(
+                    cfg.i64(cfg.aliased(&["image_token_index", "image_token_id"]))?
+                        .unwrap_or(DEFAULT_IMAGE_TOKEN),
+                ),
+                image_start: Some(
+                    cfg.i64(cfg.aliased(&["boi_token_index", "boi_token_id"]))?
+                        .unwrap_or(DEFAULT_BOI),
+                ),
+                image_end: Some(
+                    cfg.i64(cfg.aliased(&["eoi_token_index", "eoi_token_id"]))?
+                        .unwrap_or(DEFAULT_EOI),
+                ),
                 image_break: None,
             },
         };
@@ -257,12 +256,7 @@ impl VisionModel for Gemma3Model {
         let mut start = 0;
         while start < total {
             let n = self.frames_per_call.min(total - start);
-            let x = all.narrow(0, start, n)?.to_dtype(self.dtype)?;
-            let x = if self.device.is_cpu() {
-                x
-            } else {
-                x.to_device(&self.device)?
-            };
+            let x = to_compute(all.narrow(0, start, n)?, self.dtype, &self.device)?;
             let y = self.projector.forward(&self.tower.forward(&x)?)?;
             outs.push(y.to_dtype(DType::F32)?.to_device(&Device::Cpu)?);
             start += n;

@@ -13,7 +13,7 @@
 
 use multiversion::multiversion;
 
-use crate::models::layers::Activation;
+use crate::models::activation::Activation;
 
 /// `e^x` for `f32`: Cody–Waite reduction `x = n·ln2 + r`, `|r| ≤ ln2/2`, a degree-7 Taylor
 /// polynomial for `e^r` (truncation error < 0.1 ulp) and `2^n` built from the exponent bits.

@@ -1,5 +1,5 @@
 //! Building blocks shared by the vision towers: weight loading with shape checks, linear
-//! layers, norms (LayerNorm, Llama-style RMSNorm), activations, gated MLPs and multi-head
+//! layers, norms (LayerNorm, Llama-style RMSNorm), gated MLPs and multi-head
 //! attention (plain, or over several images packed into one sequence, with optional rotary
 //! embeddings), written to match PyTorch's eager reference arithmetic.
 
@@ -7,6 +7,7 @@ use candle_core::{DType, Device, Tensor, D};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::models::activation::Activation;
 use crate::models::fused;
 use crate::models::rope::Rotary;
 use crate::weights::Weights;
@@ -34,6 +35,15 @@ impl<'a> Loader<'a> {
     pub fn sub(&self, name: &str) -> Loader<'a> {
         Loader {
             prefix: format!("{}{name}.", self.prefix),
+            ..self.clone()
+        }
+    }
+
+    /// A loader for the tensors under `prefix` (a raw prefix ending in `.`, or `""` for
+    /// this loader's own).
+    pub fn sub_prefix(&self, prefix: &str) -> Loader<'a> {
+        Loader {
+            prefix: format!("{}{prefix}", self.prefix),
             ..self.clone()
         }
     }
@@ -79,6 +89,28 @@ impl<'a> Loader<'a> {
             return Ok(Linear { rhs, bias });
         }
         Linear::new(sub.tensor("weight", &[out_dim, in_dim])?, bias)
+    }
+
+    /// The RGB patch convolution `name` (`weight` `[out, 3, patch, patch]`, `bias` `[out]`
+    /// when `bias`; stride = kernel) as a linear map over `(c, ky, kx)`-flattened patches, the
+    /// rows [`crate::models::pixels::patchify`] makes.
+    pub fn patch_embedding(
+        &self,
+        name: &str,
+        out_dim: usize,
+        patch: usize,
+        bias: bool,
+    ) -> Result<Linear> {
+        let sub = self.sub(name);
+        let conv = sub.tensor("weight", &[out_dim, 3, patch, patch])?;
+        Linear::new(
+            conv.reshape((out_dim, 3 * patch * patch))?,
+            if bias {
+                Some(sub.tensor("bias", &[out_dim])?)
+            } else {
+                None
+            },
+        )
     }
 
     /// Refuses a normalization epsilon that is not a positive finite number (a zero or
@@ -278,45 +310,6 @@ impl GemmaRmsNorm {
         let inv = (mean_sq + self.eps)?.sqrt()?.recip()?;
         let y = h.broadcast_mul(&inv)?.broadcast_mul(&self.scale)?;
         Ok(y.to_dtype(dtype)?)
-    }
-}
-
-/// The activation functions of HF's `ACT2FN` used by vision towers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    /// `gelu_pytorch_tanh` / `gelu_new` / `gelu_fast`: tanh approximation.
-    GeluTanh,
-    /// `gelu`: exact, with erf.
-    GeluErf,
-    /// `quick_gelu`: `x * sigmoid(1.702 x)`.
-    QuickGelu,
-    /// `silu` / `swish`: `x * sigmoid(x)`.
-    Silu,
-}
-
-impl Activation {
-    /// The activation named `name` in a config file.
-    pub fn from_name(name: &str) -> Result<Activation> {
-        match name {
-            "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Ok(Activation::GeluTanh),
-            "gelu" => Ok(Activation::GeluErf),
-            "quick_gelu" => Ok(Activation::QuickGelu),
-            "silu" | "swish" => Ok(Activation::Silu),
-            other => Err(Error::bad_config(format!(
-                "activation `{other}` is not supported (gelu, gelu_pytorch_tanh, quick_gelu, silu)"
-            ))),
-        }
-    }
-
-    /// Applies the activation with candle's ops (layers fuse it into the preceding linear
-    /// instead: [`Linear::forward_act`]).
-    pub fn forward(self, x: &Tensor) -> Result<Tensor> {
-        Ok(match self {
-            Activation::GeluTanh => x.gelu()?,
-            Activation::GeluErf => x.gelu_erf()?,
-            Activation::QuickGelu => (x * candle_nn::ops::sigmoid(&x.affine(1.702, 0.0)?)?)?,
-            Activation::Silu => x.silu()?,
-        })
     }
 }
 
@@ -619,20 +612,7 @@ pub fn segment_attention_chunked(
     task_scores: usize,
 ) -> Result<Tensor> {
     let (heads, tokens, head_dim) = q.dims3()?;
-    let mut next = 0;
-    for &(start, len) in segments {
-        if start != next || len == 0 {
-            return Err(Error::compute(format!(
-                "attention segments do not tile the sequence: segment ({start}, {len}) after {next}"
-            )));
-        }
-        next = start + len;
-    }
-    if next != tokens {
-        return Err(Error::compute(format!(
-            "attention segments cover {next} of {tokens} tokens"
-        )));
-    }
+    check_tiling(segments, tokens)?;
     let on_cpu = q.device().is_cpu();
     // (segment start, segment length, first head, heads)
     let mut tasks = Vec::new();
@@ -676,8 +656,34 @@ pub fn segment_attention_chunked(
     } else {
         tasks.iter().map(run).collect::<Result<_>>()?
     };
-    // Tasks are segment-major: put each segment's heads back together, then the segments.
-    let mut per_segment = Vec::with_capacity(segments.len());
+    let o = join_tasks(&tasks, &outputs)?;
+    Ok(o.transpose(0, 1)?.reshape((tokens, heads * head_dim))?)
+}
+
+/// Fails unless `segments` tile `0..tokens` in order, none empty.
+fn check_tiling(segments: &[(usize, usize)], tokens: usize) -> Result<()> {
+    let mut next = 0;
+    for &(start, len) in segments {
+        if start != next || len == 0 {
+            return Err(Error::compute(format!(
+                "attention segments do not tile the sequence: segment ({start}, {len}) after {next}"
+            )));
+        }
+        next = start + len;
+    }
+    if next != tokens {
+        return Err(Error::compute(format!(
+            "attention segments cover {next} of {tokens} tokens"
+        )));
+    }
+    Ok(())
+}
+
+/// The outputs of segment-major `tasks` (`(segment start, len, first head, heads)`, each
+/// `[heads, len, head_dim]`) as `[heads, tokens, head_dim]`: each segment's heads put back
+/// together, then the segments.
+fn join_tasks(tasks: &[(usize, usize, usize, usize)], outputs: &[Tensor]) -> Result<Tensor> {
+    let mut per_segment = Vec::new();
     let mut i = 0;
     while i < outputs.len() {
         let (start, ..) = tasks[i];
@@ -689,12 +695,11 @@ pub fn segment_attention_chunked(
         });
         i = j;
     }
-    let o = if per_segment.len() == 1 {
+    Ok(if per_segment.len() == 1 {
         per_segment.pop().expect("one segment")
     } else {
         Tensor::cat(&per_segment, 1)?
-    };
-    Ok(o.transpose(0, 1)?.reshape((tokens, heads * head_dim))?)
+    })
 }
 
 #[cfg(test)]

@@ -1,13 +1,16 @@
 //! Model families. Each family is one file implementing [`VisionModel`]; the registry maps
 //! `config.json`'s `model_type` to the family that loads it.
 
+pub mod activation;
 pub mod clip;
 pub mod fused;
 pub mod gemma3;
 pub mod kernels;
 pub mod layers;
 pub mod llava;
+pub mod pixels;
 pub mod pixtral;
+pub mod projector;
 pub mod qwen2_vl;
 pub mod registry;
 pub mod rope;

@@ -18,14 +18,17 @@
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
-use crate::config::{ConfigObject, ModelFiles};
+use crate::config::{axial_rope_theta, ConfigObject, ModelFiles, ROPE_SCALING_FIRST};
 use crate::error::{Error, Result};
-use crate::models::layers::{Activation, Attention, GatedMlp, Linear, Loader, RmsNorm};
+use crate::models::activation::Activation;
+use crate::models::layers::{Attention, GatedMlp, Linear, Loader, RmsNorm};
+use crate::models::pixels::{patchify, to_compute};
+use crate::models::projector::{concat_features, feature_layers, MlpProjector};
 use crate::models::rope::{pixtral_axial_angles, Rotary};
-use crate::models::siglip::patchify;
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{ModelInfo, SpecialTokens, VisionModel};
-use crate::preprocess::pixtral::{read_patch_size, LongestEdgeProcessor};
+use crate::preprocess::longest_edge::LongestEdgeProcessor;
+use crate::preprocess::settings::read_patch_size;
 use crate::preprocess::{Limits, Pixels, RgbImage};
 use crate::tokenizer::AddedTokens;
 use crate::weights::Weights;
@@ -146,44 +149,9 @@ impl PixtralVisionConfig {
             patch_size: int_or_pair(cfg, "patch_size", d.patch_size, false)?,
             image_size: int_or_pair(cfg, "image_size", d.image_size, true)?,
             act: Activation::from_name(&cfg.string_or("hidden_act", "gelu")?)?,
-            rope_theta: read_rope_theta(cfg)?,
+            rope_theta: axial_rope_theta(cfg, ROPE_SCALING_FIRST)?,
         })
     }
-}
-
-/// The rotary base, as `PreTrainedConfig` standardizes it: `rope_scaling` or
-/// `rope_parameters` (`rope_theta`, `rope_type`), else a top-level `rope_theta`, else 10000.
-/// The type must be axial (`"default"`, or absent, means axial for Pixtral).
-fn read_rope_theta(cfg: &ConfigObject) -> Result<f64> {
-    let params = match cfg.object("rope_scaling")? {
-        Some(p) => Some(p),
-        None => cfg.object("rope_parameters")?,
-    };
-    let top = cfg.f64("rope_theta")?;
-    let (theta, kind) = match &params {
-        Some(p) => (
-            p.f64("rope_theta")?.or(top),
-            p.string("rope_type")?.or(p.string("type")?),
-        ),
-        None => (top, None),
-    };
-    match kind.as_deref() {
-        None | Some("default") | Some("axial") => {}
-        Some(other) => {
-            return Err(Error::bad_config(format!(
-            "{}: rope type `{other}` is not supported (Pixtral uses axial 2D rotary embeddings)",
-            cfg.location()
-        )))
-        }
-    }
-    let theta = theta.unwrap_or(10_000.0);
-    if theta <= 0.0 {
-        return Err(Error::bad_config(format!(
-            "{}: rope_theta {theta} must be positive",
-            cfg.location()
-        )));
-    }
-    Ok(theta)
 }
 
 struct PixtralLayer {
@@ -229,13 +197,12 @@ impl PixtralVisionTower {
     pub fn load(loader: &Loader, config: &PixtralVisionConfig) -> Result<PixtralVisionTower> {
         let d = config.hidden_size;
         let p = config.patch_size;
-        let conv = loader.tensor("patch_conv.weight", &[d, 3, p, p])?;
         let layers = (0..config.num_layers)
             .map(|i| PixtralLayer::load(&loader.sub(&format!("transformer.layers.{i}")), config))
             .collect::<Result<Vec<_>>>()?;
         Ok(PixtralVisionTower {
             config: config.clone(),
-            patch: Linear::new(conv.reshape((d, 3 * p * p))?, None)?,
+            patch: loader.patch_embedding("patch_conv", d, p, false)?,
             ln_pre: loader.rms_norm("ln_pre", d, PIXTRAL_RMS_EPS)?,
             layers,
         })
@@ -316,100 +283,170 @@ pub fn unfold_merge(x: &Tensor, rows: usize, cols: usize, m: usize) -> Result<Te
         .reshape((gr * gc, d * m * m))?)
 }
 
-/// The projector between the tower and the language model.
-enum Projector {
-    /// A standalone tower: its last hidden state is the output.
-    None,
-    /// `LlavaMultiModalProjector`: `linear_2(act(linear_1(x)))`.
-    Llava {
-        linear_1: Linear,
-        act: Activation,
-        linear_2: Linear,
-    },
-    /// `Mistral3MultiModalProjector`: RMSNorm, patch merger, then the LLaVA MLP.
-    Mistral3 {
-        norm: RmsNorm,
-        merge: usize,
-        merging_layer: Linear,
-        linear_1: Linear,
-        act: Activation,
-        linear_2: Linear,
-    },
+/// Which wrapper a checkpoint uses around the Pixtral tower (the registry picks it from
+/// `model_type`, and for `llava` from `vision_config.model_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixtralVariant {
+    /// `pixtral`: a standalone `PixtralVisionModel`; its last hidden state is the output.
+    Standalone,
+    /// `llava` with a `pixtral` vision config (pixtral-12b).
+    Llava,
+    /// `mistral3` (Mistral-Small-3.1).
+    Mistral3,
 }
 
-impl Projector {
-    fn forward(&self, x: &Tensor, grids: &[(usize, usize)]) -> Result<Tensor> {
-        match self {
-            Projector::None => Ok(x.clone()),
-            Projector::Llava {
-                linear_1,
-                act,
-                linear_2,
-            } => linear_2.forward(&linear_1.forward_act(x, *act)?),
-            Projector::Mistral3 {
-                norm,
-                merge,
-                merging_layer,
-                linear_1,
-                act,
-                linear_2,
-            } => {
-                let x = norm.forward(x)?;
-                let mut merged = Vec::with_capacity(grids.len());
-                let mut start = 0;
-                for &(r, c) in grids {
-                    let part = x.narrow(0, start, r * c)?;
-                    merged.push(unfold_merge(&part, r, c, *merge)?);
-                    start += r * c;
-                }
-                let x = if merged.len() == 1 {
-                    merged.pop().expect("one image")
-                } else {
-                    Tensor::cat(&merged, 0)?
-                };
-                let x = merging_layer.forward(&x)?;
-                linear_2.forward(&linear_1.forward_act(&x, *act)?)
+impl PixtralVariant {
+    /// The tower's config object and the defaults for its absent keys.
+    fn vision_config(self, cfg: &ConfigObject) -> Result<(ConfigObject, PixtralDefaults)> {
+        let (vision_cfg, defaults) = match (self, cfg.object("vision_config")?) {
+            (PixtralVariant::Standalone, _) => return Ok((cfg.clone(), PixtralDefaults::CLASS)),
+            (_, Some(v)) => (v, PixtralDefaults::CLASS),
+            (PixtralVariant::Mistral3, None) => (
+                ConfigObject::empty("config.json: vision_config (absent)"),
+                PixtralDefaults::MISTRAL3,
+            ),
+            (PixtralVariant::Llava, None) => {
+                return Err(Error::bad_config(
+                    "config.json: model_type `llava` without a `vision_config`",
+                ))
             }
+        };
+        let vt = vision_cfg.string_or("model_type", "pixtral")?;
+        if vt != "pixtral" {
+            return Err(Error::bad_config(format!(
+                "{}: model_type `{vt}`: expected `pixtral`",
+                vision_cfg.location()
+            )));
+        }
+        Ok((vision_cfg, defaults))
+    }
+
+    /// Where the tower's tensors are.
+    fn tower_prefix(self) -> &'static str {
+        match self {
+            PixtralVariant::Standalone => "",
+            _ => "vision_tower.",
         }
     }
 }
 
-/// `hidden_states` indices for `vision_feature_layer` (an integer or a list; negative values
-/// count from the end of the `num_layers + 1` hidden states).
-pub fn feature_layers(cfg: &ConfigObject, default: i64, num_layers: usize) -> Result<Vec<usize>> {
-    let raw: Vec<i64> = match cfg.value("vision_feature_layer") {
-        None => vec![default],
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| v.as_i64())
-            .collect::<Option<Vec<_>>>()
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| {
-                Error::bad_config(format!(
-                    "{}: `vision_feature_layer` must be an integer or a non-empty list of integers",
-                    cfg.location()
-                ))
-            })?,
-        Some(_) => vec![cfg.i64("vision_feature_layer")?.expect("present")],
-    };
-    let n = num_layers as i64 + 1;
-    raw.iter()
-        .map(|&i| {
-            let idx = if i < 0 { n + i } else { i };
-            if (0..n).contains(&idx) {
-                Ok(idx as usize)
-            } else {
-                Err(Error::bad_config(format!(
-                    "{}: vision_feature_layer {i} is out of range for a tower of {num_layers} layers",
-                    cfg.location()
-                )))
-            }
+/// `Mistral3MultiModalProjector`: RMSNorm, patch merger, then the LLaVA MLP.
+struct Mistral3Projector {
+    norm: RmsNorm,
+    merge: usize,
+    merging_layer: Linear,
+    mlp: MlpProjector,
+}
+
+impl Mistral3Projector {
+    fn load(
+        loader: &Loader,
+        cfg: &ConfigObject,
+        dim: usize,
+        text: (usize, f64),
+    ) -> Result<Mistral3Projector> {
+        let merge = cfg.positive_or("spatial_merge_size", 2, MAX_MERGE)?;
+        Ok(Mistral3Projector {
+            norm: loader.rms_norm("norm", dim, text.1)?,
+            merge,
+            merging_layer: loader.linear(
+                "patch_merger.merging_layer",
+                dim * merge * merge,
+                dim,
+                false,
+            )?,
+            mlp: MlpProjector::load(
+                loader,
+                cfg,
+                dim,
+                text.0,
+                cfg.bool_or("multimodal_projector_bias", false)?,
+            )?,
         })
-        .collect()
+    }
+
+    fn forward(&self, x: &Tensor, grids: &[(usize, usize)]) -> Result<Tensor> {
+        let x = self.norm.forward(x)?;
+        let mut merged = Vec::with_capacity(grids.len());
+        let mut start = 0;
+        for &(r, c) in grids {
+            let part = x.narrow(0, start, r * c)?;
+            merged.push(unfold_merge(&part, r, c, self.merge)?);
+            start += r * c;
+        }
+        let x = concat_features(merged, 0)?;
+        self.mlp.forward(&self.merging_layer.forward(&x)?)
+    }
+}
+
+/// The projector between the tower and the language model.
+enum Projector {
+    /// A standalone tower: its last hidden state is the output.
+    None,
+    /// `LlavaMultiModalProjector`.
+    Llava(MlpProjector),
+    Mistral3(Mistral3Projector),
+}
+
+impl Projector {
+    /// Reads the projector settings of `variant` from config.json and loads its weights
+    /// (`multi_modal_projector.`); returns it with the `hidden_states` indices it reads and
+    /// its output width.
+    fn load(
+        variant: PixtralVariant,
+        cfg: &ConfigObject,
+        loader: &Loader,
+        tower: &PixtralVisionConfig,
+    ) -> Result<(Projector, Vec<usize>, usize)> {
+        let d = tower.hidden_size;
+        match variant {
+            PixtralVariant::Standalone => Ok((Projector::None, vec![tower.num_layers], d)),
+            PixtralVariant::Llava => {
+                let strategy = cfg.string_or("vision_feature_select_strategy", "default")?;
+                if strategy != "full" {
+                    return Err(Error::bad_config(format!(
+                        "config.json: vision_feature_select_strategy `{strategy}` with a Pixtral tower: only `full` works (`default` drops a CLS token that Pixtral does not have; the reference fails too)"
+                    )));
+                }
+                let layers = feature_layers(cfg, -2, tower.num_layers)?;
+                let (text_hidden, _) = text_hidden_and_eps(cfg, "llama", (4096, 1e-6))?;
+                let bias = cfg.bool_or("multimodal_projector_bias", true)?;
+                let mlp = MlpProjector::load(loader, cfg, d * layers.len(), text_hidden, bias)?;
+                Ok((Projector::Llava(mlp), layers, text_hidden))
+            }
+            PixtralVariant::Mistral3 => {
+                let layers = feature_layers(cfg, -1, tower.num_layers)?;
+                if layers.len() != 1 {
+                    return Err(Error::bad_config(
+                        "config.json: mistral3 takes a single vision_feature_layer (its projector norm and merger are as wide as one layer)",
+                    ));
+                }
+                let text = text_hidden_and_eps(cfg, "mistral", (5120, 1e-5))?;
+                let projector = Mistral3Projector::load(loader, cfg, d, text)?;
+                Ok((Projector::Mistral3(projector), layers, text.0))
+            }
+        }
+    }
+
+    /// Patches per side merged into one output token.
+    fn merge(&self) -> usize {
+        match self {
+            Projector::Mistral3(p) => p.merge,
+            _ => 1,
+        }
+    }
+
+    fn forward(&self, x: &Tensor, grids: &[(usize, usize)]) -> Result<Tensor> {
+        match self {
+            Projector::None => Ok(x.clone()),
+            Projector::Llava(mlp) => mlp.forward(x),
+            Projector::Mistral3(p) => p.forward(x, grids),
+        }
+    }
 }
 
 /// The language model's hidden size and RMSNorm eps: `text_config` keys, with the defaults
-/// of its config class (`None` when the class is unknown and the key is absent).
+/// of its config class (`absent` when there is no `text_config`).
 fn text_hidden_and_eps(
     cfg: &ConfigObject,
     default_type: &str,
@@ -447,6 +484,36 @@ fn text_hidden_and_eps(
     Ok((hidden, eps))
 }
 
+/// The image processor: `PixtralImageProcessor` settings, rounding to the patch window
+/// (`patch_size * merge`). PixtralProcessor passes patch_size * spatial_merge_size from
+/// processor_config.json (it must be what the model needs); a standalone tower's image
+/// processor uses its own `patch_size`.
+fn processor(
+    files: &ModelFiles,
+    variant: PixtralVariant,
+    patch_size: usize,
+    merge: usize,
+) -> Result<LongestEdgeProcessor> {
+    let window = patch_size * merge;
+    let round_to = if let Some(pp) = read_patch_size(&files.processor, "patch_size")? {
+        let pm = files
+            .processor
+            .positive_or("spatial_merge_size", 1, MAX_MERGE)?;
+        if pp * pm != window {
+            return Err(Error::bad_config(format!(
+                "processor_config.json: patch_size {pp} x spatial_merge_size {pm} = {} but the model's patch window is {window} ({patch_size} x {merge})",
+                pp * pm,
+            )));
+        }
+        window
+    } else if variant == PixtralVariant::Standalone {
+        read_patch_size(&files.preprocessor, "patch_size")?.unwrap_or(window)
+    } else {
+        window
+    };
+    LongestEdgeProcessor::from_config(&files.preprocessor, round_to, patch_size, merge)
+}
+
 /// Pixtral-based models: standalone tower, LLaVA (pixtral-12b) or Mistral3.
 pub struct PixtralModel {
     info: ModelInfo,
@@ -459,172 +526,41 @@ pub struct PixtralModel {
     device: Device,
 }
 
-/// Which wrapper a checkpoint uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Standalone,
-    Llava,
-    Mistral3,
-}
-
 impl PixtralModel {
-    /// Loads `pixtral` (standalone `PixtralVisionModel`), `llava` with a `pixtral` vision
-    /// config, or `mistral3` checkpoints.
+    /// Loads a Pixtral-based checkpoint of the given variant.
     pub fn load(
         files: &ModelFiles,
         weights: &Weights,
         dtype: DType,
         device: &Device,
+        variant: PixtralVariant,
     ) -> Result<PixtralModel> {
-        let model_type = files.model_type()?;
         let cfg = &files.config;
-        let kind = match model_type.as_str() {
-            "pixtral" => Kind::Standalone,
-            "llava" => Kind::Llava,
-            "mistral3" => Kind::Mistral3,
-            other => {
-                return Err(Error::bad_config(format!(
-                    "config.json: model_type `{other}` is not a Pixtral-based model"
-                )))
-            }
-        };
-        let (vision_cfg, defaults) = match kind {
-            Kind::Standalone => (cfg.clone(), PixtralDefaults::CLASS),
-            _ => match cfg.object("vision_config")? {
-                Some(v) => (v, PixtralDefaults::CLASS),
-                None if kind == Kind::Mistral3 => (
-                    ConfigObject::empty("config.json: vision_config (absent)"),
-                    PixtralDefaults::MISTRAL3,
-                ),
-                None => {
-                    return Err(Error::bad_config(
-                        "config.json: model_type `llava` without a `vision_config`",
-                    ))
-                }
-            },
-        };
-        if kind != Kind::Standalone {
-            let vt = vision_cfg.string_or("model_type", "pixtral")?;
-            if vt != "pixtral" {
-                return Err(Error::bad_config(format!(
-                    "{}: model_type `{vt}`: expected `pixtral`",
-                    vision_cfg.location()
-                )));
-            }
-        }
+        let (vision_cfg, defaults) = variant.vision_config(cfg)?;
         let config = PixtralVisionConfig::from_config(&vision_cfg, defaults)?;
-        let d = config.hidden_size;
-        let tower_prefix = if kind == Kind::Standalone {
-            ""
-        } else {
-            "vision_tower."
-        };
-        let tower =
-            PixtralVisionTower::load(&Loader::new(weights, tower_prefix, dtype, device), &config)?;
-
-        let (feature_layers, projector, merge, output_dim) = match kind {
-            Kind::Standalone => (vec![config.num_layers], Projector::None, 1, d),
-            Kind::Llava | Kind::Mistral3 => {
-                let llava = kind == Kind::Llava;
-                if llava {
-                    let strategy = cfg.string_or("vision_feature_select_strategy", "default")?;
-                    if strategy != "full" {
-                        return Err(Error::bad_config(format!(
-                            "config.json: vision_feature_select_strategy `{strategy}` with a Pixtral tower: only `full` works (`default` drops a CLS token that Pixtral does not have; the reference fails too)"
-                        )));
-                    }
-                }
-                let layers = feature_layers(cfg, if llava { -2 } else { -1 }, config.num_layers)?;
-                if !llava && layers.len() != 1 {
-                    return Err(Error::bad_config(
-                        "config.json: mistral3 takes a single vision_feature_layer (its projector norm and merger are as wide as one layer)",
-                    ));
-                }
-                let (text_hidden, text_eps) = if llava {
-                    text_hidden_and_eps(cfg, "llama", (4096, 1e-6))?
-                } else {
-                    text_hidden_and_eps(cfg, "mistral", (5120, 1e-5))?
-                };
-                let bias = cfg.bool_or("multimodal_projector_bias", llava)?;
-                let act = Activation::from_name(&cfg.string_or("projector_hidden_act", "gelu")?)?;
-                let pl = Loader::new(weights, "multi_modal_projector.", dtype, device);
-                let in_dim = d * layers.len();
-                let linear_1 = pl.linear("linear_1", in_dim, text_hidden, bias)?;
-                let linear_2 = pl.linear("linear_2", text_hidden, text_hidden, bias)?;
-                if llava {
-                    let proj = Projector::Llava {
-                        linear_1,
-                        act,
-                        linear_2,
-                    };
-                    (layers, proj, 1, text_hidden)
-                } else {
-                    let merge = cfg.positive_or("spatial_merge_size", 2, MAX_MERGE)?;
-                    let proj = Projector::Mistral3 {
-                        norm: pl.rms_norm("norm", d, text_eps)?,
-                        merge,
-                        merging_layer: pl.linear(
-                            "patch_merger.merging_layer",
-                            d * merge * merge,
-                            d,
-                            false,
-                        )?,
-                        linear_1,
-                        act,
-                        linear_2,
-                    };
-                    (layers, proj, merge, text_hidden)
-                }
-            }
-        };
-
-        // The rounding multiple of the resize: PixtralProcessor passes
-        // patch_size * spatial_merge_size from processor_config.json (it must be what the
-        // model needs); a standalone tower's image processor uses its own patch_size.
-        let window = config.patch_size * merge;
-        let round_to = if let Some(pp) = read_patch_size(&files.processor, "patch_size")? {
-            let pm = files
-                .processor
-                .positive_or("spatial_merge_size", 1, MAX_MERGE)?;
-            if pp * pm != window {
-                return Err(Error::bad_config(format!(
-                    "processor_config.json: patch_size {pp} x spatial_merge_size {pm} = {} but the model's patch window is {window} ({} x {merge})",
-                    pp * pm,
-                    config.patch_size
-                )));
-            }
-            window
-        } else if kind == Kind::Standalone {
-            read_patch_size(&files.preprocessor, "patch_size")?.unwrap_or(window)
-        } else {
-            window
-        };
-        let processor = LongestEdgeProcessor::from_config(
-            &files.preprocessor,
-            round_to,
-            config.patch_size,
-            merge,
-        )?;
-
-        let tokens = special_tokens(files, kind)?;
+        let root = Loader::new(weights, "", dtype, device);
+        let tower = PixtralVisionTower::load(&root.sub_prefix(variant.tower_prefix()), &config)?;
+        let (projector, feature_layers, output_dim) =
+            Projector::load(variant, cfg, &root.sub("multi_modal_projector"), &config)?;
+        let processor = processor(files, variant, config.patch_size, projector.merge())?;
         let (max_h, max_w) = processor.max_size;
         let max_tokens = (max_h / config.patch_size).max(1) * (max_w / config.patch_size).max(1);
         // Per image: activations of the widest layer for every patch (attention runs one
         // image at a time, in blocks of query rows, so its scores do not add up).
         let per_image = max_tokens
-            .saturating_mul(3 * config.intermediate_size + 8 * d)
+            .saturating_mul(3 * config.intermediate_size + 8 * config.hidden_size)
             .saturating_mul(4);
         let info = ModelInfo {
             family: "pixtral",
-            model_type,
+            model_type: files.model_type()?,
             output_dim,
-            vision_dim: d,
+            vision_dim: config.hidden_size,
             patch_size: config.patch_size,
             image_size: (max_w, max_h),
             tokens_per_image: None,
             max_batch: crate::models::batch_for_budget(per_image, 1 << 30),
             mixed_shape_batches: true,
-            tokens,
+            tokens: special_tokens(files, variant)?,
         };
         Ok(PixtralModel {
             info,
@@ -644,32 +580,28 @@ impl PixtralModel {
                 p.shape
             )));
         };
-        let t = Tensor::from_slice(&p.data, (1, c, h, w), &Device::Cpu)?.to_dtype(self.dtype)?;
-        Ok(if self.device.is_cpu() {
-            t
-        } else {
-            t.to_device(&self.device)?
-        })
+        let t = Tensor::from_slice(&p.data, (1, c, h, w), &Device::Cpu)?;
+        to_compute(t, self.dtype, &self.device)
     }
 }
 
 /// The special token ids: the image placeholder from config.json (`image_token_index`, the id
 /// the language model replaces), `[IMG_BREAK]` / `[IMG_END]` (and the standalone tower's
 /// `[IMG]`) looked up in the tokenizer files by the strings processor_config.json names.
-fn special_tokens(files: &ModelFiles, kind: Kind) -> Result<SpecialTokens> {
+fn special_tokens(files: &ModelFiles, variant: PixtralVariant) -> Result<SpecialTokens> {
     let p = &files.processor;
     let image_str = p.string_or("image_token", "[IMG]")?;
     let break_str = p.string_or("image_break_token", "[IMG_BREAK]")?;
     let end_str = p.string_or("image_end_token", "[IMG_END]")?;
     let added = AddedTokens::read(&files.dir);
     let cfg = &files.config;
-    let image = match kind {
-        Kind::Standalone => added.id(&image_str),
-        Kind::Llava | Kind::Mistral3 => Some(
-            match (cfg.i64("image_token_index")?, cfg.i64("image_token_id")?) {
-                (Some(i), _) | (None, Some(i)) => i,
-                (None, None) if kind == Kind::Llava => 32000,
-                (None, None) => 10,
+    let image = match variant {
+        PixtralVariant::Standalone => added.id(&image_str),
+        PixtralVariant::Llava | PixtralVariant::Mistral3 => Some(
+            match cfg.i64(cfg.aliased(&["image_token_index", "image_token_id"]))? {
+                Some(i) => i,
+                None if variant == PixtralVariant::Llava => 32000,
+                None => 10,
             },
         ),
     };
@@ -700,11 +632,7 @@ impl VisionModel for PixtralModel {
             .collect::<Result<Vec<_>>>()?;
         let TowerStates { states, grids } =
             self.tower.hidden_states(&images, &self.feature_layers)?;
-        let features = if states.len() == 1 {
-            states.into_iter().next().expect("one state")
-        } else {
-            Tensor::cat(&states, 1)?
-        };
+        let features = concat_features(states, 1)?;
         let out = self.projector.forward(&features, &grids)?;
         let out = out.to_dtype(DType::F32)?;
         let mut results = Vec::with_capacity(batch.len());
@@ -712,10 +640,8 @@ impl VisionModel for PixtralModel {
         for (p, &(r, c)) in batch.iter().zip(&grids) {
             let [_, rows, cols] = p.grid;
             let n = rows * cols;
-            let expected = match self.projector {
-                Projector::Mistral3 { merge, .. } => (r / merge) * (c / merge),
-                _ => r * c,
-            };
+            let merge = self.projector.merge();
+            let expected = (r / merge) * (c / merge);
             if n != expected {
                 return Err(Error::compute(format!(
                     "image grid {rows}x{cols} does not match the tower's {expected} output tokens"
@@ -750,21 +676,6 @@ mod tests {
         // Odd grids drop the trailing row/column like torch unfold.
         let x = Tensor::zeros((3 * 5, 2), DType::F32, &Device::Cpu).unwrap();
         assert_eq!(unfold_merge(&x, 3, 5, 2).unwrap().dims(), &[2, 8]);
-    }
-
-    #[test]
-    fn feature_layer_indices() {
-        let cfg = |s: &str| ConfigObject::parse("config.json", s).unwrap();
-        assert_eq!(feature_layers(&cfg("{}"), -1, 4).unwrap(), vec![4]);
-        assert_eq!(feature_layers(&cfg("{}"), -2, 4).unwrap(), vec![3]);
-        assert_eq!(
-            feature_layers(&cfg(r#"{"vision_feature_layer": [-1, 0, 2]}"#), -1, 4).unwrap(),
-            vec![4, 0, 2]
-        );
-        assert!(feature_layers(&cfg(r#"{"vision_feature_layer": 5}"#), -1, 4).is_err());
-        assert!(feature_layers(&cfg(r#"{"vision_feature_layer": -6}"#), -1, 4).is_err());
-        assert!(feature_layers(&cfg(r#"{"vision_feature_layer": []}"#), -1, 4).is_err());
-        assert!(feature_layers(&cfg(r#"{"vision_feature_layer": "x"}"#), -1, 4).is_err());
     }
 
     #[test]

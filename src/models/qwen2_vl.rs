@@ -19,11 +19,11 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::config::{ConfigObject, ModelFiles};
+use crate::config::{axial_rope_theta, ConfigObject, ModelFiles, ROPE_PARAMETERS_FIRST};
 use crate::error::{Error, Result};
-use crate::models::layers::{
-    segment_attention, Activation, GatedMlp, LayerNorm, Linear, Loader, RmsNorm,
-};
+use crate::models::activation::Activation;
+use crate::models::layers::{segment_attention, GatedMlp, LayerNorm, Linear, Loader, RmsNorm};
+use crate::models::pixels::to_compute;
 use crate::models::rope::{apply_rotary_f32, AxialRope};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
@@ -66,147 +66,134 @@ pub struct QwenVisionConfig {
     pub fullatt_block_indexes: Vec<usize>,
 }
 
-/// Reads the vision rotary settings: `rope_parameters` (5.x saves) or `rope_scaling`, with
-/// `rope_theta` there or beside them, default 10000; the type must be axial (`default` is
-/// read as axial, as transformers does for these towers).
-fn rope_theta(v: &ConfigObject) -> Result<f64> {
-    let params = match v.object("rope_parameters")? {
-        Some(p) => Some(p),
-        None => v.object("rope_scaling")?,
-    };
-    let outer = v.f64("rope_theta")?;
-    let (theta, kind) = match &params {
-        Some(p) => (
-            p.f64("rope_theta")?.or(outer),
-            match p.string("rope_type")? {
-                Some(t) => Some(t),
-                None => p.string("type")?,
-            },
-        ),
-        None => (outer, None),
-    };
-    let kind = kind.unwrap_or_else(|| "default".to_string());
-    if kind != "default" && kind != "axial" {
-        return Err(Error::bad_config(format!(
-            "{}: vision rope type `{kind}` is not supported (the tower uses axial rope)",
-            v.location()
-        )));
-    }
-    let theta = theta.unwrap_or(10000.0);
-    if theta <= 0.0 {
-        return Err(Error::bad_config(format!(
-            "{}: rope_theta {theta} must be positive",
-            v.location()
-        )));
-    }
-    Ok(theta)
+/// Where the tower is in the checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QwenLayout {
+    /// The full model (`qwen2_vl`, `qwen2_5_vl`): `vision_config`, tensors under `visual.`,
+    /// special tokens in config.json.
+    Full,
+    /// A bare vision tower saved on its own (`Qwen2VisionTransformerPretrainedModel`,
+    /// `qwen2_vl_vision`; `Qwen2_5_VisionTransformerPretrainedModel`, `qwen2_5_vl_vision`):
+    /// config.json is the vision config itself, no tensor prefix, no special tokens.
+    Bare,
 }
 
-/// `num_heads` / `depth`, or their `attribute_map` aliases.
-fn aliased(v: &ConfigObject, key: &str, alias: &str, default: usize, max: usize) -> Result<usize> {
-    if v.contains(key) {
-        v.positive_or(key, default, max)
-    } else {
-        v.positive_or(alias, default, max)
+/// The widths and activation, whose keys differ between the variants: `(dim, mlp width,
+/// merger output, hidden_act)`.
+fn read_widths(v: &ConfigObject, variant: QwenVariant) -> Result<(usize, usize, usize, String)> {
+    Ok(match variant {
+        QwenVariant::Qwen2 => {
+            let dim = v.positive_or("embed_dim", 1280, MAX_DIM)?;
+            let ratio = v.f64_or("mlp_ratio", 4.0)?;
+            // int(embed_dim * mlp_ratio)
+            let inter = (dim as f64 * ratio).trunc();
+            if !(inter >= 1.0 && inter <= (MAX_DIM * 8) as f64) {
+                return Err(Error::bad_config(format!(
+                    "{}: mlp_ratio {ratio} gives an MLP width of {inter}",
+                    v.location()
+                )));
+            }
+            (
+                dim,
+                inter as usize,
+                v.positive_or("hidden_size", 3584, MAX_DIM)?,
+                v.string_or("hidden_act", "quick_gelu")?,
+            )
+        }
+        QwenVariant::Qwen25 => (
+            v.positive_or("hidden_size", 3584, MAX_DIM)?,
+            v.positive_or("intermediate_size", 3420, MAX_DIM * 8)?,
+            v.positive_or("out_hidden_size", 3584, MAX_DIM)?,
+            v.string_or("hidden_act", "silu")?,
+        ),
+    })
+}
+
+/// Refuses inputs that are not RGB and a `head_dim` the attention cannot have.
+fn check_channels_and_heads(v: &ConfigObject, dim: usize, num_heads: usize) -> Result<()> {
+    let channels = v.usize_or(v.aliased(&["in_channels", "in_chans"]), 3, MAX_DIM)?;
+    if channels != 3 {
+        return Err(Error::bad_config(format!(
+            "{}: in_channels {channels} is not supported (RGB images have 3)",
+            v.location()
+        )));
     }
+    if dim % num_heads != 0 {
+        return Err(Error::bad_config(format!(
+            "{}: vision width {dim} is not divisible by num_heads {num_heads}",
+            v.location()
+        )));
+    }
+    if let Some(hd) = v.usize_max("head_dim", MAX_DIM)? {
+        if hd != dim / num_heads {
+            return Err(Error::bad_config(format!(
+                "{}: head_dim {hd} differs from width / heads = {}",
+                v.location(),
+                dim / num_heads
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Qwen2.5-VL's window attention: `window_size` and `fullatt_block_indexes` (Qwen2-VL has
+/// none: `(0, [])`).
+fn read_windows(
+    v: &ConfigObject,
+    variant: QwenVariant,
+    geometry: PatchGeometry,
+) -> Result<(usize, Vec<usize>)> {
+    if variant == QwenVariant::Qwen2 {
+        return Ok((0, Vec::new()));
+    }
+    let ws = v.positive_or("window_size", 112, 1 << 20)?;
+    if ws < geometry.factor() {
+        return Err(Error::bad_config(format!(
+            "{}: window_size {ws} is smaller than patch_size x spatial_merge_size = {}",
+            v.location(),
+            geometry.factor()
+        )));
+    }
+    let full = match v.value("fullatt_block_indexes") {
+        None => vec![7, 15, 23, 31],
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|i| {
+                i.as_u64().map(|i| i as usize).ok_or_else(|| {
+                    Error::bad_config(format!(
+                        "{}: `fullatt_block_indexes` must hold non-negative integers, found {i}",
+                        v.location()
+                    ))
+                })
+            })
+            .collect::<Result<Vec<usize>>>()?,
+        Some(other) => {
+            return Err(Error::bad_config(format!(
+                "{}: `fullatt_block_indexes` must be a list, found {other}",
+                v.location()
+            )))
+        }
+    };
+    Ok((ws, full))
 }
 
 impl QwenVisionConfig {
     /// Reads `vision_config` with the class defaults of transformers 5.23.
     pub fn from_config(v: &ConfigObject, variant: QwenVariant) -> Result<QwenVisionConfig> {
-        let depth = aliased(v, "depth", "num_hidden_layers", 32, MAX_LAYERS)?;
-        let num_heads = aliased(v, "num_heads", "num_attention_heads", 16, MAX_DIM)?;
-        let (dim, intermediate_size, out_dim, act) = match variant {
-            QwenVariant::Qwen2 => {
-                let dim = v.positive_or("embed_dim", 1280, MAX_DIM)?;
-                let ratio = v.f64_or("mlp_ratio", 4.0)?;
-                // int(embed_dim * mlp_ratio)
-                let inter = (dim as f64 * ratio).trunc();
-                if !(inter >= 1.0 && inter <= (MAX_DIM * 8) as f64) {
-                    return Err(Error::bad_config(format!(
-                        "{}: mlp_ratio {ratio} gives an MLP width of {inter}",
-                        v.location()
-                    )));
-                }
-                (
-                    dim,
-                    inter as usize,
-                    v.positive_or("hidden_size", 3584, MAX_DIM)?,
-                    v.string_or("hidden_act", "quick_gelu")?,
-                )
-            }
-            QwenVariant::Qwen25 => (
-                v.positive_or("hidden_size", 3584, MAX_DIM)?,
-                v.positive_or("intermediate_size", 3420, MAX_DIM * 8)?,
-                v.positive_or("out_hidden_size", 3584, MAX_DIM)?,
-                v.string_or("hidden_act", "silu")?,
-            ),
-        };
-        let channels = if v.contains("in_channels") {
-            v.usize_or("in_channels", 3, MAX_DIM)?
-        } else {
-            v.usize_or("in_chans", 3, MAX_DIM)?
-        };
-        if channels != 3 {
-            return Err(Error::bad_config(format!(
-                "{}: in_channels {channels} is not supported (RGB images have 3)",
-                v.location()
-            )));
-        }
-        if dim % num_heads != 0 {
-            return Err(Error::bad_config(format!(
-                "{}: vision width {dim} is not divisible by num_heads {num_heads}",
-                v.location()
-            )));
-        }
-        if let Some(hd) = v.usize_max("head_dim", MAX_DIM)? {
-            if hd != dim / num_heads {
-                return Err(Error::bad_config(format!(
-                    "{}: head_dim {hd} differs from width / heads = {}",
-                    v.location(),
-                    dim / num_heads
-                )));
-            }
-        }
+        let depth = v.positive_or(v.aliased(&["depth", "num_hidden_layers"]), 32, MAX_LAYERS)?;
+        let num_heads = v.positive_or(
+            v.aliased(&["num_heads", "num_attention_heads"]),
+            16,
+            MAX_DIM,
+        )?;
+        let (dim, intermediate_size, out_dim, act) = read_widths(v, variant)?;
+        check_channels_and_heads(v, dim, num_heads)?;
         let geometry = PatchGeometry {
             patch_size: v.positive_or("patch_size", 14, 1024)?,
             merge_size: v.positive_or("spatial_merge_size", 2, 64)?,
             temporal_patch_size: v.positive_or("temporal_patch_size", 2, 64)?,
         };
-        let (window_size, fullatt_block_indexes) = match variant {
-            QwenVariant::Qwen2 => (0, Vec::new()),
-            QwenVariant::Qwen25 => {
-                let ws = v.positive_or("window_size", 112, 1 << 20)?;
-                if ws < geometry.factor() {
-                    return Err(Error::bad_config(format!(
-                        "{}: window_size {ws} is smaller than patch_size x spatial_merge_size = {}",
-                        v.location(),
-                        geometry.factor()
-                    )));
-                }
-                let full = match v.value("fullatt_block_indexes") {
-                    None => vec![7, 15, 23, 31],
-                    Some(serde_json::Value::Array(items)) => items
-                        .iter()
-                        .map(|i| {
-                            i.as_u64().map(|i| i as usize).ok_or_else(|| {
-                                Error::bad_config(format!(
-                                    "{}: `fullatt_block_indexes` must hold non-negative integers, found {i}",
-                                    v.location()
-                                ))
-                            })
-                        })
-                        .collect::<Result<Vec<usize>>>()?,
-                    Some(other) => {
-                        return Err(Error::bad_config(format!(
-                            "{}: `fullatt_block_indexes` must be a list, found {other}",
-                            v.location()
-                        )))
-                    }
-                };
-                (ws, full)
-            }
-        };
+        let (window_size, fullatt_block_indexes) = read_windows(v, variant, geometry)?;
         Ok(QwenVisionConfig {
             variant,
             depth,
@@ -216,7 +203,7 @@ impl QwenVisionConfig {
             out_dim,
             geometry,
             act: Activation::from_name(&act)?,
-            rope_theta: rope_theta(v)?,
+            rope_theta: axial_rope_theta(v, ROPE_PARAMETERS_FIRST)?,
             window_size,
             fullatt_block_indexes,
         })
@@ -504,29 +491,22 @@ pub struct QwenVlModel {
 }
 
 impl QwenVlModel {
-    /// Loads a `qwen2_vl` or `qwen2_5_vl` checkpoint (vision tensors only), or a bare vision
-    /// tower saved on its own (`Qwen2VisionTransformerPretrainedModel`, model_type
-    /// `qwen2_vl_vision`; `Qwen2_5_VisionTransformerPretrainedModel`, `qwen2_5_vl_vision`):
-    /// config.json is then the vision config itself and the tensors have no `visual.` prefix.
-    /// A bare tower's output is the same merger output (its `pooler_output`).
+    /// Loads a `variant` checkpoint (vision tensors only) in `layout`: the full model, or a
+    /// bare vision tower saved on its own, whose output is the same merger output (its
+    /// `pooler_output`).
     pub fn load(
         files: &ModelFiles,
         weights: &Weights,
         dtype: DType,
         device: &Device,
+        variant: QwenVariant,
+        layout: QwenLayout,
     ) -> Result<QwenVlModel> {
-        let model_type = files.model_type()?;
-        let (variant, family, bare) = match model_type.as_str() {
-            "qwen2_vl" => (QwenVariant::Qwen2, "qwen2_vl", false),
-            "qwen2_5_vl" => (QwenVariant::Qwen25, "qwen2_5_vl", false),
-            "qwen2_vl_vision" => (QwenVariant::Qwen2, "qwen2_vl", true),
-            "qwen2_5_vl_vision" => (QwenVariant::Qwen25, "qwen2_5_vl", true),
-            other => {
-                return Err(Error::bad_config(format!(
-                    "model_type `{other}` is not a Qwen2-VL family model"
-                )))
-            }
+        let family = match variant {
+            QwenVariant::Qwen2 => "qwen2_vl",
+            QwenVariant::Qwen25 => "qwen2_5_vl",
         };
+        let bare = layout == QwenLayout::Bare;
         let vision = if bare {
             files.config.clone()
         } else {
@@ -563,7 +543,7 @@ impl QwenVlModel {
         let per_image = max_patches.saturating_mul(width).saturating_mul(16);
         let info = ModelInfo {
             family,
-            model_type,
+            model_type: files.model_type()?,
             output_dim: config.out_dim,
             vision_dim: config.dim,
             patch_size: g.patch_size,
@@ -625,17 +605,11 @@ impl VisionModel for QwenVlModel {
             data.extend_from_slice(&p.data);
         }
         let n: usize = grids.iter().map(|[t, h, w]| t * h * w).sum();
-        let x = Tensor::from_vec(data, (n, dim), &Device::Cpu)?;
-        let x = if self.dtype == DType::F32 {
-            x
-        } else {
-            x.to_dtype(self.dtype)?
-        };
-        let x = if self.device.is_cpu() {
-            x
-        } else {
-            x.to_device(&self.device)?
-        };
+        let x = to_compute(
+            Tensor::from_vec(data, (n, dim), &Device::Cpu)?,
+            self.dtype,
+            &self.device,
+        )?;
         let (out, tokens) = self.tower.forward(&x, &grids)?;
         let out = out.to_dtype(DType::F32)?;
         let mut start = 0;

@@ -1,79 +1,106 @@
-//! Which family loads which `model_type`.
+//! Which family loads which `model_type`: one table, [`FAMILIES`], from which the list of
+//! supported types and the error for the others are derived. A row names the `model_type`
+//! and the family's loader, with the variant of the family that type is.
 
 use candle_core::{DType, Device};
 
 use crate::config::ModelFiles;
 use crate::error::{Error, Result, Status};
 use crate::models::gemma3::Gemma3Model;
-use crate::models::llava::{self, LlavaModel};
-use crate::models::pixtral::PixtralModel;
-use crate::models::qwen2_vl::QwenVlModel;
+use crate::models::llava::{self, LlavaModel, LlavaTower};
+use crate::models::pixtral::{PixtralModel, PixtralVariant};
+use crate::models::qwen2_vl::{QwenLayout, QwenVariant, QwenVlModel};
 use crate::models::siglip::SiglipModel;
 use crate::models::VisionModel;
 use crate::weights::Weights;
 
-/// The `model_type` values this build can load.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
-    "siglip",
-    "siglip_vision_model",
-    "gemma3",
-    "llava",
-    "mistral3",
-    "pixtral",
-    "qwen2_vl",
-    "qwen2_5_vl",
-    "qwen2_vl_vision",
-    "qwen2_5_vl_vision",
+/// A family's loader: the model folder's config files, its weights, the compute dtype and
+/// device.
+pub type LoadFn = fn(&ModelFiles, &Weights, DType, &Device) -> Result<Box<dyn VisionModel>>;
+
+fn boxed<M: VisionModel + 'static>(model: Result<M>) -> Result<Box<dyn VisionModel>> {
+    Ok(Box::new(model?))
+}
+
+/// A [`LoadFn`] calling a family's `load(files, weights, dtype, device, variant...)`.
+macro_rules! load {
+    ($load:path $(, $variant:expr)*) => {
+        |f, w, t, d| boxed($load(f, w, t, d $(, $variant)*))
+    };
+}
+
+/// Every `model_type` this build loads, with its loader and the variant of the family (the
+/// order is that of the list in the unsupported-model error).
+pub const FAMILIES: &[(&str, LoadFn)] = &[
+    ("siglip", load!(SiglipModel::load)),
+    ("siglip_vision_model", load!(SiglipModel::load)),
+    ("gemma3", load!(Gemma3Model::load)),
+    // A wrapper: the vision tower's own model_type picks the loader (`LLAVA_TOWERS`).
+    ("llava", |f, w, t, d| {
+        let tower = llava::vision_model_type(f)?;
+        find(LLAVA_TOWERS, &tower, "llava with vision_config.model_type")?(f, w, t, d)
+    }),
+    (
+        "mistral3",
+        load!(PixtralModel::load, PixtralVariant::Mistral3),
+    ),
+    (
+        "pixtral",
+        load!(PixtralModel::load, PixtralVariant::Standalone),
+    ),
+    (
+        "qwen2_vl",
+        load!(QwenVlModel::load, QwenVariant::Qwen2, QwenLayout::Full),
+    ),
+    (
+        "qwen2_5_vl",
+        load!(QwenVlModel::load, QwenVariant::Qwen25, QwenLayout::Full),
+    ),
+    (
+        "qwen2_vl_vision",
+        load!(QwenVlModel::load, QwenVariant::Qwen2, QwenLayout::Bare),
+    ),
+    (
+        "qwen2_5_vl_vision",
+        load!(QwenVlModel::load, QwenVariant::Qwen25, QwenLayout::Bare),
+    ),
 ];
 
-/// Fails with [`Status::UnsupportedModel`] (listing the supported types) unless this build
-/// can load `model_type`.
-pub fn check_supported(model_type: &str) -> Result<()> {
-    if SUPPORTED_MODEL_TYPES.contains(&model_type) {
-        Ok(())
-    } else {
-        Err(Error::new(
+/// `llava`'s towers by `vision_config.model_type`.
+pub const LLAVA_TOWERS: &[(&str, LoadFn)] = &[
+    (
+        "clip_vision_model",
+        load!(LlavaModel::load, LlavaTower::Clip),
+    ),
+    (
+        "siglip_vision_model",
+        load!(LlavaModel::load, LlavaTower::Siglip),
+    ),
+    ("pixtral", load!(PixtralModel::load, PixtralVariant::Llava)),
+];
+
+/// The loader of `model_type` in `table`, or [`Status::UnsupportedModel`] naming what is
+/// (`what` says which key was looked up).
+fn find(table: &[(&str, LoadFn)], model_type: &str, what: &str) -> Result<LoadFn> {
+    match table.iter().find(|(t, _)| *t == model_type) {
+        Some(&(_, load)) => Ok(load),
+        None => Err(Error::new(
             Status::UnsupportedModel,
             format!(
-                "config.json: model_type `{model_type}` is not supported; supported: {}",
-                SUPPORTED_MODEL_TYPES.join(", ")
+                "config.json: {what} `{model_type}` is not supported; supported: {}",
+                table.iter().map(|(t, _)| *t).collect::<Vec<_>>().join(", ")
             ),
-        ))
+        )),
     }
 }
 
-/// Loads the model described by `files`.
-pub fn load_model(
-    files: &ModelFiles,
-    weights: &Weights,
-    dtype: DType,
-    device: &Device,
-) -> Result<Box<dyn VisionModel>> {
-    let model_type = files.model_type()?;
-    check_supported(&model_type)?;
-    match model_type.as_str() {
-        "siglip" | "siglip_vision_model" => {
-            Ok(Box::new(SiglipModel::load(files, weights, dtype, device)?))
-        }
-        "qwen2_vl" | "qwen2_5_vl" | "qwen2_vl_vision" | "qwen2_5_vl_vision" => {
-            Ok(Box::new(QwenVlModel::load(files, weights, dtype, device)?))
-        }
-        "gemma3" => Ok(Box::new(Gemma3Model::load(files, weights, dtype, device)?)),
-        // `llava` is a wrapper: the vision tower's own model_type picks the implementation.
-        "llava" => match llava::vision_model_type(files)?.as_str() {
-            "clip_vision_model" | "siglip_vision_model" => {
-                Ok(Box::new(LlavaModel::load(files, weights, dtype, device)?))
-            }
-            "pixtral" => Ok(Box::new(PixtralModel::load(files, weights, dtype, device)?)),
-            other => Err(Error::new(
-                Status::UnsupportedModel,
-                format!(
-                    "config.json: llava with vision_config.model_type `{other}` is not supported; \
-                     supported: clip_vision_model, siglip_vision_model, pixtral"
-                ),
-            )),
-        },
-        "mistral3" | "pixtral" => Ok(Box::new(PixtralModel::load(files, weights, dtype, device)?)),
-        other => unreachable!("check_supported accepted `{other}` without a loader"),
-    }
+/// The loader of `model_type`, or [`Status::UnsupportedModel`] listing the supported types.
+/// The engine looks it up before it opens the weights.
+pub fn loader(model_type: &str) -> Result<LoadFn> {
+    find(FAMILIES, model_type, "model_type")
+}
+
+/// The `model_type` values this build can load.
+pub fn supported_model_types() -> impl Iterator<Item = &'static str> {
+    FAMILIES.iter().map(|(t, _)| *t)
 }

@@ -10,6 +10,7 @@
 use candle_core::{DType, Device, Tensor, D};
 
 use crate::error::{Error, Result};
+use crate::models::fused;
 
 /// Per-token cos/sin tables, `[tokens, head_dim / 2]` each.
 #[derive(Debug, Clone)]
@@ -120,7 +121,7 @@ pub fn rotate_half(x: &Tensor) -> Result<Tensor> {
 /// `x·cos + rotate_half(x)·sin`, computed in f32 and cast back to `x`'s dtype
 /// (`apply_rotary_pos_emb_vision`). `cos` and `sin` broadcast against `x`.
 pub fn apply_rotary_f32(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    if let Some(y) = crate::models::fused::rotate_half_rotary(x, cos, sin)? {
+    if let Some(y) = fused::rotate_half_rotary(x, cos, sin)? {
         return Ok(y);
     }
     let dtype = x.dtype();
@@ -191,6 +192,7 @@ impl AxialRope {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::testing::uniform;
 
     #[test]
     fn axial_angles_split_even_and_odd_frequencies() {
@@ -261,5 +263,28 @@ mod tests {
         }
         assert!(AxialRope::new(6, 10000.0).is_err());
         assert!(AxialRope::new(8, 0.0).is_err());
+    }
+
+    #[test]
+    fn rotary_equals_candle_ops_bit_for_bit() {
+        let (tokens, heads, head_dim) = (700, 3, 8);
+        let x = uniform(&[tokens, heads, head_dim], 10, 3.0);
+        let cos = uniform(&[tokens, 1, head_dim], 11, 3.0);
+        let sin = uniform(&[tokens, 1, head_dim], 12, 3.0);
+        let want = (x.broadcast_mul(&cos).unwrap()
+            + rotate_half(&x).unwrap().broadcast_mul(&sin).unwrap())
+        .unwrap();
+        let got = fused::rotate_half_rotary(&x, &cos, &sin)
+            .unwrap()
+            .expect("fused path");
+        assert_eq!(
+            got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            want.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+        // Tables of the wrong size are left to candle (which reports the mismatch).
+        let short = uniform(&[tokens - 1, 1, head_dim], 13, 3.0);
+        assert!(fused::rotate_half_rotary(&x, &short, &sin)
+            .unwrap()
+            .is_none());
     }
 }

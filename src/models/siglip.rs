@@ -6,28 +6,26 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::config::{ConfigObject, ModelFiles};
 use crate::error::{Error, Result};
-use crate::models::layers::{Activation, LayerNorm, Linear, Loader};
-use crate::models::vit::{Encoder, VitConfig, VitTowerConfig};
+use crate::models::activation::Activation;
+use crate::models::layers::{LayerNorm, Linear, Loader};
+use crate::models::pixels::{patchify, stack_pixels, unstack};
+use crate::models::vit::{Encoder, VitDefaults, VitTowerConfig};
 use crate::models::{attention_bytes, batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
+use crate::preprocess::fixed_size::FixedSizeProcessor;
 use crate::preprocess::resample::Filter;
-use crate::preprocess::siglip::FixedSizeProcessor;
 use crate::preprocess::{Limits, Pixels, RgbImage};
 use crate::weights::Weights;
 
 /// `SiglipVisionConfig`: a [`VitTowerConfig`].
 pub type SiglipVisionConfig = VitTowerConfig;
 
+/// `SiglipVisionConfig`'s class defaults.
+const DEFAULTS: VitDefaults =
+    VitDefaults::vit_base(16, 1e-6, Activation::GeluTanh, "gelu_pytorch_tanh");
+
 /// Reads a SigLIP vision config object, with `SiglipVisionConfig`'s class defaults.
 pub fn vision_config(cfg: &ConfigObject) -> Result<SiglipVisionConfig> {
-    let defaults = VitConfig {
-        hidden_size: 768,
-        intermediate_size: 3072,
-        num_layers: 12,
-        num_heads: 12,
-        layer_norm_eps: 1e-6,
-        act: Activation::GeluTanh,
-    };
-    VitTowerConfig::read(cfg, 224, 16, &defaults, "gelu_pytorch_tanh")
+    VitTowerConfig::read(cfg, &DEFAULTS)
 }
 
 /// The SigLIP tower: embeddings, encoder and `post_layernorm`.
@@ -60,11 +58,7 @@ impl SiglipVisionTower {
         let d = config.encoder.hidden_size;
         let p = config.patch_size;
         let emb = loader.sub("embeddings");
-        let conv = emb.tensor("patch_embedding.weight", &[d, 3, p, p])?;
-        let patch = Linear::new(
-            conv.reshape((d, 3 * p * p))?,
-            Some(emb.tensor("patch_embedding.bias", &[d])?),
-        )?;
+        let patch = emb.patch_embedding("patch_embedding", d, p, true)?;
         let positions = emb.tensor("position_embedding.weight", &[config.num_patches(), d])?;
         Ok(SiglipVisionTower {
             config: config.clone(),
@@ -116,64 +110,6 @@ impl SiglipVisionTower {
         let x = self.hidden_state(pixels, self.encoder.num_layers())?;
         norm.forward(&x)
     }
-}
-
-/// Cuts `[batch, C, H, W]` into non-overlapping `p`x`p` patches, row-major over the patch
-/// grid, each flattened in `(c, ky, kx)` order: `[batch, (H/p)*(W/p), C*p*p]`. Trailing
-/// pixels that do not fill a patch are dropped, as a strided convolution does.
-pub fn patchify(pixels: &Tensor, p: usize) -> Result<Tensor> {
-    let (b, c, h, w) = pixels.dims4()?;
-    let (gh, gw) = (h / p, w / p);
-    let x = if gh * p != h || gw * p != w {
-        pixels
-            .narrow(2, 0, gh * p)?
-            .narrow(3, 0, gw * p)?
-            .contiguous()?
-    } else {
-        pixels.clone()
-    };
-    let x = x
-        .reshape(vec![b, c, gh, p, gw, p])?
-        .permute(vec![0, 2, 4, 1, 3, 5])?
-        .contiguous()?
-        .reshape((b, gh * gw, c * p * p))?;
-    Ok(x)
-}
-
-/// Stacks same-shaped preprocessed images into one `[batch, ...]` tensor on `device`.
-pub fn stack_pixels(batch: &[&Pixels], dtype: DType, device: &Device) -> Result<Tensor> {
-    let first = batch
-        .first()
-        .ok_or_else(|| Error::invalid_argument("empty batch"))?;
-    let mut shape = vec![batch.len()];
-    shape.extend_from_slice(&first.shape);
-    let mut data = Vec::with_capacity(batch.len() * first.data.len());
-    for p in batch {
-        if p.shape != first.shape {
-            return Err(Error::invalid_argument(format!(
-                "images of shapes {:?} and {:?} in one batch",
-                first.shape, p.shape
-            )));
-        }
-        data.extend_from_slice(&p.data);
-    }
-    let t = Tensor::from_vec(data, shape, &Device::Cpu)?;
-    let t = if dtype == DType::F32 {
-        t
-    } else {
-        t.to_dtype(dtype)?
-    };
-    Ok(if device.is_cpu() {
-        t
-    } else {
-        t.to_device(device)?
-    })
-}
-
-/// Splits a `[batch, N, D]` result into per-image tensors (in the compute dtype, on the
-/// compute device).
-pub fn unstack(x: &Tensor) -> Result<Vec<Tensor>> {
-    (0..x.dim(0)?).map(|i| Ok(x.get(i)?)).collect()
 }
 
 /// A plain SigLIP model: tower output is the embedding.
@@ -245,27 +181,5 @@ impl VisionModel for SiglipModel {
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {
         let x = stack_pixels(batch, self.dtype, &self.device)?;
         unstack(&self.tower.forward(&x)?)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn patchify_matches_a_strided_convolution() {
-        // 1 image, 2 channels, 4x6 pixels, patch 2 → 2x3 grid, 8 values per patch.
-        let data: Vec<f32> = (0..48).map(|v| v as f32).collect();
-        let x = Tensor::from_vec(data, (1, 2, 4, 6), &Device::Cpu).unwrap();
-        let p = patchify(&x, 2).unwrap();
-        assert_eq!(p.dims(), &[1, 6, 8]);
-        let rows = p.get(0).unwrap().to_vec2::<f32>().unwrap();
-        // Patch (0, 1): channel 0 rows 0-1 cols 2-3, then channel 1.
-        assert_eq!(rows[1], vec![2., 3., 8., 9., 26., 27., 32., 33.]);
-        // Patch (1, 2): rows 2-3, cols 4-5.
-        assert_eq!(rows[5], vec![16., 17., 22., 23., 40., 41., 46., 47.]);
-        // Trailing pixels are dropped.
-        let q = patchify(&x, 4).unwrap();
-        assert_eq!(q.dims(), &[1, 1, 32]);
     }
 }

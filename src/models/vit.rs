@@ -6,7 +6,8 @@ use candle_core::Tensor;
 
 use crate::config::ConfigObject;
 use crate::error::{Error, Result};
-use crate::models::layers::{Activation, Attention, LayerNorm, Linear, Loader};
+use crate::models::activation::Activation;
+use crate::models::layers::{Attention, LayerNorm, Linear, Loader};
 
 /// Largest accepted width/depth values (real towers are far below).
 pub(crate) const MAX_DIM: usize = 1 << 16;
@@ -54,21 +55,50 @@ pub struct VitTowerConfig {
     pub encoder: VitConfig,
 }
 
+/// A config class's defaults for [`VitTowerConfig::read`], with the name of its default
+/// activation.
+pub struct VitDefaults {
+    pub tower: VitTowerConfig,
+    pub act_name: &'static str,
+}
+
+impl VitDefaults {
+    /// ViT-B at 224 px (768 wide, 12 layers of 12 heads, MLP 3072), the class defaults of
+    /// `SiglipVisionConfig` and `CLIPVisionConfig`, with the rest of a class's defaults.
+    pub const fn vit_base(
+        patch_size: usize,
+        layer_norm_eps: f64,
+        act: Activation,
+        act_name: &'static str,
+    ) -> VitDefaults {
+        VitDefaults {
+            tower: VitTowerConfig {
+                image_size: 224,
+                patch_size,
+                encoder: VitConfig {
+                    hidden_size: 768,
+                    intermediate_size: 3072,
+                    num_layers: 12,
+                    num_heads: 12,
+                    layer_norm_eps,
+                    act,
+                },
+            },
+            act_name,
+        }
+    }
+}
+
 impl VitTowerConfig {
     /// Reads a vision config object with a config class's defaults for absent keys
     /// (`image_size`, `patch_size`, the encoder's keys, `hidden_act`); checks that the
     /// input is RGB and that a patch fits in the image.
-    pub fn read(
-        cfg: &ConfigObject,
-        image_size: usize,
-        patch_size: usize,
-        encoder: &VitConfig,
-        default_act: &str,
-    ) -> Result<VitTowerConfig> {
+    pub fn read(cfg: &ConfigObject, defaults: &VitDefaults) -> Result<VitTowerConfig> {
+        let d = &defaults.tower;
         let c = VitTowerConfig {
-            image_size: cfg.positive_or("image_size", image_size, MAX_DIM)?,
-            patch_size: cfg.positive_or("patch_size", patch_size, MAX_DIM)?,
-            encoder: VitConfig::from_config(cfg, encoder, default_act)?,
+            image_size: cfg.positive_or("image_size", d.image_size, MAX_DIM)?,
+            patch_size: cfg.positive_or("patch_size", d.patch_size, MAX_DIM)?,
+            encoder: VitConfig::from_config(cfg, &d.encoder, defaults.act_name)?,
         };
         let channels = cfg.usize_or("num_channels", 3, MAX_DIM)?;
         if channels != 3 {

@@ -7,54 +7,14 @@
 //! 3. center crop (`crop_size`), padding with zeros where the image is smaller;
 //! 4. rescale and normalize (OpenAI CLIP mean/std by default).
 
-use serde_json::Value;
-
 use crate::config::ConfigObject;
 use crate::error::{Error, Result};
 use crate::preprocess::normalize::Normalization;
 use crate::preprocess::resample::{resize, Filter};
-use crate::preprocess::siglip::{read_filter, read_normalization};
+use crate::preprocess::settings::{
+    read_filter, read_normalization, read_size, ResizeTo, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD,
+};
 use crate::preprocess::{Limits, Pixels, RgbImage};
-
-/// Largest accepted size per side.
-const MAX_SIDE: usize = 16384;
-
-/// `OPENAI_CLIP_MEAN` / `OPENAI_CLIP_STD` of `image_utils.py`.
-pub(crate) const OPENAI_CLIP_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
-pub(crate) const OPENAI_CLIP_STD: [f64; 3] = [0.26862954, 0.26130258, 0.27577711];
-
-/// A resize target as `get_size_dict` normalizes `size`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResizeTo {
-    /// Scale so that the short side is this long, keeping the aspect ratio.
-    ShortestEdge(u32),
-    /// Stretch to exactly this size.
-    Exact { width: u32, height: u32 },
-}
-
-impl ResizeTo {
-    /// The output `(width, height)` for an input of `width` x `height`
-    /// (`get_resize_output_image_size` with `default_to_square=False`).
-    pub fn output_size(self, width: u32, height: u32) -> (u32, u32) {
-        match self {
-            ResizeTo::Exact { width, height } => (width, height),
-            ResizeTo::ShortestEdge(s) => {
-                let (short, long) = if width <= height {
-                    (width, height)
-                } else {
-                    (height, width)
-                };
-                // Python: int(s * long / short), a true division of exact integers.
-                let new_long = (s as f64 * long as f64 / short as f64) as u32;
-                if width <= height {
-                    (s, new_long)
-                } else {
-                    (new_long, s)
-                }
-            }
-        }
-    }
-}
 
 /// Which processor class the config names (they differ only in defaults and `do_pad`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,62 +23,6 @@ pub enum ClipKind {
     Clip,
     /// `LlavaImageProcessor` (adds `do_pad`, pad-to-square before resizing).
     Llava,
-}
-
-/// Reads a size value: an integer (`shortest_edge` when `int_is_shortest_edge`, else a square),
-/// `[height, width]`, or a dict with `shortest_edge` or `height` and `width`.
-fn read_size(
-    pre: &ConfigObject,
-    key: &str,
-    int_is_shortest_edge: bool,
-) -> Result<Option<ResizeTo>> {
-    let bad = |what: String| Error::bad_config(format!("{}: `{key}`: {what}", pre.location()));
-    let side = |v: &Value| -> Result<u32> {
-        match v.as_u64() {
-            Some(n) if n >= 1 && n as usize <= MAX_SIDE => Ok(n as u32),
-            _ => Err(bad(format!("{v} is not a size between 1 and {MAX_SIDE}"))),
-        }
-    };
-    match pre.value(key) {
-        None => Ok(None),
-        Some(v @ Value::Number(_)) => {
-            let s = side(v)?;
-            Ok(Some(if int_is_shortest_edge {
-                ResizeTo::ShortestEdge(s)
-            } else {
-                ResizeTo::Exact {
-                    width: s,
-                    height: s,
-                }
-            }))
-        }
-        Some(Value::Array(items)) if items.len() == 2 => Ok(Some(ResizeTo::Exact {
-            height: side(&items[0])?,
-            width: side(&items[1])?,
-        })),
-        Some(Value::Object(map)) => {
-            let get = |k: &str| map.get(k).filter(|v| !v.is_null());
-            let mut keys: Vec<&str> = map
-                .iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, _)| k.as_str())
-                .collect();
-            keys.sort_unstable();
-            match keys.as_slice() {
-                ["shortest_edge"] => Ok(Some(ResizeTo::ShortestEdge(side(
-                    get("shortest_edge").expect("present"),
-                )?))),
-                ["height", "width"] => Ok(Some(ResizeTo::Exact {
-                    height: side(get("height").expect("present"))?,
-                    width: side(get("width").expect("present"))?,
-                })),
-                other => Err(bad(format!(
-                    "keys {other:?} are not supported (use shortest_edge, or height and width)"
-                ))),
-            }
-        }
-        Some(other) => Err(bad(format!("expected a size, found {other}"))),
-    }
 }
 
 /// `CLIPImageProcessor` / `LlavaImageProcessor`, configured from `preprocessor_config.json`.
@@ -278,18 +182,6 @@ mod tests {
             .flat_map(|y| (0..w).flat_map(move |x| [x as u8, y as u8, 7]))
             .collect();
         RgbImage::new(w, h, data).unwrap()
-    }
-
-    #[test]
-    fn shortest_edge_sizes_match_python() {
-        // int(32 * 61 / 37) = 52
-        assert_eq!(ResizeTo::ShortestEdge(32).output_size(61, 37), (52, 32));
-        assert_eq!(ResizeTo::ShortestEdge(32).output_size(37, 61), (32, 52));
-        assert_eq!(
-            ResizeTo::ShortestEdge(336).output_size(300, 200),
-            (504, 336)
-        );
-        assert_eq!(ResizeTo::ShortestEdge(30).output_size(48, 48), (30, 30));
     }
 
     #[test]

@@ -383,23 +383,7 @@ fn png_pillow_chunk_checks(data: &[u8]) -> Result<()> {
             }
         }
         let compressed = match &kind {
-            b"iCCP" | b"zTXt" => {
-                // keyword \0, compression method, zlib stream
-                let nul = body.iter().position(|&b| b == 0);
-                match (nul, &kind) {
-                    (None, b"iCCP") => None,
-                    (None, _) => Some(&body[body.len()..]),
-                    (Some(i), _) => match body.get(i + 1) {
-                        Some(0) | None => Some(body.get(i + 2..).unwrap_or_default()),
-                        Some(m) => {
-                            return Err(decode_err(
-                                F,
-                                format!("unknown compression method {m} in {name} chunk"),
-                            ))
-                        }
-                    },
-                }
-            }
+            b"iCCP" | b"zTXt" => keyword_compressed_stream(&kind, body)?,
             b"iTXt" => itxt_compressed_text(body),
             b"tEXt" => {
                 text += body.len();
@@ -433,6 +417,26 @@ fn png_pillow_chunk_checks(data: &[u8]) -> Result<()> {
         pos = body_end + 4;
     }
     Ok(())
+}
+
+/// The zlib stream of an `iCCP` or `zTXt` chunk (keyword \0, compression method, zlib
+/// stream), as Pillow finds it; an error for a compression method other than 0.
+fn keyword_compressed_stream<'a>(kind: &[u8; 4], body: &'a [u8]) -> Result<Option<&'a [u8]>> {
+    let nul = body.iter().position(|&b| b == 0);
+    match (nul, kind) {
+        (None, b"iCCP") => Ok(None),
+        (None, _) => Ok(Some(&body[body.len()..])),
+        (Some(i), _) => match body.get(i + 1) {
+            Some(0) | None => Ok(Some(body.get(i + 2..).unwrap_or_default())),
+            Some(m) => Err(decode_err(
+                ImageFormat::Png,
+                format!(
+                    "unknown compression method {m} in {} chunk",
+                    String::from_utf8_lossy(kind)
+                ),
+            )),
+        },
+    }
 }
 
 /// The zlib stream of a compressed `iTXt` chunk (keyword \0 flag method language \0
@@ -492,13 +496,40 @@ fn png_decode_inner(data: &[u8], max_pixels: u64) -> Result<RgbImage> {
     }
 
     let mut out = alloc_rgb(width, height)?;
-    match color {
+    let format = PngFormat {
+        color,
+        depth,
+        palette: &palette,
+        trns: trns.as_deref(),
+    };
+    png_rows_to_rgb(&format, &buf, line, (w, h), &mut out);
+    finish(F, width, height, out)
+}
+
+/// How a PNG's decoded samples are laid out.
+struct PngFormat<'a> {
+    color: png::ColorType,
+    depth: u8,
+    palette: &'a [u8],
+    trns: Option<&'a [u8]>,
+}
+
+/// Appends the `w x h` pixels of the decoded rows (`line` bytes each) to `out` as RGB, the
+/// way Pillow converts each PNG mode (transparency composited on white).
+fn png_rows_to_rgb(
+    f: &PngFormat,
+    buf: &[u8],
+    line: usize,
+    (w, h): (usize, usize),
+    out: &mut Vec<u8>,
+) {
+    match f.color {
         png::ColorType::Grayscale => {
             // Pillow: 1-bit -> mode "1" (0/255), 2/4-bit -> "L" scaled by 85/17, 8-bit "L",
             // 16-bit "I;16" clipped at 255. tRNS: Pillow compares the 8-bit value with the key
             // masked to its low byte (mode "1" maps any non-zero key to 255).
             // (The png crate keeps only the low byte of a key below 16 bits.)
-            let key = trns.as_deref().and_then(|t| match (depth, t) {
+            let key = f.trns.and_then(|t| match (f.depth, t) {
                 (1, [v, ..]) => Some(if *v != 0 { 255u8 } else { 0 }),
                 (16, [_, lo, ..]) => Some(*lo),
                 (_, [v, ..]) => Some(*v),
@@ -506,7 +537,7 @@ fn png_decode_inner(data: &[u8], max_pixels: u64) -> Result<RgbImage> {
             });
             for row in buf.chunks_exact(line).take(h) {
                 for x in 0..w {
-                    let v = gray_sample(row, x, depth);
+                    let v = gray_sample(row, x, f.depth);
                     match key {
                         Some(k) if k == v => out.extend_from_slice(&[255, 255, 255]),
                         _ => out.extend_from_slice(&[v, v, v]),
@@ -516,12 +547,12 @@ fn png_decode_inner(data: &[u8], max_pixels: u64) -> Result<RgbImage> {
         }
         png::ColorType::Rgb => {
             // 16-bit: Pillow's "RGB;16B" keeps the high byte.
-            let key = trns.as_deref().and_then(|t| match (depth, t) {
+            let key = f.trns.and_then(|t| match (f.depth, t) {
                 (16, [_, r, _, g, _, b, ..]) => Some([*r, *g, *b]),
-                (_, [r, g, b, ..]) if depth < 16 => Some([*r, *g, *b]),
+                (_, [r, g, b, ..]) if f.depth < 16 => Some([*r, *g, *b]),
                 _ => None,
             });
-            let step = if depth == 16 { 2 } else { 1 };
+            let step = if f.depth == 16 { 2 } else { 1 };
             for row in buf.chunks_exact(line).take(h) {
                 for px in row[..w * 3 * step].chunks_exact(3 * step) {
                     let p = [px[0], px[step], px[2 * step]];
@@ -533,33 +564,32 @@ fn png_decode_inner(data: &[u8], max_pixels: u64) -> Result<RgbImage> {
             }
         }
         png::ColorType::Indexed => {
-            let table = palette_table(&palette, trns.as_deref());
+            let table = palette_table(f.palette, f.trns);
             for row in buf.chunks_exact(line).take(h) {
                 for x in 0..w {
-                    let [r, g, b, a] = table[packed_sample(row, x, depth) as usize];
-                    push_rgba(&mut out, r, g, b, a);
+                    let [r, g, b, a] = table[packed_sample(row, x, f.depth) as usize];
+                    push_rgba(out, r, g, b, a);
                 }
             }
         }
         png::ColorType::GrayscaleAlpha => {
             // 16-bit: Pillow's "LA;16B" -> RGBA keeps the high bytes.
-            let step = if depth == 16 { 2 } else { 1 };
+            let step = if f.depth == 16 { 2 } else { 1 };
             for row in buf.chunks_exact(line).take(h) {
                 for px in row[..w * 2 * step].chunks_exact(2 * step) {
-                    push_rgba(&mut out, px[0], px[0], px[0], px[step]);
+                    push_rgba(out, px[0], px[0], px[0], px[step]);
                 }
             }
         }
         png::ColorType::Rgba => {
-            let step = if depth == 16 { 2 } else { 1 };
+            let step = if f.depth == 16 { 2 } else { 1 };
             for row in buf.chunks_exact(line).take(h) {
                 for px in row[..w * 4 * step].chunks_exact(4 * step) {
-                    push_rgba(&mut out, px[0], px[step], px[2 * step], px[3 * step]);
+                    push_rgba(out, px[0], px[step], px[2 * step], px[3 * step]);
                 }
             }
         }
     }
-    finish(F, width, height, out)
 }
 
 /// The `x`-th sample of a row packed at `depth` bits (1, 2, 4 or 8), MSB first.

@@ -9,9 +9,9 @@
 
 use crate::config::ConfigObject;
 use crate::error::{Error, Result};
+use crate::preprocess::fixed_size::FixedSizeProcessor;
 use crate::preprocess::limits::try_with_capacity;
 use crate::preprocess::resample::Filter;
-use crate::preprocess::siglip::FixedSizeProcessor;
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 
 use crate::preprocess::options::PAN_AND_SCAN_MAX_SETTING as MAX_SETTING;

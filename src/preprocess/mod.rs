@@ -3,16 +3,17 @@
 
 pub mod clip;
 pub mod decode;
+pub mod fixed_size;
 pub mod gemma3;
 pub mod limits;
+pub mod longest_edge;
 pub mod normalize;
 pub mod options;
 pub mod pixels;
-pub mod pixtral;
 pub mod qwen2_vl;
 pub mod resample;
 pub mod rgb;
-pub mod siglip;
+pub mod settings;
 
 pub use limits::Limits;
 pub use options::PreprocessOptions;

@@ -9,12 +9,11 @@ use crate::error::{Error, Result};
 use crate::preprocess::limits::try_with_capacity;
 use crate::preprocess::normalize::Normalization;
 use crate::preprocess::resample::{resize, Filter};
-use crate::preprocess::siglip::{read_filter, read_normalization};
+use crate::preprocess::settings::{
+    read_filter, read_normalization, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD,
+};
 use crate::preprocess::{Limits, Pixels, RgbImage};
 
-/// `OPENAI_CLIP_MEAN` / `OPENAI_CLIP_STD`, the processor's defaults.
-const CLIP_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
-const CLIP_STD: [f64; 3] = [0.26862954, 0.26130258, 0.27577711];
 /// The class defaults of `size`: `shortest_edge` = 56·56, `longest_edge` = 28·28·1280.
 const DEFAULT_MIN_PIXELS: usize = 56 * 56;
 const DEFAULT_MAX_PIXELS: usize = 28 * 28 * 1280;
@@ -166,7 +165,7 @@ impl QwenImageProcessor {
             max_pixels,
             do_resize: pre.bool_or("do_resize", true)?,
             filter: read_filter(pre, Filter::Bicubic)?,
-            normalization: read_normalization(pre, CLIP_MEAN, CLIP_STD)?,
+            normalization: read_normalization(pre, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)?,
         })
     }
 

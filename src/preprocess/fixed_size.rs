@@ -1,16 +1,15 @@
-//! `SiglipImageProcessor` (PIL backend, `image_processing_pil_siglip.py`): stretch-resize to a
-//! fixed size (no aspect preservation, no crop), rescale, normalize. Gemma3's default path is
-//! the same pipeline with a bilinear filter.
+//! Fixed-size preprocessing, shared by every processor that stretches an image to the tower's
+//! square input: `SiglipImageProcessor` (PIL backend, `image_processing_pil_siglip.py`:
+//! stretch-resize to a fixed size, no aspect preservation, no crop, rescale, normalize; used
+//! by SigLIP and LLaVA with `SiglipImageProcessor`) and the base of Gemma3's processor (the same
+//! pipeline with a bilinear filter).
 
 use crate::config::ConfigObject;
 use crate::error::{Error, Result};
-use crate::preprocess::clip::ResizeTo;
-use crate::preprocess::normalize::{three_channels, Normalization};
+use crate::preprocess::normalize::Normalization;
 use crate::preprocess::resample::{resize, Filter};
+use crate::preprocess::settings::{read_filter, read_normalization, read_size, ResizeTo};
 use crate::preprocess::{Limits, Pixels, RgbImage};
-
-/// Largest accepted target size per side (a real one is a few hundred pixels).
-const MAX_SIDE: usize = 16384;
 
 /// Fixed-size resize + normalize, configured from `preprocessor_config.json`.
 #[derive(Debug, Clone)]
@@ -25,84 +24,6 @@ pub struct FixedSizeProcessor {
     pub do_resize: bool,
     pub filter: Filter,
     pub normalization: Normalization,
-}
-
-/// Reads `size` given as `{"height": h, "width": w}` or as one integer.
-/// The processor's `size`: `{"height", "width"}`, `{"shortest_edge"}` or one integer, which is
-/// `{"shortest_edge"}` unless `default_to_square` (transformers' `get_size_dict`).
-fn read_size(
-    pre: &ConfigObject,
-    default: (usize, usize),
-    default_to_square: bool,
-) -> Result<ResizeTo> {
-    let side = |v: Option<usize>| v.filter(|&v| v > 0).map(|v| v as u32);
-    if let Some(obj) = pre.object("size").ok().flatten() {
-        let h = side(obj.usize_max("height", MAX_SIDE)?);
-        let w = side(obj.usize_max("width", MAX_SIDE)?);
-        let se = side(obj.usize_max("shortest_edge", MAX_SIDE)?);
-        return match (w, h, se) {
-            (Some(width), Some(height), _) => Ok(ResizeTo::Exact { width, height }),
-            (None, None, Some(s)) => Ok(ResizeTo::ShortestEdge(s)),
-            _ => Err(Error::bad_config(format!(
-                "{}: `size` must have positive `height` and `width` (or `shortest_edge`)",
-                pre.location()
-            ))),
-        };
-    }
-    match pre.usize_max("size", MAX_SIDE)? {
-        Some(0) => Err(Error::bad_config(format!(
-            "{}: `size` is 0",
-            pre.location()
-        ))),
-        Some(s) if default_to_square => Ok(ResizeTo::Exact {
-            width: s as u32,
-            height: s as u32,
-        }),
-        Some(s) => Ok(ResizeTo::ShortestEdge(s as u32)),
-        None => Ok(ResizeTo::Exact {
-            width: default.0 as u32,
-            height: default.1 as u32,
-        }),
-    }
-}
-
-/// Reads the rescale/normalize settings shared by every HF image processor.
-pub fn read_normalization(
-    pre: &ConfigObject,
-    default_mean: [f64; 3],
-    default_std: [f64; 3],
-) -> Result<Normalization> {
-    let rescale = if pre.bool_or("do_rescale", true)? {
-        Some(pre.f64_or("rescale_factor", 1.0 / 255.0)?)
-    } else {
-        None
-    };
-    let mean_std = if pre.bool_or("do_normalize", true)? {
-        let mean = pre.f64_list("image_mean")?.unwrap_or(default_mean.to_vec());
-        let std = pre.f64_list("image_std")?.unwrap_or(default_std.to_vec());
-        Some((
-            three_channels(&mean, "image_mean")?,
-            three_channels(&std, "image_std")?,
-        ))
-    } else {
-        None
-    };
-    let n = Normalization { rescale, mean_std };
-    n.validate()?;
-    Ok(n)
-}
-
-/// Reads `resample` (a PIL filter number), defaulting to `default`.
-pub fn read_filter(pre: &ConfigObject, default: Filter) -> Result<Filter> {
-    match pre.i64("resample")? {
-        None => Ok(default),
-        Some(code) => Filter::from_pil(code).ok_or_else(|| {
-            Error::bad_config(format!(
-                "{}: `resample` {code} is not a PIL filter (0..=5)",
-                pre.location()
-            ))
-        }),
-    }
 }
 
 impl FixedSizeProcessor {
@@ -133,7 +54,10 @@ impl FixedSizeProcessor {
         default_filter: Filter,
         default_to_square: bool,
     ) -> Result<FixedSizeProcessor> {
-        let size = read_size(pre, (image_size, image_size), default_to_square)?;
+        let size = read_size(pre, "size", !default_to_square)?.unwrap_or(ResizeTo::Exact {
+            width: image_size as u32,
+            height: image_size as u32,
+        });
         let (w, h, shortest_edge) = match size {
             ResizeTo::Exact { width, height } => (width as usize, height as usize, false),
             ResizeTo::ShortestEdge(s) => (s as usize, s as usize, true),

@@ -1,4 +1,4 @@
-//! `PixtralImageProcessor` (PIL backend, `image_processing_pil_pixtral.py`), as driven by
+//! Longest-edge preprocessing (variable resolution): `PixtralImageProcessor` (PIL backend, `image_processing_pil_pixtral.py`), as driven by
 //! `PixtralProcessor` (`processing_pixtral.py`): keep the aspect ratio, shrink so that the
 //! image fits `size` (`longest_edge`), round each side *up* to a multiple of the patch
 //! window, resize with PIL (bicubic by default), rescale, normalize. No crop, no padding
@@ -14,37 +14,10 @@ use crate::config::ConfigObject;
 use crate::error::{Error, Result};
 use crate::preprocess::normalize::Normalization;
 use crate::preprocess::resample::{resize, Filter};
-use crate::preprocess::siglip::{read_filter, read_normalization};
+use crate::preprocess::settings::{
+    read_filter, read_normalization, MAX_SIDE, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD,
+};
 use crate::preprocess::{Limits, Pixels, RgbImage};
-
-/// Largest accepted `longest_edge` (a real one is 1024 or 1540).
-pub(crate) const MAX_SIDE: usize = 16384;
-
-/// `OPENAI_CLIP_MEAN` / `OPENAI_CLIP_STD`, the Pixtral processor's defaults.
-pub(crate) const CLIP_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
-pub(crate) const CLIP_STD: [f64; 3] = [0.26862954, 0.26130258, 0.27577711];
-
-/// Reads a patch size given as an integer or as `{"height": p, "width": p}`.
-pub fn read_patch_size(cfg: &ConfigObject, key: &str) -> Result<Option<usize>> {
-    if let Some(obj) = cfg.object(key).ok().flatten() {
-        let h = obj.usize_max("height", MAX_SIDE)?;
-        let w = obj.usize_max("width", MAX_SIDE)?;
-        return match (h, w) {
-            (Some(h), Some(w)) if h == w && h > 0 => Ok(Some(h)),
-            _ => Err(Error::bad_config(format!(
-                "{}: `{key}` must be a positive integer or a square {{height, width}} (found {h:?} x {w:?})",
-                cfg.location()
-            ))),
-        };
-    }
-    match cfg.usize_max(key, MAX_SIDE)? {
-        Some(0) => Err(Error::bad_config(format!(
-            "{}: `{key}` must be positive",
-            cfg.location()
-        ))),
-        other => Ok(other),
-    }
-}
 
 /// Reads `size` as `{"longest_edge": e}`, `{"height": h, "width": w}` or one integer, giving
 /// the largest `(height, width)`; the class default is `longest_edge` 1024.
@@ -117,7 +90,7 @@ impl LongestEdgeProcessor {
             round_to,
             do_resize: pre.bool_or("do_resize", true)?,
             filter: read_filter(pre, Filter::Bicubic)?,
-            normalization: read_normalization(pre, CLIP_MEAN, CLIP_STD)?,
+            normalization: read_normalization(pre, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)?,
             patch,
             merge,
         })
@@ -186,6 +159,7 @@ impl LongestEdgeProcessor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::preprocess::settings::read_patch_size;
 
     fn proc(pre: &str, round_to: usize, patch: usize, merge: usize) -> LongestEdgeProcessor {
         let pre = ConfigObject::parse("preprocessor_config.json", pre).unwrap();

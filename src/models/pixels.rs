@@ -1,0 +1,93 @@
+//! Between preprocessed [`Pixels`] and the towers, for every family: stacking a batch into one
+//! tensor on the compute device, cutting images into patch rows (the patch convolution as a
+//! matmul), and splitting a batched result per image.
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::{Error, Result};
+use crate::preprocess::Pixels;
+
+/// Cuts `[batch, C, H, W]` into non-overlapping `p`x`p` patches, row-major over the patch
+/// grid, each flattened in `(c, ky, kx)` order: `[batch, (H/p)*(W/p), C*p*p]`. Trailing
+/// pixels that do not fill a patch are dropped, as a strided convolution does.
+pub fn patchify(pixels: &Tensor, p: usize) -> Result<Tensor> {
+    let (b, c, h, w) = pixels.dims4()?;
+    let (gh, gw) = (h / p, w / p);
+    let x = if gh * p != h || gw * p != w {
+        pixels
+            .narrow(2, 0, gh * p)?
+            .narrow(3, 0, gw * p)?
+            .contiguous()?
+    } else {
+        pixels.clone()
+    };
+    let x = x
+        .reshape(vec![b, c, gh, p, gw, p])?
+        .permute(vec![0, 2, 4, 1, 3, 5])?
+        .contiguous()?
+        .reshape((b, gh * gw, c * p * p))?;
+    Ok(x)
+}
+
+/// Stacks same-shaped preprocessed images into one `[batch, ...]` tensor on `device`.
+pub fn stack_pixels(batch: &[&Pixels], dtype: DType, device: &Device) -> Result<Tensor> {
+    let first = batch
+        .first()
+        .ok_or_else(|| Error::invalid_argument("empty batch"))?;
+    let mut shape = vec![batch.len()];
+    shape.extend_from_slice(&first.shape);
+    let mut data = Vec::with_capacity(batch.len() * first.data.len());
+    for p in batch {
+        if p.shape != first.shape {
+            return Err(Error::invalid_argument(format!(
+                "images of shapes {:?} and {:?} in one batch",
+                first.shape, p.shape
+            )));
+        }
+        data.extend_from_slice(&p.data);
+    }
+    to_compute(Tensor::from_vec(data, shape, &Device::Cpu)?, dtype, device)
+}
+
+/// A tensor built on the CPU, converted to the compute dtype and moved to the compute device
+/// (each step skipped when it would do nothing).
+pub fn to_compute(t: Tensor, dtype: DType, device: &Device) -> Result<Tensor> {
+    let t = if t.dtype() == dtype {
+        t
+    } else {
+        t.to_dtype(dtype)?
+    };
+    Ok(if device.is_cpu() {
+        t
+    } else {
+        t.to_device(device)?
+    })
+}
+
+/// Splits a `[batch, N, D]` result into per-image tensors (in the compute dtype, on the
+/// compute device).
+pub fn unstack(x: &Tensor) -> Result<Vec<Tensor>> {
+    (0..x.dim(0)?).map(|i| Ok(x.get(i)?)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patchify_matches_a_strided_convolution() {
+        // 1 image, 2 channels, 4x6 pixels, patch 2 → 2x3 grid, 8 values per patch.
+        let data: Vec<f32> = (0..48).map(|v| v as f32).collect();
+        let x = Tensor::from_vec(data, (1, 2, 4, 6), &Device::Cpu).unwrap();
+        let p = patchify(&x, 2).unwrap();
+        assert_eq!(p.dims(), &[1, 6, 8]);
+        let rows = p.get(0).unwrap().to_vec2::<f32>().unwrap();
+        // Patch (0, 1): channel 0 rows 0-1 cols 2-3, then channel 1.
+        assert_eq!(rows[1], vec![2., 3., 8., 9., 26., 27., 32., 33.]);
+        // Patch (1, 2): rows 2-3, cols 4-5.
+        assert_eq!(rows[5], vec![16., 17., 22., 23., 40., 41., 46., 47.]);
+        // Trailing pixels are dropped.
+        let q = patchify(&x, 4).unwrap();
+        assert_eq!(q.dims(), &[1, 1, 32]);
+    }
+}

@@ -1,0 +1,107 @@
+//! The LLaVA-style link between a vision tower and its language model, shared by every family
+//! that follows `LlavaForConditionalGeneration` (LLaVA with CLIP/SigLIP towers, pixtral-12b,
+//! Mistral3): which `hidden_states` feed the projector (`vision_feature_layer`) and the
+//! two-layer MLP projector itself (`LlavaMultiModalProjector`).
+
+use candle_core::Tensor;
+use serde_json::Value;
+
+use crate::config::ConfigObject;
+use crate::error::{Error, Result};
+use crate::models::activation::Activation;
+use crate::models::layers::{Linear, Loader};
+use crate::models::vit::resolve_hidden_state;
+
+/// `LlavaMultiModalProjector`: `linear_2(act(linear_1(x)))`.
+pub struct MlpProjector {
+    linear_1: Linear,
+    act: Activation,
+    linear_2: Linear,
+}
+
+impl MlpProjector {
+    /// Loads `linear_1` (`in_dim` → `out_dim`) and `linear_2` (`out_dim` → `out_dim`) under
+    /// `loader`, with biases when `bias`; the activation is config.json's
+    /// `projector_hidden_act` (default `gelu`).
+    pub fn load(
+        loader: &Loader,
+        cfg: &ConfigObject,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+    ) -> Result<MlpProjector> {
+        let act = Activation::from_name(&cfg.string_or("projector_hidden_act", "gelu")?)
+            .map_err(|e| e.context(format!("{}: projector_hidden_act", cfg.location())))?;
+        Ok(MlpProjector {
+            linear_1: loader.linear("linear_1", in_dim, out_dim, bias)?,
+            act,
+            linear_2: loader.linear("linear_2", out_dim, out_dim, bias)?,
+        })
+    }
+
+    /// `[.., in_dim]` → `[.., out_dim]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.linear_2
+            .forward(&self.linear_1.forward_act(x, self.act)?)
+    }
+}
+
+/// Reads `vision_feature_layer` (one index or a non-empty list, `default` when absent) and
+/// resolves each index against the `num_layers + 1` hidden states of the tower, as
+/// [`resolve_hidden_state`] does: 0 is the embeddings, negative values count from the end.
+pub fn feature_layers(cfg: &ConfigObject, default: i64, num_layers: usize) -> Result<Vec<usize>> {
+    let bad = |what: String| {
+        Error::bad_config(format!(
+            "{}: `vision_feature_layer`: {what}",
+            cfg.location()
+        ))
+    };
+    let raw = match cfg.value("vision_feature_layer") {
+        None => vec![default],
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .map(|v| {
+                v.as_i64()
+                    .ok_or_else(|| bad(format!("{v} is not an integer")))
+            })
+            .collect::<Result<Vec<_>>>()?,
+        Some(v) => vec![v.as_i64().ok_or_else(|| {
+            bad(format!(
+                "expected an integer or a non-empty list, found {v}"
+            ))
+        })?],
+    };
+    raw.into_iter()
+        .map(|i| resolve_hidden_state(i, num_layers))
+        .collect::<Result<Vec<_>>>()
+        .map_err(|e| e.context(format!("{}: vision_feature_layer", cfg.location())))
+}
+
+/// Concatenates per-layer features along the channels (one layer: itself).
+pub fn concat_features(mut states: Vec<Tensor>, dim: usize) -> Result<Tensor> {
+    Ok(if states.len() == 1 {
+        states.pop().expect("one state")
+    } else {
+        Tensor::cat(&states, dim)?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feature_layer_indices() {
+        let cfg = |s: &str| ConfigObject::parse("config.json", s).unwrap();
+        assert_eq!(feature_layers(&cfg("{}"), -1, 4).unwrap(), vec![4]);
+        assert_eq!(feature_layers(&cfg("{}"), -2, 4).unwrap(), vec![3]);
+        assert_eq!(
+            feature_layers(&cfg(r#"{"vision_feature_layer": [-1, 0, 2]}"#), -1, 4).unwrap(),
+            vec![4, 0, 2]
+        );
+        assert!(feature_layers(&cfg(r#"{"vision_feature_layer": 5}"#), -1, 4).is_err());
+        assert!(feature_layers(&cfg(r#"{"vision_feature_layer": -6}"#), -1, 4).is_err());
+        assert!(feature_layers(&cfg(r#"{"vision_feature_layer": []}"#), -1, 4).is_err());
+        assert!(feature_layers(&cfg(r#"{"vision_feature_layer": "x"}"#), -1, 4).is_err());
+    }
+}
