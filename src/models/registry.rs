@@ -99,8 +99,3 @@ fn find(table: &[(&str, LoadFn)], model_type: &str, what: &str) -> Result<LoadFn
 pub fn loader(model_type: &str) -> Result<LoadFn> {
     find(FAMILIES, model_type, "model_type")
 }
-
-/// The `model_type` values this build can load.
-pub fn supported_model_types() -> impl Iterator<Item = &'static str> {
-    FAMILIES.iter().map(|(t, _)| *t)
-}
