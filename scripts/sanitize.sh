@@ -154,10 +154,13 @@ SAN_CFLAGS=(-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-fra
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:halt_on_error=1:strict_init_order=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
+# The dev profile with two changes that cut the clean build's CPU time by a quarter (13 to
+# 9.7 CPU minutes here) without slowing the tests: dependencies at opt-level 1 (not 3), and
+# line-tables-only debuginfo (file:line in reports, less to link).
 asan_cargo() {
-    # line-tables-only: file:line in reports at a fraction of full debuginfo's link time.
     RUSTFLAGS="-Zsanitizer=address" CARGO_PROFILE_DEV_DEBUG=line-tables-only \
-        $CARGO $NIGHTLY "$@" --target "$(host)" --target-dir "$ASAN_TARGET_DIR"
+        $CARGO $NIGHTLY "$@" --config 'profile.dev.package."*".opt-level=1' \
+        --target "$(host)" --target-dir "$ASAN_TARGET_DIR"
 }
 
 asan_build() {
@@ -216,9 +219,15 @@ stage_asan() {
 stage_unsafe() {
     step "unsafe: every unsafe outside src/ffi/ runs under ASan in its unit tests"
     local files file mod out n
-    # unsafe blocks, fns, impls, traits, extern blocks; not comments.
-    files=$(grep -rlE '(^|[^_[:alnum:]])unsafe[[:space:]]*(\{|fn[[:space:]]|impl|trait|extern)' \
-                src --include='*.rs' | grep -v '^src/ffi/' | sort || true)
+    # unsafe blocks, fns, impls, traits, extern blocks; not in // comments.
+    files=
+    for file in $(find src -name '*.rs' -not -path 'src/ffi/*' | sort); do
+        if sed 's://.*$::' "$file" |
+            grep -cE '(^|[^_[:alnum:]])unsafe[[:space:]]*(\{|fn[[:space:]]|impl|trait|extern)' \
+                >/dev/null; then
+            files="$files $file"
+        fi
+    done
     if [ -z "$files" ]; then
         echo "no unsafe outside src/ffi/"
         return
@@ -230,10 +239,11 @@ stage_unsafe() {
         mod=${mod%.rs}
         mod=${mod%/mod}
         mod=${mod//\//::}
+        [ "$mod" != lib ] || mod=tests # the crate root's own unit tests
         echo "-- $file: unit tests under $mod:: (ASan)"
         out=$(asan_cargo test -q --lib -- "$mod::" 2>&1) || { echo "$out"; die "$file"; }
         echo "$out" | grep -E '^test result' || true
-        n=$(echo "$out" | sed -n 's/^test result: ok\. \([0-9]*\) passed.*/\1/p' | head -n 1)
+        n=$(echo "$out" | sed -n 's/^test result: ok\. \([0-9]*\) passed.*/\1/p' | awk 'NR == 1')
         [ "${n:-0}" -gt 0 ] || die "$file has unsafe code but no unit tests under $mod::"
     done
 }
