@@ -34,11 +34,20 @@ stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(valgrind asan unsafe)
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/vtower-sanitize.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+current=setup
+died=
+on_exit() {
+    local rc=$?
+    rm -rf "$work"
+    if [ $rc -ne 0 ] && [ -z "$died" ]; then
+        echo "sanitize: FAILED in the $current stage (exit $rc): see the report above" >&2
+    fi
+}
+trap on_exit EXIT
 
 summary=()
 step() { echo; echo "== sanitize: $*"; }
-die() { echo "sanitize: FAILED: $*" >&2; exit 1; }
+die() { died=1; echo "sanitize: FAILED ($current): $*" >&2; exit 1; }
 # timed NAME CMD...: runs CMD, records how long it took.
 timed() {
     local name=$1 start=$SECONDS
@@ -250,6 +259,7 @@ stage_unsafe() {
 
 total=$SECONDS
 for s in "${stages[@]}"; do
+    current=$s
     case $s in
         valgrind) stage_valgrind ;;
         asan) stage_asan ;;
