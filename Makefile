@@ -1,5 +1,6 @@
 # vtower: convenience targets. `make demo` runs the C example on a bundled model (the main
 # job); `make check` runs every test (what CI runs): `make test` (fmt, clippy, cargo test),
+# `make sanitize` (the C tests and examples under valgrind and under ASan + UBSan),
 # `make check-install` (installs into a temporary prefix and builds and runs the C, C++, Go
 # and Zig examples and tests against that copy) and the demo. `make install PREFIX=...`
 # installs the library, headers, pkg-config and CMake files.
@@ -8,7 +9,8 @@ CARGO ?= cargo
 CC ?= cc
 BUILD := target/release
 
-.PHONY: all lib demo demo-prompt test check lint header fixtures clean install uninstall check-install
+.PHONY: all lib demo demo-prompt test check lint header fixtures clean install uninstall check-install \
+	sanitize sanitize-valgrind sanitize-asan
 
 # Install locations (GNU conventions; DESTDIR for staged installs). LIBDIR and INCLUDEDIR
 # must be absolute.
@@ -55,6 +57,19 @@ lint:
 # Rust unit and integration tests, parity, the C and C++ tests, header checks, the C examples.
 test: lint
 	$(CARGO) test
+
+# The C tests and C examples (as `cargo test` runs them) under valgrind memcheck, then under
+# ASan + UBSan (the library built by nightly rustc with -Zsanitizer=address into target/asan),
+# and the check that any unsafe outside src/ffi/ runs under ASan in its unit tests. Needs
+# valgrind and a nightly toolchain: see scripts/sanitize.sh.
+sanitize:
+	scripts/sanitize.sh valgrind asan unsafe
+
+sanitize-valgrind:
+	scripts/sanitize.sh valgrind
+
+sanitize-asan:
+	scripts/sanitize.sh asan unsafe
 
 # Regenerate include/vtower.h from src/ffi/ with cbindgen.
 header:
@@ -110,6 +125,6 @@ $(ZIG_VENV)/.ok:
 check-install: lib $(ZIG_VENV)/.ok
 	scripts/check_install.sh
 
-# Every test: `make test`, then the install check (C, C++, Go and Zig against an installed
-# copy), then the demo. This is what CI runs.
-check: test check-install demo
+# Every test: `make test`, the sanitizers, then the install check (C, C++, Go and Zig against
+# an installed copy), then the demo. This is what CI runs.
+check: test sanitize check-install demo

@@ -242,9 +242,14 @@ pub fn lib_dir() -> PathBuf {
 }
 
 /// A folder with `libvtower.so` and `libvtower.so.<major>` (its SONAME) pointing at the
-/// library cargo built, to link and run C programs against.
+/// library cargo built (or, when `VTOWER_TEST_LIB_DIR` is set, the one in that folder: the
+/// sanitizer build of scripts/sanitize.sh), to link and run C programs against.
 pub fn linkable_lib_dir(tmp: &Path) -> PathBuf {
-    let built = lib_dir().join("libvtower.so");
+    let built = match std::env::var_os("VTOWER_TEST_LIB_DIR") {
+        Some(d) => PathBuf::from(d).join("libvtower.so"),
+        None => lib_dir().join("libvtower.so"),
+    };
+    assert!(built.exists(), "no {}", built.display());
     let dir = tmp.join("lib");
     std::fs::create_dir_all(&dir).unwrap();
     let major = env!("CARGO_PKG_VERSION_MAJOR");
@@ -256,7 +261,17 @@ pub fn linkable_lib_dir(tmp: &Path) -> PathBuf {
     dir
 }
 
-/// Compiles C (or C++) sources against include/vtower.h and the shared library.
+/// Whitespace-separated words of environment variable `name` (empty when unset).
+fn env_words(name: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+/// Compiles C (or C++) sources against include/vtower.h and the shared library, adding the
+/// flags in `VTOWER_TEST_CFLAGS` (scripts/sanitize.sh: `-fsanitize=address,undefined ...`).
 pub fn compile(sources: &[PathBuf], out: &Path, cxx: bool, extra: &[&str]) {
     let compiler = if cxx { "c++" } else { "cc" };
     let lib = linkable_lib_dir(out.parent().unwrap());
@@ -275,16 +290,27 @@ pub fn compile(sources: &[PathBuf], out: &Path, cxx: bool, extra: &[&str]) {
         .arg(format!("-L{}", lib.display()))
         .arg(format!("-Wl,-rpath,{}", lib.display()))
         .args(["-lvtower", "-lpthread", "-lm"])
-        .args(extra);
+        .args(extra)
+        .args(env_words("VTOWER_TEST_CFLAGS"));
     let status = cmd
         .status()
         .unwrap_or_else(|e| panic!("cannot run {compiler}: {e}"));
     assert!(status.success(), "compiling {sources:?} failed");
 }
 
-/// Runs a program and asserts it succeeds, returning its stdout.
+/// Runs a program and asserts it succeeds, returning its stdout. `VTOWER_TEST_RUNNER`, when
+/// set, is a command the program runs under (scripts/sanitize.sh: valgrind).
 pub fn run(program: &Path, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap();
+    let runner = env_words("VTOWER_TEST_RUNNER");
+    let mut cmd = match runner.split_first() {
+        Some((tool, tool_args)) => {
+            let mut c = Command::new(tool);
+            c.args(tool_args).arg(program);
+            c
+        }
+        None => Command::new(program),
+    };
+    let out = cmd.args(args).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
