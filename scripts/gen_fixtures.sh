@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Regenerate the reference fixtures with pinned Hugging Face transformers/torch/Pillow.
 #
-#   scripts/gen_fixtures.sh [extra args for gen_fixtures.py]
+#   scripts/gen_fixtures.sh [STEP ...] [--images-dir DIR] [--all-images] [--allow-other-versions]
 #
 # Creates (or reuses) a virtualenv (default: <repo>/.venv, override with VTOWER_FIXTURES_VENV),
 # installs scripts/requirements-fixtures.txt into it when the pinned versions are not already there,
-# then runs scripts/gen_images.py (test images, if that script exists), scripts/gen_fixtures.py
-# and the per-family scripts (scripts/gen_fixtures_<family>.py).
+# then runs the package scripts/fixtures (`python -m fixtures` in scripts/): every step (test images,
+# the resample corpus, then each model family), or only the STEPs named (see scripts/fixtures/__main__.py).
 # CI never runs this; the generated files are committed.
 set -euo pipefail
 
@@ -41,12 +41,5 @@ then
     "$PY" -m pip install -r "$REQ"
 fi
 
-cd "$ROOT"
-if [ -f scripts/gen_images.py ]; then
-    "$PY" scripts/gen_images.py
-fi
-"$PY" scripts/gen_fixtures.py "$@"
-"$PY" scripts/gen_fixtures_qwen.py
-"$PY" scripts/gen_fixtures_pixtral.py
-"$PY" scripts/gen_fixtures_gemma3.py
-"$PY" scripts/gen_fixtures_llava.py
+cd "$ROOT/scripts"
+"$PY" -m fixtures "$@"

@@ -2,7 +2,7 @@
 """Config-variant parity sweep of vtower against Hugging Face transformers (a developer tool; CI never runs it).
 
 For every family vtower loads, builds many tiny random-weight checkpoints with VARIED configs using transformers'
-own classes + ``save_pretrained`` (loud init: biases / norm weights far from 0 / 1, see vlm_fixtures.loud_init), runs
+own classes + ``save_pretrained`` (loud init: biases / norm weights far from 0 / 1, see fixtures.common.loud_init), runs
 the reference PIL-backend image processor and model on a few generated images (odd-size PNGs, a JPEG, tiny / wide /
 extreme images where the family resizes by aspect), runs vtower through ctypes on the same image bytes, and prints per
 case and image: token counts, max |diff| and relative L2 of the embeddings (pass: rel L2 <= 1e-4, f32).
@@ -41,13 +41,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import gen_fixtures as common  # noqa: E402
-import gen_fixtures_pixtral as gp  # noqa: E402
-import vlm_fixtures as vf  # noqa: E402
+# scripts/ (this file's folder) is on sys.path: the fixtures package and vtower_ctypes import from there
+from fixtures import common, pixtral  # noqa: E402
 from vtower_ctypes import VT_DTYPE_F32, Lib, VtError  # noqa: E402
 
-gp.stub_torchvision()
+pixtral.stub_torchvision()
 import transformers  # noqa: E402
 
 transformers.utils.logging.disable_progress_bar()
@@ -165,14 +163,6 @@ def case(family, variant, images=None, expect_load_error=False):
     return deco
 
 
-def load_ref(d: Path, cls):
-    model, info = cls.from_pretrained(d, dtype=torch.float32, attn_implementation="eager",
-                                      output_loading_info=True)
-    bad = {k: v for k, v in info.items() if v}
-    assert not bad, f"transformers reload of {d}: {bad}"
-    return model.eval()
-
-
 def save_model(m, d: Path, save: dict | None):
     """save_pretrained of `m` (or of its base model `m.model` with save["base"]), in save["dtype"] (default f32),
     sharded at save["shard"] if given."""
@@ -222,8 +212,12 @@ def pil_proc(d: Path):
     return p
 
 
-def loud(module, seed):
-    vf.loud_init(module, seed)
+def reload(d: Path, cls, post=None):
+    """Runs the post-save hook `post` (if any) on the checkpoint folder `d`, then loads what the reference runs: the
+    model (f32, eager) and the PIL-backend image processor."""
+    if post:
+        post(d)
+    return common.load_f32(d, cls), pil_proc(d)
 
 
 # ---- SigLIP ----------------------------------------------------------------------------------------------
@@ -241,18 +235,17 @@ def siglip_case(variant, vision: dict, proc_kw: dict | None = None, full_model=F
         torch.manual_seed(seed)
         if full_model:
             m = SiglipModel(SiglipConfig(text_config=TEXT_SIG, vision_config=vision)).eval()
-            loud(m.vision_model, seed)
+            common.loud_init(m.vision_model, seed)
         else:
             m = SiglipVisionModel(SiglipVisionConfig(**vision)).eval()
-            loud(m, seed)
+            common.loud_init(m, seed)
         save_model(m, d, save)
         S = vision.get("image_size", 224)
         kw = {"size": {"height": S, "width": S}, **(proc_kw or {})}
         SiglipImageProcessorPil(**kw).save_pretrained(d)
         if write_proc:
             write_proc(d)
-        model = load_ref(d, SiglipModel if full_model else SiglipVisionModel)
-        proc = pil_proc(d)
+        model, proc = reload(d, SiglipModel if full_model else SiglipVisionModel)
         tower = model.vision_model if full_model else model
 
         @torch.no_grad()
@@ -319,13 +312,10 @@ def llava_case(variant, vision: dict, top: dict, proc_factory, seed=20, images=N
         torch.manual_seed(seed)
         cfg = LlavaConfig(text_config=text or TEXT_LLAMA, vision_config=vision, image_token_index=299, **top)
         m = LlavaForConditionalGeneration(cfg).eval()
-        vf.loud_vlm(m, seed)
+        common.loud_vlm(m, seed)
         cls = save_model(m, d, save)
         proc_factory().save_pretrained(d)
-        if post:
-            post(d)
-        model = load_ref(d, cls)
-        proc = pil_proc(d)
+        model, proc = reload(d, cls, post)
 
         @torch.no_grad()
         def ref(data):
@@ -420,14 +410,11 @@ def gemma3_case(variant, vision: dict, mm_tokens: int, proc_kw=None, seed=40, im
         cfg = Gemma3Config(text_config=TEXT_GEMMA, vision_config=vision, mm_tokens_per_image=mm_tokens,
                            **GEMMA_TOKENS)
         m = Gemma3ForConditionalGeneration(cfg).eval()
-        vf.loud_vlm(m, seed)
+        common.loud_vlm(m, seed)
         cls = save_model(m, d, save)
         S = vision["image_size"]
         Gemma3ImageProcessorPil(**{"size": {"height": S, "width": S}, **(proc_kw or {})}).save_pretrained(d)
-        if post:
-            post(d)
-        model = load_ref(d, cls)
-        proc = pil_proc(d)
+        model, proc = reload(d, cls, post)
         call = {} if proc.do_pan_and_scan is not None else {"do_pan_and_scan": False}
 
         @torch.no_grad()
@@ -480,20 +467,21 @@ def pixtral_case(variant, vision: dict, top: dict, longest=64, mistral3=False, s
             cls = Mistral3ForConditionalGeneration
             merge = cfg.spatial_merge_size
         else:
-            cfg = LlavaConfig(vision_config=vision, text_config=TEXT_MISTRAL, image_token_index=gp.IMG_ID,
+            cfg = LlavaConfig(vision_config=vision, text_config=TEXT_MISTRAL, image_token_index=pixtral.IMG_ID,
                               **{"vision_feature_select_strategy": "full", **top})
             cls = LlavaForConditionalGeneration
             merge = 1
         m = cls(cfg).eval()
-        vf.loud_vlm(m, seed)
+        common.loud_vlm(m, seed)
         cls = save_model(m, d, save)
         P = vision["patch_size"]
         ip = PixtralImageProcessorPil(size={"longest_edge": longest}, patch_size=proc_patch or P)
-        proc = gp.make_processor(ip, patch_size=P, merge=merge)
+        proc = pixtral.make_processor(ip, patch_size=P, merge=merge)
         if legacy_files:
             ip.save_pretrained(d)
             (d / "processor_config.json").write_text(json.dumps({
-                "image_break_token": gp.BREAK_TOKEN, "image_end_token": gp.END_TOKEN, "image_token": gp.IMG_TOKEN,
+                "image_break_token": pixtral.BREAK_TOKEN, "image_end_token": pixtral.END_TOKEN,
+                "image_token": pixtral.IMG_TOKEN,
                 "patch_size": P, "processor_class": "PixtralProcessor", "spatial_merge_size": merge}))
             proc.tokenizer.save_pretrained(d)
         else:
@@ -504,12 +492,12 @@ def pixtral_case(variant, vision: dict, top: dict, longest=64, mistral3=False, s
             from transformers.models.pixtral.processing_pixtral import PixtralProcessor
             proc = PixtralProcessor.from_pretrained(d, backend="pil")
             assert proc.image_processor.backend == "pil"
-        model = load_ref(d, cls)
+        model = common.load_f32(d, cls)
         layer = cfg.vision_feature_layer
 
         @torch.no_grad()
         def ref(data):
-            bf = proc(text=gp.IMG_TOKEN, images=[pil(data)], return_tensors="pt")
+            bf = proc(text=pixtral.IMG_TOKEN, images=[pil(data)], return_tensors="pt")
             pv, sizes = bf["pixel_values"], bf["image_sizes"].tolist()
             if mistral3:
                 mm = core(model)
@@ -569,11 +557,10 @@ def _bare_pixtral(d: Path, seed=80):
     torch.manual_seed(seed)
     m = PixtralVisionModel(PixtralVisionConfig(**{k: v for k, v in PV.items() if k != "model_type"},
                                                rope_parameters={"rope_theta": 300.0, "rope_type": "axial"})).eval()
-    gp.reinit_loud(m, seed)
+    common.loud_init(m, seed)
     m.save_pretrained(d)
     PixtralImageProcessorPil(size={"longest_edge": 48}, patch_size=8).save_pretrained(d)
-    model = load_ref(d, PixtralVisionModel)
-    proc = pil_proc(d)
+    model, proc = reload(d, PixtralVisionModel)
 
     @torch.no_grad()
     def ref(data):
@@ -608,7 +595,7 @@ def qwen_case(variant, vision: dict, qwen25: bool, proc_kw=None, seed=90, images
         else:
             cls, cfg = Qwen2VLForConditionalGeneration, Qwen2VLConfig(text_config=TEXT_QWEN, vision_config=vision)
         m = cls(cfg).eval()
-        loud(m.model.visual, seed)
+        common.loud_init(m.model.visual, seed)
         cls = save_model(m, d, save)
         P, M, T = vision["patch_size"], vision["spatial_merge_size"], vision["temporal_patch_size"]
         kw = dict(size={"shortest_edge": 4 * (P * M) ** 2, "longest_edge": 64 * (P * M) ** 2}, patch_size=P,
@@ -619,10 +606,7 @@ def qwen_case(variant, vision: dict, qwen25: bool, proc_kw=None, seed=90, images
             p = json.loads((d / "preprocessor_config.json").read_text())
             p.update(hub_pre)
             (d / "preprocessor_config.json").write_text(json.dumps(p))
-        if post:
-            post(d)
-        model = load_ref(d, cls)
-        proc = pil_proc(d)
+        model, proc = reload(d, cls, post)
 
         @torch.no_grad()
         def ref(data):
@@ -686,14 +670,13 @@ def bare_qwen_case(qwen25: bool, vision: dict, seed: int, save=None):
             m = Qwen2VLForConditionalGeneration(Qwen2VLConfig(text_config=TEXT_QWEN, vision_config=vision))
             cls = Qwen2VisionTransformerPretrainedModel
         visual = m.model.visual.eval()
-        loud(visual, seed)
+        common.loud_init(visual, seed)
         if save and save.get("dtype"):
             visual = visual.to(save["dtype"])
         visual.save_pretrained(d)
         Qwen2VLImageProcessorPil(size={"shortest_edge": 4 * 256, "longest_edge": 64 * 256}, patch_size=8,
                                  merge_size=2, temporal_patch_size=2).save_pretrained(d)
-        model = load_ref(d, cls)
-        proc = pil_proc(d)
+        model, proc = reload(d, cls)
 
         @torch.no_grad()
         def ref(data):

@@ -13,7 +13,8 @@ use crate::log;
 use crate::models::registry;
 use crate::models::{ModelInfo, VisionModel};
 use crate::preprocess::decode::decode_to_rgb;
-use crate::preprocess::{Pixels, PreprocessOptions, RgbImage};
+use crate::preprocess::limits::try_with_capacity;
+use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 use crate::weights::Weights;
 
 static NEXT_MODEL_ID: AtomicU64 = AtomicU64::new(1);
@@ -26,7 +27,7 @@ pub struct Model {
     id: u64,
     inner: Box<dyn VisionModel>,
     pool: rayon::ThreadPool,
-    max_image_pixels: u64,
+    limits: Limits,
     placement: Placement,
 }
 
@@ -78,7 +79,10 @@ impl Model {
             id: NEXT_MODEL_ID.fetch_add(1, Ordering::Relaxed),
             inner,
             pool,
-            max_image_pixels: options.max_image_pixels,
+            limits: Limits {
+                max_pixels: options.max_image_pixels,
+                max_tokens: options.max_image_tokens,
+            },
             placement,
         })
     }
@@ -113,7 +117,7 @@ impl Model {
     /// (e.g. Gemma3's pan-and-scan). Options the model does not have are an error.
     pub fn preprocess_with(&self, encoded: &[u8], opts: &PreprocessOptions) -> Result<Image> {
         opts.validate()?;
-        let max = self.max_image_pixels;
+        let max = self.limits.max_pixels;
         let rgb = self.pool.install(|| decode_to_rgb(encoded, max))?;
         self.preprocess_decoded_with(&rgb, opts)
     }
@@ -146,7 +150,7 @@ impl Model {
         opts: &PreprocessOptions,
     ) -> Result<Image> {
         opts.validate()?;
-        let rgb = rgb_from_strided(pixels, width, height, row_stride, self.max_image_pixels)?;
+        let rgb = rgb_from_strided(pixels, width, height, row_stride, self.limits.max_pixels)?;
         self.preprocess_decoded_with(&rgb, opts)
     }
 
@@ -161,9 +165,16 @@ impl Model {
         rgb: &RgbImage,
         opts: &PreprocessOptions,
     ) -> Result<Image> {
+        opts.validate()?;
+        self.limits
+            .check_image("the image", u64::from(rgb.width), u64::from(rgb.height))?;
         let pixels = self
             .pool
-            .install(|| self.inner.preprocess_with(rgb, opts))?;
+            .install(|| self.inner.preprocess_with(rgb, opts, &self.limits))?;
+        // Fixed-size families check nothing per image: their token count is the model's.
+        self.limits.check_tokens(pixels.n_tokens() as u64, &|| {
+            format!("this {} image", self.info().family)
+        })?;
         Ok(Image {
             model_id: self.id,
             pixels,
@@ -257,7 +268,7 @@ pub fn rgb_from_strided(
             pixels.len()
         )));
     }
-    let mut data = Vec::with_capacity(row * height as usize);
+    let mut data = try_with_capacity(row * height as usize, "the image's pixels")?;
     for y in 0..height as usize {
         data.extend_from_slice(&pixels[y * row_stride..y * row_stride + row]);
     }

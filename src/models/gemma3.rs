@@ -19,7 +19,7 @@ use crate::models::siglip::{self, SiglipVisionTower};
 use crate::models::vit::MAX_DIM;
 use crate::models::{attention_bytes, batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::gemma3::Gemma3Processor;
-use crate::preprocess::{Pixels, PreprocessOptions, RgbImage};
+use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 use crate::weights::Weights;
 
 /// `Gemma3Config` class defaults.
@@ -221,13 +221,18 @@ impl VisionModel for Gemma3Model {
         &self.info
     }
 
-    fn preprocess(&self, image: &RgbImage) -> Result<Pixels> {
-        self.preprocess_with(image, &PreprocessOptions::default())
+    fn preprocess(&self, image: &RgbImage, limits: &Limits) -> Result<Pixels> {
+        self.preprocess_with(image, &PreprocessOptions::default(), limits)
     }
 
-    fn preprocess_with(&self, image: &RgbImage, opts: &PreprocessOptions) -> Result<Pixels> {
+    fn preprocess_with(
+        &self,
+        image: &RgbImage,
+        opts: &PreprocessOptions,
+        limits: &Limits,
+    ) -> Result<Pixels> {
         self.processor
-            .process(image, opts, self.projector.pooling.side)
+            .process(image, opts, self.projector.pooling.side, limits)
     }
 
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {

@@ -74,8 +74,22 @@ impl<'a> Loader<'a> {
         )
     }
 
+    /// Refuses a normalization epsilon that is not a positive finite number (a zero or
+    /// negative one turns the output into NaN or infinity for some inputs).
+    fn check_eps(&self, name: &str, eps: f64) -> Result<()> {
+        if eps > 0.0 && eps.is_finite() {
+            return Ok(());
+        }
+        Err(Error::bad_config(format!(
+            "config.json: the epsilon of `{}` is {eps}; it must be a positive number \
+             (layer_norm_eps / rms_norm_eps)",
+            self.name(name)
+        )))
+    }
+
     /// `name.weight` `[dim]` of a Llama-style RMSNorm.
     pub fn rms_norm(&self, name: &str, dim: usize, eps: f64) -> Result<RmsNorm> {
+        self.check_eps(name, eps)?;
         Ok(RmsNorm {
             weight: self.sub(name).tensor("weight", &[dim])?,
             eps,
@@ -89,6 +103,7 @@ impl<'a> Loader<'a> {
 
     /// `name.weight` `[dim]` of a Gemma-style RMSNorm.
     pub fn gemma_rms_norm(&self, name: &str, dim: usize, eps: f64) -> Result<GemmaRmsNorm> {
+        self.check_eps(name, eps)?;
         let weight = self.sub(name).tensor("weight", &[dim])?;
         Ok(GemmaRmsNorm {
             scale: (weight.to_dtype(DType::F32)? + 1.0)?,
@@ -98,6 +113,7 @@ impl<'a> Loader<'a> {
 
     /// `name.weight` and `name.bias`, both `[dim]`.
     pub fn layer_norm(&self, name: &str, dim: usize, eps: f64) -> Result<LayerNorm> {
+        self.check_eps(name, eps)?;
         let sub = self.sub(name);
         Ok(LayerNorm {
             weight: sub.tensor("weight", &[dim])?,

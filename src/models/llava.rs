@@ -27,7 +27,7 @@ use crate::models::{attention_bytes, batch_for_budget, ModelInfo, SpecialTokens,
 use crate::preprocess::clip::{ClipKind, ClipProcessor};
 use crate::preprocess::resample::Filter;
 use crate::preprocess::siglip::FixedSizeProcessor;
-use crate::preprocess::{Pixels, RgbImage};
+use crate::preprocess::{Limits, Pixels, RgbImage};
 use crate::weights::Weights;
 
 /// The vision towers this file implements (`vision_config.model_type`).
@@ -281,10 +281,10 @@ impl VisionModel for LlavaModel {
         &self.info
     }
 
-    fn preprocess(&self, image: &RgbImage) -> Result<Pixels> {
+    fn preprocess(&self, image: &RgbImage, limits: &Limits) -> Result<Pixels> {
         match &self.processor {
-            Processor::Clip(p) => p.process(image, self.grid),
-            Processor::Siglip(p) => p.process(image, self.grid),
+            Processor::Clip(p) => p.process(image, self.grid, limits),
+            Processor::Siglip(p) => p.process(image, self.grid, limits),
         }
     }
 

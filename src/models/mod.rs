@@ -19,7 +19,7 @@ pub mod vit;
 use candle_core::Tensor;
 
 use crate::error::{Error, Result};
-use crate::preprocess::{Pixels, PreprocessOptions, RgbImage};
+use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 
 /// What a loaded model is, for introspection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,20 +69,26 @@ pub trait VisionModel: Send + Sync {
     fn info(&self) -> &ModelInfo;
 
     /// Turns a decoded RGB image into the tower's input, exactly as the reference image
-    /// processor does.
-    fn preprocess(&self, image: &RgbImage) -> Result<Pixels>;
+    /// processor does. No step may make an image or a token count over `limits`; each is
+    /// checked before its buffer is allocated.
+    fn preprocess(&self, image: &RgbImage, limits: &Limits) -> Result<Pixels>;
 
     /// [`VisionModel::preprocess`] with per-call overrides of the processor's settings.
     /// Families without pan-and-scan keep this default: they refuse to switch it on and
     /// ignore its other settings (which do nothing while it is off).
-    fn preprocess_with(&self, image: &RgbImage, opts: &PreprocessOptions) -> Result<Pixels> {
+    fn preprocess_with(
+        &self,
+        image: &RgbImage,
+        opts: &PreprocessOptions,
+        limits: &Limits,
+    ) -> Result<Pixels> {
         if opts.pan_and_scan == Some(true) {
             return Err(Error::invalid_argument(format!(
                 "{} models have no pan-and-scan (it is Gemma3's)",
                 self.info().family
             )));
         }
-        self.preprocess(image)
+        self.preprocess(image, limits)
     }
 
     /// Runs the tower and projector on a batch of images preprocessed by this model that all

@@ -26,7 +26,7 @@ use crate::models::siglip::patchify;
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::pixtral::{read_patch_size, LongestEdgeProcessor};
-use crate::preprocess::{Pixels, RgbImage};
+use crate::preprocess::{Limits, Pixels, RgbImage};
 use crate::tokenizer::AddedTokens;
 use crate::weights::Weights;
 
@@ -685,8 +685,8 @@ impl VisionModel for PixtralModel {
         &self.info
     }
 
-    fn preprocess(&self, image: &RgbImage) -> Result<Pixels> {
-        self.processor.process(image)
+    fn preprocess(&self, image: &RgbImage, limits: &Limits) -> Result<Pixels> {
+        self.processor.process(image, limits)
     }
 
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {

@@ -28,7 +28,7 @@ use crate::models::rope::{apply_rotary_f32, AxialRope};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor};
-use crate::preprocess::{Pixels, RgbImage};
+use crate::preprocess::{Limits, Pixels, RgbImage};
 use crate::weights::Weights;
 
 /// Both normalization layers are built with eps 1e-6 in the reference (not a config key).
@@ -595,8 +595,8 @@ impl VisionModel for QwenVlModel {
         &self.info
     }
 
-    fn preprocess(&self, image: &RgbImage) -> Result<Pixels> {
-        self.processor.process(image)
+    fn preprocess(&self, image: &RgbImage, limits: &Limits) -> Result<Pixels> {
+        self.processor.process(image, limits)
     }
 
     fn spatial_merge_size(&self) -> usize {

@@ -11,7 +11,7 @@ use crate::models::vit::{Encoder, VitConfig, VitTowerConfig};
 use crate::models::{attention_bytes, batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::resample::Filter;
 use crate::preprocess::siglip::FixedSizeProcessor;
-use crate::preprocess::{Pixels, RgbImage};
+use crate::preprocess::{Limits, Pixels, RgbImage};
 use crate::weights::Weights;
 
 /// `SiglipVisionConfig`: a [`VitTowerConfig`].
@@ -237,9 +237,9 @@ impl VisionModel for SiglipModel {
         &self.info
     }
 
-    fn preprocess(&self, image: &RgbImage) -> Result<Pixels> {
+    fn preprocess(&self, image: &RgbImage, limits: &Limits) -> Result<Pixels> {
         let g = self.tower.config().grid();
-        self.processor.process(image, [1, g, g])
+        self.processor.process(image, [1, g, g], limits)
     }
 
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {

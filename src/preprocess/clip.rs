@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::preprocess::normalize::Normalization;
 use crate::preprocess::resample::{resize, Filter};
 use crate::preprocess::siglip::{read_filter, read_normalization};
-use crate::preprocess::{Pixels, RgbImage};
+use crate::preprocess::{Limits, Pixels, RgbImage};
 
 /// Largest accepted size per side.
 const MAX_SIDE: usize = 16384;
@@ -198,8 +198,9 @@ impl ClipProcessor {
         Ok(p)
     }
 
-    /// Pad, resize, crop and normalize into `[3, S, S]`; `grid` is the token grid.
-    pub fn process(&self, image: &RgbImage, grid: [usize; 3]) -> Result<Pixels> {
+    /// Pad, resize, crop and normalize into `[3, S, S]`; `grid` is the token grid. Every
+    /// intermediate image is checked against `limits` before it is made.
+    pub fn process(&self, image: &RgbImage, grid: [usize; 3], limits: &Limits) -> Result<Pixels> {
         let mut img = std::borrow::Cow::Borrowed(image);
         if let Some(fill) = self.pad_to_square {
             let (w, h) = (img.width, img.height);
@@ -210,17 +211,20 @@ impl ClipProcessor {
                 } else {
                     ((side - w) / 2, 0)
                 };
-                img = std::borrow::Cow::Owned(img.place_on(side, side, x as i64, y as i64, fill));
+                let canvas = "the pad-to-square canvas (LlavaImageProcessor do_pad)";
+                let padded =
+                    img.place_on((side, side), (x as i64, y as i64), fill, limits, canvas)?;
+                img = std::borrow::Cow::Owned(padded);
             }
         }
         if let Some((to, filter)) = self.resize {
             let (w, h) = to.output_size(img.width, img.height);
             if (w, h) != (img.width, img.height) {
-                img = std::borrow::Cow::Owned(resize(&img, w, h, filter));
+                img = std::borrow::Cow::Owned(resize(&img, w, h, filter, limits)?);
             }
         }
         if let Some((cw, ch)) = self.crop {
-            img = std::borrow::Cow::Owned(center_crop(&img, cw, ch));
+            img = std::borrow::Cow::Owned(center_crop(&img, cw, ch, limits)?);
         }
         let s = self.tower_size;
         if (img.width, img.height) != (s, s) {
@@ -231,7 +235,7 @@ impl ClipProcessor {
             )));
         }
         Ok(Pixels {
-            data: self.normalization.to_chw(&img),
+            data: self.normalization.to_chw(&img)?,
             shape: vec![3, s as usize, s as usize],
             grid,
         })
@@ -239,8 +243,9 @@ impl ClipProcessor {
 }
 
 /// `image_transforms.center_crop`: the centered `width` x `height` window (offsets rounded
-/// down), padding with zeros first where the image is smaller than the window.
-pub fn center_crop(image: &RgbImage, width: u32, height: u32) -> RgbImage {
+/// down), padding with zeros first where the image is smaller than the window. The padded
+/// canvas is never made: the window is cut from it directly.
+pub fn center_crop(image: &RgbImage, width: u32, height: u32, limits: &Limits) -> Result<RgbImage> {
     let (iw, ih) = (image.width as i64, image.height as i64);
     let (cw, ch) = (width as i64, height as i64);
     let top = (ih - ch).div_euclid(2);
@@ -248,14 +253,20 @@ pub fn center_crop(image: &RgbImage, width: u32, height: u32) -> RgbImage {
     if top >= 0 && left >= 0 && top + ch <= ih && left + cw <= iw {
         return image.crop(left as u32, top as u32, width, height);
     }
-    // The reference pads to max(crop, image) per side, the image at ceil(pad / 2), then cuts.
+    // The reference pads to max(crop, image) per side, the image at ceil(pad / 2), then cuts
+    // the window [l, l + cw) x [t, t + ch) of that canvas, clipped to it.
     let (nw, nh) = (cw.max(iw), ch.max(ih));
     let (pad_left, pad_top) = ((nw - iw + 1) / 2, (nh - ih + 1) / 2);
-    let padded = image.place_on(nw as u32, nh as u32, pad_left, pad_top, [0, 0, 0]);
     let (t, l) = (top + pad_top, left + pad_left);
     let (t0, l0) = (t.max(0), l.max(0));
     let (t1, l1) = ((t + ch).min(nh), (l + cw).min(nw));
-    padded.crop(l0 as u32, t0 as u32, (l1 - l0) as u32, (t1 - t0) as u32)
+    image.place_on(
+        ((l1 - l0) as u32, (t1 - t0) as u32),
+        (pad_left - l0, pad_top - t0),
+        [0, 0, 0],
+        limits,
+        "the center crop",
+    )
 }
 
 #[cfg(test)]
@@ -284,22 +295,86 @@ mod tests {
     #[test]
     fn center_crop_offsets_round_down_and_pad_with_zeros() {
         let img = gradient(7, 4);
-        let c = center_crop(&img, 4, 2);
+        let l = Limits::default();
+        let c = center_crop(&img, 4, 2, &l).unwrap();
         // top = (4-2)//2 = 1, left = (7-4)//2 = 1
         assert_eq!((c.width, c.height), (4, 2));
         assert_eq!(c.pixel(0, 0), [1, 1, 7]);
         // Larger than the image: 7x4 -> 9x7 canvas, image at (ceil(2/2), ceil(3/2)) = (1, 2).
-        let p = center_crop(&img, 9, 7);
+        let p = center_crop(&img, 9, 7, &l).unwrap();
         assert_eq!((p.width, p.height), (9, 7));
         assert_eq!(p.pixel(0, 0), [0, 0, 0]);
         assert_eq!(p.pixel(1, 2), [0, 0, 7]);
         assert_eq!(p.pixel(7, 5), [6, 3, 7]);
         // Mixed: taller window than the image, narrower than it.
-        let m = center_crop(&img, 3, 6);
+        let m = center_crop(&img, 3, 6, &l).unwrap();
         assert_eq!((m.width, m.height), (3, 6));
         // left = (7-3)//2 = 2; rows: image at canvas row 1 (ceil(2/2)), top = -1 + 1 = 0.
         assert_eq!(m.pixel(0, 0), [0, 0, 0]);
         assert_eq!(m.pixel(0, 1), [2, 0, 7]);
+    }
+
+    /// The reference algorithm as written: pad to a canvas, then cut the window.
+    fn padded_then_cut(image: &RgbImage, width: u32, height: u32) -> RgbImage {
+        let (iw, ih) = (image.width as i64, image.height as i64);
+        let (cw, ch) = (width as i64, height as i64);
+        let (top, left) = ((ih - ch).div_euclid(2), (iw - cw).div_euclid(2));
+        let (nw, nh) = (cw.max(iw), ch.max(ih));
+        let (pad_left, pad_top) = ((nw - iw + 1) / 2, (nh - ih + 1) / 2);
+        let l = Limits::default();
+        let canvas = image
+            .place_on((nw as u32, nh as u32), (pad_left, pad_top), [0; 3], &l, "c")
+            .unwrap();
+        let (t, le) = (top + pad_top, left + pad_left);
+        let (t0, l0) = (t.max(0), le.max(0));
+        let (t1, l1) = ((t + ch).min(nh), (le + cw).min(nw));
+        canvas
+            .crop(l0 as u32, t0 as u32, (l1 - l0) as u32, (t1 - t0) as u32)
+            .unwrap()
+    }
+
+    #[test]
+    fn center_crop_equals_padding_then_cutting_without_the_canvas() {
+        let l = Limits::default();
+        for (iw, ih) in [(7, 4), (4, 7), (1, 9), (9, 1), (3, 3), (10, 2)] {
+            let img = gradient(iw, ih);
+            for (cw, ch) in [(1, 1), (4, 2), (2, 4), (9, 7), (12, 12), (5, 1), (3, 6)] {
+                let got = center_crop(&img, cw, ch, &l).unwrap();
+                assert_eq!(got, padded_then_cut(&img, cw, ch), "{iw}x{ih} -> {cw}x{ch}");
+            }
+        }
+        // A 10^6 x 1 strip center-cropped to 32x32 needs no 10^6 x 32 canvas.
+        let strip = RgbImage::new(1_000_000, 1, vec![5; 3_000_000]).unwrap();
+        let tight = Limits {
+            max_pixels: 2000,
+            ..Limits::default()
+        };
+        let c = center_crop(&strip, 32, 32, &tight).unwrap();
+        assert_eq!((c.width, c.height), (32, 32));
+        assert_eq!(c.pixel(0, 16), [5; 3]);
+        assert_eq!(c.pixel(0, 0), [0; 3]);
+    }
+
+    #[test]
+    fn pad_to_square_is_bounded_by_the_pixel_limit() {
+        let pre = ConfigObject::parse(
+            "preprocessor_config.json",
+            r#"{"size": 32, "crop_size": 32, "do_pad": true}"#,
+        )
+        .unwrap();
+        let p = ClipProcessor::from_config(&pre, ClipKind::Llava, 32).unwrap();
+        let strip = RgbImage::new(1_000_000, 1, vec![0; 3_000_000]).unwrap();
+        let e = p
+            .process(&strip, [1, 2, 2], &Limits::default())
+            .unwrap_err();
+        assert_eq!(e.status(), crate::Status::ImageTooLarge);
+        assert!(e.message().contains("pad-to-square"), "{e}");
+        // Without padding the shortest-edge resize would scale the long side to 32·10⁶.
+        let clip = ClipProcessor::from_config(&pre, ClipKind::Clip, 32).unwrap();
+        let e = clip
+            .process(&strip, [1, 2, 2], &Limits::default())
+            .unwrap_err();
+        assert_eq!(e.status(), crate::Status::ImageTooLarge);
     }
 
     #[test]

@@ -29,6 +29,10 @@
 //! * BMP wider or taller than 65535 pixels is refused (Pillow decodes it).
 //! * PNG: a zlib stream that ends before the last row (Pillow fills zeros), or a bad IDAT CRC
 //!   (Pillow ignores it), is an error here. For APNG the default image is decoded.
+//!   Reproduced: a bad CRC in any chunk before the image data, and `iCCP` / `zTXt` / `iTXt`
+//!   chunks inflating past 1 MiB (or text past 64 MiB in all) are errors, as in Pillow.
+//! * WebP: a chunk that claims more bytes than the RIFF payload holds is an error, as in
+//!   libwebp's demuxer (which Pillow uses).
 //! * A progressive JPEG with more than 500 scans is refused (a scan-bomb guard).
 //! * Pillow only warns between `MAX_IMAGE_PIXELS` and twice that; here anything over
 //!   `max_pixels` is refused.
@@ -278,6 +282,7 @@ fn png_err(err: png::DecodingError) -> Error {
 }
 
 fn png_decode(data: &[u8], max_pixels: u64) -> Result<RgbImage> {
+    png_pillow_chunk_checks(data)?;
     match png_decode_inner(data, max_pixels) {
         Err(err) if err.status() == Status::ImageDecode => match png_complete_tail(data) {
             // Pillow stops reading after the image data: a file cut after its last IDAT
@@ -327,14 +332,123 @@ fn png_complete_tail(data: &[u8]) -> Option<Vec<u8>> {
 
 /// CRC-32 (IEEE, as in PNG chunks).
 fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+    crc32fast::hash(bytes)
+}
+
+/// Pillow's `PngImagePlugin.MAX_TEXT_CHUNK` (`ImageFile.SAFEBLOCK`): the most bytes one
+/// compressed text or ICC chunk may inflate to.
+const PNG_MAX_TEXT_CHUNK: usize = 1 << 20;
+/// Pillow's `MAX_TEXT_MEMORY`: the most text all chunks of a file may hold together.
+const PNG_MAX_TEXT_MEMORY: usize = 64 * PNG_MAX_TEXT_CHUNK;
+
+/// The checks Pillow's PNG reader makes on the chunks around the image data, which the png
+/// crate does not make (or makes differently):
+/// * every chunk before the first `IDAT` must have a correct CRC ("broken PNG file");
+/// * an `iCCP`, `zTXt` or compressed `iTXt` chunk may inflate to at most 1 MiB ("Decompressed
+///   data too large"), and all text together may take at most 64 MiB ("Too much memory used
+///   in text chunks"); a zlib stream that fails to inflate is ignored, as in Pillow;
+/// * an `iCCP` or `zTXt` chunk with a compression method other than 0 is an error.
+///
+/// Chunks after the image data are read as Pillow's `load_end` reads them: without CRC
+/// checks, stopping quietly at the first chunk that does not fit.
+fn png_pillow_chunk_checks(data: &[u8]) -> Result<()> {
+    const F: ImageFormat = ImageFormat::Png;
+    let mut pos = 8;
+    let mut seen_idat = false;
+    let mut text = 0usize;
+    while pos + 8 <= data.len() {
+        let len = u32::from_be_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]);
+        let kind: [u8; 4] = data[pos + 4..pos + 8].try_into().expect("4 bytes");
+        let name = String::from_utf8_lossy(&kind).into_owned();
+        let Some(body_end) = usize::try_from(len)
+            .ok()
+            .and_then(|l| (pos + 8).checked_add(l))
+        else {
+            return Ok(());
+        };
+        if kind == *b"IEND" || body_end > data.len() {
+            return Ok(());
         }
+        seen_idat |= kind == *b"IDAT";
+        let body = &data[pos + 8..body_end];
+        if !seen_idat {
+            let stored = data.get(body_end..body_end + 4);
+            let crc = crc32(&data[pos + 4..body_end]).to_be_bytes();
+            if stored != Some(&crc[..]) {
+                return Err(decode_err(
+                    F,
+                    format!("broken PNG file (bad checksum in chunk {name})"),
+                ));
+            }
+        }
+        let compressed = match &kind {
+            b"iCCP" | b"zTXt" => {
+                // keyword \0, compression method, zlib stream
+                let nul = body.iter().position(|&b| b == 0);
+                match (nul, &kind) {
+                    (None, b"iCCP") => None,
+                    (None, _) => Some(&body[body.len()..]),
+                    (Some(i), _) => match body.get(i + 1) {
+                        Some(0) | None => Some(body.get(i + 2..).unwrap_or_default()),
+                        Some(m) => {
+                            return Err(decode_err(
+                                F,
+                                format!("unknown compression method {m} in {name} chunk"),
+                            ))
+                        }
+                    },
+                }
+            }
+            b"iTXt" => itxt_compressed_text(body),
+            b"tEXt" => {
+                text += body.len();
+                None
+            }
+            _ => None,
+        };
+        if let Some(stream) = compressed.filter(|s| !s.is_empty()) {
+            use miniz_oxide::inflate::{decompress_to_vec_zlib_with_limit, TINFLStatus};
+            match decompress_to_vec_zlib_with_limit(stream, PNG_MAX_TEXT_CHUNK) {
+                Ok(v) => {
+                    if kind != *b"iCCP" {
+                        text += v.len();
+                    }
+                }
+                Err(e) if e.status == TINFLStatus::HasMoreOutput => {
+                    return Err(decode_err(
+                        F,
+                        format!("{name} chunk: decompressed data too large (over {PNG_MAX_TEXT_CHUNK} bytes)"),
+                    ))
+                }
+                Err(_) => {}
+            }
+        }
+        if text > PNG_MAX_TEXT_MEMORY {
+            return Err(decode_err(
+                F,
+                format!("too much memory used in text chunks (over {PNG_MAX_TEXT_MEMORY} bytes)"),
+            ));
+        }
+        pos = body_end + 4;
     }
-    !crc
+    Ok(())
+}
+
+/// The zlib stream of a compressed `iTXt` chunk (keyword \0 flag method language \0
+/// translated keyword \0 text), as Pillow's `chunk_iTXt` finds it; `None` when the chunk is
+/// not compressed (or not laid out so that Pillow would inflate it).
+fn itxt_compressed_text(body: &[u8]) -> Option<&[u8]> {
+    let i = body.iter().position(|&b| b == 0)?;
+    let rest = body.get(i + 1..)?;
+    let (&flag, &method) = (rest.first()?, rest.get(1)?);
+    if flag == 0 || method != 0 {
+        return None;
+    }
+    let rest = &rest[2..];
+    let lang = rest.iter().position(|&b| b == 0)?;
+    let rest = &rest[lang + 1..];
+    let tk = rest.iter().position(|&b| b == 0)?;
+    Some(&rest[tk + 1..])
 }
 
 fn png_decode_inner(data: &[u8], max_pixels: u64) -> Result<RgbImage> {
@@ -342,6 +456,7 @@ fn png_decode_inner(data: &[u8], max_pixels: u64) -> Result<RgbImage> {
     let mut decoder = png::Decoder::new(Cursor::new(data));
     decoder.set_transformations(png::Transformations::IDENTITY);
     decoder.set_ignore_text_chunk(true);
+    decoder.set_ignore_iccp_chunk(true);
     let (width, height) = {
         let info = decoder.read_header_info().map_err(png_err)?;
         (info.width, info.height)
@@ -760,6 +875,7 @@ fn image_crate_decode(format: ImageFormat, data: &[u8], max_pixels: u64) -> Resu
                     ));
                 }
             }
+            webp_check_chunks(data)?;
             if let Some((w, h)) = webp_header_size(data) {
                 check_size(format, w, h, max_pixels)?;
             }
@@ -795,6 +911,33 @@ fn image_crate_decode(format: ImageFormat, data: &[u8], max_pixels: u64) -> Resu
             image_decoder_to_rgb(format, decoder, max_pixels)
         }
     }
+}
+
+/// libwebp's demuxer (through which Pillow decodes every WebP) refuses a file whose chunks do
+/// not fit in its RIFF payload; the image crate reads such a file anyway.
+fn webp_check_chunks(data: &[u8]) -> Result<()> {
+    let Some(riff) = data.get(4..8) else {
+        return Ok(());
+    };
+    let riff = u32::from_le_bytes(riff.try_into().expect("4 bytes")) as usize;
+    let end = riff.saturating_add(8).min(data.len());
+    let mut pos = 12;
+    while pos + 8 <= end {
+        let size = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().expect("4 bytes"));
+        let body_end = (pos + 8).saturating_add(size as usize);
+        if body_end > end {
+            return Err(decode_err(
+                ImageFormat::WebP,
+                format!(
+                    "chunk {} at byte {pos} claims {size} bytes, past the end of the RIFF data \
+                     ({end} bytes)",
+                    String::from_utf8_lossy(&data[pos..pos + 4])
+                ),
+            ));
+        }
+        pos = body_end + (size as usize & 1);
+    }
+    Ok(())
 }
 
 /// Width and height from the first chunk of a WebP file (VP8, VP8L or VP8X), if readable.
@@ -1246,6 +1389,53 @@ mod tests {
         let mut junk = data[..data.len() - 2].to_vec();
         junk.extend_from_slice(&[0x12, 0x34, 0xFF, 0xD9]);
         assert_eq!(decode_to_rgb(&junk, MAX_PIXELS).unwrap(), a);
+    }
+
+    /// PNGs whose ancillary chunks exercise Pillow's chunk rules
+    /// (`scripts/gen_png_chunk_cases.py` records whether Pillow accepts each): vtower accepts
+    /// exactly those Pillow accepts.
+    #[test]
+    fn png_chunk_rules_match_pillow() {
+        let dir = fixtures().join("../png_chunks");
+        let cases: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("cases.json")).unwrap()).unwrap();
+        let cases = cases["cases"].as_object().unwrap();
+        assert!(cases.len() >= 10);
+        for (name, verdict) in cases {
+            let data = std::fs::read(dir.join(name)).unwrap();
+            let got = decode_to_rgb(&data, 1 << 20);
+            let pillow_ok = verdict["pillow_ok"].as_bool().unwrap();
+            match got {
+                Ok(_) => assert!(pillow_ok, "{name}: accepted, Pillow: {}", verdict["error"]),
+                Err(e) => {
+                    assert!(!pillow_ok, "{name}: {e}, Pillow accepts it");
+                    assert_eq!(e.status(), Status::ImageDecode, "{name}: {e}");
+                }
+            }
+            if let Ok(img) = decode_to_rgb(&data, 1 << 20) {
+                assert_eq!((img.width, img.height), (4, 3), "{name}");
+            }
+        }
+    }
+
+    /// The two files of the reliability issue that Pillow 13 rejects.
+    #[test]
+    fn files_pillow_rejects_are_rejected() {
+        let dir = fixtures().join("../hostile");
+        for (name, what) in [
+            (
+                "parity_png_bad_trns_crc_pillow_rejects.png",
+                "bad checksum in chunk tRNS",
+            ),
+            (
+                "parity_webp_pillow_rejects.webp",
+                "past the end of the RIFF data",
+            ),
+        ] {
+            let e = decode_to_rgb(&std::fs::read(dir.join(name)).unwrap(), 1 << 30).unwrap_err();
+            assert_eq!(e.status(), Status::ImageDecode, "{name}: {e}");
+            assert!(e.message().contains(what), "{name}: {e}");
+        }
     }
 
     #[test]

@@ -9,12 +9,12 @@
 
 use crate::config::ConfigObject;
 use crate::error::{Error, Result};
+use crate::preprocess::limits::try_with_capacity;
 use crate::preprocess::resample::Filter;
 use crate::preprocess::siglip::FixedSizeProcessor;
-use crate::preprocess::{Pixels, PreprocessOptions, RgbImage};
+use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 
-/// Largest accepted crop count / crop size from a config (real values are 4 and 256).
-const MAX_SETTING: usize = 1 << 16;
+use crate::preprocess::options::PAN_AND_SCAN_MAX_SETTING as MAX_SETTING;
 
 /// Pan-and-scan parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,12 +54,11 @@ impl PanAndScan {
         }
     }
 
-    /// The crop rectangles `(x, y, width, height)` of an image, exactly as
-    /// `Gemma3ImageProcessorPil.pan_and_scan` picks them (empty when the image is not cropped).
-    /// Rectangles may reach past the image; they are cut to it when applied.
-    pub fn crop_boxes(&self, width: u32, height: u32) -> Vec<(u32, u32, u32, u32)> {
+    /// How an image is cut, exactly as `Gemma3ImageProcessorPil.pan_and_scan` decides:
+    /// `(columns, rows, crop width, crop height)`, or `None` when it is not cropped.
+    pub fn crop_grid(&self, width: u32, height: u32) -> Option<(u32, u32, u32, u32)> {
         if !self.enabled || width == 0 || height == 0 {
-            return Vec::new();
+            return None;
         }
         let (w, h) = (width as f64, height as f64);
         let min_crop = self.min_crop_size.max(1) as f64;
@@ -72,29 +71,30 @@ impl PanAndScan {
             let n = n.min((long / min_crop).floor() as usize);
             Some(n.max(2).min(max_crops))
         };
+        // `n` is at most the long side (a u32) or 2.
         let (nw, nh) = if width >= height {
-            match pick(w, h) {
-                Some(n) => (n, 1),
-                None => return Vec::new(),
-            }
+            (pick(w, h)? as u32, 1)
         } else {
-            match pick(h, w) {
-                Some(n) => (1, n),
-                None => return Vec::new(),
-            }
+            (1, pick(h, w)? as u32)
         };
-        let crop_w = width.div_ceil(nw as u32);
-        let crop_h = height.div_ceil(nh as u32);
+        let crop_w = width.div_ceil(nw);
+        let crop_h = height.div_ceil(nh);
         if (crop_w.min(crop_h) as usize) < self.min_crop_size {
+            return None;
+        }
+        Some((nw, nh, crop_w, crop_h))
+    }
+
+    /// The crop rectangles `(x, y, width, height)` of an image, row by row (empty when the
+    /// image is not cropped). Rectangles may reach past the image; they are cut to it when
+    /// applied.
+    pub fn crop_boxes(&self, width: u32, height: u32) -> Vec<(u32, u32, u32, u32)> {
+        let Some((nw, nh, crop_w, crop_h)) = self.crop_grid(width, height) else {
             return Vec::new();
-        }
-        let mut boxes = Vec::with_capacity(nw * nh);
-        for iy in 0..nh as u32 {
-            for ix in 0..nw as u32 {
-                boxes.push((crop_w * ix, crop_h * iy, crop_w, crop_h));
-            }
-        }
-        boxes
+        };
+        (0..nh)
+            .flat_map(|iy| (0..nw).map(move |ix| (crop_w * ix, crop_h * iy, crop_w, crop_h)))
+            .collect()
     }
 }
 
@@ -149,25 +149,34 @@ impl Gemma3Processor {
         image: &RgbImage,
         opts: &PreprocessOptions,
         tokens_side: usize,
+        limits: &Limits,
     ) -> Result<Pixels> {
         opts.validate()?;
         let pas = self.pan_and_scan.with(opts);
+        let crops = pas
+            .crop_grid(image.width, image.height)
+            .map_or(0, |(nw, nh, _, _)| u64::from(nw) * u64::from(nh));
+        let per_frame = (tokens_side * tokens_side) as u64;
+        limits.check_tokens((1 + crops).saturating_mul(per_frame), &|| {
+            format!("pan-and-scan into {crops} crops of {per_frame} tokens plus the image")
+        })?;
         let boxes = pas.crop_boxes(image.width, image.height);
         let grid = [1 + boxes.len(), tokens_side, tokens_side];
-        let first = self.base.process(image, grid)?;
+        let first = self.base.process(image, grid, limits)?;
         if boxes.is_empty() {
             return Ok(first);
         }
-        let mut data = first.data;
+        let mut data = try_with_capacity(first.data.len() * grid[0], "pan-and-scan frames")?;
+        data.extend_from_slice(&first.data);
         for (x, y, w, h) in boxes {
-            let mut crop = image.crop(x, y, w, h);
+            let mut crop = image.crop(x, y, w, h)?;
             if (crop.width == 0 || crop.height == 0) && self.base.do_resize {
                 // More crops than the long side has room for (only with tiny images and crop
                 // sizes): the reference slices an empty array, which PIL resizes to black.
                 let (sw, sh) = self.base.size;
                 crop = RgbImage::new(sw, sh, vec![0; sw as usize * sh as usize * 3])?;
             }
-            data.extend_from_slice(&self.base.process(&crop, grid)?.data);
+            data.extend_from_slice(&self.base.process(&crop, grid, limits)?.data);
         }
         let mut shape = vec![grid[0]];
         shape.extend_from_slice(&first.shape);
@@ -223,7 +232,7 @@ mod tests {
         };
         let img = RgbImage::new(5, 1, vec![9; 15]).unwrap();
         let px = processor
-            .process(&img, &PreprocessOptions::default(), 2)
+            .process(&img, &PreprocessOptions::default(), 2, &Limits::default())
             .unwrap();
         assert_eq!(px.shape, vec![5, 3, 4, 4]);
         // Frame 4 is the empty crop: black, -1 after normalization with mean = std = 0.5
@@ -235,5 +244,19 @@ mod tests {
             ..pas(1, 4)
         };
         assert!(off.crop_boxes(1000, 10).is_empty());
+        // Per-call settings that would cut a 20000x1 strip into 20000 crops are refused by
+        // the token cap before any crop is made.
+        let strip = RgbImage::new(20_000, 1, vec![1; 60_000]).unwrap();
+        let greedy = PreprocessOptions {
+            pan_and_scan: Some(true),
+            pan_and_scan_min_crop_size: Some(1),
+            pan_and_scan_max_num_crops: Some(65_536),
+            pan_and_scan_min_ratio_to_activate: Some(1e-9),
+        };
+        let e = processor
+            .process(&strip, &greedy, 2, &Limits::default())
+            .unwrap_err();
+        assert_eq!(e.status(), crate::Status::ImageTooLarge);
+        assert!(e.message().contains("20000 crops"), "{e}");
     }
 }

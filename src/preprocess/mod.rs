@@ -4,6 +4,7 @@
 pub mod clip;
 pub mod decode;
 pub mod gemma3;
+pub mod limits;
 pub mod normalize;
 pub mod options;
 pub mod pixels;
@@ -13,6 +14,7 @@ pub mod resample;
 pub mod rgb;
 pub mod siglip;
 
+pub use limits::Limits;
 pub use options::PreprocessOptions;
 pub use pixels::Pixels;
 pub use rgb::RgbImage;

@@ -4,6 +4,7 @@
 //! channel reproduces them bit for bit.
 
 use crate::error::{Error, Result};
+use crate::preprocess::limits::try_filled;
 use crate::preprocess::RgbImage;
 
 /// The per-channel affine map from 8-bit values to model input.
@@ -58,11 +59,12 @@ impl Normalization {
         t
     }
 
-    /// Converts an RGB image into a `[3, H, W]` float tensor (channels first).
-    pub fn to_chw(&self, image: &RgbImage) -> Vec<f32> {
+    /// Converts an RGB image into a `[3, H, W]` float tensor (channels first); fails
+    /// (out of memory) instead of aborting when the tensor cannot be allocated.
+    pub fn to_chw(&self, image: &RgbImage) -> Result<Vec<f32>> {
         let table = self.table();
         let plane = image.width as usize * image.height as usize;
-        let mut out = vec![0f32; 3 * plane];
+        let mut out = try_filled(3 * plane, 0f32, "the normalized image tensor")?;
         let (r, rest) = out.split_at_mut(plane);
         let (g, b) = rest.split_at_mut(plane);
         for (i, px) in image.data.chunks_exact(3).enumerate() {
@@ -70,7 +72,7 @@ impl Normalization {
             g[i] = table[1][px[1] as usize];
             b[i] = table[2][px[2] as usize];
         }
-        out
+        Ok(out)
     }
 }
 
@@ -85,7 +87,7 @@ mod tests {
             mean_std: Some(([0.5; 3], [0.5; 3])),
         };
         let img = RgbImage::new(2, 1, vec![0, 128, 255, 1, 2, 3]).unwrap();
-        let chw = n.to_chw(&img);
+        let chw = n.to_chw(&img).unwrap();
         assert_eq!(chw.len(), 6);
         assert_eq!(chw[0], -1.0);
         assert_eq!(chw[1], ((1.0f64 / 255.0) as f32 - 0.5) / 0.5);

@@ -4,6 +4,10 @@
 
 use crate::error::{Error, Result};
 
+/// Largest accepted pan-and-scan crop count and crop size, per call as in
+/// `preprocessor_config.json` (real values are 4 and 256).
+pub(crate) const PAN_AND_SCAN_MAX_SETTING: usize = 1 << 16;
+
 /// Overrides for one preprocess call. `None` everywhere = the model's preprocessor_config.json.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PreprocessOptions {
@@ -34,15 +38,23 @@ impl PreprocessOptions {
 
     /// Checks the values themselves (whether the model supports them is its own business).
     pub fn validate(&self) -> Result<()> {
-        if self.pan_and_scan_min_crop_size == Some(0) {
-            return Err(Error::invalid_argument(
-                "pan_and_scan_min_crop_size must be at least 1",
-            ));
-        }
-        if self.pan_and_scan_max_num_crops == Some(0) {
-            return Err(Error::invalid_argument(
-                "pan_and_scan_max_num_crops must be at least 1",
-            ));
+        for (name, value) in [
+            (
+                "pan_and_scan_min_crop_size",
+                self.pan_and_scan_min_crop_size,
+            ),
+            (
+                "pan_and_scan_max_num_crops",
+                self.pan_and_scan_max_num_crops,
+            ),
+        ] {
+            if let Some(v) = value {
+                if v == 0 || v > PAN_AND_SCAN_MAX_SETTING {
+                    return Err(Error::invalid_argument(format!(
+                        "{name} {v} is not between 1 and {PAN_AND_SCAN_MAX_SETTING}"
+                    )));
+                }
+            }
         }
         if let Some(r) = self.pan_and_scan_min_ratio_to_activate {
             if !r.is_finite() {

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::preprocess::normalize::Normalization;
 use crate::preprocess::resample::{resize, Filter};
 use crate::preprocess::siglip::{read_filter, read_normalization};
-use crate::preprocess::{Pixels, RgbImage};
+use crate::preprocess::{Limits, Pixels, RgbImage};
 
 /// Largest accepted `longest_edge` (a real one is 1024 or 1540).
 pub(crate) const MAX_SIDE: usize = 16384;
@@ -154,16 +154,10 @@ impl LongestEdgeProcessor {
         )
     }
 
-    /// Resizes and normalizes into `[3, H, W]`, with the grid `[1, rows, cols]`.
-    pub fn process(&self, image: &RgbImage) -> Result<Pixels> {
+    /// Resizes and normalizes into `[3, H, W]`, with the grid `[1, rows, cols]`. The token
+    /// count is checked against `limits` before anything is allocated.
+    pub fn process(&self, image: &RgbImage, limits: &Limits) -> Result<Pixels> {
         let (w, h) = self.target_size(image.width, image.height)?;
-        let resized;
-        let image = if (w, h) == (image.width, image.height) {
-            image
-        } else {
-            resized = resize(image, w, h, self.filter);
-            &resized
-        };
         let (rows, cols) = self.grid(w as usize, h as usize);
         if rows == 0 || cols == 0 {
             let win = self.patch * self.merge;
@@ -171,8 +165,18 @@ impl LongestEdgeProcessor {
                 "image of {w}x{h} is smaller than one {win}x{win} patch window (preprocessor_config.json sets do_resize=false)"
             )));
         }
+        limits.check_tokens((rows * cols) as u64, &|| {
+            format!("an input of {w}x{h} ({rows}x{cols} tokens)")
+        })?;
+        let resized;
+        let image = if (w, h) == (image.width, image.height) {
+            image
+        } else {
+            resized = resize(image, w, h, self.filter, limits)?;
+            &resized
+        };
         Ok(Pixels {
-            data: self.normalization.to_chw(image),
+            data: self.normalization.to_chw(image)?,
             shape: vec![3, h as usize, w as usize],
             grid: [1, rows, cols],
         })

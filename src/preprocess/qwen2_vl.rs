@@ -6,10 +6,11 @@
 
 use crate::config::ConfigObject;
 use crate::error::{Error, Result};
+use crate::preprocess::limits::try_with_capacity;
 use crate::preprocess::normalize::Normalization;
 use crate::preprocess::resample::{resize, Filter};
 use crate::preprocess::siglip::{read_filter, read_normalization};
-use crate::preprocess::{Pixels, RgbImage};
+use crate::preprocess::{Limits, Pixels, RgbImage};
 
 /// `OPENAI_CLIP_MEAN` / `OPENAI_CLIP_STD`, the processor's defaults.
 const CLIP_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
@@ -152,6 +153,13 @@ impl QwenImageProcessor {
         if let Some(v) = pixel_count(pre, "max_pixels")? {
             max_pixels = v;
         }
+        if min_pixels > max_pixels {
+            return Err(Error::bad_config(format!(
+                "{}: min_pixels {min_pixels} is above max_pixels {max_pixels} (`size` \
+                 shortest_edge / longest_edge, or the top-level keys)",
+                pre.location()
+            )));
+        }
         Ok(QwenImageProcessor {
             geometry,
             min_pixels,
@@ -185,9 +193,18 @@ impl QwenImageProcessor {
 
     /// Resizes, rescales and normalizes an image and flattens it into
     /// `[grid_h * grid_w, 3 * temporal * patch²]` patch rows (`pixel_values`); the token grid
-    /// is `[1, grid_h / merge, grid_w / merge]`.
-    pub fn process(&self, image: &RgbImage) -> Result<Pixels> {
+    /// is `[1, grid_h / merge, grid_w / merge]`. The token count is checked against `limits`
+    /// before anything is allocated.
+    pub fn process(&self, image: &RgbImage, limits: &Limits) -> Result<Pixels> {
         let (h, w) = self.target_size(image.width as usize, image.height as usize)?;
+        let f = self.geometry.factor();
+        let tokens = (h / f) as u64 * (w / f) as u64;
+        limits.check_tokens(tokens, &|| {
+            format!(
+                "a {}x{} image resized to {w}x{h} (min_pixels {}, max_pixels {})",
+                image.width, image.height, self.min_pixels, self.max_pixels
+            )
+        })?;
         let resized;
         let image = if (image.width as usize, image.height as usize) == (w, h) {
             image
@@ -197,18 +214,18 @@ impl QwenImageProcessor {
                 u32::try_from(h)
                     .map_err(|_| Error::invalid_argument("resized height overflows"))?,
             );
-            resized = resize(image, w32, h32, self.filter);
+            resized = resize(image, w32, h32, self.filter, limits)?;
             &resized
         };
-        let chw = self.normalization.to_chw(image);
-        Ok(self.patchify(&[&chw], h, w))
+        let chw = self.normalization.to_chw(image)?;
+        self.patchify(&[&chw], h, w)
     }
 
     /// Flattens normalized `[3, h, w]` frames into patch rows (`Qwen2VLImageProcessor`'s
     /// patch layout): rows in the order (frame group, block row, block column, row in block,
     /// column in block), each row `(channel, frame, y, x)`. A single frame is repeated
     /// `temporal_patch_size` times.
-    fn patchify(&self, frames: &[&[f32]], h: usize, w: usize) -> Pixels {
+    fn patchify(&self, frames: &[&[f32]], h: usize, w: usize) -> Result<Pixels> {
         let PatchGeometry {
             patch_size: p,
             merge_size: m,
@@ -218,7 +235,7 @@ impl QwenImageProcessor {
         let groups = frames.len().div_ceil(t);
         let dim = self.geometry.patch_dim();
         let plane = h * w;
-        let mut data = Vec::with_capacity(groups * gh * gw * dim);
+        let mut data = try_with_capacity(groups * gh * gw * dim, "the patch rows")?;
         for g in 0..groups {
             for bh in 0..gh / m {
                 for bw in 0..gw / m {
@@ -241,11 +258,11 @@ impl QwenImageProcessor {
                 }
             }
         }
-        Pixels {
+        Ok(Pixels {
             data,
             shape: vec![groups * gh * gw, dim],
             grid: [groups, gh / m, gw / m],
-        }
+        })
     }
 }
 
@@ -299,7 +316,7 @@ mod tests {
         // 4x4 image, patch 1, merge 2: rows in block order, each (channel, frame).
         let proc = processor(1, 2, 2);
         let plane: Vec<f32> = (0..48).map(|v| v as f32).collect();
-        let px = proc.patchify(&[&plane], 4, 4);
+        let px = proc.patchify(&[&plane], 4, 4).unwrap();
         assert_eq!(px.shape, vec![16, 6]);
         assert_eq!(px.grid, [1, 2, 2]);
         let row = |i: usize| &px.data[i * 6..(i + 1) * 6];

@@ -1,6 +1,7 @@
 //! A decoded 8-bit RGB image, the common currency between decoding, resizing and normalizing.
 
 use crate::error::{Error, Result};
+use crate::preprocess::limits::{buffer_len, try_with_capacity, Limits};
 
 /// Tightly packed 8-bit RGB pixels, row-major, `width * height * 3` bytes.
 #[derive(Clone, PartialEq, Eq)]
@@ -43,51 +44,60 @@ impl RgbImage {
 
     /// The `width` x `height` region whose top-left corner is (`x`, `y`), cut to the image
     /// bounds as numpy slicing `image[y:y+height, x:x+width]` does. Empty when (`x`, `y`) lies
-    /// outside.
-    pub fn crop(&self, x: u32, y: u32, width: u32, height: u32) -> RgbImage {
+    /// outside. The result is never larger than this image.
+    pub fn crop(&self, x: u32, y: u32, width: u32, height: u32) -> Result<RgbImage> {
         let x1 = x.saturating_add(width).min(self.width);
         let y1 = y.saturating_add(height).min(self.height);
         let (x0, y0) = (x.min(x1), y.min(y1));
         let row = (x1 - x0) as usize * 3;
-        let mut data = Vec::with_capacity(row * (y1 - y0) as usize);
+        let mut data = try_with_capacity(row * (y1 - y0) as usize, "an image crop")?;
         for yy in y0..y1 {
             let start = (yy as usize * self.width as usize + x0 as usize) * 3;
             data.extend_from_slice(&self.data[start..start + row]);
         }
-        RgbImage {
+        Ok(RgbImage {
             width: x1 - x0,
             height: y1 - y0,
             data,
-        }
+        })
     }
 
-    /// Places this image on a `width` x `height` canvas filled with `fill`, its top-left corner
-    /// at (`x`, `y`) (parts falling outside the canvas are dropped).
-    pub fn place_on(&self, width: u32, height: u32, x: i64, y: i64, fill: [u8; 3]) -> RgbImage {
-        let mut data = Vec::with_capacity(width as usize * height as usize * 3);
-        for _ in 0..width as usize * height as usize {
+    /// Places this image on a `(width, height)` canvas filled with `fill`, its top-left corner
+    /// at `(x, y)` (parts falling outside the canvas are dropped). `step` names the canvas in
+    /// errors; its size is checked against `limits` before anything is allocated.
+    pub fn place_on(
+        &self,
+        (width, height): (u32, u32),
+        (x, y): (i64, i64),
+        fill: [u8; 3],
+        limits: &Limits,
+        step: &str,
+    ) -> Result<RgbImage> {
+        limits.check_image(step, u64::from(width), u64::from(height))?;
+        let len = buffer_len(u64::from(width), u64::from(height), 3, step)?;
+        let mut data = try_with_capacity(len, step)?;
+        for _ in 0..len / 3 {
             data.extend_from_slice(&fill);
         }
-        for sy in 0..self.height as i64 {
-            let dy = sy + y;
-            if dy < 0 || dy >= height as i64 {
-                continue;
-            }
-            for sx in 0..self.width as i64 {
-                let dx = sx + x;
-                if dx < 0 || dx >= width as i64 {
-                    continue;
-                }
-                let s = ((sy * self.width as i64 + sx) * 3) as usize;
-                let d = ((dy * width as i64 + dx) * 3) as usize;
-                data[d..d + 3].copy_from_slice(&self.data[s..s + 3]);
-            }
+        // The source columns and rows that land on the canvas.
+        let span = |offset: i64, src: u32, dst: u32| -> (i64, i64) {
+            let lo = (-offset).clamp(0, i64::from(src));
+            let hi = (i64::from(dst) - offset).clamp(lo, i64::from(src));
+            (lo, hi)
+        };
+        let (sx0, sx1) = span(x, self.width, width);
+        let (sy0, sy1) = span(y, self.height, height);
+        let run = (sx1 - sx0) as usize * 3;
+        for sy in (sy0..sy1).filter(|_| run > 0) {
+            let s = ((sy * i64::from(self.width) + sx0) * 3) as usize;
+            let d = (((sy + y) * i64::from(width) + sx0 + x) * 3) as usize;
+            data[d..d + run].copy_from_slice(&self.data[s..s + run]);
         }
-        RgbImage {
+        Ok(RgbImage {
             width,
             height,
             data,
-        }
+        })
     }
 }
 
@@ -102,16 +112,38 @@ mod tests {
             .flat_map(|y| (0..3u8).flat_map(move |x| [10 * y + x; 3]))
             .collect();
         let img = RgbImage::new(3, 2, data).unwrap();
-        let c = img.crop(1, 1, 5, 5);
+        let c = img.crop(1, 1, 5, 5).unwrap();
         assert_eq!((c.width, c.height), (2, 1));
         assert_eq!(c.pixel(0, 0), [11; 3]);
         assert_eq!(c.pixel(1, 0), [12; 3]);
-        assert_eq!(img.crop(4, 0, 2, 2).width, 0);
-        let p = img.place_on(5, 3, 1, -1, [7, 8, 9]);
+        assert_eq!(img.crop(4, 0, 2, 2).unwrap().width, 0);
+        let l = Limits::default();
+        let p = img
+            .place_on((5, 3), (1, -1), [7, 8, 9], &l, "canvas")
+            .unwrap();
         assert_eq!((p.width, p.height), (5, 3));
         assert_eq!(p.pixel(0, 0), [7, 8, 9]);
         assert_eq!(p.pixel(1, 0), [10; 3]);
         assert_eq!(p.pixel(3, 0), [12; 3]);
         assert_eq!(p.pixel(1, 1), [7, 8, 9]);
+        // Far outside on every side: only the fill.
+        for (x, y) in [(-10, 0), (10, 0), (0, -10), (0, 10)] {
+            let q = img
+                .place_on((2, 2), (x, y), [1, 2, 3], &l, "canvas")
+                .unwrap();
+            assert!(q.data.chunks(3).all(|px| px == [1, 2, 3]));
+        }
+        // A canvas over the limit is refused before it is allocated.
+        let big = img
+            .place_on(
+                (1_000_000, 1_000_000),
+                (0, 0),
+                [0; 3],
+                &l,
+                "pad-to-square canvas",
+            )
+            .unwrap_err();
+        assert_eq!(big.status(), crate::Status::ImageTooLarge);
+        assert!(big.message().contains("pad-to-square canvas"), "{big}");
     }
 }

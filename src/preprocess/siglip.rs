@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::preprocess::clip::ResizeTo;
 use crate::preprocess::normalize::{three_channels, Normalization};
 use crate::preprocess::resample::{resize, Filter};
-use crate::preprocess::{Pixels, RgbImage};
+use crate::preprocess::{Limits, Pixels, RgbImage};
 
 /// Largest accepted target size per side (a real one is a few hundred pixels).
 const MAX_SIDE: usize = 16384;
@@ -161,7 +161,7 @@ impl FixedSizeProcessor {
 
     /// Resizes (when needed) and normalizes into `[3, H, W]`; `grid` is the token grid the
     /// model will produce from it.
-    pub fn process(&self, image: &RgbImage, grid: [usize; 3]) -> Result<Pixels> {
+    pub fn process(&self, image: &RgbImage, grid: [usize; 3], limits: &Limits) -> Result<Pixels> {
         let (w, h) = self.size;
         let resized;
         let image = if image.width == w && image.height == h {
@@ -178,7 +178,7 @@ impl FixedSizeProcessor {
                     )));
                 }
             }
-            resized = resize(image, w, h, self.filter);
+            resized = resize(image, w, h, self.filter, limits)?;
             &resized
         } else {
             return Err(Error::invalid_argument(format!(
@@ -187,7 +187,7 @@ impl FixedSizeProcessor {
             )));
         };
         Ok(Pixels {
-            data: self.normalization.to_chw(image),
+            data: self.normalization.to_chw(image)?,
             shape: vec![3, h as usize, w as usize],
             grid,
         })
@@ -213,16 +213,25 @@ mod tests {
             // Square images come out 4x4 either way, as the stretch would give them.
             let want = FixedSizeProcessor::from_siglip_config(&hw, 4, Filter::Bicubic)
                 .unwrap()
-                .process(&image(8, 8), [1, 1, 1])
+                .process(&image(8, 8), [1, 1, 1], &Limits::default())
                 .unwrap();
-            assert_eq!(p.process(&image(8, 8), [1, 1, 1]).unwrap().data, want.data);
+            assert_eq!(
+                p.process(&image(8, 8), [1, 1, 1], &Limits::default())
+                    .unwrap()
+                    .data,
+                want.data
+            );
             // Others keep their aspect (8x6 -> 5x4): transformers cannot run them.
-            let e = p.process(&image(8, 6), [1, 1, 1]).unwrap_err();
+            let e = p
+                .process(&image(8, 6), [1, 1, 1], &Limits::default())
+                .unwrap_err();
             assert!(e.message().contains("5x4"), "{e}");
         }
         let square = FixedSizeProcessor::from_config(&int, 4, Filter::Bilinear).unwrap();
         assert!(!square.shortest_edge);
-        assert!(square.process(&image(8, 6), [1, 1, 1]).is_ok());
+        assert!(square
+            .process(&image(8, 6), [1, 1, 1], &Limits::default())
+            .is_ok());
         let e = FixedSizeProcessor::from_siglip_config(&int, 6, Filter::Bicubic).unwrap_err();
         assert!(e.message().contains("shortest edge 4"), "{e}");
     }
