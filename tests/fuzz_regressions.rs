@@ -22,6 +22,8 @@ const CHILD_ENV: &str = "VTOWER_FUZZ_CASE";
 /// Address space of one child (the fuzzers run with `-rss_limit_mb=2048`; the test binary
 /// maps more than a fuzz target does: debug info, test harness threads).
 const MEMORY_CAP: u64 = 3 << 30;
+/// Peak resident memory of one child (as the fuzzers' `-rss_limit_mb=2048`).
+const RSS_LIMIT_MIB: u64 = 2048;
 /// Wall-clock limit of one child (the fuzzers use `-timeout=10` on optimized builds).
 const CASE_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -73,6 +75,16 @@ fn fuzz_regression_child() {
         };
         println!("OUTCOME {outcome}");
     }
+    // The fuzzers fail an input at -rss_limit_mb=2048; so does this test.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct we pass.
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) }, 0);
+    let peak_mib = usage.ru_maxrss as u64 / 1024;
+    println!("OUTCOME peak RSS {peak_mib} MiB");
+    assert!(
+        peak_mib <= RSS_LIMIT_MIB,
+        "peak RSS {peak_mib} MiB over {RSS_LIMIT_MIB} MiB"
+    );
 }
 
 /// Runs `files` of `target` in one child; `Err` says how it failed.

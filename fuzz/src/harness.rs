@@ -176,6 +176,11 @@ fn forward_checked(model: &Model, image: &vtower::Image) -> Outcome {
         n,
         "token grid {grid:?} does not multiply to n_tokens {n}"
     );
+    let cap = load_options().max_image_tokens;
+    assert!(
+        n as u64 <= cap,
+        "preprocessing gave {n} tokens, over max_image_tokens = {cap}"
+    );
     let shape_len: usize = image.shape().iter().product();
     assert_eq!(
         shape_len,
@@ -559,6 +564,8 @@ extern "C" {
     fn vt_version() -> *const c_char;
 }
 
+/// LoadOptions::default().max_image_tokens (what vt_load gives every model).
+const DEFAULT_MAX_IMAGE_TOKENS: usize = 32_768;
 const VT_OK: i32 = 0;
 const VT_ERR_INVALID_ARGUMENT: i32 = 1;
 const VT_ERR_PANIC: i32 = 11;
@@ -1026,6 +1033,11 @@ fn image_queries(img: *const vt_image, start: i64, slack: u8, want_err: bool) {
     let mut err: *mut vt_error = std::ptr::null_mut();
     unsafe {
         let n = vt_image_n_tokens(img);
+        // vt_load_params has no max_image_tokens field: the default cap applies.
+        assert!(
+            n <= DEFAULT_MAX_IMAGE_TOKENS,
+            "image of {n} tokens, over the default cap"
+        );
         let mut data: *const f32 = std::ptr::null();
         let mut len = 0usize;
         let s = vt_image_pixels(img, &mut data, &mut len, err_slot(want_err, &mut err));

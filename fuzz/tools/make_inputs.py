@@ -90,6 +90,13 @@ def seeds(out):
             continue
         write(f"{out}/image/img_{f}", bytes([i % len(FIXTURES), 0]) + read(os.path.join(img_dir, f)))
         n += 1
+    for sub in ("png_chunks", "hostile"):
+        sd = os.path.join(ROOT, "tests/fixtures", sub)
+        if os.path.isdir(sd):
+            for i, f in enumerate(sorted(os.listdir(sd))):
+                if f.endswith((".json", ".md", ".safetensors")) or os.path.getsize(os.path.join(sd, f)) > 60000:
+                    continue
+                write(f"{out}/image/{sub}_{f}", bytes([i % len(FIXTURES), 0]) + read(os.path.join(sd, f)))
     for name in FIXTURES:
         d, files, get, _ = fixture_files(name)
         for f in files:
