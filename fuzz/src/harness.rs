@@ -843,7 +843,8 @@ pub fn capi(data: &[u8]) -> Outcome {
                 let need = if w == 0 || h == 0 {
                     0
                 } else {
-                    (h as u64 - 1) * stride as u64 + w as u64 * 3
+                    // u128: (h - 1) * stride can exceed u64 for fuzzed sizes.
+                    ((h as u128 - 1) * stride as u128 + w as u128 * 3).min(u64::MAX as u128) as u64
                 };
                 if need > MAX_RGB_BYTES || (mode & 0x40 != 0 && w as u64 * 3 > MAX_RGB_BYTES) {
                     log.push(format!("rgb8 {w}x{h} skipped"));
