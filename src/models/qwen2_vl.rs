@@ -69,7 +69,7 @@ pub struct QwenVisionConfig {
 /// Reads the vision rotary settings: `rope_parameters` (5.x saves) or `rope_scaling`, with
 /// `rope_theta` there or beside them, default 10000; the type must be axial (`default` is
 /// read as axial, as transformers does for these towers).
-fn rope_theta(v: &ConfigObject) -> Result<f64> {
+pub(crate) fn rope_theta(v: &ConfigObject) -> Result<f64> {
     let params = match v.object("rope_parameters")? {
         Some(p) => Some(p),
         None => v.object("rope_scaling")?,
@@ -103,7 +103,7 @@ fn rope_theta(v: &ConfigObject) -> Result<f64> {
 }
 
 /// `num_heads` / `depth`, or their `attribute_map` aliases.
-fn aliased(v: &ConfigObject, key: &str, alias: &str, default: usize, max: usize) -> Result<usize> {
+pub(crate) fn aliased(v: &ConfigObject, key: &str, alias: &str, default: usize, max: usize) -> Result<usize> {
     if v.contains(key) {
         v.positive_or(key, default, max)
     } else {

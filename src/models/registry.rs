@@ -8,6 +8,7 @@ use crate::models::gemma3::Gemma3Model;
 use crate::models::llava::{self, LlavaModel};
 use crate::models::pixtral::PixtralModel;
 use crate::models::qwen2_vl::QwenVlModel;
+use crate::models::qwen3_vl::Qwen3VlModel;
 use crate::models::siglip::SiglipModel;
 use crate::models::VisionModel;
 use crate::weights::Weights;
@@ -24,6 +25,10 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "qwen2_5_vl",
     "qwen2_vl_vision",
     "qwen2_5_vl_vision",
+    "qwen3_vl",
+    "qwen3_vl_moe",
+    "qwen3_5",
+    "qwen3_5_moe",
 ];
 
 /// Fails with [`Status::UnsupportedModel`] (listing the supported types) unless this build
@@ -57,6 +62,9 @@ pub fn load_model(
         }
         "qwen2_vl" | "qwen2_5_vl" | "qwen2_vl_vision" | "qwen2_5_vl_vision" => {
             Ok(Box::new(QwenVlModel::load(files, weights, dtype, device)?))
+        }
+        "qwen3_vl" | "qwen3_vl_moe" | "qwen3_5" | "qwen3_5_moe" => {
+            Ok(Box::new(Qwen3VlModel::load(files, weights, dtype, device)?))
         }
         "gemma3" => Ok(Box::new(Gemma3Model::load(files, weights, dtype, device)?)),
         // `llava` is a wrapper: the vision tower's own model_type picks the implementation.
