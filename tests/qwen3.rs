@@ -247,9 +247,9 @@ fn config_errors_are_named() {
             "deepstack_visual_indexes",
         ),
         (
-            "patch size against the processor",
-            &|c| c["vision_config"]["patch_size"] = serde_json::json!(16),
-            "patch_size",
+            "activation",
+            &|c| c["vision_config"]["hidden_act"] = serde_json::json!("relu"),
+            "relu",
         ),
         (
             "rotary type",

@@ -16,6 +16,7 @@ pub mod cuda;
 pub mod embeddings;
 pub mod error;
 pub mod image;
+pub mod levels;
 pub mod log;
 pub mod model;
 pub mod params;
