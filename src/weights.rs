@@ -16,6 +16,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
+use half::{bf16, f16};
 use once_cell::sync::OnceCell;
 use safetensors::tensor::{Dtype as StDtype, Metadata};
 
@@ -330,15 +331,9 @@ impl Weights {
         })
     }
 
-    /// Reads tensor `name`, checks that its shape is `shape`, converts it to `dtype` and
-    /// puts it on `device`. Stored f32, bf16 and f16 are accepted.
-    pub fn tensor(
-        &self,
-        name: &str,
-        shape: &[usize],
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Tensor> {
+    /// The file, offset and stored type of tensor `name`, checked to have exactly `shape`
+    /// (from config.json) and a data size that matches it.
+    fn source(&self, name: &str, shape: &[usize]) -> Result<Source<'_>> {
         let (entry, shard, opened) = self.locate(name)?;
         let info = opened
             .metadata
@@ -364,23 +359,57 @@ impl Weights {
             }
         };
         let (start, end) = info.data_offsets;
-        let mut bytes = Vec::new();
-        bytes.try_reserve_exact(end - start).map_err(|_| {
-            Error::new(
-                Status::OutOfMemory,
-                format!("tensor `{name}`: {} bytes", end - start),
-            )
-        })?;
-        bytes.resize(end - start, 0);
-        opened
-            .file
-            .read_exact_at(&mut bytes, opened.data_start + start as u64)
-            .map_err(|e| Error::io(&shard.path, &e))?;
-        let t = Tensor::from_raw_buffer(&bytes, stored, shape, &Device::Cpu)?;
-        let t = if stored == dtype {
-            t
-        } else {
-            t.to_dtype(dtype)?
+        let count: usize = shape.iter().product();
+        if (end - start) != count * stored.size_in_bytes() {
+            return Err(Error::bad_weights(format!(
+                "tensor `{}`: {} bytes of data for shape {shape:?} of {stored:?} in {}",
+                entry.stored_name,
+                end - start,
+                shard.path.display()
+            )));
+        }
+        Ok(Source {
+            file: &opened.file,
+            path: &shard.path,
+            offset: opened.data_start + start as u64,
+            stored,
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// Reads tensor `name`, checks that its shape is `shape`, converts it to `dtype` and
+    /// puts it on `device`. Stored f32, bf16 and f16 are accepted.
+    pub fn tensor(
+        &self,
+        name: &str,
+        shape: &[usize],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let src = self.source(name, shape)?;
+        let stored = src.stored;
+        let count: usize = shape.iter().product();
+        let read = |buf: &mut [u8]| src.read(0, buf);
+        let t = match (stored, dtype) {
+            // Stored as computed: read straight into the tensor's own buffer.
+            (DType::F32, DType::F32) => tensor_from(read_as::<f32>(count, name, read)?, shape)?,
+            (DType::BF16, DType::BF16) => tensor_from(read_as::<bf16>(count, name, read)?, shape)?,
+            (DType::F16, DType::F16) => tensor_from(read_as::<f16>(count, name, read)?, shape)?,
+            // bf16 / f16 files computed in f32: one conversion pass over the read values.
+            (DType::BF16, DType::F32) => {
+                let v = read_as::<bf16>(count, name, read)?;
+                tensor_from(widen(&v, name, bf16::to_f32)?, shape)?
+            }
+            (DType::F16, DType::F32) => {
+                let v = read_as::<f16>(count, name, read)?;
+                tensor_from(widen(&v, name, f16::to_f32)?, shape)?
+            }
+            _ => {
+                let len = count * stored.size_in_bytes();
+                let mut bytes = crate::preprocess::limits::try_filled(len, 0u8, name)?;
+                read(&mut bytes)?;
+                Tensor::from_raw_buffer(&bytes, stored, shape, &Device::Cpu)?.to_dtype(dtype)?
+            }
         };
         let t = if device.is_cpu() {
             t
@@ -389,6 +418,141 @@ impl Weights {
         };
         Ok(t)
     }
+}
+
+/// Bytes of a 2-D tensor read at once by [`Weights::tensor_transposed`] (a band of rows that
+/// stays in the caches while it is scattered into the transpose).
+const BAND_BYTES: usize = 1 << 20;
+
+impl Weights {
+    /// Reads 2-D tensor `name` of shape `[rows, cols]` and returns its transpose `[cols, rows]`
+    /// as a contiguous CPU tensor of `dtype` (the layout CPU matmuls want for `Wᵀ`). The file
+    /// is read a band of rows at a time into a small buffer, and each band is converted and
+    /// scattered into the result across the calling thread's rayon pool: the weight's bytes
+    /// are read once and written once, with no full-size intermediate copy. Values equal
+    /// `tensor(...)` transposed and made contiguous.
+    pub fn tensor_transposed(&self, name: &str, shape: [usize; 2], dtype: DType) -> Result<Tensor> {
+        let src = self.source(name, &shape)?;
+        match (src.stored, dtype) {
+            (DType::F32, DType::F32) => src.transposed(name, |v: f32| v),
+            (DType::F32, DType::BF16) => src.transposed(name, bf16::from_f32),
+            (DType::F32, DType::F16) => src.transposed(name, f16::from_f32),
+            (DType::BF16, DType::F32) => src.transposed(name, bf16::to_f32),
+            (DType::BF16, DType::BF16) => src.transposed(name, |v: bf16| v),
+            (DType::BF16, DType::F16) => src.transposed(name, |v: bf16| f16::from_f32(v.to_f32())),
+            (DType::F16, DType::F32) => src.transposed(name, f16::to_f32),
+            (DType::F16, DType::BF16) => src.transposed(name, |v: f16| bf16::from_f32(v.to_f32())),
+            (DType::F16, DType::F16) => src.transposed(name, |v: f16| v),
+            (stored, _) => Err(Error::bad_weights(format!(
+                "tensor `{name}`: cannot compute {stored:?} weights in {dtype:?}"
+            ))),
+        }
+    }
+}
+
+/// Where a checked tensor's data lies.
+struct Source<'a> {
+    file: &'a File,
+    path: &'a Path,
+    /// Absolute offset of the first byte.
+    offset: u64,
+    stored: DType,
+    shape: Vec<usize>,
+}
+
+impl Source<'_> {
+    fn read(&self, at: usize, buf: &mut [u8]) -> Result<()> {
+        self.file
+            .read_exact_at(buf, self.offset + at as u64)
+            .map_err(|e| Error::io(self.path, &e))
+    }
+
+    /// The transpose of this `[rows, cols]` tensor of stored type `S`, converted by `convert`.
+    fn transposed<S, T, F>(&self, name: &str, convert: F) -> Result<Tensor>
+    where
+        S: bytemuck::Pod + Default + Send + Sync,
+        T: candle_core::WithDType + bytemuck::Zeroable + Send + Sync,
+        F: Fn(S) -> T + Sync,
+    {
+        use rayon::prelude::*;
+        let (rows, cols) = (self.shape[0], self.shape[1]);
+        let mut out = zeroed::<T>(rows * cols, name)?;
+        let band = (BAND_BYTES / (cols * std::mem::size_of::<S>()).max(1)).clamp(1, rows.max(1));
+        let mut scratch = crate::preprocess::limits::try_filled(band * cols, S::default(), name)?;
+        for r0 in (0..rows).step_by(band) {
+            let r1 = (r0 + band).min(rows);
+            let part = &mut scratch[..(r1 - r0) * cols];
+            self.read(
+                r0 * cols * std::mem::size_of::<S>(),
+                bytemuck::cast_slice_mut(part),
+            )?;
+            let part = &*part;
+            // Output row c (a column of the weight) gets this band's rows r0..r1.
+            // Tiles of 32 columns: each band row's 32 values are read contiguously and written
+            // to 32 output rows, one element further each time.
+            out.par_chunks_mut(rows * 32)
+                .enumerate()
+                .for_each(|(block, chunk)| {
+                    let c0 = block * 32;
+                    let width = chunk.len() / rows;
+                    for r in r0..r1 {
+                        let src = &part[(r - r0) * cols + c0..(r - r0) * cols + c0 + width];
+                        for (dc, &v) in src.iter().enumerate() {
+                            chunk[dc * rows + r] = convert(v);
+                        }
+                    }
+                });
+        }
+        Ok(Tensor::from_vec(out, (cols, rows), &Device::Cpu)?)
+    }
+}
+
+/// `count` values of `T` read by `read` into a fresh buffer (safetensors stores little-endian
+/// values, which is the layout of every target this crate builds for).
+fn read_as<T: bytemuck::Pod>(
+    count: usize,
+    name: &str,
+    read: impl FnOnce(&mut [u8]) -> Result<()>,
+) -> Result<Vec<T>> {
+    let mut v = zeroed::<T>(count, name)?;
+    read(bytemuck::cast_slice_mut(&mut v))?;
+    Ok(v)
+}
+
+/// `count` zeros for tensor `name`, allocated fallibly. Zeroed memory comes fresh from the
+/// system (no pass writing zeros), which is what makes a large load cheap.
+fn zeroed<T: bytemuck::Zeroable>(count: usize, name: &str) -> Result<Vec<T>> {
+    bytemuck::allocation::try_zeroed_vec(count).map_err(|()| {
+        Error::new(
+            Status::OutOfMemory,
+            format!(
+                "tensor `{name}`: cannot allocate {} bytes",
+                count as u128 * std::mem::size_of::<T>() as u128
+            ),
+        )
+    })
+}
+
+#[cfg(target_endian = "big")]
+compile_error!("safetensors data is little-endian; vtower reads it in place");
+
+/// `values` converted to f32, split across the calling thread's rayon pool.
+fn widen<T: Copy + Sync>(values: &[T], name: &str, f: fn(T) -> f32) -> Result<Vec<f32>> {
+    use rayon::prelude::*;
+    let mut out = zeroed::<f32>(values.len(), name)?;
+    out.par_chunks_mut(1 << 16)
+        .zip(values.par_chunks(1 << 16))
+        .for_each(|(o, v)| {
+            for (o, &v) in o.iter_mut().zip(v) {
+                *o = f(v);
+            }
+        });
+    Ok(out)
+}
+
+/// A CPU tensor owning `values` (no copy).
+fn tensor_from<T: candle_core::WithDType>(values: Vec<T>, shape: &[usize]) -> Result<Tensor> {
+    Ok(Tensor::from_vec(values, shape, &Device::Cpu)?)
 }
 
 #[cfg(test)]
@@ -490,6 +654,82 @@ mod tests {
             .tensor("nope", &[3], DType::F32, &Device::Cpu)
             .unwrap_err();
         assert!(e.message().contains("missing tensor `nope`"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// Reading a weight straight into its transpose (in bands, converting on the way) gives
+    /// exactly the values of reading it and transposing it, for every stored and compute type,
+    /// over several bands and an odd shape.
+    #[test]
+    fn transposed_reads_equal_read_then_transpose() {
+        use safetensors::tensor::{serialize, TensorView};
+        let (rows, cols) = (601, 703); // f32: 1.7 MB, two bands
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i as f32 * 0.618_034).fract() - 0.5) * 1e3 / (1 + i % 97) as f32)
+            .collect();
+        let as_bytes = |dtype: DType| -> Vec<u8> {
+            let t = Tensor::from_vec(values.clone(), (rows, cols), &Device::Cpu).unwrap();
+            let t = t.to_dtype(dtype).unwrap();
+            match dtype {
+                DType::F32 => {
+                    bytemuck::cast_slice(&t.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+                        .to_vec()
+                }
+                DType::BF16 => {
+                    bytemuck::cast_slice(&t.flatten_all().unwrap().to_vec1::<bf16>().unwrap())
+                        .to_vec()
+                }
+                _ => bytemuck::cast_slice(&t.flatten_all().unwrap().to_vec1::<f16>().unwrap())
+                    .to_vec(),
+            }
+        };
+        let stored = [
+            (DType::F32, StDtype::F32),
+            (DType::BF16, StDtype::BF16),
+            (DType::F16, StDtype::F16),
+        ];
+        let data: Vec<Vec<u8>> = stored.iter().map(|(d, _)| as_bytes(*d)).collect();
+        let views: Vec<(String, TensorView)> = stored
+            .iter()
+            .zip(&data)
+            .map(|((d, st), bytes)| {
+                (
+                    format!("{d:?}"),
+                    TensorView::new(*st, vec![rows, cols], bytes).unwrap(),
+                )
+            })
+            .collect();
+        let d = tmpdir("transposed");
+        write_file(&d, "model.safetensors", &serialize(views, None).unwrap());
+        let w = Weights::open(&d).unwrap();
+        for (s, _) in stored {
+            for target in [DType::F32, DType::BF16, DType::F16] {
+                let name = format!("{s:?}");
+                let want = w
+                    .tensor(&name, &[rows, cols], target, &Device::Cpu)
+                    .unwrap()
+                    .t()
+                    .unwrap()
+                    .contiguous()
+                    .unwrap();
+                let got = w.tensor_transposed(&name, [rows, cols], target).unwrap();
+                assert_eq!(got.dims(), &[cols, rows]);
+                assert_eq!(got.dtype(), target);
+                let f = |t: &Tensor| {
+                    t.to_dtype(DType::F32)
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap()
+                };
+                assert!(f(&got) == f(&want), "stored {s:?} computed {target:?}");
+            }
+        }
+        let e = w
+            .tensor_transposed("F32", [cols, rows], DType::F32)
+            .unwrap_err();
+        assert_eq!(e.status(), Status::BadWeights);
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -277,6 +277,69 @@ pub fn rotate_half_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Opti
     Ok(Some(x.apply_op3_no_bwd(cos, sin, &RotateHalfRotary)?))
 }
 
+/// Side of the square tiles a transpose copies at a time (each tile's rows and columns stay
+/// in the caches).
+const TRANSPOSE_TILE: usize = 32;
+
+/// `src` `[rows, cols]` transposed into `dst` `[cols, rows]`, in tiles, split into blocks of
+/// output rows across the calling thread's rayon pool.
+fn transpose_into<T: Copy + Send + Sync>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
+    debug_assert_eq!(src.len(), rows * cols);
+    debug_assert_eq!(dst.len(), rows * cols);
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    dst.par_chunks_mut(TRANSPOSE_TILE * rows)
+        .enumerate()
+        .for_each(|(block, out)| {
+            let c0 = block * TRANSPOSE_TILE;
+            let width = out.len() / rows;
+            for r0 in (0..rows).step_by(TRANSPOSE_TILE) {
+                let r1 = (r0 + TRANSPOSE_TILE).min(rows);
+                for dc in 0..width {
+                    let line = &mut out[dc * rows..(dc + 1) * rows];
+                    for r in r0..r1 {
+                        line[r] = src[r * cols + c0 + dc];
+                    }
+                }
+            }
+        });
+}
+
+/// The transpose of a 2-D tensor as a new contiguous tensor: on the CPU (f32, bf16, f16) a
+/// tiled copy on the calling thread's pool, which for weights of real size is many times
+/// faster than candle's single-threaded strided copy (`t().contiguous()`); elsewhere that
+/// copy. The values are the same either way.
+pub fn transpose_2d(t: &Tensor) -> Result<Tensor> {
+    let (rows, cols) = t.dims2()?;
+    if !t.device().is_cpu() || !t.is_contiguous() {
+        return Ok(t.t()?.contiguous()?);
+    }
+    let (storage, layout) = t.storage_and_layout();
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("transpose: operand is not contiguous".into()))?;
+    fn run<T: candle_core::WithDType + Default + Send + Sync>(
+        src: &[T],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Tensor> {
+        let mut out = crate::preprocess::limits::try_filled(src.len(), T::default(), "a weight")?;
+        transpose_into(src, rows, cols, &mut out);
+        Ok(Tensor::from_vec(
+            out,
+            (cols, rows),
+            &candle_core::Device::Cpu,
+        )?)
+    }
+    match &*storage {
+        Storage::Cpu(CpuStorage::F32(v)) => run(&v[start..end], rows, cols),
+        Storage::Cpu(CpuStorage::BF16(v)) => run(&v[start..end], rows, cols),
+        Storage::Cpu(CpuStorage::F16(v)) => run(&v[start..end], rows, cols),
+        _ => Ok(t.t()?.contiguous()?),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +352,37 @@ mod tests {
         let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
         let m = b.abs().unwrap().max_all().unwrap();
         (d / m).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    #[test]
+    fn tiled_transpose_equals_candles_strided_copy() {
+        for (rows, cols) in [
+            (1, 1),
+            (1, 70),
+            (70, 1),
+            (31, 33),
+            (64, 32),
+            (97, 130),
+            (0, 5),
+        ] {
+            let t = randn(&[rows.max(1), cols], 7).narrow(0, 0, rows).unwrap();
+            for dtype in [DType::F32, DType::BF16, DType::F16] {
+                let t = t.to_dtype(dtype).unwrap().contiguous().unwrap();
+                let want = t.t().unwrap().contiguous().unwrap();
+                let got = transpose_2d(&t).unwrap();
+                assert_eq!(got.dims(), want.dims(), "{rows}x{cols} {dtype:?}");
+                assert!(got.is_contiguous());
+                let (g, w) = (
+                    got.to_dtype(DType::F32).unwrap().flatten_all().unwrap(),
+                    want.to_dtype(DType::F32).unwrap().flatten_all().unwrap(),
+                );
+                assert_eq!(
+                    g.to_vec1::<f32>().unwrap(),
+                    w.to_vec1::<f32>().unwrap(),
+                    "{rows}x{cols} {dtype:?}"
+                );
+            }
+        }
     }
 
     /// The fused CPU path against candle's ops on the same values (the fallback path), over

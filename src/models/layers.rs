@@ -64,14 +64,21 @@ impl<'a> Loader<'a> {
     /// `name.weight` `[out, in]` and, when `bias`, `name.bias` `[out]`.
     pub fn linear(&self, name: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
         let sub = self.sub(name);
-        Linear::new(
-            sub.tensor("weight", &[out_dim, in_dim])?,
-            if bias {
-                Some(sub.tensor("bias", &[out_dim])?)
-            } else {
-                None
-            },
-        )
+        let bias = if bias {
+            Some(sub.tensor("bias", &[out_dim])?)
+        } else {
+            None
+        };
+        if self.device.is_cpu() {
+            // Read straight into the `Wᵀ` layout the CPU matmul takes.
+            let rhs = self.weights.tensor_transposed(
+                &sub.name("weight"),
+                [out_dim, in_dim],
+                self.dtype,
+            )?;
+            return Ok(Linear { rhs, bias });
+        }
+        Linear::new(sub.tensor("weight", &[out_dim, in_dim])?, bias)
     }
 
     /// Refuses a normalization epsilon that is not a positive finite number (a zero or
@@ -137,7 +144,7 @@ impl Linear {
     /// A linear layer from its weight `[out, in]` and optional bias `[out]`.
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Linear> {
         let rhs = if weight.device().is_cpu() {
-            weight.t()?.contiguous()?
+            fused::transpose_2d(&weight)?
         } else {
             weight.t()?
         };
@@ -151,11 +158,10 @@ impl Linear {
 
     /// Stacks several linears with the same input along the output dimension (fused QKV).
     pub fn concat(parts: &[Linear]) -> Result<Linear> {
-        let weights = parts
-            .iter()
-            .map(Linear::weight)
-            .collect::<Result<Vec<_>>>()?;
-        let weight = Tensor::cat(&weights, 0)?;
+        // Side by side in the transposed layout: `[in, out_1 + out_2 + ...]`, contiguous on
+        // the CPU, without transposing anything again.
+        let rhs: Vec<&Tensor> = parts.iter().map(|l| &l.rhs).collect();
+        let rhs = Tensor::cat(&rhs, 1)?;
         let bias = if parts.iter().all(|l| l.bias.is_some()) {
             let biases: Vec<&Tensor> = parts.iter().filter_map(|l| l.bias.as_ref()).collect();
             Some(Tensor::cat(&biases, 0)?)
@@ -166,7 +172,7 @@ impl Linear {
                 "fused projections mix biased and unbiased parts",
             ));
         };
-        Linear::new(weight, bias)
+        Ok(Linear { rhs, bias })
     }
 
     pub fn out_dim(&self) -> usize {
