@@ -261,7 +261,12 @@ fn readme_c_snippet_compiles_and_runs() {
 fn c_qwen3_prompt_example_prints_levels_and_layout() {
     let tmp = temp_dir("example-qwen3-prompt");
     let bin = tmp.join("qwen3_prompt");
-    compile(&[repo().join("examples/c/qwen3_prompt.c")], &bin, false, &[]);
+    compile(
+        &[repo().join("examples/c/qwen3_prompt.c")],
+        &bin,
+        false,
+        &[],
+    );
     for fixture in ["qwen3_vl_f32", "qwen3_5_f16"] {
         let meta: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(fixtures().join(fixture).join("expected.json")).unwrap(),
@@ -320,7 +325,10 @@ fn c_qwen3_prompt_example_prints_levels_and_layout() {
         let mut expect = vec![1000];
         for e in &entries {
             expect.push(vs);
-            expect.extend(std::iter::repeat(img).take(e["tokens"].as_u64().unwrap() as usize));
+            expect.extend(std::iter::repeat_n(
+                img,
+                e["tokens"].as_u64().unwrap() as usize,
+            ));
             expect.push(ve);
         }
         expect.push(1001);

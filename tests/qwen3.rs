@@ -43,7 +43,9 @@ fn ints(v: &Value) -> Vec<i64> {
 fn reference(name: &str, key: &str) -> Vec<f32> {
     let bytes = std::fs::read(fixtures().join(name).join("expected.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    let t = st.tensor(key).unwrap_or_else(|_| panic!("{name}: no `{key}`"));
+    let t = st
+        .tensor(key)
+        .unwrap_or_else(|_| panic!("{name}: no `{key}`"));
     t.data()
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -70,7 +72,9 @@ fn every_level_matches_the_reference() {
         let mut images = Vec::new();
         let mut worst = [0f64; 2];
         for case in cases(name) {
-            let image = model.preprocess(&std::fs::read(&case.path).unwrap()).unwrap();
+            let image = model
+                .preprocess(&std::fs::read(&case.path).unwrap())
+                .unwrap();
             let tol_px = if case.resized { 2.0 / 255.0 / 0.5 } else { 0.0 };
             let d = max_abs_diff(image.pixels(), &case.pixels);
             assert!(d <= tol_px, "{name}/{}: pixels differ by {d}", case.file);
@@ -86,13 +90,20 @@ fn every_level_matches_the_reference() {
                 let got = out.level_data(0, level).unwrap();
                 let err = rel_l2(got, &want);
                 println!("{name}/{} level {level}: rel L2 {err:.2e}", case.file);
-                assert!(err <= tol, "{name}/{} level {level}: rel L2 {err}", case.file);
+                assert!(
+                    err <= tol,
+                    "{name}/{} level {level}: rel L2 {err}",
+                    case.file
+                );
                 let w = &mut worst[case.resized as usize];
                 *w = w.max(err);
             }
             images.push((image, out));
         }
-        println!("{name}: worst rel L2 native {:.2e}, resized {:.2e}", worst[0], worst[1]);
+        println!(
+            "{name}: worst rel L2 native {:.2e}, resized {:.2e}",
+            worst[0], worst[1]
+        );
         // All sizes in one call equal the one-image calls, level by level.
         let refs: Vec<&vtower::Image> = images.iter().map(|(i, _)| i).collect();
         let batch = model.forward(&refs).unwrap();
@@ -156,7 +167,10 @@ fn tokens_grids_and_mrope_positions() {
         let model = load(&fixtures().join(name));
         let t = &model.info().tokens;
         assert_eq!(t.image, exp["tokens"]["image_token_id"].as_i64(), "{name}");
-        assert_eq!(t.image_start, exp["tokens"]["vision_start_token_id"].as_i64());
+        assert_eq!(
+            t.image_start,
+            exp["tokens"]["vision_start_token_id"].as_i64()
+        );
         assert_eq!(t.image_end, exp["tokens"]["vision_end_token_id"].as_i64());
         assert_eq!(model.merge_size(), 2);
         for e in exp["images"].as_array().unwrap() {
@@ -197,10 +211,18 @@ fn tokens_grids_and_mrope_positions() {
             pos = next;
             i += n;
         }
-        let want: Vec<Vec<i64>> = mrope["position_ids"].as_array().unwrap().iter().map(ints).collect();
+        let want: Vec<Vec<i64>> = mrope["position_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(ints)
+            .collect();
         assert_eq!(rows, want, "{name}");
         let max = rows.iter().flatten().max().unwrap();
-        assert_eq!(max + 1 - ids.len() as i64, mrope["rope_delta"].as_i64().unwrap());
+        assert_eq!(
+            max + 1 - ids.len() as i64,
+            mrope["rope_delta"].as_i64().unwrap()
+        );
     }
 }
 
@@ -230,7 +252,9 @@ fn moe_loads_without_opening_the_expert_shard() {
     std::fs::write(tmp.join(shard), b"not a safetensors file").unwrap();
     let model = load(&tmp);
     let case = &cases(name)[0];
-    let image = model.preprocess(&std::fs::read(&case.path).unwrap()).unwrap();
+    let image = model
+        .preprocess(&std::fs::read(&case.path).unwrap())
+        .unwrap();
     let out = model.forward(&[&image]).unwrap();
     assert!(rel_l2(out.data(0).unwrap(), &case.embeddings) <= 2e-3);
     let _ = std::fs::remove_dir_all(&tmp);
@@ -240,7 +264,8 @@ fn moe_loads_without_opening_the_expert_shard() {
 fn config_errors_are_named() {
     let tmp = temp_dir("qwen3-bad");
     let src = fixtures().join("qwen3_vl_f32");
-    let cases: [(&str, &dyn Fn(&mut Value), &str); 3] = [
+    type Edit<'a> = (&'a str, &'a dyn Fn(&mut Value), &'a str);
+    let cases: [Edit; 3] = [
         (
             "deepstack past the last block",
             &|c| c["vision_config"]["deepstack_visual_indexes"] = serde_json::json!([0, 3]),

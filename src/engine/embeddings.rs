@@ -153,7 +153,9 @@ impl Embeddings {
     /// The decoder layer (0-based) after which level `level` (>= 1) is added to the
     /// language model's hidden states; `None` for level 0 and past the last level.
     pub fn level_layer(&self, level: usize) -> Option<usize> {
-        level.checked_sub(1).and_then(|k| self.layers.get(k).copied())
+        level
+            .checked_sub(1)
+            .and_then(|k| self.layers.get(k).copied())
     }
 
     /// Number of images.

@@ -103,7 +103,13 @@ pub(crate) fn rope_theta(v: &ConfigObject) -> Result<f64> {
 }
 
 /// `num_heads` / `depth`, or their `attribute_map` aliases.
-pub(crate) fn aliased(v: &ConfigObject, key: &str, alias: &str, default: usize, max: usize) -> Result<usize> {
+pub(crate) fn aliased(
+    v: &ConfigObject,
+    key: &str,
+    alias: &str,
+    default: usize,
+    max: usize,
+) -> Result<usize> {
     if v.contains(key) {
         v.positive_or(key, default, max)
     } else {

@@ -142,7 +142,8 @@ impl Qwen3VisionConfig {
                 )));
             }
         }
-        let num_position_embeddings = v.positive_or("num_position_embeddings", 2304, MAX_POSITIONS)?;
+        let num_position_embeddings =
+            v.positive_or("num_position_embeddings", 2304, MAX_POSITIONS)?;
         let deepstack = match variant {
             Qwen3Variant::Qwen3Vl => deepstack_indexes(v, depth)?,
             Qwen3Variant::Qwen35 => {
@@ -388,7 +389,9 @@ impl Qwen3VisionTower {
             tokens.push(t * gh * gw / unit);
         }
         let x = self.patch_embed.forward(patches)?;
-        let pos = self.position_embeddings(grids, device)?.to_dtype(x.dtype())?;
+        let pos = self
+            .position_embeddings(grids, device)?
+            .to_dtype(x.dtype())?;
         let mut x = (x + pos)?;
         let (cos, sin) = self.rope.cos_sin(&positions, device)?;
         let (cos, sin) = (cos.unsqueeze(1)?, sin.unsqueeze(1)?);
@@ -448,8 +451,12 @@ impl Qwen3VlModel {
     ) -> Result<Qwen3VlModel> {
         let model_type = files.model_type()?;
         let (variant, family, tokens) = match model_type.as_str() {
-            "qwen3_vl" | "qwen3_vl_moe" => (Qwen3Variant::Qwen3Vl, "qwen3_vl", [151655, 151652, 151653]),
-            "qwen3_5" | "qwen3_5_moe" => (Qwen3Variant::Qwen35, "qwen3_5", [248056, 248053, 248054]),
+            "qwen3_vl" | "qwen3_vl_moe" => {
+                (Qwen3Variant::Qwen3Vl, "qwen3_vl", [151655, 151652, 151653])
+            }
+            "qwen3_5" | "qwen3_5_moe" => {
+                (Qwen3Variant::Qwen35, "qwen3_5", [248056, 248053, 248054])
+            }
             other => {
                 return Err(Error::bad_config(format!(
                     "model_type `{other}` is not a Qwen3-VL / Qwen3.5 model"
@@ -461,7 +468,8 @@ impl Qwen3VlModel {
             .object("vision_config")?
             .unwrap_or_else(|| ConfigObject::empty("config.json: vision_config"));
         let config = Qwen3VisionConfig::from_config(&vision, variant)?;
-        let tower = Qwen3VisionTower::load(&Loader::new(weights, "visual.", dtype, device), &config)?;
+        let tower =
+            Qwen3VisionTower::load(&Loader::new(weights, "visual.", dtype, device), &config)?;
         let processor = QwenImageProcessor::from_config(&files.preprocessor, config.geometry)?;
         let token = |key: &str, default: i64| -> Result<Option<i64>> {
             Ok(Some(files.config.i64(key)?.unwrap_or(default)))
