@@ -256,6 +256,18 @@ public:
         return View<float>(vt_embeddings_data(c(), i), vt_embeddings_n_tokens(c(), i) * dim());
     }
     View<float> at(std::size_t i) const { return (*this)[i]; }
+    /// Embedding levels per image: 1, or 1 + the deepstack levels of Qwen3-VL
+    /// (see vt_model_n_levels for what the language model does with them).
+    std::size_t n_levels() const { return vt_embeddings_n_levels(c()); }
+    /// Level `level` of image `i` (level 0 = operator[]), n_tokens(i) * dim() values
+    /// borrowed from this object; throws std::out_of_range.
+    View<float> level(std::size_t i, std::size_t level) const {
+        check_index(i);
+        if (level >= n_levels()) throw std::out_of_range("vtower::Embeddings::level: level out of range");
+        const float *p = vt_embeddings_level_data(c(), i, level);
+        if (!p) throw std::runtime_error("vtower::Embeddings::level: rows could not be read");
+        return View<float>(p, vt_embeddings_n_tokens(c(), i) * dim());
+    }
     /// Row `token` of image `i`; throws std::out_of_range.
     View<float> row(std::size_t i, std::size_t token) const {
         if (token >= n_tokens(i)) throw std::out_of_range("vtower::Embeddings::row: token out of range");
@@ -359,6 +371,10 @@ public:
     std::size_t tokens_per_image() const { return vt_model_tokens_per_image(c()); }
     /// Worker threads for CPU work.
     uint32_t n_threads() const { return vt_model_n_threads(c()); }
+    /// Embedding levels per image (1 + Qwen3-VL's deepstack levels).
+    std::size_t n_levels() const { return vt_model_n_levels(c()); }
+    /// Decoder layer after which level `level` (>= 1) is added; -1 for level 0 / past the end.
+    int32_t level_layer(std::size_t level) const { return vt_model_level_layer(c(), level); }
     /// The native input size.
     Size image_size() const {
         Size s;

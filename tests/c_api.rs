@@ -89,3 +89,19 @@ fn c_preprocess_ex() {
     );
     assert!(out.contains("all checks passed"), "{out}");
 }
+
+#[test]
+fn c_embedding_levels() {
+    let tmp = temp_dir("c-levels");
+    let bin = tmp.join("levels");
+    compile(&[repo().join("tests/c/levels.c")], &bin, false, &[]);
+    let out = run(
+        &bin,
+        &[
+            fixtures().join("qwen3_vl_f32").to_str().unwrap(),
+            fixtures().join("qwen2_vl_f32").to_str().unwrap(),
+            image_path("jpeg444.jpg").to_str().unwrap(),
+        ],
+    );
+    assert!(out.contains("all checks passed"), "{out}");
+}

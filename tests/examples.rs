@@ -254,3 +254,112 @@ fn readme_c_snippet_compiles_and_runs() {
     );
     assert!(out.contains("36 tokens x 64"), "{out}");
 }
+
+/// examples/c/qwen3_prompt.c: the levels and their decoder layers, one framed run of
+/// `<|image_pad|>` per image, and every level's first value equal to the reference.
+#[test]
+fn c_qwen3_prompt_example_prints_levels_and_layout() {
+    let tmp = temp_dir("example-qwen3-prompt");
+    let bin = tmp.join("qwen3_prompt");
+    compile(
+        &[repo().join("examples/c/qwen3_prompt.c")],
+        &bin,
+        false,
+        &[],
+    );
+    for fixture in ["qwen3_vl_f32", "qwen3_5_f16"] {
+        let meta: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(fixtures().join(fixture).join("expected.json")).unwrap(),
+        )
+        .unwrap();
+        let keys: Vec<&str> = meta["mrope"]["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap())
+            .collect();
+        let entries: Vec<&serde_json::Value> = keys
+            .iter()
+            .map(|k| {
+                meta["images"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|e| e["key"] == *k)
+                    .unwrap()
+            })
+            .collect();
+        let model = fixtures().join(fixture);
+        let mut args = vec![model.to_string_lossy().into_owned()];
+        args.extend(entries.iter().map(|e| {
+            repo()
+                .join(e["path"].as_str().unwrap())
+                .to_string_lossy()
+                .into_owned()
+        }));
+        let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let out = run(&bin, &argv);
+        let levels = meta["levels"].as_u64().unwrap();
+        let mut want = format!("levels {levels}:");
+        for l in meta["deepstack"]["levels"].as_array().unwrap() {
+            want += &format!(
+                " level {} -> after decoder layer {}",
+                l["level"], l["decoder_layer"]
+            );
+        }
+        assert!(out.lines().any(|l| l == want), "{fixture}: {out}");
+        let tokens: Vec<i64> = out
+            .lines()
+            .find(|l| l.starts_with("tokens:"))
+            .unwrap()
+            .split_whitespace()
+            .skip(1)
+            .map(|t| t.parse().unwrap())
+            .collect();
+        let t = &meta["tokens"];
+        let (img, vs, ve) = (
+            t["image_token_id"].as_i64().unwrap(),
+            t["vision_start_token_id"].as_i64().unwrap(),
+            t["vision_end_token_id"].as_i64().unwrap(),
+        );
+        let mut expect = vec![1000];
+        for e in &entries {
+            expect.push(vs);
+            expect.extend(std::iter::repeat_n(
+                img,
+                e["tokens"].as_u64().unwrap() as usize,
+            ));
+            expect.push(ve);
+        }
+        expect.push(1001);
+        assert_eq!(tokens, expect, "{fixture}");
+        let bytes = std::fs::read(fixtures().join(fixture).join("expected.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        for (i, k) in keys.iter().enumerate() {
+            let line = out
+                .lines()
+                .find(|l| l.starts_with(&format!("image {i} ")))
+                .unwrap();
+            for level in 0..levels {
+                let key = if level == 0 {
+                    format!("embeddings/{k}")
+                } else {
+                    format!("deepstack/{level}/{k}")
+                };
+                let d = st.tensor(&key).unwrap().data()[..4].to_vec();
+                let v = f32::from_le_bytes([d[0], d[1], d[2], d[3]]);
+                let printed: f32 = line
+                    .split(&format!("level {level} row 0: "))
+                    .nth(1)
+                    .unwrap()
+                    .split(',')
+                    .next()
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap();
+                assert!((printed - v).abs() < 1e-3, "{fixture} {line}: want {v}");
+            }
+        }
+    }
+}

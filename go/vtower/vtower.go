@@ -96,6 +96,11 @@ type Embedding struct {
 	Data []float32
 	// Grid is the token layout (Frames*Rows*Cols == Tokens).
 	Grid Grid
+	// Deepstack holds the extra embedding levels of Qwen3-VL (levels 1..n, each a
+	// row-major [Tokens, Dim] matrix owned by Go): level k is added to the language
+	// model's hidden states after decoder layer Model.DeepstackLayers()[k-1]. Nil for models
+	// with one level.
+	Deepstack [][]float32
 }
 
 // Row returns row i (a sub-slice of Data).
@@ -105,9 +110,18 @@ func (e Embedding) Row(i int) []float32 {
 
 // Model is a loaded vision tower. It is safe for concurrent use by many goroutines.
 type Model struct {
-	mu   sync.RWMutex
-	c    *C.struct_vt_model
-	info Info
+	mu        sync.RWMutex
+	c         *C.struct_vt_model
+	info      Info
+	deepstack []int
+}
+
+// DeepstackLayers (Qwen3-VL): for each deepstack level k = 1..len, the language model's
+// decoder layer (0-based) after which it adds Embedding.Deepstack[k-1] to its hidden
+// states at the image's placeholder positions (row i to the i-th placeholder). Empty for
+// models without deepstack (a copy; available after Close too).
+func (m *Model) DeepstackLayers() []int {
+	return append([]int(nil), m.deepstack...)
 }
 
 // ErrClosed is returned by calls on a Model after Close.
@@ -175,6 +189,9 @@ func Load(dir string, opts *Options) (*Model, error) {
 		return nil, takeError(st, cerr)
 	}
 	m.info.ImageWidth, m.info.ImageHeight = int(w), int(h)
+	for k := 1; k < int(C.vt_model_n_levels(m.c)); k++ {
+		m.deepstack = append(m.deepstack, int(C.vt_model_level_layer(m.c, C.size_t(k))))
+	}
 	runtime.SetFinalizer(m, (*Model).Close)
 	return m, nil
 }
@@ -299,6 +316,17 @@ func (m *Model) forward(imgs []*C.struct_vt_image) ([]Embedding, error) {
 			copy(data, src)
 		}
 		out[i].Tokens, out[i].Dim, out[i].Data = n, dim, data
+		for k := 1; k < int(C.vt_embeddings_n_levels(emb)); k++ {
+			level := make([]float32, n*dim)
+			if n*dim > 0 {
+				p := C.vt_embeddings_level_data(emb, C.size_t(i), C.size_t(k))
+				if p == nil {
+					return nil, errors.New("vtower: deepstack level could not be read")
+				}
+				copy(level, unsafe.Slice((*float32)(unsafe.Pointer(p)), n*dim))
+			}
+			out[i].Deepstack = append(out[i].Deepstack, level)
+		}
 	}
 	return out, nil
 }

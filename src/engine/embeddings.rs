@@ -28,10 +28,20 @@ impl OutputType {
 /// model computed them (in its compute dtype) and the f32 host copy is made on first use,
 /// so a caller that copies the rows straight into its own GPU buffer never pays for a
 /// device-to-host transfer.
+///
+/// A model with deepstack features (Qwen3-VL) gives each image several *levels* of rows of
+/// the same shape: level 0 is what replaces the placeholder tokens, level k (k >= 1) is
+/// added to the language model's hidden states after decoder layer [`Embeddings::level_layer`].
+/// Other models have one level.
 #[derive(Debug, Clone)]
 pub struct Embeddings {
     dim: usize,
+    /// Level 0 of each image.
     items: Vec<Rows>,
+    /// `extra[k - 1][i]`: level k of image i.
+    extra: Vec<Vec<Rows>>,
+    /// Decoder layer of each extra level.
+    layers: Vec<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -44,6 +54,31 @@ struct Rows {
     host: OnceCell<Vec<f32>>,
 }
 
+impl Rows {
+    /// Image `i`'s `[n_tokens, dim]` output.
+    fn new(dim: usize, i: usize, tensor: Tensor) -> Result<Rows> {
+        match *tensor.dims() {
+            [n_tokens, d] if d == dim => {
+                let host = OnceCell::new();
+                let device = if tensor.device().is_cpu() {
+                    host.get_or_try_init(|| host_f32(&tensor))?;
+                    None
+                } else {
+                    Some(tensor)
+                };
+                Ok(Rows {
+                    n_tokens,
+                    device,
+                    host,
+                })
+            }
+            ref other => Err(Error::compute(format!(
+                "image {i}: output shape {other:?}, expected [n_tokens, {dim}]"
+            ))),
+        }
+    }
+}
+
 fn host_f32(tensor: &Tensor) -> Result<Vec<f32>> {
     Ok(tensor
         .to_dtype(DType::F32)?
@@ -52,32 +87,75 @@ fn host_f32(tensor: &Tensor) -> Result<Vec<f32>> {
 }
 
 impl Embeddings {
-    /// Wraps the model's outputs, each `[n_tokens, dim]`.
+    /// Wraps the model's outputs, each `[n_tokens, dim]` (one level).
+    #[cfg(test)]
     pub(crate) fn new(dim: usize, outputs: Vec<Tensor>) -> Result<Embeddings> {
         let items = outputs
             .into_iter()
             .enumerate()
-            .map(|(i, tensor)| match *tensor.dims() {
-                [n_tokens, d] if d == dim => {
-                    let host = OnceCell::new();
-                    let device = if tensor.device().is_cpu() {
-                        host.get_or_try_init(|| host_f32(&tensor))?;
-                        None
-                    } else {
-                        Some(tensor)
-                    };
-                    Ok(Rows {
-                        n_tokens,
-                        device,
-                        host,
-                    })
-                }
-                ref other => Err(Error::compute(format!(
-                    "image {i}: output shape {other:?}, expected [n_tokens, {dim}]"
-                ))),
-            })
+            .map(|(i, t)| Rows::new(dim, i, t))
             .collect::<Result<_>>()?;
-        Ok(Embeddings { dim, items })
+        Ok(Embeddings {
+            dim,
+            items,
+            extra: Vec::new(),
+            layers: Vec::new(),
+        })
+    }
+
+    /// Wraps the model's outputs with their levels: `outputs[i][level]`, each image with
+    /// `1 + layers.len()` levels of the same `[n_tokens, dim]` shape; `layers[k - 1]` is the
+    /// decoder layer of level k.
+    pub(crate) fn with_levels(
+        dim: usize,
+        outputs: Vec<Vec<Tensor>>,
+        layers: Vec<usize>,
+    ) -> Result<Embeddings> {
+        let mut items = Vec::with_capacity(outputs.len());
+        let mut extra: Vec<Vec<Rows>> = (0..layers.len()).map(|_| Vec::new()).collect();
+        for (i, levels) in outputs.into_iter().enumerate() {
+            if levels.len() != 1 + layers.len() {
+                return Err(Error::compute(format!(
+                    "image {i}: {} embedding levels, expected {}",
+                    levels.len(),
+                    1 + layers.len()
+                )));
+            }
+            let mut levels = levels.into_iter();
+            let main = Rows::new(dim, i, levels.next().expect("one level at least"))?;
+            for (k, t) in levels.enumerate() {
+                let rows = Rows::new(dim, i, t)?;
+                if rows.n_tokens != main.n_tokens {
+                    return Err(Error::compute(format!(
+                        "image {i}: level {} has {} rows, level 0 {}",
+                        k + 1,
+                        rows.n_tokens,
+                        main.n_tokens
+                    )));
+                }
+                extra[k].push(rows);
+            }
+            items.push(main);
+        }
+        Ok(Embeddings {
+            dim,
+            items,
+            extra,
+            layers,
+        })
+    }
+
+    /// Embedding levels per image: 1 + the deepstack levels (1 for most models).
+    pub fn n_levels(&self) -> usize {
+        1 + self.layers.len()
+    }
+
+    /// The decoder layer (0-based) after which level `level` (>= 1) is added to the
+    /// language model's hidden states; `None` for level 0 and past the last level.
+    pub fn level_layer(&self, level: usize) -> Option<usize> {
+        level
+            .checked_sub(1)
+            .and_then(|k| self.layers.get(k).copied())
     }
 
     /// Number of images.
@@ -95,8 +173,18 @@ impl Embeddings {
         self.items.get(index).map(|r| r.n_tokens)
     }
 
-    fn rows(&self, index: usize) -> Result<&Rows> {
-        self.items.get(index).ok_or_else(|| {
+    fn rows(&self, index: usize, level: usize) -> Result<&Rows> {
+        let list = match level {
+            0 => &self.items,
+            k => self.extra.get(k - 1).ok_or_else(|| {
+                Error::invalid_argument(format!(
+                    "level {level} is out of range (this model gives {} level{})",
+                    self.n_levels(),
+                    if self.n_levels() == 1 { "" } else { "s" }
+                ))
+            })?,
+        };
+        list.get(index).ok_or_else(|| {
             Error::invalid_argument(format!(
                 "index {index} is out of range (count {})",
                 self.count()
@@ -107,7 +195,12 @@ impl Embeddings {
     /// Row-major `[n_tokens, dim]` f32 data of image `index` (for a GPU model, copied to
     /// the host and converted from the compute dtype on the first call for that image).
     pub fn data(&self, index: usize) -> Result<&[f32]> {
-        let rows = self.rows(index)?;
+        self.level_data(index, 0)
+    }
+
+    /// [`Embeddings::data`] of level `level`.
+    pub fn level_data(&self, index: usize, level: usize) -> Result<&[f32]> {
+        let rows = self.rows(index, level)?;
         let host = rows.host.get_or_try_init(|| match &rows.device {
             Some(t) => host_f32(t),
             None => Err(Error::compute(format!("image {index} has no rows"))),
@@ -118,20 +211,36 @@ impl Embeddings {
     /// Image `index`'s rows on the GPU, in the model's compute dtype, when the model ran on
     /// one (`None` on the CPU or past the end).
     pub fn device_rows(&self, index: usize) -> Option<&Tensor> {
-        self.items.get(index).and_then(|r| r.device.as_ref())
+        self.level_device_rows(index, 0)
+    }
+
+    /// [`Embeddings::device_rows`] of level `level`.
+    pub fn level_device_rows(&self, index: usize, level: usize) -> Option<&Tensor> {
+        self.rows(index, level).ok().and_then(|r| r.device.as_ref())
     }
 
     /// Writes image `index`'s rows into `dst` as little-endian `ty` values (bf16 and f16
     /// rounded to nearest even, as torch converts).
     pub fn copy_to_host(&self, index: usize, ty: OutputType, dst: &mut [u8]) -> Result<()> {
-        let needed = self.rows(index)?.n_tokens * self.dim * ty.size();
+        self.copy_level_to_host(index, 0, ty, dst)
+    }
+
+    /// [`Embeddings::copy_to_host`] of level `level`.
+    pub fn copy_level_to_host(
+        &self,
+        index: usize,
+        level: usize,
+        ty: OutputType,
+        dst: &mut [u8],
+    ) -> Result<()> {
+        let needed = self.rows(index, level)?.n_tokens * self.dim * ty.size();
         if dst.len() < needed {
             return Err(Error::invalid_argument(format!(
                 "destination holds {} bytes, image {index} needs {needed}",
                 dst.len()
             )));
         }
-        let rows = self.data(index)?;
+        let rows = self.level_data(index, level)?;
         match ty {
             OutputType::F32 => {
                 for (d, v) in dst.chunks_exact_mut(4).zip(rows) {
@@ -206,6 +315,8 @@ mod tests {
             .unwrap();
         let e = Embeddings {
             dim: 2,
+            extra: Vec::new(),
+            layers: Vec::new(),
             items: vec![Rows {
                 n_tokens: 2,
                 device: Some(t),

@@ -191,12 +191,13 @@ impl Model {
         }
         let pixels: Vec<&Pixels> = images.iter().map(|i| &i.pixels).collect();
         let dim = self.info().output_dim;
-        let mut outputs: Vec<Option<candle_core::Tensor>> = vec![None; images.len()];
+        let mut outputs: Vec<Option<Vec<candle_core::Tensor>>> = vec![None; images.len()];
+        let n_levels = self.n_levels();
         self.pool.install(|| -> Result<()> {
             let info = self.info();
             for group in plan_batches(&pixels, info.max_batch, info.mixed_shape_batches) {
                 let batch: Vec<&Pixels> = group.iter().map(|&i| pixels[i]).collect();
-                let results = self.inner.forward(&batch)?;
+                let results = self.inner.forward_levels(&batch)?;
                 if results.len() != group.len() {
                     return Err(Error::compute(format!(
                         "model returned {} results for {} images",
@@ -204,15 +205,21 @@ impl Model {
                         group.len()
                     )));
                 }
-                for (&i, out) in group.iter().zip(results) {
+                for (&i, levels) in group.iter().zip(results) {
                     let expected = [pixels[i].n_tokens(), dim];
-                    if out.dims() != expected {
+                    if levels.len() != n_levels {
+                        return Err(Error::compute(format!(
+                            "image {i}: {} embedding levels, expected {n_levels}",
+                            levels.len()
+                        )));
+                    }
+                    if let Some(out) = levels.iter().find(|t| t.dims() != expected) {
                         return Err(Error::compute(format!(
                             "image {i}: output shape {:?}, expected {expected:?}",
                             out.dims()
                         )));
                     }
-                    outputs[i] = Some(out);
+                    outputs[i] = Some(levels);
                 }
             }
             Ok(())
@@ -225,7 +232,21 @@ impl Model {
             .enumerate()
             .map(|(i, o)| o.ok_or_else(|| Error::compute(format!("image {i} was not run"))))
             .collect::<Result<Vec<_>>>()?;
-        Embeddings::new(dim, outputs)
+        Embeddings::with_levels(dim, outputs, self.inner.deepstack_layers().to_vec())
+    }
+
+    /// Embedding levels per image: 1 + the deepstack levels of Qwen3-VL (1 for other models).
+    pub fn n_levels(&self) -> usize {
+        1 + self.inner.deepstack_layers().len()
+    }
+
+    /// The language model's decoder layer (0-based) after which embedding level `level`
+    /// (>= 1) is added to its hidden states at the image positions; `None` for level 0 (the
+    /// input embeddings of the placeholder tokens) and past the last level.
+    pub fn level_layer(&self, level: usize) -> Option<usize> {
+        level
+            .checked_sub(1)
+            .and_then(|k| self.inner.deepstack_layers().get(k).copied())
     }
 }
 

@@ -17,7 +17,7 @@ use crate::ffi::status::vt_status;
 /// (vt_embeddings_copy_to_cuda). For a GPU model it holds GPU memory until freed with
 /// vt_embeddings_free. A plain value: one thread at a time, any thread.
 pub struct vt_embeddings {
-    emb: Embeddings,
+    pub(crate) emb: Embeddings,
 }
 
 /// Runs the vision tower and projector on `n_images` images preprocessed by this model.
@@ -129,7 +129,7 @@ pub extern "C" fn vt_embeddings_free(e: *mut vt_embeddings) {
     })
 }
 
-fn output_type(dtype: vt_dtype) -> crate::error::Result<OutputType> {
+pub(crate) fn output_type(dtype: vt_dtype) -> crate::error::Result<OutputType> {
     match dtype {
         VT_DTYPE_F32 => Ok(OutputType::F32),
         VT_DTYPE_BF16 => Ok(OutputType::BF16),

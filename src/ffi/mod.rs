@@ -32,6 +32,8 @@ pub(crate) mod image;
 pub(crate) mod prompt;
 // vt_forward, vt_embeddings_*.
 pub(crate) mod embeddings;
+// Deepstack levels: vt_model_n_levels, vt_model_level_layer, vt_embeddings_level_*.
+pub(crate) mod levels;
 
 // Internal: the panic boundary and pointer checks, CUDA copies.
 pub(crate) mod boundary;

@@ -12,6 +12,7 @@ pub mod pixels;
 pub mod pixtral;
 pub mod projector;
 pub mod qwen2_vl;
+pub mod qwen3_vl;
 pub mod registry;
 pub mod rope;
 pub mod siglip;
@@ -99,6 +100,19 @@ pub trait VisionModel: Send + Sync {
     /// `[n_tokens, output_dim]` tensor per image, in the compute dtype on the compute device
     /// (the engine copies them out).
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>>;
+
+    /// [`VisionModel::forward`] with every embedding level of each image: level 0 is the
+    /// `forward` output, levels 1.. the extra features a language model adds inside its
+    /// decoder (Qwen3-VL's deepstack), each `[n_tokens, output_dim]`. One level by default.
+    fn forward_levels(&self, batch: &[&Pixels]) -> Result<Vec<Vec<Tensor>>> {
+        Ok(self.forward(batch)?.into_iter().map(|t| vec![t]).collect())
+    }
+
+    /// For each extra level (1..), the language model's decoder layer (0-based) after
+    /// which it is added to the hidden states at the image positions. Empty by default.
+    fn deepstack_layers(&self) -> &[usize] {
+        &[]
+    }
 
     /// How many patches per side one output token covers (Qwen2-VL's `spatial_merge_size`):
     /// an image's patch grid is its token grid ([`Pixels::grid`]) times this in rows and

@@ -10,6 +10,7 @@ use crate::models::gemma3::Gemma3Model;
 use crate::models::llava::{self, LlavaModel, LlavaTower};
 use crate::models::pixtral::{PixtralModel, PixtralVariant};
 use crate::models::qwen2_vl::{QwenLayout, QwenVariant, QwenVlModel};
+use crate::models::qwen3_vl::Qwen3VlModel;
 use crate::models::siglip::SiglipModel;
 use crate::models::VisionModel;
 use crate::weights::Weights;
@@ -64,6 +65,11 @@ pub const FAMILIES: &[(&str, LoadFn)] = &[
         "qwen2_5_vl_vision",
         load!(QwenVlModel::load, QwenVariant::Qwen25, QwenLayout::Bare),
     ),
+    // One tower for the four: the MoE checkpoints differ only in the language model.
+    ("qwen3_vl", load!(Qwen3VlModel::load)),
+    ("qwen3_vl_moe", load!(Qwen3VlModel::load)),
+    ("qwen3_5", load!(Qwen3VlModel::load)),
+    ("qwen3_5_moe", load!(Qwen3VlModel::load)),
 ];
 
 /// `llava`'s towers by `vision_config.model_type`.

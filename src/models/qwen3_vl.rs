@@ -1,0 +1,644 @@
+//! Qwen3-VL (`model_type` `qwen3_vl`, `qwen3_vl_moe`) and Qwen3.5 (`qwen3_5`,
+//! `qwen3_5_moe`) vision towers, as `Qwen3VLVisionModel` / `Qwen3_5VisionModel` in
+//! transformers 5.23 compute them. The MoE checkpoints carry the same tower as the dense
+//! ones; only the vision tensors are read (the experts are never opened).
+//!
+//! - 3-D patch embedding: a Conv3d over `temporal x patch x patch` **with bias**, a linear
+//!   map over the processor's flattened patch rows;
+//! - a learned position table `pos_embed` (`num_position_embeddings` = side² rows) resampled
+//!   bilinearly with `align_corners=True` to each image's patch grid, as the gather of 4
+//!   rows and weights of `get_vision_interpolation_indices_and_weights`, in the
+//!   processor's merge-block order, and added;
+//! - the 2-D axial rotary embedding of Qwen2-VL at each patch's (row, column);
+//! - blocks: LayerNorm (eps 1e-6), fused-qkv attention limited to each image (frame),
+//!   LayerNorm, `linear_fc2(act(linear_fc1(x)))` with `hidden_act` (`gelu_pytorch_tanh`);
+//! - the merger: LayerNorm over the vision width, `merge²` tokens concatenated, fc1, GELU
+//!   (erf), fc2 to the language model's width (`out_hidden_size`);
+//! - Qwen3-VL's deepstack: after each block named in `deepstack_visual_indexes`, that
+//!   block's output goes through its own merger (`deepstack_merger_list[i]`, `i` = the
+//!   block's position in the list) whose LayerNorm runs over the concatenated `merge² x
+//!   width` features (`use_postshuffle_norm`). The features come out in block order; the
+//!   language model adds feature k to its hidden states at the image positions after
+//!   decoder layer k. Qwen3.5 has no deepstack (its config class deletes the key).
+//!
+//! Several images of different sizes run in one packed sequence with per-image attention
+//! segments. Embeddings come out in merged-grid raster order, one row per `<|image_pad|>`.
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::{axial_rope_theta, ConfigObject, ModelFiles, ROPE_PARAMETERS_FIRST};
+use crate::error::{Error, Result};
+use crate::models::activation::Activation;
+use crate::models::layers::{segment_attention, LayerNorm, Linear, Loader};
+use crate::models::rope::{apply_rotary_f32, AxialRope};
+use crate::models::vit::{MAX_DIM, MAX_LAYERS};
+use crate::models::{batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
+use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor};
+use crate::preprocess::{Limits, Pixels, RgbImage};
+use crate::weights::Weights;
+
+/// Every LayerNorm of the tower and mergers is built with eps 1e-6 (not a config key).
+const NORM_EPS: f64 = 1e-6;
+/// Largest accepted `num_position_embeddings` (released: 2304 = 48²).
+const MAX_POSITIONS: usize = 1 << 20;
+
+/// Which model family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Qwen3Variant {
+    /// Qwen3-VL (`qwen3_vl`, `qwen3_vl_moe`): with deepstack mergers.
+    Qwen3Vl,
+    /// Qwen3.5 (`qwen3_5`, `qwen3_5_moe`): the same tower without deepstack.
+    Qwen35,
+}
+
+/// The vision config (`Qwen3VLVisionConfig` / `Qwen3_5VisionConfig` of transformers 5.23).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Qwen3VisionConfig {
+    pub depth: usize,
+    /// Vision width (`hidden_size`).
+    pub dim: usize,
+    pub num_heads: usize,
+    pub intermediate_size: usize,
+    /// Merger output = the language model's width (`out_hidden_size`).
+    pub out_dim: usize,
+    pub geometry: PatchGeometry,
+    pub act: Activation,
+    pub rope_theta: f64,
+    /// Rows of the learned position table.
+    pub num_position_embeddings: usize,
+    /// `deepstack_visual_indexes` as listed (merger `i` reads block `deepstack[i]`);
+    /// empty for Qwen3.5.
+    pub deepstack: Vec<usize>,
+}
+
+/// `deepstack_visual_indexes`: a list of distinct block indexes below `depth`.
+fn deepstack_indexes(v: &ConfigObject, depth: usize) -> Result<Vec<usize>> {
+    let items = match v.value("deepstack_visual_indexes") {
+        None => vec![8, 16, 24],
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|i| {
+                i.as_u64().map(|i| i as usize).ok_or_else(|| {
+                    Error::bad_config(format!(
+                        "{}: `deepstack_visual_indexes` must hold non-negative integers, found {i}",
+                        v.location()
+                    ))
+                })
+            })
+            .collect::<Result<Vec<usize>>>()?,
+        Some(other) => {
+            return Err(Error::bad_config(format!(
+                "{}: `deepstack_visual_indexes` must be a list, found {other}",
+                v.location()
+            )))
+        }
+    };
+    for (k, &i) in items.iter().enumerate() {
+        if i >= depth {
+            return Err(Error::bad_config(format!(
+                "{}: deepstack_visual_indexes names block {i} of a {depth}-block tower (its \
+                 merger would never run and the language model would miss that level)",
+                v.location()
+            )));
+        }
+        if items[..k].contains(&i) {
+            return Err(Error::bad_config(format!(
+                "{}: deepstack_visual_indexes names block {i} twice (not supported: the reference \
+                 runs only the first of those mergers)",
+                v.location()
+            )));
+        }
+    }
+    Ok(items)
+}
+
+impl Qwen3VisionConfig {
+    /// Reads `vision_config` with the class defaults of transformers 5.23.
+    pub fn from_config(v: &ConfigObject, variant: Qwen3Variant) -> Result<Qwen3VisionConfig> {
+        let depth = v.positive_or(v.aliased(&["depth", "num_hidden_layers"]), 27, MAX_LAYERS)?;
+        let num_heads = v.positive_or(
+            v.aliased(&["num_heads", "num_attention_heads"]),
+            16,
+            MAX_DIM,
+        )?;
+        let dim = v.positive_or("hidden_size", 1152, MAX_DIM)?;
+        let channels = v.usize_or("in_channels", 3, MAX_DIM)?;
+        if channels != 3 {
+            return Err(Error::bad_config(format!(
+                "{}: in_channels {channels} is not supported (RGB images have 3)",
+                v.location()
+            )));
+        }
+        if dim % num_heads != 0 {
+            return Err(Error::bad_config(format!(
+                "{}: vision width {dim} is not divisible by num_heads {num_heads}",
+                v.location()
+            )));
+        }
+        // The rotary table is built from `head_dim` when the config has one, the attention
+        // from width / heads: they must agree.
+        if let Some(hd) = v.usize_max("head_dim", MAX_DIM)? {
+            if hd != dim / num_heads {
+                return Err(Error::bad_config(format!(
+                    "{}: head_dim {hd} differs from width / heads = {}",
+                    v.location(),
+                    dim / num_heads
+                )));
+            }
+        }
+        let num_position_embeddings =
+            v.positive_or("num_position_embeddings", 2304, MAX_POSITIONS)?;
+        let deepstack = match variant {
+            Qwen3Variant::Qwen3Vl => deepstack_indexes(v, depth)?,
+            Qwen3Variant::Qwen35 => {
+                // Qwen3_5VisionConfig deletes the attribute and the tower has no deepstack
+                // mergers: a value in the file (the released ones carry `[]`) does nothing.
+                if let Some(serde_json::Value::Array(items)) = v.value("deepstack_visual_indexes") {
+                    if !items.is_empty() {
+                        crate::log::warn(&format!(
+                            "{}: deepstack_visual_indexes is ignored (Qwen3.5 towers have no \
+                             deepstack)",
+                            v.location()
+                        ));
+                    }
+                }
+                Vec::new()
+            }
+        };
+        Ok(Qwen3VisionConfig {
+            depth,
+            dim,
+            num_heads,
+            intermediate_size: v.positive_or("intermediate_size", 4304, MAX_DIM * 8)?,
+            out_dim: v.positive_or("out_hidden_size", 3584, MAX_DIM)?,
+            geometry: PatchGeometry {
+                patch_size: v.positive_or("patch_size", 16, 1024)?,
+                merge_size: v.positive_or("spatial_merge_size", 2, 64)?,
+                temporal_patch_size: v.positive_or("temporal_patch_size", 2, 64)?,
+            },
+            act: Activation::from_name(&v.string_or("hidden_act", "gelu_pytorch_tanh")?)?,
+            rope_theta: axial_rope_theta(v, ROPE_PARAMETERS_FIRST)?,
+            num_position_embeddings,
+            deepstack,
+        })
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.dim / self.num_heads
+    }
+
+    /// Side of the square position table: `int(num_position_embeddings ** 0.5)`.
+    pub fn grid_side(&self) -> usize {
+        (self.num_position_embeddings as f64).sqrt() as usize
+    }
+}
+
+/// Per-axis taps of `_interpolation_axis_taps_weights` (bilinear, align_corners, border):
+/// for target index `i` on an axis of `size`, the two source rows and their weights,
+/// computed in f32 as torch does.
+fn axis_taps(i: usize, size: usize, side: usize) -> [(usize, f32); 2] {
+    let src = (i as f32 * (side - 1) as f32) / (size.saturating_sub(1).max(1)) as f32;
+    let floor = src.floor();
+    let mut out = [(0usize, 0f32); 2];
+    for (o, slot) in out.iter_mut().enumerate() {
+        let raw = floor + o as f32;
+        let tap = (raw.max(0.0) as usize).min(side - 1);
+        let distance = (src - floor - o as f32).abs();
+        *slot = (tap, (1.0 - distance).max(0.0));
+    }
+    out
+}
+
+/// Gather indices (4 per patch) into the flattened `side x side` table and their weights,
+/// for the patches of a `gh x gw` grid in merge-block order (block row, block column, row
+/// in block, column in block).
+pub fn interpolation_taps(gh: usize, gw: usize, merge: usize, side: usize) -> (Vec<u32>, Vec<f32>) {
+    let n = gh * gw;
+    let mut idx = Vec::with_capacity(4 * n);
+    let mut wts = Vec::with_capacity(4 * n);
+    let bw = gw / merge;
+    for k in 0..n {
+        let (b, u) = (k / (merge * merge), k % (merge * merge));
+        let row = (b / bw) * merge + u / merge;
+        let col = (b % bw) * merge + u % merge;
+        let h = axis_taps(row, gh, side);
+        let w = axis_taps(col, gw, side);
+        for (hr, hw) in h {
+            for (wc, ww) in w {
+                idx.push((hr * side + wc) as u32);
+                wts.push(hw * ww);
+            }
+        }
+    }
+    (idx, wts)
+}
+
+/// A patch merger: `fc2(gelu(fc1(concat_merge²(norm(x)))))`, with the norm over the vision
+/// width (main merger) or over the concatenation (deepstack, `use_postshuffle_norm`).
+struct Merger {
+    norm: LayerNorm,
+    postshuffle: bool,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+impl Merger {
+    fn load(l: &Loader, c: &Qwen3VisionConfig, postshuffle: bool) -> Result<Merger> {
+        let merged = c.dim * c.geometry.merge_size * c.geometry.merge_size;
+        let norm_dim = if postshuffle { merged } else { c.dim };
+        Ok(Merger {
+            norm: l.layer_norm("norm", norm_dim, NORM_EPS)?,
+            postshuffle,
+            fc1: l.linear("linear_fc1", merged, merged, true)?,
+            fc2: l.linear("linear_fc2", merged, c.out_dim, true)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, merged: usize) -> Result<Tensor> {
+        let n = x.elem_count() / merged;
+        let h = if self.postshuffle {
+            self.norm.forward(&x.reshape((n, merged))?)?
+        } else {
+            self.norm.forward(x)?.reshape((n, merged))?
+        };
+        let h = self.fc1.forward_act(&h, Activation::GeluErf)?;
+        self.fc2.forward(&h)
+    }
+}
+
+struct Block {
+    norm1: LayerNorm,
+    qkv: Linear,
+    proj: Linear,
+    norm2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+/// The tower with its merger and deepstack mergers.
+pub struct Qwen3VisionTower {
+    config: Qwen3VisionConfig,
+    patch_embed: Linear,
+    /// `pos_embed.weight` `[num_position_embeddings, dim]`, f32 (the reference gathers in
+    /// the weight dtype and sums in f32).
+    pos_embed: Tensor,
+    rope: AxialRope,
+    blocks: Vec<Block>,
+    merger: Merger,
+    /// `deepstack_merger_list`, in config order.
+    deepstack: Vec<Merger>,
+}
+
+/// The tower's outputs for a packed batch: `levels[0]` = the merger, `levels[k]` = the k-th
+/// deepstack feature in block order, each `[n_tokens, out_dim]`; the token count of each
+/// image.
+pub struct TowerOutput {
+    pub levels: Vec<Tensor>,
+    pub tokens: Vec<usize>,
+}
+
+impl Qwen3VisionTower {
+    /// Loads `patch_embed.`, `pos_embed.`, `blocks.{i}.`, `merger.` and
+    /// `deepstack_merger_list.{i}.` under `loader` (which points at `visual.`).
+    pub fn load(loader: &Loader, config: &Qwen3VisionConfig) -> Result<Qwen3VisionTower> {
+        let c = config;
+        let g = c.geometry;
+        let d = c.dim;
+        let w = loader.tensor(
+            "patch_embed.proj.weight",
+            &[d, 3, g.temporal_patch_size, g.patch_size, g.patch_size],
+        )?;
+        let b = loader.tensor("patch_embed.proj.bias", &[d])?;
+        let patch_embed = Linear::new(w.reshape((d, g.patch_dim()))?, Some(b))?;
+        let pos_embed = loader
+            .tensor("pos_embed.weight", &[c.num_position_embeddings, d])?
+            .to_dtype(DType::F32)?;
+        let blocks = (0..c.depth)
+            .map(|i| {
+                let l = loader.sub(&format!("blocks.{i}"));
+                Ok(Block {
+                    norm1: l.layer_norm("norm1", d, NORM_EPS)?,
+                    qkv: l.linear("attn.qkv", d, 3 * d, true)?,
+                    proj: l.linear("attn.proj", d, d, true)?,
+                    norm2: l.layer_norm("norm2", d, NORM_EPS)?,
+                    fc1: l.linear("mlp.linear_fc1", d, c.intermediate_size, true)?,
+                    fc2: l.linear("mlp.linear_fc2", c.intermediate_size, d, true)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let deepstack = (0..c.deepstack.len())
+            .map(|i| Merger::load(&loader.sub(&format!("deepstack_merger_list.{i}")), c, true))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Qwen3VisionTower {
+            config: c.clone(),
+            patch_embed,
+            pos_embed,
+            rope: AxialRope::new(c.head_dim(), c.rope_theta)?,
+            blocks,
+            merger: Merger::load(&loader.sub("merger"), c, false)?,
+            deepstack,
+        })
+    }
+
+    /// The interpolated position embeddings of a batch with patch grids `grids`, `[n, dim]`
+    /// f32, in the packed (merge-block) order.
+    fn position_embeddings(&self, grids: &[[usize; 3]], device: &Device) -> Result<Tensor> {
+        let m = self.config.geometry.merge_size;
+        let side = self.config.grid_side();
+        let (mut idx, mut wts) = (Vec::new(), Vec::new());
+        for &[t, gh, gw] in grids {
+            let (i, w) = interpolation_taps(gh, gw, m, side);
+            for _ in 0..t {
+                idx.extend_from_slice(&i);
+                wts.extend_from_slice(&w);
+            }
+        }
+        let n = idx.len() / 4;
+        let idx = Tensor::from_vec(idx, 4 * n, &Device::Cpu)?.to_device(device)?;
+        let wts = Tensor::from_vec(wts, (4 * n, 1), &Device::Cpu)?.to_device(device)?;
+        let rows = self.pos_embed.index_select(&idx, 0)?.broadcast_mul(&wts)?;
+        Ok(rows.reshape((n, 4, self.config.dim))?.sum(1)?)
+    }
+
+    /// Runs the tower and mergers on packed patch rows `[n_patches, patch_dim]` of images
+    /// with patch grids `grids` (`t, h, w` in patches).
+    pub fn forward(&self, patches: &Tensor, grids: &[[usize; 3]]) -> Result<TowerOutput> {
+        let c = &self.config;
+        let m = c.geometry.merge_size;
+        let unit = m * m;
+        let device = patches.device();
+        // Patch (row, col) of each row in the processor's block order, per frame; attention
+        // segments per frame.
+        let mut positions = Vec::new();
+        let mut segments = Vec::new();
+        let mut tokens = Vec::new();
+        let mut base = 0;
+        for &[t, gh, gw] in grids {
+            let wm = gw / m;
+            let frame: Vec<(usize, usize)> = (0..gh * gw)
+                .map(|i| {
+                    let (b, u) = (i / unit, i % unit);
+                    ((b / wm) * m + u / m, (b % wm) * m + u % m)
+                })
+                .collect();
+            for _ in 0..t {
+                positions.extend_from_slice(&frame);
+                segments.push((base, gh * gw));
+                base += gh * gw;
+            }
+            tokens.push(t * gh * gw / unit);
+        }
+        let x = self.patch_embed.forward(patches)?;
+        let pos = self
+            .position_embeddings(grids, device)?
+            .to_dtype(x.dtype())?;
+        let mut x = (x + pos)?;
+        let (cos, sin) = self.rope.cos_sin(&positions, device)?;
+        let (cos, sin) = (cos.unsqueeze(1)?, sin.unsqueeze(1)?);
+        let n = x.dim(0)?;
+        let (heads, hd) = (c.num_heads, c.head_dim());
+        let scale = (hd as f64).powf(-0.5);
+        let merged = c.dim * unit;
+        let mut levels = vec![None; 1 + c.deepstack.len()];
+        let mut next_level = 1;
+        for (li, block) in self.blocks.iter().enumerate() {
+            let h = block.norm1.forward(&x)?;
+            let qkv = block.qkv.forward(&h)?;
+            let split = |i: usize| -> Result<Tensor> {
+                Ok(qkv.narrow(1, i * c.dim, c.dim)?.reshape((n, heads, hd))?)
+            };
+            let q = apply_rotary_f32(&split(0)?, &cos, &sin)?;
+            let k = apply_rotary_f32(&split(1)?, &cos, &sin)?;
+            let v = split(2)?;
+            let [q, k, v] = [q, k, v].map(|t| t.transpose(0, 1).and_then(|t| t.contiguous()));
+            let o = segment_attention(&q?, &k?, &v?, &segments, scale)?;
+            x = block.proj.forward_add(&o, &x)?;
+            let h = block.fc1.forward_act(&block.norm2.forward(&x)?, c.act)?;
+            x = block.fc2.forward_add(&h, &x)?;
+            if let Some(i) = c.deepstack.iter().position(|&b| b == li) {
+                levels[next_level] = Some(self.deepstack[i].forward(&x, merged)?);
+                next_level += 1;
+            }
+        }
+        levels[0] = Some(self.merger.forward(&x, merged)?);
+        let levels = levels
+            .into_iter()
+            .map(|l| l.ok_or_else(|| Error::compute("a deepstack level was not computed")))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(TowerOutput { levels, tokens })
+    }
+}
+
+/// A Qwen3-VL or Qwen3.5 model: tower, mergers and preprocessing.
+pub struct Qwen3VlModel {
+    info: ModelInfo,
+    tower: Qwen3VisionTower,
+    processor: QwenImageProcessor,
+    /// Decoder layer of each deepstack level (level k goes after layer k - 1).
+    deepstack_layers: Vec<usize>,
+    dtype: DType,
+    device: Device,
+}
+
+impl Qwen3VlModel {
+    /// Loads a `qwen3_vl`, `qwen3_vl_moe`, `qwen3_5` or `qwen3_5_moe` checkpoint (vision
+    /// tensors only: `visual.*` / `model.visual.*`).
+    pub fn load(
+        files: &ModelFiles,
+        weights: &Weights,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Qwen3VlModel> {
+        let model_type = files.model_type()?;
+        let (variant, family, tokens) = match model_type.as_str() {
+            "qwen3_vl" | "qwen3_vl_moe" => {
+                (Qwen3Variant::Qwen3Vl, "qwen3_vl", [151655, 151652, 151653])
+            }
+            "qwen3_5" | "qwen3_5_moe" => {
+                (Qwen3Variant::Qwen35, "qwen3_5", [248056, 248053, 248054])
+            }
+            other => {
+                return Err(Error::bad_config(format!(
+                    "model_type `{other}` is not a Qwen3-VL / Qwen3.5 model"
+                )))
+            }
+        };
+        let vision = files
+            .config
+            .object("vision_config")?
+            .unwrap_or_else(|| ConfigObject::empty("config.json: vision_config"));
+        let config = Qwen3VisionConfig::from_config(&vision, variant)?;
+        let tower =
+            Qwen3VisionTower::load(&Loader::new(weights, "visual.", dtype, device), &config)?;
+        let processor = QwenImageProcessor::from_config(&files.preprocessor, config.geometry)?;
+        let token = |key: &str, default: i64| -> Result<Option<i64>> {
+            Ok(Some(files.config.i64(key)?.unwrap_or(default)))
+        };
+        let special = SpecialTokens {
+            image: token("image_token_id", tokens[0])?,
+            image_start: token("vision_start_token_id", tokens[1])?,
+            image_end: token("vision_end_token_id", tokens[2])?,
+            image_break: None,
+        };
+        let g = config.geometry;
+        let f = g.factor();
+        let side = ((processor.max_pixels as f64).sqrt() as usize / f * f).max(f);
+        let max_patches = (processor.max_pixels / (g.patch_size * g.patch_size)).max(1);
+        let width = (4 * config.dim).max(config.intermediate_size);
+        let per_image = max_patches.saturating_mul(width).saturating_mul(16);
+        let info = ModelInfo {
+            family,
+            model_type,
+            output_dim: config.out_dim,
+            vision_dim: config.dim,
+            patch_size: g.patch_size,
+            image_size: (side, side),
+            tokens_per_image: None,
+            max_batch: batch_for_budget(per_image, 512 << 20),
+            mixed_shape_batches: true,
+            tokens: special,
+        };
+        Ok(Qwen3VlModel {
+            info,
+            deepstack_layers: (0..config.deepstack.len()).collect(),
+            tower,
+            processor,
+            dtype,
+            device: device.clone(),
+        })
+    }
+}
+
+impl VisionModel for Qwen3VlModel {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn preprocess(&self, image: &RgbImage, limits: &Limits) -> Result<Pixels> {
+        self.processor.process(image, limits)
+    }
+
+    fn spatial_merge_size(&self) -> usize {
+        self.tower.config.geometry.merge_size
+    }
+
+    fn deepstack_layers(&self) -> &[usize] {
+        &self.deepstack_layers
+    }
+
+    fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {
+        Ok(self
+            .forward_levels(batch)?
+            .into_iter()
+            .map(|mut levels| levels.swap_remove(0))
+            .collect())
+    }
+
+    fn forward_levels(&self, batch: &[&Pixels]) -> Result<Vec<Vec<Tensor>>> {
+        let g = self.tower.config.geometry;
+        let m = g.merge_size;
+        let dim = g.patch_dim();
+        let mut grids = Vec::with_capacity(batch.len());
+        let mut data = Vec::with_capacity(batch.iter().map(|p| p.data.len()).sum());
+        for p in batch {
+            let [t, r, c] = p.grid;
+            let n = t * r * m * c * m;
+            if p.shape != [n, dim] || p.data.len() != n * dim {
+                return Err(Error::invalid_argument(format!(
+                    "pixels of shape {:?} (token grid {:?}) do not fit this model's [n, {dim}] patch rows",
+                    p.shape, p.grid
+                )));
+            }
+            grids.push([t, r * m, c * m]);
+            data.extend_from_slice(&p.data);
+        }
+        let n: usize = grids.iter().map(|[t, h, w]| t * h * w).sum();
+        let x = Tensor::from_vec(data, (n, dim), &Device::Cpu)?;
+        let x = if self.dtype == DType::F32 {
+            x
+        } else {
+            x.to_dtype(self.dtype)?
+        };
+        let x = if self.device.is_cpu() {
+            x
+        } else {
+            x.to_device(&self.device)?
+        };
+        let out = self.tower.forward(&x, &grids)?;
+        let levels = out
+            .levels
+            .iter()
+            .map(|l| l.to_dtype(DType::F32))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let mut start = 0;
+        out.tokens
+            .iter()
+            .map(|&k| {
+                let per = levels
+                    .iter()
+                    .map(|l| l.narrow(0, start, k))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                start += k;
+                Ok(per)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bilinear_taps_match_torch_align_corners() {
+        // Identity when the grid equals the table: one tap of weight 1 per axis.
+        for i in 0..6 {
+            let [(a, wa), (b, wb)] = axis_taps(i, 6, 6);
+            assert_eq!((a, wa), (i, 1.0));
+            assert_eq!(wb, 0.0);
+            assert_eq!(b, (i + 1).min(5));
+        }
+        // Upsampling 2 -> 4 (align_corners): src = i * 3 (endpoints map to 0 and side - 1).
+        assert_eq!(axis_taps(1, 2, 4), [(3, 1.0), (3, 0.0)]);
+        // Downsampling 6 -> 4: src = i * 5 / 3; i = 1 -> 1.6667: taps 1 and 2.
+        let [(a, wa), (b, wb)] = axis_taps(1, 4, 6);
+        assert_eq!((a, b), (1, 2));
+        assert!((wa - 1.0 / 3.0).abs() < 1e-6 && (wb - 2.0 / 3.0).abs() < 1e-6);
+        // Weights of each patch sum to 1; indices follow the merge-block order.
+        let (idx, w) = interpolation_taps(4, 6, 2, 5);
+        assert_eq!(idx.len(), 4 * 24);
+        for k in 0..24 {
+            let s: f32 = w[4 * k..4 * k + 4].iter().sum();
+            assert!((s - 1.0).abs() < 1e-6);
+        }
+        // Patch 2 of the first block is (row 1, col 0): src row = 1 * 4 / 3.
+        let (i2, _) = interpolation_taps(4, 6, 2, 5);
+        assert_eq!(i2[8], 5); // floor(1.333) = 1 -> row 1, col 0 -> 1 * 5 + 0
+    }
+
+    #[test]
+    fn deepstack_indexes_are_checked() {
+        let parse = |s: &str| ConfigObject::parse("config.json: vision_config", s).unwrap();
+        let c = Qwen3VisionConfig::from_config(&parse(r#"{"depth": 27}"#), Qwen3Variant::Qwen3Vl)
+            .unwrap();
+        assert_eq!(c.deepstack, vec![8, 16, 24]);
+        assert_eq!((c.dim, c.out_dim, c.grid_side()), (1152, 3584, 48));
+        assert_eq!(c.geometry.factor(), 32);
+        assert_eq!(c.act, Activation::GeluTanh);
+        let c = Qwen3VisionConfig::from_config(
+            &parse(r#"{"depth": 27, "deepstack_visual_indexes": [1]}"#),
+            Qwen3Variant::Qwen35,
+        )
+        .unwrap();
+        assert!(c.deepstack.is_empty());
+        for bad in [
+            r#"{"depth": 4, "deepstack_visual_indexes": [4]}"#,
+            r#"{"depth": 4, "deepstack_visual_indexes": [1, 1]}"#,
+            r#"{"depth": 4, "deepstack_visual_indexes": 2}"#,
+            r#"{"depth": 4, "deepstack_visual_indexes": [-1]}"#,
+        ] {
+            let e = Qwen3VisionConfig::from_config(&parse(bad), Qwen3Variant::Qwen3Vl).unwrap_err();
+            assert!(e.message().contains("deepstack_visual_indexes"), "{e}");
+        }
+    }
+}
