@@ -1,6 +1,7 @@
 //! A preprocessed image, tied to the model that made it.
 
 use crate::error::{Error, Result};
+use crate::preprocess::qwen_video::{VideoMeta, VideoTime};
 use crate::preprocess::Pixels;
 
 /// An image preprocessed by one model, ready for that model's forward pass.
@@ -10,6 +11,8 @@ pub struct Image {
     pub(crate) pixels: Pixels,
     /// The model's spatial merge size ([`crate::models::VisionModel::spatial_merge_size`]).
     pub(crate) merge: usize,
+    /// What the prompt needs of a video (`None` for a still image).
+    pub(crate) video: Option<VideoMeta>,
 }
 
 impl Image {
@@ -26,6 +29,11 @@ impl Image {
     /// How many embedding rows this image yields.
     pub fn n_tokens(&self) -> usize {
         self.pixels.n_tokens()
+    }
+
+    /// The video's prompt data (`None` for a still image).
+    pub fn video(&self) -> Option<&VideoMeta> {
+        self.video.as_ref()
     }
 
     /// The output embeddings as a `[frames, rows, cols]` grid (row-major order).
@@ -50,13 +58,58 @@ impl Image {
     ///
     /// Fails (invalid argument) when a position would overflow `i64`.
     pub fn mrope_positions(&self, start: i64) -> Result<(Vec<i64>, i64)> {
+        let time = self.video.as_ref().map_or(VideoTime::Index, |v| v.time);
+        if time == VideoTime::PerFrame {
+            return Err(Error::invalid_argument(
+                "this model lays a video out frame by frame (a timestamp, then each frame \
+                 between its own vision start / end tokens): take the M-RoPE positions of \
+                 each frame with vt_image_frame_mrope_positions",
+            ));
+        }
+        self.positions(start, self.pixels.grid, time)
+    }
+
+    /// The M-RoPE ids of temporal group `frame` alone, laid out as its own image starting at
+    /// `start` (Qwen3-VL / Qwen3.5 videos: `<t seconds><|vision_start|>` frame
+    /// `<|vision_end|>`); for a still image, frame 0 is the whole image.
+    pub fn frame_mrope_positions(&self, frame: usize, start: i64) -> Result<(Vec<i64>, i64)> {
         let [t, r, c] = self.pixels.grid;
+        if frame >= t {
+            return Err(Error::invalid_argument(format!(
+                "frame {frame} is out of range (the image has {t} temporal groups)"
+            )));
+        }
+        let time = self.video.as_ref().map_or(VideoTime::Index, |v| v.time);
+        if t > 1 && time != VideoTime::PerFrame {
+            return Err(Error::invalid_argument(
+                "this model lays a video's frames out together: use vt_image_mrope_positions",
+            ));
+        }
+        self.positions(start, [1, r, c], VideoTime::Index)
+    }
+
+    /// Positions of a `[t, r, c]` token grid from `start`.
+    fn positions(&self, start: i64, grid: [usize; 3], time: VideoTime) -> Result<(Vec<i64>, i64)> {
+        let [t, r, c] = grid;
+        let temporal = |f: usize| -> i64 {
+            match time {
+                // (torch.arange(t) * interval).long(): f32 product, truncated.
+                VideoTime::Scaled(x) => (f as f32 * x) as i64,
+                _ => f as i64,
+            }
+        };
+        let t_max = if t == 0 {
+            0
+        } else {
+            temporal(t - 1).max(0) as usize + 1
+        };
+        let t = grid[0];
         let n = t * r * c;
         let overflow =
             || Error::invalid_argument(format!("M-RoPE positions from {start} overflow"));
         // The largest id is below start + max(t, r, c); the next text position is
         // start + max(r, c).
-        i64::try_from(t.max(r).max(c))
+        i64::try_from(t_max.max(r).max(c))
             .ok()
             .and_then(|m| start.checked_add(m))
             .ok_or_else(overflow)?;
@@ -68,7 +121,7 @@ impl Image {
         for f in 0..t {
             for i in 0..r {
                 for j in 0..c {
-                    tt[k] = start + f as i64;
+                    tt[k] = start + temporal(f);
                     hh[k] = start + i as i64;
                     ww[k] = start + j as i64;
                     k += 1;

@@ -14,6 +14,7 @@ use crate::models::registry;
 use crate::models::{ModelInfo, VisionModel};
 use crate::preprocess::decode::decode_to_rgb;
 use crate::preprocess::limits::try_with_capacity;
+use crate::preprocess::qwen_video::SampleOptions;
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 use crate::weights::Weights;
 
@@ -176,7 +177,53 @@ impl Model {
             model_id: self.id,
             pixels,
             merge: self.merge_size(),
+            video: None,
         })
+    }
+
+    /// Preprocesses a video of decoded frames as the model's reference video processor does
+    /// (frame sampling, resize, normalization, temporal grouping). `frames[i]` holds frame
+    /// `i`: `height` rows of `width * 3` RGB bytes, `row_stride` apart. `source_fps` is the
+    /// video's frame rate when known. Only the kept frames are copied.
+    pub fn preprocess_video(
+        &self,
+        frames: &[&[u8]],
+        width: u32,
+        height: u32,
+        row_stride: usize,
+        source_fps: Option<f64>,
+        opts: &SampleOptions,
+    ) -> Result<Image> {
+        self.limits
+            .check_image("a video frame", u64::from(width), u64::from(height))?;
+        let frame = |i: usize| {
+            rgb_from_strided(frames[i], width, height, row_stride, self.limits.max_pixels)
+        };
+        let (pixels, meta) = self.pool.install(|| {
+            self.inner.preprocess_video(
+                frames.len(),
+                width,
+                height,
+                source_fps,
+                opts,
+                &self.limits,
+                &frame,
+            )
+        })?;
+        self.limits.check_tokens(pixels.n_tokens() as u64, &|| {
+            format!("this {} video", self.info().family)
+        })?;
+        Ok(Image {
+            model_id: self.id,
+            pixels,
+            merge: self.merge_size(),
+            video: Some(meta),
+        })
+    }
+
+    /// The language model's video placeholder token id, when the model takes video.
+    pub fn video_token(&self) -> Option<i64> {
+        self.inner.video_token()
     }
 
     /// Runs the tower on `images` (each preprocessed by this model). Images of the same

@@ -28,6 +28,8 @@ pub(crate) mod params;
 pub(crate) mod model;
 // vt_preprocess*, vt_image_* accessors.
 pub(crate) mod image;
+// Video: vt_preprocess_video, vt_image_video_* accessors.
+pub(crate) mod video;
 // Prompt layout: vt_model_token_id, token and patch grids, M-RoPE positions.
 pub(crate) mod prompt;
 // vt_forward, vt_embeddings_*.

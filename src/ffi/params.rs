@@ -147,6 +147,84 @@ versioned!(
     ]
 );
 
+/// Options for vt_preprocess_video: what is known of the source video and per-call overrides
+/// of the video processor's frame sampling. Get defaults from vt_video_params_default(),
+/// change fields, pass a pointer (NULL = all defaults). `struct_size` works as in
+/// vt_load_params.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct vt_video_params {
+    /// `sizeof(vt_video_params)`; set by vt_video_params_default().
+    pub struct_size: u32,
+    /// -1 (default): as the video processor config's `do_sample_frames` (Qwen2-VL /
+    /// Qwen2.5-VL: off, Qwen3-VL / Qwen3.5: on, when absent); 0: keep every frame given;
+    /// 1: sample.
+    pub do_sample_frames: i32,
+    /// The source video's frame rate in frames per second (any positive value, e.g.
+    /// 29.97); 0 (default) = unknown. Sampling at `fps` needs it (Qwen3-VL assumes 24 when
+    /// unknown); it also sets Qwen2.5-VL's `second_per_grid_ts` and Qwen3-VL's timestamps.
+    pub source_fps: f64,
+    /// Frames per second to sample; 0 (default) = the config's `fps` (the processor call's
+    /// `fps`).
+    pub sample_fps: f64,
+    /// Number of frames to sample; 0 (default) = the config's `num_frames`. Exclusive with
+    /// a sampling fps (the config's or `sample_fps`), as in transformers.
+    pub num_frames: u32,
+}
+
+/// The default video parameters (struct_size filled in). Any thread.
+#[no_mangle]
+pub extern "C" fn vt_video_params_default() -> vt_video_params {
+    vt_video_params {
+        struct_size: size_of::<vt_video_params>() as u32,
+        do_sample_frames: -1,
+        source_fps: 0.0,
+        sample_fps: 0.0,
+        num_frames: 0,
+    }
+}
+
+versioned!(
+    vt_video_params,
+    vt_video_params_default,
+    [do_sample_frames, source_fps, sample_fps, num_frames]
+);
+
+/// Converts C video params into `(source fps, sampling options)`.
+pub(crate) fn to_video_options(
+    p: &vt_video_params,
+) -> Result<(Option<f64>, crate::preprocess::qwen_video::SampleOptions)> {
+    let positive = |v: f64, name: &str| -> Result<Option<f64>> {
+        if v == 0.0 {
+            Ok(None)
+        } else if v.is_finite() && v > 0.0 {
+            Ok(Some(v))
+        } else {
+            Err(Error::invalid_argument(format!(
+                "vt_video_params.{name} {v} must be 0 (unset) or a positive number"
+            )))
+        }
+    };
+    let do_sample_frames = match p.do_sample_frames {
+        -1 => None,
+        0 => Some(false),
+        1 => Some(true),
+        other => {
+            return Err(Error::invalid_argument(format!(
+                "vt_video_params.do_sample_frames {other} is not -1, 0 or 1"
+            )))
+        }
+    };
+    Ok((
+        positive(p.source_fps, "source_fps")?,
+        crate::preprocess::qwen_video::SampleOptions {
+            do_sample_frames,
+            fps: positive(p.sample_fps, "sample_fps")?,
+            num_frames: (p.num_frames != 0).then_some(p.num_frames as usize),
+        },
+    ))
+}
+
 /// Reads a params struct the caller passed: the defaults, overwritten by every field that
 /// `struct_size` covers entirely (a field the size only partly covers is not read). NULL
 /// gives the defaults. A struct_size below 4 or above this library's struct (a header newer

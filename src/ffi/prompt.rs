@@ -20,6 +20,10 @@ pub const VT_TOKEN_IMAGE_START: vt_token_role = 1;
 pub const VT_TOKEN_IMAGE_END: vt_token_role = 2;
 /// The token that ends each row of image embeddings (`[IMG_BREAK]`).
 pub const VT_TOKEN_IMAGE_BREAK: vt_token_role = 3;
+/// The placeholder a video's prompt repeats once per embedding (`<|video_pad|>`,
+/// config.json's `video_token_id`), for images from vt_preprocess_video; the video's
+/// start / end tokens are VT_TOKEN_IMAGE_START / VT_TOKEN_IMAGE_END.
+pub const VT_TOKEN_VIDEO: vt_token_role = 4;
 
 /// The language-model token id for `role`, or -1 when the model has no such token, the
 /// model folder does not say (or `model` is NULL, or `role` is unknown). Any thread.
@@ -48,6 +52,7 @@ pub extern "C" fn vt_model_token_id(model: *const vt_model, role: vt_token_role)
             VT_TOKEN_IMAGE_START => t.image_start,
             VT_TOKEN_IMAGE_END => t.image_end,
             VT_TOKEN_IMAGE_BREAK => t.image_break,
+            VT_TOKEN_VIDEO => m.model.video_token(),
             _ => None,
         };
         id.unwrap_or(-1)

@@ -23,6 +23,7 @@ pub mod vit;
 use candle_core::Tensor;
 
 use crate::error::{Error, Result};
+use crate::preprocess::qwen_video::{SampleOptions, VideoMeta};
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 
 /// What a loaded model is, for introspection.
@@ -93,6 +94,34 @@ pub trait VisionModel: Send + Sync {
             )));
         }
         self.preprocess(image, limits)
+    }
+
+    /// The language model's video placeholder token (`video_token_id`), when the family
+    /// takes video.
+    fn video_token(&self) -> Option<i64> {
+        None
+    }
+
+    /// Preprocesses a video of `n_frames` decoded frames of `width` x `height` (`frame(i)`
+    /// gives frame `i`; only the kept ones are read) as the reference video processor does:
+    /// frame sampling, resize, normalization, temporal grouping. The result goes through
+    /// [`VisionModel::forward`] like an image. Families without video refuse it.
+    #[allow(clippy::too_many_arguments)]
+    fn preprocess_video(
+        &self,
+        n_frames: usize,
+        width: u32,
+        height: u32,
+        source_fps: Option<f64>,
+        opts: &SampleOptions,
+        limits: &Limits,
+        frame: &dyn Fn(usize) -> Result<RgbImage>,
+    ) -> Result<(Pixels, VideoMeta)> {
+        let _ = (n_frames, width, height, source_fps, opts, limits, frame);
+        Err(Error::invalid_argument(format!(
+            "{} models take no video (video input is Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3.5)",
+            self.info().family
+        )))
     }
 
     /// Runs the tower and projector on a batch of images preprocessed by this model that all

@@ -28,6 +28,10 @@ use crate::models::rope::{apply_rotary_f32, AxialRope};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor};
+use crate::preprocess::qwen_video::{
+    load_video_processor, run_video_processor, QwenVideoProcessor, SampleOptions, VideoFlavor,
+    VideoMeta, VideoTime,
+};
 use crate::preprocess::{Limits, Pixels, RgbImage};
 use crate::weights::Weights;
 
@@ -64,6 +68,8 @@ pub struct QwenVisionConfig {
     pub window_size: usize,
     /// Qwen2.5-VL: blocks with full (per-frame) attention.
     pub fullatt_block_indexes: Vec<usize>,
+    /// Qwen2.5-VL: `tokens_per_second` (temporal M-RoPE ids per second of video).
+    pub tokens_per_second: f64,
 }
 
 /// Where the tower is in the checkpoint.
@@ -206,6 +212,10 @@ impl QwenVisionConfig {
             rope_theta: axial_rope_theta(v, ROPE_PARAMETERS_FIRST)?,
             window_size,
             fullatt_block_indexes,
+            tokens_per_second: match variant {
+                QwenVariant::Qwen2 => 1.0,
+                QwenVariant::Qwen25 => v.f64_or("tokens_per_second", 4.0)?,
+            },
         })
     }
 
@@ -486,6 +496,10 @@ pub struct QwenVlModel {
     info: ModelInfo,
     tower: QwenVisionTower,
     processor: QwenImageProcessor,
+    /// The video processor, or why its config is unusable (images still work).
+    video: std::result::Result<QwenVideoProcessor, String>,
+    /// `video_token_id` of config.json (none for a bare tower).
+    video_token: Option<i64>,
     dtype: DType,
     device: Device,
 }
@@ -519,6 +533,12 @@ impl QwenVlModel {
         let prefix = if bare { "" } else { "visual." };
         let tower = QwenVisionTower::load(&Loader::new(weights, prefix, dtype, device), &config)?;
         let processor = QwenImageProcessor::from_config(&files.preprocessor, config.geometry)?;
+        let video = load_video_processor(files, VideoFlavor::Qwen2, config.geometry);
+        let video_token = if bare {
+            None
+        } else {
+            Some(files.config.i64("video_token_id")?.unwrap_or(151656))
+        };
         // The special tokens belong to the language model: a bare tower has none.
         let token = |key: &str, default: i64| -> Result<Option<i64>> {
             if bare {
@@ -557,6 +577,8 @@ impl QwenVlModel {
             info,
             tower,
             processor,
+            video,
+            video_token,
             dtype,
             device: device.clone(),
         })
@@ -584,6 +606,41 @@ impl VisionModel for QwenVlModel {
 
     fn spatial_merge_size(&self) -> usize {
         self.tower.config.geometry.merge_size
+    }
+
+    fn video_token(&self) -> Option<i64> {
+        self.video_token
+    }
+
+    fn preprocess_video(
+        &self,
+        n_frames: usize,
+        width: u32,
+        height: u32,
+        source_fps: Option<f64>,
+        opts: &SampleOptions,
+        limits: &Limits,
+        frame: &dyn Fn(usize) -> Result<RgbImage>,
+    ) -> Result<(Pixels, VideoMeta)> {
+        let c = &self.tower.config;
+        let time = |m: &VideoMeta| match c.variant {
+            QwenVariant::Qwen2 => VideoTime::Index,
+            // second_per_grid_ts is a float32 tensor; tokens_per_second * it stays f32.
+            QwenVariant::Qwen25 => {
+                VideoTime::Scaled(c.tokens_per_second as f32 * m.second_per_grid as f32)
+            }
+        };
+        run_video_processor(
+            &self.video,
+            time,
+            n_frames,
+            width,
+            height,
+            source_fps,
+            opts,
+            limits,
+            frame,
+        )
     }
 
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {

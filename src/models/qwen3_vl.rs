@@ -34,6 +34,10 @@ use crate::models::rope::{apply_rotary_f32, AxialRope};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor};
+use crate::preprocess::qwen_video::{
+    load_video_processor, run_video_processor, QwenVideoProcessor, SampleOptions, VideoFlavor,
+    VideoMeta, VideoTime,
+};
 use crate::preprocess::{Limits, Pixels, RgbImage};
 use crate::weights::Weights;
 
@@ -434,6 +438,9 @@ pub struct Qwen3VlModel {
     info: ModelInfo,
     tower: Qwen3VisionTower,
     processor: QwenImageProcessor,
+    /// The video processor, or why its config is unusable (images still work).
+    video: std::result::Result<QwenVideoProcessor, String>,
+    video_token: i64,
     /// Decoder layer of each deepstack level (level k goes after layer k - 1).
     deepstack_layers: Vec<usize>,
     dtype: DType,
@@ -451,12 +458,16 @@ impl Qwen3VlModel {
     ) -> Result<Qwen3VlModel> {
         let model_type = files.model_type()?;
         let (variant, family, tokens) = match model_type.as_str() {
-            "qwen3_vl" | "qwen3_vl_moe" => {
-                (Qwen3Variant::Qwen3Vl, "qwen3_vl", [151655, 151652, 151653])
-            }
-            "qwen3_5" | "qwen3_5_moe" => {
-                (Qwen3Variant::Qwen35, "qwen3_5", [248056, 248053, 248054])
-            }
+            "qwen3_vl" | "qwen3_vl_moe" => (
+                Qwen3Variant::Qwen3Vl,
+                "qwen3_vl",
+                [151655, 151652, 151653, 151656],
+            ),
+            "qwen3_5" | "qwen3_5_moe" => (
+                Qwen3Variant::Qwen35,
+                "qwen3_5",
+                [248056, 248053, 248054, 248057],
+            ),
             other => {
                 return Err(Error::bad_config(format!(
                     "model_type `{other}` is not a Qwen3-VL / Qwen3.5 model"
@@ -471,6 +482,8 @@ impl Qwen3VlModel {
         let tower =
             Qwen3VisionTower::load(&Loader::new(weights, "visual.", dtype, device), &config)?;
         let processor = QwenImageProcessor::from_config(&files.preprocessor, config.geometry)?;
+        let video = load_video_processor(files, VideoFlavor::Qwen3, config.geometry);
+        let video_token = files.config.i64("video_token_id")?.unwrap_or(tokens[3]);
         let token = |key: &str, default: i64| -> Result<Option<i64>> {
             Ok(Some(files.config.i64(key)?.unwrap_or(default)))
         };
@@ -503,6 +516,8 @@ impl Qwen3VlModel {
             deepstack_layers: (0..config.deepstack.len()).collect(),
             tower,
             processor,
+            video,
+            video_token,
             dtype,
             device: device.clone(),
         })
@@ -524,6 +539,33 @@ impl VisionModel for Qwen3VlModel {
 
     fn deepstack_layers(&self) -> &[usize] {
         &self.deepstack_layers
+    }
+
+    fn video_token(&self) -> Option<i64> {
+        Some(self.video_token)
+    }
+
+    fn preprocess_video(
+        &self,
+        n_frames: usize,
+        width: u32,
+        height: u32,
+        source_fps: Option<f64>,
+        opts: &SampleOptions,
+        limits: &Limits,
+        frame: &dyn Fn(usize) -> Result<RgbImage>,
+    ) -> Result<(Pixels, VideoMeta)> {
+        run_video_processor(
+            &self.video,
+            |_| VideoTime::PerFrame,
+            n_frames,
+            width,
+            height,
+            source_fps,
+            opts,
+            limits,
+            frame,
+        )
     }
 
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {

@@ -11,9 +11,11 @@ pub mod normalize;
 pub mod options;
 pub mod pixels;
 pub mod qwen2_vl;
+pub mod qwen_video;
 pub mod resample;
 pub mod rgb;
 pub mod settings;
+pub mod tv_resize;
 
 pub use limits::Limits;
 pub use options::PreprocessOptions;

@@ -225,14 +225,24 @@ impl QwenImageProcessor {
     /// column in block), each row `(channel, frame, y, x)`. A single frame is repeated
     /// `temporal_patch_size` times.
     fn patchify(&self, frames: &[&[f32]], h: usize, w: usize) -> Result<Pixels> {
+        Self::patchify_frames(self.geometry, frames, h, w)
+    }
+
+    /// [`QwenImageProcessor::patchify`] for any geometry (the video processors' too).
+    pub(crate) fn patchify_frames(
+        geometry: PatchGeometry,
+        frames: &[&[f32]],
+        h: usize,
+        w: usize,
+    ) -> Result<Pixels> {
         let PatchGeometry {
             patch_size: p,
             merge_size: m,
             temporal_patch_size: t,
-        } = self.geometry;
+        } = geometry;
         let (gh, gw) = (h / p, w / p);
         let groups = frames.len().div_ceil(t);
-        let dim = self.geometry.patch_dim();
+        let dim = geometry.patch_dim();
         let plane = h * w;
         let mut data = try_with_capacity(groups * gh * gw * dim, "the patch rows")?;
         for g in 0..groups {

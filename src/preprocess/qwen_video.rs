@@ -1,0 +1,648 @@
+//! The Qwen video processors (torchvision backend): `Qwen2VLVideoProcessor` (Qwen2-VL and
+//! Qwen2.5-VL) and `Qwen3VLVideoProcessor` (Qwen3-VL and Qwen3.5), from decoded frames:
+//!
+//! 1. frame sampling (`sample_frames`, when `do_sample_frames`): Qwen2 keeps `num_frames`
+//!    rounded to `temporal_patch_size`, or `total / source_fps * fps` clamped to
+//!    `[min_frames, max_frames]` and floored to `temporal_patch_size`, at
+//!    `torch.arange(0, total, total / n).int()`; Qwen3 keeps `int(total / source_fps * fps)`
+//!    (source fps 24 when unknown) clamped likewise, at `np.linspace(0, total - 1, n).round()`;
+//! 2. `smart_resize` to multiples of `patch_size * merge_size` (Qwen3's counts the frames in
+//!    the pixel budget), then torchvision's antialiased resize of the uint8 frames
+//!    ([`crate::preprocess::tv_resize`]);
+//! 3. the fused rescale + normalize of the torchvision backend, `(x - mean * 255) / (std *
+//!    255)` in f32 (not the PIL backend's `x / 255` first);
+//! 4. the patch rows of the image processor, consecutive frames grouped by
+//!    `temporal_patch_size` (a short last group repeats the last frame).
+//!
+//! It also gives what the prompt needs: Qwen2.5-VL's `second_per_grid_ts` (temporal patch
+//! size / sampled fps) and Qwen3-VL's per-group timestamps (`<t seconds>`).
+
+use crate::config::{ConfigObject, ModelFiles};
+use crate::error::{Error, Result};
+use crate::preprocess::limits::try_with_capacity;
+use crate::preprocess::qwen2_vl::{smart_resize, PatchGeometry, QwenImageProcessor};
+use crate::preprocess::resample::Filter;
+use crate::preprocess::settings::{read_filter, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD};
+use crate::preprocess::tv_resize::{resize_tv, TvInterpolation};
+use crate::preprocess::{Limits, Pixels, RgbImage};
+
+/// Largest accepted pixel counts, frame counts and token caps in the config.
+const MAX_PIXELS_LIMIT: usize = 1 << 30;
+const MAX_FRAMES_LIMIT: usize = 1 << 20;
+
+/// Which processor class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoFlavor {
+    /// `Qwen2VLVideoProcessor` (Qwen2-VL, Qwen2.5-VL).
+    Qwen2,
+    /// `Qwen3VLVideoProcessor` (Qwen3-VL, Qwen3.5).
+    Qwen3,
+}
+
+/// Per-call sampling overrides (the processor call's `do_sample_frames`, `fps`,
+/// `num_frames`); `None` keeps the config's value.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SampleOptions {
+    pub do_sample_frames: Option<bool>,
+    pub fps: Option<f64>,
+    pub num_frames: Option<usize>,
+}
+
+/// How a video's temporal M-RoPE ids are assigned (`get_rope_index` for videos).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum VideoTime {
+    /// Qwen2-VL: temporal group `f` gets `start + f`.
+    Index,
+    /// Qwen2.5-VL: `start + trunc(f32(f) * interval)`, with `interval = f32(tokens_per_second)
+    /// * f32(second_per_grid_ts)`.
+    Scaled(f32),
+    /// Qwen3-VL / Qwen3.5: each temporal group is laid out as its own image between its
+    /// timestamp text and `<|vision_start|>` / `<|vision_end|>`.
+    PerFrame,
+}
+
+/// What sampling and grouping left for the prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoMeta {
+    /// How the temporal M-RoPE ids go (set by the model).
+    pub time: VideoTime,
+    /// Source frames kept, in order (`metadata.frames_indices`).
+    pub frame_indices: Vec<usize>,
+    /// `metadata.sampled_fps`: kept / total * source fps (the source fps, or 24, when not
+    /// known).
+    pub sampled_fps: f64,
+    /// `temporal_patch_size / sampled_fps` (Qwen2.5-VL's `second_per_grid_ts`).
+    pub second_per_grid: f64,
+    /// One timestamp in seconds per temporal group (Qwen3-VL's `_calculate_timestamps`,
+    /// source fps 24 when not known).
+    pub timestamps: Vec<f64>,
+}
+
+/// The video processor, configured from the model folder's video processor config.
+#[derive(Debug, Clone)]
+pub struct QwenVideoProcessor {
+    pub flavor: VideoFlavor,
+    pub geometry: PatchGeometry,
+    pub min_pixels: usize,
+    pub max_pixels: usize,
+    pub do_resize: bool,
+    pub interp: TvInterpolation,
+    pub rescale: Option<f64>,
+    pub mean_std: Option<([f64; 3], [f64; 3])>,
+    pub do_sample_frames: bool,
+    pub fps: Option<f64>,
+    pub num_frames: Option<usize>,
+    pub min_frames: usize,
+    pub max_frames: usize,
+    pub cap_pixels_per_frame: bool,
+    pub max_video_tokens: usize,
+}
+
+/// The video processor settings as transformers finds them: `processor_config.json`'s
+/// `video_processor`, else `video_preprocessor_config.json`, else `preprocessor_config.json`
+/// (the image processor's file, which the video processor then reads).
+pub fn video_config(files: &ModelFiles) -> Result<ConfigObject> {
+    if let Some(v) = files.processor.object("video_processor")? {
+        return Ok(v);
+    }
+    let path = files.dir.join("video_preprocessor_config.json");
+    if path.is_file() {
+        return ConfigObject::read(&path);
+    }
+    Ok(files.preprocessor.clone())
+}
+
+fn three(pre: &ConfigObject, key: &str, default: [f64; 3]) -> Result<[f64; 3]> {
+    match pre.f64_list(key)?.as_deref() {
+        None => Ok(default),
+        Some([v]) => Ok([*v; 3]),
+        Some([a, b, c]) => Ok([*a, *b, *c]),
+        Some(other) => Err(Error::bad_config(format!(
+            "{}: `{key}` must have 1 or 3 values, found {}",
+            pre.location(),
+            other.len()
+        ))),
+    }
+}
+
+fn positive_f64(pre: &ConfigObject, key: &str) -> Result<Option<f64>> {
+    match pre.f64(key)? {
+        Some(v) if !(v.is_finite() && v > 0.0) => Err(Error::bad_config(format!(
+            "{}: `{key}` must be a positive number, found {v}",
+            pre.location()
+        ))),
+        other => Ok(other),
+    }
+}
+
+impl QwenVideoProcessor {
+    /// Reads the video processor config (see [`video_config`]) with the class defaults of
+    /// transformers 5.23; `model` is the tower's geometry, which must match.
+    pub fn from_config(
+        pre: &ConfigObject,
+        flavor: VideoFlavor,
+        model: PatchGeometry,
+    ) -> Result<QwenVideoProcessor> {
+        let q3 = flavor == VideoFlavor::Qwen3;
+        let geometry = PatchGeometry {
+            patch_size: pre.positive_or("patch_size", if q3 { 16 } else { 14 }, 1024)?,
+            merge_size: pre.positive_or("merge_size", 2, 1024)?,
+            temporal_patch_size: pre.positive_or("temporal_patch_size", 2, 1024)?,
+        };
+        if geometry != model {
+            return Err(Error::bad_config(format!(
+                "{}: video patch_size / merge_size / temporal_patch_size {:?} do not match the \
+                 vision tower's {model:?} (config.json)",
+                pre.location(),
+                geometry
+            )));
+        }
+        let f = if q3 { 32 * 32 } else { 28 * 28 };
+        let (mut lo, mut hi) = (128 * f, 768 * f);
+        if let Some(size) = pre.object("size")? {
+            match (
+                size.usize_max("shortest_edge", MAX_PIXELS_LIMIT)?,
+                size.usize_max("longest_edge", MAX_PIXELS_LIMIT)?,
+            ) {
+                (Some(a), Some(b)) => (lo, hi) = (a, b),
+                _ if !q3 && pre.contains("min_pixels") && pre.contains("max_pixels") => {}
+                _ => return Err(Error::bad_config(format!(
+                    "{}: `size` must have `shortest_edge` and `longest_edge` (min and max pixels)",
+                    pre.location()
+                ))),
+            }
+        }
+        if !q3 {
+            // Qwen2VLVideoProcessor.__init__: top-level min_pixels / max_pixels override `size`.
+            if let Some(v) = pre.usize_max("min_pixels", MAX_PIXELS_LIMIT)? {
+                lo = v;
+            }
+            if let Some(v) = pre.usize_max("max_pixels", MAX_PIXELS_LIMIT)? {
+                hi = v;
+            }
+        }
+        if lo == 0 || hi == 0 || lo > hi {
+            return Err(Error::bad_config(format!(
+                "{}: video min / max pixels {lo} / {hi} must be positive and ordered",
+                pre.location()
+            )));
+        }
+        let filter = read_filter(pre, Filter::Bicubic)?;
+        let interp = TvInterpolation::from_filter(filter).ok_or_else(|| {
+            Error::bad_config(format!(
+                "{}: `resample` {filter:?}: vtower resizes video frames with bicubic or bilinear \
+                 only",
+                pre.location()
+            ))
+        })?;
+        let (dmean, dstd) = if q3 {
+            ([0.5; 3], [0.5; 3])
+        } else {
+            (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+        };
+        let rescale = if pre.bool_or("do_rescale", true)? {
+            Some(pre.f64_or("rescale_factor", 1.0 / 255.0)?)
+        } else {
+            None
+        };
+        let mean_std = if pre.bool_or("do_normalize", true)? {
+            let std = three(pre, "image_std", dstd)?;
+            if std.iter().any(|s| *s == 0.0 || !s.is_finite()) {
+                return Err(Error::bad_config(format!(
+                    "{}: `image_std` {std:?} must be finite and non-zero",
+                    pre.location()
+                )));
+            }
+            Some((three(pre, "image_mean", dmean)?, std))
+        } else {
+            None
+        };
+        let fps = match pre.value("fps") {
+            None | Some(serde_json::Value::Null) => q3.then_some(2.0),
+            _ => positive_f64(pre, "fps")?,
+        };
+        let num_frames = match pre.value("num_frames") {
+            None | Some(serde_json::Value::Null) => None,
+            _ => pre.usize_max("num_frames", MAX_FRAMES_LIMIT)?,
+        };
+        Ok(QwenVideoProcessor {
+            flavor,
+            geometry,
+            min_pixels: lo,
+            max_pixels: hi,
+            do_resize: pre.bool_or("do_resize", true)?,
+            interp,
+            rescale,
+            mean_std,
+            do_sample_frames: pre.bool_or("do_sample_frames", q3)?,
+            fps,
+            num_frames,
+            min_frames: pre.usize_or("min_frames", 4, MAX_FRAMES_LIMIT)?,
+            max_frames: pre.usize_or("max_frames", 768, MAX_FRAMES_LIMIT)?,
+            cap_pixels_per_frame: pre.bool_or("cap_pixels_per_frame", false)?,
+            max_video_tokens: pre.positive_or(
+                "max_video_tokens",
+                if q3 { 768 } else { 128000 },
+                1 << 30,
+            )?,
+        })
+    }
+
+    /// The source frames to keep out of `total` (`sample_frames`), or all of them.
+    pub fn sample(
+        &self,
+        total: usize,
+        source_fps: Option<f64>,
+        opts: &SampleOptions,
+    ) -> Result<Vec<usize>> {
+        if total == 0 {
+            return Err(Error::invalid_argument("a video needs at least one frame"));
+        }
+        if !opts.do_sample_frames.unwrap_or(self.do_sample_frames) {
+            return Ok((0..total).collect());
+        }
+        // preprocess() fills the call's unset `fps` / `num_frames` from the processor.
+        let fps = opts.fps.or(self.fps);
+        let num_frames = opts.num_frames.or(self.num_frames);
+        if fps.is_some() && num_frames.is_some() {
+            return Err(Error::invalid_argument(
+                "`num_frames` and `fps` are mutually exclusive (one comes from the video \
+                 processor config): set only one",
+            ));
+        }
+        match self.flavor {
+            VideoFlavor::Qwen2 => self.sample_qwen2(total, source_fps, num_frames, fps),
+            VideoFlavor::Qwen3 => Ok(self.sample_qwen3(total, source_fps, num_frames, fps)),
+        }
+    }
+
+    fn sample_qwen2(
+        &self,
+        total: usize,
+        source_fps: Option<f64>,
+        num_frames: Option<usize>,
+        fps: Option<f64>,
+    ) -> Result<Vec<usize>> {
+        let t = self.geometry.temporal_patch_size;
+        let n = if let Some(n) = num_frames {
+            Some((n as f64 / t as f64).round_ties_even() as usize * t)
+        } else if let Some(fps) = fps {
+            let src = source_fps.ok_or_else(|| {
+                Error::invalid_argument(
+                    "sampling at `fps` frames per second needs the video's frame rate",
+                )
+            })?;
+            let max_frames = (self.max_frames.min(total) / t * t) as f64;
+            let n = total as f64 / src * fps;
+            let n = n
+                .max(self.min_frames as f64)
+                .min(max_frames)
+                .min(total as f64);
+            Some((n / t as f64).floor() as usize * t)
+        } else {
+            None
+        };
+        let Some(n) = n else {
+            return Ok((0..total).collect());
+        };
+        if n > total {
+            return Err(Error::invalid_argument(format!(
+                "the video can't be sampled: num_frames={n} exceeds its {total} frames"
+            )));
+        }
+        if n == 0 {
+            return Err(Error::invalid_argument(format!(
+                "the video of {total} frames samples to 0 frames (temporal_patch_size {t})"
+            )));
+        }
+        // torch.arange(0, total, total / n).int(): f64 positions stored as f32, truncated.
+        let step = total as f64 / n as f64;
+        let len = (total as f64 / step).ceil() as usize;
+        Ok((0..len)
+            .map(|i| ((i as f64 * step) as f32) as usize)
+            .collect())
+    }
+
+    fn sample_qwen3(
+        &self,
+        total: usize,
+        source_fps: Option<f64>,
+        num_frames: Option<usize>,
+        fps: Option<f64>,
+    ) -> Vec<usize> {
+        let n = match (num_frames, fps) {
+            (Some(n), _) => n,
+            (None, Some(fps)) => {
+                let src = source_fps.unwrap_or(24.0);
+                let n = (total as f64 / src * fps) as usize;
+                n.max(self.min_frames).min(self.max_frames).min(total)
+            }
+            (None, None) => total.max(self.min_frames).min(self.max_frames),
+        };
+        linspace_round(total - 1, n)
+    }
+
+    /// The `(height, width)` the frames are resized to.
+    pub fn target_size(
+        &self,
+        frames: usize,
+        width: usize,
+        height: usize,
+    ) -> Result<(usize, usize)> {
+        let f = self.geometry.factor();
+        if !self.do_resize {
+            if height % f != 0 || width % f != 0 {
+                return Err(Error::invalid_argument(format!(
+                    "frames are {width}x{height}, the video processor sets do_resize=false and \
+                     the tower needs sides that are multiples of {f}"
+                )));
+            }
+            return Ok((height, width));
+        }
+        let t = self.geometry.temporal_patch_size;
+        match self.flavor {
+            VideoFlavor::Qwen2 => {
+                let mut max_pixels = self.max_pixels;
+                if self.cap_pixels_per_frame {
+                    let total = (self.max_video_tokens as f64 * (f * f) as f64 * 0.9) as usize;
+                    max_pixels = max_pixels
+                        .min(total * t / frames)
+                        .max((self.min_pixels as f64 * 1.05) as usize);
+                }
+                smart_resize(height, width, f, self.min_pixels, max_pixels)
+            }
+            VideoFlavor::Qwen3 => {
+                let mut max_pixels = self.max_pixels;
+                if self.cap_pixels_per_frame {
+                    let cap = self.max_video_tokens * f * f;
+                    let per = cap
+                        .min(self.max_pixels / frames)
+                        .max((self.min_pixels as f64 * 1.05) as usize);
+                    max_pixels = per * frames;
+                }
+                smart_resize_qwen3(frames, height, width, t, f, self.min_pixels, max_pixels)
+            }
+        }
+    }
+
+    /// The prompt data of a video whose kept frames are `indices` out of `total`.
+    pub fn meta(&self, indices: Vec<usize>, total: usize, source_fps: Option<f64>) -> VideoMeta {
+        let t = self.geometry.temporal_patch_size;
+        let sampled_fps = match source_fps {
+            Some(fps) => indices.len() as f64 / total as f64 * fps,
+            None => 24.0,
+        };
+        let fps = source_fps.unwrap_or(24.0);
+        let mut padded = indices.clone();
+        while padded.len() % t != 0 {
+            padded.push(*indices.last().expect("at least one frame"));
+        }
+        let timestamps = padded
+            .chunks(t)
+            .map(|g| (g[0] as f64 / fps + g[t - 1] as f64 / fps) / 2.0)
+            .collect();
+        VideoMeta {
+            time: VideoTime::Index,
+            frame_indices: indices,
+            sampled_fps,
+            second_per_grid: t as f64 / sampled_fps,
+            timestamps,
+        }
+    }
+
+    /// Samples, resizes, normalizes and patchifies a video of `n_frames` frames of `width` x
+    /// `height`; `frame(i)` gives source frame `i` (only the kept ones are asked for). The
+    /// token count is checked against `limits` before any frame is read.
+    #[allow(clippy::too_many_arguments)]
+    pub fn process(
+        &self,
+        n_frames: usize,
+        width: u32,
+        height: u32,
+        source_fps: Option<f64>,
+        opts: &SampleOptions,
+        limits: &Limits,
+        frame: &dyn Fn(usize) -> Result<RgbImage>,
+    ) -> Result<(Pixels, VideoMeta)> {
+        if let Some(f) = source_fps {
+            if !(f.is_finite() && f > 0.0) {
+                return Err(Error::invalid_argument(format!(
+                    "the video's frame rate {f} must be a positive number"
+                )));
+            }
+        }
+        let indices = self.sample(n_frames, source_fps, opts)?;
+        let n = indices.len();
+        let t = self.geometry.temporal_patch_size;
+        if self.flavor == VideoFlavor::Qwen3 && n < t {
+            return Err(Error::invalid_argument(format!(
+                "the video keeps {n} frame(s), fewer than temporal_patch_size {t}"
+            )));
+        }
+        let (h, w) = self.target_size(n, width as usize, height as usize)?;
+        let f = self.geometry.factor();
+        let groups = n.div_ceil(t);
+        let tokens = groups as u64 * (h / f) as u64 * (w / f) as u64;
+        limits.check_tokens(tokens, &|| {
+            format!("a video of {n} kept frames of {width}x{height} resized to {w}x{h}")
+        })?;
+        let mut planes = try_with_capacity(n, "the video frames")?;
+        for &i in &indices {
+            let src = frame(i)?;
+            if (src.width, src.height) != (width, height) {
+                return Err(Error::invalid_argument(
+                    "all frames of a video must have one size",
+                ));
+            }
+            let resized;
+            let img = if (width as usize, height as usize) == (w, h) {
+                &src
+            } else {
+                resized = resize_tv(&src, w as u32, h as u32, self.interp, limits)?;
+                &resized
+            };
+            planes.push(self.normalize(img)?);
+        }
+        let refs: Vec<&[f32]> = planes.iter().map(|p| p.as_slice()).collect();
+        let pixels = QwenImageProcessor::patchify_frames(self.geometry, &refs, h, w)?;
+        Ok((pixels, self.meta(indices, n_frames, source_fps)))
+    }
+
+    /// The torchvision backend's fused rescale + normalize to a `[3, H, W]` plane:
+    /// `(x - f32(mean) * f32(1 / rescale)) / (f32(std) * f32(1 / rescale))` in f32, or
+    /// `x * rescale` without normalization.
+    fn normalize(&self, image: &RgbImage) -> Result<Vec<f32>> {
+        let mut table = [[0f32; 256]; 3];
+        for (c, row) in table.iter_mut().enumerate() {
+            for (v, out) in row.iter_mut().enumerate() {
+                *out = match (&self.mean_std, self.rescale) {
+                    (Some((mean, std)), Some(r)) => {
+                        let k = (1.0 / r) as f32;
+                        (v as f32 - mean[c] as f32 * k) / (std[c] as f32 * k)
+                    }
+                    (Some((mean, std)), None) => (v as f32 - mean[c] as f32) / std[c] as f32,
+                    (None, Some(r)) => v as f32 * r as f32,
+                    (None, None) => v as f32,
+                };
+            }
+        }
+        let plane = image.width as usize * image.height as usize;
+        let mut out = crate::preprocess::limits::try_filled(3 * plane, 0f32, "a video frame")?;
+        for (i, px) in image.data.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                out[c * plane + i] = table[c][px[c] as usize];
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Builds the video processor of a Qwen model folder, keeping a config error for the first
+/// video instead of failing the load (images do not need it).
+pub fn load_video_processor(
+    files: &ModelFiles,
+    flavor: VideoFlavor,
+    geometry: PatchGeometry,
+) -> std::result::Result<QwenVideoProcessor, String> {
+    video_config(files)
+        .and_then(|cfg| QwenVideoProcessor::from_config(&cfg, flavor, geometry))
+        .map_err(|e| e.message().to_string())
+}
+
+/// The shared body of the Qwen families' `preprocess_video`.
+#[allow(clippy::too_many_arguments)]
+pub fn run_video_processor(
+    video: &std::result::Result<QwenVideoProcessor, String>,
+    time: impl Fn(&VideoMeta) -> VideoTime,
+    n_frames: usize,
+    width: u32,
+    height: u32,
+    source_fps: Option<f64>,
+    opts: &SampleOptions,
+    limits: &Limits,
+    frame: &dyn Fn(usize) -> Result<RgbImage>,
+) -> Result<(Pixels, VideoMeta)> {
+    let proc = video.as_ref().map_err(|e| Error::bad_config(e.clone()))?;
+    let (pixels, mut meta) =
+        proc.process(n_frames, width, height, source_fps, opts, limits, frame)?;
+    meta.time = time(&meta);
+    Ok((pixels, meta))
+}
+
+/// `np.linspace(0, last, n).round().astype(int)`.
+fn linspace_round(last: usize, n: usize) -> Vec<usize> {
+    if n == 0 {
+        return Vec::new();
+    }
+    if n == 1 {
+        return vec![0];
+    }
+    let step = last as f64 / (n - 1) as f64;
+    (0..n)
+        .map(|i| {
+            if i == n - 1 {
+                last
+            } else if step == 0.0 {
+                0
+            } else {
+                (i as f64 * step).round_ties_even() as usize
+            }
+        })
+        .collect()
+}
+
+/// `Qwen3VLVideoProcessor`'s `smart_resize(num_frames, height, width, temporal_factor,
+/// factor, min_pixels, max_pixels)`: the frame count enters the pixel budget.
+pub fn smart_resize_qwen3(
+    frames: usize,
+    height: usize,
+    width: usize,
+    temporal: usize,
+    factor: usize,
+    min_pixels: usize,
+    max_pixels: usize,
+) -> Result<(usize, usize)> {
+    if frames < temporal {
+        return Err(Error::invalid_argument(format!(
+            "t:{frames} must be larger than temporal_factor:{temporal}"
+        )));
+    }
+    let (mut h, mut w) = (height as f64, width as f64);
+    if height < factor || width < factor {
+        let scale = (factor as f64 / h).max(factor as f64 / w);
+        h = (h * scale).trunc();
+        w = (w * scale).trunc();
+    }
+    let ratio = h.max(w) / h.min(w);
+    if !(ratio <= 200.0) {
+        return Err(Error::invalid_argument(format!(
+            "frames of {width}x{height}: absolute aspect ratio must be smaller than 200"
+        )));
+    }
+    let fl = factor as f64;
+    let mut h_bar = (h / fl).round_ties_even() * fl;
+    let mut w_bar = (w / fl).round_ties_even() * fl;
+    let t_bar = (frames as f64 / temporal as f64).round_ties_even() * temporal as f64;
+    let n = frames as f64;
+    if t_bar * h_bar * w_bar > max_pixels as f64 {
+        let beta = (n * h * w / max_pixels as f64).sqrt();
+        h_bar = fl.max((h / beta / fl).floor() * fl);
+        w_bar = fl.max((w / beta / fl).floor() * fl);
+    } else if t_bar * h_bar * w_bar < min_pixels as f64 {
+        let beta = (min_pixels as f64 / (n * h * w)).sqrt();
+        h_bar = (h * beta / fl).ceil() * fl;
+        w_bar = (w * beta / fl).ceil() * fl;
+    }
+    Ok((h_bar as usize, w_bar as usize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proc(flavor: VideoFlavor, json: &str) -> QwenVideoProcessor {
+        let geo = PatchGeometry {
+            patch_size: 8,
+            merge_size: 2,
+            temporal_patch_size: 2,
+        };
+        let cfg = ConfigObject::parse("video_preprocessor_config.json", json).unwrap();
+        QwenVideoProcessor::from_config(&cfg, flavor, geo).unwrap()
+    }
+
+    #[test]
+    fn sampling_matches_python() {
+        // Qwen2VLVideoProcessor.sample_frames; values from transformers 5.23.
+        let p = proc(
+            VideoFlavor::Qwen2,
+            r#"{"patch_size": 8, "do_sample_frames": true, "fps": 2.0}"#,
+        );
+        let none = SampleOptions::default();
+        // 9 frames at 7.5 fps, 2 fps -> max(2.4, 4) = 4 frames: arange(0, 9, 2.25).int()
+        assert_eq!(p.sample(9, Some(7.5), &none).unwrap(), vec![0, 2, 4, 6]);
+        // num_frames 5 -> round(2.5) * 2 = 4; exclusive with the config's fps.
+        let nf = SampleOptions {
+            num_frames: Some(5),
+            do_sample_frames: Some(true),
+            ..Default::default()
+        };
+        assert!(p.sample(9, Some(7.5), &nf).is_err());
+        let p2 = proc(VideoFlavor::Qwen2, r#"{"patch_size": 8}"#);
+        assert_eq!(p2.sample(9, Some(7.5), &nf).unwrap(), vec![0, 2, 4, 6]);
+        // Off by default for Qwen2: every frame.
+        assert_eq!(p2.sample(3, None, &none).unwrap(), vec![0, 1, 2]);
+        assert!(p.sample(9, None, &none).is_err());
+        let q = proc(VideoFlavor::Qwen3, r#"{"patch_size": 8}"#);
+        // 7 frames at 2.5 fps, fps 2 -> int(5.6) = 5 frames: linspace(0, 6, 5).round()
+        assert_eq!(q.sample(7, Some(2.5), &none).unwrap(), vec![0, 2, 3, 4, 6]);
+        // Unknown fps: 24 -> int(0.58) = 0 -> min_frames 4.
+        assert_eq!(q.sample(7, None, &none).unwrap(), vec![0, 2, 4, 6]);
+        let m = q.meta(vec![0, 2, 3, 4, 6], 7, Some(2.5));
+        assert_eq!(m.timestamps, vec![0.4, 1.4, 2.4]);
+        // Python's "%.1f" rounds the exact binary value, half to even: Rust's too.
+        assert_eq!(
+            format!("{:.1} {:.1} {:.1}", 0.25, 0.35, 2.25),
+            "0.2 0.3 2.2"
+        );
+    }
+}
