@@ -31,6 +31,7 @@ pub use engine::{
 };
 pub use error::{Error, Result, Status};
 pub use models::{ModelInfo, SpecialTokens};
+pub use preprocess::qwen_video::{SampleOptions, VideoMeta, VideoTime};
 pub use preprocess::PreprocessOptions;
 
 /// The crate version (`CARGO_PKG_VERSION`).

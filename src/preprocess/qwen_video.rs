@@ -166,10 +166,12 @@ impl QwenVideoProcessor {
             ) {
                 (Some(a), Some(b)) => (lo, hi) = (a, b),
                 _ if !q3 && pre.contains("min_pixels") && pre.contains("max_pixels") => {}
-                _ => return Err(Error::bad_config(format!(
+                _ => {
+                    return Err(Error::bad_config(format!(
                     "{}: `size` must have `shortest_edge` and `longest_edge` (min and max pixels)",
                     pre.location()
-                ))),
+                )))
+                }
             }
         }
         if !q3 {
@@ -498,15 +500,38 @@ impl QwenVideoProcessor {
 }
 
 /// Builds the video processor of a Qwen model folder, keeping a config error for the first
-/// video instead of failing the load (images do not need it).
+/// video instead of failing the load (images do not need it). `family` is the model
+/// family's own class, used when the config names none (see [`config_flavor`]).
 pub fn load_video_processor(
     files: &ModelFiles,
-    flavor: VideoFlavor,
+    family: VideoFlavor,
     geometry: PatchGeometry,
 ) -> std::result::Result<QwenVideoProcessor, String> {
     video_config(files)
-        .and_then(|cfg| QwenVideoProcessor::from_config(&cfg, flavor, geometry))
+        .and_then(|cfg| {
+            let flavor = config_flavor(&cfg)?.unwrap_or(family);
+            QwenVideoProcessor::from_config(&cfg, flavor, geometry)
+        })
         .map_err(|e| e.message().to_string())
+}
+
+/// The processor class the config names, as `AutoVideoProcessor` picks it:
+/// `video_processor_type`, else the `image_processor_type` with `ImageProcessor` replaced by
+/// `VideoProcessor` (a Qwen3-VL folder with only an image processor config saying
+/// `Qwen2VLImageProcessor` gets `Qwen2VLVideoProcessor`); `None` when neither names a Qwen
+/// video processor (then the model type's class).
+pub fn config_flavor(cfg: &ConfigObject) -> Result<Option<VideoFlavor>> {
+    let name = match cfg.string("video_processor_type")? {
+        Some(v) => Some(v),
+        None => cfg
+            .string("image_processor_type")?
+            .map(|s| s.replace("ImageProcessor", "VideoProcessor")),
+    };
+    Ok(match name.as_deref() {
+        Some("Qwen2VLVideoProcessor") => Some(VideoFlavor::Qwen2),
+        Some("Qwen3VLVideoProcessor") => Some(VideoFlavor::Qwen3),
+        _ => None,
+    })
 }
 
 /// The shared body of the Qwen families' `preprocess_video`.

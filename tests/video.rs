@@ -1,0 +1,313 @@
+//! Video input (Qwen2-VL, Qwen2.5-VL, Qwen3-VL): `Model::preprocess_video` against
+//! transformers' video processors (frame sampling, torchvision resize, normalization, temporal
+//! grouping), the embeddings against `get_video_features`, the prompt data (Qwen2.5-VL's
+//! `second_per_grid_ts`, Qwen3-VL's timestamps), the M-RoPE ids against `get_rope_index`, and
+//! videos mixed with still images in one forward call. Fixtures: tests/fixtures/video/*
+//! (scripts/fixtures/qwen_video.py).
+
+mod common;
+
+use common::*;
+use safetensors::SafeTensors;
+use serde_json::Value;
+use vtower::{DTypeRequest, Image, LoadOptions, Model, SampleOptions, VideoTime};
+
+const FIXTURES: [&str; 3] = ["qwen2_vl_f32", "qwen2_5_vl_bf16", "qwen3_vl_f32"];
+
+struct Fixture {
+    exp: Value,
+    frames: Vec<u8>,
+    st: Vec<u8>,
+    model: Model,
+}
+
+fn fixture(name: &str) -> Fixture {
+    let dir = fixtures().join("video").join(name);
+    let exp: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let model_dir = repo().join(exp["model_dir"].as_str().unwrap());
+    let opts = LoadOptions {
+        dtype: DTypeRequest::F32,
+        ..LoadOptions::default()
+    };
+    let model = Model::load(&model_dir, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
+    Fixture {
+        frames: std::fs::read(dir.join("frames.bin")).unwrap(),
+        st: std::fs::read(dir.join("expected.safetensors")).unwrap(),
+        exp,
+        model,
+    }
+}
+
+impl Fixture {
+    fn reference(&self, key: &str) -> Vec<f32> {
+        let st = SafeTensors::deserialize(&self.st).unwrap();
+        let t = st.tensor(key).unwrap_or_else(|_| panic!("no `{key}`"));
+        t.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    }
+
+    fn videos(&self) -> &Vec<Value> {
+        self.exp["videos"].as_array().unwrap()
+    }
+
+    fn preprocess(&self, v: &Value) -> Image {
+        let u = |k: &str| v[k].as_u64().unwrap() as usize;
+        let (n, w, h, off) = (u("n_frames"), u("width"), u("height"), u("offset"));
+        let size = w * h * 3;
+        let slices: Vec<&[u8]> = (0..n)
+            .map(|i| &self.frames[off + i * size..off + (i + 1) * size])
+            .collect();
+        let fps = v["source_fps"].as_f64().unwrap();
+        let opts = SampleOptions {
+            do_sample_frames: match v["do_sample_frames"].as_i64().unwrap() {
+                -1 => None,
+                x => Some(x == 1),
+            },
+            fps: Some(v["sample_fps"].as_f64().unwrap()).filter(|f| *f > 0.0),
+            num_frames: Some(u("num_frames")).filter(|n| *n > 0),
+        };
+        self.model
+            .preprocess_video(
+                &slices,
+                w as u32,
+                h as u32,
+                w * 3,
+                (fps > 0.0).then_some(fps),
+                &opts,
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", v["key"]))
+    }
+}
+
+fn ints(v: &Value) -> Vec<i64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
+}
+
+#[test]
+fn video_pixels_embeddings_and_prompt_match_transformers() {
+    for name in FIXTURES {
+        let fx = fixture(name);
+        assert_eq!(
+            fx.model.video_token(),
+            fx.exp["video_token_id"].as_i64(),
+            "{name}"
+        );
+        for v in fx.videos() {
+            let key = v["key"].as_str().unwrap();
+            let img = fx.preprocess(v);
+            let meta = img.video().expect("a video");
+            let want_idx: Vec<usize> = ints(&v["frame_indices"])
+                .iter()
+                .map(|&i| i as usize)
+                .collect();
+            assert_eq!(meta.frame_indices, want_idx, "{name}/{key}: kept frames");
+            let [t, gh, gw] = img.patch_grid();
+            assert_eq!(
+                vec![t as i64, gh as i64, gw as i64],
+                ints(&v["video_grid_thw"]),
+                "{name}/{key}: video_grid_thw"
+            );
+            // Pixels: the torchvision resize and the fused normalization are reproduced
+            // exactly; the check allows one 8-bit level (1/(255 std) >= 0.0142) on 1% of values.
+            let want = fx.reference(&format!("pixels/{key}"));
+            let got = img.pixels();
+            assert_eq!(got.len(), want.len(), "{name}/{key}: pixel count");
+            let close = got
+                .iter()
+                .zip(&want)
+                .filter(|(a, b)| (*a - *b).abs() <= 1e-6)
+                .count();
+            let within_level = got
+                .iter()
+                .zip(&want)
+                .filter(|(a, b)| (*a - *b).abs() <= 1.0 / (255.0 * 0.5) + 1e-5)
+                .count();
+            assert!(
+                within_level * 100 >= got.len() * 99,
+                "{name}/{key}: {within_level} of {} pixels within one level",
+                got.len()
+            );
+            assert_eq!(
+                close,
+                got.len(),
+                "{name}/{key}: pixels not exact (max diff {})",
+                max_abs_diff(got, &want)
+            );
+            if let Some(spg) = v["second_per_grid_ts"].as_f64() {
+                assert!((meta.second_per_grid - spg).abs() <= 1e-12, "{name}/{key}");
+                assert!(matches!(meta.time, VideoTime::Scaled(_)));
+            }
+            if let Some(ts) = v["timestamps"].as_array() {
+                let want: Vec<f64> = ts.iter().map(|x| x.as_f64().unwrap()).collect();
+                // serde_json's float parsing may be off by an ulp: compare to 1e-12.
+                assert_eq!(meta.timestamps.len(), want.len(), "{name}/{key}: timestamps");
+                for (a, b) in meta.timestamps.iter().zip(&want) {
+                    assert!((a - b).abs() <= 1e-12, "{name}/{key}: timestamp {a} vs {b}");
+                }
+                let text: Vec<String> = meta
+                    .timestamps
+                    .iter()
+                    .map(|t| format!("<{t:.1} seconds>"))
+                    .collect();
+                let want_text: Vec<&str> = v["timestamp_text"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_str().unwrap())
+                    .collect();
+                assert_eq!(text, want_text, "{name}/{key}");
+            }
+            check_mrope(
+                name,
+                key,
+                &img,
+                &v["mrope"],
+                fx.exp["video_token_id"].as_i64().unwrap(),
+            );
+            // Embeddings (and Qwen3-VL's deepstack levels).
+            let out = fx.model.forward(&[&img]).unwrap();
+            let levels = v["levels"].as_u64().unwrap_or(1) as usize;
+            assert_eq!(out.n_levels(), levels, "{name}/{key}");
+            for level in 0..levels {
+                let rk = if level == 0 {
+                    format!("embeddings/{key}")
+                } else {
+                    format!("deepstack/{level}/{key}")
+                };
+                let want = fx.reference(&rk);
+                let got = out.level_data(0, level).unwrap();
+                assert_eq!(got.len(), want.len(), "{name}/{rk}");
+                let rel = rel_l2(got, &want);
+                println!("{name}/{rk}: rel L2 {rel:.2e}");
+                assert!(rel <= 2e-3, "{name}/{rk}: rel L2 {rel}");
+            }
+        }
+    }
+}
+
+/// The video's M-RoPE ids against `get_rope_index` on the fixture's prompt.
+fn check_mrope(name: &str, key: &str, img: &Image, m: &Value, video_token: i64) {
+    let ids = ints(&m["input_ids"]);
+    let pos: Vec<Vec<i64>> = m["position_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(ints)
+        .collect();
+    // Spans of consecutive video tokens.
+    let mut spans = Vec::new();
+    let mut i = 0;
+    while i < ids.len() {
+        if ids[i] == video_token {
+            let s = i;
+            while i < ids.len() && ids[i] == video_token {
+                i += 1;
+            }
+            spans.push((s, i));
+        } else {
+            i += 1;
+        }
+    }
+    let per_frame = matches!(img.video().unwrap().time, VideoTime::PerFrame);
+    assert_eq!(spans.len(), if per_frame { img.token_grid()[0] } else { 1 });
+    for (f, &(s, e)) in spans.iter().enumerate() {
+        // The span starts right after <|vision_start|>, whose (text) position is p.
+        let start = pos[0][s - 1] + 1;
+        let (got, next) = if per_frame {
+            assert!(img.mrope_positions(start).is_err());
+            img.frame_mrope_positions(f, start).unwrap()
+        } else {
+            img.mrope_positions(start).unwrap()
+        };
+        let n = e - s;
+        assert_eq!(got.len(), 3 * n, "{name}/{key}");
+        for axis in 0..3 {
+            assert_eq!(
+                &got[axis * n..(axis + 1) * n],
+                &pos[axis][s..e],
+                "{name}/{key}: M-RoPE axis {axis}, span {f}"
+            );
+        }
+        assert_eq!(next, pos[0][e], "{name}/{key}: position after the span");
+    }
+}
+
+#[test]
+fn videos_and_images_in_one_forward_equal_one_by_one() {
+    for name in FIXTURES {
+        let fx = fixture(name);
+        let mut items: Vec<Image> = fx.videos().iter().map(|v| fx.preprocess(v)).collect();
+        // A still image (the first frame of the first video) between the videos.
+        let v0 = &fx.videos()[0];
+        let (w, h) = (
+            v0["width"].as_u64().unwrap() as u32,
+            v0["height"].as_u64().unwrap() as u32,
+        );
+        let still = fx
+            .model
+            .preprocess_rgb8(&fx.frames[..(w * h * 3) as usize], w, h, w as usize * 3)
+            .unwrap();
+        assert!(still.video().is_none());
+        items.insert(1, still);
+        let refs: Vec<&Image> = items.iter().collect();
+        let together = fx.model.forward(&refs).unwrap();
+        assert_eq!(together.count(), items.len());
+        for (i, img) in items.iter().enumerate() {
+            let alone = fx.model.forward(&[img]).unwrap();
+            for level in 0..alone.n_levels() {
+                let a = alone.level_data(0, level).unwrap();
+                let b = together.level_data(i, level).unwrap();
+                let rel = rel_l2(b, a);
+                assert!(rel <= 1e-5, "{name}: item {i} level {level}: rel L2 {rel}");
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_video_input_is_refused_cleanly() {
+    let fx = fixture("qwen2_vl_f32");
+    let frame_buf = vec![0u8; 16 * 16 * 3];
+    let frame: &[u8] = &frame_buf;
+    let m = &fx.model;
+    let none = SampleOptions::default();
+    // No frames, stride too small, a short buffer.
+    assert!(m.preprocess_video(&[], 16, 16, 48, None, &none).is_err());
+    assert!(m
+        .preprocess_video(&[frame], 16, 16, 40, None, &none)
+        .is_err());
+    assert!(m
+        .preprocess_video(&[&frame[..100]], 16, 16, 48, None, &none)
+        .is_err());
+    // Sampling at an fps needs the source rate (Qwen2-VL); fps and num_frames exclude each
+    // other.
+    let fps = SampleOptions {
+        do_sample_frames: Some(true),
+        fps: Some(2.0),
+        num_frames: None,
+    };
+    let e = m
+        .preprocess_video(&[frame; 8], 16, 16, 48, None, &fps)
+        .unwrap_err();
+    assert!(e.to_string().contains("frame rate"), "{e}");
+    let both = SampleOptions {
+        num_frames: Some(4),
+        ..fps
+    };
+    assert!(m
+        .preprocess_video(&[frame; 8], 16, 16, 48, Some(30.0), &both)
+        .is_err());
+    // A single frame is one temporal group (the frame repeated).
+    let one = m
+        .preprocess_video(&[frame], 16, 16, 48, None, &none)
+        .unwrap();
+    assert_eq!(one.token_grid()[0], 1);
+    assert_eq!(one.video().unwrap().timestamps, vec![0.0]);
+}
