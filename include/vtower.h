@@ -69,6 +69,11 @@
 #define VT_IMAGE_MAX_DIMS 4
 
 /**
+ * The most frames vt_preprocess_video takes in one call.
+ */
+#define VT_VIDEO_MAX_FRAMES (1 << 20)
+
+/**
  * The output of one vt_forward call: for each input image, a row-major
  * `[n_tokens, dim]` matrix, readable as f32 (vt_embeddings_data), copied out as
  * f32/bf16/f16 (vt_embeddings_copy) or, for a GPU model, copied device to device
@@ -176,6 +181,41 @@ typedef struct vt_load_params {
      */
     uint64_t max_image_tokens;
 } vt_load_params;
+
+/**
+ * Options for vt_preprocess_video: what is known of the source video and per-call overrides
+ * of the video processor's frame sampling. Get defaults from vt_video_params_default(),
+ * change fields, pass a pointer (NULL = all defaults). `struct_size` works as in
+ * vt_load_params.
+ */
+typedef struct vt_video_params {
+    /**
+     * `sizeof(vt_video_params)`; set by vt_video_params_default().
+     */
+    uint32_t struct_size;
+    /**
+     * -1 (default): as the video processor config's `do_sample_frames` (Qwen2-VL /
+     * Qwen2.5-VL: off, Qwen3-VL / Qwen3.5: on, when absent); 0: keep every frame given;
+     * 1: sample.
+     */
+    int32_t do_sample_frames;
+    /**
+     * The source video's frame rate in frames per second (any positive value, e.g.
+     * 29.97); 0 (default) = unknown. Sampling at `fps` needs it (Qwen3-VL assumes 24 when
+     * unknown); it also sets Qwen2.5-VL's `second_per_grid_ts` and Qwen3-VL's timestamps.
+     */
+    double source_fps;
+    /**
+     * Frames per second to sample; 0 (default) = the config's `fps` (the processor call's
+     * `fps`).
+     */
+    double sample_fps;
+    /**
+     * Number of frames to sample; 0 (default) = the config's `num_frames`. Exclusive with
+     * a sampling fps (the config's or `sample_fps`), as in transformers.
+     */
+    uint32_t num_frames;
+} vt_video_params;
 
 /**
  * Per-call preprocessing options for vt_preprocess_ex and vt_preprocess_rgb8_ex. Get
@@ -364,6 +404,13 @@ typedef uint32_t vt_token_role;
  */
 #define VT_TOKEN_IMAGE_BREAK 3
 
+/**
+ * The placeholder a video's prompt repeats once per embedding (`<|video_pad|>`,
+ * config.json's `video_token_id`), for images from vt_preprocess_video; the video's
+ * start / end tokens are VT_TOKEN_IMAGE_START / VT_TOKEN_IMAGE_END.
+ */
+#define VT_TOKEN_VIDEO 4
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -420,6 +467,11 @@ void vt_log_set(vt_log_fn callback, void *user_data);
  * The default load parameters (struct_size filled in). Any thread.
  */
 struct vt_load_params vt_load_params_default(void);
+
+/**
+ * The default video parameters (struct_size filled in). Any thread.
+ */
+struct vt_video_params vt_video_params_default(void);
 
 /**
  * The default preprocess parameters (struct_size filled in, every setting taken from the
@@ -639,6 +691,109 @@ size_t vt_image_n_tokens(const struct vt_image *image);
  * Frees an image. NULL is a no-op.
  */
 void vt_image_free(struct vt_image *image);
+
+/**
+ * Preprocesses a decoded video for `model` as the model's Hugging Face video processor does:
+ * frame sampling (`do_sample_frames`, `fps`, `num_frames`, `min_frames` / `max_frames` of
+ * the video processor config, or vt_video_params), resize (torchvision's antialiased
+ * resize of 8-bit frames), rescale / normalize, and the grouping of `temporal_patch_size`
+ * consecutive frames (a short last group repeats the last frame). The result is a vt_image
+ * that vt_forward takes like any other (mixed with still images and other videos); its token
+ * grid (vt_image_token_grid) is `groups x rows x cols` and its patch grid
+ * (vt_image_patch_grid) the processor's `video_grid_thw`.
+ *
+ * The settings come from `processor_config.json`'s `video_processor`, else
+ * `video_preprocessor_config.json`, else `preprocessor_config.json`, as transformers reads
+ * them.
+ *
+ * - `frames`: `n_frames` pointers, frame `i` at `frames[i]`: `height` rows of `width * 3`
+ *   bytes (R, G, B), row `y` at `frames[i] + y * row_stride`; at least `(height - 1) *
+ *   row_stride + width * 3` readable bytes each. All frames have one size. Only the kept
+ *   frames are read; nothing is kept after the call.
+ * - `row_stride`: bytes between row starts, at least `width * 3`.
+ * - `params`: NULL for the defaults, or a struct from vt_video_params_default() (the source
+ *   frame rate, sampling overrides). Borrowed for the call.
+ * - `image_out`: receives a new image on VT_OK; free with vt_image_free.
+ *
+ * Prompt (Qwen2-VL, Qwen2.5-VL): `<|vision_start|>`, vt_image_n_tokens VT_TOKEN_VIDEO
+ * placeholders, `<|vision_end|>`; positions from vt_image_mrope_positions. Qwen3-VL /
+ * Qwen3.5: per temporal group `g`, the text `<T seconds>` (T = vt_image_video_timestamps
+ * value `g` printed with one decimal, `%.1f`), `<|vision_start|>`, rows x cols placeholders,
+ * `<|vision_end|>`; positions per group from vt_image_frame_mrope_positions.
+ *
+ * Errors: VT_ERR_INVALID_ARGUMENT (NULL pointers, no frames or more than
+ * VT_VIDEO_MAX_FRAMES, zero size, stride too small, bad params, sampling the config or
+ * params cannot do, e.g. `fps` without a source frame rate on Qwen2-VL, or a family without
+ * video), VT_ERR_BAD_CONFIG (an unusable video processor config), VT_ERR_IMAGE_TOO_LARGE
+ * (frames over max_image_pixels, or more tokens than max_image_tokens of vt_load_params,
+ * checked before the frames are read).
+ * Threads: any thread, concurrently with other calls on the same model.
+ */
+vt_status vt_preprocess_video(const struct vt_model *model,
+                              const uint8_t *const *frames,
+                              size_t n_frames,
+                              uint32_t width,
+                              uint32_t height,
+                              size_t row_stride,
+                              const struct vt_video_params *params,
+                              struct vt_image **image_out,
+                              struct vt_error **err_out);
+
+/**
+ * 1 if `image` came from vt_preprocess_video, else 0 (also for NULL). Any thread.
+ */
+int32_t vt_image_is_video(const struct vt_image *image);
+
+/**
+ * The time in seconds of each temporal group of a video (what Qwen3-VL / Qwen3.5 write
+ * before each group as `<T seconds>` with T printed `%.1f`): the mean of the first and last
+ * kept frame's `index / source_fps` (24 fps when the source rate is unknown), as
+ * transformers' `Qwen3VLProcessor._calculate_timestamps`. One value per group:
+ * the token grid's `frames`.
+ *
+ * - `timestamps_out`: room for `len` values, or NULL with `len` 0 to ask the count.
+ * - `count_out`: receives the number of groups.
+ *
+ * Errors: VT_ERR_INVALID_ARGUMENT for NULL pointers, a still image, or `len` below the
+ * count (nothing written then but `count_out`). Any thread.
+ */
+vt_status vt_image_video_timestamps(const struct vt_image *image,
+                                    double *timestamps_out,
+                                    size_t len,
+                                    size_t *count_out,
+                                    struct vt_error **err_out);
+
+/**
+ * Qwen2.5-VL's `second_per_grid_ts` of a video: seconds per temporal group,
+ * `temporal_patch_size / sampled fps` (sampled fps = kept / given frames * source fps, or
+ * 24 when the source rate is unknown). vt_image_mrope_positions already applies it.
+ *
+ * Errors: VT_ERR_INVALID_ARGUMENT for NULL pointers or a still image. Any thread.
+ */
+vt_status vt_image_video_second_per_grid(const struct vt_image *image,
+                                         double *seconds_out,
+                                         struct vt_error **err_out);
+
+/**
+ * The M-RoPE position ids of temporal group `frame` of a Qwen3-VL / Qwen3.5 video, whose
+ * groups the prompt lays out one by one (`<T seconds><|vision_start|>` group
+ * `<|vision_end|>`), when the group's first embedding sits at position `start`: as
+ * vt_image_mrope_positions for a 1 x rows x cols image (`3 * rows * cols` values: temporal
+ * ids, then height ids, then width ids; `*next_out` = `start + max(rows, cols)`). For a still
+ * image, frame 0 gives vt_image_mrope_positions.
+ *
+ * Errors: VT_ERR_INVALID_ARGUMENT for NULL pointers, `frame` out of range, a
+ * `positions_len` below `3 * rows * cols`, positions that overflow int64, or a Qwen2-VL /
+ * Qwen2.5-VL video (whose frames are laid out together: use vt_image_mrope_positions).
+ * Nothing is written on error. Any thread.
+ */
+vt_status vt_image_frame_mrope_positions(const struct vt_image *image,
+                                         uint32_t frame,
+                                         int64_t start,
+                                         int64_t *positions_out,
+                                         size_t positions_len,
+                                         int64_t *next_out,
+                                         struct vt_error **err_out);
 
 /**
  * The language-model token id for `role`, or -1 when the model has no such token, the
