@@ -144,6 +144,28 @@ enum class Token : vt_token_role {
     ImageStart = VT_TOKEN_IMAGE_START,
     ImageEnd = VT_TOKEN_IMAGE_END,
     ImageBreak = VT_TOKEN_IMAGE_BREAK,
+    Video = VT_TOKEN_VIDEO,
+};
+
+/// Per-call video options (vt_video_params); the defaults are vt_video_params_default()'s.
+struct VideoOptions {
+    /// The source frame rate; 0 = unknown.
+    double source_fps = 0.0;
+    /// -1: the video processor config's do_sample_frames; 0: keep every frame; 1: sample.
+    int32_t do_sample_frames = -1;
+    /// Frames per second to sample; 0 = the config's fps.
+    double sample_fps = 0.0;
+    /// Frames to sample; 0 = the config's num_frames.
+    uint32_t num_frames = 0;
+
+    vt_video_params to_c() const {
+        vt_video_params p = vt_video_params_default();
+        p.source_fps = source_fps;
+        p.do_sample_frames = do_sample_frames;
+        p.sample_fps = sample_fps;
+        p.num_frames = num_frames;
+        return p;
+    }
 };
 
 /// Options for loading a model; the defaults are vt_load_params_default()'s.
@@ -221,6 +243,51 @@ public:
         vt_error *err = nullptr;
         detail::check(vt_image_token_grid(c(), &g.frames, &g.rows, &g.cols, &err), &err);
         return g;
+    }
+
+    /// Whether this image came from Model::preprocess_video.
+    bool is_video() const { return vt_image_is_video(c()) == 1; }
+
+    /// A video's time in seconds of each temporal group (Qwen3-VL's `<T seconds>`, T
+    /// printed with one decimal); throws for a still image.
+    std::vector<double> video_timestamps() const {
+        std::size_t n = 0;
+        vt_error *err = nullptr;
+        detail::check(vt_image_video_timestamps(c(), nullptr, 0, &n, &err), &err);
+        std::vector<double> ts(n);
+        detail::check(vt_image_video_timestamps(c(), ts.data(), ts.size(), &n, &err), &err);
+        return ts;
+    }
+
+    /// A video's seconds per temporal group (Qwen2.5-VL's second_per_grid_ts); throws for a
+    /// still image.
+    double video_second_per_grid() const {
+        double s = 0.0;
+        vt_error *err = nullptr;
+        detail::check(vt_image_video_second_per_grid(c(), &s, &err), &err);
+        return s;
+    }
+
+    /// M-RoPE ids (temporal ids, then height ids, then width ids) when the first embedding
+    /// sits at `start`; `next` receives the position of the following text.
+    std::vector<int64_t> mrope_positions(int64_t start, int64_t *next = nullptr) const {
+        std::vector<int64_t> ids(3 * n_tokens());
+        vt_error *err = nullptr;
+        detail::check(vt_image_mrope_positions(c(), start, ids.data(), ids.size(), next, &err), &err);
+        return ids;
+    }
+
+    /// The M-RoPE ids of temporal group `frame` of a Qwen3-VL / Qwen3.5 video, laid out on
+    /// its own from `start` (vt_image_frame_mrope_positions).
+    std::vector<int64_t> frame_mrope_positions(uint32_t frame, int64_t start,
+                                               int64_t *next = nullptr) const {
+        Grid g = token_grid();
+        std::vector<int64_t> ids(3 * static_cast<std::size_t>(g.rows) * g.cols);
+        vt_error *err = nullptr;
+        detail::check(vt_image_frame_mrope_positions(c(), frame, start, ids.data(), ids.size(),
+                                                     next, &err),
+                      &err);
+        return ids;
     }
 
 private:
@@ -328,6 +395,22 @@ public:
         vt_image *img = nullptr;
         vt_error *err = nullptr;
         detail::check(vt_preprocess_rgb8(c(), pixels, width, height, row_stride, &img, &err),
+                      &err);
+        return Image(img);
+    }
+
+    /// Preprocesses a decoded video (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5): `frames[i]`
+    /// holds frame i, `height` rows of width * 3 RGB bytes `row_stride` apart (0 = tightly
+    /// packed). The result goes to forward() like any image.
+    Image preprocess_video(const std::vector<const uint8_t *> &frames, uint32_t width,
+                           uint32_t height, std::size_t row_stride = 0,
+                           const VideoOptions &options = VideoOptions()) const {
+        if (row_stride == 0) row_stride = static_cast<std::size_t>(width) * 3;
+        vt_video_params params = options.to_c();
+        vt_image *img = nullptr;
+        vt_error *err = nullptr;
+        detail::check(vt_preprocess_video(c(), frames.data(), frames.size(), width, height,
+                                          row_stride, &params, &img, &err),
                       &err);
         return Image(img);
     }

@@ -56,3 +56,32 @@ fn cpp_embed_example_runs() {
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert!(stderr.contains("image could not be decoded"), "{stderr}");
 }
+
+#[test]
+fn cpp_video() {
+    let tmp = temp_dir("cpp-video");
+    let bin = tmp.join("video");
+    compile(&[repo().join("tests/cpp/video.cpp")], &bin, true, &[]);
+    let video = fixtures().join("video");
+    let exp = |name: &str| -> serde_json::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(video.join(name).join("expected.json")).unwrap(),
+        )
+        .unwrap()
+    };
+    let (q25, q3) = (exp("qwen2_5_vl_bf16"), exp("qwen3_vl_f32"));
+    let (v25, v3) = (&q25["videos"][0], &q3["videos"][0]);
+    let out = run(
+        &bin,
+        &[
+            fixtures().join("qwen2_5_vl_bf16").to_str().unwrap(),
+            video.join("qwen2_5_vl_bf16/frames.bin").to_str().unwrap(),
+            video.join("qwen3_vl_f32").to_str().unwrap(),
+            video.join("qwen3_vl_f32/frames.bin").to_str().unwrap(),
+            &format!("{:.17e}", v25["second_per_grid_ts"].as_f64().unwrap()),
+            &format!("{:.17e}", v3["timestamps"][0].as_f64().unwrap()),
+            &format!("{:.17e}", v3["timestamps"][1].as_f64().unwrap()),
+        ],
+    );
+    assert!(out.contains(" passed, 0 failed"), "{out}");
+}

@@ -244,6 +244,14 @@ int main(int argc, char **argv) {
         expect_error("pixel limit", VT_ERR_IMAGE_TOO_LARGE, "",
                      [&] { (void)limited.preprocess(png); });
     }
+    // SigLIP takes no video: a clean vtower::Error.
+    {
+        std::vector<uint8_t> frame(16 * 16 * 3, 100);
+        expect_error("video on siglip", VT_ERR_INVALID_ARGUMENT, "no video",
+                     [&] { (void)model.preprocess_video({frame.data(), frame.data()}, 16, 16); });
+        CHECK(!model.token_id(vtower::Token::Video).has_value());
+        CHECK(vtower::VideoOptions().to_c().struct_size == sizeof(vt_video_params));
+    }
     vtower::Model other(std::move(model));
     expect_error("empty model", VT_ERR_INVALID_ARGUMENT, "empty", [&] { (void)model.family(); });
     try {
