@@ -81,6 +81,8 @@ type Info struct {
 	Threads int
 	// Token ids of the language model's image tokens, -1 where the model has none.
 	ImageToken, ImageStartToken, ImageEndToken, ImageBreakToken int64
+	// VideoToken is a video's placeholder id (Qwen families), -1 where the model has none.
+	VideoToken int64
 }
 
 // Grid is the layout of an image's embedding rows: Frames x Rows x Cols, row-major.
@@ -182,6 +184,7 @@ func Load(dir string, opts *Options) (*Model, error) {
 		ImageStartToken: int64(C.vt_model_token_id(cm, C.VT_TOKEN_IMAGE_START)),
 		ImageEndToken:   int64(C.vt_model_token_id(cm, C.VT_TOKEN_IMAGE_END)),
 		ImageBreakToken: int64(C.vt_model_token_id(cm, C.VT_TOKEN_IMAGE_BREAK)),
+		VideoToken:      int64(C.vt_model_token_id(cm, C.VT_TOKEN_VIDEO)),
 	}
 	var w, h C.uint32_t
 	if st := C.vt_model_image_size(cm, &w, &h, &cerr); st != C.VT_OK {
@@ -329,4 +332,142 @@ func (m *Model) forward(imgs []*C.struct_vt_image) ([]Embedding, error) {
 		}
 	}
 	return out, nil
+}
+
+// VideoOptions configure EmbedVideo. The zero value (or a nil *VideoOptions) takes every
+// setting from the model's video processor config and treats the frame rate as unknown.
+type VideoOptions struct {
+	// SourceFPS is the video's frame rate (e.g. 29.97); 0 = unknown. Sampling at an fps
+	// needs it; it also sets Qwen2.5-VL's seconds per temporal group and Qwen3-VL's
+	// timestamps.
+	SourceFPS float64
+	// SampleFrames overrides the config's do_sample_frames when non-nil.
+	SampleFrames *bool
+	// SampleFPS is the frame rate to sample at; 0 = the config's fps.
+	SampleFPS float64
+	// NumFrames is the number of frames to sample; 0 = the config's num_frames.
+	NumFrames int
+}
+
+// VideoEmbedding is the embedding of one video plus what its prompt needs.
+type VideoEmbedding struct {
+	Embedding
+	// Timestamps holds the time in seconds of each temporal group (Grid.Frames values);
+	// Qwen3-VL / Qwen3.5 write "<%.1f seconds>" of it before each group.
+	Timestamps []float64
+	// SecondPerGrid is Qwen2.5-VL's second_per_grid_ts (seconds per temporal group).
+	SecondPerGrid float64
+	// PerFrame: the prompt lays each temporal group out on its own (Qwen3-VL / Qwen3.5:
+	// timestamp text, vision start, Rows*Cols placeholders, vision end); MRoPE then holds
+	// the ids of one group (the same for every group).
+	PerFrame bool
+	// MRoPE holds the M-RoPE position ids relative to the first placeholder's position
+	// (add it): the temporal ids of all the rows, then the height ids, then the width ids
+	// (of one group when PerFrame). MRoPENext is the position of the following text,
+	// relative likewise.
+	MRoPE     []int64
+	MRoPENext int64
+}
+
+// EmbedVideo preprocesses a decoded video as the model's Hugging Face video processor
+// does (frame sampling, resize, normalization, temporal grouping) and embeds it (Qwen2-VL,
+// Qwen2.5-VL, Qwen3-VL, Qwen3.5). frames[i] holds frame i: height rows of width*3 RGB
+// bytes, stride bytes apart (0 = tightly packed). The frames are only read during the call.
+func (m *Model) EmbedVideo(frames [][]byte, width, height, stride int, opts *VideoOptions) (VideoEmbedding, error) {
+	if stride == 0 {
+		stride = width * 3
+	}
+	bad := func(msg string) (VideoEmbedding, error) {
+		return VideoEmbedding{}, &Error{Status: StatusInvalidArgument, Message: "invalid argument: " + msg}
+	}
+	if len(frames) == 0 {
+		return bad("a video needs at least one frame")
+	}
+	if width <= 0 || height <= 0 || uint64(width) > math.MaxUint32 || uint64(height) > math.MaxUint32 ||
+		stride < width*3 {
+		return bad(fmt.Sprintf("bad size %dx%d with stride %d", width, height, stride))
+	}
+	need := (height-1)*stride + width*3
+	for i, f := range frames {
+		if len(f) < need {
+			return bad(fmt.Sprintf("frame %d has %d bytes, %dx%d with stride %d needs %d", i, len(f), width, height, stride, need))
+		}
+	}
+	params := C.vt_video_params_default()
+	if opts != nil {
+		params.source_fps = C.double(opts.SourceFPS)
+		if opts.SampleFrames != nil {
+			params.do_sample_frames = 0
+			if *opts.SampleFrames {
+				params.do_sample_frames = 1
+			}
+		}
+		params.sample_fps = C.double(opts.SampleFPS)
+		if opts.NumFrames < 0 || uint64(opts.NumFrames) > math.MaxUint32 {
+			return bad(fmt.Sprintf("NumFrames %d", opts.NumFrames))
+		}
+		params.num_frames = C.uint32_t(opts.NumFrames)
+	}
+	// The frames and their pointer array go to C memory: cgo forbids Go pointers in it.
+	buf := C.malloc(C.size_t(need * len(frames)))
+	ptrs := C.malloc(C.size_t(len(frames)) * C.size_t(unsafe.Sizeof(uintptr(0))))
+	if buf == nil || ptrs == nil {
+		C.free(buf)
+		C.free(ptrs)
+		return VideoEmbedding{}, &Error{Status: StatusOutOfMemory, Message: "out of memory: video frames"}
+	}
+	defer C.free(buf)
+	defer C.free(ptrs)
+	data := unsafe.Slice((*byte)(buf), need*len(frames))
+	ptrList := unsafe.Slice((**C.uint8_t)(ptrs), len(frames))
+	for i, f := range frames {
+		copy(data[i*need:(i+1)*need], f[:need])
+		ptrList[i] = (*C.uint8_t)(unsafe.Pointer(&data[i*need]))
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.c == nil {
+		return VideoEmbedding{}, ErrClosed
+	}
+	var img *C.struct_vt_image
+	var cerr *C.struct_vt_error
+	if st := C.vt_preprocess_video(m.c, (**C.uint8_t)(ptrs), C.size_t(len(frames)), C.uint32_t(width),
+		C.uint32_t(height), C.size_t(stride), &params, &img, &cerr); st != C.VT_OK {
+		return VideoEmbedding{}, takeError(st, cerr)
+	}
+	defer C.vt_image_free(img)
+	out, err := m.forward([]*C.struct_vt_image{img})
+	if err != nil {
+		return VideoEmbedding{}, err
+	}
+	v := VideoEmbedding{Embedding: out[0]}
+	var count C.size_t
+	if st := C.vt_image_video_timestamps(img, nil, 0, &count, &cerr); st != C.VT_OK {
+		return VideoEmbedding{}, takeError(st, cerr)
+	}
+	v.Timestamps = make([]float64, int(count))
+	if count > 0 {
+		if st := C.vt_image_video_timestamps(img, (*C.double)(unsafe.Pointer(&v.Timestamps[0])), count, &count, &cerr); st != C.VT_OK {
+			return VideoEmbedding{}, takeError(st, cerr)
+		}
+	}
+	var spg C.double
+	if st := C.vt_image_video_second_per_grid(img, &spg, &cerr); st != C.VT_OK {
+		return VideoEmbedding{}, takeError(st, cerr)
+	}
+	v.SecondPerGrid = float64(spg)
+	g := v.Grid
+	n := g.Frames * g.Rows * g.Cols
+	v.MRoPE = make([]int64, 3*n)
+	var next C.int64_t
+	if st := C.vt_image_mrope_positions(img, 0, (*C.int64_t)(unsafe.Pointer(&v.MRoPE[0])), C.size_t(3*n), &next, nil); st != C.VT_OK {
+		// Laid out per temporal group: the ids of one group.
+		v.PerFrame = true
+		v.MRoPE = make([]int64, 3*g.Rows*g.Cols)
+		if st := C.vt_image_frame_mrope_positions(img, 0, 0, (*C.int64_t)(unsafe.Pointer(&v.MRoPE[0])), C.size_t(len(v.MRoPE)), &next, &cerr); st != C.VT_OK {
+			return VideoEmbedding{}, takeError(st, cerr)
+		}
+	}
+	v.MRoPENext = int64(next)
+	return v, nil
 }

@@ -59,14 +59,19 @@ type refCase struct {
 
 // reference reads expected.json and the f32 embeddings of expected.safetensors.
 func reference(t testing.TB) ([]refCase, map[string][]float32) {
+	return referenceIn(t, modelDir())
+}
+
+// referenceIn is reference for the fixture folder dir.
+func referenceIn(t testing.TB, dir string) ([]refCase, map[string][]float32) {
 	t.Helper()
 	var meta struct {
 		Images []refCase `json:"images"`
 	}
-	if err := json.Unmarshal(readFile(t, filepath.Join(modelDir(), "expected.json")), &meta); err != nil {
+	if err := json.Unmarshal(readFile(t, filepath.Join(dir, "expected.json")), &meta); err != nil {
 		t.Fatal(err)
 	}
-	st := readFile(t, filepath.Join(modelDir(), "expected.safetensors"))
+	st := readFile(t, filepath.Join(dir, "expected.safetensors"))
 	n := binary.LittleEndian.Uint64(st[:8])
 	var header map[string]json.RawMessage
 	if err := json.Unmarshal(st[8:8+n], &header); err != nil {
@@ -139,7 +144,7 @@ func TestLoadInfo(t *testing.T) {
 	want := vtower.Info{
 		Family: "siglip", Type: "siglip", OutputDim: 64, VisionDim: 64, PatchSize: 8,
 		ImageWidth: 48, ImageHeight: 48, TokensPerImage: 36, Threads: 2,
-		ImageToken: -1, ImageStartToken: -1, ImageEndToken: -1, ImageBreakToken: -1,
+		ImageToken: -1, ImageStartToken: -1, ImageEndToken: -1, ImageBreakToken: -1, VideoToken: -1,
 	}
 	if info != want {
 		t.Fatalf("Info() = %+v, want %+v", info, want)
@@ -433,5 +438,83 @@ func TestConcurrent(t *testing.T) {
 	wg.Wait()
 	if closed != 4 {
 		t.Fatalf("%d goroutines saw ErrClosed, want 4", closed)
+	}
+}
+
+// videoRef is the first video of a tests/fixtures/video fixture.
+type videoRef struct {
+	Videos []struct {
+		Key           string    `json:"key"`
+		NFrames       int       `json:"n_frames"`
+		Width         int       `json:"width"`
+		Height        int       `json:"height"`
+		Offset        int       `json:"offset"`
+		SourceFPS     float64   `json:"source_fps"`
+		Grid          []int     `json:"video_grid_thw"`
+		SecondPerGrid float64   `json:"second_per_grid_ts"`
+		Timestamps    []float64 `json:"timestamps"`
+	} `json:"videos"`
+	VideoToken int64  `json:"video_token_id"`
+	ModelDir   string `json:"model_dir"`
+}
+
+func TestEmbedVideo(t *testing.T) {
+	for _, name := range []string{"qwen2_5_vl_bf16", "qwen3_vl_f32"} {
+		dir := filepath.Join(fixtures(), "video", name)
+		var ref videoRef
+		if err := json.Unmarshal(readFile(t, filepath.Join(dir, "expected.json")), &ref); err != nil {
+			t.Fatal(err)
+		}
+		m, err := vtower.Load(filepath.Join(fixtures(), "..", "..", ref.ModelDir), &vtower.Options{Device: vtower.DeviceCPU})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		defer m.Close()
+		if m.Info().VideoToken != ref.VideoToken {
+			t.Errorf("%s: video token %d, want %d", name, m.Info().VideoToken, ref.VideoToken)
+		}
+		bin := readFile(t, filepath.Join(dir, "frames.bin"))
+		v := ref.Videos[0]
+		size := v.Width * v.Height * 3
+		frames := make([][]byte, v.NFrames)
+		for i := range frames {
+			frames[i] = bin[v.Offset+i*size : v.Offset+(i+1)*size]
+		}
+		got, err := m.EmbedVideo(frames, v.Width, v.Height, 0, &vtower.VideoOptions{SourceFPS: v.SourceFPS})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if got.Grid.Frames != v.Grid[0] || got.Grid.Rows != v.Grid[1]/2 || got.Grid.Cols != v.Grid[2]/2 {
+			t.Errorf("%s: grid %+v, want %v", name, got.Grid, v.Grid)
+		}
+		if v.SecondPerGrid != 0 && math.Abs(got.SecondPerGrid-v.SecondPerGrid) > 1e-12 {
+			t.Errorf("%s: second per grid %v, want %v", name, got.SecondPerGrid, v.SecondPerGrid)
+		}
+		if v.Timestamps != nil {
+			if len(got.Timestamps) != len(v.Timestamps) || !got.PerFrame {
+				t.Fatalf("%s: timestamps %v, want %v (per frame %v)", name, got.Timestamps, v.Timestamps, got.PerFrame)
+			}
+			for i := range v.Timestamps {
+				if math.Abs(got.Timestamps[i]-v.Timestamps[i]) > 1e-12 {
+					t.Errorf("%s: timestamp %d: %v, want %v", name, i, got.Timestamps[i], v.Timestamps[i])
+				}
+			}
+		}
+		if got.Tokens != got.Grid.Frames*got.Grid.Rows*got.Grid.Cols || len(got.MRoPE) == 0 {
+			t.Errorf("%s: %d tokens, %d M-RoPE ids", name, got.Tokens, len(got.MRoPE))
+		}
+		_, want := referenceIn(t, dir)
+		if d := relL2(got.Data, want["embeddings/"+v.Key]); d > 2e-3 {
+			t.Errorf("%s: rel L2 %v", name, d)
+		}
+		if _, err := m.EmbedVideo(nil, 4, 4, 0, nil); err == nil {
+			t.Errorf("%s: no frames accepted", name)
+		}
+		yes := true
+		_, err = m.EmbedVideo(frames, v.Width, v.Height, 0, &vtower.VideoOptions{SampleFrames: &yes, SampleFPS: 2, NumFrames: 4})
+		var verr *vtower.Error
+		if !errors.As(err, &verr) || verr.Status != vtower.StatusInvalidArgument {
+			t.Errorf("%s: fps and num_frames together: %v", name, err)
+		}
 	}
 }
