@@ -15,6 +15,8 @@ pub fn build(b: *std.Build) void {
         fromRoot(b, "../../tests/fixtures/siglip_f32");
     const images = b.option([]const u8, "images", "folder of test images") orelse
         fromRoot(b, "../../tests/fixtures/images");
+    const fixtures = b.option([]const u8, "fixtures", "the fixtures folder (video tests)") orelse
+        fromRoot(b, "../../tests/fixtures");
 
     // vtower.h as a Zig module; linking it links libvtower (flags from pkg-config).
     const translate = b.addTranslateC(.{
@@ -51,6 +53,7 @@ pub fn build(b: *std.Build) void {
     const paths = b.addOptions();
     paths.addOption([]const u8, "model", model);
     paths.addOption([]const u8, "images", images);
+    paths.addOption([]const u8, "fixtures", fixtures);
     const test_mod = b.createModule(.{
         .root_source_file = b.path("src/vtower.zig"),
         .target = target,

@@ -146,6 +146,72 @@ pub const Model = struct {
     }
 };
 
+/// Per-call video options (vt_video_params); the defaults take everything from the model's
+/// video processor config.
+pub const VideoOptions = struct {
+    /// The source frame rate; 0 = unknown.
+    source_fps: f64 = 0,
+    /// -1: the config's do_sample_frames; 0: keep every frame; 1: sample.
+    do_sample_frames: i32 = -1,
+    /// Frames per second to sample; 0 = the config's fps.
+    sample_fps: f64 = 0,
+    /// Frames to sample; 0 = the config's num_frames.
+    num_frames: u32 = 0,
+
+    pub fn params(o: VideoOptions) c.vt_video_params {
+        var p = c.vt_video_params_default();
+        p.source_fps = o.source_fps;
+        p.do_sample_frames = o.do_sample_frames;
+        p.sample_fps = o.sample_fps;
+        p.num_frames = o.num_frames;
+        return p;
+    }
+};
+
+/// The embeddings of one video and its timestamps (seconds per temporal group, what
+/// Qwen3-VL writes as `<T seconds>`), owned by the caller.
+pub const VideoEmbedding = struct {
+    embedding: Embedding,
+    /// Temporal groups (the token grid's frames).
+    groups: usize,
+    timestamps: []f64,
+
+    pub fn deinit(v: VideoEmbedding, gpa: std.mem.Allocator) void {
+        v.embedding.deinit(gpa);
+        gpa.free(v.timestamps);
+    }
+};
+
+/// Preprocesses a decoded video (Qwen families: frames sampled, resized, normalized and
+/// grouped as the model's video processor does) and embeds it. `frames[i]` holds frame i:
+/// `height` rows of `width * 3` RGB bytes, `row_stride` apart.
+pub fn embedVideo(m: Model, gpa: std.mem.Allocator, frames: []const [*]const u8, width: u32, height: u32, row_stride: usize, options: VideoOptions, diag: ?*Diagnostics) (Error || std.mem.Allocator.Error)!VideoEmbedding {
+    const params = options.params();
+    var image: ?*c.vt_image = null;
+    var err: ?*c.vt_error = null;
+    try check(c.vt_preprocess_video(m.ptr, @ptrCast(frames.ptr), frames.len, width, height, row_stride, &params, &image, &err), err, diag);
+    defer c.vt_image_free(image);
+
+    var t: u32 = 0;
+    var r: u32 = 0;
+    var cols: u32 = 0;
+    try check(c.vt_image_token_grid(image, &t, &r, &cols, &err), err, diag);
+    var count: usize = 0;
+    try check(c.vt_image_video_timestamps(image, null, 0, &count, &err), err, diag);
+    const ts = try gpa.alloc(f64, count);
+    errdefer gpa.free(ts);
+    try check(c.vt_image_video_timestamps(image, ts.ptr, ts.len, &count, &err), err, diag);
+
+    var out: ?*c.vt_embeddings = null;
+    const batch = [_]?*const c.vt_image{image};
+    try check(c.vt_forward(m.ptr, &batch, batch.len, &out, &err), err, diag);
+    defer c.vt_embeddings_free(out);
+    const tokens = c.vt_embeddings_n_tokens(out, 0);
+    const dim = c.vt_embeddings_dim(out);
+    const data = try gpa.dupe(f32, c.vt_embeddings_data(out, 0)[0 .. tokens * dim]);
+    return .{ .embedding = .{ .tokens = tokens, .dim = dim, .data = data }, .groups = t, .timestamps = ts };
+}
+
 pub fn version() []const u8 {
     return std.mem.span(c.vt_version());
 }
@@ -254,4 +320,40 @@ test "errors carry status and message" {
     var err: ?*c.vt_error = null;
     try testing.expectError(error.InvalidArgument, check(c.vt_preprocess(null, garbage.ptr, garbage.len, &img, &err), err, null));
     try testing.expect(img == null);
+}
+
+test "video: a decoded video embeds with its timestamps" {
+    // The first video of tests/fixtures/video/qwen3_vl_f32: 5 frames of 37x23 at 7.5 fps.
+    const dir = try std.fs.path.join(testing.allocator, &.{ testPaths().fixtures, "video", "qwen3_vl_f32" });
+    defer testing.allocator.free(dir);
+    const dirz = try testing.allocator.dupeSentinel(u8, dir, 0);
+    defer testing.allocator.free(dirz);
+    const bin_path = try std.fs.path.join(testing.allocator, &.{ dir, "frames.bin" });
+    defer testing.allocator.free(bin_path);
+    const bin = try std.Io.Dir.cwd().readFileAlloc(testing.io, bin_path, testing.allocator, .limited(1 << 24));
+    defer testing.allocator.free(bin);
+
+    var diag: Diagnostics = .{};
+    const m = Model.load(dirz, 2, &diag) catch |e| {
+        std.debug.print("load failed: {s}\n", .{diag.message()});
+        return e;
+    };
+    defer m.deinit();
+    const size = 37 * 23 * 3;
+    var frames: [5][*]const u8 = undefined;
+    for (&frames, 0..) |*f, i| f.* = bin[i * size ..].ptr;
+    const v = try embedVideo(m, testing.allocator, &frames, 37, 23, 37 * 3, .{ .source_fps = 7.5 }, &diag);
+    defer v.deinit(testing.allocator);
+    // Frames [0, 1, 3, 4] in 2 groups at (0 + 1) / 2 / 7.5 and (3 + 4) / 2 / 7.5 seconds.
+    try testing.expectEqual(@as(usize, 2), v.groups);
+    try testing.expectEqual(@as(usize, 2), v.timestamps.len);
+    try testing.expectApproxEqAbs(@as(f64, 1.0 / 15.0), v.timestamps[0], 1e-12);
+    try testing.expectApproxEqAbs(@as(f64, 7.0 / 15.0), v.timestamps[1], 1e-12);
+    try testing.expect(v.embedding.tokens > 0);
+    for (v.embedding.data) |x| try testing.expect(std.math.isFinite(x));
+    try testing.expect(c.vt_model_token_id(m.ptr, c.VT_TOKEN_VIDEO) >= 0);
+
+    // fps sampling and num_frames exclude each other: a clean InvalidArgument.
+    try testing.expectError(error.InvalidArgument, embedVideo(m, testing.allocator, &frames, 37, 23, 37 * 3, .{ .source_fps = 7.5, .num_frames = 4 }, &diag));
+    try testing.expectEqual(@as(c.vt_status, c.VT_ERR_INVALID_ARGUMENT), diag.status);
 }
