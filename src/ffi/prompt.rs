@@ -112,9 +112,10 @@ pub extern "C" fn vt_image_token_grid(
 }
 
 /// How many patches per side one embedding covers: Qwen2-VL's `spatial_merge_size` (2 in
-/// the released models), Gemma 4's `pooling_kernel_size` (3), 1 for families whose embeddings are patches (SigLIP). An
-/// image's patch grid (vt_image_patch_grid) is its token grid (vt_image_token_grid) with
-/// rows and columns multiplied by this. 0 if `model` is NULL. Any thread.
+/// the released models), Gemma 4's `pooling_kernel_size` (3 in the released models), 1 for
+/// families whose embeddings are patches (SigLIP). An image's patch grid
+/// (vt_image_patch_grid) is its token grid (vt_image_token_grid) with rows and columns
+/// multiplied by this. 0 if `model` is NULL. Any thread.
 #[no_mangle]
 pub extern "C" fn vt_model_merge_size(model: *const vt_model) -> u32 {
     guard_value(0, || {

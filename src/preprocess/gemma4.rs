@@ -15,9 +15,9 @@ use crate::preprocess::settings::{read_filter, read_normalization};
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 
 /// `_SUPPORTED_SOFT_TOKENS`: the only `max_soft_tokens` the reference processor accepts.
-pub const SUPPORTED_SOFT_TOKENS: [usize; 5] = [70, 140, 280, 560, 1120];
+pub(crate) const SUPPORTED_SOFT_TOKENS: [usize; 5] = [70, 140, 280, 560, 1120];
 /// The class default of `max_soft_tokens`.
-pub const DEFAULT_MAX_SOFT_TOKENS: usize = 280;
+const DEFAULT_MAX_SOFT_TOKENS: usize = 280;
 /// Largest accepted patch size and pooling kernel.
 const MAX_PATCH: usize = 1024;
 
