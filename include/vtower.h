@@ -705,9 +705,10 @@ vt_status vt_image_token_grid(const struct vt_image *image,
 
 /**
  * How many patches per side one embedding covers: Qwen2-VL's `spatial_merge_size` (2 in
- * the released models), Gemma 4's `pooling_kernel_size` (3), 1 for families whose embeddings are patches (SigLIP). An
- * image's patch grid (vt_image_patch_grid) is its token grid (vt_image_token_grid) with
- * rows and columns multiplied by this. 0 if `model` is NULL. Any thread.
+ * the released models), Gemma 4's `pooling_kernel_size` (3 in the released models), 1 for
+ * families whose embeddings are patches (SigLIP). An image's patch grid
+ * (vt_image_patch_grid) is its token grid (vt_image_token_grid) with rows and columns
+ * multiplied by this. 0 if `model` is NULL. Any thread.
  */
 uint32_t vt_model_merge_size(const struct vt_model *model);
 
