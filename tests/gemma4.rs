@@ -230,7 +230,7 @@ fn edit(path: &Path, f: impl FnOnce(&mut Value)) {
 #[test]
 fn config_errors_are_named() {
     type Edit<'a> = (&'a str, &'a str, &'a dyn Fn(&mut Value), Status, &'a str);
-    let cases: [Edit; 7] = [
+    let cases: [Edit; 8] = [
         (
             "pool1",
             "config.json",
@@ -258,6 +258,13 @@ fn config_errors_are_named() {
             &|c| c["patch_size"] = 8.into(),
             Status::BadConfig,
             "patch_size 8",
+        ),
+        (
+            "pooling",
+            "preprocessor_config.json",
+            &|c| c["pooling_kernel_size"] = 3.into(),
+            Status::BadConfig,
+            "pooling_kernel_size 3",
         ),
         (
             "unified",
@@ -289,4 +296,30 @@ fn config_errors_are_named() {
         assert!(err.message().contains(needle), "{tag}: {err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+#[test]
+fn without_resize_only_whole_pooling_windows_within_the_budget_are_accepted() {
+    // With do_resize=false the reference patchifies the image as it is; sides that are not
+    // multiples of pooling_kernel_size * patch_size (8 here) leave partial windows that
+    // get_image_features cannot split, so they are refused, as are images over the budget.
+    let dir = copy_fixture("gemma4_f32", "noresize");
+    edit(&dir.join("preprocessor_config.json"), |c| {
+        c["do_resize"] = false.into()
+    });
+    let model = load(&dir);
+    let exp = expected("gemma4_f32");
+    let native = model
+        .preprocess(&std::fs::read(fixture_image(&exp, "native_64x64.png")).unwrap())
+        .unwrap();
+    assert_eq!(native.token_grid(), [1, 8, 8]);
+    for (w, h) in [(30u32, 21u32), (4, 4), (8, 4), (200, 200)] {
+        let rgb = vec![100u8; (w * h * 3) as usize];
+        let err = model
+            .preprocess_rgb8(&rgb, w, h, (w * 3) as usize)
+            .unwrap_err();
+        assert_eq!(err.status(), Status::InvalidArgument, "{w}x{h}: {err}");
+        assert!(err.message().contains("do_resize=false"), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
