@@ -323,3 +323,20 @@ fn without_resize_only_whole_pooling_windows_within_the_budget_are_accepted() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_patch_budget_past_the_pixel_limit_is_refused_before_allocating() {
+    // pooling 512 with patch 4: 70 * 512² patches of 16 pixels, 294 G pixels of padded rows.
+    let dir = copy_fixture("gemma4_f32", "hugepool");
+    edit(&dir.join("config.json"), |c| {
+        c["vision_config"]["pooling_kernel_size"] = 512.into()
+    });
+    edit(&dir.join("preprocessor_config.json"), |c| {
+        c["pooling_kernel_size"] = 512.into()
+    });
+    let model = load(&dir);
+    let err = model.preprocess_rgb8(&[1, 2, 3], 1, 1, 3).unwrap_err();
+    assert_eq!(err.status(), Status::ImageTooLarge, "{err}");
+    assert!(err.message().contains("patch budget"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -163,9 +163,19 @@ impl Gemma4Processor {
         limits: &Limits,
     ) -> Result<Pixels> {
         let budget = self.budget(opts)?;
+        let (p, k) = (self.patch_size, self.pooling);
+        // The padded output holds the whole budget of patches: bound it like an image of
+        // that many pixels before anything is sized from it.
+        let budget_pixels = (budget as u64)
+            .saturating_mul((k * k) as u64)
+            .saturating_mul((p * p) as u64);
+        limits.check_image(
+            "the patch budget (max_soft_tokens * pooling_kernel_size² patches)",
+            budget_pixels,
+            1,
+        )?;
         let (w0, h0) = (image.width as usize, image.height as usize);
         let (h, w) = self.target_size(w0, h0, budget)?;
-        let (p, k) = (self.patch_size, self.pooling);
         let (ph, pw) = (h / p, w / p);
         let tokens = ((ph / k) * (pw / k)) as u64;
         limits.check_tokens(tokens, &|| {
