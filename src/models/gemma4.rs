@@ -398,6 +398,41 @@ struct Embedder {
     projection: Linear,
 }
 
+impl Embedder {
+    /// `embed_vision.embedding_projection` (`[text_dim, D]`, with or without `model.`).
+    fn load(
+        weights: &Weights,
+        c: &Gemma4VisionConfig,
+        text_dim: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Embedder> {
+        let prefix = if weights.contains("model.embed_vision.embedding_projection.weight") {
+            "model.embed_vision."
+        } else {
+            "embed_vision."
+        };
+        let l = Loader::new(weights, prefix, dtype, device);
+        Ok(Embedder {
+            norm: rms_norm(&l, None, c.dim, c.eps)?,
+            projection: l.linear("embedding_projection", c.dim, text_dim, false)?,
+        })
+    }
+}
+
+/// The prompt's token ids from config.json (`Gemma4Config` defaults when absent).
+fn special_tokens(cfg: &ConfigObject) -> Result<SpecialTokens> {
+    let token = |key: &str, default: i64| -> Result<Option<i64>> {
+        Ok(Some(cfg.i64(key)?.unwrap_or(default)))
+    };
+    Ok(SpecialTokens {
+        image: token("image_token_id", DEFAULT_IMAGE_TOKEN)?,
+        image_start: token("boi_token_id", DEFAULT_BOI)?,
+        image_end: token("eoi_token_id", DEFAULT_EOI)?,
+        image_break: None,
+    })
+}
+
 /// A Gemma 4 model's image path: tower, embedder (none for `gemma4_vision`), processor.
 pub struct Gemma4Model {
     info: ModelInfo,
@@ -453,31 +488,12 @@ impl Gemma4Model {
             Gemma4VisionTower::load(&Loader::new(weights, tower_prefix, dtype, device), &c)?;
         let embedder = match variant {
             Gemma4Variant::Tower => None,
-            Gemma4Variant::Full => {
-                let prefix = if weights.contains("model.embed_vision.embedding_projection.weight") {
-                    "model.embed_vision."
-                } else {
-                    "embed_vision."
-                };
-                let l = Loader::new(weights, prefix, dtype, device);
-                Some(Embedder {
-                    norm: rms_norm(&l, None, c.dim, c.eps)?,
-                    projection: l.linear("embedding_projection", c.dim, text_dim, false)?,
-                })
-            }
+            Gemma4Variant::Full => Some(Embedder::load(weights, &c, text_dim, dtype, device)?),
         };
         let processor = Gemma4Processor::from_config(&files.preprocessor, c.patch_size, c.pooling)?;
-        let token = |key: &str, default: i64| -> Result<Option<i64>> {
-            Ok(match variant {
-                Gemma4Variant::Tower => None,
-                Gemma4Variant::Full => Some(cfg.i64(key)?.unwrap_or(default)),
-            })
-        };
-        let tokens = SpecialTokens {
-            image: token("image_token_id", DEFAULT_IMAGE_TOKEN)?,
-            image_start: token("boi_token_id", DEFAULT_BOI)?,
-            image_end: token("eoi_token_id", DEFAULT_EOI)?,
-            image_break: None,
+        let tokens = match variant {
+            Gemma4Variant::Tower => SpecialTokens::default(),
+            Gemma4Variant::Full => special_tokens(cfg)?,
         };
         let max_patches =
             SUPPORTED_SOFT_TOKENS[SUPPORTED_SOFT_TOKENS.len() - 1] * c.pooling * c.pooling;
