@@ -257,6 +257,15 @@ typedef struct vt_preprocess_params {
      * negative.
      */
     double pan_and_scan_min_ratio_to_activate;
+    /**
+     * Gemma 4: the soft-token budget per image (`max_soft_tokens`), one of 70, 140, 280, 560,
+     * 1120 (any other value fails with VT_ERR_INVALID_ARGUMENT); the image is resized to
+     * hold at most this many embeddings. 0 (default): preprocessor_config.json's
+     * `max_soft_tokens` (280 when absent). Other models refuse a non-zero value with
+     * VT_ERR_INVALID_ARGUMENT. Appended after the pan-and-scan fields: a struct_size that
+     * ends before it (an older header) reads 0.
+     */
+    uint32_t max_soft_tokens;
 } vt_preprocess_params;
 
 /**
@@ -517,7 +526,7 @@ void vt_model_free(struct vt_model *model);
 void vt_free(struct vt_model *model);
 
 /**
- * The family implementing the model: "siglip", "gemma3", "llava", ... A static string;
+ * The family implementing the model: "siglip", "gemma3", "gemma4", "llava", ... A static string;
  * NULL if `model` is NULL. Any thread.
  */
 const char *vt_model_family(const struct vt_model *model);
@@ -656,7 +665,12 @@ vt_status vt_preprocess_rgb8_ex(const struct vt_model *model,
 /**
  * The preprocessed tensor (what enters the tower), in the layout the reference image
  * processor returns for this one image, row-major f32: `[3, H, W]` for SigLIP, LLaVA and
- * Gemma3; `[1 + crops, 3, H, W]` for a Gemma3 image cut by pan-and-scan (the image first).
+ * Gemma3; `[1 + crops, 3, H, W]` for a Gemma3 image cut by pan-and-scan (the image first);
+ * Gemma 4: `pixel_values[0]`, `[max_soft_tokens * k * k, 3 * patch * patch]` (k =
+ * `pooling_kernel_size`): one row per patch of the resized image in raster order, values
+ * `(y, x, channel)` in [0, 1], then zero rows up to the budget. Gemma 4's
+ * `image_position_ids` are `(x, y)` of each patch row over the patch grid
+ * (vt_image_patch_grid), row-major, and `(-1, -1)` for the padding rows.
  *
  * - `data_out`: receives a pointer borrowed from `image`, valid until vt_image_free.
  * - `len_out`: receives the number of floats.
@@ -806,6 +820,15 @@ vt_status vt_image_frame_mrope_positions(const struct vt_image *image,
  * `processor_config.json` names (`image_break_token`, `image_end_token`; defaults
  * `[IMG_BREAK]`, `[IMG_END]`).
  *
+ * Gemma 4 prompt layout (`Gemma4Processor.replace_image_token`): per image,
+ * VT_TOKEN_IMAGE_START (`boi_token_id`), vt_image_n_tokens VT_TOKEN_IMAGE placeholders
+ * (`image_token_id`), VT_TOKEN_IMAGE_END (`eoi_token_id`), with no text around them; the
+ * k-th placeholder takes row k of the image's embeddings. The embeddings are what the
+ * language model receives: it does not scale them (its `sqrt(hidden_size)` embedding scale
+ * applies to text tokens only; the tower already scaled the soft tokens before the
+ * embedder's norm). transformers also feeds the per-layer inputs of placeholder positions
+ * from the pad token (`text_config.pad_token_id`).
+ *
  * Pixtral / Mistral3 prompt layout: per image, each of the `rows` rows of the token grid
  * (vt_image_token_grid) is `cols` VT_TOKEN_IMAGE placeholders followed by
  * VT_TOKEN_IMAGE_BREAK, and the last VT_TOKEN_IMAGE_BREAK is replaced by VT_TOKEN_IMAGE_END;
@@ -819,7 +842,9 @@ int64_t vt_model_token_id(const struct vt_model *model, vt_token_role role);
  * For a plain SigLIP model: 1 x (size/patch) x (size/patch). Pixtral: 1 x (H/patch) x
  * (W/patch) of the resized image; Mistral3: the grid after the 2 x 2 patch merge. Gemma3: one
  * frame per image plus one per pan-and-scan crop, each sqrt(mm_tokens_per_image) on a side;
- * each frame is wrapped in its own image start/end tokens in the prompt. LLaVA: 1 x
+ * each frame is wrapped in its own image start/end tokens in the prompt. Gemma 4: 1 x
+ * (patch rows / k) x (patch columns / k) of the resized image, k = `pooling_kernel_size`
+ * (vt_model_merge_size). LLaVA: 1 x
  * (size/patch) x (size/patch), or 1 x 1 x n when the kept tokens have no grid layout (a
  * class token kept, or a patch dropped). Qwen2-VL: t x (h/merge) x (w/merge).
  *
@@ -835,9 +860,10 @@ vt_status vt_image_token_grid(const struct vt_image *image,
 
 /**
  * How many patches per side one embedding covers: Qwen2-VL's `spatial_merge_size` (2 in
- * the released models), 1 for families whose embeddings are patches (SigLIP). An
- * image's patch grid (vt_image_patch_grid) is its token grid (vt_image_token_grid) with
- * rows and columns multiplied by this. 0 if `model` is NULL. Any thread.
+ * the released models), Gemma 4's `pooling_kernel_size` (3 in the released models), 1 for
+ * families whose embeddings are patches (SigLIP). An image's patch grid
+ * (vt_image_patch_grid) is its token grid (vt_image_token_grid) with rows and columns
+ * multiplied by this. 0 if `model` is NULL. Any thread.
  */
 uint32_t vt_model_merge_size(const struct vt_model *model);
 

@@ -191,6 +191,20 @@ struct LoadOptions {
     }
 };
 
+/// Per-call preprocessing settings; the defaults are vt_preprocess_params_default()'s (every
+/// setting as the model's preprocessor_config.json says).
+struct PreprocessOptions {
+    /// Gemma 4's soft-token budget per image: 70, 140, 280, 560 or 1120; 0 = the model's
+    /// `max_soft_tokens`. Other models refuse a non-zero value.
+    uint32_t max_soft_tokens = 0;
+
+    vt_preprocess_params to_c() const noexcept {
+        vt_preprocess_params p = vt_preprocess_params_default();
+        p.max_soft_tokens = max_soft_tokens;
+        return p;
+    }
+};
+
 /// Width x height in pixels.
 struct Size {
     uint32_t width = 0;
@@ -377,6 +391,16 @@ public:
                       &err);
         return Image(img);
     }
+    /// Decodes and preprocesses an encoded image with per-call settings (vt_preprocess_ex).
+    Image preprocess(const void *data, std::size_t len, const PreprocessOptions &options) const {
+        vt_preprocess_params params = options.to_c();
+        vt_image *img = nullptr;
+        vt_error *err = nullptr;
+        detail::check(vt_preprocess_ex(c(), static_cast<const uint8_t *>(data), len, &params,
+                                       &img, &err),
+                      &err);
+        return Image(img);
+    }
     /// The same, for any contiguous container of bytes (std::vector<uint8_t>,
     /// std::string, std::array<char, N>, View<uint8_t>, ...).
     template <class Bytes,
@@ -385,6 +409,14 @@ public:
     Image preprocess(const Bytes &bytes) const {
         static_assert(sizeof(*bytes.data()) == 1, "preprocess expects a container of bytes");
         return preprocess(static_cast<const void *>(bytes.data()), bytes.size());
+    }
+    /// The same with per-call settings.
+    template <class Bytes,
+              class = decltype(std::declval<const Bytes &>().data()),
+              class = decltype(std::declval<const Bytes &>().size())>
+    Image preprocess(const Bytes &bytes, const PreprocessOptions &options) const {
+        static_assert(sizeof(*bytes.data()) == 1, "preprocess expects a container of bytes");
+        return preprocess(static_cast<const void *>(bytes.data()), bytes.size(), options);
     }
 
     /// Preprocesses raw RGB8 pixels: `height` rows of width * 3 bytes, `row_stride` bytes

@@ -12,6 +12,8 @@ case and image: token counts, max |diff| and relative L2 of the embeddings (pass
 * LLaVA (CLIP / SigLIP / Pixtral tower), Gemma3, Mistral3, Qwen2-VL, Qwen2.5-VL:
   ``model.model.get_image_features(...).pooler_output`` for the one image.
 * bare PixtralVisionModel: ``last_hidden_state[0]``.
+* Gemma 4: ``get_image_features(pixel_values, image_position_ids).pooler_output[0]``; bare Gemma4VisionModel: its
+  ``last_hidden_state`` (the soft tokens of the one image).
 
 A case either expects numbers (reference and vtower both succeed and agree), or expects an error: where the reference
 raises, vtower must raise too (preprocess or forward); configs vtower deliberately refuses must fail at load with a
@@ -57,6 +59,10 @@ from transformers import (  # noqa: E402
     Gemma3Config,
     Gemma3ForConditionalGeneration,
     Gemma3ImageProcessorPil,
+    Gemma4Config,
+    Gemma4ForConditionalGeneration,
+    Gemma4ImageProcessorPil,
+    Gemma4VisionModel,
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaImageProcessorPil,
@@ -715,6 +721,66 @@ class Row:
     max_abs: float = float("nan")
     rel_l2: float = float("nan")
     note: str = ""
+
+
+# ---- Gemma 4 -----------------------------------------------------------------------------------------------
+
+G4V = dict(hidden_size=32, intermediate_size=40, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+           head_dim=16, patch_size=4, pooling_kernel_size=2, position_embedding_size=256)
+TEXT_G4 = dict(vocab_size=64, hidden_size=24, intermediate_size=16, num_hidden_layers=2, num_attention_heads=2,
+               num_key_value_heads=1, head_dim=8, global_head_dim=8, hidden_size_per_layer_input=4,
+               vocab_size_per_layer_input=64, layer_types=["sliding_attention", "full_attention"])
+G4_IMAGES = ASPECT + ["extreme1000x4", "sq64"]
+
+
+def gemma4_case(variant, vision: dict, proc_kw=None, seed=130, images=None, expect_load_error=False, save=None,
+                post=None, bare=False):
+    @case("gemma4", variant + save_desc(save) + (" [bare tower]" if bare else ""), images or G4_IMAGES,
+          expect_load_error)
+    def build(d: Path):
+        from fixtures.gemma4 import loud_vision
+        torch.manual_seed(seed)
+        m = Gemma4ForConditionalGeneration(Gemma4Config(text_config=TEXT_G4, vision_config=vision,
+                                                        audio_config=None)).eval()
+        loud_vision(m.model.vision_tower, m.model.embed_vision, seed, vision.get("use_clipped_linears", False))
+        if bare:
+            m.model.vision_tower.save_pretrained(d)
+            cls = Gemma4VisionModel
+        else:
+            cls = save_model(m, d, save)
+        kw = dict(patch_size=vision["patch_size"], pooling_kernel_size=vision["pooling_kernel_size"],
+                  max_soft_tokens=70)
+        kw.update(proc_kw or {})
+        Gemma4ImageProcessorPil(**kw).save_pretrained(d)
+        model, proc = reload(d, cls, post)
+        k = vision["pooling_kernel_size"]
+
+        @torch.no_grad()
+        def ref(data):
+            bf = proc(images=pil(data), return_tensors="pt")
+            pv, pos = bf["pixel_values"], bf["image_position_ids"]
+            if bare:
+                return model(pixel_values=pv, pixel_position_ids=pos).last_hidden_state.numpy()
+            return core(model).get_image_features(pv, pos).pooler_output[0].numpy()
+        return ref
+
+
+gemma4_case("p4 k2 70 tokens", G4V)
+gemma4_case("140 tokens", G4V, {"max_soft_tokens": 140}, seed=131)
+gemma4_case("pooling 3 GQA 4/2 head_dim 8", {**G4V, "pooling_kernel_size": 3, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "head_dim": 8}, seed=132)
+gemma4_case("silu + rope theta 1000 + eps 1e-5", {**G4V, "hidden_activation": "silu",
+            "rope_parameters": {"rope_type": "axial", "rope_theta": 1000.0}, "rms_norm_eps": 1e-5}, seed=133)
+gemma4_case("clipped linears + standardize", {**G4V, "use_clipped_linears": True, "standardize": True}, seed=134)
+gemma4_case("patch 8 k2 bilinear", {**G4V, "patch_size": 8}, {"resample": 2}, seed=135)
+gemma4_case("head_dim 24 (hidden / heads = 16)", {**G4V, "head_dim": 24}, seed=136)
+gemma4_case("p4 k2 70 tokens", G4V, seed=137, save={"base": True, "dtype": torch.bfloat16})
+gemma4_case("clipped linears", {**G4V, "use_clipped_linears": True}, seed=138, save={"shard": "20KB"})
+gemma4_case("standardize", {**G4V, "standardize": True}, seed=139, bare=True)
+gemma4_case("do_resize False", G4V, {"do_resize": False}, seed=140, images=["sq64", "png300x217", "tiny5x7"])
+gemma4_case("pooling 1 (HF pooler cannot split)", {**G4V, "pooling_kernel_size": 1}, seed=141,
+            images=["sq64"], expect_load_error=True)
+gemma4_case("head_dim 18 (not a multiple of 4)", {**G4V, "head_dim": 18}, seed=142, images=["sq64"])
 
 
 def short(e: BaseException) -> str:

@@ -75,6 +75,25 @@ fn c_threads() {
 }
 
 #[test]
+fn c_gemma4_budget() {
+    let tmp = temp_dir("c-gemma4-budget");
+    let bin = tmp.join("gemma4_budget");
+    compile(&[repo().join("tests/c/gemma4_budget.c")], &bin, false, &[]);
+    let out = run(
+        &bin,
+        &[
+            fixtures().join("gemma4_f32").to_str().unwrap(),
+            fixtures().join("llava_clip_f32").to_str().unwrap(),
+            fixtures()
+                .join("gemma4_f32/native_64x64.png")
+                .to_str()
+                .unwrap(),
+        ],
+    );
+    assert!(out.contains("all checks passed"), "{out}");
+}
+
+#[test]
 fn c_preprocess_ex() {
     let tmp = temp_dir("c-preprocess-ex");
     let bin = tmp.join("preprocess_ex");

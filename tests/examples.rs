@@ -216,6 +216,14 @@ fn c_prompt_example_places_the_image_tokens() {
     }
     assert_eq!(out.matches("token 290\n").count(), 3, "{out}");
 
+    // Gemma 4 (Gemma4Processor.replace_image_token): boi, image_token_id x n, eoi, no text
+    // around them (the fixture's ids 58, 60, 59); 64x64 pixels with pooling 2 -> 8x8 tokens.
+    let g4 = fixtures().join("gemma4_f32/native_64x64.png");
+    let out = prompt(&bin, "gemma4_f32", &g4, &[]);
+    let expected = "  token 58\n  token 60 x 64 <- embedding rows 0..63\n  token 59\n";
+    assert!(out.contains(expected), "{out}");
+    assert!(!out.contains("text \"\\n\\n\""), "{out}");
+
     // LLaVA: <image> x N, nothing around it.
     let out = prompt(&bin, "llava_clip_f32", &image_path("photo.jpg"), &[]);
     assert!(

@@ -14,6 +14,8 @@
  *   with pan-and-scan crops (frames > 1):
  *     "Here is the original image " FRAME0 " and here are some crops to help you see better "
  *     FRAME1 " " FRAME2 ...
+ *   Gemma 4 (Gemma4Processor.replace_image_token): <boi> <image> x rows*cols <eoi>, no text
+ *   around (the generic layout below).
  *   LLaVA (LlavaProcessor): <image> x n_tokens.
  *   Others: [image start] rows of <image> x cols, separated by [image break] when the model
  *   has one, [image end].

@@ -63,6 +63,15 @@ type Options struct {
 	MaxImageTokens uint64
 }
 
+// PreprocessOptions are per-call preprocessing settings (vt_preprocess_params); the zero
+// value keeps every setting of the model's preprocessor_config.json.
+type PreprocessOptions struct {
+	// MaxSoftTokens is Gemma 4's soft-token budget per image: 70, 140, 280, 560 or 1120
+	// (other values fail with StatusInvalidArgument); 0 = the model's max_soft_tokens.
+	// Other models refuse a non-zero value with StatusInvalidArgument.
+	MaxSoftTokens int
+}
+
 // Info describes a loaded model.
 type Info struct {
 	// Family is the implementation ("siglip", ...); Type is config.json's model_type.
@@ -222,6 +231,19 @@ func (m *Model) Close() error {
 // in one call (same-size images are batched) and returns one Embedding per image.
 // The byte slices are only read during the call.
 func (m *Model) Embed(images ...[]byte) ([]Embedding, error) {
+	return m.EmbedWith(nil, images...)
+}
+
+// EmbedWith is Embed with per-call preprocessing settings (nil = the model's).
+func (m *Model) EmbedWith(opts *PreprocessOptions, images ...[]byte) ([]Embedding, error) {
+	params := C.vt_preprocess_params_default()
+	if opts != nil {
+		if opts.MaxSoftTokens < 0 || uint64(opts.MaxSoftTokens) > math.MaxUint32 {
+			return nil, &Error{Status: StatusInvalidArgument, Message: fmt.Sprintf(
+				"invalid argument: MaxSoftTokens %d is out of range", opts.MaxSoftTokens)}
+		}
+		params.max_soft_tokens = C.uint32_t(opts.MaxSoftTokens)
+	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if m.c == nil {
@@ -240,7 +262,7 @@ func (m *Model) Embed(images ...[]byte) ([]Embedding, error) {
 		}
 		var img *C.struct_vt_image
 		var cerr *C.struct_vt_error
-		if st := C.vt_preprocess(m.c, ptr, C.size_t(len(data)), &img, &cerr); st != C.VT_OK {
+		if st := C.vt_preprocess_ex(m.c, ptr, C.size_t(len(data)), &params, &img, &cerr); st != C.VT_OK {
 			e := takeError(st, cerr)
 			if len(images) > 1 {
 				e.Message = fmt.Sprintf("image %d: %s", i, e.Message)

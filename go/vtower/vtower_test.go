@@ -518,3 +518,33 @@ func TestEmbedVideo(t *testing.T) {
 		}
 	}
 }
+
+func TestEmbedWithSoftTokenBudget(t *testing.T) {
+	m, err := vtower.Load(filepath.Join(fixtures(), "gemma4_f32"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	img := readFile(t, filepath.Join(fixtures(), "gemma4_f32", "native_64x64.png"))
+	def, err := m.EmbedWith(nil, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if def[0].Grid.Rows != 8 || def[0].Grid.Cols != 8 {
+		t.Fatalf("default budget: grid %+v, want 8x8", def[0].Grid)
+	}
+	big, err := m.EmbedWith(&vtower.PreprocessOptions{MaxSoftTokens: 140}, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if big[0].Grid.Rows != 11 || big[0].Grid.Cols != 11 {
+		t.Fatalf("140 soft tokens: grid %+v, want 11x11", big[0].Grid)
+	}
+	_, err = m.EmbedWith(&vtower.PreprocessOptions{MaxSoftTokens: 100}, img)
+	expectStatus(t, "budget outside the set", err, vtower.StatusInvalidArgument, "70, 140, 280, 560, 1120")
+	_, err = m.EmbedWith(&vtower.PreprocessOptions{MaxSoftTokens: -1}, img)
+	expectStatus(t, "negative budget", err, vtower.StatusInvalidArgument, "MaxSoftTokens")
+	s := load(t)
+	_, err = s.EmbedWith(&vtower.PreprocessOptions{MaxSoftTokens: 280}, img)
+	expectStatus(t, "budget on siglip", err, vtower.StatusInvalidArgument, "max_soft_tokens")
+}

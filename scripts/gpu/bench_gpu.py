@@ -6,7 +6,8 @@ their ratio and the achieved TFLOP/s; --json writes the rows.
 
 Per case: the vision tower (+ projector) of the real shape is built inside the VLM class that
 transformers uses for it (Gemma3ForConditionalGeneration, LlavaForConditionalGeneration with a
-Pixtral tower, Qwen2VL/Qwen2_5_VLForConditionalGeneration; SigLIP as SiglipVisionModel) with a
+Pixtral tower, Qwen2VL/Qwen2_5_VLForConditionalGeneration, Gemma4ForConditionalGeneration; SigLIP as
+SiglipVisionModel) with a
 language model of the real hidden size but otherwise tiny (1 layer, tiny vocab / heads / FFN),
 given seeded random weights, saved with `save_pretrained` into a temp dir (bf16 on cuda, f32 on
 cpu) and the safetensors file rewritten to hold only the vision tower + projector tensors (the
@@ -184,6 +185,33 @@ def pixtral_12b(size):
                 flops=vit_flops(n, 1024, 4096, depth(24), gated=True))
 
 
+def gemma4_inputs(bf, batch):
+    return {"pixel_values": bf["pixel_values"].repeat(batch, 1, 1),
+            "image_position_ids": bf["image_position_ids"].repeat(batch, 1, 1)}
+
+
+def gemma4(side, budget):
+    from transformers import Gemma4Config, Gemma4ForConditionalGeneration, Gemma4ImageProcessorPil
+    # Gemma4VisionConfig's defaults (hidden 768, 16 layers, 12 heads of 64, patch 16, pooling 3)
+    vision = dict(num_hidden_layers=depth(16))
+    # text hidden 2560 (the embedder's output); the rest of the LM is tiny
+    text = dict(hidden_size=2560, vocab_size=300, intermediate_size=16, num_hidden_layers=1, num_attention_heads=1,
+                num_key_value_heads=1, head_dim=16, global_head_dim=16, hidden_size_per_layer_input=4,
+                vocab_size_per_layer_input=300, layer_types=["full_attention"])
+    cfg = Gemma4Config(vision_config=vision, text_config=text, audio_config=None, image_token_id=292,
+                       boi_token_id=290, eoi_token_id=291, video_token_id=293, audio_token_id=294,
+                       boa_token_id=295, eoa_token_index=296)
+    proc = Gemma4ImageProcessorPil(max_soft_tokens=budget)
+    # the processor's resize of a side x side image, in patches
+    import math
+    f = math.sqrt(budget * 9 * 256 / (side * side))
+    n = (int(math.floor(f * side / 48)) * 3) ** 2
+    return dict(cls=Gemma4ForConditionalGeneration, cfg=cfg, keep=("model.vision_tower.", "model.embed_vision."),
+                proc=proc, inputs=gemma4_inputs,
+                call=lambda m, **kw: list(m.model.get_image_features(**kw).pooler_output),
+                flops=vit_flops(n, 768, 3072, depth(16), gated=True))
+
+
 # (name, real image side, --small image side, builder)
 CASES = [
     ("siglip-so400m-384", 384, 224, siglip_so400m),
@@ -194,6 +222,9 @@ CASES = [
     ("qwen25vl-7b-1344", 1344, 448, lambda s: qwen(s, v25=True)),
     ("pixtral-12b-512", 512, 256, pixtral_12b),
     ("pixtral-12b-1024", 1024, 512, pixtral_12b),
+    # 768x768 at 280 soft tokens and 1584x1584 at 1120 are the processor's own sizes (no resize)
+    ("gemma4-280", 768, 384, lambda s: gemma4(s, 280)),
+    ("gemma4-1120", 1584, 768, lambda s: gemma4(s, 1120)),
 ]
 
 
@@ -212,7 +243,7 @@ def randomize(model: torch.nn.Module, seed: int) -> None:
     for name, p in model.named_parameters():
         gen = g.setdefault(p.device, torch.Generator(device=p.device).manual_seed(seed))
         if p.dim() >= 2:
-            if name.endswith("position_embedding.weight"):
+            if name.endswith(("position_embedding.weight", "position_embedding_table")):
                 std = 0.5
             elif name.endswith("mm_input_projection_weight"):  # [vision, text]: x @ w
                 std = p.shape[0] ** -0.5

@@ -208,7 +208,12 @@ pub extern "C" fn vt_preprocess_rgb8_ex(
 
 /// The preprocessed tensor (what enters the tower), in the layout the reference image
 /// processor returns for this one image, row-major f32: `[3, H, W]` for SigLIP, LLaVA and
-/// Gemma3; `[1 + crops, 3, H, W]` for a Gemma3 image cut by pan-and-scan (the image first).
+/// Gemma3; `[1 + crops, 3, H, W]` for a Gemma3 image cut by pan-and-scan (the image first);
+/// Gemma 4: `pixel_values[0]`, `[max_soft_tokens * k * k, 3 * patch * patch]` (k =
+/// `pooling_kernel_size`): one row per patch of the resized image in raster order, values
+/// `(y, x, channel)` in [0, 1], then zero rows up to the budget. Gemma 4's
+/// `image_position_ids` are `(x, y)` of each patch row over the patch grid
+/// (vt_image_patch_grid), row-major, and `(-1, -1)` for the padding rows.
 ///
 /// - `data_out`: receives a pointer borrowed from `image`, valid until vt_image_free.
 /// - `len_out`: receives the number of floats.

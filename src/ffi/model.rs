@@ -97,7 +97,7 @@ fn with_model<T: Copy>(model: *const vt_model, fallback: T, f: impl FnOnce(&vt_m
     })
 }
 
-/// The family implementing the model: "siglip", "gemma3", "llava", ... A static string;
+/// The family implementing the model: "siglip", "gemma3", "gemma4", "llava", ... A static string;
 /// NULL if `model` is NULL. Any thread.
 #[no_mangle]
 pub extern "C" fn vt_model_family(model: *const vt_model) -> *const c_char {

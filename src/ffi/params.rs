@@ -144,6 +144,7 @@ versioned!(
         pan_and_scan_min_crop_size,
         pan_and_scan_max_num_crops,
         pan_and_scan_min_ratio_to_activate,
+        max_soft_tokens,
     ]
 );
 
@@ -356,6 +357,13 @@ pub struct vt_preprocess_params {
     /// `pan_and_scan_min_ratio_to_activate`, 1.2 when absent or null. Must be finite and not
     /// negative.
     pub pan_and_scan_min_ratio_to_activate: f64,
+    /// Gemma 4: the soft-token budget per image (`max_soft_tokens`), one of 70, 140, 280, 560,
+    /// 1120 (any other value fails with VT_ERR_INVALID_ARGUMENT); the image is resized to
+    /// hold at most this many embeddings. 0 (default): preprocessor_config.json's
+    /// `max_soft_tokens` (280 when absent). Other models refuse a non-zero value with
+    /// VT_ERR_INVALID_ARGUMENT. Appended after the pan-and-scan fields: a struct_size that
+    /// ends before it (an older header) reads 0.
+    pub max_soft_tokens: u32,
 }
 
 /// The default preprocess parameters (struct_size filled in, every setting taken from the
@@ -368,6 +376,7 @@ pub extern "C" fn vt_preprocess_params_default() -> vt_preprocess_params {
         pan_and_scan_min_crop_size: 0,
         pan_and_scan_max_num_crops: 0,
         pan_and_scan_min_ratio_to_activate: 0.0,
+        max_soft_tokens: 0,
     }
 }
 
@@ -396,6 +405,7 @@ pub(crate) fn to_preprocess_options(p: &vt_preprocess_params) -> Result<Preproce
         pan_and_scan_min_crop_size: nonzero(p.pan_and_scan_min_crop_size),
         pan_and_scan_max_num_crops: nonzero(p.pan_and_scan_max_num_crops),
         pan_and_scan_min_ratio_to_activate: (ratio != 0.0).then_some(ratio),
+        max_soft_tokens: nonzero(p.max_soft_tokens),
     })
 }
 

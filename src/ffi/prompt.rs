@@ -35,6 +35,15 @@ pub const VT_TOKEN_VIDEO: vt_token_role = 4;
 /// `processor_config.json` names (`image_break_token`, `image_end_token`; defaults
 /// `[IMG_BREAK]`, `[IMG_END]`).
 ///
+/// Gemma 4 prompt layout (`Gemma4Processor.replace_image_token`): per image,
+/// VT_TOKEN_IMAGE_START (`boi_token_id`), vt_image_n_tokens VT_TOKEN_IMAGE placeholders
+/// (`image_token_id`), VT_TOKEN_IMAGE_END (`eoi_token_id`), with no text around them; the
+/// k-th placeholder takes row k of the image's embeddings. The embeddings are what the
+/// language model receives: it does not scale them (its `sqrt(hidden_size)` embedding scale
+/// applies to text tokens only; the tower already scaled the soft tokens before the
+/// embedder's norm). transformers also feeds the per-layer inputs of placeholder positions
+/// from the pad token (`text_config.pad_token_id`).
+///
 /// Pixtral / Mistral3 prompt layout: per image, each of the `rows` rows of the token grid
 /// (vt_image_token_grid) is `cols` VT_TOKEN_IMAGE placeholders followed by
 /// VT_TOKEN_IMAGE_BREAK, and the last VT_TOKEN_IMAGE_BREAK is replaced by VT_TOKEN_IMAGE_END;
@@ -83,7 +92,9 @@ fn write_grid(
 /// For a plain SigLIP model: 1 x (size/patch) x (size/patch). Pixtral: 1 x (H/patch) x
 /// (W/patch) of the resized image; Mistral3: the grid after the 2 x 2 patch merge. Gemma3: one
 /// frame per image plus one per pan-and-scan crop, each sqrt(mm_tokens_per_image) on a side;
-/// each frame is wrapped in its own image start/end tokens in the prompt. LLaVA: 1 x
+/// each frame is wrapped in its own image start/end tokens in the prompt. Gemma 4: 1 x
+/// (patch rows / k) x (patch columns / k) of the resized image, k = `pooling_kernel_size`
+/// (vt_model_merge_size). LLaVA: 1 x
 /// (size/patch) x (size/patch), or 1 x 1 x n when the kept tokens have no grid layout (a
 /// class token kept, or a patch dropped). Qwen2-VL: t x (h/merge) x (w/merge).
 ///
@@ -106,9 +117,10 @@ pub extern "C" fn vt_image_token_grid(
 }
 
 /// How many patches per side one embedding covers: Qwen2-VL's `spatial_merge_size` (2 in
-/// the released models), 1 for families whose embeddings are patches (SigLIP). An
-/// image's patch grid (vt_image_patch_grid) is its token grid (vt_image_token_grid) with
-/// rows and columns multiplied by this. 0 if `model` is NULL. Any thread.
+/// the released models), Gemma 4's `pooling_kernel_size` (3 in the released models), 1 for
+/// families whose embeddings are patches (SigLIP). An image's patch grid
+/// (vt_image_patch_grid) is its token grid (vt_image_token_grid) with rows and columns
+/// multiplied by this. 0 if `model` is NULL. Any thread.
 #[no_mangle]
 pub extern "C" fn vt_model_merge_size(model: *const vt_model) -> u32 {
     guard_value(0, || {

@@ -230,6 +230,7 @@ impl VisionModel for Gemma3Model {
         opts: &PreprocessOptions,
         limits: &Limits,
     ) -> Result<Pixels> {
+        crate::models::refuse_max_soft_tokens("gemma3", opts)?;
         self.processor
             .process(image, opts, self.projector.pooling.side, limits)
     }

@@ -5,6 +5,7 @@ pub mod activation;
 pub mod clip;
 pub mod fused;
 pub mod gemma3;
+pub mod gemma4;
 pub mod kernels;
 pub mod layers;
 pub mod llava;
@@ -93,6 +94,7 @@ pub trait VisionModel: Send + Sync {
                 self.info().family
             )));
         }
+        refuse_max_soft_tokens(self.info().family, opts)?;
         self.preprocess(image, limits)
     }
 
@@ -148,6 +150,16 @@ pub trait VisionModel: Send + Sync {
     /// columns. 1 for families whose tokens are patches.
     fn spatial_merge_size(&self) -> usize {
         1
+    }
+}
+
+/// Refuses a soft-token budget (`max_soft_tokens`) for a family that has none (Gemma 4's).
+pub fn refuse_max_soft_tokens(family: &str, opts: &PreprocessOptions) -> Result<()> {
+    match opts.max_soft_tokens {
+        Some(n) => Err(Error::invalid_argument(format!(
+            "{family} models have no soft-token budget (max_soft_tokens {n} is Gemma 4's)"
+        ))),
+        None => Ok(()),
     }
 }
 

@@ -7,6 +7,7 @@ use candle_core::{DType, Device};
 use crate::config::ModelFiles;
 use crate::error::{Error, Result, Status};
 use crate::models::gemma3::Gemma3Model;
+use crate::models::gemma4::{Gemma4Model, Gemma4Variant};
 use crate::models::llava::{self, LlavaModel, LlavaTower};
 use crate::models::pixtral::{PixtralModel, PixtralVariant};
 use crate::models::qwen2_vl::{QwenLayout, QwenVariant, QwenVlModel};
@@ -36,6 +37,11 @@ pub const FAMILIES: &[(&str, LoadFn)] = &[
     ("siglip", load!(SiglipModel::load)),
     ("siglip_vision_model", load!(SiglipModel::load)),
     ("gemma3", load!(Gemma3Model::load)),
+    ("gemma4", load!(Gemma4Model::load, Gemma4Variant::Full)),
+    (
+        "gemma4_vision",
+        load!(Gemma4Model::load, Gemma4Variant::Tower),
+    ),
     // A wrapper: the vision tower's own model_type picks the loader (`LLAVA_TOWERS`).
     ("llava", |f, w, t, d| {
         let tower = llava::vision_model_type(f)?;

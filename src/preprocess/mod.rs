@@ -5,6 +5,7 @@ pub mod clip;
 pub mod decode;
 pub mod fixed_size;
 pub mod gemma3;
+pub mod gemma4;
 pub mod limits;
 pub mod longest_edge;
 pub mod normalize;

@@ -1,5 +1,5 @@
 //! Per-call preprocessing options: overrides of what `preprocessor_config.json` says, for the
-//! processors that have such switches (Gemma3's pan-and-scan). The default (all `None`) is the
+//! processors that have such switches (Gemma3's pan-and-scan, Gemma 4's soft-token budget). The default (all `None`) is the
 //! model's own configuration.
 
 use crate::error::{Error, Result};
@@ -20,6 +20,8 @@ pub struct PreprocessOptions {
     /// Aspect ratio (long side / short side) from which an image is cropped
     /// (`pan_and_scan_min_ratio_to_activate`, finite).
     pub pan_and_scan_min_ratio_to_activate: Option<f64>,
+    /// Gemma 4's soft-token budget per image (`max_soft_tokens`: 70, 140, 280, 560 or 1120).
+    pub max_soft_tokens: Option<usize>,
 }
 
 impl PreprocessOptions {

@@ -193,6 +193,20 @@ int main(int argc, char **argv) {
     CHECK(rel_l2(batch[1], eb[0].to_vector()) <= 1e-6);
     CHECK(model.forward(std::vector<const vtower::Image *>{}).size() == 0);
 
+    // PreprocessOptions reach vt_preprocess_params: 0 = the model's settings; a soft-token
+    // budget is Gemma 4's, refused by this SigLIP model.
+    {
+        vtower::PreprocessOptions po;
+        CHECK(po.to_c().struct_size == sizeof(vt_preprocess_params));
+        CHECK(po.to_c().max_soft_tokens == 0 && po.to_c().pan_and_scan == -1);
+        vtower::Image d = model.preprocess(png, po);
+        CHECK(rel_l2(d.pixels(), a.pixels().to_vector()) == 0.0);
+        po.max_soft_tokens = 280;
+        CHECK(po.to_c().max_soft_tokens == 280);
+        expect_error("max_soft_tokens on siglip", VT_ERR_INVALID_ARGUMENT, "max_soft_tokens",
+                     [&] { model.preprocess(png, po); });
+    }
+
     // Raw RGB rows, packed and with a padded stride, give the same tensor.
     std::vector<uint8_t> rgb(48 * 48 * 3), padded(48 * 160);
     for (size_t i = 0; i < rgb.size(); i++) rgb[i] = uint8_t(i * 7 % 251);

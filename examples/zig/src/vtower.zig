@@ -95,6 +95,21 @@ pub const LoadOptions = struct {
     }
 };
 
+/// Per-call preprocessing settings for Model.embedWith; every 0 means the model's own
+/// preprocessor_config.json setting.
+pub const PreprocessOptions = struct {
+    /// Gemma 4's soft-token budget per image: 70, 140, 280, 560 or 1120 (others:
+    /// error.InvalidArgument); 0 = the model's max_soft_tokens. Other models refuse non-zero.
+    max_soft_tokens: u32 = 0,
+
+    /// The C parameters (vt_preprocess_params_default() with these fields set).
+    pub fn params(o: PreprocessOptions) c.vt_preprocess_params {
+        var p = c.vt_preprocess_params_default();
+        p.max_soft_tokens = o.max_soft_tokens;
+        return p;
+    }
+};
+
 /// A loaded model. Its functions may be called from many threads at once; deinit must
 /// not race with them.
 pub const Model = struct {
@@ -129,9 +144,15 @@ pub const Model = struct {
     /// Decodes, preprocesses and embeds one encoded image (PNG, JPEG, ...). The result's
     /// data is copied into memory from `gpa`.
     pub fn embed(m: Model, gpa: std.mem.Allocator, bytes: []const u8, diag: ?*Diagnostics) (Error || std.mem.Allocator.Error)!Embedding {
+        return m.embedWith(gpa, bytes, .{}, diag);
+    }
+
+    /// embed with per-call preprocessing settings (vt_preprocess_ex).
+    pub fn embedWith(m: Model, gpa: std.mem.Allocator, bytes: []const u8, options: PreprocessOptions, diag: ?*Diagnostics) (Error || std.mem.Allocator.Error)!Embedding {
+        const params = options.params();
         var image: ?*c.vt_image = null;
         var err: ?*c.vt_error = null;
-        try check(c.vt_preprocess(m.ptr, bytes.ptr, bytes.len, &image, &err), err, diag);
+        try check(c.vt_preprocess_ex(m.ptr, bytes.ptr, bytes.len, &params, &image, &err), err, diag);
         defer c.vt_image_free(image);
 
         var out: ?*c.vt_embeddings = null;
@@ -294,6 +315,27 @@ test "load options reach the C parameters" {
     const e = try m.embed(testing.allocator, bytes, null);
     defer e.deinit(testing.allocator);
     try testing.expectEqual(@as(usize, 36), e.tokens);
+}
+
+test "preprocess options reach the C parameters" {
+    const p = (PreprocessOptions{ .max_soft_tokens = 280 }).params();
+    try testing.expectEqual(@as(u32, @sizeOf(c.vt_preprocess_params)), p.struct_size);
+    try testing.expectEqual(@as(u32, 280), p.max_soft_tokens);
+    try testing.expectEqual(@as(u32, 0), c.vt_preprocess_params_default().max_soft_tokens);
+
+    // The defaults embed as embed does; a soft-token budget is Gemma 4's, refused here.
+    const m = try loadTestModel();
+    defer m.deinit();
+    const bytes = try readTestImage("rgb.png");
+    defer testing.allocator.free(bytes);
+    const a = try m.embedWith(testing.allocator, bytes, .{}, null);
+    defer a.deinit(testing.allocator);
+    const b = try m.embed(testing.allocator, bytes, null);
+    defer b.deinit(testing.allocator);
+    try testing.expectEqualSlices(f32, a.data, b.data);
+    var diag: Diagnostics = .{};
+    try testing.expectError(error.InvalidArgument, m.embedWith(testing.allocator, bytes, .{ .max_soft_tokens = 280 }, &diag));
+    try testing.expect(std.mem.indexOf(u8, diag.message(), "max_soft_tokens") != null);
 }
 
 test "errors carry status and message" {
