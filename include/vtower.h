@@ -93,6 +93,15 @@ typedef struct vt_error vt_error;
 typedef struct vt_image vt_image;
 
 /**
+ * A forward pass submitted with vt_forward_async: wait for its result (vt_job_wait), poll
+ * it (vt_job_done), cancel it (vt_job_cancel). Owned by the caller, freed with vt_job_free.
+ * vt_job_wait, vt_job_done and vt_job_cancel may run concurrently on one job from any
+ * threads (typically one thread waits while another cancels); vt_job_free must not race
+ * with them.
+ */
+typedef struct vt_job vt_job;
+
+/**
  * A loaded vision tower (encoder + projector) with its image preprocessing. Created by
  * vt_load, destroyed by vt_model_free. Functions taking `const vt_model *` may run concurrently
  * from any number of threads on the same model.
@@ -225,6 +234,15 @@ typedef struct vt_preprocess_params {
 typedef uint32_t vt_token_role;
 
 /**
+ * Called once when a job of vt_forward_async has finished, with `user_data` as given and
+ * the job's status (VT_OK, VT_ERR_CANCELLED, ...). It runs on a vtower job thread, before
+ * vt_job_wait returns and vt_job_done reports the job finished; it must return quickly, and
+ * must not call vt_job_wait or vt_job_free on its own job. It is called even when the job
+ * handle was freed before the job finished.
+ */
+typedef void (*vt_job_callback)(void *user_data, vt_status status);
+
+/**
  * Success.
  */
 #define VT_OK 0
@@ -285,6 +303,12 @@ typedef uint32_t vt_token_role;
  * A panic inside vtower was caught at the API boundary (a bug; please report it).
  */
 #define VT_ERR_PANIC 11
+
+/**
+ * The job was cancelled (vt_job_cancel, vt_job_free) before it finished; the model is
+ * unaffected and stays usable.
+ */
+#define VT_ERR_CANCELLED 12
 
 /**
  * Debugging detail (e.g. every error returned).
@@ -455,6 +479,11 @@ vt_status vt_load(const char *model_dir,
 /**
  * Frees a model. NULL is a no-op. Must not race with any other call using this model, and
  * images made by it can no longer be forwarded (free them too).
+ *
+ * Jobs of vt_forward_async still queued or running are not affected: each holds the model
+ * until it finishes, so they complete (or end cancelled, by vt_job_cancel or vt_job_free)
+ * and their results stay valid; the model's memory is released when the last of them
+ * finishes. Their vt_job handles must still be freed with vt_job_free.
  */
 void vt_model_free(struct vt_model *model);
 
@@ -822,6 +851,72 @@ vt_status vt_embeddings_copy_to_cuda(const struct vt_embeddings *e,
                                      uint64_t dst_device_ptr,
                                      size_t dst_bytes,
                                      struct vt_error **err_out);
+
+/**
+ * Starts a forward pass of `n_images` images (as vt_forward would run them) and returns at
+ * once with a job handle. Results equal vt_forward's bit for bit.
+ *
+ * - `images`: as for vt_forward. The images are copied: they may be freed as soon as this
+ *   returns.
+ * - `callback`: NULL, or called once from a vtower thread when the job has finished (see
+ *   vt_job_callback); `user_data` is passed to it untouched and must stay valid until then.
+ * - `job_out`: receives the job on VT_OK; free it with vt_job_free.
+ * - `err_out`: NULL, or receives an owned vt_error on failure.
+ *
+ * Jobs run in submission order on 2 job threads per model, started by the model's first
+ * job; each job runs on the model's worker pool (vt_load_params.n_threads) like
+ * vt_forward, so at most 2 jobs of a model run at once and the others wait in the queue.
+ * A job holds the model: vt_model_free while jobs are queued or running is safe (see
+ * vt_model_free). Errors of the pass itself are reported by vt_job_wait.
+ *
+ * Errors: VT_ERR_INVALID_ARGUMENT (NULL pointers, an image made by another model),
+ * VT_ERR_OUT_OF_MEMORY, VT_ERR_COMPUTE (no job thread could be started).
+ * Threads: any thread, concurrently with other calls on the same model.
+ */
+vt_status vt_forward_async(const struct vt_model *model,
+                           const struct vt_image *const *images,
+                           size_t n_images,
+                           vt_job_callback callback,
+                           void *user_data,
+                           struct vt_job **job_out,
+                           struct vt_error **err_out);
+
+/**
+ * Waits until the job has finished and hands out its result: on VT_OK, `*out` receives the
+ * embeddings (free them with vt_embeddings_free); otherwise the job's status (for example
+ * VT_ERR_CANCELLED) and error. The result is handed out once: a second vt_job_wait on the
+ * same job fails with VT_ERR_INVALID_ARGUMENT. The job must still be freed.
+ *
+ * Errors: VT_ERR_INVALID_ARGUMENT (NULL pointers, result already taken), VT_ERR_CANCELLED,
+ * and every error of vt_forward.
+ * Threads: any thread; concurrently with vt_job_done and vt_job_cancel on the same job.
+ */
+vt_status vt_job_wait(struct vt_job *job, struct vt_embeddings **out, struct vt_error **err_out);
+
+/**
+ * Waits at most `timeout_ms` milliseconds (0: does not wait) for the job to finish; 1 once
+ * it has (with a result, an error or cancelled: vt_job_wait then returns at once), 0 if it
+ * is still queued or running, or `job` is NULL.
+ * Threads: any thread; concurrently with vt_job_wait and vt_job_cancel on the same job.
+ */
+int32_t vt_job_done(const struct vt_job *job, uint32_t timeout_ms);
+
+/**
+ * Asks the job to stop: a queued job will not run, a running one stops before its next
+ * encoder layer (the time of one layer at most), and the job then ends with
+ * VT_ERR_CANCELLED. A job that has already finished keeps its result. Returns at once; the
+ * model stays usable. NULL is a no-op.
+ * Threads: any thread; concurrently with vt_job_wait and vt_job_done on the same job.
+ */
+void vt_job_cancel(const struct vt_job *job);
+
+/**
+ * Frees a job handle; NULL is a no-op. A job that has not finished is cancelled first
+ * (as vt_job_cancel) and this returns at once, without waiting: the job stops in the
+ * background and releases its images, its result and its hold on the model itself. A
+ * result not taken by vt_job_wait is freed.
+ */
+void vt_job_free(struct vt_job *job);
 
 /**
  * Embedding levels each image of this model yields: 1 for most models; 1 + the number of

@@ -94,6 +94,9 @@ statuses! {
     Compute = 10, "VT_ERR_COMPUTE", "compute backend error";
     /// A panic inside vtower was caught at the API boundary (a bug; please report it).
     Panic = 11, "VT_ERR_PANIC", "internal panic (bug in vtower)";
+    /// The job was cancelled (vt_job_cancel, vt_job_free) before it finished; the model is
+    /// unaffected and stays usable.
+    Cancelled = 12, "VT_ERR_CANCELLED", "cancelled";
 }
 
 impl Status {
@@ -141,6 +144,10 @@ impl Error {
 
     pub fn compute(message: impl Into<String>) -> Error {
         Error::new(Status::Compute, message)
+    }
+
+    pub fn cancelled(message: impl Into<String>) -> Error {
+        Error::new(Status::Cancelled, message)
     }
 
     /// An I/O error on `path`.

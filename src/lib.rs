@@ -26,7 +26,7 @@ pub(crate) mod tokenizer;
 pub(crate) mod weights;
 
 pub use engine::{
-    DTypeRequest, DeviceRequest, Embeddings, Image, LoadOptions, Model, OutputType,
+    DTypeRequest, DeviceRequest, Embeddings, Image, Job, LoadOptions, Model, OutputType,
     DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_IMAGE_TOKENS,
 };
 pub use error::{Error, Result, Status};

@@ -5,11 +5,13 @@ pub mod batch;
 pub mod device;
 pub mod embeddings;
 pub mod image;
+pub mod jobs;
 pub mod model;
 pub mod options;
 
 pub use embeddings::{Embeddings, OutputType};
 pub use image::Image;
+pub use jobs::Job;
 pub use model::Model;
 pub use options::{
     DTypeRequest, DeviceRequest, LoadOptions, DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_IMAGE_TOKENS,

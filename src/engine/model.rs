@@ -2,14 +2,17 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::ModelFiles;
 use crate::engine::batch::plan_batches;
 use crate::engine::device::{place, Placement};
+use crate::engine::jobs::{self, Job, JobQueue, OnDone};
 use crate::engine::{Embeddings, Image, LoadOptions};
 use crate::error::{Error, Result, Status};
 use crate::log;
+use crate::models::cancel::{self, CancelToken};
 use crate::models::registry;
 use crate::models::{ModelInfo, VisionModel};
 use crate::preprocess::decode::decode_to_rgb;
@@ -29,6 +32,8 @@ pub struct Model {
     pool: rayon::ThreadPool,
     limits: Limits,
     placement: Placement,
+    /// Asynchronous jobs ([`Model::submit`]); its threads start with the first job.
+    jobs: JobQueue,
 }
 
 impl std::fmt::Debug for Model {
@@ -82,6 +87,7 @@ impl Model {
                 max_tokens: options.max_image_tokens,
             },
             placement,
+            jobs: JobQueue::default(),
         })
     }
 
@@ -182,12 +188,27 @@ impl Model {
     /// Runs the tower on `images` (each preprocessed by this model). Images of the same
     /// shape run together in batches; the result holds one entry per image, in order.
     pub fn forward(&self, images: &[&Image]) -> Result<Embeddings> {
+        self.forward_cancellable(images, None)
+    }
+
+    /// Queues a forward pass of `images` and returns at once with its [`Job`]: wait for it,
+    /// poll it or cancel it there (see [`crate::engine::jobs`] for the threads that run it).
+    /// The job owns `images` and holds the model until it finishes. `on_done`, if any, is
+    /// called on the job thread with the job's status once it has finished, before
+    /// [`Job::wait`] returns; it must not wait for its own job.
+    pub fn submit(self: &Arc<Model>, images: Vec<Image>, on_done: Option<OnDone>) -> Result<Job> {
+        jobs::submit(self, &self.jobs, images, on_done)
+    }
+
+    /// [`Model::forward`] that stops with [`Status::Cancelled`] before the next encoder
+    /// layer (or batch) once `token` is cancelled.
+    pub fn forward_cancellable(
+        &self,
+        images: &[&Image],
+        token: Option<&CancelToken>,
+    ) -> Result<Embeddings> {
         for (i, img) in images.iter().enumerate() {
-            if img.model_id != self.id {
-                return Err(Error::invalid_argument(format!(
-                    "image {i} was preprocessed by another model; preprocess it with this one"
-                )));
-            }
+            self.check_image(i, img)?;
         }
         let pixels: Vec<&Pixels> = images.iter().map(|i| &i.pixels).collect();
         let dim = self.info().output_dim;
@@ -197,7 +218,10 @@ impl Model {
             let info = self.info();
             for group in plan_batches(&pixels, info.max_batch, info.mixed_shape_batches) {
                 let batch: Vec<&Pixels> = group.iter().map(|&i| pixels[i]).collect();
-                let results = self.inner.forward_levels(&batch)?;
+                let results = cancel::scoped(token, || {
+                    cancel::check()?;
+                    self.inner.forward_levels(&batch)
+                })?;
                 if results.len() != group.len() {
                     return Err(Error::compute(format!(
                         "model returned {} results for {} images",
@@ -233,6 +257,16 @@ impl Model {
             .map(|(i, o)| o.ok_or_else(|| Error::compute(format!("image {i} was not run"))))
             .collect::<Result<Vec<_>>>()?;
         Embeddings::with_levels(dim, outputs, self.inner.deepstack_layers().to_vec())
+    }
+
+    /// Checks that image `i` of a call was preprocessed by this model.
+    pub fn check_image(&self, i: usize, img: &Image) -> Result<()> {
+        if img.model_id != self.id {
+            return Err(Error::invalid_argument(format!(
+                "image {i} was preprocessed by another model; preprocess it with this one"
+            )));
+        }
+        Ok(())
     }
 
     /// Embedding levels per image: 1 + the deepstack levels of Qwen3-VL (1 for other models).

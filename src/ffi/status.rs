@@ -39,6 +39,9 @@ pub const VT_ERR_OUT_OF_MEMORY: vt_status = 9;
 pub const VT_ERR_COMPUTE: vt_status = 10;
 /// A panic inside vtower was caught at the API boundary (a bug; please report it).
 pub const VT_ERR_PANIC: vt_status = 11;
+/// The job was cancelled (vt_job_cancel, vt_job_free) before it finished; the model is
+/// unaffected and stays usable.
+pub const VT_ERR_CANCELLED: vt_status = 12;
 
 /// Every C constant with its name, in the table's order.
 const CONSTANTS: [(&str, vt_status); Status::all().len()] = [
@@ -54,6 +57,7 @@ const CONSTANTS: [(&str, vt_status); Status::all().len()] = [
     ("VT_ERR_OUT_OF_MEMORY", VT_ERR_OUT_OF_MEMORY),
     ("VT_ERR_COMPUTE", VT_ERR_COMPUTE),
     ("VT_ERR_PANIC", VT_ERR_PANIC),
+    ("VT_ERR_CANCELLED", VT_ERR_CANCELLED),
 ];
 
 // Each constant has its status's code (checked at compile time; the array's length makes

@@ -2,6 +2,7 @@
 //! `config.json`'s `model_type` to the family that loads it.
 
 pub mod activation;
+pub mod cancel;
 pub mod clip;
 pub mod fused;
 pub mod gemma3;

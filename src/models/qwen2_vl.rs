@@ -448,6 +448,7 @@ impl QwenVisionTower {
         let (heads, hd) = (c.num_heads, c.head_dim());
         let scale = (hd as f64).powf(-0.5);
         for block in &self.blocks {
+            crate::models::cancel::check()?;
             let h = block.norm1.forward(&x)?;
             let qkv = block.qkv.forward(&h)?;
             let split = |i: usize| -> Result<Tensor> {

@@ -402,6 +402,7 @@ impl Qwen3VisionTower {
         let mut levels = vec![None; 1 + c.deepstack.len()];
         let mut next_level = 1;
         for (li, block) in self.blocks.iter().enumerate() {
+            crate::models::cancel::check()?;
             let h = block.norm1.forward(&x)?;
             let qkv = block.qkv.forward(&h)?;
             let split = |i: usize| -> Result<Tensor> {
