@@ -282,6 +282,40 @@ private:
     detail::Handle<vt_embeddings, vt_embeddings_free> h_;
 };
 
+/// An asynchronous forward pass (owns a vt_job), from Model::forward_async. wait(),
+/// done() and cancel() may run concurrently from several threads (one waits while another
+/// cancels); destroying or moving the Job must not race with them. Destroying a Job that
+/// has not finished cancels it without waiting.
+class Job {
+public:
+    Job() noexcept = default;
+    /// Takes ownership of `job` (from vt_forward_async).
+    explicit Job(vt_job *job) noexcept : h_(job) {}
+
+    explicit operator bool() const noexcept { return h_.get() != nullptr; }
+    vt_job *get() const noexcept { return h_.get(); }
+    vt_job *release() noexcept { return h_.release(); }
+
+    /// Waits for the job and returns its embeddings (Model::forward's, bit for bit). Throws
+    /// vtower::Error: VT_ERR_CANCELLED after cancel(), VT_ERR_INVALID_ARGUMENT when the
+    /// result was already taken by an earlier wait(), any error of the forward pass.
+    Embeddings wait() const {
+        vt_embeddings *out = nullptr;
+        vt_error *err = nullptr;
+        detail::check(vt_job_wait(c(), &out, &err), &err);
+        return Embeddings(out);
+    }
+    /// Waits at most `timeout_ms` (0: not at all); true once the job has finished.
+    bool done(uint32_t timeout_ms = 0) const { return vt_job_done(c(), timeout_ms) != 0; }
+    /// Asks the job to stop before its next encoder layer (wait() then throws
+    /// VT_ERR_CANCELLED); a finished job keeps its result.
+    void cancel() const { vt_job_cancel(c()); }
+
+private:
+    vt_job *c() const { return detail::require(h_.get(), "vtower::Job"); }
+    detail::Handle<vt_job, vt_job_free> h_;
+};
+
 /// A loaded vision tower (owns a vt_model). Const member functions may run concurrently
 /// from any number of threads.
 class Model {
@@ -349,6 +383,24 @@ public:
         return forward(std::vector<const Image *>(images));
     }
     Embeddings forward(const Image &image) const { return forward({&image}); }
+
+    /// Starts forward(images) on the model's job threads and returns at once (see
+    /// vt_forward_async). The images are copied: they may be destroyed right away. The job
+    /// holds the model, which may be destroyed before the job finishes.
+    Job forward_async(const std::vector<const Image *> &images) const {
+        std::vector<const vt_image *> ptrs;
+        ptrs.reserve(images.size());
+        for (const Image *img : images) {
+            if (!img || !*img) throw Error(VT_ERR_INVALID_ARGUMENT, "vtower::Model::forward_async: empty image");
+            ptrs.push_back(img->get());
+        }
+        vt_job *job = nullptr;
+        vt_error *err = nullptr;
+        detail::check(
+            vt_forward_async(c(), ptrs.data(), ptrs.size(), nullptr, nullptr, &job, &err), &err);
+        return Job(job);
+    }
+    Job forward_async(const Image &image) const { return forward_async({&image}); }
 
     /// Preprocess + forward for one encoded image.
     template <class Bytes>

@@ -287,17 +287,12 @@ func (m *Model) EmbedRGB(pixels []byte, width, height, stride int) (Embedding, e
 
 // forward runs preprocessed images; the caller holds m.mu (read) and frees imgs.
 func (m *Model) forward(imgs []*C.struct_vt_image) ([]Embedding, error) {
-	out := make([]Embedding, len(imgs))
 	if len(imgs) == 0 {
-		return out, nil
+		return []Embedding{}, nil
 	}
-	for i, img := range imgs {
-		var f, r, c C.uint32_t
-		var cerr *C.struct_vt_error
-		if st := C.vt_image_token_grid(img, &f, &r, &c, &cerr); st != C.VT_OK {
-			return nil, takeError(st, cerr)
-		}
-		out[i].Grid = Grid{Frames: int(f), Rows: int(r), Cols: int(c)}
+	out, err := tokenGrids(imgs)
+	if err != nil {
+		return nil, err
 	}
 	var emb *C.struct_vt_embeddings
 	var cerr *C.struct_vt_error
@@ -307,6 +302,25 @@ func (m *Model) forward(imgs []*C.struct_vt_image) ([]Embedding, error) {
 		return nil, takeError(st, cerr)
 	}
 	defer C.vt_embeddings_free(emb)
+	return readEmbeddings(emb, out)
+}
+
+// tokenGrids fills the Grid of one Embedding per image.
+func tokenGrids(imgs []*C.struct_vt_image) ([]Embedding, error) {
+	out := make([]Embedding, len(imgs))
+	for i, img := range imgs {
+		var f, r, c C.uint32_t
+		var cerr *C.struct_vt_error
+		if st := C.vt_image_token_grid(img, &f, &r, &c, &cerr); st != C.VT_OK {
+			return nil, takeError(st, cerr)
+		}
+		out[i].Grid = Grid{Frames: int(f), Rows: int(r), Cols: int(c)}
+	}
+	return out, nil
+}
+
+// readEmbeddings copies every image's rows of emb into out (whose Grids are set).
+func readEmbeddings(emb *C.struct_vt_embeddings, out []Embedding) ([]Embedding, error) {
 	dim := int(C.vt_embeddings_dim(emb))
 	for i := range out {
 		n := int(C.vt_embeddings_n_tokens(emb, C.size_t(i)))

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/vtower/vtower/go/vtower"
 )
@@ -434,4 +435,122 @@ func TestConcurrent(t *testing.T) {
 	if closed != 4 {
 		t.Fatalf("%d goroutines saw ErrClosed, want 4", closed)
 	}
+}
+
+func TestEmbedAsync(t *testing.T) {
+	m := load(t)
+	cases, _ := reference(t)
+	var inputs [][]byte
+	var want []vtower.Embedding
+	for _, c := range cases[:4] {
+		data := readFile(t, filepath.Join(fixtures(), "..", "..", c.Path))
+		out, err := m.Embed(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inputs = append(inputs, data)
+		want = append(want, out[0])
+	}
+	// Many jobs in flight from several goroutines: Embed's results bit for bit.
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			var jobs []*vtower.Job
+			for k := 0; k < 4; k++ {
+				j, err := m.EmbedAsync(inputs[(g+k)%len(inputs)], inputs[(g+k+1)%len(inputs)])
+				if err != nil {
+					errs <- err
+					return
+				}
+				jobs = append(jobs, j)
+			}
+			for k := len(jobs) - 1; k >= 0; k-- {
+				out, err := jobs[k].Wait()
+				if err != nil {
+					errs <- err
+				} else if !equal(out[0].Data, want[(g+k)%len(inputs)].Data) ||
+					!equal(out[1].Data, want[(g+k+1)%len(inputs)].Data) || out[0].Grid != want[(g+k)%len(inputs)].Grid {
+					errs <- errors.New("async result differs from Embed's")
+				}
+				if !jobs[k].Done(0) {
+					errs <- errors.New("a waited job is not done")
+				}
+				jobs[k].Close()
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+
+	// Cancelled while queued or running: a long job (many copies of one image).
+	long := make([][]byte, 1500)
+	for i := range long {
+		long[i] = inputs[0]
+	}
+	cancelled := false
+	for try := 0; try < 5 && !cancelled; try++ {
+		j, err := m.EmbedAsync(long...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !j.Done(0) {
+			j.Cancel()
+			_, err := j.Wait()
+			if err != nil && !errors.Is(err, vtower.StatusCancelled) {
+				t.Fatalf("cancelled job: %v", err)
+			}
+			cancelled = err != nil
+		}
+		j.Close()
+	}
+	if !cancelled {
+		t.Fatal("no job could be cancelled in 5 tries")
+	}
+	// After the end: the result is kept; a second Wait is an error.
+	j, err := m.EmbedAsync(inputs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for !j.Done(time.Second) {
+	}
+	j.Cancel()
+	out, err := j.Wait()
+	if err != nil || !equal(out[0].Data, want[0].Data) {
+		t.Fatalf("finished job after Cancel: %v", err)
+	}
+	if _, err := j.Wait(); !errors.Is(err, vtower.StatusInvalidArgument) {
+		t.Fatalf("second Wait: %v", err)
+	}
+	j.Close()
+	j.Close()
+	if _, err := j.Wait(); !errors.Is(err, vtower.ErrClosed) {
+		t.Fatalf("Wait after Close: %v", err)
+	}
+
+	// Closed before it finishes, and the model closed while a job runs.
+	m2, err := vtower.Load(modelDir(), &vtower.Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	early, err := m2.EmbedAsync(long[:100]...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	early.Close()
+	kept, err := m2.EmbedAsync(inputs[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2.Close()
+	out, err = kept.Wait()
+	if err != nil || !equal(out[0].Data, want[1].Data) {
+		t.Fatalf("job of a closed model: %v", err)
+	}
+	kept.Close()
 }

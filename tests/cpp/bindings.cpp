@@ -103,6 +103,7 @@ bool same(vtower::View<float> a, vtower::View<float> b) {
 static_assert(!std::is_copy_constructible_v<vtower::Model>, "Model is move-only");
 static_assert(!std::is_copy_constructible_v<vtower::Image>, "Image is move-only");
 static_assert(!std::is_copy_constructible_v<vtower::Embeddings>, "Embeddings is move-only");
+static_assert(!std::is_copy_constructible_v<vtower::Job>, "Job is move-only");
 static_assert(std::is_nothrow_move_constructible_v<vtower::Model>, "Model moves");
 static_assert(std::is_base_of_v<std::runtime_error, vtower::Error>, "Error is a runtime_error");
 
@@ -269,6 +270,41 @@ int main(int argc, char **argv) {
     }
     for (std::thread &th : threads) th.join();
     for (int v : ok) CHECK(v == 1);
+
+    // Asynchronous jobs: the synchronous result bit for bit, cancellation, early destruction.
+    {
+        vtower::Image img = other.preprocess(jpg);
+        std::vector<vtower::Job> jobs;
+        for (int k = 0; k < 4; k++) jobs.push_back(other.forward_async(img));
+        for (vtower::Job &j : jobs) {
+            vtower::Embeddings e = j.wait();
+            CHECK(same(e[0], ref[0]));
+            CHECK(j.done());
+            expect_error("second wait", VT_ERR_INVALID_ARGUMENT, "already taken", [&] { (void)j.wait(); });
+        }
+        std::vector<const vtower::Image *> many(3000, &img);
+        bool cancelled = false;
+        for (int tries = 0; tries < 5 && !cancelled; tries++) {
+            vtower::Job j = other.forward_async(many);
+            if (j.done(0)) continue;
+            j.cancel();
+            try {
+                (void)j.wait();
+            } catch (const vtower::Error &e) {
+                CHECK(e.status() == VT_ERR_CANCELLED);
+                cancelled = true;
+            }
+        }
+        CHECK(cancelled);
+        { vtower::Job dropped = other.forward_async(many); }  // cancelled, not waited for
+        vtower::Job fin = other.forward_async(img);
+        while (!fin.done(1000)) {
+        }
+        fin.cancel();
+        CHECK(same(fin.wait()[0], ref[0]));
+        vtower::Job moved(std::move(fin));
+        expect_error("empty job", VT_ERR_INVALID_ARGUMENT, "empty", [&] { (void)fin.done(); });
+    }
 
     std::printf("%d passed, %d failed\n", passed, failures);
     return failures ? 1 : 0;

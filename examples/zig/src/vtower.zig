@@ -16,6 +16,7 @@ pub const Error = error{
     OutOfMemory,
     Compute,
     Panic,
+    Cancelled,
     UnknownStatus,
 };
 
@@ -43,6 +44,7 @@ fn errorOf(status: c.vt_status) Error {
         c.VT_ERR_OUT_OF_MEMORY => error.OutOfMemory,
         c.VT_ERR_COMPUTE => error.Compute,
         c.VT_ERR_PANIC => error.Panic,
+        c.VT_ERR_CANCELLED => error.Cancelled,
         else => error.UnknownStatus,
     };
 }
@@ -143,6 +145,54 @@ pub const Model = struct {
         const dim = c.vt_embeddings_dim(out);
         const data = try gpa.dupe(f32, c.vt_embeddings_data(out, 0)[0 .. tokens * dim]);
         return .{ .tokens = tokens, .dim = dim, .data = data };
+    }
+
+    /// Decodes and preprocesses one encoded image, then starts its forward pass and returns
+    /// at once (see vt_forward_async). The job holds the model; deinit it when done.
+    pub fn embedAsync(m: Model, bytes: []const u8, diag: ?*Diagnostics) Error!Job {
+        var image: ?*c.vt_image = null;
+        var err: ?*c.vt_error = null;
+        try check(c.vt_preprocess(m.ptr, bytes.ptr, bytes.len, &image, &err), err, diag);
+        defer c.vt_image_free(image);
+        const batch = [_]?*const c.vt_image{image};
+        var job: ?*c.vt_job = null;
+        try check(c.vt_forward_async(m.ptr, &batch, batch.len, null, null, &job, &err), err, diag);
+        return .{ .ptr = job.? };
+    }
+};
+
+/// An asynchronous forward pass (Model.embedAsync). wait, done and cancel may be called
+/// from several threads at once; deinit must not race with them.
+pub const Job = struct {
+    ptr: *c.vt_job,
+
+    /// Waits for the job and copies its embeddings into memory from `gpa`;
+    /// error.Cancelled after cancel. The result is handed out once.
+    pub fn wait(j: Job, gpa: std.mem.Allocator, diag: ?*Diagnostics) (Error || std.mem.Allocator.Error)!Embedding {
+        var out: ?*c.vt_embeddings = null;
+        var err: ?*c.vt_error = null;
+        try check(c.vt_job_wait(j.ptr, &out, &err), err, diag);
+        defer c.vt_embeddings_free(out);
+        const tokens = c.vt_embeddings_n_tokens(out, 0);
+        const dim = c.vt_embeddings_dim(out);
+        const data = try gpa.dupe(f32, c.vt_embeddings_data(out, 0)[0 .. tokens * dim]);
+        return .{ .tokens = tokens, .dim = dim, .data = data };
+    }
+
+    /// Waits at most `timeout_ms` (0: not at all); true once the job has finished.
+    pub fn done(j: Job, timeout_ms: u32) bool {
+        return c.vt_job_done(j.ptr, timeout_ms) != 0;
+    }
+
+    /// Asks the job to stop (before its next encoder layer); wait then gives
+    /// error.Cancelled. A finished job keeps its result.
+    pub fn cancel(j: Job) void {
+        c.vt_job_cancel(j.ptr);
+    }
+
+    /// Frees the job, cancelling it if it has not finished (without waiting).
+    pub fn deinit(j: Job) void {
+        c.vt_job_free(j.ptr);
     }
 };
 
@@ -254,4 +304,69 @@ test "errors carry status and message" {
     var err: ?*c.vt_error = null;
     try testing.expectError(error.InvalidArgument, check(c.vt_preprocess(null, garbage.ptr, garbage.len, &img, &err), err, null));
     try testing.expect(img == null);
+}
+
+test "asynchronous jobs: results, cancellation" {
+    const m = try loadTestModel();
+    defer m.deinit();
+    const bytes = try readTestImage("rgb.png");
+    defer testing.allocator.free(bytes);
+    const want = try m.embed(testing.allocator, bytes, null);
+    defer want.deinit(testing.allocator);
+
+    // Several jobs in flight, then waited for: the synchronous result bit for bit.
+    var jobs: [4]Job = undefined;
+    for (&jobs) |*j| j.* = try m.embedAsync(bytes, null);
+    for (jobs) |j| {
+        defer j.deinit();
+        const e = try j.wait(testing.allocator, null);
+        defer e.deinit(testing.allocator);
+        try testing.expectEqualSlices(f32, want.data, e.data);
+        try testing.expect(j.done(0));
+        // Handed out once.
+        try testing.expectError(error.InvalidArgument, j.wait(testing.allocator, null));
+    }
+
+    // A long job (many copies of one image) cancelled before it has finished.
+    var image: ?*c.vt_image = null;
+    var err: ?*c.vt_error = null;
+    try check(c.vt_preprocess(m.ptr, bytes.ptr, bytes.len, &image, &err), err, null);
+    defer c.vt_image_free(image);
+    const list = try testing.allocator.alloc(?*const c.vt_image, 3000);
+    defer testing.allocator.free(list);
+    @memset(list, image);
+    var cancelled = false;
+    var tries: usize = 0;
+    while (tries < 5 and !cancelled) : (tries += 1) {
+        var ptr: ?*c.vt_job = null;
+        try check(c.vt_forward_async(m.ptr, list.ptr, list.len, null, null, &ptr, &err), err, null);
+        const j = Job{ .ptr = ptr.? };
+        defer j.deinit();
+        if (!j.done(0)) {
+            j.cancel();
+            var diag: Diagnostics = .{};
+            if (j.wait(testing.allocator, &diag)) |e| {
+                e.deinit(testing.allocator);
+            } else |e| {
+                try testing.expectEqual(error.Cancelled, e);
+                try testing.expectEqual(@as(c.vt_status, c.VT_ERR_CANCELLED), diag.status);
+                cancelled = true;
+            }
+        }
+    }
+    try testing.expect(cancelled);
+
+    // A finished job keeps its result when cancelled; freeing a running job is safe.
+    const fin = try m.embedAsync(bytes, null);
+    defer fin.deinit();
+    while (!fin.done(1000)) {}
+    fin.cancel();
+    const e = try fin.wait(testing.allocator, null);
+    defer e.deinit(testing.allocator);
+    try testing.expectEqualSlices(f32, want.data, e.data);
+    var early: ?*c.vt_job = null;
+    try check(c.vt_forward_async(m.ptr, list.ptr, list.len, null, null, &early, &err), err, null);
+    c.vt_job_free(early);
+    c.vt_job_free(null);
+    c.vt_job_cancel(null);
 }
