@@ -184,6 +184,17 @@ typedef struct vt_load_params {
      * before it get the default.
      */
     uint64_t max_image_tokens;
+    /**
+     * Byte budget of the model's embedding cache; 0 (default) = no cache. With a cache, an
+     * image whose preprocessed tensor (pixels after decoding, resizing and normalizing, with
+     * its shape and token grid) equals one this model has already run gets the same
+     * embeddings back without a forward pass. Hits are confirmed by comparing the tensors
+     * bit for bit (never a false hit); each entry holds its preprocessed tensor and its
+     * embeddings, both counted in the budget; the least recently used entries are evicted
+     * to stay within it. Embeddings already handed out are not affected by eviction.
+     * Counters: vt_model_cache_stats.
+     */
+    uint64_t embedding_cache_bytes;
 } vt_load_params;
 
 /**
@@ -241,6 +252,29 @@ typedef uint32_t vt_token_role;
  * handle was freed before the job finished.
  */
 typedef void (*vt_job_callback)(void *user_data, vt_status status);
+
+/**
+ * Counters of a model's embedding cache (vt_load_params.embedding_cache_bytes), filled by
+ * vt_model_cache_stats. All 0 for a model loaded without a cache.
+ */
+typedef struct vt_cache_stats {
+    /**
+     * Images answered from the cache (no forward pass), since the model was loaded.
+     */
+    uint64_t hits;
+    /**
+     * Images looked up and not found, then run, since the model was loaded.
+     */
+    uint64_t misses;
+    /**
+     * Bytes the cache holds now (preprocessed tensors and embeddings of every entry).
+     */
+    uint64_t bytes;
+    /**
+     * Images the cache holds now.
+     */
+    uint64_t entries;
+} vt_cache_stats;
 
 /**
  * Success.
@@ -917,6 +951,16 @@ void vt_job_cancel(const struct vt_job *job);
  * result not taken by vt_job_wait is freed.
  */
 void vt_job_free(struct vt_job *job);
+
+/**
+ * Reads the counters of the model's embedding cache into `*stats_out`.
+ *
+ * Errors: VT_ERR_INVALID_ARGUMENT for a NULL pointer. Any thread, concurrently with other
+ * calls on the model (the counters are read together, under the cache's lock).
+ */
+vt_status vt_model_cache_stats(const struct vt_model *model,
+                               struct vt_cache_stats *stats_out,
+                               struct vt_error **err_out);
 
 /**
  * Embedding levels each image of this model yields: 1 for most models; 1 + the number of

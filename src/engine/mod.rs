@@ -2,6 +2,7 @@
 //! device placement.
 
 pub mod batch;
+pub mod cache;
 pub mod device;
 pub mod embeddings;
 pub mod image;
@@ -9,6 +10,7 @@ pub mod jobs;
 pub mod model;
 pub mod options;
 
+pub use cache::CacheStats;
 pub use embeddings::{Embeddings, OutputType};
 pub use image::Image;
 pub use jobs::Job;

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use crate::config::ModelFiles;
 use crate::engine::batch::plan_batches;
+use crate::engine::cache::{self, CacheStats, EmbeddingCache};
 use crate::engine::device::{place, Placement};
 use crate::engine::jobs::{self, Job, JobQueue, OnDone};
 use crate::engine::{Embeddings, Image, LoadOptions};
@@ -34,6 +35,8 @@ pub struct Model {
     placement: Placement,
     /// Asynchronous jobs ([`Model::submit`]); its threads start with the first job.
     jobs: JobQueue,
+    /// The embedding cache, when `LoadOptions::embedding_cache_bytes` > 0.
+    cache: Option<EmbeddingCache>,
 }
 
 impl std::fmt::Debug for Model {
@@ -88,6 +91,8 @@ impl Model {
             },
             placement,
             jobs: JobQueue::default(),
+            cache: (options.embedding_cache_bytes > 0)
+                .then(|| EmbeddingCache::new(options.embedding_cache_bytes)),
         })
     }
 
@@ -210,9 +215,25 @@ impl Model {
         for (i, img) in images.iter().enumerate() {
             self.check_image(i, img)?;
         }
-        let pixels: Vec<&Pixels> = images.iter().map(|i| &i.pixels).collect();
+        let all: Vec<&Pixels> = images.iter().map(|i| &i.pixels).collect();
         let dim = self.info().output_dim;
         let mut outputs: Vec<Option<Vec<candle_core::Tensor>>> = vec![None; images.len()];
+        // With a cache: the images it holds are answered from it, the rest run.
+        let hashes: Vec<u64> = match &self.cache {
+            Some(cache) => self.pool.install(|| {
+                all.iter()
+                    .zip(outputs.iter_mut())
+                    .map(|(p, out)| {
+                        let h = cache::key(p);
+                        *out = cache.get(h, p);
+                        h
+                    })
+                    .collect()
+            }),
+            None => Vec::new(),
+        };
+        let todo: Vec<usize> = (0..all.len()).filter(|&i| outputs[i].is_none()).collect();
+        let pixels: Vec<&Pixels> = todo.iter().map(|&i| all[i]).collect();
         let n_levels = self.n_levels();
         self.pool.install(|| -> Result<()> {
             let info = self.info();
@@ -229,8 +250,9 @@ impl Model {
                         group.len()
                     )));
                 }
-                for (&i, levels) in group.iter().zip(results) {
-                    let expected = [pixels[i].n_tokens(), dim];
+                for (&j, levels) in group.iter().zip(results) {
+                    let i = todo[j];
+                    let expected = [all[i].n_tokens(), dim];
                     if levels.len() != n_levels {
                         return Err(Error::compute(format!(
                             "image {i}: {} embedding levels, expected {n_levels}",
@@ -251,12 +273,27 @@ impl Model {
         // GPU work is queued asynchronously: wait for it here, so that the results are
         // complete (and any device error is reported) when `forward` returns.
         self.placement.device.synchronize()?;
+        if let Some(cache) = &self.cache {
+            for &i in &todo {
+                if let Some(levels) = &outputs[i] {
+                    cache.insert(hashes[i], all[i], levels)?;
+                }
+            }
+        }
         let outputs = outputs
             .into_iter()
             .enumerate()
             .map(|(i, o)| o.ok_or_else(|| Error::compute(format!("image {i} was not run"))))
             .collect::<Result<Vec<_>>>()?;
         Embeddings::with_levels(dim, outputs, self.inner.deepstack_layers().to_vec())
+    }
+
+    /// The embedding cache's counters (all 0 without a cache).
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache
+            .as_ref()
+            .map(EmbeddingCache::stats)
+            .unwrap_or_default()
     }
 
     /// Checks that image `i` of a call was preprocessed by this model.

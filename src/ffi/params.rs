@@ -64,6 +64,15 @@ pub struct vt_load_params {
     /// tokens). 0 = the default, 32768. Added after `dtype`: callers whose struct_size ends
     /// before it get the default.
     pub max_image_tokens: u64,
+    /// Byte budget of the model's embedding cache; 0 (default) = no cache. With a cache, an
+    /// image whose preprocessed tensor (pixels after decoding, resizing and normalizing, with
+    /// its shape and token grid) equals one this model has already run gets the same
+    /// embeddings back without a forward pass. Hits are confirmed by comparing the tensors
+    /// bit for bit (never a false hit); each entry holds its preprocessed tensor and its
+    /// embeddings, both counted in the budget; the least recently used entries are evicted
+    /// to stay within it. Embeddings already handed out are not affected by eviction.
+    /// Counters: vt_model_cache_stats.
+    pub embedding_cache_bytes: u64,
 }
 
 /// The default load parameters (struct_size filled in). Any thread.
@@ -77,6 +86,7 @@ pub extern "C" fn vt_load_params_default() -> vt_load_params {
         max_image_pixels: DEFAULT_MAX_IMAGE_PIXELS,
         dtype: VT_DTYPE_AUTO,
         max_image_tokens: DEFAULT_MAX_IMAGE_TOKENS,
+        embedding_cache_bytes: 0,
     }
 }
 
@@ -132,7 +142,8 @@ versioned!(
         n_threads,
         max_image_pixels,
         dtype,
-        max_image_tokens
+        max_image_tokens,
+        embedding_cache_bytes
     ]
 );
 
@@ -245,6 +256,7 @@ pub(crate) fn to_options(p: &vt_load_params) -> Result<LoadOptions> {
         n_threads: p.n_threads as usize,
         max_image_pixels: or_default(p.max_image_pixels, DEFAULT_MAX_IMAGE_PIXELS),
         max_image_tokens: or_default(p.max_image_tokens, DEFAULT_MAX_IMAGE_TOKENS),
+        embedding_cache_bytes: p.embedding_cache_bytes,
     })
 }
 
