@@ -157,6 +157,9 @@ struct LoadOptions {
     /// The most embeddings one image may yield (every frame and crop counted); preprocessing
     /// refuses larger images with VT_ERR_IMAGE_TOO_LARGE. 0 = the library default, 32768.
     uint64_t max_image_tokens = 0;
+    /// Byte budget of the embedding cache (see vt_load_params.embedding_cache_bytes);
+    /// 0 = no cache.
+    uint64_t embedding_cache_bytes = 0;
 
     vt_load_params to_c() const noexcept {
         vt_load_params p = vt_load_params_default();
@@ -165,6 +168,7 @@ struct LoadOptions {
         p.n_threads = n_threads;
         p.max_image_pixels = max_image_pixels;
         p.max_image_tokens = max_image_tokens;
+        p.embedding_cache_bytes = embedding_cache_bytes;
         return p;
     }
 };
@@ -432,6 +436,13 @@ public:
         Size s;
         vt_error *err = nullptr;
         detail::check(vt_model_image_size(c(), &s.width, &s.height, &err), &err);
+        return s;
+    }
+    /// The embedding cache's counters (all 0 without a cache).
+    vt_cache_stats cache_stats() const {
+        vt_cache_stats s{};
+        vt_error *err = nullptr;
+        detail::check(vt_model_cache_stats(c(), &s, &err), &err);
         return s;
     }
     /// The language-model token id for `token`, if the checkpoint has one.

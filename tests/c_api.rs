@@ -92,6 +92,22 @@ fn c_jobs() {
 }
 
 #[test]
+fn c_cache() {
+    let tmp = temp_dir("c-cache");
+    let bin = tmp.join("cache");
+    compile(&[repo().join("tests/c/cache.c")], &bin, false, &[]);
+    let model = fixtures().join(FIXTURE);
+    run(
+        &bin,
+        &[
+            model.to_str().unwrap(),
+            image_path("rgb.png").to_str().unwrap(),
+            image_path("jpeg420.jpg").to_str().unwrap(),
+        ],
+    );
+}
+
+#[test]
 fn c_preprocess_ex() {
     let tmp = temp_dir("c-preprocess-ex");
     let bin = tmp.join("preprocess_ex");

@@ -136,3 +136,24 @@ func (j *Job) Close() error {
 	}
 	return nil
 }
+
+// CacheStats are the counters of a model's embedding cache (Options.EmbeddingCacheBytes).
+type CacheStats struct {
+	// Hits and Misses count images since Load; Bytes and Entries are what the cache holds.
+	Hits, Misses, Bytes, Entries uint64
+}
+
+// CacheStats reads the embedding cache's counters (all 0 without a cache).
+func (m *Model) CacheStats() (CacheStats, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.c == nil {
+		return CacheStats{}, ErrClosed
+	}
+	var s C.vt_cache_stats
+	var cerr *C.struct_vt_error
+	if st := C.vt_model_cache_stats(m.c, &s, &cerr); st != C.VT_OK {
+		return CacheStats{}, takeError(st, cerr)
+	}
+	return CacheStats{Hits: uint64(s.hits), Misses: uint64(s.misses), Bytes: uint64(s.bytes), Entries: uint64(s.entries)}, nil
+}

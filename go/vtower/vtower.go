@@ -61,6 +61,10 @@ type Options struct {
 	// crop counted); images that would yield more are refused with StatusImageTooLarge
 	// before anything is allocated for them. 0 = the library default, 32768.
 	MaxImageTokens uint64
+	// EmbeddingCacheBytes is the byte budget of the model's embedding cache: an image whose
+	// preprocessed pixels equal one already run gets the same embeddings back without a
+	// forward pass (checked bit for bit; least recently used entries evicted). 0 = no cache.
+	EmbeddingCacheBytes uint64
 }
 
 // Info describes a loaded model.
@@ -161,6 +165,7 @@ func Load(dir string, opts *Options) (*Model, error) {
 		params.n_threads = C.uint32_t(opts.Threads)
 		params.max_image_pixels = C.uint64_t(opts.MaxImagePixels)
 		params.max_image_tokens = C.uint64_t(opts.MaxImageTokens)
+		params.embedding_cache_bytes = C.uint64_t(opts.EmbeddingCacheBytes)
 	}
 	cdir := C.CString(dir)
 	defer C.free(unsafe.Pointer(cdir))

@@ -554,3 +554,32 @@ func TestEmbedAsync(t *testing.T) {
 	}
 	kept.Close()
 }
+
+func TestEmbeddingCache(t *testing.T) {
+	m, err := vtower.Load(modelDir(), &vtower.Options{Threads: 2, EmbeddingCacheBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	cases, _ := reference(t)
+	data := readFile(t, filepath.Join(fixtures(), "..", "..", cases[0].Path))
+	a, err := m.Embed(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := m.Embed(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !equal(a[0].Data, b[0].Data) {
+		t.Fatal("a cache hit differs from the computed embeddings")
+	}
+	s, err := m.CacheStats()
+	if err != nil || s.Hits != 1 || s.Misses != 1 || s.Entries != 1 || s.Bytes == 0 {
+		t.Fatalf("stats %+v, %v", s, err)
+	}
+	plain := load(t)
+	if s, _ := plain.CacheStats(); s != (vtower.CacheStats{}) {
+		t.Fatalf("no cache: %+v", s)
+	}
+}

@@ -306,6 +306,20 @@ int main(int argc, char **argv) {
         expect_error("empty job", VT_ERR_INVALID_ARGUMENT, "empty", [&] { (void)fin.done(); });
     }
 
+    // The embedding cache: a second forward of the same image is a hit, bit for bit.
+    {
+        vtower::LoadOptions o;
+        o.embedding_cache_bytes = 1 << 20;
+        CHECK(o.to_c().embedding_cache_bytes == 1 << 20);
+        vtower::Model cached(dir, o);
+        CHECK(cached.cache_stats().hits == 0 && other.cache_stats().bytes == 0);
+        vtower::Embeddings e1 = cached.embed(jpg);
+        vtower::Embeddings e2 = cached.embed(jpg);
+        vt_cache_stats st = cached.cache_stats();
+        CHECK(st.hits == 1 && st.misses == 1 && st.entries == 1 && st.bytes > 0);
+        CHECK(same(e1[0], ref[0]) && same(e2[0], ref[0]));
+    }
+
     std::printf("%d passed, %d failed\n", passed, failures);
     return failures ? 1 : 0;
 }

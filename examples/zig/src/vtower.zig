@@ -86,6 +86,8 @@ pub const LoadOptions = struct {
     /// The most embeddings one image may yield (every frame and crop counted); images that
     /// would yield more are refused (error.ImageTooLarge); 0 = 32768.
     max_image_tokens: u64 = 0,
+    /// Byte budget of the embedding cache (vt_load_params.embedding_cache_bytes); 0 = none.
+    embedding_cache_bytes: u64 = 0,
 
     /// The C parameters (vt_load_params_default() with these fields set).
     pub fn params(o: LoadOptions) c.vt_load_params {
@@ -93,6 +95,7 @@ pub const LoadOptions = struct {
         p.n_threads = o.n_threads;
         p.max_image_pixels = o.max_image_pixels;
         p.max_image_tokens = o.max_image_tokens;
+        p.embedding_cache_bytes = o.embedding_cache_bytes;
         return p;
     }
 };
@@ -122,6 +125,14 @@ pub const Model = struct {
 
     pub fn family(m: Model) []const u8 {
         return std.mem.span(c.vt_model_family(m.ptr));
+    }
+
+    /// The embedding cache's counters (all 0 without a cache).
+    pub fn cacheStats(m: Model) c.vt_cache_stats {
+        var s: c.vt_cache_stats = .{ .hits = 0, .misses = 0, .bytes = 0, .entries = 0 };
+        var err: ?*c.vt_error = null;
+        check(c.vt_model_cache_stats(m.ptr, &s, &err), err, null) catch unreachable;
+        return s;
     }
 
     pub fn outputDim(m: Model) usize {
@@ -369,4 +380,23 @@ test "asynchronous jobs: results, cancellation" {
     c.vt_job_free(early);
     c.vt_job_free(null);
     c.vt_job_cancel(null);
+}
+
+test "embedding cache" {
+    const dir = try testing.allocator.dupeSentinel(u8, testPaths().model, 0);
+    defer testing.allocator.free(dir);
+    const m = try Model.loadWith(dir, .{ .n_threads = 2, .embedding_cache_bytes = 1 << 20 }, null);
+    defer m.deinit();
+    const bytes = try readTestImage("rgb.png");
+    defer testing.allocator.free(bytes);
+    const a = try m.embed(testing.allocator, bytes, null);
+    defer a.deinit(testing.allocator);
+    const b = try m.embed(testing.allocator, bytes, null);
+    defer b.deinit(testing.allocator);
+    try testing.expectEqualSlices(f32, a.data, b.data);
+    const s = m.cacheStats();
+    try testing.expectEqual(@as(u64, 1), s.hits);
+    try testing.expectEqual(@as(u64, 1), s.misses);
+    try testing.expectEqual(@as(u64, 1), s.entries);
+    try testing.expect(s.bytes > 0);
 }
