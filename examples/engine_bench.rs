@@ -85,11 +85,17 @@ fn main() {
     // at a spread of points into their run; latency = cancel() to the job's end, against
     // one encoder layer of that batch (its forward time / layers).
     for (b, base) in [(1usize, 100usize), (4, 1000)] {
-        let imgs: Vec<_> = (0..b).map(|j| variant(&model, 500 + j)).collect();
-        let refs: Vec<_> = imgs.iter().collect();
-        let t = Instant::now();
-        model.forward(&refs).unwrap();
-        let batch_fwd = t.elapsed().as_secs_f64();
+        let mut times = Vec::new();
+        for r in 0..3 {
+            let imgs: Vec<_> = (0..b)
+                .map(|j| variant(&model, 5000 + base + r * b + j))
+                .collect();
+            let refs: Vec<_> = imgs.iter().collect();
+            let t = Instant::now();
+            model.forward(&refs).unwrap();
+            times.push(t.elapsed().as_secs_f64());
+        }
+        let batch_fwd = median(times);
         let mut lat = Vec::new();
         for k in 0..10 {
             let imgs: Vec<_> = (0..b).map(|j| variant(&model, base + k * b + j)).collect();
