@@ -195,6 +195,14 @@ typedef struct vt_load_params {
      * Counters: vt_model_cache_stats.
      */
     uint64_t embedding_cache_bytes;
+    /**
+     * Most activation memory (bytes) one batch of vt_forward / vt_forward_async may take;
+     * 0 (default) = no limit. Before anything runs, each image's need is estimated from its
+     * size (vt_model_forward_bytes says how); a call whose images would exceed the limit
+     * together is split into smaller batches (results are unchanged), and an image over it
+     * alone fails the call with VT_ERR_IMAGE_TOO_LARGE.
+     */
+    uint64_t max_forward_bytes;
 } vt_load_params;
 
 /**
@@ -314,7 +322,8 @@ typedef struct vt_cache_stats {
 
 /**
  * The image exceeds a limit set at load (vt_load_params, LoadOptions): more pixels than
- * max_image_pixels, or more embeddings than max_image_tokens.
+ * max_image_pixels, or more embeddings than max_image_tokens, or (vt_forward and
+ * vt_forward_async) an estimated activation memory over max_forward_bytes.
  */
 #define VT_ERR_IMAGE_TOO_LARGE 7
 
@@ -961,6 +970,20 @@ void vt_job_free(struct vt_job *job);
 vt_status vt_model_cache_stats(const struct vt_model *model,
                                struct vt_cache_stats *stats_out,
                                struct vt_error **err_out);
+
+/**
+ * The estimated activation memory, in bytes, of running `image` alone on `model`: what
+ * vt_load_params.max_forward_bytes is compared with (a batch of B such images: B times
+ * this). An upper estimate from the image's size, made before anything runs:
+ * 4 * (16 * patches * vision_dim + levels * n_tokens * output_dim), plus on a GPU the
+ * attention scores 4 * (vision_dim / 64) * patches^2 (the CPU computes them in bounded
+ * chunks); `patches` is the larger of n_tokens * merge^2 and the pixel tensor's size over
+ * 3 * patch_size^2. The 16 vectors of the encoder's width per patch cover one layer's live
+ * tensors (input, norm, q, k, v, attention output, residual, an MLP of 4x the width before
+ * and after its activation), counted as f32 whatever the dtype. 0 if an argument is NULL.
+ * Any thread.
+ */
+uint64_t vt_model_forward_bytes(const struct vt_model *model, const struct vt_image *image);
 
 /**
  * Embedding levels each image of this model yields: 1 for most models; 1 + the number of

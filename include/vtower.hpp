@@ -160,6 +160,10 @@ struct LoadOptions {
     /// Byte budget of the embedding cache (see vt_load_params.embedding_cache_bytes);
     /// 0 = no cache.
     uint64_t embedding_cache_bytes = 0;
+    /// Most estimated activation bytes per forward batch (see vt_load_params.max_forward_bytes):
+    /// larger batches are split, an image over it alone throws VT_ERR_IMAGE_TOO_LARGE.
+    /// 0 = no limit.
+    uint64_t max_forward_bytes = 0;
 
     vt_load_params to_c() const noexcept {
         vt_load_params p = vt_load_params_default();
@@ -169,6 +173,7 @@ struct LoadOptions {
         p.max_image_pixels = max_image_pixels;
         p.max_image_tokens = max_image_tokens;
         p.embedding_cache_bytes = embedding_cache_bytes;
+        p.max_forward_bytes = max_forward_bytes;
         return p;
     }
 };
@@ -437,6 +442,10 @@ public:
         vt_error *err = nullptr;
         detail::check(vt_model_image_size(c(), &s.width, &s.height, &err), &err);
         return s;
+    }
+    /// Estimated activation bytes of running `image` alone (vt_model_forward_bytes).
+    uint64_t forward_bytes(const Image &image) const {
+        return vt_model_forward_bytes(c(), detail::require(image.get(), "vtower::Image"));
     }
     /// The embedding cache's counters (all 0 without a cache).
     vt_cache_stats cache_stats() const {

@@ -84,7 +84,8 @@ statuses! {
     /// The image bytes could not be decoded (corrupt, truncated, unknown format, empty).
     ImageDecode = 6, "VT_ERR_IMAGE_DECODE", "image could not be decoded";
     /// The image exceeds a limit set at load (vt_load_params, LoadOptions): more pixels than
-    /// max_image_pixels, or more embeddings than max_image_tokens.
+    /// max_image_pixels, or more embeddings than max_image_tokens, or (vt_forward and
+    /// vt_forward_async) an estimated activation memory over max_forward_bytes.
     ImageTooLarge = 7, "VT_ERR_IMAGE_TOO_LARGE", "image too large";
     /// The requested compute device is not available.
     Device = 8, "VT_ERR_DEVICE", "compute device unavailable";

@@ -65,6 +65,10 @@ type Options struct {
 	// preprocessed pixels equal one already run gets the same embeddings back without a
 	// forward pass (checked bit for bit; least recently used entries evicted). 0 = no cache.
 	EmbeddingCacheBytes uint64
+	// MaxForwardBytes bounds the estimated activation memory of one forward batch (see
+	// vt_model_forward_bytes in vtower.h): larger batches are split, an image over it alone
+	// fails with StatusImageTooLarge before anything runs. 0 = no limit.
+	MaxForwardBytes uint64
 }
 
 // Info describes a loaded model.
@@ -166,6 +170,7 @@ func Load(dir string, opts *Options) (*Model, error) {
 		params.max_image_pixels = C.uint64_t(opts.MaxImagePixels)
 		params.max_image_tokens = C.uint64_t(opts.MaxImageTokens)
 		params.embedding_cache_bytes = C.uint64_t(opts.EmbeddingCacheBytes)
+		params.max_forward_bytes = C.uint64_t(opts.MaxForwardBytes)
 	}
 	cdir := C.CString(dir)
 	defer C.free(unsafe.Pointer(cdir))

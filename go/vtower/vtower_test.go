@@ -583,3 +583,27 @@ func TestEmbeddingCache(t *testing.T) {
 		t.Fatalf("no cache: %+v", s)
 	}
 }
+
+func TestMaxForwardBytes(t *testing.T) {
+	cases, _ := reference(t)
+	data := readFile(t, filepath.Join(fixtures(), "..", "..", cases[0].Path))
+	// siglip_f32: 36 patches, 64 wide, 36 x 64 outputs (see vt_model_forward_bytes).
+	need := uint64(4 * (16*36*64 + 36*64))
+	ok, err := vtower.Load(modelDir(), &vtower.Options{Threads: 2, MaxForwardBytes: need})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ok.Close()
+	if _, err := ok.Embed(data, data); err != nil {
+		t.Fatalf("split batch: %v", err)
+	}
+	small, err := vtower.Load(modelDir(), &vtower.Options{Threads: 2, MaxForwardBytes: need - 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer small.Close()
+	if _, err := small.Embed(data); !errors.Is(err, vtower.StatusImageTooLarge) ||
+		!strings.Contains(err.Error(), "max_forward_bytes") {
+		t.Fatalf("over the limit: %v", err)
+	}
+}

@@ -37,6 +37,8 @@ pub struct Model {
     jobs: JobQueue,
     /// The embedding cache, when `LoadOptions::embedding_cache_bytes` > 0.
     cache: Option<EmbeddingCache>,
+    /// `LoadOptions::max_forward_bytes` (0 = no limit).
+    max_forward_bytes: u64,
 }
 
 impl std::fmt::Debug for Model {
@@ -93,6 +95,7 @@ impl Model {
             jobs: JobQueue::default(),
             cache: (options.embedding_cache_bytes > 0)
                 .then(|| EmbeddingCache::new(options.embedding_cache_bytes)),
+            max_forward_bytes: options.max_forward_bytes,
         })
     }
 
@@ -234,10 +237,11 @@ impl Model {
         };
         let todo: Vec<usize> = (0..all.len()).filter(|&i| outputs[i].is_none()).collect();
         let pixels: Vec<&Pixels> = todo.iter().map(|&i| all[i]).collect();
+        let max_batch = self.batch_within_limit(&todo, images)?;
         let n_levels = self.n_levels();
         self.pool.install(|| -> Result<()> {
             let info = self.info();
-            for group in plan_batches(&pixels, info.max_batch, info.mixed_shape_batches) {
+            for group in plan_batches(&pixels, max_batch, info.mixed_shape_batches) {
                 let batch: Vec<&Pixels> = group.iter().map(|&i| pixels[i]).collect();
                 let results = cancel::scoped(token, || {
                     cancel::check()?;
@@ -286,6 +290,59 @@ impl Model {
             .map(|(i, o)| o.ok_or_else(|| Error::compute(format!("image {i} was not run"))))
             .collect::<Result<Vec<_>>>()?;
         Embeddings::with_levels(dim, outputs, self.inner.deepstack_layers().to_vec())
+    }
+
+    /// Estimated activation memory, in bytes, of running `image` alone: what
+    /// `LoadOptions::max_forward_bytes` is compared with (times the batch size). An upper
+    /// estimate from the image's size, computed before anything runs:
+    /// `4 * (16 * patches * vision_dim + n_levels * n_tokens * output_dim)`, plus on a GPU
+    /// the attention scores `4 * (vision_dim / 64) * patches^2` (the CPU computes them in
+    /// bounded chunks), where `patches` is the larger of `n_tokens * merge^2` and the pixel
+    /// tensor's size over `3 * patch_size^2`: 16 hidden-size vectors per patch cover a
+    /// layer's live tensors (input, norm, q/k/v, attention output, residual, an MLP of 4x
+    /// the width before and after its activation), counted as f32 whatever the dtype.
+    pub fn forward_bytes(&self, image: &Image) -> u64 {
+        let info = self.info();
+        let p = &image.pixels;
+        let patch = info.patch_size.max(1) as u64;
+        let m = self.merge_size() as u64;
+        let tokens = p.n_tokens() as u64;
+        let patches = (tokens * m * m).max(p.data.len() as u64 / (3 * patch * patch));
+        let d = info.vision_dim as u64;
+        let mut bytes = 4u64
+            .saturating_mul(16 * patches)
+            .saturating_mul(d)
+            .saturating_add(4 * self.n_levels() as u64 * tokens * info.output_dim as u64);
+        if !self.placement.device.is_cpu() {
+            let heads = (d / 64).max(1);
+            bytes = bytes.saturating_add(4 * heads * patches.saturating_mul(patches));
+        }
+        bytes
+    }
+
+    /// The batch size that keeps every batch of `todo` (indices into `images`) within
+    /// `max_forward_bytes`; refuses an image that does not fit alone.
+    fn batch_within_limit(&self, todo: &[usize], images: &[&Image]) -> Result<usize> {
+        let max_batch = self.info().max_batch.max(1);
+        let limit = self.max_forward_bytes;
+        if limit == 0 {
+            return Ok(max_batch);
+        }
+        let mut largest = 1;
+        for &i in todo {
+            let need = self.forward_bytes(images[i]);
+            if need > limit {
+                return Err(Error::new(
+                    Status::ImageTooLarge,
+                    format!(
+                        "image {i} needs an estimated {need} bytes of activations to run, over \
+                         max_forward_bytes = {limit}"
+                    ),
+                ));
+            }
+            largest = largest.max(need);
+        }
+        Ok(max_batch.min((limit / largest).max(1) as usize))
     }
 
     /// The embedding cache's counters (all 0 without a cache).

@@ -47,6 +47,10 @@ pub struct LoadOptions {
     /// preprocessed tensor equals one already run returns the same embeddings without a
     /// forward pass. 0 (the default) = no cache.
     pub embedding_cache_bytes: u64,
+    /// Most activation memory one batch of a forward pass may take, as estimated by
+    /// [`crate::engine::Model::forward_bytes`]; larger batches are split, an image over it
+    /// alone is refused with `ImageTooLarge` before anything runs. 0 (default) = no limit.
+    pub max_forward_bytes: u64,
 }
 
 impl Default for LoadOptions {
@@ -58,6 +62,7 @@ impl Default for LoadOptions {
             max_image_pixels: DEFAULT_MAX_IMAGE_PIXELS,
             max_image_tokens: DEFAULT_MAX_IMAGE_TOKENS,
             embedding_cache_bytes: 0,
+            max_forward_bytes: 0,
         }
     }
 }

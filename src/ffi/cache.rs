@@ -1,7 +1,9 @@
-//! The embedding cache's counters.
+//! The embedding cache's counters and the activation estimate of vt_load_params.max_forward_bytes.
 
+use crate::ffi::boundary::guard_value;
 use crate::ffi::boundary::{arg, guard};
 use crate::ffi::error::vt_error;
+use crate::ffi::image::vt_image;
 use crate::ffi::model::vt_model;
 use crate::ffi::status::vt_status;
 
@@ -44,5 +46,26 @@ pub extern "C" fn vt_model_cache_stats(
         // SAFETY: checked non-NULL above.
         unsafe { crate::ffi::boundary::write(stats_out, out) };
         Ok(())
+    })
+}
+
+/// The estimated activation memory, in bytes, of running `image` alone on `model`: what
+/// vt_load_params.max_forward_bytes is compared with (a batch of B such images: B times
+/// this). An upper estimate from the image's size, made before anything runs:
+/// 4 * (16 * patches * vision_dim + levels * n_tokens * output_dim), plus on a GPU the
+/// attention scores 4 * (vision_dim / 64) * patches^2 (the CPU computes them in bounded
+/// chunks); `patches` is the larger of n_tokens * merge^2 and the pixel tensor's size over
+/// 3 * patch_size^2. The 16 vectors of the encoder's width per patch cover one layer's live
+/// tensors (input, norm, q, k, v, attention output, residual, an MLP of 4x the width before
+/// and after its activation), counted as f32 whatever the dtype. 0 if an argument is NULL.
+/// Any thread.
+#[no_mangle]
+pub extern "C" fn vt_model_forward_bytes(model: *const vt_model, image: *const vt_image) -> u64 {
+    guard_value(0, || {
+        // SAFETY: NULL or live objects (contract).
+        match unsafe { (model.as_ref(), image.as_ref()) } {
+            (Some(m), Some(i)) => m.model.forward_bytes(&i.image),
+            _ => 0,
+        }
     })
 }

@@ -73,6 +73,12 @@ pub struct vt_load_params {
     /// to stay within it. Embeddings already handed out are not affected by eviction.
     /// Counters: vt_model_cache_stats.
     pub embedding_cache_bytes: u64,
+    /// Most activation memory (bytes) one batch of vt_forward / vt_forward_async may take;
+    /// 0 (default) = no limit. Before anything runs, each image's need is estimated from its
+    /// size (vt_model_forward_bytes says how); a call whose images would exceed the limit
+    /// together is split into smaller batches (results are unchanged), and an image over it
+    /// alone fails the call with VT_ERR_IMAGE_TOO_LARGE.
+    pub max_forward_bytes: u64,
 }
 
 /// The default load parameters (struct_size filled in). Any thread.
@@ -87,6 +93,7 @@ pub extern "C" fn vt_load_params_default() -> vt_load_params {
         dtype: VT_DTYPE_AUTO,
         max_image_tokens: DEFAULT_MAX_IMAGE_TOKENS,
         embedding_cache_bytes: 0,
+        max_forward_bytes: 0,
     }
 }
 
@@ -143,7 +150,8 @@ versioned!(
         max_image_pixels,
         dtype,
         max_image_tokens,
-        embedding_cache_bytes
+        embedding_cache_bytes,
+        max_forward_bytes
     ]
 );
 
@@ -257,6 +265,7 @@ pub(crate) fn to_options(p: &vt_load_params) -> Result<LoadOptions> {
         max_image_pixels: or_default(p.max_image_pixels, DEFAULT_MAX_IMAGE_PIXELS),
         max_image_tokens: or_default(p.max_image_tokens, DEFAULT_MAX_IMAGE_TOKENS),
         embedding_cache_bytes: p.embedding_cache_bytes,
+        max_forward_bytes: p.max_forward_bytes,
     })
 }
 

@@ -29,7 +29,8 @@ pub const VT_ERR_BAD_WEIGHTS: vt_status = 5;
 /// The image bytes could not be decoded (corrupt, truncated, unknown format, empty).
 pub const VT_ERR_IMAGE_DECODE: vt_status = 6;
 /// The image exceeds a limit set at load (vt_load_params, LoadOptions): more pixels than
-/// max_image_pixels, or more embeddings than max_image_tokens.
+/// max_image_pixels, or more embeddings than max_image_tokens, or (vt_forward and
+/// vt_forward_async) an estimated activation memory over max_forward_bytes.
 pub const VT_ERR_IMAGE_TOO_LARGE: vt_status = 7;
 /// The requested compute device is not available.
 pub const VT_ERR_DEVICE: vt_status = 8;

@@ -55,6 +55,31 @@ int main(int argc, char **argv) {
     CHECK(vt_model_cache_stats(NULL, &st, NULL) == VT_ERR_INVALID_ARGUMENT);
     CHECK(vt_model_cache_stats(cached, NULL, NULL) == VT_ERR_INVALID_ARGUMENT);
 
+    /* max_forward_bytes: an image over the estimate alone is refused before it runs. */
+    {
+        vt_model *small = NULL;
+        vt_image *img = NULL;
+        vt_embeddings *none = NULL;
+        vt_error *err = NULL;
+        const vt_image *list[1];
+        uint64_t need;
+        vt_load_params q = vt_load_params_default();
+        CHECK(q.max_forward_bytes == 0);
+        CHECK(vt_preprocess(plain, a, la, &img, NULL) == VT_OK);
+        need = vt_model_forward_bytes(plain, img);
+        CHECK(need > 0 && vt_model_forward_bytes(NULL, img) == 0);
+        vt_image_free(img);
+        q.max_forward_bytes = need - 1;
+        CHECK(vt_load(argv[1], &q, &small, NULL) == VT_OK);
+        CHECK(vt_preprocess(small, a, la, &img, NULL) == VT_OK);
+        list[0] = img;
+        CHECK(vt_forward(small, list, 1, &none, &err) == VT_ERR_IMAGE_TOO_LARGE);
+        CHECK(none == NULL && err && strstr(vt_error_message(err), "max_forward_bytes"));
+        vt_error_free(err);
+        vt_image_free(img);
+        vt_model_free(small);
+    }
+
     vt_embeddings_free(e1);
     vt_embeddings_free(e2);
     vt_embeddings_free(e3);

@@ -319,6 +319,17 @@ int main(int argc, char **argv) {
         CHECK(st.hits == 1 && st.misses == 1 && st.entries == 1 && st.bytes > 0);
         CHECK(same(e1[0], ref[0]) && same(e2[0], ref[0]));
     }
+    // max_forward_bytes: an image over the estimate alone is refused.
+    {
+        vtower::Image img = other.preprocess(jpg);
+        vtower::LoadOptions o;
+        o.max_forward_bytes = other.forward_bytes(img) - 1;
+        CHECK(o.to_c().max_forward_bytes == o.max_forward_bytes && o.max_forward_bytes > 0);
+        vtower::Model small(dir, o);
+        vtower::Image mine = small.preprocess(jpg);
+        expect_error("over max_forward_bytes", VT_ERR_IMAGE_TOO_LARGE, "max_forward_bytes",
+                     [&] { (void)small.forward(mine); });
+    }
 
     std::printf("%d passed, %d failed\n", passed, failures);
     return failures ? 1 : 0;

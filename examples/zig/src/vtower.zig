@@ -88,6 +88,9 @@ pub const LoadOptions = struct {
     max_image_tokens: u64 = 0,
     /// Byte budget of the embedding cache (vt_load_params.embedding_cache_bytes); 0 = none.
     embedding_cache_bytes: u64 = 0,
+    /// Most estimated activation bytes per forward batch (vt_load_params.max_forward_bytes);
+    /// larger batches are split, an image over it alone gives error.ImageTooLarge. 0 = none.
+    max_forward_bytes: u64 = 0,
 
     /// The C parameters (vt_load_params_default() with these fields set).
     pub fn params(o: LoadOptions) c.vt_load_params {
@@ -96,6 +99,7 @@ pub const LoadOptions = struct {
         p.max_image_pixels = o.max_image_pixels;
         p.max_image_tokens = o.max_image_tokens;
         p.embedding_cache_bytes = o.embedding_cache_bytes;
+        p.max_forward_bytes = o.max_forward_bytes;
         return p;
     }
 };
@@ -399,4 +403,22 @@ test "embedding cache" {
     try testing.expectEqual(@as(u64, 1), s.misses);
     try testing.expectEqual(@as(u64, 1), s.entries);
     try testing.expect(s.bytes > 0);
+}
+
+test "max forward bytes" {
+    const dir = try testing.allocator.dupeSentinel(u8, testPaths().model, 0);
+    defer testing.allocator.free(dir);
+    // siglip_f32: 36 patches, 64 wide, 36 x 64 outputs (see vt_model_forward_bytes).
+    const need: u64 = 4 * (16 * 36 * 64 + 36 * 64);
+    const bytes = try readTestImage("rgb.png");
+    defer testing.allocator.free(bytes);
+    const ok = try Model.loadWith(dir, .{ .n_threads = 2, .max_forward_bytes = need }, null);
+    defer ok.deinit();
+    const e = try ok.embed(testing.allocator, bytes, null);
+    defer e.deinit(testing.allocator);
+    const small = try Model.loadWith(dir, .{ .n_threads = 2, .max_forward_bytes = need - 1 }, null);
+    defer small.deinit();
+    var diag: Diagnostics = .{};
+    try testing.expectError(error.ImageTooLarge, small.embed(testing.allocator, bytes, &diag));
+    try testing.expect(std.mem.indexOf(u8, diag.message(), "max_forward_bytes") != null);
 }
