@@ -245,6 +245,27 @@ typedef struct vt_preprocess_params {
      * negative.
      */
     double pan_and_scan_min_ratio_to_activate;
+    /**
+     * Qwen2-VL / Qwen3-VL: smallest pixel count of the resized image (the processor's
+     * `min_pixels` kwarg: `smart_resize` keeps the aspect ratio, sides multiples of
+     * patch_size * merge_size); 0 (default): preprocessor_config.json's. Other models refuse
+     * it with VT_ERR_INVALID_ARGUMENT.
+     */
+    uint64_t min_pixels;
+    /**
+     * Qwen2-VL / Qwen3-VL: largest pixel count of the resized image (`max_pixels`); 0
+     * (default): preprocessor_config.json's. Other models refuse it.
+     */
+    uint64_t max_pixels;
+    /**
+     * Any model: the most embeddings (vt_image_n_tokens) the image may yield; 0 (default): no
+     * such bound. Qwen picks the largest size its resize rule allows within it (the same as
+     * `max_pixels` = max_tokens * (patch_size * merge_size)^2); models with a fixed count
+     * (SigLIP, Gemma3, LLaVA) and models without this knob yet (Pixtral) refuse the image
+     * with VT_ERR_INVALID_ARGUMENT when it would yield more. An image no size of which
+     * fits is refused with VT_ERR_INVALID_ARGUMENT.
+     */
+    uint64_t max_tokens;
 } vt_preprocess_params;
 
 /**

@@ -18,6 +18,7 @@ use crate::models::registry;
 use crate::models::{ModelInfo, VisionModel};
 use crate::preprocess::decode::decode_to_rgb;
 use crate::preprocess::limits::try_with_capacity;
+use crate::preprocess::options::size_knobs_given;
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 use crate::weights::Weights;
 
@@ -179,9 +180,29 @@ impl Model {
     ) -> Result<Image> {
         self.limits
             .check_image("the image", u64::from(rgb.width), u64::from(rgb.height))?;
+        let knobs = self.inner.size_knobs();
+        if let Some(k) = size_knobs_given(opts)
+            .into_iter()
+            .find(|k| !knobs.contains(k) && *k != "max_tokens")
+        {
+            return Err(Error::invalid_argument(format!(
+                "{} models have no per-call `{k}` (Qwen2-VL's and Qwen3-VL's processors do)",
+                self.info().family
+            )));
+        }
         let pixels = self
             .pool
             .install(|| self.inner.preprocess_with(rgb, opts, &self.limits))?;
+        if let Some(t) = opts.max_tokens.filter(|_| !knobs.contains(&"max_tokens")) {
+            if pixels.n_tokens() > t {
+                return Err(Error::invalid_argument(format!(
+                    "no size of this image yields at most max_tokens = {t} embeddings: {} \
+                     images yield {}",
+                    self.info().family,
+                    pixels.n_tokens()
+                )));
+            }
+        }
         // Fixed-size families check nothing per image: their token count is the model's.
         self.limits.check_tokens(pixels.n_tokens() as u64, &|| {
             format!("this {} image", self.info().family)

@@ -163,6 +163,9 @@ versioned!(
         pan_and_scan_min_crop_size,
         pan_and_scan_max_num_crops,
         pan_and_scan_min_ratio_to_activate,
+        min_pixels,
+        max_pixels,
+        max_tokens,
     ]
 );
 
@@ -299,6 +302,21 @@ pub struct vt_preprocess_params {
     /// `pan_and_scan_min_ratio_to_activate`, 1.2 when absent or null. Must be finite and not
     /// negative.
     pub pan_and_scan_min_ratio_to_activate: f64,
+    /// Qwen2-VL / Qwen3-VL: smallest pixel count of the resized image (the processor's
+    /// `min_pixels` kwarg: `smart_resize` keeps the aspect ratio, sides multiples of
+    /// patch_size * merge_size); 0 (default): preprocessor_config.json's. Other models refuse
+    /// it with VT_ERR_INVALID_ARGUMENT.
+    pub min_pixels: u64,
+    /// Qwen2-VL / Qwen3-VL: largest pixel count of the resized image (`max_pixels`); 0
+    /// (default): preprocessor_config.json's. Other models refuse it.
+    pub max_pixels: u64,
+    /// Any model: the most embeddings (vt_image_n_tokens) the image may yield; 0 (default): no
+    /// such bound. Qwen picks the largest size its resize rule allows within it (the same as
+    /// `max_pixels` = max_tokens * (patch_size * merge_size)^2); models with a fixed count
+    /// (SigLIP, Gemma3, LLaVA) and models without this knob yet (Pixtral) refuse the image
+    /// with VT_ERR_INVALID_ARGUMENT when it would yield more. An image no size of which
+    /// fits is refused with VT_ERR_INVALID_ARGUMENT.
+    pub max_tokens: u64,
 }
 
 /// The default preprocess parameters (struct_size filled in, every setting taken from the
@@ -311,6 +329,9 @@ pub extern "C" fn vt_preprocess_params_default() -> vt_preprocess_params {
         pan_and_scan_min_crop_size: 0,
         pan_and_scan_max_num_crops: 0,
         pan_and_scan_min_ratio_to_activate: 0.0,
+        min_pixels: 0,
+        max_pixels: 0,
+        max_tokens: 0,
     }
 }
 
@@ -339,7 +360,15 @@ pub(crate) fn to_preprocess_options(p: &vt_preprocess_params) -> Result<Preproce
         pan_and_scan_min_crop_size: nonzero(p.pan_and_scan_min_crop_size),
         pan_and_scan_max_num_crops: nonzero(p.pan_and_scan_max_num_crops),
         pan_and_scan_min_ratio_to_activate: (ratio != 0.0).then_some(ratio),
+        min_pixels: size_knob(p.min_pixels),
+        max_pixels: size_knob(p.max_pixels),
+        max_tokens: size_knob(p.max_tokens),
     })
+}
+
+/// A u64 size knob: 0 = not given; values past usize are clamped (no image gets there).
+fn size_knob(v: u64) -> Option<usize> {
+    (v != 0).then(|| usize::try_from(v).unwrap_or(usize::MAX))
 }
 
 #[cfg(test)]

@@ -96,6 +96,13 @@ pub trait VisionModel: Send + Sync {
         self.preprocess(image, limits)
     }
 
+    /// The per-call size knobs of [`PreprocessOptions`] this family's `preprocess_with`
+    /// implements (`min_pixels`, `max_pixels`, `max_tokens`); the engine refuses the others
+    /// and checks `max_tokens` itself for families without it. None by default.
+    fn size_knobs(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// Runs the tower and projector on a batch of images preprocessed by this model that all
     /// have the same shape (any shapes when [`ModelInfo::mixed_shape_batches`]). Returns one
     /// `[n_tokens, output_dim]` tensor per image, in the compute dtype on the compute device

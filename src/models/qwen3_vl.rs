@@ -34,7 +34,7 @@ use crate::models::rope::{apply_rotary_f32, AxialRope};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor};
-use crate::preprocess::{Limits, Pixels, RgbImage};
+use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 use crate::weights::Weights;
 
 /// Every LayerNorm of the tower and mergers is built with eps 1e-6 (not a config key).
@@ -517,6 +517,19 @@ impl VisionModel for Qwen3VlModel {
 
     fn preprocess(&self, image: &RgbImage, limits: &Limits) -> Result<Pixels> {
         self.processor.process(image, limits)
+    }
+
+    fn preprocess_with(
+        &self,
+        image: &RgbImage,
+        o: &PreprocessOptions,
+        l: &Limits,
+    ) -> Result<Pixels> {
+        self.processor.process_with(image, o, l)
+    }
+
+    fn size_knobs(&self) -> &'static [&'static str] {
+        &["min_pixels", "max_pixels", "max_tokens"]
     }
 
     fn spatial_merge_size(&self) -> usize {

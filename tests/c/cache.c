@@ -80,6 +80,29 @@ int main(int argc, char **argv) {
         vt_model_free(small);
     }
 
+    /* Per-call size knobs: SigLIP has no min_pixels; max_tokens below its fixed 36 tokens
+     * is a budget no size satisfies. */
+    {
+        vt_preprocess_params pp = vt_preprocess_params_default();
+        vt_image *img = NULL;
+        vt_error *err = NULL;
+        CHECK(pp.min_pixels == 0 && pp.max_pixels == 0 && pp.max_tokens == 0);
+        pp.min_pixels = 100;
+        CHECK(vt_preprocess_ex(plain, a, la, &pp, &img, &err) == VT_ERR_INVALID_ARGUMENT);
+        CHECK(img == NULL && err && strstr(vt_error_message(err), "min_pixels"));
+        vt_error_free(err);
+        err = NULL;
+        pp.min_pixels = 0;
+        pp.max_tokens = 35;
+        CHECK(vt_preprocess_ex(plain, a, la, &pp, &img, &err) == VT_ERR_INVALID_ARGUMENT);
+        CHECK(err && strstr(vt_error_message(err), "max_tokens"));
+        vt_error_free(err);
+        pp.max_tokens = 36;
+        CHECK(vt_preprocess_ex(plain, a, la, &pp, &img, NULL) == VT_OK);
+        CHECK(vt_image_n_tokens(img) == 36);
+        vt_image_free(img);
+    }
+
     vt_embeddings_free(e1);
     vt_embeddings_free(e2);
     vt_embeddings_free(e3);
