@@ -178,6 +178,24 @@ struct LoadOptions {
     }
 };
 
+/// Per-call preprocessing knobs (vt_preprocess_params); 0 = the model's configuration.
+struct PreprocessOptions {
+    /// Qwen2-VL / Qwen3-VL: smallest / largest pixel count of the resized image.
+    uint64_t min_pixels = 0;
+    uint64_t max_pixels = 0;
+    /// Any model: the most embeddings the image may yield (Qwen picks the largest size within
+    /// it; fixed-size models refuse a smaller budget).
+    uint64_t max_tokens = 0;
+
+    vt_preprocess_params to_c() const noexcept {
+        vt_preprocess_params p = vt_preprocess_params_default();
+        p.min_pixels = min_pixels;
+        p.max_pixels = max_pixels;
+        p.max_tokens = max_tokens;
+        return p;
+    }
+};
+
 /// Width x height in pixels.
 struct Size {
     uint32_t width = 0;
@@ -361,6 +379,22 @@ public:
     Image preprocess(const Bytes &bytes) const {
         static_assert(sizeof(*bytes.data()) == 1, "preprocess expects a container of bytes");
         return preprocess(static_cast<const void *>(bytes.data()), bytes.size());
+    }
+
+    /// preprocess() with per-call knobs (see PreprocessOptions); a knob the model's family
+    /// lacks, or a budget no size satisfies, throws VT_ERR_INVALID_ARGUMENT.
+    template <class Bytes,
+              class = decltype(std::declval<const Bytes &>().data()),
+              class = decltype(std::declval<const Bytes &>().size())>
+    Image preprocess(const Bytes &bytes, const PreprocessOptions &options) const {
+        static_assert(sizeof(*bytes.data()) == 1, "preprocess expects a container of bytes");
+        vt_preprocess_params params = options.to_c();
+        vt_image *img = nullptr;
+        vt_error *err = nullptr;
+        detail::check(vt_preprocess_ex(c(), reinterpret_cast<const uint8_t *>(bytes.data()),
+                                       bytes.size(), &params, &img, &err),
+                      &err);
+        return Image(img);
     }
 
     /// Preprocesses raw RGB8 pixels: `height` rows of width * 3 bytes, `row_stride` bytes

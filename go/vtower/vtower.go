@@ -229,6 +229,26 @@ func (m *Model) Close() error {
 // in one call (same-size images are batched) and returns one Embedding per image.
 // The byte slices are only read during the call.
 func (m *Model) Embed(images ...[]byte) ([]Embedding, error) {
+	return m.EmbedWith(PreprocessOptions{}, images...)
+}
+
+// PreprocessOptions are per-call preprocessing knobs (vt_preprocess_params); the zero value
+// keeps the model's configuration.
+type PreprocessOptions struct {
+	// MinPixels and MaxPixels (Qwen2-VL, Qwen3-VL) bound the resized image's pixel count.
+	MinPixels, MaxPixels uint64
+	// MaxTokens (any model) bounds the embeddings one image yields: Qwen picks the largest
+	// size within it, fixed-size models refuse a smaller budget (StatusInvalidArgument).
+	MaxTokens uint64
+}
+
+// EmbedWith is Embed with per-call preprocessing knobs; a knob the model's family lacks, or
+// a budget no size satisfies, is a StatusInvalidArgument error.
+func (m *Model) EmbedWith(opts PreprocessOptions, images ...[]byte) ([]Embedding, error) {
+	params := C.vt_preprocess_params_default()
+	params.min_pixels = C.uint64_t(opts.MinPixels)
+	params.max_pixels = C.uint64_t(opts.MaxPixels)
+	params.max_tokens = C.uint64_t(opts.MaxTokens)
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if m.c == nil {
@@ -247,7 +267,7 @@ func (m *Model) Embed(images ...[]byte) ([]Embedding, error) {
 		}
 		var img *C.struct_vt_image
 		var cerr *C.struct_vt_error
-		if st := C.vt_preprocess(m.c, ptr, C.size_t(len(data)), &img, &cerr); st != C.VT_OK {
+		if st := C.vt_preprocess_ex(m.c, ptr, C.size_t(len(data)), &params, &img, &cerr); st != C.VT_OK {
 			e := takeError(st, cerr)
 			if len(images) > 1 {
 				e.Message = fmt.Sprintf("image %d: %s", i, e.Message)

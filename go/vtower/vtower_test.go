@@ -607,3 +607,20 @@ func TestMaxForwardBytes(t *testing.T) {
 		t.Fatalf("over the limit: %v", err)
 	}
 }
+
+func TestEmbedWithKnobs(t *testing.T) {
+	m := load(t)
+	cases, _ := reference(t)
+	data := readFile(t, filepath.Join(fixtures(), "..", "..", cases[0].Path))
+	if _, err := m.EmbedWith(vtower.PreprocessOptions{MinPixels: 100}, data); !errors.Is(err, vtower.StatusInvalidArgument) ||
+		!strings.Contains(err.Error(), "min_pixels") {
+		t.Fatalf("min_pixels on siglip: %v", err)
+	}
+	out, err := m.EmbedWith(vtower.PreprocessOptions{MaxTokens: 36}, data)
+	if err != nil || out[0].Tokens != 36 {
+		t.Fatalf("max_tokens 36: %v", err)
+	}
+	if _, err := m.EmbedWith(vtower.PreprocessOptions{MaxTokens: 35}, data); !errors.Is(err, vtower.StatusInvalidArgument) {
+		t.Fatalf("max_tokens 35: %v", err)
+	}
+}

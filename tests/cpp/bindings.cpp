@@ -319,6 +319,20 @@ int main(int argc, char **argv) {
         CHECK(st.hits == 1 && st.misses == 1 && st.entries == 1 && st.bytes > 0);
         CHECK(same(e1[0], ref[0]) && same(e2[0], ref[0]));
     }
+    // Per-call knobs: SigLIP has no min_pixels; its 36 tokens fit max_tokens 36, not 35.
+    {
+        vtower::PreprocessOptions po;
+        po.min_pixels = 100;
+        CHECK(po.to_c().min_pixels == 100 && po.to_c().struct_size == sizeof(vt_preprocess_params));
+        expect_error("min_pixels on siglip", VT_ERR_INVALID_ARGUMENT, "min_pixels",
+                     [&] { (void)other.preprocess(jpg, po); });
+        po.min_pixels = 0;
+        po.max_tokens = 36;
+        CHECK(other.preprocess(jpg, po).n_tokens() == 36);
+        po.max_tokens = 35;
+        expect_error("max_tokens below", VT_ERR_INVALID_ARGUMENT, "max_tokens",
+                     [&] { (void)other.preprocess(jpg, po); });
+    }
     // max_forward_bytes: an image over the estimate alone is refused.
     {
         vtower::Image img = other.preprocess(jpg);

@@ -104,6 +104,15 @@ pub const LoadOptions = struct {
     }
 };
 
+/// Per-call preprocessing knobs; 0 = the model's configuration.
+pub const PreprocessKnobs = struct {
+    /// Qwen2-VL / Qwen3-VL: bounds of the resized image's pixel count.
+    min_pixels: u64 = 0,
+    max_pixels: u64 = 0,
+    /// Any model: the most embeddings one image may yield.
+    max_tokens: u64 = 0,
+};
+
 /// A loaded model. Its functions may be called from many threads at once; deinit must
 /// not race with them.
 pub const Model = struct {
@@ -156,6 +165,27 @@ pub const Model = struct {
         try check(c.vt_forward(m.ptr, &batch, batch.len, &out, &err), err, diag);
         defer c.vt_embeddings_free(out);
 
+        const tokens = c.vt_embeddings_n_tokens(out, 0);
+        const dim = c.vt_embeddings_dim(out);
+        const data = try gpa.dupe(f32, c.vt_embeddings_data(out, 0)[0 .. tokens * dim]);
+        return .{ .tokens = tokens, .dim = dim, .data = data };
+    }
+
+    /// embed() with per-call preprocessing knobs (vt_preprocess_params: min_pixels,
+    /// max_pixels, max_tokens; 0 = the model's configuration).
+    pub fn embedWith(m: Model, gpa: std.mem.Allocator, bytes: []const u8, knobs: PreprocessKnobs, diag: ?*Diagnostics) (Error || std.mem.Allocator.Error)!Embedding {
+        var params = c.vt_preprocess_params_default();
+        params.min_pixels = knobs.min_pixels;
+        params.max_pixels = knobs.max_pixels;
+        params.max_tokens = knobs.max_tokens;
+        var image: ?*c.vt_image = null;
+        var err: ?*c.vt_error = null;
+        try check(c.vt_preprocess_ex(m.ptr, bytes.ptr, bytes.len, &params, &image, &err), err, diag);
+        defer c.vt_image_free(image);
+        var out: ?*c.vt_embeddings = null;
+        const batch = [_]?*const c.vt_image{image};
+        try check(c.vt_forward(m.ptr, &batch, batch.len, &out, &err), err, diag);
+        defer c.vt_embeddings_free(out);
         const tokens = c.vt_embeddings_n_tokens(out, 0);
         const dim = c.vt_embeddings_dim(out);
         const data = try gpa.dupe(f32, c.vt_embeddings_data(out, 0)[0 .. tokens * dim]);
@@ -421,4 +451,18 @@ test "max forward bytes" {
     var diag: Diagnostics = .{};
     try testing.expectError(error.ImageTooLarge, small.embed(testing.allocator, bytes, &diag));
     try testing.expect(std.mem.indexOf(u8, diag.message(), "max_forward_bytes") != null);
+}
+
+test "per-call preprocessing knobs" {
+    const m = try loadTestModel();
+    defer m.deinit();
+    const bytes = try readTestImage("rgb.png");
+    defer testing.allocator.free(bytes);
+    var diag: Diagnostics = .{};
+    try testing.expectError(error.InvalidArgument, m.embedWith(testing.allocator, bytes, .{ .min_pixels = 100 }, &diag));
+    try testing.expect(std.mem.indexOf(u8, diag.message(), "min_pixels") != null);
+    const e = try m.embedWith(testing.allocator, bytes, .{ .max_tokens = 36 }, null);
+    defer e.deinit(testing.allocator);
+    try testing.expectEqual(@as(usize, 36), e.tokens);
+    try testing.expectError(error.InvalidArgument, m.embedWith(testing.allocator, bytes, .{ .max_tokens = 35 }, null));
 }
