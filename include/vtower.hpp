@@ -179,6 +179,13 @@ struct LoadOptions {
     /// The most embeddings one image may yield (every frame and crop counted); preprocessing
     /// refuses larger images with VT_ERR_IMAGE_TOO_LARGE. 0 = the library default, 32768.
     uint64_t max_image_tokens = 0;
+    /// Byte budget of the embedding cache (see vt_load_params.embedding_cache_bytes);
+    /// 0 = no cache.
+    uint64_t embedding_cache_bytes = 0;
+    /// Most estimated activation bytes per forward batch (see vt_load_params.max_forward_bytes):
+    /// larger batches are split, an image over it alone throws VT_ERR_IMAGE_TOO_LARGE.
+    /// 0 = no limit.
+    uint64_t max_forward_bytes = 0;
 
     vt_load_params to_c() const noexcept {
         vt_load_params p = vt_load_params_default();
@@ -187,6 +194,8 @@ struct LoadOptions {
         p.n_threads = n_threads;
         p.max_image_pixels = max_image_pixels;
         p.max_image_tokens = max_image_tokens;
+        p.embedding_cache_bytes = embedding_cache_bytes;
+        p.max_forward_bytes = max_forward_bytes;
         return p;
     }
 };
@@ -197,10 +206,20 @@ struct PreprocessOptions {
     /// Gemma 4's soft-token budget per image: 70, 140, 280, 560 or 1120; 0 = the model's
     /// `max_soft_tokens`. Other models refuse a non-zero value.
     uint32_t max_soft_tokens = 0;
+    /// Qwen2-VL / Qwen3-VL: smallest / largest pixel count of the resized image; 0 = the
+    /// model's. Other models refuse a non-zero value.
+    uint64_t min_pixels = 0;
+    uint64_t max_pixels = 0;
+    /// Any model: the most embeddings the image may yield (Qwen picks the largest size within
+    /// it; fixed-size models refuse a smaller budget); 0 = no such bound.
+    uint64_t max_tokens = 0;
 
     vt_preprocess_params to_c() const noexcept {
         vt_preprocess_params p = vt_preprocess_params_default();
         p.max_soft_tokens = max_soft_tokens;
+        p.min_pixels = min_pixels;
+        p.max_pixels = max_pixels;
+        p.max_tokens = max_tokens;
         return p;
     }
 };
@@ -363,6 +382,40 @@ private:
     detail::Handle<vt_embeddings, vt_embeddings_free> h_;
 };
 
+/// An asynchronous forward pass (owns a vt_job), from Model::forward_async. wait(),
+/// done() and cancel() may run concurrently from several threads (one waits while another
+/// cancels); destroying or moving the Job must not race with them. Destroying a Job that
+/// has not finished cancels it without waiting.
+class Job {
+public:
+    Job() noexcept = default;
+    /// Takes ownership of `job` (from vt_forward_async).
+    explicit Job(vt_job *job) noexcept : h_(job) {}
+
+    explicit operator bool() const noexcept { return h_.get() != nullptr; }
+    vt_job *get() const noexcept { return h_.get(); }
+    vt_job *release() noexcept { return h_.release(); }
+
+    /// Waits for the job and returns its embeddings (Model::forward's, bit for bit). Throws
+    /// vtower::Error: VT_ERR_CANCELLED after cancel(), VT_ERR_INVALID_ARGUMENT when the
+    /// result was already taken by an earlier wait(), any error of the forward pass.
+    Embeddings wait() const {
+        vt_embeddings *out = nullptr;
+        vt_error *err = nullptr;
+        detail::check(vt_job_wait(c(), &out, &err), &err);
+        return Embeddings(out);
+    }
+    /// Waits at most `timeout_ms` (0: not at all); true once the job has finished.
+    bool done(uint32_t timeout_ms = 0) const { return vt_job_done(c(), timeout_ms) != 0; }
+    /// Asks the job to stop before its next encoder layer (wait() then throws
+    /// VT_ERR_CANCELLED); a finished job keeps its result.
+    void cancel() const { vt_job_cancel(c()); }
+
+private:
+    vt_job *c() const { return detail::require(h_.get(), "vtower::Job"); }
+    detail::Handle<vt_job, vt_job_free> h_;
+};
+
 /// A loaded vision tower (owns a vt_model). Const member functions may run concurrently
 /// from any number of threads.
 class Model {
@@ -465,6 +518,24 @@ public:
     }
     Embeddings forward(const Image &image) const { return forward({&image}); }
 
+    /// Starts forward(images) on the model's job threads and returns at once (see
+    /// vt_forward_async). The images are copied: they may be destroyed right away. The job
+    /// holds the model, which may be destroyed before the job finishes.
+    Job forward_async(const std::vector<const Image *> &images) const {
+        std::vector<const vt_image *> ptrs;
+        ptrs.reserve(images.size());
+        for (const Image *img : images) {
+            if (!img || !*img) throw Error(VT_ERR_INVALID_ARGUMENT, "vtower::Model::forward_async: empty image");
+            ptrs.push_back(img->get());
+        }
+        vt_job *job = nullptr;
+        vt_error *err = nullptr;
+        detail::check(
+            vt_forward_async(c(), ptrs.data(), ptrs.size(), nullptr, nullptr, &job, &err), &err);
+        return Job(job);
+    }
+    Job forward_async(const Image &image) const { return forward_async({&image}); }
+
     /// Preprocess + forward for one encoded image.
     template <class Bytes>
     Embeddings embed(const Bytes &bytes) const {
@@ -495,6 +566,17 @@ public:
         Size s;
         vt_error *err = nullptr;
         detail::check(vt_model_image_size(c(), &s.width, &s.height, &err), &err);
+        return s;
+    }
+    /// Estimated activation bytes of running `image` alone (vt_model_forward_bytes).
+    uint64_t forward_bytes(const Image &image) const {
+        return vt_model_forward_bytes(c(), detail::require(image.get(), "vtower::Image"));
+    }
+    /// The embedding cache's counters (all 0 without a cache).
+    vt_cache_stats cache_stats() const {
+        vt_cache_stats s{};
+        vt_error *err = nullptr;
+        detail::check(vt_model_cache_stats(c(), &s, &err), &err);
         return s;
     }
     /// The language-model token id for `token`, if the checkpoint has one.

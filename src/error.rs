@@ -84,7 +84,8 @@ statuses! {
     /// The image bytes could not be decoded (corrupt, truncated, unknown format, empty).
     ImageDecode = 6, "VT_ERR_IMAGE_DECODE", "image could not be decoded";
     /// The image exceeds a limit set at load (vt_load_params, LoadOptions): more pixels than
-    /// max_image_pixels, or more embeddings than max_image_tokens.
+    /// max_image_pixels, or more embeddings than max_image_tokens, or (vt_forward and
+    /// vt_forward_async) an estimated activation memory over max_forward_bytes.
     ImageTooLarge = 7, "VT_ERR_IMAGE_TOO_LARGE", "image too large";
     /// The requested compute device is not available.
     Device = 8, "VT_ERR_DEVICE", "compute device unavailable";
@@ -94,6 +95,9 @@ statuses! {
     Compute = 10, "VT_ERR_COMPUTE", "compute backend error";
     /// A panic inside vtower was caught at the API boundary (a bug; please report it).
     Panic = 11, "VT_ERR_PANIC", "internal panic (bug in vtower)";
+    /// The job was cancelled (vt_job_cancel, vt_job_free) before it finished; the model is
+    /// unaffected and stays usable.
+    Cancelled = 12, "VT_ERR_CANCELLED", "cancelled";
 }
 
 impl Status {
@@ -141,6 +145,10 @@ impl Error {
 
     pub fn compute(message: impl Into<String>) -> Error {
         Error::new(Status::Compute, message)
+    }
+
+    pub fn cancelled(message: impl Into<String>) -> Error {
+        Error::new(Status::Cancelled, message)
     }
 
     /// An I/O error on `path`.

@@ -26,8 +26,8 @@ pub(crate) mod tokenizer;
 pub(crate) mod weights;
 
 pub use engine::{
-    DTypeRequest, DeviceRequest, Embeddings, Image, LoadOptions, Model, OutputType,
-    DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_IMAGE_TOKENS,
+    CacheStats, DTypeRequest, DeviceRequest, Embeddings, Image, Job, LoadOptions, Model,
+    OutputType, DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_IMAGE_TOKENS,
 };
 pub use error::{Error, Result, Status};
 pub use models::{ModelInfo, SpecialTokens};

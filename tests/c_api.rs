@@ -94,6 +94,39 @@ fn c_gemma4_budget() {
 }
 
 #[test]
+fn c_jobs() {
+    let tmp = temp_dir("c-jobs");
+    let bin = tmp.join("jobs");
+    compile(&[repo().join("tests/c/jobs.c")], &bin, false, &["-pthread"]);
+    let files: Vec<String> = cases(FIXTURE)
+        .iter()
+        .take(4)
+        .map(|c| c.path.to_string_lossy().into_owned())
+        .collect();
+    let model = fixtures().join(FIXTURE).to_string_lossy().into_owned();
+    let mut args = vec![model.as_str()];
+    args.extend(files.iter().map(|s| s.as_str()));
+    let out = run(&bin, &args);
+    assert!(out.contains(" 0 mismatches"), "{out}");
+}
+
+#[test]
+fn c_cache() {
+    let tmp = temp_dir("c-cache");
+    let bin = tmp.join("cache");
+    compile(&[repo().join("tests/c/cache.c")], &bin, false, &[]);
+    let model = fixtures().join(FIXTURE);
+    run(
+        &bin,
+        &[
+            model.to_str().unwrap(),
+            image_path("rgb.png").to_str().unwrap(),
+            image_path("jpeg420.jpg").to_str().unwrap(),
+        ],
+    );
+}
+
+#[test]
 fn c_preprocess_ex() {
     let tmp = temp_dir("c-preprocess-ex");
     let bin = tmp.join("preprocess_ex");

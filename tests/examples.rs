@@ -25,6 +25,26 @@ fn c_embed_example_runs() {
 }
 
 #[test]
+fn c_embed_async_example_runs_and_cancels() {
+    let tmp = temp_dir("example-embed-async");
+    let bin = tmp.join("embed_async");
+    compile(&[repo().join("examples/c/embed_async.c")], &bin, false, &[]);
+    let model = fixtures().join("siglip_f32");
+    let a = image_path("rgb.png");
+    let b = image_path("jpeg420.jpg");
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let out = run(&bin, &[model.to_str().unwrap(), "2", a, b]);
+    assert_eq!(out.matches("36 tokens x 64").count(), 2, "{out}");
+    // Jobs past `keep` are cancelled unless they finished first.
+    let out = run(&bin, &[model.to_str().unwrap(), "0", a, b]);
+    assert_eq!(
+        out.matches("36 tokens x 64").count() + out.matches(": cancelled").count(),
+        2,
+        "{out}"
+    );
+}
+
+#[test]
 fn c_embed_example_runs_on_qwen_models() {
     let tmp = temp_dir("example-embed-qwen");
     let bin = tmp.join("embed");

@@ -121,7 +121,7 @@ fn options(params: &Value) -> PreprocessOptions {
             .as_u64()
             .map(|v| v as usize),
         pan_and_scan_min_ratio_to_activate: params["pan_and_scan_min_ratio_to_activate"].as_f64(),
-        max_soft_tokens: None,
+        ..PreprocessOptions::default()
     }
 }
 

@@ -24,6 +24,8 @@ const (
 	StatusOutOfMemory     Status = C.VT_ERR_OUT_OF_MEMORY
 	StatusCompute         Status = C.VT_ERR_COMPUTE
 	StatusPanic           Status = C.VT_ERR_PANIC
+	// StatusCancelled: the job was cancelled (Job.Cancel, Job.Close) before it finished.
+	StatusCancelled Status = C.VT_ERR_CANCELLED
 )
 
 // String is the library's description of the code ("i/o error", ...).

@@ -61,6 +61,14 @@ type Options struct {
 	// crop counted); images that would yield more are refused with StatusImageTooLarge
 	// before anything is allocated for them. 0 = the library default, 32768.
 	MaxImageTokens uint64
+	// EmbeddingCacheBytes is the byte budget of the model's embedding cache: an image whose
+	// preprocessed pixels equal one already run gets the same embeddings back without a
+	// forward pass (checked bit for bit; least recently used entries evicted). 0 = no cache.
+	EmbeddingCacheBytes uint64
+	// MaxForwardBytes bounds the estimated activation memory of one forward batch (see
+	// vt_model_forward_bytes in vtower.h): larger batches are split, an image over it alone
+	// fails with StatusImageTooLarge before anything runs. 0 = no limit.
+	MaxForwardBytes uint64
 }
 
 // PreprocessOptions are per-call preprocessing settings (vt_preprocess_params); the zero
@@ -70,6 +78,12 @@ type PreprocessOptions struct {
 	// (other values fail with StatusInvalidArgument); 0 = the model's max_soft_tokens.
 	// Other models refuse a non-zero value with StatusInvalidArgument.
 	MaxSoftTokens int
+	// MinPixels and MaxPixels (Qwen2-VL, Qwen3-VL) bound the resized image's pixel count;
+	// other models refuse them (StatusInvalidArgument). 0 = the model's.
+	MinPixels, MaxPixels uint64
+	// MaxTokens (any model) bounds the embeddings one image yields: Qwen picks the largest
+	// size within it, fixed-size models refuse a smaller budget (StatusInvalidArgument).
+	MaxTokens uint64
 }
 
 // Info describes a loaded model.
@@ -172,6 +186,8 @@ func Load(dir string, opts *Options) (*Model, error) {
 		params.n_threads = C.uint32_t(opts.Threads)
 		params.max_image_pixels = C.uint64_t(opts.MaxImagePixels)
 		params.max_image_tokens = C.uint64_t(opts.MaxImageTokens)
+		params.embedding_cache_bytes = C.uint64_t(opts.EmbeddingCacheBytes)
+		params.max_forward_bytes = C.uint64_t(opts.MaxForwardBytes)
 	}
 	cdir := C.CString(dir)
 	defer C.free(unsafe.Pointer(cdir))
@@ -243,6 +259,9 @@ func (m *Model) EmbedWith(opts *PreprocessOptions, images ...[]byte) ([]Embeddin
 				"invalid argument: MaxSoftTokens %d is out of range", opts.MaxSoftTokens)}
 		}
 		params.max_soft_tokens = C.uint32_t(opts.MaxSoftTokens)
+		params.min_pixels = C.uint64_t(opts.MinPixels)
+		params.max_pixels = C.uint64_t(opts.MaxPixels)
+		params.max_tokens = C.uint64_t(opts.MaxTokens)
 	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -312,17 +331,12 @@ func (m *Model) EmbedRGB(pixels []byte, width, height, stride int) (Embedding, e
 
 // forward runs preprocessed images; the caller holds m.mu (read) and frees imgs.
 func (m *Model) forward(imgs []*C.struct_vt_image) ([]Embedding, error) {
-	out := make([]Embedding, len(imgs))
 	if len(imgs) == 0 {
-		return out, nil
+		return []Embedding{}, nil
 	}
-	for i, img := range imgs {
-		var f, r, c C.uint32_t
-		var cerr *C.struct_vt_error
-		if st := C.vt_image_token_grid(img, &f, &r, &c, &cerr); st != C.VT_OK {
-			return nil, takeError(st, cerr)
-		}
-		out[i].Grid = Grid{Frames: int(f), Rows: int(r), Cols: int(c)}
+	out, err := tokenGrids(imgs)
+	if err != nil {
+		return nil, err
 	}
 	var emb *C.struct_vt_embeddings
 	var cerr *C.struct_vt_error
@@ -332,6 +346,25 @@ func (m *Model) forward(imgs []*C.struct_vt_image) ([]Embedding, error) {
 		return nil, takeError(st, cerr)
 	}
 	defer C.vt_embeddings_free(emb)
+	return readEmbeddings(emb, out)
+}
+
+// tokenGrids fills the Grid of one Embedding per image.
+func tokenGrids(imgs []*C.struct_vt_image) ([]Embedding, error) {
+	out := make([]Embedding, len(imgs))
+	for i, img := range imgs {
+		var f, r, c C.uint32_t
+		var cerr *C.struct_vt_error
+		if st := C.vt_image_token_grid(img, &f, &r, &c, &cerr); st != C.VT_OK {
+			return nil, takeError(st, cerr)
+		}
+		out[i].Grid = Grid{Frames: int(f), Rows: int(r), Cols: int(c)}
+	}
+	return out, nil
+}
+
+// readEmbeddings copies every image's rows of emb into out (whose Grids are set).
+func readEmbeddings(emb *C.struct_vt_embeddings, out []Embedding) ([]Embedding, error) {
 	dim := int(C.vt_embeddings_dim(emb))
 	for i := range out {
 		n := int(C.vt_embeddings_n_tokens(emb, C.size_t(i)))

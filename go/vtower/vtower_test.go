@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/vtower/vtower/go/vtower"
 )
@@ -547,4 +548,192 @@ func TestEmbedWithSoftTokenBudget(t *testing.T) {
 	s := load(t)
 	_, err = s.EmbedWith(&vtower.PreprocessOptions{MaxSoftTokens: 280}, img)
 	expectStatus(t, "budget on siglip", err, vtower.StatusInvalidArgument, "max_soft_tokens")
+}
+
+func TestEmbedAsync(t *testing.T) {
+	m := load(t)
+	cases, _ := reference(t)
+	var inputs [][]byte
+	var want []vtower.Embedding
+	for _, c := range cases[:4] {
+		data := readFile(t, filepath.Join(fixtures(), "..", "..", c.Path))
+		out, err := m.Embed(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inputs = append(inputs, data)
+		want = append(want, out[0])
+	}
+	// Many jobs in flight from several goroutines: Embed's results bit for bit.
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			var jobs []*vtower.Job
+			for k := 0; k < 4; k++ {
+				j, err := m.EmbedAsync(inputs[(g+k)%len(inputs)], inputs[(g+k+1)%len(inputs)])
+				if err != nil {
+					errs <- err
+					return
+				}
+				jobs = append(jobs, j)
+			}
+			for k := len(jobs) - 1; k >= 0; k-- {
+				out, err := jobs[k].Wait()
+				if err != nil {
+					errs <- err
+				} else if !equal(out[0].Data, want[(g+k)%len(inputs)].Data) ||
+					!equal(out[1].Data, want[(g+k+1)%len(inputs)].Data) || out[0].Grid != want[(g+k)%len(inputs)].Grid {
+					errs <- errors.New("async result differs from Embed's")
+				}
+				if !jobs[k].Done(0) {
+					errs <- errors.New("a waited job is not done")
+				}
+				jobs[k].Close()
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+
+	// Cancelled while queued or running: a long job (many copies of one image).
+	long := make([][]byte, 1500)
+	for i := range long {
+		long[i] = inputs[0]
+	}
+	cancelled := false
+	for try := 0; try < 5 && !cancelled; try++ {
+		j, err := m.EmbedAsync(long...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !j.Done(0) {
+			j.Cancel()
+			_, err := j.Wait()
+			if err != nil && !errors.Is(err, vtower.StatusCancelled) {
+				t.Fatalf("cancelled job: %v", err)
+			}
+			cancelled = err != nil
+		}
+		j.Close()
+	}
+	if !cancelled {
+		t.Fatal("no job could be cancelled in 5 tries")
+	}
+	// After the end: the result is kept; a second Wait is an error.
+	j, err := m.EmbedAsync(inputs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for !j.Done(time.Second) {
+	}
+	j.Cancel()
+	out, err := j.Wait()
+	if err != nil || !equal(out[0].Data, want[0].Data) {
+		t.Fatalf("finished job after Cancel: %v", err)
+	}
+	if _, err := j.Wait(); !errors.Is(err, vtower.StatusInvalidArgument) {
+		t.Fatalf("second Wait: %v", err)
+	}
+	j.Close()
+	j.Close()
+	if _, err := j.Wait(); !errors.Is(err, vtower.ErrClosed) {
+		t.Fatalf("Wait after Close: %v", err)
+	}
+
+	// Closed before it finishes, and the model closed while a job runs.
+	m2, err := vtower.Load(modelDir(), &vtower.Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	early, err := m2.EmbedAsync(long[:100]...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	early.Close()
+	kept, err := m2.EmbedAsync(inputs[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2.Close()
+	out, err = kept.Wait()
+	if err != nil || !equal(out[0].Data, want[1].Data) {
+		t.Fatalf("job of a closed model: %v", err)
+	}
+	kept.Close()
+}
+
+func TestEmbeddingCache(t *testing.T) {
+	m, err := vtower.Load(modelDir(), &vtower.Options{Threads: 2, EmbeddingCacheBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	cases, _ := reference(t)
+	data := readFile(t, filepath.Join(fixtures(), "..", "..", cases[0].Path))
+	a, err := m.Embed(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := m.Embed(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !equal(a[0].Data, b[0].Data) {
+		t.Fatal("a cache hit differs from the computed embeddings")
+	}
+	s, err := m.CacheStats()
+	if err != nil || s.Hits != 1 || s.Misses != 1 || s.Entries != 1 || s.Bytes == 0 {
+		t.Fatalf("stats %+v, %v", s, err)
+	}
+	plain := load(t)
+	if s, _ := plain.CacheStats(); s != (vtower.CacheStats{}) {
+		t.Fatalf("no cache: %+v", s)
+	}
+}
+
+func TestMaxForwardBytes(t *testing.T) {
+	cases, _ := reference(t)
+	data := readFile(t, filepath.Join(fixtures(), "..", "..", cases[0].Path))
+	// siglip_f32: 36 patches, 64 wide, 36 x 64 outputs (see vt_model_forward_bytes).
+	need := uint64(4 * (16*36*64 + 36*64))
+	ok, err := vtower.Load(modelDir(), &vtower.Options{Threads: 2, MaxForwardBytes: need})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ok.Close()
+	if _, err := ok.Embed(data, data); err != nil {
+		t.Fatalf("split batch: %v", err)
+	}
+	small, err := vtower.Load(modelDir(), &vtower.Options{Threads: 2, MaxForwardBytes: need - 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer small.Close()
+	if _, err := small.Embed(data); !errors.Is(err, vtower.StatusImageTooLarge) ||
+		!strings.Contains(err.Error(), "max_forward_bytes") {
+		t.Fatalf("over the limit: %v", err)
+	}
+}
+
+func TestEmbedWithKnobs(t *testing.T) {
+	m := load(t)
+	cases, _ := reference(t)
+	data := readFile(t, filepath.Join(fixtures(), "..", "..", cases[0].Path))
+	if _, err := m.EmbedWith(&vtower.PreprocessOptions{MinPixels: 100}, data); !errors.Is(err, vtower.StatusInvalidArgument) ||
+		!strings.Contains(err.Error(), "min_pixels") {
+		t.Fatalf("min_pixels on siglip: %v", err)
+	}
+	out, err := m.EmbedWith(&vtower.PreprocessOptions{MaxTokens: 36}, data)
+	if err != nil || out[0].Tokens != 36 {
+		t.Fatalf("max_tokens 36: %v", err)
+	}
+	if _, err := m.EmbedWith(&vtower.PreprocessOptions{MaxTokens: 35}, data); !errors.Is(err, vtower.StatusInvalidArgument) {
+		t.Fatalf("max_tokens 35: %v", err)
+	}
 }

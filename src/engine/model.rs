@@ -2,19 +2,24 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::ModelFiles;
 use crate::engine::batch::plan_batches;
+use crate::engine::cache::{self, CacheStats, EmbeddingCache};
 use crate::engine::device::{place, Placement};
+use crate::engine::jobs::{self, Job, JobQueue, OnDone};
 use crate::engine::{Embeddings, Image, LoadOptions};
 use crate::error::{Error, Result, Status};
 use crate::log;
+use crate::models::cancel::{self, CancelToken};
 use crate::models::registry;
 use crate::models::{ModelInfo, VisionModel};
 use crate::preprocess::decode::decode_to_rgb;
 use crate::preprocess::limits::try_with_capacity;
 use crate::preprocess::qwen_video::SampleOptions;
+use crate::preprocess::options::size_knobs_given;
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 use crate::weights::Weights;
 
@@ -30,6 +35,12 @@ pub struct Model {
     pool: rayon::ThreadPool,
     limits: Limits,
     placement: Placement,
+    /// Asynchronous jobs ([`Model::submit`]); its threads start with the first job.
+    jobs: JobQueue,
+    /// The embedding cache, when `LoadOptions::embedding_cache_bytes` > 0.
+    cache: Option<EmbeddingCache>,
+    /// `LoadOptions::max_forward_bytes` (0 = no limit).
+    max_forward_bytes: u64,
 }
 
 impl std::fmt::Debug for Model {
@@ -83,6 +94,10 @@ impl Model {
                 max_tokens: options.max_image_tokens,
             },
             placement,
+            jobs: JobQueue::default(),
+            cache: (options.embedding_cache_bytes > 0)
+                .then(|| EmbeddingCache::new(options.embedding_cache_bytes)),
+            max_forward_bytes: options.max_forward_bytes,
         })
     }
 
@@ -166,9 +181,29 @@ impl Model {
     ) -> Result<Image> {
         self.limits
             .check_image("the image", u64::from(rgb.width), u64::from(rgb.height))?;
+        let knobs = self.inner.size_knobs();
+        if let Some(k) = size_knobs_given(opts)
+            .into_iter()
+            .find(|k| !knobs.contains(k) && *k != "max_tokens")
+        {
+            return Err(Error::invalid_argument(format!(
+                "{} models have no per-call `{k}` (Qwen2-VL's and Qwen3-VL's processors do)",
+                self.info().family
+            )));
+        }
         let pixels = self
             .pool
             .install(|| self.inner.preprocess_with(rgb, opts, &self.limits))?;
+        if let Some(t) = opts.max_tokens.filter(|_| !knobs.contains(&"max_tokens")) {
+            if pixels.n_tokens() > t {
+                return Err(Error::invalid_argument(format!(
+                    "no size of this image yields at most max_tokens = {t} embeddings: {} \
+                     images yield {}",
+                    self.info().family,
+                    pixels.n_tokens()
+                )));
+            }
+        }
         // Fixed-size families check nothing per image: their token count is the model's.
         self.limits.check_tokens(pixels.n_tokens() as u64, &|| {
             format!("this {} image", self.info().family)
@@ -229,22 +264,57 @@ impl Model {
     /// Runs the tower on `images` (each preprocessed by this model). Images of the same
     /// shape run together in batches; the result holds one entry per image, in order.
     pub fn forward(&self, images: &[&Image]) -> Result<Embeddings> {
+        self.forward_cancellable(images, None)
+    }
+
+    /// Queues a forward pass of `images` and returns at once with its [`Job`]: wait for it,
+    /// poll it or cancel it there (see [`crate::engine::jobs`] for the threads that run it).
+    /// The job owns `images` and holds the model until it finishes. `on_done`, if any, is
+    /// called on the job thread with the job's status once it has finished, before
+    /// [`Job::wait`] returns; it must not wait for its own job.
+    pub fn submit(self: &Arc<Model>, images: Vec<Image>, on_done: Option<OnDone>) -> Result<Job> {
+        jobs::submit(self, &self.jobs, images, on_done)
+    }
+
+    /// [`Model::forward`] that stops with [`Status::Cancelled`] before the next encoder
+    /// layer (or batch) once `token` is cancelled.
+    pub fn forward_cancellable(
+        &self,
+        images: &[&Image],
+        token: Option<&CancelToken>,
+    ) -> Result<Embeddings> {
         for (i, img) in images.iter().enumerate() {
-            if img.model_id != self.id {
-                return Err(Error::invalid_argument(format!(
-                    "image {i} was preprocessed by another model; preprocess it with this one"
-                )));
-            }
+            self.check_image(i, img)?;
         }
-        let pixels: Vec<&Pixels> = images.iter().map(|i| &i.pixels).collect();
+        let all: Vec<&Pixels> = images.iter().map(|i| &i.pixels).collect();
         let dim = self.info().output_dim;
         let mut outputs: Vec<Option<Vec<candle_core::Tensor>>> = vec![None; images.len()];
+        // With a cache: the images it holds are answered from it, the rest run.
+        let hashes: Vec<u64> = match &self.cache {
+            Some(cache) => self.pool.install(|| {
+                all.iter()
+                    .zip(outputs.iter_mut())
+                    .map(|(p, out)| {
+                        let h = cache::key(p);
+                        *out = cache.get(h, p);
+                        h
+                    })
+                    .collect()
+            }),
+            None => Vec::new(),
+        };
+        let todo: Vec<usize> = (0..all.len()).filter(|&i| outputs[i].is_none()).collect();
+        let pixels: Vec<&Pixels> = todo.iter().map(|&i| all[i]).collect();
+        let max_batch = self.batch_within_limit(&todo, images)?;
         let n_levels = self.n_levels();
         self.pool.install(|| -> Result<()> {
             let info = self.info();
-            for group in plan_batches(&pixels, info.max_batch, info.mixed_shape_batches) {
+            for group in plan_batches(&pixels, max_batch, info.mixed_shape_batches) {
                 let batch: Vec<&Pixels> = group.iter().map(|&i| pixels[i]).collect();
-                let results = self.inner.forward_levels(&batch)?;
+                let results = cancel::scoped(token, || {
+                    cancel::check()?;
+                    self.inner.forward_levels(&batch)
+                })?;
                 if results.len() != group.len() {
                     return Err(Error::compute(format!(
                         "model returned {} results for {} images",
@@ -252,8 +322,9 @@ impl Model {
                         group.len()
                     )));
                 }
-                for (&i, levels) in group.iter().zip(results) {
-                    let expected = [pixels[i].n_tokens(), dim];
+                for (&j, levels) in group.iter().zip(results) {
+                    let i = todo[j];
+                    let expected = [all[i].n_tokens(), dim];
                     if levels.len() != n_levels {
                         return Err(Error::compute(format!(
                             "image {i}: {} embedding levels, expected {n_levels}",
@@ -274,12 +345,90 @@ impl Model {
         // GPU work is queued asynchronously: wait for it here, so that the results are
         // complete (and any device error is reported) when `forward` returns.
         self.placement.device.synchronize()?;
+        if let Some(cache) = &self.cache {
+            for &i in &todo {
+                if let Some(levels) = &outputs[i] {
+                    cache.insert(hashes[i], all[i], levels)?;
+                }
+            }
+        }
         let outputs = outputs
             .into_iter()
             .enumerate()
             .map(|(i, o)| o.ok_or_else(|| Error::compute(format!("image {i} was not run"))))
             .collect::<Result<Vec<_>>>()?;
         Embeddings::with_levels(dim, outputs, self.inner.deepstack_layers().to_vec())
+    }
+
+    /// Estimated activation memory, in bytes, of running `image` alone: what
+    /// `LoadOptions::max_forward_bytes` is compared with (times the batch size). An upper
+    /// estimate from the image's size, computed before anything runs:
+    /// `4 * (16 * patches * vision_dim + n_levels * n_tokens * output_dim)`, plus on a GPU
+    /// the attention scores `4 * (vision_dim / 64) * patches^2` (the CPU computes them in
+    /// bounded chunks), where `patches` is the larger of `n_tokens * merge^2` and the pixel
+    /// tensor's size over `3 * patch_size^2`: 16 hidden-size vectors per patch cover a
+    /// layer's live tensors (input, norm, q/k/v, attention output, residual, an MLP of 4x
+    /// the width before and after its activation), counted as f32 whatever the dtype.
+    pub fn forward_bytes(&self, image: &Image) -> u64 {
+        let info = self.info();
+        let p = &image.pixels;
+        let patch = info.patch_size.max(1) as u64;
+        let m = self.merge_size() as u64;
+        let tokens = p.n_tokens() as u64;
+        let patches = (tokens * m * m).max(p.data.len() as u64 / (3 * patch * patch));
+        let d = info.vision_dim as u64;
+        let mut bytes = 4u64
+            .saturating_mul(16 * patches)
+            .saturating_mul(d)
+            .saturating_add(4 * self.n_levels() as u64 * tokens * info.output_dim as u64);
+        if !self.placement.device.is_cpu() {
+            let heads = (d / 64).max(1);
+            bytes = bytes.saturating_add(4 * heads * patches.saturating_mul(patches));
+        }
+        bytes
+    }
+
+    /// The batch size that keeps every batch of `todo` (indices into `images`) within
+    /// `max_forward_bytes`; refuses an image that does not fit alone.
+    fn batch_within_limit(&self, todo: &[usize], images: &[&Image]) -> Result<usize> {
+        let max_batch = self.info().max_batch.max(1);
+        let limit = self.max_forward_bytes;
+        if limit == 0 {
+            return Ok(max_batch);
+        }
+        let mut largest = 1;
+        for &i in todo {
+            let need = self.forward_bytes(images[i]);
+            if need > limit {
+                return Err(Error::new(
+                    Status::ImageTooLarge,
+                    format!(
+                        "image {i} needs an estimated {need} bytes of activations to run, over \
+                         max_forward_bytes = {limit}"
+                    ),
+                ));
+            }
+            largest = largest.max(need);
+        }
+        Ok(max_batch.min((limit / largest).max(1) as usize))
+    }
+
+    /// The embedding cache's counters (all 0 without a cache).
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache
+            .as_ref()
+            .map(EmbeddingCache::stats)
+            .unwrap_or_default()
+    }
+
+    /// Checks that image `i` of a call was preprocessed by this model.
+    pub fn check_image(&self, i: usize, img: &Image) -> Result<()> {
+        if img.model_id != self.id {
+            return Err(Error::invalid_argument(format!(
+                "image {i} was preprocessed by another model; preprocess it with this one"
+            )));
+        }
+        Ok(())
     }
 
     /// Embedding levels per image: 1 + the deepstack levels of Qwen3-VL (1 for other models).

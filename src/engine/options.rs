@@ -43,6 +43,14 @@ pub struct LoadOptions {
     /// Most embedding rows one image may produce (every frame and crop counted); an image
     /// whose preprocessing would give more is refused before anything is allocated for it.
     pub max_image_tokens: u64,
+    /// Byte budget of the embedding cache (see [`crate::engine::cache`]): an image whose
+    /// preprocessed tensor equals one already run returns the same embeddings without a
+    /// forward pass. 0 (the default) = no cache.
+    pub embedding_cache_bytes: u64,
+    /// Most activation memory one batch of a forward pass may take, as estimated by
+    /// [`crate::engine::Model::forward_bytes`]; larger batches are split, an image over it
+    /// alone is refused with `ImageTooLarge` before anything runs. 0 (default) = no limit.
+    pub max_forward_bytes: u64,
 }
 
 impl Default for LoadOptions {
@@ -53,6 +61,8 @@ impl Default for LoadOptions {
             n_threads: 0,
             max_image_pixels: DEFAULT_MAX_IMAGE_PIXELS,
             max_image_tokens: DEFAULT_MAX_IMAGE_TOKENS,
+            embedding_cache_bytes: 0,
+            max_forward_bytes: 0,
         }
     }
 }

@@ -34,6 +34,10 @@ pub(crate) mod video;
 pub(crate) mod prompt;
 // vt_forward, vt_embeddings_*.
 pub(crate) mod embeddings;
+// vt_forward_async and vt_job_*.
+pub(crate) mod jobs;
+// vt_model_cache_stats.
+pub(crate) mod cache;
 // Deepstack levels: vt_model_n_levels, vt_model_level_layer, vt_embeddings_level_*.
 pub(crate) mod levels;
 

@@ -2,6 +2,7 @@
 
 use std::ffi::{c_char, CStr, CString};
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::engine::Model;
 use crate::error::Error;
@@ -14,7 +15,8 @@ use crate::ffi::status::vt_status;
 /// vt_load, destroyed by vt_model_free. Functions taking `const vt_model *` may run concurrently
 /// from any number of threads on the same model.
 pub struct vt_model {
-    pub(crate) model: Model,
+    /// Shared with the model's asynchronous jobs (vt_forward_async), which keep it alive.
+    pub(crate) model: Arc<Model>,
     family: CString,
     model_type: CString,
 }
@@ -60,7 +62,7 @@ pub extern "C" fn vt_load(
         let boxed = Box::new(vt_model {
             family: CString::new(info.family).unwrap_or_default(),
             model_type: CString::new(info.model_type.clone()).unwrap_or_default(),
-            model,
+            model: Arc::new(model),
         });
         // SAFETY: checked non-NULL above.
         unsafe { write(model_out, Box::into_raw(boxed)) };
@@ -70,6 +72,11 @@ pub extern "C" fn vt_load(
 
 /// Frees a model. NULL is a no-op. Must not race with any other call using this model, and
 /// images made by it can no longer be forwarded (free them too).
+///
+/// Jobs of vt_forward_async still queued or running are not affected: each holds the model
+/// until it finishes, so they complete (or end cancelled, by vt_job_cancel or vt_job_free)
+/// and their results stay valid; the model's memory is released when the last of them
+/// finishes. Their vt_job handles must still be freed with vt_job_free.
 #[no_mangle]
 pub extern "C" fn vt_model_free(model: *mut vt_model) {
     guard_value((), || {

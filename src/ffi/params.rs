@@ -64,6 +64,21 @@ pub struct vt_load_params {
     /// tokens). 0 = the default, 32768. Added after `dtype`: callers whose struct_size ends
     /// before it get the default.
     pub max_image_tokens: u64,
+    /// Byte budget of the model's embedding cache; 0 (default) = no cache. With a cache, an
+    /// image whose preprocessed tensor (pixels after decoding, resizing and normalizing, with
+    /// its shape and token grid) equals one this model has already run gets the same
+    /// embeddings back without a forward pass. Hits are confirmed by comparing the tensors
+    /// bit for bit (never a false hit); each entry holds its preprocessed tensor and its
+    /// embeddings, both counted in the budget; the least recently used entries are evicted
+    /// to stay within it. Embeddings already handed out are not affected by eviction.
+    /// Counters: vt_model_cache_stats.
+    pub embedding_cache_bytes: u64,
+    /// Most activation memory (bytes) one batch of vt_forward / vt_forward_async may take;
+    /// 0 (default) = no limit. Before anything runs, each image's need is estimated from its
+    /// size (vt_model_forward_bytes says how); a call whose images would exceed the limit
+    /// together is split into smaller batches (results are unchanged), and an image over it
+    /// alone fails the call with VT_ERR_IMAGE_TOO_LARGE.
+    pub max_forward_bytes: u64,
 }
 
 /// The default load parameters (struct_size filled in). Any thread.
@@ -77,6 +92,8 @@ pub extern "C" fn vt_load_params_default() -> vt_load_params {
         max_image_pixels: DEFAULT_MAX_IMAGE_PIXELS,
         dtype: VT_DTYPE_AUTO,
         max_image_tokens: DEFAULT_MAX_IMAGE_TOKENS,
+        embedding_cache_bytes: 0,
+        max_forward_bytes: 0,
     }
 }
 
@@ -132,7 +149,9 @@ versioned!(
         n_threads,
         max_image_pixels,
         dtype,
-        max_image_tokens
+        max_image_tokens,
+        embedding_cache_bytes,
+        max_forward_bytes
     ]
 );
 
@@ -145,6 +164,9 @@ versioned!(
         pan_and_scan_max_num_crops,
         pan_and_scan_min_ratio_to_activate,
         max_soft_tokens,
+        min_pixels,
+        max_pixels,
+        max_tokens,
     ]
 );
 
@@ -324,6 +346,8 @@ pub(crate) fn to_options(p: &vt_load_params) -> Result<LoadOptions> {
         n_threads: p.n_threads as usize,
         max_image_pixels: or_default(p.max_image_pixels, DEFAULT_MAX_IMAGE_PIXELS),
         max_image_tokens: or_default(p.max_image_tokens, DEFAULT_MAX_IMAGE_TOKENS),
+        embedding_cache_bytes: p.embedding_cache_bytes,
+        max_forward_bytes: p.max_forward_bytes,
     })
 }
 
@@ -364,6 +388,21 @@ pub struct vt_preprocess_params {
     /// VT_ERR_INVALID_ARGUMENT. Appended after the pan-and-scan fields: a struct_size that
     /// ends before it (an older header) reads 0.
     pub max_soft_tokens: u32,
+    /// Qwen2-VL / Qwen3-VL: smallest pixel count of the resized image (the processor's
+    /// `min_pixels` kwarg: `smart_resize` keeps the aspect ratio, sides multiples of
+    /// patch_size * merge_size); 0 (default): preprocessor_config.json's. Other models refuse
+    /// it with VT_ERR_INVALID_ARGUMENT.
+    pub min_pixels: u64,
+    /// Qwen2-VL / Qwen3-VL: largest pixel count of the resized image (`max_pixels`); 0
+    /// (default): preprocessor_config.json's. Other models refuse it.
+    pub max_pixels: u64,
+    /// Any model: the most embeddings (vt_image_n_tokens) the image may yield; 0 (default): no
+    /// such bound. Qwen picks the largest size its resize rule allows within it (the same as
+    /// `max_pixels` = max_tokens * (patch_size * merge_size)^2); models with a fixed count
+    /// (SigLIP, Gemma3, LLaVA) and models without this knob yet (Pixtral) refuse the image
+    /// with VT_ERR_INVALID_ARGUMENT when it would yield more. An image no size of which
+    /// fits is refused with VT_ERR_INVALID_ARGUMENT.
+    pub max_tokens: u64,
 }
 
 /// The default preprocess parameters (struct_size filled in, every setting taken from the
@@ -377,6 +416,9 @@ pub extern "C" fn vt_preprocess_params_default() -> vt_preprocess_params {
         pan_and_scan_max_num_crops: 0,
         pan_and_scan_min_ratio_to_activate: 0.0,
         max_soft_tokens: 0,
+        min_pixels: 0,
+        max_pixels: 0,
+        max_tokens: 0,
     }
 }
 
@@ -406,7 +448,15 @@ pub(crate) fn to_preprocess_options(p: &vt_preprocess_params) -> Result<Preproce
         pan_and_scan_max_num_crops: nonzero(p.pan_and_scan_max_num_crops),
         pan_and_scan_min_ratio_to_activate: (ratio != 0.0).then_some(ratio),
         max_soft_tokens: nonzero(p.max_soft_tokens),
+        min_pixels: size_knob(p.min_pixels),
+        max_pixels: size_knob(p.max_pixels),
+        max_tokens: size_knob(p.max_tokens),
     })
+}
+
+/// A u64 size knob: 0 = not given; values past usize are clamped (no image gets there).
+fn size_knob(v: u64) -> Option<usize> {
+    (v != 0).then(|| usize::try_from(v).unwrap_or(usize::MAX))
 }
 
 #[cfg(test)]

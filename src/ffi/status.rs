@@ -29,7 +29,8 @@ pub const VT_ERR_BAD_WEIGHTS: vt_status = 5;
 /// The image bytes could not be decoded (corrupt, truncated, unknown format, empty).
 pub const VT_ERR_IMAGE_DECODE: vt_status = 6;
 /// The image exceeds a limit set at load (vt_load_params, LoadOptions): more pixels than
-/// max_image_pixels, or more embeddings than max_image_tokens.
+/// max_image_pixels, or more embeddings than max_image_tokens, or (vt_forward and
+/// vt_forward_async) an estimated activation memory over max_forward_bytes.
 pub const VT_ERR_IMAGE_TOO_LARGE: vt_status = 7;
 /// The requested compute device is not available.
 pub const VT_ERR_DEVICE: vt_status = 8;
@@ -39,6 +40,9 @@ pub const VT_ERR_OUT_OF_MEMORY: vt_status = 9;
 pub const VT_ERR_COMPUTE: vt_status = 10;
 /// A panic inside vtower was caught at the API boundary (a bug; please report it).
 pub const VT_ERR_PANIC: vt_status = 11;
+/// The job was cancelled (vt_job_cancel, vt_job_free) before it finished; the model is
+/// unaffected and stays usable.
+pub const VT_ERR_CANCELLED: vt_status = 12;
 
 /// Every C constant with its name, in the table's order.
 const CONSTANTS: [(&str, vt_status); Status::all().len()] = [
@@ -54,6 +58,7 @@ const CONSTANTS: [(&str, vt_status); Status::all().len()] = [
     ("VT_ERR_OUT_OF_MEMORY", VT_ERR_OUT_OF_MEMORY),
     ("VT_ERR_COMPUTE", VT_ERR_COMPUTE),
     ("VT_ERR_PANIC", VT_ERR_PANIC),
+    ("VT_ERR_CANCELLED", VT_ERR_CANCELLED),
 ];
 
 // Each constant has its status's code (checked at compile time; the array's length makes

@@ -2,6 +2,7 @@
 //! `config.json`'s `model_type` to the family that loads it.
 
 pub mod activation;
+pub mod cancel;
 pub mod clip;
 pub mod fused;
 pub mod gemma3;
@@ -124,6 +125,13 @@ pub trait VisionModel: Send + Sync {
             "{} models take no video (video input is Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3.5)",
             self.info().family
         )))
+    }
+
+    /// The per-call size knobs of [`PreprocessOptions`] this family's `preprocess_with`
+    /// implements (`min_pixels`, `max_pixels`, `max_tokens`); the engine refuses the others
+    /// and checks `max_tokens` itself for families without it. None by default.
+    fn size_knobs(&self) -> &'static [&'static str] {
+        &[]
     }
 
     /// Runs the tower and projector on a batch of images preprocessed by this model that all

@@ -245,6 +245,7 @@ impl PixtralVisionTower {
         let mut states: Vec<Option<Tensor>> = vec![None; last + 1];
         states[0] = Some(x.clone());
         for (i, layer) in self.layers.iter().take(last).enumerate() {
+            crate::models::cancel::check()?;
             x = layer.forward(&x, &segments, &rope)?;
             states[i + 1] = Some(x.clone());
         }

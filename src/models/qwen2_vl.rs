@@ -32,7 +32,7 @@ use crate::preprocess::qwen_video::{
     load_video_processor, run_video_processor, QwenVideoProcessor, SampleOptions, VideoFlavor,
     VideoMeta, VideoTime,
 };
-use crate::preprocess::{Limits, Pixels, RgbImage};
+use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 use crate::weights::Weights;
 
 /// Both normalization layers are built with eps 1e-6 in the reference (not a config key).
@@ -458,6 +458,7 @@ impl QwenVisionTower {
         let (heads, hd) = (c.num_heads, c.head_dim());
         let scale = (hd as f64).powf(-0.5);
         for block in &self.blocks {
+            crate::models::cancel::check()?;
             let h = block.norm1.forward(&x)?;
             let qkv = block.qkv.forward(&h)?;
             let split = |i: usize| -> Result<Tensor> {
@@ -602,6 +603,19 @@ impl VisionModel for QwenVlModel {
 
     fn preprocess(&self, image: &RgbImage, limits: &Limits) -> Result<Pixels> {
         self.processor.process(image, limits)
+    }
+
+    fn preprocess_with(
+        &self,
+        image: &RgbImage,
+        o: &PreprocessOptions,
+        l: &Limits,
+    ) -> Result<Pixels> {
+        self.processor.process_with(image, o, l)
+    }
+
+    fn size_knobs(&self) -> &'static [&'static str] {
+        &["min_pixels", "max_pixels", "max_tokens"]
     }
 
     fn spatial_merge_size(&self) -> usize {

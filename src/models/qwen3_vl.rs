@@ -38,7 +38,7 @@ use crate::preprocess::qwen_video::{
     load_video_processor, run_video_processor, QwenVideoProcessor, SampleOptions, VideoFlavor,
     VideoMeta, VideoTime,
 };
-use crate::preprocess::{Limits, Pixels, RgbImage};
+use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 use crate::weights::Weights;
 
 /// Every LayerNorm of the tower and mergers is built with eps 1e-6 (not a config key).
@@ -406,6 +406,7 @@ impl Qwen3VisionTower {
         let mut levels = vec![None; 1 + c.deepstack.len()];
         let mut next_level = 1;
         for (li, block) in self.blocks.iter().enumerate() {
+            crate::models::cancel::check()?;
             let h = block.norm1.forward(&x)?;
             let qkv = block.qkv.forward(&h)?;
             let split = |i: usize| -> Result<Tensor> {
@@ -531,6 +532,19 @@ impl VisionModel for Qwen3VlModel {
 
     fn preprocess(&self, image: &RgbImage, limits: &Limits) -> Result<Pixels> {
         self.processor.process(image, limits)
+    }
+
+    fn preprocess_with(
+        &self,
+        image: &RgbImage,
+        o: &PreprocessOptions,
+        l: &Limits,
+    ) -> Result<Pixels> {
+        self.processor.process_with(image, o, l)
+    }
+
+    fn size_knobs(&self) -> &'static [&'static str] {
+        &["min_pixels", "max_pixels", "max_tokens"]
     }
 
     fn spatial_merge_size(&self) -> usize {

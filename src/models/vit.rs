@@ -7,6 +7,7 @@ use candle_core::Tensor;
 use crate::config::ConfigObject;
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
+use crate::models::cancel;
 use crate::models::layers::{Attention, LayerNorm, Linear, Loader};
 
 /// Largest accepted width/depth values (real towers are far below).
@@ -188,6 +189,7 @@ impl Encoder {
     pub fn forward(&self, x: &Tensor, n: usize) -> Result<Tensor> {
         let mut x = x.clone();
         for layer in self.layers.iter().take(n) {
+            cancel::check()?;
             x = layer.forward(&x)?;
         }
         Ok(x)
@@ -208,6 +210,7 @@ impl Encoder {
         let mut x = x.clone();
         for depth in 0..=deepest {
             if depth > 0 {
+                cancel::check()?;
                 x = self.layers[depth - 1].forward(&x)?;
             }
             for (slot, &i) in out.iter_mut().zip(indices) {

@@ -252,7 +252,7 @@ mod tests {
             pan_and_scan_min_crop_size: Some(1),
             pan_and_scan_max_num_crops: Some(65_536),
             pan_and_scan_min_ratio_to_activate: Some(1e-9),
-            max_soft_tokens: None,
+            ..PreprocessOptions::default()
         };
         let e = processor
             .process(&strip, &greedy, 2, &Limits::default())

@@ -22,6 +22,28 @@ pub struct PreprocessOptions {
     pub pan_and_scan_min_ratio_to_activate: Option<f64>,
     /// Gemma 4's soft-token budget per image (`max_soft_tokens`: 70, 140, 280, 560 or 1120).
     pub max_soft_tokens: Option<usize>,
+    /// Qwen2-VL / Qwen3-VL: the smallest pixel count of the resized image (the processor's
+    /// `min_pixels` call kwarg, `size["shortest_edge"]`).
+    pub min_pixels: Option<usize>,
+    /// Qwen2-VL / Qwen3-VL: the largest pixel count of the resized image (`max_pixels`,
+    /// `size["longest_edge"]`).
+    pub max_pixels: Option<usize>,
+    /// Any family: the most embeddings the image may yield. A family with a variable size
+    /// (Qwen) picks the largest size its own resize rule allows within it; a family whose
+    /// count is fixed refuses the call when that count is larger.
+    pub max_tokens: Option<usize>,
+}
+
+/// Names of the per-call size knobs of [`PreprocessOptions`] that are given.
+pub(crate) fn size_knobs_given(o: &PreprocessOptions) -> Vec<&'static str> {
+    [
+        ("min_pixels", o.min_pixels.is_some()),
+        ("max_pixels", o.max_pixels.is_some()),
+        ("max_tokens", o.max_tokens.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(n, given)| given.then_some(n))
+    .collect()
 }
 
 impl PreprocessOptions {
@@ -56,6 +78,15 @@ impl PreprocessOptions {
                         "{name} {v} is not between 1 and {PAN_AND_SCAN_MAX_SETTING}"
                     )));
                 }
+            }
+        }
+        for (name, value) in [
+            ("min_pixels", self.min_pixels),
+            ("max_pixels", self.max_pixels),
+            ("max_tokens", self.max_tokens),
+        ] {
+            if value == Some(0) {
+                return Err(Error::invalid_argument(format!("{name} 0 is not allowed")));
             }
         }
         if let Some(r) = self.pan_and_scan_min_ratio_to_activate {

@@ -190,6 +190,47 @@ impl QwenImageProcessor {
         )
     }
 
+    /// [`QwenImageProcessor::process`] with the per-call knobs of `opts`: `min_pixels` and
+    /// `max_pixels` replace the configured bounds as the processor's call kwargs do (each
+    /// alone keeps the other's configured value); `max_tokens` lowers `max_pixels` to
+    /// `max_tokens * (patch * merge)^2`, the largest pixel count `smart_resize` keeps within
+    /// it, and refuses an image that still yields more (extreme aspect ratios).
+    pub fn process_with(
+        &self,
+        image: &RgbImage,
+        opts: &crate::preprocess::PreprocessOptions,
+        limits: &Limits,
+    ) -> Result<Pixels> {
+        if opts.pan_and_scan == Some(true) {
+            return Err(Error::invalid_argument(
+                "Qwen models have no pan-and-scan (it is Gemma3's)",
+            ));
+        }
+        let mut p = self.clone();
+        if let Some(v) = opts.min_pixels {
+            p.min_pixels = v.min(MAX_PIXELS_LIMIT);
+        }
+        if let Some(v) = opts.max_pixels {
+            p.max_pixels = v.min(MAX_PIXELS_LIMIT);
+        }
+        let f = self.geometry.factor();
+        if let Some(t) = opts.max_tokens {
+            p.max_pixels = p.max_pixels.min(t.saturating_mul(f * f));
+        }
+        if let Some(t) = opts.max_tokens {
+            let (h, w) = p.target_size(image.width as usize, image.height as usize)?;
+            let tokens = (h / f) * (w / f);
+            if tokens > t {
+                return Err(Error::invalid_argument(format!(
+                    "no size of this {}x{} image yields at most max_tokens = {t} embeddings: \
+                     the smallest the Qwen resize rule allows gives {tokens}",
+                    image.width, image.height
+                )));
+            }
+        }
+        p.process(image, limits)
+    }
+
     /// Resizes, rescales and normalizes an image and flattens it into
     /// `[grid_h * grid_w, 3 * temporal * patch²]` patch rows (`pixel_values`); the token grid
     /// is `[1, grid_h / merge, grid_w / merge]`. The token count is checked against `limits`

@@ -103,6 +103,7 @@ bool same(vtower::View<float> a, vtower::View<float> b) {
 static_assert(!std::is_copy_constructible_v<vtower::Model>, "Model is move-only");
 static_assert(!std::is_copy_constructible_v<vtower::Image>, "Image is move-only");
 static_assert(!std::is_copy_constructible_v<vtower::Embeddings>, "Embeddings is move-only");
+static_assert(!std::is_copy_constructible_v<vtower::Job>, "Job is move-only");
 static_assert(std::is_nothrow_move_constructible_v<vtower::Model>, "Model moves");
 static_assert(std::is_base_of_v<std::runtime_error, vtower::Error>, "Error is a runtime_error");
 
@@ -291,6 +292,80 @@ int main(int argc, char **argv) {
     }
     for (std::thread &th : threads) th.join();
     for (int v : ok) CHECK(v == 1);
+
+    // Asynchronous jobs: the synchronous result bit for bit, cancellation, early destruction.
+    {
+        vtower::Image img = other.preprocess(jpg);
+        std::vector<vtower::Job> jobs;
+        for (int k = 0; k < 4; k++) jobs.push_back(other.forward_async(img));
+        for (vtower::Job &j : jobs) {
+            vtower::Embeddings e = j.wait();
+            CHECK(same(e[0], ref[0]));
+            CHECK(j.done());
+            expect_error("second wait", VT_ERR_INVALID_ARGUMENT, "already taken", [&] { (void)j.wait(); });
+        }
+        std::vector<const vtower::Image *> many(3000, &img);
+        bool cancelled = false;
+        for (int tries = 0; tries < 5 && !cancelled; tries++) {
+            vtower::Job j = other.forward_async(many);
+            if (j.done(0)) continue;
+            j.cancel();
+            try {
+                (void)j.wait();
+            } catch (const vtower::Error &e) {
+                CHECK(e.status() == VT_ERR_CANCELLED);
+                cancelled = true;
+            }
+        }
+        CHECK(cancelled);
+        { vtower::Job dropped = other.forward_async(many); }  // cancelled, not waited for
+        vtower::Job fin = other.forward_async(img);
+        while (!fin.done(1000)) {
+        }
+        fin.cancel();
+        CHECK(same(fin.wait()[0], ref[0]));
+        vtower::Job moved(std::move(fin));
+        expect_error("empty job", VT_ERR_INVALID_ARGUMENT, "empty", [&] { (void)fin.done(); });
+    }
+
+    // The embedding cache: a second forward of the same image is a hit, bit for bit.
+    {
+        vtower::LoadOptions o;
+        o.embedding_cache_bytes = 1 << 20;
+        CHECK(o.to_c().embedding_cache_bytes == 1 << 20);
+        vtower::Model cached(dir, o);
+        CHECK(cached.cache_stats().hits == 0 && other.cache_stats().bytes == 0);
+        vtower::Embeddings e1 = cached.embed(jpg);
+        vtower::Embeddings e2 = cached.embed(jpg);
+        vt_cache_stats st = cached.cache_stats();
+        CHECK(st.hits == 1 && st.misses == 1 && st.entries == 1 && st.bytes > 0);
+        CHECK(same(e1[0], ref[0]) && same(e2[0], ref[0]));
+    }
+    // Per-call knobs: SigLIP has no min_pixels; its 36 tokens fit max_tokens 36, not 35.
+    {
+        vtower::PreprocessOptions po;
+        po.min_pixels = 100;
+        CHECK(po.to_c().min_pixels == 100 && po.to_c().struct_size == sizeof(vt_preprocess_params));
+        expect_error("min_pixels on siglip", VT_ERR_INVALID_ARGUMENT, "min_pixels",
+                     [&] { (void)other.preprocess(jpg, po); });
+        po.min_pixels = 0;
+        po.max_tokens = 36;
+        CHECK(other.preprocess(jpg, po).n_tokens() == 36);
+        po.max_tokens = 35;
+        expect_error("max_tokens below", VT_ERR_INVALID_ARGUMENT, "max_tokens",
+                     [&] { (void)other.preprocess(jpg, po); });
+    }
+    // max_forward_bytes: an image over the estimate alone is refused.
+    {
+        vtower::Image img = other.preprocess(jpg);
+        vtower::LoadOptions o;
+        o.max_forward_bytes = other.forward_bytes(img) - 1;
+        CHECK(o.to_c().max_forward_bytes == o.max_forward_bytes && o.max_forward_bytes > 0);
+        vtower::Model small(dir, o);
+        vtower::Image mine = small.preprocess(jpg);
+        expect_error("over max_forward_bytes", VT_ERR_IMAGE_TOO_LARGE, "max_forward_bytes",
+                     [&] { (void)small.forward(mine); });
+    }
 
     std::printf("%d passed, %d failed\n", passed, failures);
     return failures ? 1 : 0;

@@ -16,6 +16,7 @@ pub const Error = error{
     OutOfMemory,
     Compute,
     Panic,
+    Cancelled,
     UnknownStatus,
 };
 
@@ -43,6 +44,7 @@ fn errorOf(status: c.vt_status) Error {
         c.VT_ERR_OUT_OF_MEMORY => error.OutOfMemory,
         c.VT_ERR_COMPUTE => error.Compute,
         c.VT_ERR_PANIC => error.Panic,
+        c.VT_ERR_CANCELLED => error.Cancelled,
         else => error.UnknownStatus,
     };
 }
@@ -84,6 +86,11 @@ pub const LoadOptions = struct {
     /// The most embeddings one image may yield (every frame and crop counted); images that
     /// would yield more are refused (error.ImageTooLarge); 0 = 32768.
     max_image_tokens: u64 = 0,
+    /// Byte budget of the embedding cache (vt_load_params.embedding_cache_bytes); 0 = none.
+    embedding_cache_bytes: u64 = 0,
+    /// Most estimated activation bytes per forward batch (vt_load_params.max_forward_bytes);
+    /// larger batches are split, an image over it alone gives error.ImageTooLarge. 0 = none.
+    max_forward_bytes: u64 = 0,
 
     /// The C parameters (vt_load_params_default() with these fields set).
     pub fn params(o: LoadOptions) c.vt_load_params {
@@ -91,21 +98,31 @@ pub const LoadOptions = struct {
         p.n_threads = o.n_threads;
         p.max_image_pixels = o.max_image_pixels;
         p.max_image_tokens = o.max_image_tokens;
+        p.embedding_cache_bytes = o.embedding_cache_bytes;
+        p.max_forward_bytes = o.max_forward_bytes;
         return p;
     }
 };
 
-/// Per-call preprocessing settings for Model.embedWith; every 0 means the model's own
-/// preprocessor_config.json setting.
+/// Per-call preprocessing settings for Model.embedWith (vt_preprocess_params); every 0 means
+/// the model's own preprocessor_config.json setting.
 pub const PreprocessOptions = struct {
     /// Gemma 4's soft-token budget per image: 70, 140, 280, 560 or 1120 (others:
     /// error.InvalidArgument); 0 = the model's max_soft_tokens. Other models refuse non-zero.
     max_soft_tokens: u32 = 0,
+    /// Qwen2-VL / Qwen3-VL: bounds of the resized image's pixel count (others refuse them).
+    min_pixels: u64 = 0,
+    max_pixels: u64 = 0,
+    /// Any model: the most embeddings one image may yield.
+    max_tokens: u64 = 0,
 
     /// The C parameters (vt_preprocess_params_default() with these fields set).
     pub fn params(o: PreprocessOptions) c.vt_preprocess_params {
         var p = c.vt_preprocess_params_default();
         p.max_soft_tokens = o.max_soft_tokens;
+        p.min_pixels = o.min_pixels;
+        p.max_pixels = o.max_pixels;
+        p.max_tokens = o.max_tokens;
         return p;
     }
 };
@@ -137,6 +154,14 @@ pub const Model = struct {
         return std.mem.span(c.vt_model_family(m.ptr));
     }
 
+    /// The embedding cache's counters (all 0 without a cache).
+    pub fn cacheStats(m: Model) c.vt_cache_stats {
+        var s: c.vt_cache_stats = .{ .hits = 0, .misses = 0, .bytes = 0, .entries = 0 };
+        var err: ?*c.vt_error = null;
+        check(c.vt_model_cache_stats(m.ptr, &s, &err), err, null) catch unreachable;
+        return s;
+    }
+
     pub fn outputDim(m: Model) usize {
         return c.vt_model_output_dim(m.ptr);
     }
@@ -164,6 +189,54 @@ pub const Model = struct {
         const dim = c.vt_embeddings_dim(out);
         const data = try gpa.dupe(f32, c.vt_embeddings_data(out, 0)[0 .. tokens * dim]);
         return .{ .tokens = tokens, .dim = dim, .data = data };
+    }
+
+    /// Decodes and preprocesses one encoded image, then starts its forward pass and returns
+    /// at once (see vt_forward_async). The job holds the model; deinit it when done.
+    pub fn embedAsync(m: Model, bytes: []const u8, diag: ?*Diagnostics) Error!Job {
+        var image: ?*c.vt_image = null;
+        var err: ?*c.vt_error = null;
+        try check(c.vt_preprocess(m.ptr, bytes.ptr, bytes.len, &image, &err), err, diag);
+        defer c.vt_image_free(image);
+        const batch = [_]?*const c.vt_image{image};
+        var job: ?*c.vt_job = null;
+        try check(c.vt_forward_async(m.ptr, &batch, batch.len, null, null, &job, &err), err, diag);
+        return .{ .ptr = job.? };
+    }
+};
+
+/// An asynchronous forward pass (Model.embedAsync). wait, done and cancel may be called
+/// from several threads at once; deinit must not race with them.
+pub const Job = struct {
+    ptr: *c.vt_job,
+
+    /// Waits for the job and copies its embeddings into memory from `gpa`;
+    /// error.Cancelled after cancel. The result is handed out once.
+    pub fn wait(j: Job, gpa: std.mem.Allocator, diag: ?*Diagnostics) (Error || std.mem.Allocator.Error)!Embedding {
+        var out: ?*c.vt_embeddings = null;
+        var err: ?*c.vt_error = null;
+        try check(c.vt_job_wait(j.ptr, &out, &err), err, diag);
+        defer c.vt_embeddings_free(out);
+        const tokens = c.vt_embeddings_n_tokens(out, 0);
+        const dim = c.vt_embeddings_dim(out);
+        const data = try gpa.dupe(f32, c.vt_embeddings_data(out, 0)[0 .. tokens * dim]);
+        return .{ .tokens = tokens, .dim = dim, .data = data };
+    }
+
+    /// Waits at most `timeout_ms` (0: not at all); true once the job has finished.
+    pub fn done(j: Job, timeout_ms: u32) bool {
+        return c.vt_job_done(j.ptr, timeout_ms) != 0;
+    }
+
+    /// Asks the job to stop (before its next encoder layer); wait then gives
+    /// error.Cancelled. A finished job keeps its result.
+    pub fn cancel(j: Job) void {
+        c.vt_job_cancel(j.ptr);
+    }
+
+    /// Frees the job, cancelling it if it has not finished (without waiting).
+    pub fn deinit(j: Job) void {
+        c.vt_job_free(j.ptr);
     }
 };
 
@@ -398,4 +471,118 @@ test "video: a decoded video embeds with its timestamps" {
     // fps sampling and num_frames exclude each other: a clean InvalidArgument.
     try testing.expectError(error.InvalidArgument, embedVideo(m, testing.allocator, &frames, 37, 23, 37 * 3, .{ .source_fps = 7.5, .num_frames = 4 }, &diag));
     try testing.expectEqual(@as(c.vt_status, c.VT_ERR_INVALID_ARGUMENT), diag.status);
+test "asynchronous jobs: results, cancellation" {
+    const m = try loadTestModel();
+    defer m.deinit();
+    const bytes = try readTestImage("rgb.png");
+    defer testing.allocator.free(bytes);
+    const want = try m.embed(testing.allocator, bytes, null);
+    defer want.deinit(testing.allocator);
+
+    // Several jobs in flight, then waited for: the synchronous result bit for bit.
+    var jobs: [4]Job = undefined;
+    for (&jobs) |*j| j.* = try m.embedAsync(bytes, null);
+    for (jobs) |j| {
+        defer j.deinit();
+        const e = try j.wait(testing.allocator, null);
+        defer e.deinit(testing.allocator);
+        try testing.expectEqualSlices(f32, want.data, e.data);
+        try testing.expect(j.done(0));
+        // Handed out once.
+        try testing.expectError(error.InvalidArgument, j.wait(testing.allocator, null));
+    }
+
+    // A long job (many copies of one image) cancelled before it has finished.
+    var image: ?*c.vt_image = null;
+    var err: ?*c.vt_error = null;
+    try check(c.vt_preprocess(m.ptr, bytes.ptr, bytes.len, &image, &err), err, null);
+    defer c.vt_image_free(image);
+    const list = try testing.allocator.alloc(?*const c.vt_image, 3000);
+    defer testing.allocator.free(list);
+    @memset(list, image);
+    var cancelled = false;
+    var tries: usize = 0;
+    while (tries < 5 and !cancelled) : (tries += 1) {
+        var ptr: ?*c.vt_job = null;
+        try check(c.vt_forward_async(m.ptr, list.ptr, list.len, null, null, &ptr, &err), err, null);
+        const j = Job{ .ptr = ptr.? };
+        defer j.deinit();
+        if (!j.done(0)) {
+            j.cancel();
+            var diag: Diagnostics = .{};
+            if (j.wait(testing.allocator, &diag)) |e| {
+                e.deinit(testing.allocator);
+            } else |e| {
+                try testing.expectEqual(error.Cancelled, e);
+                try testing.expectEqual(@as(c.vt_status, c.VT_ERR_CANCELLED), diag.status);
+                cancelled = true;
+            }
+        }
+    }
+    try testing.expect(cancelled);
+
+    // A finished job keeps its result when cancelled; freeing a running job is safe.
+    const fin = try m.embedAsync(bytes, null);
+    defer fin.deinit();
+    while (!fin.done(1000)) {}
+    fin.cancel();
+    const e = try fin.wait(testing.allocator, null);
+    defer e.deinit(testing.allocator);
+    try testing.expectEqualSlices(f32, want.data, e.data);
+    var early: ?*c.vt_job = null;
+    try check(c.vt_forward_async(m.ptr, list.ptr, list.len, null, null, &early, &err), err, null);
+    c.vt_job_free(early);
+    c.vt_job_free(null);
+    c.vt_job_cancel(null);
+}
+
+test "embedding cache" {
+    const dir = try testing.allocator.dupeSentinel(u8, testPaths().model, 0);
+    defer testing.allocator.free(dir);
+    const m = try Model.loadWith(dir, .{ .n_threads = 2, .embedding_cache_bytes = 1 << 20 }, null);
+    defer m.deinit();
+    const bytes = try readTestImage("rgb.png");
+    defer testing.allocator.free(bytes);
+    const a = try m.embed(testing.allocator, bytes, null);
+    defer a.deinit(testing.allocator);
+    const b = try m.embed(testing.allocator, bytes, null);
+    defer b.deinit(testing.allocator);
+    try testing.expectEqualSlices(f32, a.data, b.data);
+    const s = m.cacheStats();
+    try testing.expectEqual(@as(u64, 1), s.hits);
+    try testing.expectEqual(@as(u64, 1), s.misses);
+    try testing.expectEqual(@as(u64, 1), s.entries);
+    try testing.expect(s.bytes > 0);
+}
+
+test "max forward bytes" {
+    const dir = try testing.allocator.dupeSentinel(u8, testPaths().model, 0);
+    defer testing.allocator.free(dir);
+    // siglip_f32: 36 patches, 64 wide, 36 x 64 outputs (see vt_model_forward_bytes).
+    const need: u64 = 4 * (16 * 36 * 64 + 36 * 64);
+    const bytes = try readTestImage("rgb.png");
+    defer testing.allocator.free(bytes);
+    const ok = try Model.loadWith(dir, .{ .n_threads = 2, .max_forward_bytes = need }, null);
+    defer ok.deinit();
+    const e = try ok.embed(testing.allocator, bytes, null);
+    defer e.deinit(testing.allocator);
+    const small = try Model.loadWith(dir, .{ .n_threads = 2, .max_forward_bytes = need - 1 }, null);
+    defer small.deinit();
+    var diag: Diagnostics = .{};
+    try testing.expectError(error.ImageTooLarge, small.embed(testing.allocator, bytes, &diag));
+    try testing.expect(std.mem.indexOf(u8, diag.message(), "max_forward_bytes") != null);
+}
+
+test "per-call preprocessing knobs" {
+    const m = try loadTestModel();
+    defer m.deinit();
+    const bytes = try readTestImage("rgb.png");
+    defer testing.allocator.free(bytes);
+    var diag: Diagnostics = .{};
+    try testing.expectError(error.InvalidArgument, m.embedWith(testing.allocator, bytes, .{ .min_pixels = 100 }, &diag));
+    try testing.expect(std.mem.indexOf(u8, diag.message(), "min_pixels") != null);
+    const e = try m.embedWith(testing.allocator, bytes, .{ .max_tokens = 36 }, null);
+    defer e.deinit(testing.allocator);
+    try testing.expectEqual(@as(usize, 36), e.tokens);
+    try testing.expectError(error.InvalidArgument, m.embedWith(testing.allocator, bytes, .{ .max_tokens = 35 }, null));
 }
