@@ -19,6 +19,7 @@ pub(crate) mod config;
 pub(crate) mod engine;
 pub(crate) mod error;
 pub(crate) mod ffi;
+pub(crate) mod kernels;
 pub(crate) mod log;
 pub(crate) mod models;
 pub(crate) mod preprocess;
