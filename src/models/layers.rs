@@ -3,10 +3,13 @@
 //! attention (plain, or over several images packed into one sequence, with optional rotary
 //! embeddings), written to match PyTorch's eager reference arithmetic.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Tensor, D};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::kernels::PackedB;
 use crate::models::activation::Activation;
 use crate::models::fused;
 use crate::models::rope::Rotary;
@@ -71,6 +74,18 @@ impl<'a> Loader<'a> {
             .tensor(&self.name(name), shape, self.dtype, &self.device)
     }
 
+    /// Tensor `name`, which must have exactly `shape`, in `dtype` (not the compute dtype).
+    pub fn tensor_as(&self, name: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        self.weights
+            .tensor(&self.name(name), shape, dtype, &self.device)
+    }
+
+    /// Whether this loader's linear layers keep bf16 weights for the CPU bf16 kernels
+    /// (a bf16 model on the CPU; everything else computes in f32).
+    pub fn bf16_matmuls(&self) -> bool {
+        self.device.is_cpu() && self.weights.bf16_matmuls()
+    }
+
     /// `name.weight` `[out, in]` and, when `bias`, `name.bias` `[out]`.
     pub fn linear(&self, name: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
         let sub = self.sub(name);
@@ -79,6 +94,14 @@ impl<'a> Loader<'a> {
         } else {
             None
         };
+        if self.device.is_cpu() && self.weights.bf16_matmuls() {
+            // bf16 weights packed once for the bf16 kernels; activations stay f32.
+            let w = sub.tensor_as("weight", &[out_dim, in_dim], DType::BF16)?;
+            return Ok(Linear {
+                rhs: Rhs::Bf16(Arc::new(fused::pack_bf16_weight(&w)?)),
+                bias,
+            });
+        }
         if self.device.is_cpu() {
             // Read straight into the `Wᵀ` layout the CPU matmul takes.
             let rhs = self.weights.tensor_transposed(
@@ -86,7 +109,10 @@ impl<'a> Loader<'a> {
                 [out_dim, in_dim],
                 self.dtype,
             )?;
-            return Ok(Linear { rhs, bias });
+            return Ok(Linear {
+                rhs: Rhs::Dense(rhs),
+                bias,
+            });
         }
         Linear::new(sub.tensor("weight", &[out_dim, in_dim])?, bias)
     }
@@ -103,14 +129,16 @@ impl<'a> Loader<'a> {
     ) -> Result<Linear> {
         let sub = self.sub(name);
         let conv = sub.tensor("weight", &[out_dim, 3, patch, patch])?;
-        Linear::new(
-            conv.reshape((out_dim, 3 * patch * patch))?,
-            if bias {
-                Some(sub.tensor("bias", &[out_dim])?)
-            } else {
-                None
-            },
-        )
+        let weight = conv.reshape((out_dim, 3 * patch * patch))?;
+        let bias = if bias {
+            Some(sub.tensor("bias", &[out_dim])?)
+        } else {
+            None
+        };
+        if self.bf16_matmuls() {
+            return Linear::new_bf16(&weight, bias);
+        }
+        Linear::new(weight, bias)
     }
 
     /// Refuses a normalization epsilon that is not a positive finite number (a zero or
@@ -165,11 +193,20 @@ impl<'a> Loader<'a> {
 /// `y = x Wᵀ + b` for a weight `W` `[out, in]` (torch's layout).
 #[derive(Debug, Clone)]
 pub struct Linear {
-    /// `Wᵀ` `[in, out]`, the matmul's right operand: a contiguous copy on the CPU (candle's
-    /// gemm reads it up to 2.5x faster than the transposed view of `W`), the transposed
-    /// view elsewhere (cuBLAS takes either).
-    rhs: Tensor,
+    rhs: Rhs,
     bias: Option<Tensor>,
+}
+
+/// The right operand of a [`Linear`]'s matmul.
+#[derive(Debug, Clone)]
+enum Rhs {
+    /// `Wᵀ` `[in, out]`: a contiguous copy on the CPU (candle's gemm reads it up to 2.5x
+    /// faster than the transposed view of `W`), the transposed view elsewhere (cuBLAS
+    /// takes either).
+    Dense(Tensor),
+    /// `Wᵀ` in bf16, packed for [`crate::kernels`] (a bf16 model on the CPU): the only copy
+    /// of the weight. Inputs are f32, rounded to bf16 per call; outputs are f32.
+    Bf16(Arc<PackedB>),
 }
 
 impl Linear {
@@ -180,20 +217,56 @@ impl Linear {
         } else {
             weight.t()?
         };
-        Ok(Linear { rhs, bias })
+        Ok(Linear {
+            rhs: Rhs::Dense(rhs),
+            bias,
+        })
     }
 
-    /// The weight `[out, in]` (a view).
+    /// A linear layer whose weight `[out, in]` is kept in bf16 for the CPU bf16 kernels
+    /// (inputs and outputs in f32). Fails off the CPU.
+    pub fn new_bf16(weight: &Tensor, bias: Option<Tensor>) -> Result<Linear> {
+        Ok(Linear {
+            rhs: Rhs::Bf16(Arc::new(fused::pack_bf16_weight(weight)?)),
+            bias,
+        })
+    }
+
+    /// The weight `[out, in]` (a view; for bf16-packed weights, an f32 copy).
     pub fn weight(&self) -> Result<Tensor> {
-        Ok(self.rhs.t()?)
+        match &self.rhs {
+            Rhs::Dense(t) => Ok(t.t()?),
+            Rhs::Bf16(p) => fused::unpack_bf16_weight(p),
+        }
     }
 
     /// Stacks several linears with the same input along the output dimension (fused QKV).
     pub fn concat(parts: &[Linear]) -> Result<Linear> {
         // Side by side in the transposed layout: `[in, out_1 + out_2 + ...]`, contiguous on
         // the CPU, without transposing anything again.
-        let rhs: Vec<&Tensor> = parts.iter().map(|l| &l.rhs).collect();
-        let rhs = Tensor::cat(&rhs, 1)?;
+        let dense: Vec<&Tensor> = parts
+            .iter()
+            .filter_map(|l| match &l.rhs {
+                Rhs::Dense(t) => Some(t),
+                Rhs::Bf16(_) => None,
+            })
+            .collect();
+        let packed: Vec<&PackedB> = parts
+            .iter()
+            .filter_map(|l| match &l.rhs {
+                Rhs::Bf16(p) => Some(&**p),
+                Rhs::Dense(_) => None,
+            })
+            .collect();
+        let rhs = if packed.is_empty() {
+            Rhs::Dense(Tensor::cat(&dense, 1)?)
+        } else if dense.is_empty() {
+            Rhs::Bf16(Arc::new(PackedB::concat(&packed)?))
+        } else {
+            return Err(Error::bad_weights(
+                "fused projections mix bf16-packed and dense weights",
+            ));
+        };
         let bias = if parts.iter().all(|l| l.bias.is_some()) {
             let biases: Vec<&Tensor> = parts.iter().filter_map(|l| l.bias.as_ref()).collect();
             Some(Tensor::cat(&biases, 0)?)
@@ -208,7 +281,10 @@ impl Linear {
     }
 
     pub fn out_dim(&self) -> usize {
-        self.rhs.dims()[1]
+        match &self.rhs {
+            Rhs::Dense(t) => t.dims()[1],
+            Rhs::Bf16(p) => p.n(),
+        }
     }
 
     /// Applies the layer to the last dimension of `x` (any number of leading dimensions).
@@ -238,7 +314,10 @@ impl Linear {
             .expect("linear input has at least one dimension");
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let x2 = x.reshape((rows, in_dim))?;
-        let y = x2.matmul(&self.rhs)?;
+        let y = match &self.rhs {
+            Rhs::Dense(t) => x2.matmul(t)?,
+            Rhs::Bf16(p) => fused::matmul_bf16(&x2, p)?,
+        };
         let residual = residual
             .map(|r| r.reshape((rows, self.out_dim())))
             .transpose()?;
