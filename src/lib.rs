@@ -41,5 +41,9 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// the API: hidden from the documentation, and may change in any release.
 #[doc(hidden)]
 pub mod __bench {
+    /// The CPU bf16 matrix kernels' dispatch and entry points (tests and benches).
+    pub mod kernels {
+        pub use crate::kernels::{detected, gemm, gemm_at, isa, supported_levels, Isa, PackedB};
+    }
     pub use crate::models::layers;
 }
