@@ -243,7 +243,7 @@ impl PackedB {
     pub fn get(&self, kk: usize, nn: usize) -> bf16 {
         assert!(kk < self.k && nn < self.n, "PackedB::get out of range");
         let v = self.data[((nn / PANEL) * self.kp + kk / 2) * PANEL + nn % PANEL];
-        bf16::from_bits(if kk % 2 == 0 {
+        bf16::from_bits(if kk & 1 == 0 {
             v as u16
         } else {
             (v >> 16) as u16
@@ -543,8 +543,8 @@ mod tests {
     fn rounding_is_round_to_nearest_even_like_pytorch() {
         for x in [
             1.0f32,
-            1.00390625,
-            1.01171875,
+            1.0 + 1.0 / 256.0,
+            1.0 + 3.0 / 256.0,
             -3.3,
             65504.0,
             1e-40,

@@ -1,6 +1,10 @@
 //! The x86-64 micro-kernels: `rows × 16·panels` tiles of `A · B` over the whole `k`, with
 //! `A` and `B` packed as bf16 pairs (see `mod.rs`). One function per level; the number of
 //! rows is a const parameter so that the accumulators stay in registers.
+//!
+//! The AVX-512 intrinsics are stable since Rust 1.89 (the crate's declared `rust-version` is
+//! older; the toolchain used is 1.95).
+#![allow(clippy::incompatible_msrv)]
 
 use std::arch::x86_64::*;
 
@@ -101,9 +105,13 @@ unsafe fn bf16_tile<const R: usize, const TWO: bool>(
     for q in 0..kp {
         // SAFETY: q < kp: inside each panel's kp × 16 pairs.
         let (v0, v1) = unsafe {
-            let v0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b0.add(q * PANEL).cast()));
+            let v0 = std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                b0.add(q * PANEL).cast(),
+            ));
             let v1: __m512bh = if TWO {
-                std::mem::transmute(_mm512_loadu_si512(b1.add(q * PANEL).cast()))
+                std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                    b1.add(q * PANEL).cast(),
+                ))
             } else {
                 v0
             };
@@ -112,8 +120,11 @@ unsafe fn bf16_tile<const R: usize, const TWO: bool>(
         for r in 0..R {
             // SAFETY: r < R rows of kp pairs each; the transmute reinterprets 16 lanes of
             // i32 as 32 lanes of bf16 (same size, any bits valid).
-            let av: __m512bh =
-                unsafe { std::mem::transmute(_mm512_set1_epi32(*a.add(r * kp + q) as i32)) };
+            let av = unsafe {
+                std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(
+                    *a.add(r * kp + q) as i32
+                ))
+            };
             acc0[r] = _mm512_dpbf16_ps(acc0[r], av, v0);
             if TWO {
                 acc1[r] = _mm512_dpbf16_ps(acc1[r], av, v1);
