@@ -261,32 +261,43 @@ impl PackedB {
     }
 }
 
-/// `A` `[m, k]` f32 rounded to bf16 and packed as row-major pairs `[m, ceil(k / 2)]`.
-fn pack_a(a: &[f32], m: usize, k: usize) -> Result<Vec<u32>> {
+/// `A` `[m, k]` f32 rounded to bf16 and packed in tiles of `mr` rows: tile `t` holds, for
+/// each pair `q` of `k`, the pairs of its `mr` rows side by side (`[kp][mr]`, zero past the
+/// last row), so that a micro-kernel reads one cache line per step.
+fn pack_a(a: &[f32], m: usize, k: usize, mr: usize) -> Result<Vec<u32>> {
     let kp = k.div_ceil(2);
-    let mut out = crate::preprocess::limits::try_filled(m * kp, 0u32, "bf16 activations")?;
+    let tiles = m.div_ceil(mr);
+    let mut out = crate::preprocess::limits::try_filled(tiles * mr * kp, 0u32, "bf16 activations")?;
     if kp == 0 {
         return Ok(out);
     }
-    let rows_per_task = (16384 / kp).max(1);
-    out.par_chunks_mut(rows_per_task * kp)
-        .zip(a.par_chunks(rows_per_task * k))
-        .for_each(|(o, a)| {
-            for (orow, arow) in o.chunks_exact_mut(kp).zip(a.chunks_exact(k)) {
-                let (pairs, rest) = arow.split_at(k / 2 * 2);
-                for (slot, p) in orow.iter_mut().zip(pairs.chunks_exact(2)) {
-                    *slot = pair(bf16_bits(p[0]), bf16_bits(p[1]));
-                }
-                if let Some(&last) = rest.first() {
-                    orow[kp - 1] = pair(bf16_bits(last), 0);
+    let tiles_per_task = (16384 / (mr * kp)).max(1);
+    out.par_chunks_mut(tiles_per_task * mr * kp)
+        .enumerate()
+        .for_each(|(task, part)| {
+            for (i, tile) in part.chunks_exact_mut(mr * kp).enumerate() {
+                let r0 = (task * tiles_per_task + i) * mr;
+                for r in 0..mr.min(m - r0) {
+                    let row = &a[(r0 + r) * k..(r0 + r + 1) * k];
+                    for q in 0..kp {
+                        let lo = bf16_bits(row[2 * q]);
+                        let hi = if 2 * q + 1 < k {
+                            bf16_bits(row[2 * q + 1])
+                        } else {
+                            0
+                        };
+                        tile[q * mr + r] = pair(lo, hi);
+                    }
                 }
             }
         });
     Ok(out)
 }
 
-/// One micro-kernel call: `rows` rows of packed `A` (`a`, stride `kp`) times one or two
-/// panels, written to `out` (`rows × 2·PANEL`, row stride `2·PANEL`).
+/// One micro-kernel call: `rows` rows of an `A` tile (`a`, `[kp][isa.rows()]`) times one or
+/// two panels, written to `out` (`rows × 2·PANEL`, row stride `2·PANEL`), or added to what it
+/// holds when `accumulate`.
+#[allow(clippy::too_many_arguments)]
 fn tile(
     isa: Isa,
     a: &[u32],
@@ -295,28 +306,46 @@ fn tile(
     b0: &[u32],
     b1: Option<&[u32]>,
     out: &mut [f32],
+    accumulate: bool,
 ) {
     debug_assert!(rows >= 1 && rows <= isa.rows());
-    debug_assert!(a.len() >= (rows - 1) * kp + kp);
+    debug_assert_eq!(a.len(), kp * isa.rows());
     debug_assert_eq!(b0.len(), kp * PANEL);
     debug_assert!(out.len() >= rows * 2 * PANEL);
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Bf16 | Isa::Avx512 | Isa::Avx2 => x86::tile(isa, a, rows, kp, b0, b1, out),
-        _ => tile_scalar(a, rows, kp, b0, b1, out),
+        Isa::Avx512Bf16 | Isa::Avx512 | Isa::Avx2 => {
+            x86::tile(isa, a, rows, kp, b0, b1, out, accumulate)
+        }
+        _ => tile_scalar(a, isa.rows(), rows, kp, b0, b1, out, accumulate),
     }
 }
 
-/// The portable micro-kernel (and the reference order every level follows).
-fn tile_scalar(a: &[u32], rows: usize, kp: usize, b0: &[u32], b1: Option<&[u32]>, out: &mut [f32]) {
+/// The portable micro-kernel (and the reference order every level follows); `a` is a tile of
+/// `mr` rows.
+#[allow(clippy::too_many_arguments)]
+fn tile_scalar(
+    a: &[u32],
+    mr: usize,
+    rows: usize,
+    kp: usize,
+    b0: &[u32],
+    b1: Option<&[u32]>,
+    out: &mut [f32],
+    accumulate: bool,
+) {
     let lo = |v: u32| f32::from_bits(v << 16);
     let hi = |v: u32| f32::from_bits(v & 0xffff_0000);
     for (half, b) in [Some(b0), b1].into_iter().enumerate() {
         let Some(b) = b else { continue };
         for r in 0..rows {
-            let arow = &a[r * kp..(r + 1) * kp];
+            let slot = &mut out[r * 2 * PANEL + half * PANEL..][..PANEL];
             let mut acc = [0f32; PANEL];
-            for (q, &ap) in arow.iter().enumerate() {
+            if accumulate {
+                acc.copy_from_slice(slot);
+            }
+            for q in 0..kp {
+                let ap = a[q * mr + r];
                 let (a_lo, a_hi) = (lo(ap), hi(ap));
                 for (j, s) in acc.iter_mut().enumerate() {
                     let bp = b[q * PANEL + j];
@@ -324,13 +353,17 @@ fn tile_scalar(a: &[u32], rows: usize, kp: usize, b0: &[u32], b1: Option<&[u32]>
                     *s += a_lo * lo(bp);
                 }
             }
-            out[r * 2 * PANEL + half * PANEL..][..PANEL].copy_from_slice(&acc);
+            slot.copy_from_slice(&acc);
         }
     }
 }
 
-/// Bytes of packed `A` rows one task keeps in the cache while it sweeps all panels.
+/// Bytes of packed `A` rows (one `k` chunk) one task keeps in the cache while it sweeps all
+/// panels.
 const A_BLOCK_BYTES: usize = 192 << 10;
+
+/// Pairs of `k` per chunk: a two-panel chunk of `B` is 32 KiB.
+const KC_PAIRS: usize = 256;
 
 /// `C = A · B` at the level [`isa`] picks: `a` `[m, k]` f32 row-major (rounded to bf16),
 /// `c` `[m, b.n()]` f32 row-major, overwritten. Splits rows across the calling thread's rayon
@@ -353,12 +386,15 @@ pub fn gemm_at(level: Isa, a: &[f32], m: usize, b: &PackedB, c: &mut [f32]) -> R
         return Ok(());
     }
     let kp = b.kp;
-    let packed = pack_a(a, m, k)?;
     let mr = level.rows();
-    // Row blocks: small enough to stay in the cache across all panels, and enough of them
-    // for every thread to get several.
+    let packed = pack_a(a, m, k, mr)?;
+    // `k` in chunks of `KC_PAIRS` pairs (the partial sums go through `C`, exactly: f32 stored
+    // and reloaded), so that a panel's chunk stays in L1 across a row block's tiles; row blocks
+    // small enough to stay in the cache across all panels, and enough of them for every thread
+    // to get several.
+    let kc = kp.min(KC_PAIRS);
     let threads = rayon::current_num_threads().max(1);
-    let by_cache = (A_BLOCK_BYTES / (kp * 4)).max(1);
+    let by_cache = (A_BLOCK_BYTES / (kc * 4)).max(1);
     let by_threads = m.div_ceil(4 * threads);
     let block = by_cache.min(by_threads).max(1).div_ceil(mr) * mr;
     let panels = n.div_ceil(PANEL);
@@ -367,32 +403,35 @@ pub fn gemm_at(level: Isa, a: &[f32], m: usize, b: &PackedB, c: &mut [f32]) -> R
         .for_each(|(cblock, ablock)| {
             let rows_here = cblock.len() / n;
             let mut out = [0f32; 12 * 2 * PANEL];
-            let mut p = 0;
-            while p < panels {
-                let two = p + 1 < panels;
-                let b0 = b.panel(p);
-                let b1 = two.then(|| b.panel(p + 1));
-                let n0 = p * PANEL;
-                let cols = (if two { 2 * PANEL } else { PANEL }).min(n - n0);
-                let mut r0 = 0;
-                while r0 < rows_here {
-                    let rows = mr.min(rows_here - r0);
-                    tile(
-                        level,
-                        &ablock[r0 * kp..(r0 + rows) * kp],
-                        rows,
-                        kp,
-                        b0,
-                        b1,
-                        &mut out,
-                    );
-                    for r in 0..rows {
-                        cblock[(r0 + r) * n + n0..][..cols]
-                            .copy_from_slice(&out[r * 2 * PANEL..][..cols]);
+            for q0 in (0..kp).step_by(kc) {
+                let q1 = (q0 + kc).min(kp);
+                let accumulate = q0 > 0;
+                let mut p = 0;
+                while p < panels {
+                    let two = p + 1 < panels;
+                    let b0 = &b.panel(p)[q0 * PANEL..q1 * PANEL];
+                    let b1 = two.then(|| &b.panel(p + 1)[q0 * PANEL..q1 * PANEL]);
+                    let n0 = p * PANEL;
+                    let cols = (if two { 2 * PANEL } else { PANEL }).min(n - n0);
+                    let mut r0 = 0;
+                    while r0 < rows_here {
+                        let rows = mr.min(rows_here - r0);
+                        if accumulate {
+                            for r in 0..rows {
+                                out[r * 2 * PANEL..][..cols]
+                                    .copy_from_slice(&cblock[(r0 + r) * n + n0..][..cols]);
+                            }
+                        }
+                        let t = &ablock[r0 * kp..(r0 + mr) * kp][q0 * mr..q1 * mr];
+                        tile(level, t, rows, q1 - q0, b0, b1, &mut out, accumulate);
+                        for r in 0..rows {
+                            cblock[(r0 + r) * n + n0..][..cols]
+                                .copy_from_slice(&out[r * 2 * PANEL..][..cols]);
+                        }
+                        r0 += rows;
                     }
-                    r0 += rows;
+                    p += if two { 2 } else { 1 };
                 }
-                p += if two { 2 } else { 1 };
             }
         });
     Ok(())
@@ -431,7 +470,8 @@ mod tests {
         (c, mag)
     }
 
-    const SHAPES: [(usize, usize, usize); 14] = [
+    /// Odd sizes, tiles and panels with tails, `k` = 1, empty sides, several `k` chunks.
+    const SHAPES: [(usize, usize, usize); 15] = [
         (0, 5, 3),
         (3, 0, 4),
         (4, 5, 0),
@@ -446,6 +486,7 @@ mod tests {
         (24, 48, 100),
         (50, 15, 9),
         (7, 100, 301),
+        (29, 40, 2 * KC_PAIRS * 2 + 77),
     ];
 
     #[test]

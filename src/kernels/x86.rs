@@ -43,7 +43,8 @@ macro_rules! by_shape {
     };
 }
 
-/// `out[r][0..16·panels] = Σ_q a[r][q] · b_panels[q]` for `rows` rows (see `super::tile`).
+/// `out[r][0..16·panels] (+)= Σ_q a[r][q] · b_panels[q]` for `rows` rows, added to what `out`
+/// holds when `accumulate` (see `super::tile`).
 pub(super) fn tile(
     isa: Isa,
     a: &[u32],
@@ -52,10 +53,11 @@ pub(super) fn tile(
     b0: &[u32],
     b1: Option<&[u32]>,
     out: &mut [f32],
+    accumulate: bool,
 ) {
     // Every pointer access below stays inside these bounds.
     assert!((1..=isa.rows()).contains(&rows), "micro-kernel rows");
-    assert!(a.len() >= rows * kp, "micro-kernel A");
+    assert_eq!(a.len(), isa.rows() * kp, "micro-kernel A");
     assert_eq!(b0.len(), kp * PANEL, "micro-kernel B");
     assert!(b1.is_none_or(|b| b.len() == kp * PANEL), "micro-kernel B");
     assert!(out.len() >= rows * 2 * PANEL, "micro-kernel output");
@@ -64,22 +66,37 @@ pub(super) fn tile(
         "micro-kernel level {isa:?} not supported by this CPU"
     );
     let (a, b0p, out) = (a.as_ptr(), b0.as_ptr(), out.as_mut_ptr());
+    let mr = isa.rows();
     let b1p = b1.map_or(b0p, |b| b.as_ptr());
     let two = b1.is_some();
     match isa {
         // SAFETY: the CPU has AVX-512F and AVX512-BF16 (`isa.supported()`, asserted), and the
-        // asserts above bound every read (`rows × kp` of A, `kp × 16` per panel) and write
+        // asserts above bound every read (`kp × mr` of the A tile, `kp × 16` per panel) and write
         // (`rows × 32` of out).
-        Isa::Avx512Bf16 => unsafe { by_shape!(bf16_tile, rows, two, a, kp, b0p, b1p, out) },
+        Isa::Avx512Bf16 => unsafe {
+            by_shape!(bf16_tile, rows, two, a, mr, kp, b0p, b1p, out, accumulate)
+        },
         // SAFETY: as above, with AVX-512F.
-        Isa::Avx512 => unsafe { by_shape!(avx512_tile, rows, two, a, kp, b0p, b1p, out) },
+        Isa::Avx512 => unsafe {
+            by_shape!(avx512_tile, rows, two, a, mr, kp, b0p, b1p, out, accumulate)
+        },
         Isa::Avx2 => {
             // SAFETY: as above, with AVX2 and FMA; each call covers one panel and 16
             // columns of out (the second panel's start at +16), rows ≤ 4.
             unsafe {
-                by_shape!(avx2_tile, rows, false, a, kp, b0p, out);
+                by_shape!(avx2_tile, rows, false, a, mr, kp, b0p, out, accumulate);
                 if two {
-                    by_shape!(avx2_tile, rows, false, a, kp, b1p, out.add(PANEL));
+                    by_shape!(
+                        avx2_tile,
+                        rows,
+                        false,
+                        a,
+                        mr,
+                        kp,
+                        b1p,
+                        out.add(PANEL),
+                        accumulate
+                    );
                 }
             }
         }
@@ -90,18 +107,31 @@ pub(super) fn tile(
 /// AVX512-BF16: one `vdpbf16ps` per 16 columns, row and pair of `k`.
 ///
 /// # Safety
-/// AVX-512F and AVX512-BF16; `a` readable for `R × kp` u32, `b0` (and `b1` when `TWO`) for
+/// AVX-512F and AVX512-BF16; `a` readable for `kp × mr` u32 (`R ≤ mr`), `b0` (and `b1` when `TWO`) for
 /// `kp × 16`, `out` writable for `R × 32` f32 (row stride 32).
 #[target_feature(enable = "avx512f,avx512bf16")]
 unsafe fn bf16_tile<const R: usize, const TWO: bool>(
     a: *const u32,
+    mr: usize,
     kp: usize,
     b0: *const u32,
     b1: *const u32,
     out: *mut f32,
+    accumulate: bool,
 ) {
     let mut acc0 = [_mm512_setzero_ps(); R];
     let mut acc1 = [_mm512_setzero_ps(); R];
+    if accumulate {
+        for r in 0..R {
+            // SAFETY: row r of out has 32 f32.
+            unsafe {
+                acc0[r] = _mm512_loadu_ps(out.add(r * 2 * PANEL));
+                if TWO {
+                    acc1[r] = _mm512_loadu_ps(out.add(r * 2 * PANEL + PANEL));
+                }
+            }
+        }
+    }
     for q in 0..kp {
         // SAFETY: q < kp: inside each panel's kp × 16 pairs.
         let (v0, v1) = unsafe {
@@ -118,11 +148,11 @@ unsafe fn bf16_tile<const R: usize, const TWO: bool>(
             (v0, v1)
         };
         for r in 0..R {
-            // SAFETY: r < R rows of kp pairs each; the transmute reinterprets 16 lanes of
+            // SAFETY: q < kp steps of mr ≥ R pairs each; the transmute reinterprets 16 lanes of
             // i32 as 32 lanes of bf16 (same size, any bits valid).
             let av = unsafe {
                 std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(
-                    *a.add(r * kp + q) as i32
+                    *a.add(q * mr + r) as i32
                 ))
             };
             acc0[r] = _mm512_dpbf16_ps(acc0[r], av, v0);
@@ -150,14 +180,27 @@ unsafe fn bf16_tile<const R: usize, const TWO: bool>(
 #[target_feature(enable = "avx512f")]
 unsafe fn avx512_tile<const R: usize, const TWO: bool>(
     a: *const u32,
+    mr: usize,
     kp: usize,
     b0: *const u32,
     b1: *const u32,
     out: *mut f32,
+    accumulate: bool,
 ) {
     let high = _mm512_set1_epi32(0xffff_0000u32 as i32);
     let mut acc0 = [_mm512_setzero_ps(); R];
     let mut acc1 = [_mm512_setzero_ps(); R];
+    if accumulate {
+        for r in 0..R {
+            // SAFETY: row r of out has 32 f32.
+            unsafe {
+                acc0[r] = _mm512_loadu_ps(out.add(r * 2 * PANEL));
+                if TWO {
+                    acc1[r] = _mm512_loadu_ps(out.add(r * 2 * PANEL + PANEL));
+                }
+            }
+        }
+    }
     for q in 0..kp {
         // SAFETY: q < kp: inside each panel's kp × 16 pairs.
         let (v0, v1) = unsafe {
@@ -174,8 +217,8 @@ unsafe fn avx512_tile<const R: usize, const TWO: bool>(
         let b1h = _mm512_castsi512_ps(_mm512_and_si512(v1, high));
         let b1l = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v1));
         for r in 0..R {
-            // SAFETY: r < R rows of kp pairs each.
-            let p = unsafe { *a.add(r * kp + q) };
+            // SAFETY: q < kp steps of mr ≥ R pairs each.
+            let p = unsafe { *a.add(q * mr + r) };
             let ah = _mm512_set1_ps(f32::from_bits(p & 0xffff_0000));
             let al = _mm512_set1_ps(f32::from_bits(p << 16));
             acc0[r] = _mm512_fmadd_ps(al, b0l, _mm512_fmadd_ps(ah, b0h, acc0[r]));
@@ -198,18 +241,29 @@ unsafe fn avx512_tile<const R: usize, const TWO: bool>(
 /// AVX2 + FMA: one panel (two registers of 8 columns), bf16 widened to f32, odd `k` first.
 ///
 /// # Safety
-/// AVX2 and FMA; `R ≤ 4` used by the caller; `a` readable for `R × kp` u32, `b` for
+/// AVX2 and FMA; `R ≤ mr = 4` used by the caller; `a` readable for `kp × mr` u32, `b` for
 /// `kp × 16`, `out` writable for 16 f32 in each of `R` rows of stride 32.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn avx2_tile<const R: usize, const TWO: bool>(
     a: *const u32,
+    mr: usize,
     kp: usize,
     b: *const u32,
     out: *mut f32,
+    accumulate: bool,
 ) {
     let high = _mm256_set1_epi32(0xffff_0000u32 as i32);
     let mut acc0 = [_mm256_setzero_ps(); R];
     let mut acc1 = [_mm256_setzero_ps(); R];
+    if accumulate {
+        for r in 0..R {
+            // SAFETY: row r of out has 16 f32 from `out`.
+            unsafe {
+                acc0[r] = _mm256_loadu_ps(out.add(r * 2 * PANEL));
+                acc1[r] = _mm256_loadu_ps(out.add(r * 2 * PANEL + 8));
+            }
+        }
+    }
     for q in 0..kp {
         // SAFETY: q < kp: inside the panel's kp × 16 pairs.
         let (v0, v1) = unsafe {
@@ -223,8 +277,8 @@ unsafe fn avx2_tile<const R: usize, const TWO: bool>(
         let b1h = _mm256_castsi256_ps(_mm256_and_si256(v1, high));
         let b1l = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(v1));
         for r in 0..R {
-            // SAFETY: r < R rows of kp pairs each.
-            let p = unsafe { *a.add(r * kp + q) };
+            // SAFETY: q < kp steps of mr ≥ R pairs each.
+            let p = unsafe { *a.add(q * mr + r) };
             let ah = _mm256_set1_ps(f32::from_bits(p & 0xffff_0000));
             let al = _mm256_set1_ps(f32::from_bits(p << 16));
             acc0[r] = _mm256_fmadd_ps(al, b0l, _mm256_fmadd_ps(ah, b0h, acc0[r]));
