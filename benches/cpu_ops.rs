@@ -11,6 +11,7 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
+use vtower::__bench::kernels::{gemm_at, supported_levels, PackedB};
 use vtower::__bench::layers::{segment_attention, segment_attention_chunked, Attention, Linear};
 
 fn median_ms(iters: usize, mut f: impl FnMut()) -> f64 {
@@ -30,8 +31,42 @@ fn randn(shape: &[usize]) -> Tensor {
     Tensor::randn(0f32, 1.0, shape, &Device::Cpu).unwrap()
 }
 
+/// The CPU bf16 kernels at every level this CPU supports against candle's f32 matmul on the
+/// same shapes (the so400m and base towers' linear layers and attention products).
+fn bf16_gemm() {
+    println!("\nbf16 GEMM x[m,k] · W[n,k]ᵀ: GFLOP/s (f32 candle, then each bf16 level)");
+    for (m, k, n) in [
+        (729, 1152, 3456),
+        (729, 1152, 4304),
+        (729, 4304, 1152),
+        (196, 768, 3072),
+        (729, 72, 729),
+        (729, 729, 72),
+    ] {
+        let x = randn(&[m, k]);
+        let w = randn(&[n, k]);
+        let wt = w.t().unwrap().contiguous().unwrap();
+        let flop = 2.0 * (m * k * n) as f64;
+        let f32_ms = median_ms(7, || drop(x.matmul(&wt).unwrap()));
+        let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let ws = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let packed = PackedB::from_nk_f32(&ws, n, k).unwrap();
+        let mut c = vec![0f32; m * n];
+        let mut line = format!("{m:5} x {k:5} x {n:5}  f32 {:7.1}", flop / f32_ms / 1e6);
+        for level in supported_levels() {
+            let ms = median_ms(7, || gemm_at(level, &xs, m, &packed, &mut c).unwrap());
+            line += &format!("  {} {:7.1}", level.name(), flop / ms / 1e6);
+        }
+        println!("{line}");
+    }
+}
+
 fn main() {
     println!("threads: {}", rayon::current_num_threads());
+    if std::env::args().any(|a| a == "bf16") {
+        bf16_gemm();
+        return;
+    }
     println!("\nmatmul x[m,k] · W[n,k]ᵀ        view ms  contiguous ms  view/contiguous");
     for (m, k, n) in [
         (196, 768, 3072),

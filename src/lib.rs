@@ -19,6 +19,7 @@ pub(crate) mod config;
 pub(crate) mod engine;
 pub(crate) mod error;
 pub(crate) mod ffi;
+pub(crate) mod kernels;
 pub(crate) mod log;
 pub(crate) mod models;
 pub(crate) mod preprocess;
@@ -41,5 +42,9 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// the API: hidden from the documentation, and may change in any release.
 #[doc(hidden)]
 pub mod __bench {
+    /// The CPU bf16 matrix kernels' dispatch and entry points (tests and benches).
+    pub mod kernels {
+        pub use crate::kernels::{detected, gemm, gemm_at, isa, supported_levels, Isa, PackedB};
+    }
     pub use crate::models::layers;
 }

@@ -82,6 +82,8 @@ pub struct Weights {
     dir: PathBuf,
     shards: Vec<Shard>,
     entries: HashMap<String, Entry>,
+    /// Linear layers keep bf16 weights for the CPU bf16 kernels (see [`Weights::bf16_matmuls`]).
+    bf16_matmuls: bool,
 }
 
 /// Shape and storage type of a tensor.
@@ -175,6 +177,17 @@ fn dtype_name(dtype: StDtype) -> String {
 }
 
 impl Weights {
+    /// Marks this checkpoint as loaded for a bf16 model on the CPU: linear layers keep their
+    /// weights in bf16 (packed for the CPU kernels) while the model computes in f32.
+    pub fn set_bf16_matmuls(&mut self, on: bool) {
+        self.bf16_matmuls = on;
+    }
+
+    /// See [`Weights::set_bf16_matmuls`].
+    pub fn bf16_matmuls(&self) -> bool {
+        self.bf16_matmuls
+    }
+
     /// Finds the checkpoint files of `dir`: the shards named by
     /// `model.safetensors.index.json`, else `model.safetensors`, else every `*.safetensors`.
     /// Only headers are read (and, with an index, not even those until a tensor is needed).
@@ -185,6 +198,7 @@ impl Weights {
             dir: dir.to_path_buf(),
             shards: Vec::new(),
             entries: HashMap::new(),
+            bf16_matmuls: false,
         };
         if index_path.is_file() {
             weights.add_index(&index_path)?;

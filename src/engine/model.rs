@@ -11,6 +11,8 @@ use crate::engine::cache::{self, CacheStats, EmbeddingCache};
 use crate::engine::device::{place, Placement};
 use crate::engine::jobs::{self, Job, JobQueue, OnDone};
 use crate::engine::{Embeddings, Image, LoadOptions};
+use candle_core::DType;
+
 use crate::error::{Error, Result, Status};
 use crate::log;
 use crate::models::cancel::{self, CancelToken};
@@ -57,7 +59,16 @@ impl Model {
         let files = ModelFiles::read(dir)?;
         let load = registry::loader(&files.model_type()?)?;
         let placement = place(options.device, options.dtype)?;
-        let weights = Weights::open(dir)?;
+        let mut weights = Weights::open(dir)?;
+        // bf16 on the CPU: the linear layers keep bf16 weights and run the bf16 kernels of
+        // `crate::kernels` (f32 accumulation); everything else (norms, softmax, activations,
+        // residuals) computes in f32.
+        let load_dtype = if placement.device.is_cpu() && placement.dtype == DType::BF16 {
+            weights.set_bf16_matmuls(true);
+            DType::F32
+        } else {
+            placement.dtype
+        };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(options.n_threads)
             .thread_name(|i| format!("vtower-{i}"))
@@ -65,7 +76,7 @@ impl Model {
             .map_err(|e| {
                 Error::new(Status::Compute, format!("cannot start worker threads: {e}"))
             })?;
-        let inner = pool.install(|| load(&files, &weights, placement.dtype, &placement.device))?;
+        let inner = pool.install(|| load(&files, &weights, load_dtype, &placement.device))?;
         if !files.has_preprocessor {
             log::warn(&format!(
                 "{}: no preprocessor_config.json (nor processor_config.json with an `image_processor`), using the image processor's defaults",

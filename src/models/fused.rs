@@ -14,6 +14,7 @@ use candle_core::{
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::kernels::{self as simd, PackedB};
 use crate::models::activation::Activation;
 use crate::models::kernels;
 
@@ -275,6 +276,69 @@ pub fn rotate_half_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Opti
         return Ok(None);
     }
     Ok(Some(x.apply_op3_no_bwd(cos, sin, &RotateHalfRotary)?))
+}
+
+/// A weight `W` `[out, in]` on the CPU (any float dtype) packed in bf16 for
+/// [`crate::kernels::gemm`] (`B = Wᵀ`); bf16 values are kept as they are, others rounded.
+pub fn pack_bf16_weight(w: &Tensor) -> Result<PackedB> {
+    let (n, k) = w.dims2()?;
+    if !w.device().is_cpu() {
+        return Err(crate::error::Error::compute(
+            "bf16-packed weights are for the CPU only",
+        ));
+    }
+    let w = match w.dtype() {
+        DType::BF16 | DType::F32 => w.contiguous()?,
+        _ => w.to_dtype(DType::F32)?.contiguous()?,
+    };
+    let (storage, layout) = w.storage_and_layout();
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("pack: operand is not contiguous".into()))?;
+    match &*storage {
+        Storage::Cpu(CpuStorage::BF16(v)) => PackedB::from_nk_bf16(&v[start..end], n, k),
+        Storage::Cpu(CpuStorage::F32(v)) => PackedB::from_nk_f32(&v[start..end], n, k),
+        _ => Err(crate::error::Error::compute(
+            "pack: unexpected weight storage",
+        )),
+    }
+}
+
+/// The weight `[out, in]` behind a packed `Wᵀ`, in f32.
+pub fn unpack_bf16_weight(p: &PackedB) -> Result<Tensor> {
+    let (k, n) = (p.k(), p.n());
+    let mut w = crate::preprocess::limits::try_filled(n * k, 0f32, "a weight")?;
+    for (nn, row) in w.chunks_exact_mut(k.max(1)).enumerate().take(n) {
+        for (kk, v) in row.iter_mut().enumerate() {
+            *v = p.get(kk, nn).to_f32();
+        }
+    }
+    Ok(Tensor::from_vec(w, (n, k), &candle_core::Device::Cpu)?)
+}
+
+/// `x · B` for `x` `[rows, k]` on the CPU (converted to f32 first if needed; rounded to bf16
+/// by the kernel) and a packed bf16 `B` `[k, n]`: an f32 `[rows, n]` tensor, computed on the
+/// calling thread's rayon pool.
+pub fn matmul_bf16(x: &Tensor, b: &PackedB) -> Result<Tensor> {
+    let (rows, k) = x.dims2()?;
+    if k != b.k() {
+        return Err(crate::error::Error::compute(format!(
+            "matmul: input width {k}, weight expects {}",
+            b.k()
+        )));
+    }
+    let x = if x.dtype() == DType::F32 {
+        x.contiguous()?
+    } else {
+        x.to_dtype(DType::F32)?.contiguous()?
+    };
+    let mut out = crate::preprocess::limits::try_filled(rows * b.n(), 0f32, "a matmul output")?;
+    with_slice(&x, |a| simd::gemm(a, rows, b, &mut out))??;
+    Ok(Tensor::from_vec(
+        out,
+        (rows, b.n()),
+        &candle_core::Device::Cpu,
+    )?)
 }
 
 /// Side of the square tiles a transpose copies at a time (each tile's rows and columns stay

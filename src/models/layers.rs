@@ -3,10 +3,13 @@
 //! attention (plain, or over several images packed into one sequence, with optional rotary
 //! embeddings), written to match PyTorch's eager reference arithmetic.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Tensor, D};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::kernels::PackedB;
 use crate::models::activation::Activation;
 use crate::models::fused;
 use crate::models::rope::Rotary;
@@ -71,6 +74,18 @@ impl<'a> Loader<'a> {
             .tensor(&self.name(name), shape, self.dtype, &self.device)
     }
 
+    /// Tensor `name`, which must have exactly `shape`, in `dtype` (not the compute dtype).
+    pub fn tensor_as(&self, name: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        self.weights
+            .tensor(&self.name(name), shape, dtype, &self.device)
+    }
+
+    /// Whether this loader's linear layers keep bf16 weights for the CPU bf16 kernels
+    /// (a bf16 model on the CPU; everything else computes in f32).
+    pub fn bf16_matmuls(&self) -> bool {
+        self.device.is_cpu() && self.weights.bf16_matmuls()
+    }
+
     /// `name.weight` `[out, in]` and, when `bias`, `name.bias` `[out]`.
     pub fn linear(&self, name: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
         let sub = self.sub(name);
@@ -79,6 +94,14 @@ impl<'a> Loader<'a> {
         } else {
             None
         };
+        if self.device.is_cpu() && self.weights.bf16_matmuls() {
+            // bf16 weights packed once for the bf16 kernels; activations stay f32.
+            let w = sub.tensor_as("weight", &[out_dim, in_dim], DType::BF16)?;
+            return Ok(Linear {
+                rhs: Rhs::Bf16(Arc::new(fused::pack_bf16_weight(&w)?)),
+                bias,
+            });
+        }
         if self.device.is_cpu() {
             // Read straight into the `Wᵀ` layout the CPU matmul takes.
             let rhs = self.weights.tensor_transposed(
@@ -86,7 +109,10 @@ impl<'a> Loader<'a> {
                 [out_dim, in_dim],
                 self.dtype,
             )?;
-            return Ok(Linear { rhs, bias });
+            return Ok(Linear {
+                rhs: Rhs::Dense(rhs),
+                bias,
+            });
         }
         Linear::new(sub.tensor("weight", &[out_dim, in_dim])?, bias)
     }
@@ -103,14 +129,16 @@ impl<'a> Loader<'a> {
     ) -> Result<Linear> {
         let sub = self.sub(name);
         let conv = sub.tensor("weight", &[out_dim, 3, patch, patch])?;
-        Linear::new(
-            conv.reshape((out_dim, 3 * patch * patch))?,
-            if bias {
-                Some(sub.tensor("bias", &[out_dim])?)
-            } else {
-                None
-            },
-        )
+        let weight = conv.reshape((out_dim, 3 * patch * patch))?;
+        let bias = if bias {
+            Some(sub.tensor("bias", &[out_dim])?)
+        } else {
+            None
+        };
+        if self.bf16_matmuls() {
+            return Linear::new_bf16(&weight, bias);
+        }
+        Linear::new(weight, bias)
     }
 
     /// Refuses a normalization epsilon that is not a positive finite number (a zero or
@@ -165,11 +193,20 @@ impl<'a> Loader<'a> {
 /// `y = x Wᵀ + b` for a weight `W` `[out, in]` (torch's layout).
 #[derive(Debug, Clone)]
 pub struct Linear {
-    /// `Wᵀ` `[in, out]`, the matmul's right operand: a contiguous copy on the CPU (candle's
-    /// gemm reads it up to 2.5x faster than the transposed view of `W`), the transposed
-    /// view elsewhere (cuBLAS takes either).
-    rhs: Tensor,
+    rhs: Rhs,
     bias: Option<Tensor>,
+}
+
+/// The right operand of a [`Linear`]'s matmul.
+#[derive(Debug, Clone)]
+enum Rhs {
+    /// `Wᵀ` `[in, out]`: a contiguous copy on the CPU (candle's gemm reads it up to 2.5x
+    /// faster than the transposed view of `W`), the transposed view elsewhere (cuBLAS
+    /// takes either).
+    Dense(Tensor),
+    /// `Wᵀ` in bf16, packed for [`crate::kernels`] (a bf16 model on the CPU): the only copy
+    /// of the weight. Inputs are f32, rounded to bf16 per call; outputs are f32.
+    Bf16(Arc<PackedB>),
 }
 
 impl Linear {
@@ -180,20 +217,56 @@ impl Linear {
         } else {
             weight.t()?
         };
-        Ok(Linear { rhs, bias })
+        Ok(Linear {
+            rhs: Rhs::Dense(rhs),
+            bias,
+        })
     }
 
-    /// The weight `[out, in]` (a view).
+    /// A linear layer whose weight `[out, in]` is kept in bf16 for the CPU bf16 kernels
+    /// (inputs and outputs in f32). Fails off the CPU.
+    pub fn new_bf16(weight: &Tensor, bias: Option<Tensor>) -> Result<Linear> {
+        Ok(Linear {
+            rhs: Rhs::Bf16(Arc::new(fused::pack_bf16_weight(weight)?)),
+            bias,
+        })
+    }
+
+    /// The weight `[out, in]` (a view; for bf16-packed weights, an f32 copy).
     pub fn weight(&self) -> Result<Tensor> {
-        Ok(self.rhs.t()?)
+        match &self.rhs {
+            Rhs::Dense(t) => Ok(t.t()?),
+            Rhs::Bf16(p) => fused::unpack_bf16_weight(p),
+        }
     }
 
     /// Stacks several linears with the same input along the output dimension (fused QKV).
     pub fn concat(parts: &[Linear]) -> Result<Linear> {
         // Side by side in the transposed layout: `[in, out_1 + out_2 + ...]`, contiguous on
         // the CPU, without transposing anything again.
-        let rhs: Vec<&Tensor> = parts.iter().map(|l| &l.rhs).collect();
-        let rhs = Tensor::cat(&rhs, 1)?;
+        let dense: Vec<&Tensor> = parts
+            .iter()
+            .filter_map(|l| match &l.rhs {
+                Rhs::Dense(t) => Some(t),
+                Rhs::Bf16(_) => None,
+            })
+            .collect();
+        let packed: Vec<&PackedB> = parts
+            .iter()
+            .filter_map(|l| match &l.rhs {
+                Rhs::Bf16(p) => Some(&**p),
+                Rhs::Dense(_) => None,
+            })
+            .collect();
+        let rhs = if packed.is_empty() {
+            Rhs::Dense(Tensor::cat(&dense, 1)?)
+        } else if dense.is_empty() {
+            Rhs::Bf16(Arc::new(PackedB::concat(&packed)?))
+        } else {
+            return Err(Error::bad_weights(
+                "fused projections mix bf16-packed and dense weights",
+            ));
+        };
         let bias = if parts.iter().all(|l| l.bias.is_some()) {
             let biases: Vec<&Tensor> = parts.iter().filter_map(|l| l.bias.as_ref()).collect();
             Some(Tensor::cat(&biases, 0)?)
@@ -208,7 +281,10 @@ impl Linear {
     }
 
     pub fn out_dim(&self) -> usize {
-        self.rhs.dims()[1]
+        match &self.rhs {
+            Rhs::Dense(t) => t.dims()[1],
+            Rhs::Bf16(p) => p.n(),
+        }
     }
 
     /// Applies the layer to the last dimension of `x` (any number of leading dimensions).
@@ -238,7 +314,10 @@ impl Linear {
             .expect("linear input has at least one dimension");
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let x2 = x.reshape((rows, in_dim))?;
-        let y = x2.matmul(&self.rhs)?;
+        let y = match &self.rhs {
+            Rhs::Dense(t) => x2.matmul(t)?,
+            Rhs::Bf16(p) => fused::matmul_bf16(&x2, p)?,
+        };
         let residual = residual
             .map(|r| r.reshape((rows, self.out_dim())))
             .transpose()?;
@@ -362,6 +441,14 @@ pub struct Attention {
     head_dim: usize,
 }
 
+impl Linear {
+    /// Whether the weight is kept in bf16 for the CPU bf16 kernels (a bf16 model on the
+    /// CPU): the layer's attention then runs its matmuls in bf16 too.
+    pub fn is_bf16(&self) -> bool {
+        matches!(self.rhs, Rhs::Bf16(_))
+    }
+}
+
 impl Attention {
     /// Loads `q_proj`, `k_proj`, `v_proj`, `out_proj_name` (all `[dim, dim]`, with biases
     /// when `bias`) and fuses the first three.
@@ -464,7 +551,8 @@ impl Attention {
             ranges.push((start, len));
             start += len;
         }
-        let o = segment_attention_budget(&q, &k, &v, &ranges, scale, score_budget)?;
+        let o =
+            segment_attention_budget(&q, &k, &v, &ranges, scale, score_budget, self.qkv.is_bf16())?;
         debug_assert_eq!(o.dims(), &[n, d]);
         self.project_out(&o, residual)
     }
@@ -562,7 +650,21 @@ pub fn segment_attention(
     segments: &[(usize, usize)],
     scale: f64,
 ) -> Result<Tensor> {
-    segment_attention_budget(q, k, v, segments, scale, SEGMENT_SCORES_BUDGET)
+    segment_attention_budget(q, k, v, segments, scale, SEGMENT_SCORES_BUDGET, false)
+}
+
+/// [`segment_attention`], with `q·kᵀ` and `p·v` in bf16 (operands rounded to bf16, f32
+/// accumulation, softmax in f32) when `bf16` and the operands are f32 on the CPU (a bf16
+/// model on the CPU: pass [`Linear::is_bf16`] of the layer's projection).
+pub fn segment_attention_with(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    segments: &[(usize, usize)],
+    scale: f64,
+    bf16: bool,
+) -> Result<Tensor> {
+    segment_attention_budget(q, k, v, segments, scale, SEGMENT_SCORES_BUDGET, bf16)
 }
 
 /// Bytes of scores one CPU task holds at once: a query chunk whose scores stay in the cache
@@ -592,13 +694,15 @@ fn segment_attention_budget(
     segments: &[(usize, usize)],
     scale: f64,
     budget: usize,
+    bf16: bool,
 ) -> Result<Tensor> {
     let task_scores = if q.device().is_cpu() {
         (budget / rayon::current_num_threads().max(1)).clamp(1, CPU_TASK_SCORES)
     } else {
         budget
     };
-    segment_attention_chunked(q, k, v, segments, scale, task_scores)
+    let bf16 = bf16 && q.device().is_cpu() && q.dtype() == DType::F32;
+    segment_attention_tasks(q, k, v, segments, scale, task_scores, bf16)
 }
 
 /// [`segment_attention`] with query chunks whose scores take at most `task_scores` bytes
@@ -610,6 +714,20 @@ pub fn segment_attention_chunked(
     segments: &[(usize, usize)],
     scale: f64,
     task_scores: usize,
+) -> Result<Tensor> {
+    segment_attention_tasks(q, k, v, segments, scale, task_scores, false)
+}
+
+/// [`segment_attention_chunked`], the two matmuls through the CPU bf16 kernels when `bf16`
+/// (f32 CPU operands).
+fn segment_attention_tasks(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    segments: &[(usize, usize)],
+    scale: f64,
+    task_scores: usize,
+    bf16: bool,
 ) -> Result<Tensor> {
     let (heads, tokens, head_dim) = q.dims3()?;
     check_tiling(segments, tokens)?;
@@ -626,6 +744,9 @@ pub fn segment_attention_chunked(
     // CUDA matmuls want (batch-)contiguous operands; candle's CPU matmul takes strided ones.
     let operand = |t: Tensor| if on_cpu { Ok(t) } else { t.contiguous() };
     let run = |&(start, len, h0, hn): &(usize, usize, usize, usize)| -> Result<Tensor> {
+        if bf16 {
+            return bf16_attention_task(q, k, v, (start, len, h0, hn), scale, task_scores);
+        }
         let qs = q.narrow(0, h0, hn)?.narrow(1, start, len)?;
         // kᵀ copied contiguous on every device, as before the strided views came in.
         let kt = k
@@ -658,6 +779,53 @@ pub fn segment_attention_chunked(
     };
     let o = join_tasks(&tasks, &outputs)?;
     Ok(o.transpose(0, 1)?.reshape((tokens, heads * head_dim))?)
+}
+
+/// One attention task (`(segment start, len, first head, heads)`) with both matmuls through
+/// the CPU bf16 kernels: per head, `kᵀ` and `v` packed in bf16 once, then per query chunk
+/// `softmax(scale · q·kᵀ)` (scores and softmax in f32) times `v`. Returns
+/// `[heads, len, head_dim]` f32.
+fn bf16_attention_task(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    (start, len, h0, hn): (usize, usize, usize, usize),
+    scale: f64,
+    task_scores: usize,
+) -> Result<Tensor> {
+    let head_dim = q.dim(2)?;
+    let chunk = (task_scores / len.saturating_mul(4).max(1)).clamp(1, len);
+    let mut heads = Vec::with_capacity(hn);
+    for h in h0..h0 + hn {
+        let rows = |t: &Tensor| -> Result<Vec<f32>> {
+            Ok(t.get(h)?
+                .narrow(0, start, len)?
+                .contiguous()?
+                .flatten_all()?
+                .to_vec1::<f32>()?)
+        };
+        let (qh, kh, vh) = (rows(q)?, rows(k)?, rows(v)?);
+        // kᵀ: `[head_dim, len]`, from k's rows `[len, head_dim]` (= W `[n, k]`).
+        let kt = crate::kernels::PackedB::from_nk_f32(&kh, len, head_dim)?;
+        let vp = crate::kernels::PackedB::from_kn_f32(&vh, len, head_dim)?;
+        let mut out = crate::preprocess::limits::try_filled(len * head_dim, 0f32, "attention")?;
+        let mut scores = crate::preprocess::limits::try_filled(chunk * len, 0f32, "attention")?;
+        let mut q0 = 0;
+        while q0 < len {
+            let n = chunk.min(len - q0);
+            let s = &mut scores[..n * len];
+            crate::kernels::gemm(&qh[q0 * head_dim..(q0 + n) * head_dim], n, &kt, s)?;
+            crate::models::kernels::softmax_rows(s, len, scale as f32);
+            crate::kernels::gemm(s, n, &vp, &mut out[q0 * head_dim..(q0 + n) * head_dim])?;
+            q0 += n;
+        }
+        heads.push(Tensor::from_vec(out, (1, len, head_dim), q.device())?);
+    }
+    Ok(if heads.len() == 1 {
+        heads.pop().expect("one head")
+    } else {
+        Tensor::cat(&heads, 0)?
+    })
 }
 
 /// Fails unless `segments` tile `0..tokens` in order, none empty.
@@ -812,7 +980,7 @@ mod tests {
             start += len;
         }
         let got = segment_attention(&q, &k, &v, &segs, 0.3).unwrap();
-        let chunked = segment_attention_budget(&q, &k, &v, &segs, 0.3, 1).unwrap();
+        let chunked = segment_attention_budget(&q, &k, &v, &segs, 0.3, 1, false).unwrap();
         for &(start, len) in &segs {
             // The plain batched computation over all heads with candle's own softmax.
             let qs = q.narrow(1, start, len).unwrap();
@@ -832,6 +1000,82 @@ mod tests {
                 assert!(diff < 1e-5, "segment ({start}, {len}): {diff}");
             }
         }
+    }
+
+    /// A bf16-packed linear layer equals the f32 layer on bf16-rounded weights and inputs
+    /// (up to f32 summation order), epilogues and fused projections included.
+    #[test]
+    fn bf16_linear_matches_f32_on_rounded_operands() {
+        let round = |t: &Tensor| {
+            t.to_dtype(DType::BF16)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+        };
+        let (w1, w2) = (randn(&[13, 37], 31), randn(&[20, 37], 32));
+        let (b1, b2) = (randn(&[13], 33), randn(&[20], 34));
+        let x = randn(&[2, 9, 37], 35);
+        let packed = Linear::concat(&[
+            Linear::new_bf16(&w1, Some(b1.clone())).unwrap(),
+            Linear::new_bf16(&w2, Some(b2.clone())).unwrap(),
+        ])
+        .unwrap();
+        assert!(packed.is_bf16());
+        let dense = Linear::new(
+            Tensor::cat(&[round(&w1), round(&w2)], 0).unwrap(),
+            Some(Tensor::cat(&[b1, b2], 0).unwrap()),
+        )
+        .unwrap();
+        assert_eq!(packed.out_dim(), 33);
+        assert_eq!(
+            packed.weight().unwrap().to_vec2::<f32>().unwrap(),
+            dense.weight().unwrap().to_vec2::<f32>().unwrap()
+        );
+        let residual = randn(&[2, 9, 33], 36);
+        let xr = round(&x);
+        for (got, want) in [
+            (packed.forward(&x), dense.forward(&xr)),
+            (
+                packed.forward_act(&x, Activation::GeluTanh),
+                dense.forward_act(&xr, Activation::GeluTanh),
+            ),
+            (
+                packed.forward_add(&x, &residual),
+                dense.forward_add(&xr, &residual),
+            ),
+        ] {
+            let (got, want) = (got.unwrap(), want.unwrap());
+            assert_eq!(got.dims(), &[2, 9, 33]);
+            assert!(max_abs_diff(&got, &want) < 1e-4);
+        }
+    }
+
+    #[test]
+    fn bf16_attention_is_close_to_f32_and_chunks_exactly() {
+        let (heads, d) = (3, 10);
+        let lens = [5, PER_HEAD_MIN_TOKENS + 9];
+        let n: usize = lens.iter().sum();
+        let (q, k, v) = (
+            randn(&[heads, n, d], 21),
+            randn(&[heads, n, d], 22),
+            randn(&[heads, n, d], 23),
+        );
+        let segs = [(0, lens[0]), (lens[0], lens[1])];
+        let f32 = segment_attention(&q, &k, &v, &segs, 0.4).unwrap();
+        let bf16 = segment_attention_with(&q, &k, &v, &segs, 0.4, true).unwrap();
+        assert_eq!(bf16.dims(), f32.dims());
+        let diff = max_abs_diff(&bf16, &f32);
+        let scale = f32
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff > 0.0 && diff < 2e-2 * scale, "{diff} vs {scale}");
+        // Query chunks of one row: the same values bit for bit.
+        let chunked = segment_attention_budget(&q, &k, &v, &segs, 0.4, 1, true).unwrap();
+        assert_eq!(max_abs_diff(&chunked, &bf16), 0.0);
     }
 
     #[test]
@@ -860,7 +1104,7 @@ mod tests {
         let a = whole.narrow(0, 0, 3).unwrap().to_vec2::<f32>().unwrap();
         assert_eq!(a, first.to_vec2::<f32>().unwrap());
         // One query row per chunk: same result.
-        let chunked = segment_attention_budget(&q, &k, &v, &segs, 0.5, 1).unwrap();
+        let chunked = segment_attention_budget(&q, &k, &v, &segs, 0.5, 1, false).unwrap();
         let diff = max_abs_diff(&chunked, &whole);
         assert!(diff <= 1e-6, "{diff}");
         // Segments must tile the sequence.

@@ -22,7 +22,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::config::{axial_rope_theta, ConfigObject, ModelFiles, ROPE_PARAMETERS_FIRST};
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
-use crate::models::layers::{segment_attention, GatedMlp, LayerNorm, Linear, Loader, RmsNorm};
+use crate::models::layers::{segment_attention_with, GatedMlp, LayerNorm, Linear, Loader, RmsNorm};
 use crate::models::pixels::to_compute;
 use crate::models::rope::{apply_rotary_f32, AxialRope};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
@@ -473,7 +473,7 @@ impl QwenVisionTower {
             } else {
                 &packing.windows
             };
-            let o = segment_attention(&q?, &k?, &v?, segments, scale)?;
+            let o = segment_attention_with(&q?, &k?, &v?, segments, scale, block.qkv.is_bf16())?;
             x = block.proj.forward_add(&o, &x)?;
             x = block.mlp.forward_add(&block.norm2.forward(&x)?, &x)?;
         }

@@ -29,7 +29,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::config::{axial_rope_theta, ConfigObject, ModelFiles, ROPE_PARAMETERS_FIRST};
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
-use crate::models::layers::{segment_attention, LayerNorm, Linear, Loader};
+use crate::models::layers::{segment_attention_with, LayerNorm, Linear, Loader};
 use crate::models::rope::{apply_rotary_f32, AxialRope};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
@@ -416,7 +416,7 @@ impl Qwen3VisionTower {
             let k = apply_rotary_f32(&split(1)?, &cos, &sin)?;
             let v = split(2)?;
             let [q, k, v] = [q, k, v].map(|t| t.transpose(0, 1).and_then(|t| t.contiguous()));
-            let o = segment_attention(&q?, &k?, &v?, &segments, scale)?;
+            let o = segment_attention_with(&q?, &k?, &v?, &segments, scale, block.qkv.is_bf16())?;
             x = block.proj.forward_add(&o, &x)?;
             let h = block.fc1.forward_act(&block.norm2.forward(&x)?, c.act)?;
             x = block.fc2.forward_add(&h, &x)?;

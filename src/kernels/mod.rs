@@ -1,0 +1,613 @@
+//! SIMD matrix kernels for bf16 weights on the CPU: `C = A · B` with `A` in f32 (rounded to
+//! bf16 per call, round-to-nearest-even as PyTorch rounds), `B` in bf16 packed once
+//! ([`PackedB`]), products of bf16 values accumulated in f32, `C` in f32.
+//!
+//! The instruction set is chosen at run time, once per process, here and nowhere else
+//! ([`isa`]): AVX512-BF16 (`vdpbf16ps`, two products per lane and instruction), AVX-512F
+//! (bf16 widened to f32, FMA), AVX2+FMA (the same on 8 lanes), or portable scalar code. The
+//! environment variable `VTOWER_CPU_ISA` (`avx512bf16`, `avx512`, `avx2` or `scalar`) caps
+//! the level (a level the CPU lacks is never used; an unknown value is ignored with a
+//! warning). AMX tiles are not used (no AMX machine was available to test them on).
+//!
+//! Every level computes each output element as the same sequence of f32 operations: per
+//! pair of `k`, the odd product then the even one is added to the accumulator (products of
+//! two bf16 values are exact in f32, so FMA and multiply-then-add agree), in increasing `k`
+//! (the order `vdpbf16ps` documents). Results never depend on how the work is split across
+//! threads. Subnormal values may differ between levels (`vdpbf16ps` flushes them).
+//!
+//! Only safe functions leave this module; the intrinsics live in `x86.rs`.
+
+use std::sync::OnceLock;
+
+use half::bf16;
+use rayon::prelude::*;
+
+use crate::error::Result;
+
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+/// Columns per packed panel of `B` (one 512-bit register of f32 accumulators).
+pub const PANEL: usize = 16;
+
+/// An instruction-set level of the bf16 matrix kernels, lowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Isa {
+    /// Portable Rust, no SIMD intrinsics.
+    Scalar,
+    /// AVX2 + FMA: bf16 widened to f32, 8 lanes.
+    Avx2,
+    /// AVX-512F: bf16 widened to f32, 16 lanes.
+    Avx512,
+    /// AVX512-BF16: `vdpbf16ps`.
+    Avx512Bf16,
+}
+
+impl Isa {
+    /// Every level, lowest first.
+    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16];
+
+    /// The name `VTOWER_CPU_ISA` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Avx512Bf16 => "avx512bf16",
+        }
+    }
+
+    /// The level named `name` (as [`Isa::name`] writes it, any case).
+    pub fn parse(name: &str) -> Option<Isa> {
+        let name = name.trim().to_ascii_lowercase();
+        Isa::ALL.into_iter().find(|i| i.name() == name)
+    }
+
+    /// Whether this CPU can run the level.
+    pub fn supported(self) -> bool {
+        self <= detected()
+    }
+
+    /// Rows of `A` one micro-kernel call covers.
+    fn rows(self) -> usize {
+        match self {
+            Isa::Avx512Bf16 | Isa::Avx512 => 12,
+            Isa::Avx2 | Isa::Scalar => 4,
+        }
+    }
+}
+
+/// The best level this CPU has.
+pub fn detected() -> Isa {
+    static DETECTED: OnceLock<Isa> = OnceLock::new();
+    *DETECTED.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx512 = std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw");
+            if avx512 && std::arch::is_x86_feature_detected!("avx512bf16") {
+                return Isa::Avx512Bf16;
+            }
+            if avx512 {
+                return Isa::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Scalar
+    })
+}
+
+/// The level the kernels run at: [`detected`], capped by `VTOWER_CPU_ISA` when set (read
+/// once per process).
+pub fn isa() -> Isa {
+    static ISA: OnceLock<Isa> = OnceLock::new();
+    *ISA.get_or_init(|| {
+        let best = detected();
+        match std::env::var("VTOWER_CPU_ISA") {
+            Ok(v) if !v.trim().is_empty() => match Isa::parse(&v) {
+                Some(cap) => cap.min(best),
+                None => {
+                    crate::log::warn(&format!(
+                        "VTOWER_CPU_ISA={v:?} is not one of avx512bf16, avx512, avx2, scalar; \
+                         ignored"
+                    ));
+                    best
+                }
+            },
+            _ => best,
+        }
+    })
+}
+
+/// The levels this CPU supports, lowest first.
+pub fn supported_levels() -> Vec<Isa> {
+    Isa::ALL.into_iter().filter(|i| i.supported()).collect()
+}
+
+/// `x` rounded to bf16, round-to-nearest-even (PyTorch's `c10::BFloat16` rounding; NaN stays
+/// a quiet NaN), as raw bits.
+#[inline(always)]
+pub fn bf16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return ((b >> 16) | 0x40) as u16;
+    }
+    (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// A pair of bf16 bit patterns in one `u32`: `lo` (even `k`) in the low half.
+#[inline(always)]
+fn pair(lo: u16, hi: u16) -> u32 {
+    lo as u32 | (hi as u32) << 16
+}
+
+/// The right operand `B` `[k, n]` of a product, in bf16, packed for the micro-kernels:
+/// panels of [`PANEL`] columns, each holding for every pair of rows `(2q, 2q + 1)` the
+/// 16 column values of both rows interleaved (`vdpbf16ps`'s operand layout), zero past the
+/// edges. Built once (weights at load), read by every call.
+pub struct PackedB {
+    k: usize,
+    n: usize,
+    /// Row pairs: `ceil(k / 2)`.
+    kp: usize,
+    /// `[panels][kp][PANEL]` pairs.
+    data: Vec<u32>,
+}
+
+impl std::fmt::Debug for PackedB {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedB(bf16 [k {}, n {}])", self.k, self.n)
+    }
+}
+
+impl PackedB {
+    /// Packs `B[kk][nn] = value(kk, nn)` (bf16 bits).
+    fn build(k: usize, n: usize, value: impl Fn(usize, usize) -> u16 + Sync) -> Result<PackedB> {
+        let kp = k.div_ceil(2);
+        let panels = n.div_ceil(PANEL);
+        let len = panels
+            .checked_mul(kp)
+            .and_then(|l| l.checked_mul(PANEL))
+            .ok_or_else(|| crate::error::Error::compute("packed bf16 matrix too large"))?;
+        let mut data = crate::preprocess::limits::try_filled(len, 0u32, "a packed bf16 matrix")?;
+        if kp > 0 {
+            data.par_chunks_mut(kp * PANEL)
+                .enumerate()
+                .for_each(|(p, panel)| {
+                    let n0 = p * PANEL;
+                    let cols = PANEL.min(n - n0);
+                    for (q, row) in panel.chunks_exact_mut(PANEL).enumerate() {
+                        let k0 = 2 * q;
+                        for (j, slot) in row[..cols].iter_mut().enumerate() {
+                            let lo = value(k0, n0 + j);
+                            let hi = if k0 + 1 < k { value(k0 + 1, n0 + j) } else { 0 };
+                            *slot = pair(lo, hi);
+                        }
+                    }
+                });
+        }
+        Ok(PackedB { k, n, kp, data })
+    }
+
+    /// From `W` `[n, k]` in bf16 (torch's `Linear` weight `[out, in]`: `B = Wᵀ`).
+    pub fn from_nk_bf16(w: &[bf16], n: usize, k: usize) -> Result<PackedB> {
+        assert_eq!(w.len(), n * k, "PackedB::from_nk_bf16: {n}x{k}");
+        PackedB::build(k, n, |kk, nn| w[nn * k + kk].to_bits())
+    }
+
+    /// From `W` `[n, k]` in f32, rounded to bf16 (`B = Wᵀ`).
+    pub fn from_nk_f32(w: &[f32], n: usize, k: usize) -> Result<PackedB> {
+        assert_eq!(w.len(), n * k, "PackedB::from_nk_f32: {n}x{k}");
+        PackedB::build(k, n, |kk, nn| bf16_bits(w[nn * k + kk]))
+    }
+
+    /// From `B` `[k, n]` in f32, rounded to bf16.
+    pub fn from_kn_f32(b: &[f32], k: usize, n: usize) -> Result<PackedB> {
+        assert_eq!(b.len(), k * n, "PackedB::from_kn_f32: {k}x{n}");
+        PackedB::build(k, n, |kk, nn| bf16_bits(b[kk * n + nn]))
+    }
+
+    /// Several matrices with the same `k` side by side: `[k, n_1 + n_2 + ...]`.
+    pub fn concat(parts: &[&PackedB]) -> Result<PackedB> {
+        let k = parts.first().map_or(0, |p| p.k);
+        if parts.iter().any(|p| p.k != k) {
+            return Err(crate::error::Error::bad_weights(
+                "fused projections have different input sizes",
+            ));
+        }
+        let mut owner = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            owner.extend((0..p.n).map(|nn| (i, nn)));
+        }
+        PackedB::build(k, owner.len(), |kk, nn| {
+            let (i, c) = owner[nn];
+            parts[i].get(kk, c).to_bits()
+        })
+    }
+
+    /// Rows (the inner dimension of the product).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Columns (outputs).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// `B[kk][nn]`.
+    pub fn get(&self, kk: usize, nn: usize) -> bf16 {
+        assert!(kk < self.k && nn < self.n, "PackedB::get out of range");
+        let v = self.data[((nn / PANEL) * self.kp + kk / 2) * PANEL + nn % PANEL];
+        bf16::from_bits(if kk & 1 == 0 {
+            v as u16
+        } else {
+            (v >> 16) as u16
+        })
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.data.len() * 4
+    }
+
+    /// Panel `p`: `kp * PANEL` pairs.
+    fn panel(&self, p: usize) -> &[u32] {
+        &self.data[p * self.kp * PANEL..(p + 1) * self.kp * PANEL]
+    }
+}
+
+/// `A` `[m, k]` f32 rounded to bf16 and packed in tiles of `mr` rows: tile `t` holds, for
+/// each pair `q` of `k`, the pairs of its `mr` rows side by side (`[kp][mr]`, zero past the
+/// last row), so that a micro-kernel reads one cache line per step.
+fn pack_a(a: &[f32], m: usize, k: usize, mr: usize) -> Result<Vec<u32>> {
+    let kp = k.div_ceil(2);
+    let tiles = m.div_ceil(mr);
+    let mut out = crate::preprocess::limits::try_filled(tiles * mr * kp, 0u32, "bf16 activations")?;
+    if kp == 0 {
+        return Ok(out);
+    }
+    let tiles_per_task = (16384 / (mr * kp)).max(1);
+    out.par_chunks_mut(tiles_per_task * mr * kp)
+        .enumerate()
+        .for_each(|(task, part)| {
+            for (i, tile) in part.chunks_exact_mut(mr * kp).enumerate() {
+                let r0 = (task * tiles_per_task + i) * mr;
+                for r in 0..mr.min(m - r0) {
+                    let row = &a[(r0 + r) * k..(r0 + r + 1) * k];
+                    for q in 0..kp {
+                        let lo = bf16_bits(row[2 * q]);
+                        let hi = if 2 * q + 1 < k {
+                            bf16_bits(row[2 * q + 1])
+                        } else {
+                            0
+                        };
+                        tile[q * mr + r] = pair(lo, hi);
+                    }
+                }
+            }
+        });
+    Ok(out)
+}
+
+/// One micro-kernel call: `rows` rows of an `A` tile (`a`, `[kp][isa.rows()]`) times one or
+/// two panels, written to `out` (`rows × 2·PANEL`, row stride `2·PANEL`), or added to what it
+/// holds when `accumulate`.
+#[allow(clippy::too_many_arguments)]
+fn tile(
+    isa: Isa,
+    a: &[u32],
+    rows: usize,
+    kp: usize,
+    b0: &[u32],
+    b1: Option<&[u32]>,
+    out: &mut [f32],
+    accumulate: bool,
+) {
+    debug_assert!(rows >= 1 && rows <= isa.rows());
+    debug_assert_eq!(a.len(), kp * isa.rows());
+    debug_assert_eq!(b0.len(), kp * PANEL);
+    debug_assert!(out.len() >= rows * 2 * PANEL);
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Bf16 | Isa::Avx512 | Isa::Avx2 => {
+            x86::tile(isa, a, rows, kp, b0, b1, out, accumulate)
+        }
+        _ => tile_scalar(a, isa.rows(), rows, kp, b0, b1, out, accumulate),
+    }
+}
+
+/// The portable micro-kernel (and the reference order every level follows); `a` is a tile of
+/// `mr` rows.
+#[allow(clippy::too_many_arguments)]
+fn tile_scalar(
+    a: &[u32],
+    mr: usize,
+    rows: usize,
+    kp: usize,
+    b0: &[u32],
+    b1: Option<&[u32]>,
+    out: &mut [f32],
+    accumulate: bool,
+) {
+    let lo = |v: u32| f32::from_bits(v << 16);
+    let hi = |v: u32| f32::from_bits(v & 0xffff_0000);
+    for (half, b) in [Some(b0), b1].into_iter().enumerate() {
+        let Some(b) = b else { continue };
+        for r in 0..rows {
+            let slot = &mut out[r * 2 * PANEL + half * PANEL..][..PANEL];
+            let mut acc = [0f32; PANEL];
+            if accumulate {
+                acc.copy_from_slice(slot);
+            }
+            for q in 0..kp {
+                let ap = a[q * mr + r];
+                let (a_lo, a_hi) = (lo(ap), hi(ap));
+                for (j, s) in acc.iter_mut().enumerate() {
+                    let bp = b[q * PANEL + j];
+                    *s += a_hi * hi(bp);
+                    *s += a_lo * lo(bp);
+                }
+            }
+            slot.copy_from_slice(&acc);
+        }
+    }
+}
+
+/// Bytes of packed `A` rows (one `k` chunk) one task keeps in the cache while it sweeps all
+/// panels.
+const A_BLOCK_BYTES: usize = 192 << 10;
+
+/// Pairs of `k` per chunk: a two-panel chunk of `B` is 32 KiB.
+const KC_PAIRS: usize = 256;
+
+/// `C = A · B` at the level [`isa`] picks: `a` `[m, k]` f32 row-major (rounded to bf16),
+/// `c` `[m, b.n()]` f32 row-major, overwritten. Splits rows across the calling thread's rayon
+/// pool.
+pub fn gemm(a: &[f32], m: usize, b: &PackedB, c: &mut [f32]) -> Result<()> {
+    gemm_at(isa(), a, m, b, c)
+}
+
+/// [`gemm`] at level `level` (capped to what this CPU supports).
+pub fn gemm_at(level: Isa, a: &[f32], m: usize, b: &PackedB, c: &mut [f32]) -> Result<()> {
+    let level = level.min(detected());
+    let (k, n) = (b.k, b.n);
+    assert_eq!(a.len(), m * k, "gemm: A is not {m}x{k}");
+    assert_eq!(c.len(), m * n, "gemm: C is not {m}x{n}");
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        c.fill(0.0);
+        return Ok(());
+    }
+    let kp = b.kp;
+    let mr = level.rows();
+    let packed = pack_a(a, m, k, mr)?;
+    // `k` in chunks of `KC_PAIRS` pairs (the partial sums go through `C`, exactly: f32 stored
+    // and reloaded), so that a panel's chunk stays in L1 across a row block's tiles; row blocks
+    // small enough to stay in the cache across all panels, and enough of them for every thread
+    // to get several.
+    let kc = kp.min(KC_PAIRS);
+    let threads = rayon::current_num_threads().max(1);
+    let by_cache = (A_BLOCK_BYTES / (kc * 4)).max(1);
+    let by_threads = m.div_ceil(4 * threads);
+    let block = by_cache.min(by_threads).max(1).div_ceil(mr) * mr;
+    let panels = n.div_ceil(PANEL);
+    c.par_chunks_mut(block * n)
+        .zip(packed.par_chunks(block * kp))
+        .for_each(|(cblock, ablock)| {
+            let rows_here = cblock.len() / n;
+            let mut out = [0f32; 12 * 2 * PANEL];
+            for q0 in (0..kp).step_by(kc) {
+                let q1 = (q0 + kc).min(kp);
+                let accumulate = q0 > 0;
+                let mut p = 0;
+                while p < panels {
+                    let two = p + 1 < panels;
+                    let b0 = &b.panel(p)[q0 * PANEL..q1 * PANEL];
+                    let b1 = two.then(|| &b.panel(p + 1)[q0 * PANEL..q1 * PANEL]);
+                    let n0 = p * PANEL;
+                    let cols = (if two { 2 * PANEL } else { PANEL }).min(n - n0);
+                    let mut r0 = 0;
+                    while r0 < rows_here {
+                        let rows = mr.min(rows_here - r0);
+                        if accumulate {
+                            for r in 0..rows {
+                                out[r * 2 * PANEL..][..cols]
+                                    .copy_from_slice(&cblock[(r0 + r) * n + n0..][..cols]);
+                            }
+                        }
+                        let t = &ablock[r0 * kp..(r0 + mr) * kp][q0 * mr..q1 * mr];
+                        tile(level, t, rows, q1 - q0, b0, b1, &mut out, accumulate);
+                        for r in 0..rows {
+                            cblock[(r0 + r) * n + n0..][..cols]
+                                .copy_from_slice(&out[r * 2 * PANEL..][..cols]);
+                        }
+                        r0 += rows;
+                    }
+                    p += if two { 2 } else { 1 };
+                }
+            }
+        });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 6.0
+            })
+            .collect()
+    }
+
+    /// The plain reference: bf16-rounded operands, products summed in f64.
+    fn reference(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> (Vec<f64>, Vec<f64>) {
+        let r = |x: f32| bf16::from_bits(bf16_bits(x)).to_f64();
+        let mut c = vec![0f64; m * n];
+        let mut mag = vec![0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                for kk in 0..k {
+                    let p = r(a[i * k + kk]) * r(b[kk * n + j]);
+                    c[i * n + j] += p;
+                    mag[i * n + j] += p.abs();
+                }
+            }
+        }
+        (c, mag)
+    }
+
+    /// Odd sizes, tiles and panels with tails, `k` = 1, empty sides, several `k` chunks.
+    const SHAPES: [(usize, usize, usize); 15] = [
+        (0, 5, 3),
+        (3, 0, 4),
+        (4, 5, 0),
+        (1, 1, 1),
+        (13, 17, 1),
+        (1, 33, 2),
+        (5, 3, 7),
+        (12, 32, 64),
+        (25, 47, 33),
+        (37, 70, 129),
+        (11, 16, 16),
+        (24, 48, 100),
+        (50, 15, 9),
+        (7, 100, 301),
+        (29, 40, 2 * KC_PAIRS * 2 + 77),
+    ];
+
+    #[test]
+    fn every_level_matches_the_scalar_reference_on_odd_shapes() {
+        let levels = supported_levels();
+        println!("levels: {levels:?} (detected {:?})", detected());
+        for (m, n, k) in SHAPES {
+            let a = values(m * k, 1 + m as u64);
+            let b = values(k * n, 2 + n as u64);
+            let (want, mag) = reference(&a, &b, m, k, n);
+            let packed = PackedB::from_kn_f32(&b, k, n).unwrap();
+            let mut results = Vec::new();
+            for &level in &levels {
+                let mut c = vec![f32::NAN; m * n];
+                gemm_at(level, &a, m, &packed, &mut c).unwrap();
+                for i in 0..m * n {
+                    let err = (c[i] as f64 - want[i]).abs();
+                    assert!(
+                        err <= k as f64 * 6e-8 * mag[i] + 1e-30,
+                        "{level:?} {m}x{n}x{k} [{i}]: {} vs {}",
+                        c[i],
+                        want[i]
+                    );
+                }
+                results.push((level, c));
+            }
+            // The widened-f32 levels follow the scalar order exactly.
+            let scalar = &results[0].1;
+            for (level, c) in &results {
+                if *level != Isa::Avx512Bf16 {
+                    let same = c
+                        .iter()
+                        .zip(scalar)
+                        .all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(same, "{level:?} {m}x{n}x{k} differs from scalar");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn results_do_not_depend_on_the_thread_count() {
+        let (m, n, k) = (203, 77, 150);
+        let a = values(m * k, 5);
+        let w = values(n * k, 6);
+        let packed = PackedB::from_nk_f32(&w, n, k).unwrap();
+        for level in supported_levels() {
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let mut c = vec![0f32; m * n];
+                pool.install(|| gemm_at(level, &a, m, &packed, &mut c))
+                    .unwrap();
+                c
+            };
+            let one = run(1);
+            for threads in [2, 3, 7] {
+                assert_eq!(one, run(threads), "{level:?}, {threads} threads");
+            }
+        }
+    }
+
+    #[test]
+    fn packing_layouts_agree() {
+        let (n, k) = (37, 19);
+        let w = values(n * k, 9);
+        let wt: Vec<f32> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
+        let wb: Vec<bf16> = w.iter().map(|&x| bf16::from_bits(bf16_bits(x))).collect();
+        let from_nk = PackedB::from_nk_f32(&w, n, k).unwrap();
+        let from_kn = PackedB::from_kn_f32(&wt, k, n).unwrap();
+        let from_bf16 = PackedB::from_nk_bf16(&wb, n, k).unwrap();
+        assert_eq!(from_nk.data, from_kn.data);
+        assert_eq!(from_nk.data, from_bf16.data);
+        for kk in 0..k {
+            for nn in 0..n {
+                assert_eq!(from_nk.get(kk, nn), wb[nn * k + kk]);
+            }
+        }
+        // Side by side equals packing the concatenated matrix.
+        let (w1, w2) = (values(5 * k, 10), values(20 * k, 11));
+        let both: Vec<f32> = w1.iter().chain(&w2).copied().collect();
+        let parts = [
+            &PackedB::from_nk_f32(&w1, 5, k).unwrap(),
+            &PackedB::from_nk_f32(&w2, 20, k).unwrap(),
+        ];
+        let cat = PackedB::concat(&parts).unwrap();
+        assert_eq!(cat.data, PackedB::from_nk_f32(&both, 25, k).unwrap().data);
+        let short = PackedB::from_nk_f32(&values(5 * (k - 1), 12), 5, k - 1).unwrap();
+        assert!(PackedB::concat(&[&from_nk, &short]).is_err());
+    }
+
+    #[test]
+    fn rounding_is_round_to_nearest_even_like_pytorch() {
+        for x in [
+            1.0f32,
+            1.0 + 1.0 / 256.0,
+            1.0 + 3.0 / 256.0,
+            -3.3,
+            65504.0,
+            1e-40,
+            f32::MAX,
+            -0.0,
+        ] {
+            assert_eq!(bf16_bits(x), bf16::from_f32(x).to_bits(), "{x}");
+        }
+        // Ties go to even: 1 + 2^-8 is halfway between 1 and 1 + 2^-7.
+        assert_eq!(bf16_bits(1.0 + 1.0 / 256.0), bf16::from_f32(1.0).to_bits());
+        assert!(bf16::from_bits(bf16_bits(f32::NAN)).is_nan());
+        assert_eq!(bf16_bits(f32::INFINITY), 0x7f80);
+    }
+
+    #[test]
+    fn level_names_parse() {
+        for level in Isa::ALL {
+            assert_eq!(Isa::parse(level.name()), Some(level));
+        }
+        assert_eq!(Isa::parse(" AVX512BF16 "), Some(Isa::Avx512Bf16));
+        assert_eq!(Isa::parse("amx"), None);
+        assert!(Isa::Scalar.supported());
+        assert!(isa() <= detected());
+    }
+}
