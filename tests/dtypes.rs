@@ -13,7 +13,7 @@ use vtower::{DTypeRequest, LoadOptions, Model};
 /// `default`, or for bf16 the fixture's `reduced_precision.bf16_tolerance` when its
 /// expected.json records a larger one: transformers' own bf16 run of that checkpoint is that
 /// far from its f32 run (Gemma 4's loud tiny towers, about 3e-2).
-fn tolerance(name: &str, dtype: DTypeRequest, default: f64) -> f64 {
+fn fixture_tolerance(name: &str, dtype: DTypeRequest, default: f64) -> f64 {
     let exp: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(fixtures().join(name).join("expected.json")).unwrap(),
     )
@@ -33,7 +33,7 @@ fn check(dtype: DTypeRequest, tolerance: f64, per_fixture: usize) -> f64 {
             ..LoadOptions::default()
         };
         let model = Model::load(fixtures().join(&name), &opts).unwrap();
-        let tol = tolerance(&name, dtype, tolerance);
+        let tol = fixture_tolerance(&name, dtype, tolerance);
         for case in cases(&name).iter().take(per_fixture) {
             let img = model
                 .preprocess(&std::fs::read(&case.path).unwrap())
