@@ -215,19 +215,21 @@ pub extern "C" fn vt_embeddings_copy_to_cuda(
         if dst_device_ptr == 0 {
             return Err(Error::invalid_argument("`dst_device_ptr` is 0"));
         }
-        copy_rows_to_cuda(&e.emb, index, ty, dst_device_ptr, dst_bytes)
+        copy_rows_to_cuda(&e.emb, index, 0, ty, dst_device_ptr, dst_bytes)
     })
 }
 
+/// Copies level `level` of image `index` (level 0: the embeddings) to CUDA memory at `dst`.
 #[cfg(feature = "cuda")]
-fn copy_rows_to_cuda(
+pub(crate) fn copy_rows_to_cuda(
     emb: &Embeddings,
     index: usize,
+    level: usize,
     ty: OutputType,
     dst: u64,
     dst_bytes: usize,
 ) -> crate::error::Result<()> {
-    let rows = emb.device_rows(index).ok_or_else(|| {
+    let rows = emb.level_device_rows(index, level).ok_or_else(|| {
         crate::error::Error::new(
             crate::error::Status::Device,
             "these embeddings were computed on the CPU; load the model on a CUDA device",
@@ -242,9 +244,10 @@ fn copy_rows_to_cuda(
 }
 
 #[cfg(not(feature = "cuda"))]
-fn copy_rows_to_cuda(
+pub(crate) fn copy_rows_to_cuda(
     _emb: &Embeddings,
     _index: usize,
+    _level: usize,
     _ty: OutputType,
     _dst: u64,
     _dst_bytes: usize,

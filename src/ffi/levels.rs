@@ -5,7 +5,7 @@ use std::ffi::c_void;
 use crate::engine::{Embeddings, OutputType};
 use crate::error::{Error, Result};
 use crate::ffi::boundary::{arg, guard, guard_value, out_ptr};
-use crate::ffi::embeddings::{output_type, vt_embeddings};
+use crate::ffi::embeddings::{copy_rows_to_cuda, output_type, vt_embeddings};
 use crate::ffi::error::vt_error;
 use crate::ffi::model::vt_model;
 use crate::ffi::params::vt_dtype;
@@ -170,44 +170,6 @@ pub extern "C" fn vt_embeddings_level_copy_to_cuda(
         if dst_device_ptr == 0 {
             return Err(Error::invalid_argument("`dst_device_ptr` is 0"));
         }
-        copy_level_to_cuda(&e.emb, index, level, ty, dst_device_ptr, dst_bytes)
+        copy_rows_to_cuda(&e.emb, index, level, ty, dst_device_ptr, dst_bytes)
     })
-}
-
-#[cfg(feature = "cuda")]
-fn copy_level_to_cuda(
-    emb: &Embeddings,
-    index: usize,
-    level: usize,
-    ty: OutputType,
-    dst: u64,
-    dst_bytes: usize,
-) -> Result<()> {
-    let rows = emb.level_device_rows(index, level).ok_or_else(|| {
-        Error::new(
-            crate::error::Status::Device,
-            "these embeddings were computed on the CPU; load the model on a CUDA device",
-        )
-    })?;
-    let dtype = match ty {
-        OutputType::F32 => candle_core::DType::F32,
-        OutputType::BF16 => candle_core::DType::BF16,
-        OutputType::F16 => candle_core::DType::F16,
-    };
-    crate::ffi::cuda::copy_to_device(rows, dtype, dst, dst_bytes)
-}
-
-#[cfg(not(feature = "cuda"))]
-fn copy_level_to_cuda(
-    _emb: &Embeddings,
-    _index: usize,
-    _level: usize,
-    _ty: OutputType,
-    _dst: u64,
-    _dst_bytes: usize,
-) -> Result<()> {
-    Err(Error::new(
-        crate::error::Status::Device,
-        "this build of vtower has no CUDA support",
-    ))
 }

@@ -64,6 +64,52 @@ pub fn to_compute(t: Tensor, dtype: DType, device: &Device) -> Result<Tensor> {
     })
 }
 
+/// Packs the patch rows of a batch of variable-resolution images (the Qwen layout: `[n, dim]`
+/// rows per image, `grid` = merged `[t, rows, cols]` tokens) into one `[Σn, dim]` tensor on the
+/// compute device, with each image's patch grid `[t, rows·merge, cols·merge]`.
+pub fn pack_patch_rows(
+    batch: &[&Pixels],
+    merge: usize,
+    dim: usize,
+    dtype: DType,
+    device: &Device,
+) -> Result<(Tensor, Vec<[usize; 3]>)> {
+    let mut grids = Vec::with_capacity(batch.len());
+    let mut data = Vec::with_capacity(batch.iter().map(|p| p.data.len()).sum());
+    for p in batch {
+        let [t, r, c] = p.grid;
+        let n = t * r * merge * c * merge;
+        if p.shape != [n, dim] || p.data.len() != n * dim {
+            return Err(Error::invalid_argument(format!(
+                "pixels of shape {:?} (token grid {:?}) do not fit this model's [n, {dim}] patch rows",
+                p.shape, p.grid
+            )));
+        }
+        grids.push([t, r * merge, c * merge]);
+        data.extend_from_slice(&p.data);
+    }
+    let n: usize = grids.iter().map(|[t, h, w]| t * h * w).sum();
+    let x = to_compute(
+        Tensor::from_vec(data, (n, dim), &Device::Cpu)?,
+        dtype,
+        device,
+    )?;
+    Ok((x, grids))
+}
+
+/// Cuts `[Σk, D]` rows into consecutive per-image pieces of `counts[i]` rows.
+pub fn split_rows(x: &Tensor, counts: &[usize]) -> Result<Vec<Tensor>> {
+    let mut start = 0;
+    counts
+        .iter()
+        .map(|&k| {
+            let t = x.narrow(0, start, k)?;
+            start += k;
+            Ok(t)
+        })
+        .collect()
+}
+
 /// Splits a `[batch, N, D]` result into per-image tensors (in the compute dtype, on the
 /// compute device).
 pub fn unstack(x: &Tensor) -> Result<Vec<Tensor>> {

@@ -23,7 +23,7 @@ use crate::config::{axial_rope_theta, ConfigObject, ModelFiles, ROPE_PARAMETERS_
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
 use crate::models::layers::{segment_attention_with, GatedMlp, LayerNorm, Linear, Loader, RmsNorm};
-use crate::models::pixels::to_compute;
+use crate::models::pixels::{pack_patch_rows, split_rows};
 use crate::models::rope::{apply_rotary_f32, AxialRope};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
@@ -116,7 +116,11 @@ fn read_widths(v: &ConfigObject, variant: QwenVariant) -> Result<(usize, usize, 
 }
 
 /// Refuses inputs that are not RGB and a `head_dim` the attention cannot have.
-fn check_channels_and_heads(v: &ConfigObject, dim: usize, num_heads: usize) -> Result<()> {
+pub(crate) fn check_channels_and_heads(
+    v: &ConfigObject,
+    dim: usize,
+    num_heads: usize,
+) -> Result<()> {
     let channels = v.usize_or(v.aliased(&["in_channels", "in_chans"]), 3, MAX_DIM)?;
     if channels != 3 {
         return Err(Error::bad_config(format!(
@@ -659,38 +663,9 @@ impl VisionModel for QwenVlModel {
 
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {
         let g = self.tower.config.geometry;
-        let m = g.merge_size;
-        let dim = g.patch_dim();
-        let mut grids = Vec::with_capacity(batch.len());
-        let mut data = Vec::with_capacity(batch.iter().map(|p| p.data.len()).sum());
-        for p in batch {
-            let [t, r, c] = p.grid;
-            let n = t * r * m * c * m;
-            if p.shape != [n, dim] || p.data.len() != n * dim {
-                return Err(Error::invalid_argument(format!(
-                    "pixels of shape {:?} (token grid {:?}) do not fit this model's [n, {dim}] patch rows",
-                    p.shape, p.grid
-                )));
-            }
-            grids.push([t, r * m, c * m]);
-            data.extend_from_slice(&p.data);
-        }
-        let n: usize = grids.iter().map(|[t, h, w]| t * h * w).sum();
-        let x = to_compute(
-            Tensor::from_vec(data, (n, dim), &Device::Cpu)?,
-            self.dtype,
-            &self.device,
-        )?;
+        let (x, grids) =
+            pack_patch_rows(batch, g.merge_size, g.patch_dim(), self.dtype, &self.device)?;
         let (out, tokens) = self.tower.forward(&x, &grids)?;
-        let out = out.to_dtype(DType::F32)?;
-        let mut start = 0;
-        tokens
-            .iter()
-            .map(|&k| {
-                let t = out.narrow(0, start, k)?;
-                start += k;
-                Ok(t)
-            })
-            .collect()
+        split_rows(&out.to_dtype(DType::F32)?, &tokens)
     }
 }

@@ -30,6 +30,8 @@ use crate::config::{axial_rope_theta, ConfigObject, ModelFiles, ROPE_PARAMETERS_
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
 use crate::models::layers::{segment_attention_with, LayerNorm, Linear, Loader};
+use crate::models::pixels::{pack_patch_rows, split_rows};
+use crate::models::qwen2_vl::check_channels_and_heads;
 use crate::models::rope::{apply_rotary_f32, AxialRope};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
@@ -126,30 +128,7 @@ impl Qwen3VisionConfig {
             MAX_DIM,
         )?;
         let dim = v.positive_or("hidden_size", 1152, MAX_DIM)?;
-        let channels = v.usize_or("in_channels", 3, MAX_DIM)?;
-        if channels != 3 {
-            return Err(Error::bad_config(format!(
-                "{}: in_channels {channels} is not supported (RGB images have 3)",
-                v.location()
-            )));
-        }
-        if dim % num_heads != 0 {
-            return Err(Error::bad_config(format!(
-                "{}: vision width {dim} is not divisible by num_heads {num_heads}",
-                v.location()
-            )));
-        }
-        // The rotary table is built from `head_dim` when the config has one, the attention
-        // from width / heads: they must agree.
-        if let Some(hd) = v.usize_max("head_dim", MAX_DIM)? {
-            if hd != dim / num_heads {
-                return Err(Error::bad_config(format!(
-                    "{}: head_dim {hd} differs from width / heads = {}",
-                    v.location(),
-                    dim / num_heads
-                )));
-            }
-        }
+        check_channels_and_heads(v, dim, num_heads)?;
         let num_position_embeddings =
             v.positive_or("num_position_embeddings", 2304, MAX_POSITIONS)?;
         let deepstack = match variant {
@@ -592,52 +571,18 @@ impl VisionModel for Qwen3VlModel {
 
     fn forward_levels(&self, batch: &[&Pixels]) -> Result<Vec<Vec<Tensor>>> {
         let g = self.tower.config.geometry;
-        let m = g.merge_size;
-        let dim = g.patch_dim();
-        let mut grids = Vec::with_capacity(batch.len());
-        let mut data = Vec::with_capacity(batch.iter().map(|p| p.data.len()).sum());
-        for p in batch {
-            let [t, r, c] = p.grid;
-            let n = t * r * m * c * m;
-            if p.shape != [n, dim] || p.data.len() != n * dim {
-                return Err(Error::invalid_argument(format!(
-                    "pixels of shape {:?} (token grid {:?}) do not fit this model's [n, {dim}] patch rows",
-                    p.shape, p.grid
-                )));
-            }
-            grids.push([t, r * m, c * m]);
-            data.extend_from_slice(&p.data);
-        }
-        let n: usize = grids.iter().map(|[t, h, w]| t * h * w).sum();
-        let x = Tensor::from_vec(data, (n, dim), &Device::Cpu)?;
-        let x = if self.dtype == DType::F32 {
-            x
-        } else {
-            x.to_dtype(self.dtype)?
-        };
-        let x = if self.device.is_cpu() {
-            x
-        } else {
-            x.to_device(&self.device)?
-        };
+        let (x, grids) =
+            pack_patch_rows(batch, g.merge_size, g.patch_dim(), self.dtype, &self.device)?;
         let out = self.tower.forward(&x, &grids)?;
+        // Per level, per image; then regrouped per image, per level.
         let levels = out
             .levels
             .iter()
-            .map(|l| l.to_dtype(DType::F32))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        let mut start = 0;
-        out.tokens
-            .iter()
-            .map(|&k| {
-                let per = levels
-                    .iter()
-                    .map(|l| l.narrow(0, start, k))
-                    .collect::<candle_core::Result<Vec<_>>>()?;
-                start += k;
-                Ok(per)
-            })
-            .collect()
+            .map(|l| split_rows(&l.to_dtype(DType::F32)?, &out.tokens))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((0..out.tokens.len())
+            .map(|i| levels.iter().map(|l| l[i].clone()).collect())
+            .collect())
     }
 }
 
