@@ -74,6 +74,16 @@
 #define VT_VIDEO_MAX_FRAMES (1 << 20)
 
 /**
+ * Columns per packed panel of `B` (one 512-bit register of f32 accumulators).
+ */
+#define PANEL 16
+
+/**
+ * An instruction-set level of the bf16 matrix kernels, lowest first.
+ */
+typedef struct Isa Isa;
+
+/**
  * The output of one vt_forward call: for each input image, a row-major
  * `[n_tokens, dim]` matrix, readable as f32 (vt_embeddings_data), copied out as
  * f32/bf16/f16 (vt_embeddings_copy) or, for a GPU model, copied device to device
@@ -96,6 +106,15 @@ typedef struct vt_error vt_error;
  * pass the same image to vt_forward concurrently (it is only read).
  */
 typedef struct vt_image vt_image;
+
+/**
+ * A forward pass submitted with vt_forward_async: wait for its result (vt_job_wait), poll
+ * it (vt_job_done), cancel it (vt_job_cancel). Owned by the caller, freed with vt_job_free.
+ * vt_job_wait, vt_job_done and vt_job_cancel may run concurrently on one job from any
+ * threads (typically one thread waits while another cancels); vt_job_free must not race
+ * with them.
+ */
+typedef struct vt_job vt_job;
 
 /**
  * A loaded vision tower (encoder + projector) with its image preprocessing. Created by
@@ -180,6 +199,25 @@ typedef struct vt_load_params {
      * before it get the default.
      */
     uint64_t max_image_tokens;
+    /**
+     * Byte budget of the model's embedding cache; 0 (default) = no cache. With a cache, an
+     * image whose preprocessed tensor (pixels after decoding, resizing and normalizing, with
+     * its shape and token grid) equals one this model has already run gets the same
+     * embeddings back without a forward pass. Hits are confirmed by comparing the tensors
+     * bit for bit (never a false hit); each entry holds its preprocessed tensor and its
+     * embeddings, both counted in the budget; the least recently used entries are evicted
+     * to stay within it. Embeddings already handed out are not affected by eviction.
+     * Counters: vt_model_cache_stats.
+     */
+    uint64_t embedding_cache_bytes;
+    /**
+     * Most activation memory (bytes) one batch of vt_forward / vt_forward_async may take;
+     * 0 (default) = no limit. Before anything runs, each image's need is estimated from its
+     * size (vt_model_forward_bytes says how); a call whose images would exceed the limit
+     * together is split into smaller batches (results are unchanged), and an image over it
+     * alone fails the call with VT_ERR_IMAGE_TOO_LARGE.
+     */
+    uint64_t max_forward_bytes;
 } vt_load_params;
 
 /**
@@ -266,12 +304,65 @@ typedef struct vt_preprocess_params {
      * ends before it (an older header) reads 0.
      */
     uint32_t max_soft_tokens;
+    /**
+     * Qwen2-VL / Qwen3-VL: smallest pixel count of the resized image (the processor's
+     * `min_pixels` kwarg: `smart_resize` keeps the aspect ratio, sides multiples of
+     * patch_size * merge_size); 0 (default): preprocessor_config.json's. Other models refuse
+     * it with VT_ERR_INVALID_ARGUMENT.
+     */
+    uint64_t min_pixels;
+    /**
+     * Qwen2-VL / Qwen3-VL: largest pixel count of the resized image (`max_pixels`); 0
+     * (default): preprocessor_config.json's. Other models refuse it.
+     */
+    uint64_t max_pixels;
+    /**
+     * Any model: the most embeddings (vt_image_n_tokens) the image may yield; 0 (default): no
+     * such bound. Qwen picks the largest size its resize rule allows within it (the same as
+     * `max_pixels` = max_tokens * (patch_size * merge_size)^2); models with a fixed count
+     * (SigLIP, Gemma3, LLaVA) and models without this knob yet (Pixtral) refuse the image
+     * with VT_ERR_INVALID_ARGUMENT when it would yield more. An image no size of which
+     * fits is refused with VT_ERR_INVALID_ARGUMENT.
+     */
+    uint64_t max_tokens;
 } vt_preprocess_params;
 
 /**
  * Which special token vt_model_token_id returns (a `VT_TOKEN_*` value).
  */
 typedef uint32_t vt_token_role;
+
+/**
+ * Called once when a job of vt_forward_async has finished, with `user_data` as given and
+ * the job's status (VT_OK, VT_ERR_CANCELLED, ...). It runs on a vtower job thread, before
+ * vt_job_wait returns and vt_job_done reports the job finished; it must return quickly, and
+ * must not call vt_job_wait or vt_job_free on its own job. It is called even when the job
+ * handle was freed before the job finished.
+ */
+typedef void (*vt_job_callback)(void *user_data, vt_status status);
+
+/**
+ * Counters of a model's embedding cache (vt_load_params.embedding_cache_bytes), filled by
+ * vt_model_cache_stats. All 0 for a model loaded without a cache.
+ */
+typedef struct vt_cache_stats {
+    /**
+     * Images answered from the cache (no forward pass), since the model was loaded.
+     */
+    uint64_t hits;
+    /**
+     * Images looked up and not found, then run, since the model was loaded.
+     */
+    uint64_t misses;
+    /**
+     * Bytes the cache holds now (preprocessed tensors and embeddings of every entry).
+     */
+    uint64_t bytes;
+    /**
+     * Images the cache holds now.
+     */
+    uint64_t entries;
+} vt_cache_stats;
 
 /**
  * Success.
@@ -311,7 +402,8 @@ typedef uint32_t vt_token_role;
 
 /**
  * The image exceeds a limit set at load (vt_load_params, LoadOptions): more pixels than
- * max_image_pixels, or more embeddings than max_image_tokens.
+ * max_image_pixels, or more embeddings than max_image_tokens, or (vt_forward and
+ * vt_forward_async) an estimated activation memory over max_forward_bytes.
  */
 #define VT_ERR_IMAGE_TOO_LARGE 7
 
@@ -334,6 +426,12 @@ typedef uint32_t vt_token_role;
  * A panic inside vtower was caught at the API boundary (a bug; please report it).
  */
 #define VT_ERR_PANIC 11
+
+/**
+ * The job was cancelled (vt_job_cancel, vt_job_free) before it finished; the model is
+ * unaffected and stays usable.
+ */
+#define VT_ERR_CANCELLED 12
 
 /**
  * Debugging detail (e.g. every error returned).
@@ -419,6 +517,8 @@ typedef uint32_t vt_token_role;
  * start / end tokens are VT_TOKEN_IMAGE_START / VT_TOKEN_IMAGE_END.
  */
 #define VT_TOKEN_VIDEO 4
+
+
 
 #ifdef __cplusplus
 extern "C" {
@@ -516,6 +616,11 @@ vt_status vt_load(const char *model_dir,
 /**
  * Frees a model. NULL is a no-op. Must not race with any other call using this model, and
  * images made by it can no longer be forwarded (free them too).
+ *
+ * Jobs of vt_forward_async still queued or running are not affected: each holds the model
+ * until it finishes, so they complete (or end cancelled, by vt_job_cancel or vt_job_free)
+ * and their results stay valid; the model's memory is released when the last of them
+ * finishes. Their vt_job handles must still be freed with vt_job_free.
  */
 void vt_model_free(struct vt_model *model);
 
@@ -1003,6 +1108,96 @@ vt_status vt_embeddings_copy_to_cuda(const struct vt_embeddings *e,
                                      uint64_t dst_device_ptr,
                                      size_t dst_bytes,
                                      struct vt_error **err_out);
+
+/**
+ * Starts a forward pass of `n_images` images (as vt_forward would run them) and returns at
+ * once with a job handle. Results equal vt_forward's bit for bit.
+ *
+ * - `images`: as for vt_forward. The images are copied: they may be freed as soon as this
+ *   returns.
+ * - `callback`: NULL, or called once from a vtower thread when the job has finished (see
+ *   vt_job_callback); `user_data` is passed to it untouched and must stay valid until then.
+ * - `job_out`: receives the job on VT_OK; free it with vt_job_free.
+ * - `err_out`: NULL, or receives an owned vt_error on failure.
+ *
+ * Jobs run in submission order on 2 job threads per model, started by the model's first
+ * job; each job runs on the model's worker pool (vt_load_params.n_threads) like
+ * vt_forward, so at most 2 jobs of a model run at once and the others wait in the queue.
+ * A job holds the model: vt_model_free while jobs are queued or running is safe (see
+ * vt_model_free). Errors of the pass itself are reported by vt_job_wait.
+ *
+ * Errors: VT_ERR_INVALID_ARGUMENT (NULL pointers, an image made by another model),
+ * VT_ERR_OUT_OF_MEMORY, VT_ERR_COMPUTE (no job thread could be started).
+ * Threads: any thread, concurrently with other calls on the same model.
+ */
+vt_status vt_forward_async(const struct vt_model *model,
+                           const struct vt_image *const *images,
+                           size_t n_images,
+                           vt_job_callback callback,
+                           void *user_data,
+                           struct vt_job **job_out,
+                           struct vt_error **err_out);
+
+/**
+ * Waits until the job has finished and hands out its result: on VT_OK, `*out` receives the
+ * embeddings (free them with vt_embeddings_free); otherwise the job's status (for example
+ * VT_ERR_CANCELLED) and error. The result is handed out once: a second vt_job_wait on the
+ * same job fails with VT_ERR_INVALID_ARGUMENT. The job must still be freed.
+ *
+ * Errors: VT_ERR_INVALID_ARGUMENT (NULL pointers, result already taken), VT_ERR_CANCELLED,
+ * and every error of vt_forward.
+ * Threads: any thread; concurrently with vt_job_done and vt_job_cancel on the same job.
+ */
+vt_status vt_job_wait(struct vt_job *job, struct vt_embeddings **out, struct vt_error **err_out);
+
+/**
+ * Waits at most `timeout_ms` milliseconds (0: does not wait) for the job to finish; 1 once
+ * it has (with a result, an error or cancelled: vt_job_wait then returns at once), 0 if it
+ * is still queued or running, or `job` is NULL.
+ * Threads: any thread; concurrently with vt_job_wait and vt_job_cancel on the same job.
+ */
+int32_t vt_job_done(const struct vt_job *job, uint32_t timeout_ms);
+
+/**
+ * Asks the job to stop: a queued job will not run, a running one stops before its next
+ * encoder layer (the time of one layer at most), and the job then ends with
+ * VT_ERR_CANCELLED. A job that has already finished keeps its result. Returns at once; the
+ * model stays usable. NULL is a no-op.
+ * Threads: any thread; concurrently with vt_job_wait and vt_job_done on the same job.
+ */
+void vt_job_cancel(const struct vt_job *job);
+
+/**
+ * Frees a job handle; NULL is a no-op. A job that has not finished is cancelled first
+ * (as vt_job_cancel) and this returns at once, without waiting: the job stops in the
+ * background and releases its images, its result and its hold on the model itself. A
+ * result not taken by vt_job_wait is freed.
+ */
+void vt_job_free(struct vt_job *job);
+
+/**
+ * Reads the counters of the model's embedding cache into `*stats_out`.
+ *
+ * Errors: VT_ERR_INVALID_ARGUMENT for a NULL pointer. Any thread, concurrently with other
+ * calls on the model (the counters are read together, under the cache's lock).
+ */
+vt_status vt_model_cache_stats(const struct vt_model *model,
+                               struct vt_cache_stats *stats_out,
+                               struct vt_error **err_out);
+
+/**
+ * The estimated activation memory, in bytes, of running `image` alone on `model`: what
+ * vt_load_params.max_forward_bytes is compared with (a batch of B such images: B times
+ * this). An upper estimate from the image's size, made before anything runs:
+ * 4 * (16 * patches * vision_dim + levels * n_tokens * output_dim), plus on a GPU the
+ * attention scores 4 * (vision_dim / 64) * patches^2 (the CPU computes them in bounded
+ * chunks); `patches` is the larger of n_tokens * merge^2 and the pixel tensor's size over
+ * 3 * patch_size^2. The 16 vectors of the encoder's width per patch cover one layer's live
+ * tensors (input, norm, q, k, v, attention output, residual, an MLP of 4x the width before
+ * and after its activation), counted as f32 whatever the dtype. 0 if an argument is NULL.
+ * Any thread.
+ */
+uint64_t vt_model_forward_bytes(const struct vt_model *model, const struct vt_image *image);
 
 /**
  * Embedding levels each image of this model yields: 1 for most models; 1 + the number of

@@ -147,7 +147,11 @@ fn video_pixels_embeddings_and_prompt_match_transformers() {
             if let Some(ts) = v["timestamps"].as_array() {
                 let want: Vec<f64> = ts.iter().map(|x| x.as_f64().unwrap()).collect();
                 // serde_json's float parsing may be off by an ulp: compare to 1e-12.
-                assert_eq!(meta.timestamps.len(), want.len(), "{name}/{key}: timestamps");
+                assert_eq!(
+                    meta.timestamps.len(),
+                    want.len(),
+                    "{name}/{key}: timestamps"
+                );
                 for (a, b) in meta.timestamps.iter().zip(&want) {
                     assert!((a - b).abs() <= 1e-12, "{name}/{key}: timestamp {a} vs {b}");
                 }

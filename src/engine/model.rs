@@ -20,8 +20,8 @@ use crate::models::registry;
 use crate::models::{ModelInfo, VisionModel};
 use crate::preprocess::decode::decode_to_rgb;
 use crate::preprocess::limits::try_with_capacity;
-use crate::preprocess::qwen_video::SampleOptions;
 use crate::preprocess::options::size_knobs_given;
+use crate::preprocess::qwen_video::SampleOptions;
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 use crate::weights::Weights;
 
