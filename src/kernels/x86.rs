@@ -45,6 +45,7 @@ macro_rules! by_shape {
 
 /// `out[r][0..16·panels] (+)= Σ_q a[r][q] · b_panels[q]` for `rows` rows, added to what `out`
 /// holds when `accumulate` (see `super::tile`).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn tile(
     isa: Isa,
     a: &[u32],

@@ -599,7 +599,7 @@ pub fn smart_resize_qwen3(
         w = (w * scale).trunc();
     }
     let ratio = h.max(w) / h.min(w);
-    if !(ratio <= 200.0) {
+    if ratio.is_nan() || ratio > 200.0 {
         return Err(Error::invalid_argument(format!(
             "frames of {width}x{height}: absolute aspect ratio must be smaller than 200"
         )));
