@@ -74,16 +74,6 @@
 #define VT_VIDEO_MAX_FRAMES (1 << 20)
 
 /**
- * Columns per packed panel of `B` (one 512-bit register of f32 accumulators).
- */
-#define PANEL 16
-
-/**
- * An instruction-set level of the bf16 matrix kernels, lowest first.
- */
-typedef struct Isa Isa;
-
-/**
  * The output of one vt_forward call: for each input image, a row-major
  * `[n_tokens, dim]` matrix, readable as f32 (vt_embeddings_data), copied out as
  * f32/bf16/f16 (vt_embeddings_copy) or, for a GPU model, copied device to device
