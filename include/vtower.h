@@ -309,12 +309,23 @@ typedef struct vt_preprocess_params {
     /**
      * Any model: the most embeddings (vt_image_n_tokens) the image may yield; 0 (default): no
      * such bound. Qwen picks the largest size its resize rule allows within it (the same as
-     * `max_pixels` = max_tokens * (patch_size * merge_size)^2); models with a fixed count
-     * (SigLIP, Gemma3, LLaVA) and models without this knob yet (Pixtral) refuse the image
-     * with VT_ERR_INVALID_ARGUMENT when it would yield more. An image no size of which
-     * fits is refused with VT_ERR_INVALID_ARGUMENT.
+     * `max_pixels` = max_tokens * (patch_size * merge_size)^2); Pixtral / Mistral3 the
+     * largest `longest_edge` (at most the configured or given one) whose image yields at
+     * most max_tokens; models with a fixed count (SigLIP, Gemma3, LLaVA) and Gemma 4 (whose
+     * budget is `max_soft_tokens`) refuse the image with VT_ERR_INVALID_ARGUMENT when it
+     * would yield more. An image no size of which fits is refused with
+     * VT_ERR_INVALID_ARGUMENT.
      */
     uint64_t max_tokens;
+    /**
+     * Pixtral / Mistral3: the longest edge in pixels the image is shrunk to fit (the image
+     * processor's `size={"longest_edge": n}` kwarg; each side is then rounded up to the
+     * patch window, so the result may be a little larger), at most 16384; 0 (default):
+     * preprocessor_config.json's `size`. Other models refuse it with
+     * VT_ERR_INVALID_ARGUMENT. Appended after max_tokens: a struct_size that ends before it
+     * reads 0.
+     */
+    uint32_t longest_edge;
 } vt_preprocess_params;
 
 /**

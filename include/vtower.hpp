@@ -210,9 +210,12 @@ struct PreprocessOptions {
     /// model's. Other models refuse a non-zero value.
     uint64_t min_pixels = 0;
     uint64_t max_pixels = 0;
-    /// Any model: the most embeddings the image may yield (Qwen picks the largest size within
-    /// it; fixed-size models refuse a smaller budget); 0 = no such bound.
+    /// Any model: the most embeddings the image may yield (Qwen and Pixtral pick the largest
+    /// size within it; fixed-size models refuse a smaller budget); 0 = no such bound.
     uint64_t max_tokens = 0;
+    /// Pixtral / Mistral3: the longest edge the image is shrunk to fit (the processor's
+    /// `size={"longest_edge": n}`); 0 = the model's. Other models refuse a non-zero value.
+    uint32_t longest_edge = 0;
 
     vt_preprocess_params to_c() const noexcept {
         vt_preprocess_params p = vt_preprocess_params_default();
@@ -220,6 +223,7 @@ struct PreprocessOptions {
         p.min_pixels = min_pixels;
         p.max_pixels = max_pixels;
         p.max_tokens = max_tokens;
+        p.longest_edge = longest_edge;
         return p;
     }
 };

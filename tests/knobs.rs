@@ -1,7 +1,8 @@
 //! Per-call size knobs (PreprocessOptions / vt_preprocess_params: min_pixels, max_pixels,
-//! max_tokens): Qwen2-VL pixels and token grids equal transformers' processor called with
-//! the same kwargs (tests/fixtures/qwen2_vl_f32/knobs.*, scripts/gen_knob_cases.py); other
-//! families refuse the knobs they do not have; max_tokens refuses what no size satisfies.
+//! longest_edge, max_tokens): Qwen2-VL, Pixtral and Mistral3 pixels and token counts equal
+//! transformers' processors called with the same kwargs (`knobs.*` in the fixtures,
+//! scripts/gen_knob_cases.py); other families refuse the knobs they do not have; max_tokens
+//! refuses what no size satisfies.
 
 mod common;
 
@@ -16,8 +17,86 @@ fn knobs(v: &Value) -> PreprocessOptions {
         min_pixels: get("min_pixels"),
         max_pixels: get("max_pixels"),
         max_tokens: get("max_tokens"),
+        longest_edge: get("longest_edge"),
         ..PreprocessOptions::default()
     }
+}
+
+fn read_f32(t: &safetensors::tensor::TensorView) -> Vec<f32> {
+    t.data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Pixtral / Mistral3: `longest_edge` is the processor's `size={"longest_edge": n}`;
+/// `max_tokens` picks the largest longest edge whose image fits (the reference found it by
+/// calling the processor for every edge from the top down).
+#[test]
+fn pixtral_knobs_match_transformers_kwargs() {
+    for name in ["pixtral_llava_f32", "mistral3_bf16"] {
+        let dir = fixtures().join(name);
+        let model = Model::load(&dir, &LoadOptions::default()).unwrap();
+        let meta: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("knobs.json")).unwrap())
+                .unwrap();
+        let bytes = std::fs::read(dir.join("knobs.safetensors")).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let cases = meta["cases"].as_array().unwrap();
+        assert!(cases.len() >= 4, "{name}");
+        for case in cases {
+            let key = case["key"].as_str().unwrap();
+            let t = st.tensor(key).unwrap();
+            let file = std::fs::read(image_path(case["image"].as_str().unwrap())).unwrap();
+            let opts = knobs(&case["knobs"]);
+            let img = model.preprocess_with(&file, &opts).unwrap();
+            let what = format!("{name} {key}: {}", case["knobs"]);
+            assert_eq!(img.shape(), t.shape(), "{what}");
+            let hw: Vec<usize> = case["image_size"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as usize)
+                .collect();
+            assert_eq!(img.shape()[1..], hw[..], "{what}");
+            assert_eq!(
+                img.n_tokens() as u64,
+                case["n_tokens"].as_u64().unwrap(),
+                "{what}"
+            );
+            let diff = max_abs_diff(img.pixels(), &read_f32(&t));
+            assert!(diff <= 0.031, "{what}: pixels differ by {diff}");
+        }
+        // 64:1: the short side keeps a pixel only at the configured longest edge 64 (4 or 8
+        // windows wide), so no size yields 3 tokens.
+        let (w, h) = (640u32, 10u32);
+        let px = vec![90u8; (w * h * 3) as usize];
+        let one = PreprocessOptions {
+            max_tokens: Some(3),
+            ..PreprocessOptions::default()
+        };
+        let e = model
+            .preprocess_rgb8_with(&px, w, h, (w * 3) as usize, &one)
+            .unwrap_err();
+        assert_eq!(e.status(), Status::InvalidArgument, "{name}");
+        assert!(e.message().contains("no size"), "{e}");
+        // Values the reference cannot take are refused, not clamped.
+        for bad in [0, 16385] {
+            let o = PreprocessOptions {
+                longest_edge: Some(bad),
+                ..PreprocessOptions::default()
+            };
+            let e = model
+                .preprocess_with(&file_of("photo.jpg"), &o)
+                .unwrap_err();
+            assert_eq!(e.status(), Status::InvalidArgument, "{name} {bad}");
+            assert!(e.message().contains("longest_edge"), "{e}");
+        }
+    }
+}
+
+fn file_of(name: &str) -> Vec<u8> {
+    std::fs::read(image_path(name)).unwrap()
 }
 
 #[test]
@@ -33,11 +112,7 @@ fn qwen_knobs_match_transformers_kwargs() {
     for case in cases {
         let key = case["key"].as_str().unwrap();
         let t = st.tensor(key).unwrap();
-        let want: Vec<f32> = t
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let want = read_f32(&t);
         let file = std::fs::read(image_path(case["image"].as_str().unwrap())).unwrap();
         let opts = knobs(&case["knobs"]);
         let img = model.preprocess_with(&file, &opts).unwrap();
@@ -71,6 +146,10 @@ fn knobs_a_family_lacks_and_budgets_nothing_fits_are_refused() {
             max_pixels: Some(100),
             ..PreprocessOptions::default()
         },
+        PreprocessOptions {
+            longest_edge: Some(100),
+            ..PreprocessOptions::default()
+        },
     ] {
         let e = siglip.preprocess_with(&file, &opts).unwrap_err();
         assert_eq!(e.status(), Status::InvalidArgument);
@@ -79,6 +158,22 @@ fn knobs_a_family_lacks_and_budgets_nothing_fits_are_refused() {
             "{e}"
         );
     }
+    // Each family keeps to its own knobs: Pixtral has no min_pixels, Qwen no longest_edge.
+    let pixtral = Model::load(
+        fixtures().join("pixtral_llava_f32"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let e = pixtral
+        .preprocess_with(
+            &file,
+            &PreprocessOptions {
+                min_pixels: Some(100),
+                ..PreprocessOptions::default()
+            },
+        )
+        .unwrap_err();
+    assert!(e.message().contains("`min_pixels` (Qwen2-VL"), "{e}");
     // A fixed count: max_tokens at or above it changes nothing, below it is refused.
     let at = PreprocessOptions {
         max_tokens: Some(36),
@@ -114,6 +209,16 @@ fn knobs_a_family_lacks_and_budgets_nothing_fits_are_refused() {
         .unwrap_err();
     assert_eq!(e.status(), Status::InvalidArgument);
     assert!(e.message().contains("no size"), "{e}");
+    let e = qwen
+        .preprocess_with(
+            &file,
+            &PreprocessOptions {
+                longest_edge: Some(64),
+                ..PreprocessOptions::default()
+            },
+        )
+        .unwrap_err();
+    assert!(e.message().contains("`longest_edge` (Pixtral"), "{e}");
     let eight = PreprocessOptions {
         max_tokens: Some(8),
         ..PreprocessOptions::default()

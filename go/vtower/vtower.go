@@ -81,9 +81,14 @@ type PreprocessOptions struct {
 	// MinPixels and MaxPixels (Qwen2-VL, Qwen3-VL) bound the resized image's pixel count;
 	// other models refuse them (StatusInvalidArgument). 0 = the model's.
 	MinPixels, MaxPixels uint64
-	// MaxTokens (any model) bounds the embeddings one image yields: Qwen picks the largest
-	// size within it, fixed-size models refuse a smaller budget (StatusInvalidArgument).
+	// MaxTokens (any model) bounds the embeddings one image yields: Qwen and Pixtral pick
+	// the largest size within it, fixed-size models refuse a smaller budget
+	// (StatusInvalidArgument).
 	MaxTokens uint64
+	// LongestEdge (Pixtral, Mistral3) is the longest edge in pixels the image is shrunk to
+	// fit (the processor's size={"longest_edge": n}); 0 = the model's. Other models refuse
+	// a non-zero value (StatusInvalidArgument).
+	LongestEdge uint32
 }
 
 // Info describes a loaded model.
@@ -262,6 +267,7 @@ func (m *Model) EmbedWith(opts *PreprocessOptions, images ...[]byte) ([]Embeddin
 		params.min_pixels = C.uint64_t(opts.MinPixels)
 		params.max_pixels = C.uint64_t(opts.MaxPixels)
 		params.max_tokens = C.uint64_t(opts.MaxTokens)
+		params.longest_edge = C.uint32_t(opts.LongestEdge)
 	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()

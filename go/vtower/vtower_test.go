@@ -729,6 +729,10 @@ func TestEmbedWithKnobs(t *testing.T) {
 		!strings.Contains(err.Error(), "min_pixels") {
 		t.Fatalf("min_pixels on siglip: %v", err)
 	}
+	if _, err := m.EmbedWith(&vtower.PreprocessOptions{LongestEdge: 32}, data); !errors.Is(err, vtower.StatusInvalidArgument) ||
+		!strings.Contains(err.Error(), "longest_edge") {
+		t.Fatalf("longest_edge on siglip: %v", err)
+	}
 	out, err := m.EmbedWith(&vtower.PreprocessOptions{MaxTokens: 36}, data)
 	if err != nil || out[0].Tokens != 36 {
 		t.Fatalf("max_tokens 36: %v", err)

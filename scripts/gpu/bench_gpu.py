@@ -6,7 +6,7 @@ their ratio and the achieved TFLOP/s; --json writes the rows.
 
 Per case: the vision tower (+ projector) of the real shape is built inside the VLM class that
 transformers uses for it (Gemma3ForConditionalGeneration, LlavaForConditionalGeneration with a
-Pixtral tower, Qwen2VL/Qwen2_5_VLForConditionalGeneration, Gemma4ForConditionalGeneration; SigLIP as
+Pixtral tower, Qwen2VL/Qwen2_5_VL/Qwen3VLForConditionalGeneration, Gemma4ForConditionalGeneration; SigLIP as
 SiglipVisionModel) with a
 language model of the real hidden size but otherwise tiny (1 layer, tiny vocab / heads / FFN),
 given seeded random weights, saved with `save_pretrained` into a temp dir (bf16 on cuda, f32 on
@@ -159,6 +159,33 @@ def qwen(size, v25):
                 flops=flops)
 
 
+def qwen3vl_8b(size):
+    """Qwen3-VL-8B's vision tower (the Qwen3VLVisionConfig defaults: 27 layers of 1152, MLP 4304,
+    16 heads, patch 16, learned 48x48 position table, deepstack after layers 8, 16, 24) and its
+    merger into the 4096-wide LM. Timed and compared: the main embeddings (deepstack levels are
+    computed on both sides; HF returns them beside pooler_output)."""
+    from transformers import Qwen2VLImageProcessorPil, Qwen3VLConfig, Qwen3VLForConditionalGeneration
+    p, t = 16, 2
+    d = depth(27)
+    stack = [i for i in (8, 16, 24) if i < d] or [d - 1]
+    vision = dict(depth=d, hidden_size=1152, intermediate_size=4304, num_heads=16, out_hidden_size=4096,
+                  patch_size=p, spatial_merge_size=2, temporal_patch_size=t, num_position_embeddings=2304,
+                  deepstack_visual_indexes=stack, hidden_act="gelu_pytorch_tanh")
+    text = dict(hidden_size=4096, vocab_size=16, intermediate_size=16, num_hidden_layers=1,
+                num_attention_heads=32, num_key_value_heads=1, head_dim=128, max_position_embeddings=64,
+                rope_parameters={"rope_type": "default", "rope_theta": 5e6, "mrope_section": [24, 20, 20],
+                                 "mrope_interleaved": True})
+    cfg = Qwen3VLConfig(vision_config=vision, text_config=text)
+    # Qwen3-VL's released processor bounds (65536 .. 16777216 pixels): 448 and 1344 stay unchanged
+    proc = Qwen2VLImageProcessorPil(size={"shortest_edge": 65536, "longest_edge": 16777216},
+                                    patch_size=p, merge_size=2, temporal_patch_size=t)
+    n = (size // p) ** 2
+    return dict(cls=Qwen3VLForConditionalGeneration, cfg=cfg, keep=("model.visual.",), proc=proc,
+                inputs=qwen_inputs,
+                call=lambda m, **kw: list(m.model.get_image_features(**kw).pooler_output),
+                flops=vit_flops(n, 1152, 4304, d))
+
+
 def pixtral_inputs(bf, batch):
     return {"pixel_values": bf["pixel_values"].repeat(batch, 1, 1, 1),
             "image_sizes": bf["image_sizes"].repeat(batch, 1)}
@@ -220,6 +247,8 @@ CASES = [
     ("qwen2vl-2b-1344", 1344, 448, lambda s: qwen(s, v25=False)),
     ("qwen25vl-7b-448", 448, 224, lambda s: qwen(s, v25=True)),
     ("qwen25vl-7b-1344", 1344, 448, lambda s: qwen(s, v25=True)),
+    ("qwen3vl-8b-448", 448, 224, qwen3vl_8b),
+    ("qwen3vl-8b-1344", 1344, 448, qwen3vl_8b),
     ("pixtral-12b-512", 512, 256, pixtral_12b),
     ("pixtral-12b-1024", 1024, 512, pixtral_12b),
     # 768x768 at 280 soft tokens and 1584x1584 at 1120 are the processor's own sizes (no resize)

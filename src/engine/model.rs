@@ -197,8 +197,13 @@ impl Model {
             .into_iter()
             .find(|k| !knobs.contains(k) && *k != "max_tokens")
         {
+            let owners = if k == "longest_edge" {
+                "Pixtral's and Mistral3's"
+            } else {
+                "Qwen2-VL's and Qwen3-VL's"
+            };
             return Err(Error::invalid_argument(format!(
-                "{} models have no per-call `{k}` (Qwen2-VL's and Qwen3-VL's processors do)",
+                "{} models have no per-call `{k}` ({owners} processors do)",
                 self.info().family
             )));
         }

@@ -167,6 +167,7 @@ versioned!(
         min_pixels,
         max_pixels,
         max_tokens,
+        longest_edge,
     ]
 );
 
@@ -398,11 +399,20 @@ pub struct vt_preprocess_params {
     pub max_pixels: u64,
     /// Any model: the most embeddings (vt_image_n_tokens) the image may yield; 0 (default): no
     /// such bound. Qwen picks the largest size its resize rule allows within it (the same as
-    /// `max_pixels` = max_tokens * (patch_size * merge_size)^2); models with a fixed count
-    /// (SigLIP, Gemma3, LLaVA) and models without this knob yet (Pixtral) refuse the image
-    /// with VT_ERR_INVALID_ARGUMENT when it would yield more. An image no size of which
-    /// fits is refused with VT_ERR_INVALID_ARGUMENT.
+    /// `max_pixels` = max_tokens * (patch_size * merge_size)^2); Pixtral / Mistral3 the
+    /// largest `longest_edge` (at most the configured or given one) whose image yields at
+    /// most max_tokens; models with a fixed count (SigLIP, Gemma3, LLaVA) and Gemma 4 (whose
+    /// budget is `max_soft_tokens`) refuse the image with VT_ERR_INVALID_ARGUMENT when it
+    /// would yield more. An image no size of which fits is refused with
+    /// VT_ERR_INVALID_ARGUMENT.
     pub max_tokens: u64,
+    /// Pixtral / Mistral3: the longest edge in pixels the image is shrunk to fit (the image
+    /// processor's `size={"longest_edge": n}` kwarg; each side is then rounded up to the
+    /// patch window, so the result may be a little larger), at most 16384; 0 (default):
+    /// preprocessor_config.json's `size`. Other models refuse it with
+    /// VT_ERR_INVALID_ARGUMENT. Appended after max_tokens: a struct_size that ends before it
+    /// reads 0.
+    pub longest_edge: u32,
 }
 
 /// The default preprocess parameters (struct_size filled in, every setting taken from the
@@ -419,6 +429,7 @@ pub extern "C" fn vt_preprocess_params_default() -> vt_preprocess_params {
         min_pixels: 0,
         max_pixels: 0,
         max_tokens: 0,
+        longest_edge: 0,
     }
 }
 
@@ -451,6 +462,7 @@ pub(crate) fn to_preprocess_options(p: &vt_preprocess_params) -> Result<Preproce
         min_pixels: size_knob(p.min_pixels),
         max_pixels: size_knob(p.max_pixels),
         max_tokens: size_knob(p.max_tokens),
+        longest_edge: nonzero(p.longest_edge),
     })
 }
 
@@ -481,6 +493,15 @@ mod tests {
         let o = to_preprocess_options(&unsafe { read_versioned(&p) }.unwrap()).unwrap();
         assert_eq!(o.pan_and_scan_max_num_crops, Some(3));
         assert_eq!(o.pan_and_scan_min_ratio_to_activate, Some(1.5));
+        // longest_edge was appended last: a struct_size ending before it reads 0.
+        p.longest_edge = 512;
+        let o = to_preprocess_options(&unsafe { read_versioned(&p) }.unwrap()).unwrap();
+        assert_eq!(o.longest_edge, Some(512));
+        p.struct_size = offset_of!(vt_preprocess_params, longest_edge) as u32;
+        let o = to_preprocess_options(&unsafe { read_versioned(&p) }.unwrap()).unwrap();
+        assert_eq!(o.longest_edge, None);
+        p.struct_size = size_of::<vt_preprocess_params>() as u32;
+        p.longest_edge = 0;
         p.pan_and_scan = 2;
         assert!(to_preprocess_options(&p).is_err());
         p.pan_and_scan = 0;

@@ -128,8 +128,9 @@ pub trait VisionModel: Send + Sync {
     }
 
     /// The per-call size knobs of [`PreprocessOptions`] this family's `preprocess_with`
-    /// implements (`min_pixels`, `max_pixels`, `max_tokens`); the engine refuses the others
-    /// and checks `max_tokens` itself for families without it. None by default.
+    /// implements (`min_pixels`, `max_pixels`, `longest_edge`, `max_tokens`); the engine
+    /// refuses the others and checks `max_tokens` itself for families without it. None by
+    /// default.
     fn size_knobs(&self) -> &'static [&'static str] {
         &[]
     }

@@ -26,8 +26,9 @@ use crate::models::pixels::{patchify, to_compute};
 use crate::models::projector::{concat_features, feature_layers, MlpProjector};
 use crate::models::rope::{pixtral_axial_angles, Rotary};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
-use crate::models::{ModelInfo, SpecialTokens, VisionModel};
+use crate::models::{refuse_max_soft_tokens, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::longest_edge::LongestEdgeProcessor;
+use crate::preprocess::options::PreprocessOptions;
 use crate::preprocess::settings::read_patch_size;
 use crate::preprocess::{Limits, Pixels, RgbImage};
 use crate::tokenizer::AddedTokens;
@@ -621,6 +622,25 @@ impl VisionModel for PixtralModel {
 
     fn preprocess(&self, image: &RgbImage, limits: &Limits) -> Result<Pixels> {
         self.processor.process(image, limits)
+    }
+
+    fn preprocess_with(
+        &self,
+        image: &RgbImage,
+        o: &PreprocessOptions,
+        l: &Limits,
+    ) -> Result<Pixels> {
+        if o.pan_and_scan == Some(true) {
+            return Err(Error::invalid_argument(
+                "pixtral models have no pan-and-scan (it is Gemma3's)",
+            ));
+        }
+        refuse_max_soft_tokens(self.info.family, o)?;
+        self.processor.process_with(image, o, l)
+    }
+
+    fn size_knobs(&self) -> &'static [&'static str] {
+        &["longest_edge", "max_tokens"]
     }
 
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {

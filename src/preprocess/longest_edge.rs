@@ -13,6 +13,7 @@
 use crate::config::ConfigObject;
 use crate::error::{Error, Result};
 use crate::preprocess::normalize::Normalization;
+use crate::preprocess::options::PreprocessOptions;
 use crate::preprocess::resample::{resize, Filter};
 use crate::preprocess::settings::{
     read_filter, read_normalization, MAX_SIDE, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD,
@@ -127,6 +128,81 @@ impl LongestEdgeProcessor {
         )
     }
 
+    /// The embedding count of a `width x height` image under this processor, or `None` where
+    /// an extreme aspect ratio shrinks a side to 0 pixels.
+    fn tokens_for(&self, width: u32, height: u32) -> Option<usize> {
+        let (w, h) = self.target_size(width, height).ok()?;
+        let (rows, cols) = self.grid(w as usize, h as usize);
+        Some(rows * cols)
+    }
+
+    /// This processor with the per-call overrides: `longest_edge` replaces `size` (as the
+    /// reference's `size={"longest_edge": n}` kwarg does); `max_tokens` then lowers the longest
+    /// edge to the largest value whose output yields at most that many embeddings (the token
+    /// count only grows with the edge, so a binary search finds it). With `do_resize` false
+    /// the size is the image's own: both knobs are accepted, and `max_tokens` can only refuse.
+    pub fn with_options(
+        &self,
+        width: u32,
+        height: u32,
+        o: &PreprocessOptions,
+    ) -> Result<LongestEdgeProcessor> {
+        let mut p = self.clone();
+        if let Some(e) = o.longest_edge {
+            p.max_size = (e, e);
+        }
+        let Some(budget) = o.max_tokens else {
+            return Ok(p);
+        };
+        match p.tokens_for(width, height) {
+            // Fits as it is; or no size at all, which `process` reports.
+            None => return Ok(p),
+            Some(n) if n <= budget => return Ok(p),
+            Some(_) => {}
+        }
+        // `None` (a side shrunk to 0) counts as fitting: it happens only below every size
+        // that works, so when the largest fitting edge gives `None`, nothing fits.
+        let fits =
+            |q: &LongestEdgeProcessor| q.tokens_for(width, height).is_none_or(|n| n <= budget);
+        let (max_h, max_w) = p.max_size;
+        let capped = |e: usize| {
+            let mut q = p.clone();
+            q.max_size = (e.min(max_h), e.min(max_w));
+            q
+        };
+        // Largest e in [1, max(max_h, max_w)] with fits(capped(e)); fits(capped(0)) holds.
+        let (mut lo, mut hi) = (0usize, max_h.max(max_w));
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if fits(&capped(mid)) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        let q = capped(lo);
+        match (lo, q.tokens_for(width, height)) {
+            (1.., Some(n)) if n <= budget => Ok(q),
+            _ => Err(Error::invalid_argument(format!(
+                "no size of this {width}x{height} image yields at most max_tokens = {budget} \
+                 embeddings: the smallest window grid of its aspect ratio has {}",
+                smallest_grid(&p, width, height)
+            ))),
+        }
+    }
+
+    /// [`LongestEdgeProcessor::process`] with per-call overrides
+    /// ([`LongestEdgeProcessor::with_options`]).
+    pub fn process_with(
+        &self,
+        image: &RgbImage,
+        o: &PreprocessOptions,
+        limits: &Limits,
+    ) -> Result<Pixels> {
+        self.with_options(image.width, image.height, o)?
+            .process(image, limits)
+    }
+
     /// Resizes and normalizes into `[3, H, W]`, with the grid `[1, rows, cols]`. The token
     /// count is checked against `limits` before anything is allocated.
     pub fn process(&self, image: &RgbImage, limits: &Limits) -> Result<Pixels> {
@@ -154,6 +230,19 @@ impl LongestEdgeProcessor {
             grid: [1, rows, cols],
         })
     }
+}
+
+/// How many embeddings the smallest output of a `width x height` image has (for an error
+/// message): the token count at the smallest longest edge that keeps both sides, or a note
+/// that none does.
+fn smallest_grid(p: &LongestEdgeProcessor, width: u32, height: u32) -> String {
+    (1..=p.max_size.0.max(p.max_size.1))
+        .find_map(|e| {
+            let mut q = p.clone();
+            q.max_size = (e.min(p.max_size.0), e.min(p.max_size.1));
+            q.tokens_for(width, height)
+        })
+        .map_or_else(|| "no size at all".to_string(), |n| format!("{n} tokens"))
 }
 
 #[cfg(test)]
@@ -186,6 +275,57 @@ mod tests {
         assert_eq!(d.filter, Filter::Bicubic);
         let hw = proc(r#"{"size": {"height": 100, "width": 50}}"#, 10, 10, 1);
         assert_eq!(hw.target_size(200, 200).unwrap(), (50, 50));
+    }
+
+    #[test]
+    fn per_call_longest_edge_and_token_budget() {
+        // Mistral3 geometry (window 28); expected sizes worked out by hand from the
+        // reference's rule (shrink to fit the edge, floor, round each side up to 28).
+        let m3 = proc(r#"{"size": {"longest_edge": 1540}}"#, 28, 14, 2);
+        let opts = |edge: Option<usize>, tokens: Option<usize>| PreprocessOptions {
+            longest_edge: edge,
+            max_tokens: tokens,
+            ..PreprocessOptions::default()
+        };
+        let size = |o: PreprocessOptions, w: u32, h: u32| {
+            m3.with_options(w, h, &o).and_then(|p| p.target_size(w, h))
+        };
+        // 1920x1080 at 640: ratio 3 -> 640x360 -> 644x364, 23x13 = 299 tokens.
+        assert_eq!(size(opts(Some(640), None), 1920, 1080).unwrap(), (644, 364));
+        // The full size (1540x868, 1705 tokens) fits 1705 unchanged.
+        assert_eq!(
+            size(opts(None, Some(1705)), 1920, 1080).unwrap(),
+            (1540, 868)
+        );
+        // 299 tokens: the largest edge is 644 (645 gives 672 wide, 24x13 = 312).
+        assert_eq!(size(opts(None, Some(299)), 1920, 1080).unwrap(), (644, 364));
+        // 298: edges 617..644 give 299; 598..616 give 616x364 = 22x13 = 286.
+        assert_eq!(size(opts(None, Some(298)), 1920, 1080).unwrap(), (616, 364));
+        assert_eq!(size(opts(None, Some(1)), 1920, 1080).unwrap(), (28, 28));
+        // longest_edge and max_tokens together: the budget lowers the given edge.
+        assert_eq!(
+            size(opts(Some(2000), Some(299)), 1920, 1080).unwrap(),
+            (644, 364)
+        );
+        // 1000x10: the short side survives from edge 100 (112x28, 4 tokens) on.
+        assert_eq!(size(opts(None, Some(4)), 1000, 10).unwrap(), (112, 28));
+        let e = size(opts(None, Some(3)), 1000, 10).unwrap_err();
+        assert!(
+            e.message().contains("no size") && e.message().contains("4 tokens"),
+            "{e}"
+        );
+        // No resizing: the budget can only refuse.
+        let fixed = proc(r#"{"do_resize": false}"#, 28, 14, 2);
+        let o = opts(Some(100), Some(4));
+        assert_eq!(
+            fixed
+                .with_options(56, 56, &o)
+                .unwrap()
+                .target_size(56, 56)
+                .unwrap(),
+            (56, 56)
+        );
+        assert!(fixed.with_options(84, 56, &o).is_err());
     }
 
     #[test]

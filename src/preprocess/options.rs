@@ -1,8 +1,9 @@
 //! Per-call preprocessing options: overrides of what `preprocessor_config.json` says, for the
-//! processors that have such switches (Gemma3's pan-and-scan, Gemma 4's soft-token budget). The default (all `None`) is the
-//! model's own configuration.
+//! processors that have such switches (Gemma3's pan-and-scan, Gemma 4's soft-token budget,
+//! Qwen's pixel bounds, Pixtral's longest edge, a token budget). The default (all `None`) is the model's own configuration.
 
 use crate::error::{Error, Result};
+use crate::preprocess::settings::MAX_SIDE;
 
 /// Largest accepted pan-and-scan crop count and crop size, per call as in
 /// `preprocessor_config.json` (real values are 4 and 256).
@@ -28,8 +29,11 @@ pub struct PreprocessOptions {
     /// Qwen2-VL / Qwen3-VL: the largest pixel count of the resized image (`max_pixels`,
     /// `size["longest_edge"]`).
     pub max_pixels: Option<usize>,
+    /// Pixtral / Mistral3: the longest edge the image is shrunk to fit (the image processor's
+    /// `size={"longest_edge": n}` call kwarg) before rounding up to the patch window.
+    pub longest_edge: Option<usize>,
     /// Any family: the most embeddings the image may yield. A family with a variable size
-    /// (Qwen) picks the largest size its own resize rule allows within it; a family whose
+    /// (Qwen, Pixtral) picks the largest size its own resize rule allows within it; a family whose
     /// count is fixed refuses the call when that count is larger.
     pub max_tokens: Option<usize>,
 }
@@ -39,6 +43,7 @@ pub(crate) fn size_knobs_given(o: &PreprocessOptions) -> Vec<&'static str> {
     [
         ("min_pixels", o.min_pixels.is_some()),
         ("max_pixels", o.max_pixels.is_some()),
+        ("longest_edge", o.longest_edge.is_some()),
         ("max_tokens", o.max_tokens.is_some()),
     ]
     .into_iter()
@@ -83,11 +88,17 @@ impl PreprocessOptions {
         for (name, value) in [
             ("min_pixels", self.min_pixels),
             ("max_pixels", self.max_pixels),
+            ("longest_edge", self.longest_edge),
             ("max_tokens", self.max_tokens),
         ] {
             if value == Some(0) {
                 return Err(Error::invalid_argument(format!("{name} 0 is not allowed")));
             }
+        }
+        if let Some(e) = self.longest_edge.filter(|&e| e > MAX_SIDE) {
+            return Err(Error::invalid_argument(format!(
+                "longest_edge {e} is larger than {MAX_SIDE}"
+            )));
         }
         if let Some(r) = self.pan_and_scan_min_ratio_to_activate {
             if !r.is_finite() {

@@ -349,6 +349,11 @@ int main(int argc, char **argv) {
         expect_error("min_pixels on siglip", VT_ERR_INVALID_ARGUMENT, "min_pixels",
                      [&] { (void)other.preprocess(jpg, po); });
         po.min_pixels = 0;
+        po.longest_edge = 32;
+        CHECK(po.to_c().longest_edge == 32);
+        expect_error("longest_edge on siglip", VT_ERR_INVALID_ARGUMENT, "longest_edge",
+                     [&] { (void)other.preprocess(jpg, po); });
+        po.longest_edge = 0;
         po.max_tokens = 36;
         CHECK(other.preprocess(jpg, po).n_tokens() == 36);
         po.max_tokens = 35;

@@ -113,8 +113,12 @@ pub const PreprocessOptions = struct {
     /// Qwen2-VL / Qwen3-VL: bounds of the resized image's pixel count (others refuse them).
     min_pixels: u64 = 0,
     max_pixels: u64 = 0,
-    /// Any model: the most embeddings one image may yield.
+    /// Any model: the most embeddings one image may yield (Qwen and Pixtral pick the
+    /// largest size within it; fixed-size models refuse a smaller budget).
     max_tokens: u64 = 0,
+    /// Pixtral / Mistral3: the longest edge the image is shrunk to fit (the processor's
+    /// size={"longest_edge": n}); other models refuse a non-zero value.
+    longest_edge: u32 = 0,
 
     /// The C parameters (vt_preprocess_params_default() with these fields set).
     pub fn params(o: PreprocessOptions) c.vt_preprocess_params {
@@ -123,6 +127,7 @@ pub const PreprocessOptions = struct {
         p.min_pixels = o.min_pixels;
         p.max_pixels = o.max_pixels;
         p.max_tokens = o.max_tokens;
+        p.longest_edge = o.longest_edge;
         return p;
     }
 };
@@ -581,6 +586,8 @@ test "per-call preprocessing knobs" {
     var diag: Diagnostics = .{};
     try testing.expectError(error.InvalidArgument, m.embedWith(testing.allocator, bytes, .{ .min_pixels = 100 }, &diag));
     try testing.expect(std.mem.indexOf(u8, diag.message(), "min_pixels") != null);
+    try testing.expectError(error.InvalidArgument, m.embedWith(testing.allocator, bytes, .{ .longest_edge = 32 }, &diag));
+    try testing.expect(std.mem.indexOf(u8, diag.message(), "longest_edge") != null);
     const e = try m.embedWith(testing.allocator, bytes, .{ .max_tokens = 36 }, null);
     defer e.deinit(testing.allocator);
     try testing.expectEqual(@as(usize, 36), e.tokens);
