@@ -391,3 +391,116 @@ fn c_qwen3_prompt_example_prints_levels_and_layout() {
         }
     }
 }
+
+/// examples/c/qwen_video.c: a video's prompt layout (timestamps, per-group framing for
+/// Qwen3-VL; one framed run for Qwen2-VL), its M-RoPE positions equal to the reference
+/// `get_rope_index` of the same prompt (tests/fixtures/video/*/expected.json), and every
+/// level's first value equal to the reference.
+#[test]
+fn c_qwen_video_example_matches_reference() {
+    let tmp = temp_dir("example-qwen-video");
+    let bin = tmp.join("qwen_video");
+    compile(&[repo().join("examples/c/qwen_video.c")], &bin, false, &[]);
+    for fixture in ["qwen3_vl_f32", "qwen3_5_f16", "qwen2_vl_f32", "qwen2_5_vl_bf16"] {
+        let dir = fixtures().join("video").join(fixture);
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap())
+                .unwrap();
+        let model = repo().join(meta["model_dir"].as_str().unwrap());
+        let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let frames = dir.join("frames.bin");
+        let mut checked = 0;
+        // The example samples as the config says: the videos made with the defaults.
+        for v in meta["videos"].as_array().unwrap() {
+            if v["do_sample_frames"] != -1 {
+                continue;
+            }
+            let arg = |k: &str| v[k].to_string();
+            let args = [
+                model.to_string_lossy().into_owned(),
+                frames.to_string_lossy().into_owned(),
+                arg("offset"),
+                arg("n_frames"),
+                arg("width"),
+                arg("height"),
+                arg("source_fps"),
+            ];
+            let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+            let out = run(&bin, &argv);
+            let what = format!("{fixture} {}: {out}", v["key"]);
+            let numbers = |prefix: &str| -> Vec<i64> {
+                out.lines()
+                    .find(|l| l.starts_with(prefix))
+                    .unwrap_or_else(|| panic!("no {prefix} line: {out}"))
+                    .split_whitespace()
+                    .skip(1)
+                    .map(|t| t.parse().unwrap())
+                    .collect()
+            };
+            // The reference prompt has the same layout around the video but its own count of
+            // text tokens before it (3 for Qwen2-VL, 2 here): compare from the video's opening
+            // <|vision_start|> to the text token after its closing <|vision_end|>, positions
+            // relative to that opening token.
+            let mrope = &v["mrope"];
+            let types: Vec<i64> =
+                serde_json::from_value(mrope["mm_token_type_ids"].clone()).unwrap();
+            let pos: Vec<Vec<i64>> = serde_json::from_value(mrope["position_ids"].clone()).unwrap();
+            let video_id = meta["video_token_id"].as_i64().unwrap();
+            let tokens = numbers("tokens:");
+            let span = |is_video: &dyn Fn(usize) -> bool, len: usize| {
+                let first = (0..len).find(|&i| is_video(i)).unwrap() - 1;
+                let last = (0..len).rev().find(|&i| is_video(i)).unwrap() + 2;
+                (first, last)
+            };
+            let (r0, r1) = span(&|i| types[i] == 2, types.len());
+            let (e0, e1) = span(&|i| tokens[i] == video_id, tokens.len());
+            assert_eq!(r1 - r0, e1 - e0, "{what}: prompt length");
+            for i in 0..=(r1 - r0) {
+                assert_eq!(types[r0 + i] == 2, tokens[e0 + i] == video_id, "{what}: token {i}");
+            }
+            for (axis, name) in ["t:", "h:", "w:"].iter().enumerate() {
+                let got = numbers(name);
+                let rel = |p: &[i64], at: usize, n: usize| -> Vec<i64> {
+                    (0..=n).map(|i| p[at + i] - p[at]).collect()
+                };
+                assert_eq!(
+                    rel(&got, e0, e1 - e0),
+                    rel(&pos[axis], r0, r1 - r0),
+                    "{what}: {name}"
+                );
+            }
+            if let Some(text) = v.get("timestamp_text").and_then(|t| t.as_array()) {
+                let want: Vec<&str> = text.iter().map(|t| t.as_str().unwrap()).collect();
+                let line = format!("timestamps: {}", want.join(" "));
+                assert!(out.lines().any(|l| l == line), "{what}");
+            } else {
+                assert!(!out.contains("timestamps:"), "{what}");
+            }
+            let levels = v["levels"].as_u64().unwrap_or(1);
+            for level in 0..levels {
+                let key = match level {
+                    0 => format!("embeddings/{}", v["key"].as_str().unwrap()),
+                    l => format!("deepstack/{l}/{}", v["key"].as_str().unwrap()),
+                };
+                let d = st.tensor(&key).unwrap().data()[..4].to_vec();
+                let want = f32::from_le_bytes([d[0], d[1], d[2], d[3]]);
+                let printed: f32 = out
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("level {level} row 0: ")))
+                    .unwrap_or_else(|| panic!("no level {level}: {what}"))
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!(
+                    (printed - want).abs() <= 1e-3 * want.abs().max(1.0),
+                    "{what}: level {level} {printed} vs {want}"
+                );
+            }
+            checked += 1;
+        }
+        assert!(checked >= 2, "{fixture}: {checked} videos");
+    }
+}

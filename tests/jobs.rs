@@ -175,3 +175,38 @@ fn dropping_jobs_and_the_model_while_jobs_run_is_safe() {
         std::thread::sleep(Duration::from_millis(2));
     }
 }
+
+/// A queued job that is cancelled ends at once (it does not wait for the jobs ahead of it),
+/// and its callback runs once, on a vtower thread, not on the canceller's.
+#[test]
+fn a_cancelled_queued_job_ends_without_waiting_for_the_queue() {
+    let model = load();
+    // Two long jobs occupy both job threads.
+    let a = model.submit(many(&model, 3000), None).unwrap();
+    let b = model.submit(many(&model, 3000), None).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let cb = Box::new(move |s: Status| {
+        tx.send((s, std::thread::current().id())).unwrap();
+    });
+    let queued = model.submit(many(&model, 2), Some(cb)).unwrap();
+    queued.cancel();
+    let err = queued.wait().unwrap_err();
+    // Had it waited for a job thread, one of the long jobs would have finished first.
+    let (a_done, b_done) = (a.is_done(), b.is_done());
+    assert_eq!(err.status(), Status::Cancelled, "{err}");
+    assert!(err.message().contains("before it started"), "{err}");
+    assert!(!a_done && !b_done, "the cancelled job waited for the queue");
+    let (status, thread) = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert_eq!(status, Status::Cancelled);
+    assert_ne!(thread, std::thread::current().id(), "callback on the caller's thread");
+    assert!(rx.recv_timeout(Duration::from_millis(50)).is_err(), "callback twice");
+    // Cancelling again, and the queue entry left behind, change nothing.
+    queued.cancel();
+    assert_eq!(queued.wait().unwrap_err().status(), Status::InvalidArgument);
+    a.cancel();
+    b.cancel();
+    let (files, reference) = serial_references(&model, NAME);
+    let img = model.preprocess(&files[0]).unwrap();
+    let out = model.submit(vec![img], None).unwrap().wait().unwrap();
+    assert!(out.data(0).unwrap() == reference[0].as_slice());
+}

@@ -1,4 +1,4 @@
-//! Video input (Qwen2-VL, Qwen2.5-VL, Qwen3-VL): `Model::preprocess_video` against
+//! Video input (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5): `Model::preprocess_video` against
 //! transformers' video processors (frame sampling, torchvision resize, normalization, temporal
 //! grouping), the embeddings against `get_video_features`, the prompt data (Qwen2.5-VL's
 //! `second_per_grid_ts`, Qwen3-VL's timestamps), the M-RoPE ids against `get_rope_index`, and
@@ -12,7 +12,7 @@ use safetensors::SafeTensors;
 use serde_json::Value;
 use vtower::{DTypeRequest, Image, LoadOptions, Model, SampleOptions, VideoTime};
 
-const FIXTURES: [&str; 3] = ["qwen2_vl_f32", "qwen2_5_vl_bf16", "qwen3_vl_f32"];
+const FIXTURES: [&str; 4] = ["qwen2_vl_f32", "qwen2_5_vl_bf16", "qwen3_vl_f32", "qwen3_5_f16"];
 
 struct Fixture {
     exp: Value,

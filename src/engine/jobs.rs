@@ -11,7 +11,9 @@
 //! threads hold only the queue, and exit once the model is gone and the queue is empty.
 //!
 //! Cancellation is cooperative ([`crate::models::cancel`]): a queued job that is cancelled
-//! never runs, a running one stops before its next encoder layer, and both end with
+//! ends at once (it releases its images and the model right away and never runs; its
+//! callback, if any, runs on a short-lived vtower thread so that it is never called on the
+//! canceller's thread), a running one stops before its next encoder layer, and both end with
 //! [`Status::Cancelled`]. Cancelling a finished job changes nothing.
 
 use std::collections::VecDeque;
@@ -112,12 +114,72 @@ enum JobState {
     Done(Option<Result<Embeddings>>),
 }
 
+/// What a queued job holds until it runs or is cancelled.
+struct Payload {
+    images: Vec<Image>,
+    model: Arc<Model>,
+    on_done: Option<OnDone>,
+}
+
 struct JobShared {
     token: CancelToken,
     /// Set when a job thread has taken the job from the queue.
     started: AtomicBool,
+    /// Set by whoever takes the job over first: the job thread that runs it, or a
+    /// [`Job::cancel`] that finds it still queued and ends it.
+    claimed: AtomicBool,
+    payload: Mutex<Option<Payload>>,
     state: Mutex<JobState>,
     done: Condvar,
+}
+
+impl JobShared {
+    /// Reports the end of the job: the callback first, then the result for `wait`.
+    fn finish(&self, result: Result<Embeddings>, on_done: Option<OnDone>) {
+        let status = match &result {
+            Ok(_) => Status::Ok,
+            Err(e) => e.status(),
+        };
+        if let Some(cb) = on_done {
+            let _ = catch_unwind(AssertUnwindSafe(|| cb(status)));
+        }
+        *lock(&self.state) = JobState::Done(Some(result));
+        self.done.notify_all();
+    }
+
+    /// Runs the job on a job thread, unless a cancel has already ended it.
+    fn run(&self) {
+        self.started.store(true, Ordering::Release);
+        if self.claimed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Some(Payload {
+            images,
+            model,
+            on_done,
+        }) = lock(&self.payload).take()
+        else {
+            return;
+        };
+        let result = if self.token.is_cancelled() {
+            Err(Error::cancelled("the job was cancelled before it started"))
+        } else {
+            let refs: Vec<&Image> = images.iter().collect();
+            catch_unwind(AssertUnwindSafe(|| {
+                model.forward_cancellable(&refs, Some(&self.token))
+            }))
+            .unwrap_or_else(|_| {
+                Err(Error::new(
+                    Status::Panic,
+                    "panic inside vtower while running a job",
+                ))
+            })
+        };
+        // Release the model and the images before anyone can see the job finished.
+        drop(images);
+        drop(model);
+        self.finish(result, on_done);
+    }
 }
 
 /// A submitted forward pass. Dropping the handle cancels the job if it has not finished
@@ -138,6 +200,33 @@ impl Job {
     /// job. Any thread, any number of times.
     pub fn cancel(&self) {
         self.shared.token.cancel();
+        let shared = &self.shared;
+        if shared.claimed.swap(true, Ordering::AcqRel) {
+            return; // running or finished: it stops at its next check
+        }
+        // Still queued: end it now. The queue entry left behind does nothing when reached.
+        let Some(Payload { on_done, .. }) = lock(&shared.payload).take() else {
+            return;
+        };
+        let cancelled = || Err(Error::cancelled("the job was cancelled before it started"));
+        let Some(cb) = on_done else {
+            shared.finish(cancelled(), None);
+            return;
+        };
+        // The callback is promised on a vtower thread, never the caller's.
+        let job = Arc::clone(shared);
+        let spawned = std::thread::Builder::new()
+            .name("vtower-cancel".into())
+            .spawn(move || job.finish(cancelled(), Some(cb)));
+        if let Err(e) = spawned {
+            // No thread to be had (resource exhaustion): end the job without its callback
+            // rather than leave a waiter hanging. Logged, as the callback is lost.
+            crate::log::warn(&format!(
+                "cannot start a thread for a cancelled job's callback ({e}); the callback is \
+                 not called"
+            ));
+            shared.finish(cancelled(), None);
+        }
     }
 
     /// Whether a job thread has taken the job from the queue (it may have finished since).
@@ -216,40 +305,16 @@ pub(crate) fn submit(
     let shared = Arc::new(JobShared {
         token: CancelToken::new(),
         started: AtomicBool::new(false),
+        claimed: AtomicBool::new(false),
+        payload: Mutex::new(Some(Payload {
+            images,
+            model: Arc::clone(model),
+            on_done,
+        })),
         state: Mutex::new(JobState::Pending),
         done: Condvar::new(),
     });
     let job = Arc::clone(&shared);
-    let model = Arc::clone(model);
-    let task: Task = Box::new(move || {
-        job.started.store(true, Ordering::Release);
-        let result = if job.token.is_cancelled() {
-            Err(Error::cancelled("the job was cancelled before it started"))
-        } else {
-            let refs: Vec<&Image> = images.iter().collect();
-            catch_unwind(AssertUnwindSafe(|| {
-                model.forward_cancellable(&refs, Some(&job.token))
-            }))
-            .unwrap_or_else(|_| {
-                Err(Error::new(
-                    Status::Panic,
-                    "panic inside vtower while running a job",
-                ))
-            })
-        };
-        // Release the model and the images before anyone can see the job finished.
-        drop(images);
-        drop(model);
-        let status = match &result {
-            Ok(_) => Status::Ok,
-            Err(e) => e.status(),
-        };
-        if let Some(cb) = on_done {
-            let _ = catch_unwind(AssertUnwindSafe(|| cb(status)));
-        }
-        *lock(&job.state) = JobState::Done(Some(result));
-        job.done.notify_all();
-    });
-    queue.push(task)?;
+    queue.push(Box::new(move || job.run()))?;
     Ok(Job { shared })
 }
