@@ -401,7 +401,12 @@ fn c_qwen_video_example_matches_reference() {
     let tmp = temp_dir("example-qwen-video");
     let bin = tmp.join("qwen_video");
     compile(&[repo().join("examples/c/qwen_video.c")], &bin, false, &[]);
-    for fixture in ["qwen3_vl_f32", "qwen3_5_f16", "qwen2_vl_f32", "qwen2_5_vl_bf16"] {
+    for fixture in [
+        "qwen3_vl_f32",
+        "qwen3_5_f16",
+        "qwen2_vl_f32",
+        "qwen2_5_vl_bf16",
+    ] {
         let dir = fixtures().join("video").join(fixture);
         let meta: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap())
@@ -457,7 +462,11 @@ fn c_qwen_video_example_matches_reference() {
             let (e0, e1) = span(&|i| tokens[i] == video_id, tokens.len());
             assert_eq!(r1 - r0, e1 - e0, "{what}: prompt length");
             for i in 0..=(r1 - r0) {
-                assert_eq!(types[r0 + i] == 2, tokens[e0 + i] == video_id, "{what}: token {i}");
+                assert_eq!(
+                    types[r0 + i] == 2,
+                    tokens[e0 + i] == video_id,
+                    "{what}: token {i}"
+                );
             }
             for (axis, name) in ["t:", "h:", "w:"].iter().enumerate() {
                 let got = numbers(name);

@@ -198,8 +198,15 @@ fn a_cancelled_queued_job_ends_without_waiting_for_the_queue() {
     assert!(!a_done && !b_done, "the cancelled job waited for the queue");
     let (status, thread) = rx.recv_timeout(Duration::from_secs(60)).unwrap();
     assert_eq!(status, Status::Cancelled);
-    assert_ne!(thread, std::thread::current().id(), "callback on the caller's thread");
-    assert!(rx.recv_timeout(Duration::from_millis(50)).is_err(), "callback twice");
+    assert_ne!(
+        thread,
+        std::thread::current().id(),
+        "callback on the caller's thread"
+    );
+    assert!(
+        rx.recv_timeout(Duration::from_millis(50)).is_err(),
+        "callback twice"
+    );
     // Cancelling again, and the queue entry left behind, change nothing.
     queued.cancel();
     assert_eq!(queued.wait().unwrap_err().status(), Status::InvalidArgument);

@@ -12,7 +12,12 @@ use safetensors::SafeTensors;
 use serde_json::Value;
 use vtower::{DTypeRequest, Image, LoadOptions, Model, SampleOptions, VideoTime};
 
-const FIXTURES: [&str; 4] = ["qwen2_vl_f32", "qwen2_5_vl_bf16", "qwen3_vl_f32", "qwen3_5_f16"];
+const FIXTURES: [&str; 4] = [
+    "qwen2_vl_f32",
+    "qwen2_5_vl_bf16",
+    "qwen3_vl_f32",
+    "qwen3_5_f16",
+];
 
 struct Fixture {
     exp: Value,

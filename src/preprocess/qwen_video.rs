@@ -135,6 +135,93 @@ fn positive_f64(pre: &ConfigObject, key: &str) -> Result<Option<f64>> {
     }
 }
 
+/// The video processor's patch geometry (class defaults: patch 16 for Qwen3, 14 for Qwen2;
+/// merge 2; temporal 2), which must be the tower's (`model`).
+fn read_geometry(pre: &ConfigObject, q3: bool, model: PatchGeometry) -> Result<PatchGeometry> {
+    let geometry = PatchGeometry {
+        patch_size: pre.positive_or("patch_size", if q3 { 16 } else { 14 }, 1024)?,
+        merge_size: pre.positive_or("merge_size", 2, 1024)?,
+        temporal_patch_size: pre.positive_or("temporal_patch_size", 2, 1024)?,
+    };
+    if geometry != model {
+        return Err(Error::bad_config(format!(
+            "{}: video patch_size / merge_size / temporal_patch_size {:?} do not match the \
+             vision tower's {model:?} (config.json)",
+            pre.location(),
+            geometry
+        )));
+    }
+    Ok(geometry)
+}
+
+/// The per-frame pixel bounds `(min, max)`: `size.shortest_edge` / `longest_edge` (class
+/// defaults 128 and 768 merged patches), and for Qwen2 the top-level `min_pixels` /
+/// `max_pixels`, which override `size` (`Qwen2VLVideoProcessor.__init__`).
+fn read_pixel_bounds(pre: &ConfigObject, q3: bool) -> Result<(usize, usize)> {
+    let f = if q3 { 32 * 32 } else { 28 * 28 };
+    let (mut lo, mut hi) = (128 * f, 768 * f);
+    if let Some(size) = pre.object("size")? {
+        match (
+            size.usize_max("shortest_edge", MAX_PIXELS_LIMIT)?,
+            size.usize_max("longest_edge", MAX_PIXELS_LIMIT)?,
+        ) {
+            (Some(a), Some(b)) => (lo, hi) = (a, b),
+            _ if !q3 && pre.contains("min_pixels") && pre.contains("max_pixels") => {}
+            _ => {
+                return Err(Error::bad_config(format!(
+                    "{}: `size` must have `shortest_edge` and `longest_edge` (min and max pixels)",
+                    pre.location()
+                )))
+            }
+        }
+    }
+    if !q3 {
+        if let Some(v) = pre.usize_max("min_pixels", MAX_PIXELS_LIMIT)? {
+            lo = v;
+        }
+        if let Some(v) = pre.usize_max("max_pixels", MAX_PIXELS_LIMIT)? {
+            hi = v;
+        }
+    }
+    if lo == 0 || hi == 0 || lo > hi {
+        return Err(Error::bad_config(format!(
+            "{}: video min / max pixels {lo} / {hi} must be positive and ordered",
+            pre.location()
+        )));
+    }
+    Ok((lo, hi))
+}
+
+/// `(rescale factor, (mean, std))`, each `None` when its `do_*` switch is off; mean and std
+/// default to 0.5 (Qwen3) or the OpenAI CLIP values (Qwen2).
+type RescaleNormalize = (Option<f64>, Option<([f64; 3], [f64; 3])>);
+
+fn read_rescale_normalize(pre: &ConfigObject, q3: bool) -> Result<RescaleNormalize> {
+    let (dmean, dstd) = if q3 {
+        ([0.5; 3], [0.5; 3])
+    } else {
+        (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+    };
+    let rescale = if pre.bool_or("do_rescale", true)? {
+        Some(pre.f64_or("rescale_factor", 1.0 / 255.0)?)
+    } else {
+        None
+    };
+    let mean_std = if pre.bool_or("do_normalize", true)? {
+        let std = three(pre, "image_std", dstd)?;
+        if std.iter().any(|s| *s == 0.0 || !s.is_finite()) {
+            return Err(Error::bad_config(format!(
+                "{}: `image_std` {std:?} must be finite and non-zero",
+                pre.location()
+            )));
+        }
+        Some((three(pre, "image_mean", dmean)?, std))
+    } else {
+        None
+    };
+    Ok((rescale, mean_std))
+}
+
 impl QwenVideoProcessor {
     /// Reads the video processor config (see [`video_config`]) with the class defaults of
     /// transformers 5.23; `model` is the tower's geometry, which must match.
@@ -144,51 +231,8 @@ impl QwenVideoProcessor {
         model: PatchGeometry,
     ) -> Result<QwenVideoProcessor> {
         let q3 = flavor == VideoFlavor::Qwen3;
-        let geometry = PatchGeometry {
-            patch_size: pre.positive_or("patch_size", if q3 { 16 } else { 14 }, 1024)?,
-            merge_size: pre.positive_or("merge_size", 2, 1024)?,
-            temporal_patch_size: pre.positive_or("temporal_patch_size", 2, 1024)?,
-        };
-        if geometry != model {
-            return Err(Error::bad_config(format!(
-                "{}: video patch_size / merge_size / temporal_patch_size {:?} do not match the \
-                 vision tower's {model:?} (config.json)",
-                pre.location(),
-                geometry
-            )));
-        }
-        let f = if q3 { 32 * 32 } else { 28 * 28 };
-        let (mut lo, mut hi) = (128 * f, 768 * f);
-        if let Some(size) = pre.object("size")? {
-            match (
-                size.usize_max("shortest_edge", MAX_PIXELS_LIMIT)?,
-                size.usize_max("longest_edge", MAX_PIXELS_LIMIT)?,
-            ) {
-                (Some(a), Some(b)) => (lo, hi) = (a, b),
-                _ if !q3 && pre.contains("min_pixels") && pre.contains("max_pixels") => {}
-                _ => {
-                    return Err(Error::bad_config(format!(
-                    "{}: `size` must have `shortest_edge` and `longest_edge` (min and max pixels)",
-                    pre.location()
-                )))
-                }
-            }
-        }
-        if !q3 {
-            // Qwen2VLVideoProcessor.__init__: top-level min_pixels / max_pixels override `size`.
-            if let Some(v) = pre.usize_max("min_pixels", MAX_PIXELS_LIMIT)? {
-                lo = v;
-            }
-            if let Some(v) = pre.usize_max("max_pixels", MAX_PIXELS_LIMIT)? {
-                hi = v;
-            }
-        }
-        if lo == 0 || hi == 0 || lo > hi {
-            return Err(Error::bad_config(format!(
-                "{}: video min / max pixels {lo} / {hi} must be positive and ordered",
-                pre.location()
-            )));
-        }
+        let geometry = read_geometry(pre, q3, model)?;
+        let (min_pixels, max_pixels) = read_pixel_bounds(pre, q3)?;
         let filter = read_filter(pre, Filter::Bicubic)?;
         let interp = TvInterpolation::from_filter(filter).ok_or_else(|| {
             Error::bad_config(format!(
@@ -197,28 +241,7 @@ impl QwenVideoProcessor {
                 pre.location()
             ))
         })?;
-        let (dmean, dstd) = if q3 {
-            ([0.5; 3], [0.5; 3])
-        } else {
-            (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
-        };
-        let rescale = if pre.bool_or("do_rescale", true)? {
-            Some(pre.f64_or("rescale_factor", 1.0 / 255.0)?)
-        } else {
-            None
-        };
-        let mean_std = if pre.bool_or("do_normalize", true)? {
-            let std = three(pre, "image_std", dstd)?;
-            if std.iter().any(|s| *s == 0.0 || !s.is_finite()) {
-                return Err(Error::bad_config(format!(
-                    "{}: `image_std` {std:?} must be finite and non-zero",
-                    pre.location()
-                )));
-            }
-            Some((three(pre, "image_mean", dmean)?, std))
-        } else {
-            None
-        };
+        let (rescale, mean_std) = read_rescale_normalize(pre, q3)?;
         let fps = match pre.value("fps") {
             None | Some(serde_json::Value::Null) => q3.then_some(2.0),
             _ => positive_f64(pre, "fps")?,
@@ -230,8 +253,8 @@ impl QwenVideoProcessor {
         Ok(QwenVideoProcessor {
             flavor,
             geometry,
-            min_pixels: lo,
-            max_pixels: hi,
+            min_pixels,
+            max_pixels,
             do_resize: pre.bool_or("do_resize", true)?,
             interp,
             rescale,
