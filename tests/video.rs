@@ -320,3 +320,103 @@ fn bad_video_input_is_refused_cleanly() {
     assert_eq!(one.token_grid()[0], 1);
     assert_eq!(one.video().unwrap().timestamps, vec![0.0]);
 }
+
+/// Gemma 4 video (tests/fixtures/video/gemma4_f32, scripts/fixtures/gemma4_video.py): frame
+/// sampling, per-frame resize and padded patch rows equal to `Gemma4VideoProcessor`, the
+/// embeddings equal to `get_video_features` (each frame's soft tokens in frame order), the
+/// per-frame timestamps and `mm:ss` texts; videos and a still image in one forward equal
+/// one-by-one calls.
+#[test]
+fn gemma4_video_matches_transformers() {
+    let fx = fixture("gemma4_f32");
+    assert_eq!(fx.model.video_token(), fx.exp["video_token_id"].as_i64());
+    let mut items = Vec::new();
+    for v in fx.videos() {
+        let key = v["key"].as_str().unwrap();
+        let img = fx.preprocess(v);
+        let meta = img.video().expect("a video");
+        let kept: Vec<usize> = ints(&v["frame_indices"])
+            .iter()
+            .map(|&i| i as usize)
+            .collect();
+        assert_eq!(meta.frame_indices, kept, "{key}: kept frames");
+        let per_frame = v["soft_tokens_per_frame"].as_u64().unwrap() as usize;
+        let [f, r, c] = img.token_grid();
+        assert_eq!((f, r * c), (kept.len(), per_frame), "{key}: token grid");
+        let size = ints(&v["frame_size"]);
+        assert_eq!(
+            [r as i64 * 2 * 4, c as i64 * 2 * 4],
+            [size[0], size[1]],
+            "{key}: frame size (pooling 2, patch 4)"
+        );
+        assert_eq!(img.n_tokens() as u64, v["tokens"].as_u64().unwrap());
+        // Pixels: the torchvision resize is reproduced exactly; one 8-bit level (1/255) is
+        // allowed on 1% of the values, none on a native-size video.
+        let want = fx.reference(&format!("pixels/{key}"));
+        let got = img.pixels();
+        assert_eq!(got.len(), want.len(), "{key}: pixel count");
+        let exact = got
+            .iter()
+            .zip(&want)
+            .filter(|(a, b)| (*a - *b).abs() <= 1e-7)
+            .count();
+        let within = got
+            .iter()
+            .zip(&want)
+            .filter(|(a, b)| (*a - *b).abs() <= 1.0 / 255.0 + 1e-6)
+            .count();
+        assert!(within * 100 >= got.len() * 99, "{key}: {within} of {}", got.len());
+        if key.starts_with("all3_80x56") {
+            assert_eq!(exact, got.len(), "{key}: native size must be exact");
+        }
+        // Timestamps: frame index / source fps (24 when unknown), and the prompt's mm:ss.
+        let want_ts: Vec<f64> = v["timestamps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        assert_eq!(meta.timestamps.len(), want_ts.len(), "{key}");
+        for (a, b) in meta.timestamps.iter().zip(&want_ts) {
+            assert!((a - b).abs() <= 1e-12, "{key}: timestamp {a} vs {b}");
+        }
+        let text: Vec<String> = meta
+            .timestamps
+            .iter()
+            .map(|s| format!("{:02}:{:02}", (s / 60.0) as u64, (s % 60.0) as u64))
+            .collect();
+        let want_text: Vec<&str> = v["timestamp_text"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap())
+            .collect();
+        assert_eq!(text, want_text, "{key}");
+        items.push((key.to_string(), img));
+    }
+    // Each alone, then all together with a still image between them.
+    let file = std::fs::read(image_path("photo.jpg")).unwrap();
+    let still = fx.model.preprocess(&file).unwrap();
+    let alone: Vec<Vec<f32>> = items
+        .iter()
+        .map(|(key, img)| {
+            let out = fx.model.forward(&[img]).unwrap();
+            let got = out.data(0).unwrap().to_vec();
+            let want = fx.reference(&format!("embeddings/{key}"));
+            let e = rel_l2(&got, &want);
+            let limit = if key.starts_with("all3_80x56") { 1e-4 } else { 2e-3 };
+            assert!(e <= limit, "{key}: embeddings rel L2 {e}");
+            got
+        })
+        .collect();
+    let mut refs: Vec<&Image> = items.iter().map(|(_, i)| i).collect();
+    refs.insert(1, &still);
+    let together = fx.model.forward(&refs).unwrap();
+    let still_alone = fx.model.forward(&[&still]).unwrap();
+    assert!(together.data(1).unwrap() == still_alone.data(0).unwrap());
+    for (k, a) in alone.iter().enumerate() {
+        let idx = if k == 0 { 0 } else { k + 1 };
+        let e = rel_l2(together.data(idx).unwrap(), a);
+        assert!(e <= 1e-6, "video {k} in a mixed batch: rel L2 {e}");
+    }
+}

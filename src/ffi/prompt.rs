@@ -20,9 +20,10 @@ pub const VT_TOKEN_IMAGE_START: vt_token_role = 1;
 pub const VT_TOKEN_IMAGE_END: vt_token_role = 2;
 /// The token that ends each row of image embeddings (`[IMG_BREAK]`).
 pub const VT_TOKEN_IMAGE_BREAK: vt_token_role = 3;
-/// The placeholder a video's prompt repeats once per embedding (`<|video_pad|>`,
-/// config.json's `video_token_id`), for images from vt_preprocess_video; the video's
-/// start / end tokens are VT_TOKEN_IMAGE_START / VT_TOKEN_IMAGE_END.
+/// The placeholder a video's prompt repeats once per embedding (Qwen's `<|video_pad|>`,
+/// Gemma 4's `<|video|>`: config.json's `video_token_id`), for images from
+/// vt_preprocess_video; the video's start / end tokens are VT_TOKEN_IMAGE_START /
+/// VT_TOKEN_IMAGE_END.
 pub const VT_TOKEN_VIDEO: vt_token_role = 4;
 
 /// The language-model token id for `role`, or -1 when the model has no such token, the

@@ -33,6 +33,8 @@ use crate::models::rope::{apply_rotary_f32, inverse_frequencies};
 use crate::models::vit::MAX_DIM;
 use crate::models::{batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::gemma4::{Gemma4Processor, SUPPORTED_SOFT_TOKENS};
+use crate::preprocess::gemma4_video::Gemma4VideoProcessor;
+use crate::preprocess::qwen_video::{video_config, SampleOptions, VideoMeta};
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 use crate::weights::Weights;
 
@@ -40,6 +42,7 @@ use crate::weights::Weights;
 const DEFAULT_IMAGE_TOKEN: i64 = 258_880;
 const DEFAULT_BOI: i64 = 255_999;
 const DEFAULT_EOI: i64 = 258_882;
+const DEFAULT_VIDEO_TOKEN: i64 = 258_884;
 /// `Gemma4TextConfig.hidden_size` default.
 const DEFAULT_TEXT_HIDDEN: usize = 2304;
 
@@ -439,6 +442,10 @@ pub struct Gemma4Model {
     tower: Gemma4VisionTower,
     embedder: Option<Embedder>,
     processor: Gemma4Processor,
+    /// The video processor, or why its config is unusable (images still work).
+    video: std::result::Result<Gemma4VideoProcessor, String>,
+    /// `video_token_id` (none for the bare tower).
+    video_token: Option<i64>,
     dtype: DType,
     device: Device,
 }
@@ -491,10 +498,16 @@ impl Gemma4Model {
             Gemma4Variant::Full => Some(Embedder::load(weights, &c, text_dim, dtype, device)?),
         };
         let processor = Gemma4Processor::from_config(&files.preprocessor, c.patch_size, c.pooling)?;
-        let tokens = match variant {
-            Gemma4Variant::Tower => SpecialTokens::default(),
-            Gemma4Variant::Full => special_tokens(cfg)?,
+        let (tokens, video_token) = match variant {
+            Gemma4Variant::Tower => (SpecialTokens::default(), None),
+            Gemma4Variant::Full => (
+                special_tokens(cfg)?,
+                Some(cfg.i64("video_token_id")?.unwrap_or(DEFAULT_VIDEO_TOKEN)),
+            ),
         };
+        let video = video_config(files)
+            .and_then(|v| Gemma4VideoProcessor::from_config(&v, c.patch_size, c.pooling))
+            .map_err(|e| e.message().to_string());
         let max_patches =
             SUPPORTED_SOFT_TOKENS[SUPPORTED_SOFT_TOKENS.len() - 1] * c.pooling * c.pooling;
         let side =
@@ -518,6 +531,8 @@ impl Gemma4Model {
             tower,
             embedder,
             processor,
+            video,
+            video_token,
             dtype,
             device: device.clone(),
         })
@@ -551,18 +566,43 @@ impl VisionModel for Gemma4Model {
         self.processor.pooling
     }
 
+    fn video_token(&self) -> Option<i64> {
+        self.video_token
+    }
+
+    fn preprocess_video(
+        &self,
+        n_frames: usize,
+        width: u32,
+        height: u32,
+        source_fps: Option<f64>,
+        opts: &SampleOptions,
+        limits: &Limits,
+        frame: &dyn Fn(usize) -> Result<RgbImage>,
+    ) -> Result<(Pixels, VideoMeta)> {
+        let proc = self
+            .video
+            .as_ref()
+            .map_err(|e| Error::bad_config(e.clone()))?;
+        proc.process(n_frames, width, height, source_fps, opts, limits, frame)
+    }
+
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {
         let (p, k) = (self.processor.patch_size, self.processor.pooling);
         let dim = 3 * p * p;
         let mut grids = Vec::with_capacity(batch.len());
         let mut data = Vec::new();
         for px in batch {
+            // An image is one frame; a video's frames each hold `shape[0] / frames` padded
+            // patch rows, and each runs as an image.
             let [f, r, c] = px.grid;
             let n = r * k * c * k;
-            if f != 1
+            let per_frame = px.shape.first().map_or(0, |&rows| rows / f.max(1));
+            if f == 0
                 || px.shape.len() != 2
                 || px.shape[1] != dim
-                || px.shape[0] < n
+                || per_frame < n
+                || px.shape[0] != per_frame * f
                 || px.data.len() != px.shape[0] * dim
             {
                 return Err(Error::invalid_argument(format!(
@@ -570,8 +610,10 @@ impl VisionModel for Gemma4Model {
                     px.shape, px.grid
                 )));
             }
-            grids.push((r * k, c * k));
-            data.extend_from_slice(&px.data[..n * dim]);
+            for frame in px.data.chunks_exact(per_frame * dim) {
+                grids.push((r * k, c * k));
+                data.extend_from_slice(&frame[..n * dim]);
+            }
         }
         let n: usize = grids.iter().map(|(r, c)| r * c).sum();
         let x = to_compute(
@@ -584,11 +626,13 @@ impl VisionModel for Gemma4Model {
             y = e.projection.forward(&e.norm.forward(&y)?)?;
         }
         let y = y.to_dtype(DType::F32)?;
+        // One output per image or video: a video's frames' tokens one after the other.
         let mut start = 0;
-        grids
+        batch
             .iter()
-            .map(|&(r, c)| {
-                let t = (r / k) * (c / k);
+            .map(|px| {
+                let [f, r, c] = px.grid;
+                let t = f * r * c;
                 let out = y.narrow(0, start, t)?;
                 start += t;
                 Ok(out)

@@ -122,7 +122,8 @@ pub trait VisionModel: Send + Sync {
     ) -> Result<(Pixels, VideoMeta)> {
         let _ = (n_frames, width, height, source_fps, opts, limits, frame);
         Err(Error::invalid_argument(format!(
-            "{} models take no video (video input is Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3.5)",
+            "{} models take no video (video input is Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5 \
+             and Gemma 4)",
             self.info().family
         )))
     }

@@ -6,6 +6,7 @@ pub mod decode;
 pub mod fixed_size;
 pub mod gemma3;
 pub mod gemma4;
+pub mod gemma4_video;
 pub mod limits;
 pub mod longest_edge;
 pub mod normalize;

@@ -192,16 +192,15 @@ fn read_pixel_bounds(pre: &ConfigObject, q3: bool) -> Result<(usize, usize)> {
     Ok((lo, hi))
 }
 
-/// `(rescale factor, (mean, std))`, each `None` when its `do_*` switch is off; mean and std
-/// default to 0.5 (Qwen3) or the OpenAI CLIP values (Qwen2).
-type RescaleNormalize = (Option<f64>, Option<([f64; 3], [f64; 3])>);
+/// `(rescale factor, (mean, std))`, each `None` when its `do_*` switch is off.
+pub type RescaleNormalize = (Option<f64>, Option<([f64; 3], [f64; 3])>);
 
-fn read_rescale_normalize(pre: &ConfigObject, q3: bool) -> Result<RescaleNormalize> {
-    let (dmean, dstd) = if q3 {
-        ([0.5; 3], [0.5; 3])
-    } else {
-        (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
-    };
+/// Reads `do_rescale` / `rescale_factor` / `do_normalize` / `image_mean` / `image_std` of a
+/// torchvision-backend video processor, with the class's default mean and std.
+pub fn read_rescale_normalize(
+    pre: &ConfigObject,
+    (dmean, dstd): ([f64; 3], [f64; 3]),
+) -> Result<RescaleNormalize> {
     let rescale = if pre.bool_or("do_rescale", true)? {
         Some(pre.f64_or("rescale_factor", 1.0 / 255.0)?)
     } else {
@@ -241,7 +240,13 @@ impl QwenVideoProcessor {
                 pre.location()
             ))
         })?;
-        let (rescale, mean_std) = read_rescale_normalize(pre, q3)?;
+        // Class defaults: mean and std 0.5 (Qwen3) or the OpenAI CLIP values (Qwen2).
+        let defaults = if q3 {
+            ([0.5; 3], [0.5; 3])
+        } else {
+            (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+        };
+        let (rescale, mean_std) = read_rescale_normalize(pre, defaults)?;
         let fps = match pre.value("fps") {
             None | Some(serde_json::Value::Null) => q3.then_some(2.0),
             _ => positive_f64(pre, "fps")?,
@@ -493,33 +498,41 @@ impl QwenVideoProcessor {
         Ok((pixels, self.meta(indices, n_frames, source_fps)))
     }
 
-    /// The torchvision backend's fused rescale + normalize to a `[3, H, W]` plane:
-    /// `(x - f32(mean) * f32(1 / rescale)) / (f32(std) * f32(1 / rescale))` in f32, or
-    /// `x * rescale` without normalization.
     fn normalize(&self, image: &RgbImage) -> Result<Vec<f32>> {
-        let mut table = [[0f32; 256]; 3];
-        for (c, row) in table.iter_mut().enumerate() {
-            for (v, out) in row.iter_mut().enumerate() {
-                *out = match (&self.mean_std, self.rescale) {
-                    (Some((mean, std)), Some(r)) => {
-                        let k = (1.0 / r) as f32;
-                        (v as f32 - mean[c] as f32 * k) / (std[c] as f32 * k)
-                    }
-                    (Some((mean, std)), None) => (v as f32 - mean[c] as f32) / std[c] as f32,
-                    (None, Some(r)) => v as f32 * r as f32,
-                    (None, None) => v as f32,
-                };
-            }
-        }
-        let plane = image.width as usize * image.height as usize;
-        let mut out = crate::preprocess::limits::try_filled(3 * plane, 0f32, "a video frame")?;
-        for (i, px) in image.data.chunks_exact(3).enumerate() {
-            for c in 0..3 {
-                out[c * plane + i] = table[c][px[c] as usize];
-            }
-        }
-        Ok(out)
+        tv_normalize(image, self.rescale, self.mean_std)
     }
+}
+
+/// The torchvision backend's fused rescale + normalize to a `[3, H, W]` plane:
+/// `(x - f32(mean) * f32(1 / rescale)) / (f32(std) * f32(1 / rescale))` in f32, or
+/// `x * rescale` without normalization.
+pub fn tv_normalize(
+    image: &RgbImage,
+    rescale: Option<f64>,
+    mean_std: Option<([f64; 3], [f64; 3])>,
+) -> Result<Vec<f32>> {
+    let mut table = [[0f32; 256]; 3];
+    for (c, row) in table.iter_mut().enumerate() {
+        for (v, out) in row.iter_mut().enumerate() {
+            *out = match (&mean_std, rescale) {
+                (Some((mean, std)), Some(r)) => {
+                    let k = (1.0 / r) as f32;
+                    (v as f32 - mean[c] as f32 * k) / (std[c] as f32 * k)
+                }
+                (Some((mean, std)), None) => (v as f32 - mean[c] as f32) / std[c] as f32,
+                (None, Some(r)) => v as f32 * r as f32,
+                (None, None) => v as f32,
+            };
+        }
+    }
+    let plane = image.width as usize * image.height as usize;
+    let mut out = crate::preprocess::limits::try_filled(3 * plane, 0f32, "a video frame")?;
+    for (i, px) in image.data.chunks_exact(3).enumerate() {
+        for c in 0..3 {
+            out[c * plane + i] = table[c][px[c] as usize];
+        }
+    }
+    Ok(out)
 }
 
 /// Builds the video processor of a Qwen model folder, keeping a config error for the first
