@@ -513,9 +513,10 @@ typedef struct vt_cache_stats {
 #define VT_TOKEN_IMAGE_BREAK 3
 
 /**
- * The placeholder a video's prompt repeats once per embedding (`<|video_pad|>`,
- * config.json's `video_token_id`), for images from vt_preprocess_video; the video's
- * start / end tokens are VT_TOKEN_IMAGE_START / VT_TOKEN_IMAGE_END.
+ * The placeholder a video's prompt repeats once per embedding (Qwen's `<|video_pad|>`,
+ * Gemma 4's `<|video|>`: config.json's `video_token_id`), for images from
+ * vt_preprocess_video; the video's start / end tokens are VT_TOKEN_IMAGE_START /
+ * VT_TOKEN_IMAGE_END.
  */
 #define VT_TOKEN_VIDEO 4
 
@@ -817,10 +818,15 @@ void vt_image_free(struct vt_image *image);
  * frame sampling (`do_sample_frames`, `fps`, `num_frames`, `min_frames` / `max_frames` of
  * the video processor config, or vt_video_params), resize (torchvision's antialiased
  * resize of 8-bit frames), rescale / normalize, and the grouping of `temporal_patch_size`
- * consecutive frames (a short last group repeats the last frame). The result is a vt_image
- * that vt_forward takes like any other (mixed with still images and other videos); its token
- * grid (vt_image_token_grid) is `groups x rows x cols` and its patch grid
- * (vt_image_patch_grid) the processor's `video_grid_thw`.
+ * consecutive frames (a short last group repeats the last frame; Qwen only). The result is
+ * a vt_image that vt_forward takes like any other (mixed with still images and other
+ * videos); its token grid (vt_image_token_grid) is `groups x rows x cols` and its patch grid
+ * (vt_image_patch_grid) the processor's `video_grid_thw`. Gemma 4 (`Gemma4VideoProcessor`):
+ * `num_frames` frames (class default 32; more than the video has is an error, as in
+ * transformers) or `fps`, each kept frame resized like an image to the video processor's
+ * own `max_soft_tokens` (class default 70) and run as one; the token grid is `frames x rows
+ * x cols`, vt_image_pixels the processor's `pixel_values_videos` (`[frames *
+ * max_patches, 3 * patch²]`, padded per frame).
  *
  * The settings come from `processor_config.json`'s `video_processor`, else
  * `video_preprocessor_config.json`, else `preprocessor_config.json`, as transformers reads
@@ -839,7 +845,12 @@ void vt_image_free(struct vt_image *image);
  * placeholders, `<|vision_end|>`; positions from vt_image_mrope_positions. Qwen3-VL /
  * Qwen3.5: per temporal group `g`, the text `<T seconds>` (T = vt_image_video_timestamps
  * value `g` printed with one decimal, `%.1f`), `<|vision_start|>`, rows x cols placeholders,
- * `<|vision_end|>`; positions per group from vt_image_frame_mrope_positions.
+ * `<|vision_end|>`; positions per group from vt_image_frame_mrope_positions. Gemma 4: per
+ * frame `f`, the text `mm:ss` (vt_image_video_timestamps value `f` as zero-padded minutes
+ * and whole seconds), a space, VT_TOKEN_IMAGE_START (`boi`), rows x cols VT_TOKEN_VIDEO
+ * placeholders, VT_TOKEN_IMAGE_END (`eoi`), the frames joined by a space
+ * (`Gemma4Processor.replace_video_token`); the rows replace the placeholders in order, and
+ * the language model does not scale them.
  *
  * Errors: VT_ERR_INVALID_ARGUMENT (NULL pointers, no frames or more than
  * VT_VIDEO_MAX_FRAMES, zero size, stride too small, bad params, sampling the config or
@@ -868,8 +879,9 @@ int32_t vt_image_is_video(const struct vt_image *image);
  * The time in seconds of each temporal group of a video (what Qwen3-VL / Qwen3.5 write
  * before each group as `<T seconds>` with T printed `%.1f`): the mean of the first and last
  * kept frame's `index / source_fps` (24 fps when the source rate is unknown), as
- * transformers' `Qwen3VLProcessor._calculate_timestamps`. One value per group:
- * the token grid's `frames`.
+ * transformers' `Qwen3VLProcessor._calculate_timestamps`. Gemma 4: each kept frame's
+ * `index / source_fps` (24 fps when unknown; the prompt writes it `mm:ss`). One value per
+ * group: the token grid's `frames`.
  *
  * - `timestamps_out`: room for `len` values, or NULL with `len` 0 to ask the count.
  * - `count_out`: receives the number of groups.

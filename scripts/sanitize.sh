@@ -249,11 +249,18 @@ stage_unsafe() {
         mod=${mod%/mod}
         mod=${mod//\//::}
         [ "$mod" != lib ] || mod=tests # the crate root's own unit tests
-        echo "-- $file: unit tests under $mod:: (ASan)"
-        out=$(asan_cargo test -q --lib -- "$mod::" 2>&1) || { echo "$out"; die "$file"; }
-        echo "$out" | grep -E '^test result' || true
-        n=$(echo "$out" | sed -n 's/^test result: ok\. \([0-9]*\) passed.*/\1/p' | awk 'NR == 1')
-        [ "${n:-0}" -gt 0 ] || die "$file has unsafe code but no unit tests under $mod::"
+        # A module whose unsafe code sits behind its parent's safe interface (src/kernels/
+        # x86.rs behind src/kernels/mod.rs) is tested through that interface: its parent's
+        # tests then count.
+        for m in "$mod" "${mod%::*}"; do
+            echo "-- $file: unit tests under $m:: (ASan)"
+            out=$(asan_cargo test -q --lib -- "$m::" 2>&1) || { echo "$out"; die "$file"; }
+            echo "$out" | grep -E '^test result' || true
+            n=$(echo "$out" | sed -n 's/^test result: ok\. \([0-9]*\) passed.*/\1/p' | awk 'NR == 1')
+            [ "${n:-0}" -eq 0 ] || break
+            [ "$m" != "${mod%::*}" ] || break
+        done
+        [ "${n:-0}" -gt 0 ] || die "$file has unsafe code but no unit tests under $mod:: or its parent"
     done
 }
 

@@ -74,6 +74,13 @@ impl ConfigObject {
         self.value(key).is_some()
     }
 
+    /// Whether `key` is present with the value `null` (which [`ConfigObject::value`] treats as
+    /// absent): for settings whose class default is not `None`, where a saved `null` means
+    /// `None`.
+    pub fn is_null(&self, key: &str) -> bool {
+        matches!(self.map.get(key), Some(Value::Null))
+    }
+
     /// The key a setting is stored under when a config class accepts several names for it
     /// (its `attribute_map`: `image_token_id` for `image_token_index`, `num_attention_heads`
     /// for `num_heads`, ...): the first of `names` present, else the first. Read the value

@@ -77,10 +77,11 @@ impl Gemma4VideoProcessor {
                 pre.location()
             ))
         })?;
-        let num_frames = match pre.value("num_frames") {
-            None => Some(32),
-            Some(serde_json::Value::Null) => None,
-            Some(_) => pre.usize_max("num_frames", MAX_FRAMES_LIMIT)?,
+        // A saved `null` is None; an absent key the class default 32.
+        let num_frames = if pre.is_null("num_frames") {
+            None
+        } else {
+            Some(pre.usize_or("num_frames", 32, MAX_FRAMES_LIMIT)?)
         };
         let fps = match pre.value("fps") {
             None | Some(serde_json::Value::Null) => None,
@@ -281,10 +282,16 @@ mod tests {
     #[test]
     fn sampling_follows_default_sample_indices_fn() {
         let d = proc("{}");
-        assert_eq!((d.num_frames, d.fps, d.max_soft_tokens), (Some(32), None, 70));
+        assert_eq!(
+            (d.num_frames, d.fps, d.max_soft_tokens),
+            (Some(32), None, 70)
+        );
         let none = SampleOptions::default();
         // np.arange(n) * total // n
-        assert_eq!(d.sample(64, None, &none).unwrap(), (0..32).map(|i| i * 2).collect::<Vec<_>>());
+        assert_eq!(
+            d.sample(64, None, &none).unwrap(),
+            (0..32).map(|i| i * 2).collect::<Vec<_>>()
+        );
         let four = SampleOptions {
             num_frames: Some(4),
             ..SampleOptions::default()
@@ -320,7 +327,9 @@ mod tests {
     #[test]
     fn config_errors() {
         let pre = |s: &str| ConfigObject::parse("video_preprocessor_config.json", s).unwrap();
-        assert!(Gemma4VideoProcessor::from_config(&pre(r#"{"max_soft_tokens": 100}"#), 16, 3).is_err());
+        assert!(
+            Gemma4VideoProcessor::from_config(&pre(r#"{"max_soft_tokens": 100}"#), 16, 3).is_err()
+        );
         assert!(Gemma4VideoProcessor::from_config(&pre(r#"{"patch_size": 14}"#), 16, 3).is_err());
         assert!(Gemma4VideoProcessor::from_config(&pre(r#"{"fps": -1}"#), 16, 3).is_err());
         assert!(Gemma4VideoProcessor::from_config(&pre(r#"{"resample": 0}"#), 16, 3).is_err());
