@@ -476,6 +476,8 @@ test "video: a decoded video embeds with its timestamps" {
     // fps sampling and num_frames exclude each other: a clean InvalidArgument.
     try testing.expectError(error.InvalidArgument, embedVideo(m, testing.allocator, &frames, 37, 23, 37 * 3, .{ .source_fps = 7.5, .num_frames = 4 }, &diag));
     try testing.expectEqual(@as(c.vt_status, c.VT_ERR_INVALID_ARGUMENT), diag.status);
+}
+
 test "asynchronous jobs: results, cancellation" {
     const m = try loadTestModel();
     defer m.deinit();
