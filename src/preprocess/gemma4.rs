@@ -196,24 +196,32 @@ impl Gemma4Processor {
         let max_patches = budget * k * k;
         let dim = 3 * p * p;
         let mut data = try_filled(max_patches * dim, 0f32, "the patch rows")?;
-        let plane = h * w;
-        for (row, out) in data.chunks_exact_mut(dim).take(ph * pw).enumerate() {
-            let (py, px) = (row / pw, row % pw);
-            for y in 0..p {
-                for x in 0..p {
-                    let src = (py * p + y) * w + px * p + x;
-                    let o = (y * p + x) * 3;
-                    for c in 0..3 {
-                        out[o + c] = chw[c * plane + src];
-                    }
-                }
-            }
-        }
+        patch_rows(&chw, h, w, p, &mut data);
         Ok(Pixels {
             data,
             shape: vec![max_patches, dim],
             grid: [1, ph / k, pw / k],
         })
+    }
+}
+
+/// Cuts a `[3, h, w]` plane into `(y, x, channel)` patch rows of `p x p` in raster order
+/// (`convert_video_to_patches`), into the front of `out`.
+pub(crate) fn patch_rows(chw: &[f32], h: usize, w: usize, p: usize, out: &mut [f32]) {
+    let (ph, pw) = (h / p, w / p);
+    let plane = h * w;
+    let dim = 3 * p * p;
+    for (row, dst) in out.chunks_exact_mut(dim).take(ph * pw).enumerate() {
+        let (py, px) = (row / pw, row % pw);
+        for y in 0..p {
+            for x in 0..p {
+                let src = (py * p + y) * w + px * p + x;
+                let o = (y * p + x) * 3;
+                for c in 0..3 {
+                    dst[o + c] = chw[c * plane + src];
+                }
+            }
+        }
     }
 }
 

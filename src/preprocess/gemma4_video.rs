@@ -21,14 +21,15 @@
 
 use crate::config::ConfigObject;
 use crate::error::{Error, Result};
-use crate::preprocess::gemma4::{aspect_ratio_preserving_size, check_soft_tokens};
+use crate::preprocess::gemma4::{aspect_ratio_preserving_size, check_soft_tokens, patch_rows};
 use crate::preprocess::limits::try_filled;
 use crate::preprocess::qwen_video::{
-    read_rescale_normalize, tv_normalize, RescaleNormalize, SampleOptions, VideoMeta, VideoTime,
+    check_source_fps, read_rescale_normalize, sized_frame, tv_normalize, RescaleNormalize,
+    SampleOptions, VideoMeta, VideoTime,
 };
 use crate::preprocess::resample::Filter;
 use crate::preprocess::settings::read_filter;
-use crate::preprocess::tv_resize::{resize_tv, TvInterpolation};
+use crate::preprocess::tv_resize::TvInterpolation;
 use crate::preprocess::{Limits, Pixels, RgbImage};
 
 /// Largest accepted frame count in the config.
@@ -186,13 +187,7 @@ impl Gemma4VideoProcessor {
         limits: &Limits,
         frame: &dyn Fn(usize) -> Result<RgbImage>,
     ) -> Result<(Pixels, VideoMeta)> {
-        if let Some(f) = source_fps {
-            if !(f.is_finite() && f > 0.0) {
-                return Err(Error::invalid_argument(format!(
-                    "the video's frame rate {f} must be a positive number"
-                )));
-            }
-        }
+        check_source_fps(source_fps)?;
         let indices = self.sample(n_frames, source_fps, opts)?;
         let n = indices.len();
         let (p, k) = (self.patch_size, self.pooling);
@@ -223,21 +218,9 @@ impl Gemma4VideoProcessor {
         limits.check_image("the video's padded patch rows", rows as u64, 1)?;
         let mut data = try_filled(rows, 0f32, "the video's patch rows")?;
         for (f, &i) in indices.iter().enumerate() {
-            let src = frame(i)?;
-            if (src.width, src.height) != (width, height) {
-                return Err(Error::invalid_argument(
-                    "all frames of a video must have one size",
-                ));
-            }
-            let resized;
-            let img = if (w0, h0) == (w, h) {
-                &src
-            } else {
-                resized = resize_tv(&src, w as u32, h as u32, self.interp, limits)?;
-                &resized
-            };
+            let img = sized_frame(frame, i, (width, height), (w, h), self.interp, limits)?;
             let (rescale, mean_std) = &self.rescale_normalize;
-            let chw = tv_normalize(img, *rescale, *mean_std)?;
+            let chw = tv_normalize(&img, *rescale, *mean_std)?;
             let out = &mut data[f * max_patches * dim..(f + 1) * max_patches * dim];
             patch_rows(&chw, h, w, p, out);
         }
@@ -247,26 +230,6 @@ impl Gemma4VideoProcessor {
             grid: [n, ph / k, pw / k],
         };
         Ok((pixels, self.meta(indices, n_frames, source_fps)))
-    }
-}
-
-/// Cuts a `[3, h, w]` plane into `(y, x, channel)` patch rows of `p x p` in raster order
-/// (`convert_video_to_patches`), into the front of `out`.
-fn patch_rows(chw: &[f32], h: usize, w: usize, p: usize, out: &mut [f32]) {
-    let (ph, pw) = (h / p, w / p);
-    let plane = h * w;
-    let dim = 3 * p * p;
-    for (row, dst) in out.chunks_exact_mut(dim).take(ph * pw).enumerate() {
-        let (py, px) = (row / pw, row % pw);
-        for y in 0..p {
-            for x in 0..p {
-                let src = (py * p + y) * w + px * p + x;
-                let o = (y * p + x) * 3;
-                for c in 0..3 {
-                    dst[o + c] = chw[c * plane + src];
-                }
-            }
-        }
     }
 }
 

@@ -454,13 +454,7 @@ impl QwenVideoProcessor {
         limits: &Limits,
         frame: &dyn Fn(usize) -> Result<RgbImage>,
     ) -> Result<(Pixels, VideoMeta)> {
-        if let Some(f) = source_fps {
-            if !(f.is_finite() && f > 0.0) {
-                return Err(Error::invalid_argument(format!(
-                    "the video's frame rate {f} must be a positive number"
-                )));
-            }
-        }
+        check_source_fps(source_fps)?;
         let indices = self.sample(n_frames, source_fps, opts)?;
         let n = indices.len();
         let t = self.geometry.temporal_patch_size;
@@ -478,20 +472,8 @@ impl QwenVideoProcessor {
         })?;
         let mut planes = try_with_capacity(n, "the video frames")?;
         for &i in &indices {
-            let src = frame(i)?;
-            if (src.width, src.height) != (width, height) {
-                return Err(Error::invalid_argument(
-                    "all frames of a video must have one size",
-                ));
-            }
-            let resized;
-            let img = if (width as usize, height as usize) == (w, h) {
-                &src
-            } else {
-                resized = resize_tv(&src, w as u32, h as u32, self.interp, limits)?;
-                &resized
-            };
-            planes.push(self.normalize(img)?);
+            let img = sized_frame(frame, i, (width, height), (w, h), self.interp, limits)?;
+            planes.push(self.normalize(&img)?);
         }
         let refs: Vec<&[f32]> = planes.iter().map(|p| p.as_slice()).collect();
         let pixels = QwenImageProcessor::patchify_frames(self.geometry, &refs, h, w)?;
@@ -533,6 +515,39 @@ pub fn tv_normalize(
         }
     }
     Ok(out)
+}
+
+/// Refuses a source frame rate that is not a positive number.
+pub fn check_source_fps(source_fps: Option<f64>) -> Result<()> {
+    match source_fps {
+        Some(f) if !(f.is_finite() && f > 0.0) => Err(Error::invalid_argument(format!(
+            "the video's frame rate {f} must be a positive number"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Source frame `i`, checked to be `size` (every frame of a video has one size), resized to
+/// `target` (width, height) with torchvision's antialiased resize when that differs.
+pub fn sized_frame(
+    frame: &dyn Fn(usize) -> Result<RgbImage>,
+    i: usize,
+    size: (u32, u32),
+    target: (usize, usize),
+    interp: TvInterpolation,
+    limits: &Limits,
+) -> Result<RgbImage> {
+    let src = frame(i)?;
+    if (src.width, src.height) != size {
+        return Err(Error::invalid_argument(
+            "all frames of a video must have one size",
+        ));
+    }
+    let (w, h) = target;
+    if (size.0 as usize, size.1 as usize) == (w, h) {
+        return Ok(src);
+    }
+    resize_tv(&src, w as u32, h as u32, interp, limits)
 }
 
 /// Builds the video processor of a Qwen model folder, keeping a config error for the first
