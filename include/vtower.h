@@ -633,8 +633,9 @@ void vt_model_free(struct vt_model *model);
 void vt_free(struct vt_model *model);
 
 /**
- * The family implementing the model: "siglip", "gemma3", "gemma4", "llava", ... A static string;
- * NULL if `model` is NULL. Any thread.
+ * The family implementing the model: "siglip", "gemma3", "gemma4", "llava", "paligemma",
+ * "pixtral" (also Mistral3 and Mistral Large 4), "qwen2_vl", "qwen2_5_vl", "qwen3_vl",
+ * "qwen3_5" (also Qwen4-Exp). A static string; NULL if `model` is NULL. Any thread.
  */
 const char *vt_model_family(const struct vt_model *model);
 

@@ -25,7 +25,12 @@ trap 'rm -rf "$work"' EXIT
 prefix=$work/prefix
 passed=0
 
-step() { echo; echo "== check-install: $*"; }
+step_start=$SECONDS
+step() {
+    [ "$passed" -eq 0 ] || echo "   (previous step: $((SECONDS - step_start))s)"
+    step_start=$SECONDS
+    echo; echo "== check-install: $*"
+}
 ok() { passed=$((passed + 1)); echo "ok: $*"; }
 die() { echo "check-install: FAILED: $*" >&2; echo "check-install: $passed passed, 1 failed"; exit 1; }
 need() { command -v "$1" >/dev/null || die "$1 is required ($2)"; }
@@ -152,5 +157,6 @@ links "$work/zig-out/bin/embed"
 check_embed "$work/zig-out/bin/embed"
 ok "Zig: unit tests, example"
 
+echo "   (previous step: $((SECONDS - step_start))s)"
 echo
-echo "check-install: $passed passed, 0 failed"
+echo "check-install: $passed passed, 0 failed in ${SECONDS}s"

@@ -1,8 +1,9 @@
-//! Gemma3 and LLaVA beyond the shared parity test (tests/parity.rs checks pixels and
+//! Gemma3, LLaVA and PaliGemma beyond the shared parity test (tests/parity.rs checks pixels and
 //! embeddings of every fixture image): the per-image token grids and pan-and-scan crop counts,
 //! the special token ids, preprocess-call overrides against reference outputs made with those
 //! overrides (scripts/gen_fixtures_gemma3.py), the `llava` dispatch on the vision model type,
-//! and clear errors for configs the reference cannot run.
+//! PaliGemma's prompt against the real `PaliGemmaProcessor`, and clear errors for configs the
+//! reference cannot run.
 
 mod common;
 
@@ -13,7 +14,7 @@ use safetensors::SafeTensors;
 use serde_json::Value;
 use vtower::{LoadOptions, Model, PreprocessOptions, Status};
 
-const FAMILIES: [&str; 2] = ["gemma3", "llava"];
+const FAMILIES: [&str; 3] = ["gemma3", "llava", "paligemma"];
 
 fn expected(name: &str) -> Value {
     serde_json::from_str(
@@ -22,7 +23,7 @@ fn expected(name: &str) -> Value {
     .unwrap()
 }
 
-/// The Gemma3 and LLaVA fixtures.
+/// The Gemma3, LLaVA and PaliGemma fixtures.
 fn vlm_fixtures() -> Vec<String> {
     let v: Vec<String> = model_fixtures()
         .into_iter()
@@ -264,6 +265,74 @@ fn load_error(
     let err = Model::load(&dir, &LoadOptions::default()).unwrap_err();
     println!("{tag}: {err}");
     err
+}
+
+/// PaliGemma's prompt as an engine builds it from the API (the image token, `tokens_per_image`
+/// times, then its own `<bos>` and text) is the real `PaliGemmaProcessor`'s.
+#[test]
+fn paligemma_prompt_matches_the_processor() {
+    let mut seen = 0;
+    for name in vlm_fixtures() {
+        let exp = expected(&name);
+        if exp["family"] != "paligemma" {
+            continue;
+        }
+        seen += 1;
+        let model = load(&fixtures().join(&name));
+        let info = model.info();
+        let prompt = &exp["prompt"];
+        let want: Vec<i64> = prompt["input_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        let n = info.tokens_per_image.expect("a fixed token count");
+        let image = info.tokens.image.expect("an image token");
+        let mut ids = vec![image; n];
+        ids.push(prompt["bos_token_id"].as_i64().unwrap());
+        assert_eq!(ids.as_slice(), &want[..n + 1], "{name}");
+        assert!(want[n + 1..].iter().all(|&t| t != image), "{name}");
+    }
+    assert_eq!(seen, 2, "the two PaliGemma fixtures");
+}
+
+#[test]
+fn paligemma_configs_the_reference_cannot_run_are_refused() {
+    let err = load_error(
+        "paligemma_f32",
+        "pg-seq",
+        |_| {},
+        |p| {
+            p.insert("image_seq_length".into(), 17.into());
+        },
+    );
+    assert_eq!(err.status(), Status::BadConfig);
+    assert!(err.message().contains("image_seq_length 17"), "{err}");
+    let err = load_error(
+        "paligemma_f32",
+        "pg-tower",
+        |c| {
+            vision(c).insert("model_type".into(), "clip_vision_model".into());
+        },
+        |_| {},
+    );
+    assert_eq!(err.status(), Status::BadConfig);
+    assert!(err.message().contains("siglip_vision_model"), "{err}");
+    // projection_dim is the projector's width: a config that says otherwise does not load.
+    let err = load_error(
+        "paligemma2_hub_bf16",
+        "pg-proj",
+        |c| {
+            c.insert("projection_dim".into(), 25.into());
+        },
+        |_| {},
+    );
+    assert_ne!(err.status(), Status::Ok, "{err}");
+    assert!(
+        err.message().contains("multi_modal_projector.linear"),
+        "{err}"
+    );
 }
 
 #[test]

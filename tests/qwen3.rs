@@ -1,4 +1,4 @@
-//! Qwen3-VL / Qwen3.5 (`qwen3_vl`, `qwen3_vl_moe`, `qwen3_5`, `qwen3_5_moe`): every
+//! Qwen3-VL / Qwen3.5 / Qwen4-Exp (`qwen3_vl`, `qwen3_vl_moe`, `qwen3_5`, `qwen3_5_moe`, `qwen4_exp`): every
 //! embedding level (the main embeddings and each deepstack feature) against transformers'
 //! `get_image_features`, mixed sizes in one call, the decoder layer of each level, special
 //! tokens, M-RoPE ids against `get_rope_index`, and that the MoE checkpoints are loaded
@@ -13,11 +13,12 @@ use safetensors::SafeTensors;
 use serde_json::Value;
 use vtower::{LoadOptions, Model, OutputType};
 
-const FIXTURES: [&str; 4] = [
+const FIXTURES: [&str; 5] = [
     "qwen3_vl_f32",
     "qwen3_vl_moe_sharded_bf16",
     "qwen3_5_f16",
     "qwen3_5_moe_bf16",
+    "qwen4_exp_bf16",
 ];
 
 fn expected(name: &str) -> Value {

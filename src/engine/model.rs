@@ -21,7 +21,7 @@ use crate::models::{ModelInfo, VisionModel};
 use crate::preprocess::decode::decode_to_rgb;
 use crate::preprocess::limits::try_with_capacity;
 use crate::preprocess::options::size_knobs_given;
-use crate::preprocess::qwen_video::SampleOptions;
+use crate::preprocess::qwen_video::{SampleOptions, VideoFrames};
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 use crate::weights::Weights;
 
@@ -251,15 +251,14 @@ impl Model {
             rgb_from_strided(frames[i], width, height, row_stride, self.limits.max_pixels)
         };
         let (pixels, meta) = self.pool.install(|| {
-            self.inner.preprocess_video(
-                frames.len(),
+            let video = VideoFrames {
+                n_frames: frames.len(),
                 width,
                 height,
                 source_fps,
-                opts,
-                &self.limits,
-                &frame,
-            )
+                frame: &frame,
+            };
+            self.inner.preprocess_video(&video, opts, &self.limits)
         })?;
         self.limits.check_tokens(pixels.n_tokens() as u64, &|| {
             format!("this {} video", self.info().family)

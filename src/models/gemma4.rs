@@ -34,7 +34,7 @@ use crate::models::vit::MAX_DIM;
 use crate::models::{batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::gemma4::{Gemma4Processor, SUPPORTED_SOFT_TOKENS};
 use crate::preprocess::gemma4_video::Gemma4VideoProcessor;
-use crate::preprocess::qwen_video::{video_config, SampleOptions, VideoMeta};
+use crate::preprocess::qwen_video::{video_config, SampleOptions, VideoFrames, VideoMeta};
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 use crate::weights::Weights;
 
@@ -572,19 +572,15 @@ impl VisionModel for Gemma4Model {
 
     fn preprocess_video(
         &self,
-        n_frames: usize,
-        width: u32,
-        height: u32,
-        source_fps: Option<f64>,
+        video: &VideoFrames,
         opts: &SampleOptions,
         limits: &Limits,
-        frame: &dyn Fn(usize) -> Result<RgbImage>,
     ) -> Result<(Pixels, VideoMeta)> {
         let proc = self
             .video
             .as_ref()
             .map_err(|e| Error::bad_config(e.clone()))?;
-        proc.process(n_frames, width, height, source_fps, opts, limits, frame)
+        proc.process(video, opts, limits)
     }
 
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {

@@ -117,6 +117,40 @@ impl<'a> Loader<'a> {
         Linear::new(sub.tensor("weight", &[out_dim, in_dim])?, bias)
     }
 
+    /// `name.weight` `[out_dim, in_dim]` (no bias) whose rows are stored, head by head, in
+    /// interleaved rotary order (the pairs `(2i, 2i + 1)`: Mistral's own layout), as a linear
+    /// with its rows in the rotate-half order (`i`, `i + head_dim / 2`) the rotary code uses:
+    /// transformers' `PermuteForRope` on load.
+    pub fn linear_rope_interleaved(
+        &self,
+        name: &str,
+        in_dim: usize,
+        out_dim: usize,
+        heads: usize,
+    ) -> Result<Linear> {
+        if heads == 0 || out_dim % (2 * heads) != 0 {
+            return Err(Error::bad_config(format!(
+                "{}: {out_dim} rows do not split into {heads} heads of an even size",
+                self.name(name)
+            )));
+        }
+        let bf16 = self.bf16_matmuls();
+        let dtype = if bf16 { DType::BF16 } else { self.dtype };
+        let w = self
+            .sub(name)
+            .tensor_as("weight", &[out_dim, in_dim], dtype)?;
+        let w = w
+            .reshape((heads, out_dim / heads / 2, 2, in_dim))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((out_dim, in_dim))?;
+        if bf16 {
+            Linear::new_bf16(&w, None)
+        } else {
+            Linear::new(w, None)
+        }
+    }
+
     /// The RGB patch convolution `name` (`weight` `[out, 3, patch, patch]`, `bias` `[out]`
     /// when `bias`; stride = kernel) as a linear map over `(c, ky, kx)`-flattened patches, the
     /// rows [`crate::models::pixels::patchify`] makes.
@@ -412,11 +446,24 @@ impl GatedMlp {
         act: Activation,
         bias: bool,
     ) -> Result<GatedMlp> {
-        let gate = loader.linear("gate_proj", dim, hidden, bias)?;
-        let up = loader.linear("up_proj", dim, hidden, bias)?;
+        let names = ["gate_proj", "up_proj", "down_proj"];
+        GatedMlp::load_named(loader, names, dim, hidden, act, bias)
+    }
+
+    /// [`GatedMlp::load`] with the three linears under other names (gate, up, down).
+    pub fn load_named(
+        loader: &Loader,
+        [gate, up, down]: [&str; 3],
+        dim: usize,
+        hidden: usize,
+        act: Activation,
+        bias: bool,
+    ) -> Result<GatedMlp> {
+        let gate = loader.linear(gate, dim, hidden, bias)?;
+        let up = loader.linear(up, dim, hidden, bias)?;
         Ok(GatedMlp {
             gate_up: Linear::concat(&[gate, up])?,
-            down: loader.linear("down_proj", hidden, dim, bias)?,
+            down: loader.linear(down, hidden, dim, bias)?,
             act,
             hidden,
         })

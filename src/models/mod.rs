@@ -10,6 +10,7 @@ pub mod gemma4;
 pub mod kernels;
 pub mod layers;
 pub mod llava;
+pub mod paligemma;
 pub mod pixels;
 pub mod pixtral;
 pub mod projector;
@@ -25,7 +26,7 @@ pub mod vit;
 use candle_core::Tensor;
 
 use crate::error::{Error, Result};
-use crate::preprocess::qwen_video::{SampleOptions, VideoMeta};
+use crate::preprocess::qwen_video::{SampleOptions, VideoFrames, VideoMeta};
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 
 /// What a loaded model is, for introspection.
@@ -105,22 +106,17 @@ pub trait VisionModel: Send + Sync {
         None
     }
 
-    /// Preprocesses a video of `n_frames` decoded frames of `width` x `height` (`frame(i)`
-    /// gives frame `i`; only the kept ones are read) as the reference video processor does:
-    /// frame sampling, resize, normalization, temporal grouping. The result goes through
-    /// [`VisionModel::forward`] like an image. Families without video refuse it.
-    #[allow(clippy::too_many_arguments)]
+    /// Preprocesses a video's decoded frames (only the kept ones are read) as the reference
+    /// video processor does: frame sampling, resize, normalization, temporal grouping. The
+    /// result goes through [`VisionModel::forward`] like an image. Families without video
+    /// refuse it.
     fn preprocess_video(
         &self,
-        n_frames: usize,
-        width: u32,
-        height: u32,
-        source_fps: Option<f64>,
+        video: &VideoFrames,
         opts: &SampleOptions,
         limits: &Limits,
-        frame: &dyn Fn(usize) -> Result<RgbImage>,
     ) -> Result<(Pixels, VideoMeta)> {
-        let _ = (n_frames, width, height, source_fps, opts, limits, frame);
+        let _ = (video, opts, limits);
         Err(Error::invalid_argument(format!(
             "{} models take no video (video input is Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5 \
              and Gemma 4)",

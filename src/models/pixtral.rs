@@ -57,21 +57,43 @@ pub struct PixtralVisionConfig {
 }
 
 /// Defaults for absent keys: `PixtralVisionConfig`'s class defaults, or the values
-/// `Mistral3Config` uses when `vision_config` is absent altogether.
+/// `Mistral3Config` / `MistralLarge4Config` use when `vision_config` is absent altogether
+/// (their `sub_configs_defaults` init kwargs, which transformers applies only then).
 #[derive(Debug, Clone, Copy)]
 pub struct PixtralDefaults {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
     pub patch_size: usize,
     pub image_size: usize,
+    pub hidden_act: &'static str,
 }
 
 impl PixtralDefaults {
     pub(crate) const CLASS: PixtralDefaults = PixtralDefaults {
+        hidden_size: 1024,
+        intermediate_size: 4096,
+        num_layers: 24,
+        num_heads: 16,
         patch_size: 16,
         image_size: 1024,
+        hidden_act: "gelu",
     };
     pub(crate) const MISTRAL3: PixtralDefaults = PixtralDefaults {
         patch_size: 14,
         image_size: 1540,
+        ..PixtralDefaults::CLASS
+    };
+    /// Mistral Large 4's tower (as Mistral Small 3.1's, with a gated SiLU MLP).
+    pub(crate) const MISTRAL_LARGE4: PixtralDefaults = PixtralDefaults {
+        hidden_size: 2048,
+        intermediate_size: 6144,
+        num_layers: 30,
+        num_heads: 16,
+        patch_size: 14,
+        image_size: 1540,
+        hidden_act: "silu",
     };
 }
 
@@ -110,8 +132,8 @@ fn int_or_pair(cfg: &ConfigObject, key: &str, default: usize, take_max: bool) ->
 impl PixtralVisionConfig {
     /// Reads a Pixtral vision config object.
     pub fn from_config(cfg: &ConfigObject, d: PixtralDefaults) -> Result<PixtralVisionConfig> {
-        let hidden_size = cfg.positive_or("hidden_size", 1024, MAX_DIM)?;
-        let num_heads = cfg.positive_or("num_attention_heads", 16, MAX_DIM)?;
+        let hidden_size = cfg.positive_or("hidden_size", d.hidden_size, MAX_DIM)?;
+        let num_heads = cfg.positive_or("num_attention_heads", d.num_heads, MAX_DIM)?;
         if hidden_size % num_heads != 0 {
             return Err(Error::bad_config(format!(
                 "{}: hidden_size {hidden_size} is not divisible by num_attention_heads {num_heads}",
@@ -143,13 +165,17 @@ impl PixtralVisionConfig {
         }
         Ok(PixtralVisionConfig {
             hidden_size,
-            intermediate_size: cfg.positive_or("intermediate_size", 4096, MAX_DIM * 8)?,
-            num_layers: cfg.positive_or("num_hidden_layers", 24, MAX_LAYERS)?,
+            intermediate_size: cfg.positive_or(
+                "intermediate_size",
+                d.intermediate_size,
+                MAX_DIM * 8,
+            )?,
+            num_layers: cfg.positive_or("num_hidden_layers", d.num_layers, MAX_LAYERS)?,
             num_heads,
             head_dim,
             patch_size: int_or_pair(cfg, "patch_size", d.patch_size, false)?,
             image_size: int_or_pair(cfg, "image_size", d.image_size, true)?,
-            act: Activation::from_name(&cfg.string_or("hidden_act", "gelu")?)?,
+            act: Activation::from_name(&cfg.string_or("hidden_act", d.hidden_act)?)?,
             rope_theta: axial_rope_theta(cfg, ROPE_SCALING_FIRST)?,
         })
     }
@@ -162,14 +188,56 @@ struct PixtralLayer {
     mlp: GatedMlp,
 }
 
+/// How a checkpoint names the tower's and the Mistral3 projector's tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// transformers' names: `vision_tower.transformer.layers.N.attention.q_proj`, ...,
+    /// `multi_modal_projector.{norm, patch_merger.merging_layer, linear_1, linear_2}`.
+    Transformers,
+    /// Mistral's own names, as `mistral_large4` checkpoints are stored (transformers renames
+    /// them on load, `conversion_mapping.py`): `vision_encoder.` with `attention.w{q,k,v,o}`
+    /// (the q and k rows in interleaved rotary order) and `feed_forward.w{1,3,2}` (gate, up,
+    /// down); `pre_mm_projector_norm`, `patch_merger.merging_layer` and
+    /// `vision_language_adapter.w_in` / `w_out` at the root.
+    Mistral,
+}
+
+impl Layout {
+    /// The tower's prefix under a wrapper model.
+    fn tower_prefix(self) -> &'static str {
+        match self {
+            Layout::Transformers => "vision_tower.",
+            Layout::Mistral => "vision_encoder.",
+        }
+    }
+}
+
 impl PixtralLayer {
-    fn load(l: &Loader, c: &PixtralVisionConfig) -> Result<PixtralLayer> {
+    fn load(l: &Loader, c: &PixtralVisionConfig, layout: Layout) -> Result<PixtralLayer> {
         let d = c.hidden_size;
+        let (a, ff) = (l.sub("attention"), l.sub("feed_forward"));
+        let (attention, mlp) = match layout {
+            Layout::Transformers => (
+                Attention::load(&a, d, c.num_heads, "o_proj", false)?,
+                GatedMlp::load(&ff, d, c.intermediate_size, c.act, false)?,
+            ),
+            Layout::Mistral => {
+                let q = a.linear_rope_interleaved("wq", d, d, c.num_heads)?;
+                let k = a.linear_rope_interleaved("wk", d, d, c.num_heads)?;
+                let v = a.linear("wv", d, d, false)?;
+                let qkv = Linear::concat(&[q, k, v])?;
+                let names = ["w1", "w3", "w2"];
+                (
+                    Attention::from_parts(qkv, a.linear("wo", d, d, false)?, c.num_heads)?,
+                    GatedMlp::load_named(&ff, names, d, c.intermediate_size, c.act, false)?,
+                )
+            }
+        };
         Ok(PixtralLayer {
             attention_norm: l.rms_norm("attention_norm", d, PIXTRAL_RMS_EPS)?,
-            attention: Attention::load(&l.sub("attention"), d, c.num_heads, "o_proj", false)?,
+            attention,
             ffn_norm: l.rms_norm("ffn_norm", d, PIXTRAL_RMS_EPS)?,
-            mlp: GatedMlp::load(&l.sub("feed_forward"), d, c.intermediate_size, c.act, false)?,
+            mlp,
         })
     }
 
@@ -194,12 +262,19 @@ pub struct PixtralVisionTower {
 }
 
 impl PixtralVisionTower {
-    /// Loads the tower whose tensors are under `loader`.
-    pub fn load(loader: &Loader, config: &PixtralVisionConfig) -> Result<PixtralVisionTower> {
+    /// Loads the tower whose tensors are under `loader`, named as `layout` says.
+    pub fn load(
+        loader: &Loader,
+        config: &PixtralVisionConfig,
+        layout: Layout,
+    ) -> Result<PixtralVisionTower> {
         let d = config.hidden_size;
         let p = config.patch_size;
         let layers = (0..config.num_layers)
-            .map(|i| PixtralLayer::load(&loader.sub(&format!("transformer.layers.{i}")), config))
+            .map(|i| {
+                let l = loader.sub(&format!("transformer.layers.{i}"));
+                PixtralLayer::load(&l, config, layout)
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(PixtralVisionTower {
             config: config.clone(),
@@ -293,8 +368,11 @@ pub enum PixtralVariant {
     Standalone,
     /// `llava` with a `pixtral` vision config (pixtral-12b).
     Llava,
-    /// `mistral3` (Mistral-Small-3.1).
+    /// `mistral3` (Mistral-Small-3.1, Ministral 3).
     Mistral3,
+    /// `mistral_large4`: Mistral3's projector (RMSNorm, patch merger, MLP) with other
+    /// defaults for absent config objects.
+    MistralLarge4,
 }
 
 impl PixtralVariant {
@@ -306,6 +384,10 @@ impl PixtralVariant {
             (PixtralVariant::Mistral3, None) => (
                 ConfigObject::empty("config.json: vision_config (absent)"),
                 PixtralDefaults::MISTRAL3,
+            ),
+            (PixtralVariant::MistralLarge4, None) => (
+                ConfigObject::empty("config.json: vision_config (absent)"),
+                PixtralDefaults::MISTRAL_LARGE4,
             ),
             (PixtralVariant::Llava, None) => {
                 return Err(Error::bad_config(
@@ -322,14 +404,6 @@ impl PixtralVariant {
         }
         Ok((vision_cfg, defaults))
     }
-
-    /// Where the tower's tensors are.
-    fn tower_prefix(self) -> &'static str {
-        match self {
-            PixtralVariant::Standalone => "",
-            _ => "vision_tower.",
-        }
-    }
 }
 
 /// `Mistral3MultiModalProjector`: RMSNorm, patch merger, then the LLaVA MLP.
@@ -341,15 +415,33 @@ struct Mistral3Projector {
 }
 
 impl Mistral3Projector {
+    /// Loads the projector from the model's root `loader`, named as `layout` says.
     fn load(
-        loader: &Loader,
+        root: &Loader,
+        layout: Layout,
         cfg: &ConfigObject,
         dim: usize,
         text: (usize, f64),
     ) -> Result<Mistral3Projector> {
         let merge = cfg.positive_or("spatial_merge_size", 2, MAX_MERGE)?;
+        let (loader, norm, mlp) = match layout {
+            Layout::Transformers => (
+                root.sub("multi_modal_projector"),
+                "norm",
+                ["linear_1", "linear_2"],
+            ),
+            Layout::Mistral => (
+                root.clone(),
+                "pre_mm_projector_norm",
+                [
+                    "vision_language_adapter.w_in",
+                    "vision_language_adapter.w_out",
+                ],
+            ),
+        };
+        let bias = cfg.bool_or("multimodal_projector_bias", false)?;
         Ok(Mistral3Projector {
-            norm: loader.rms_norm("norm", dim, text.1)?,
+            norm: loader.rms_norm(norm, dim, text.1)?,
             merge,
             merging_layer: loader.linear(
                 "patch_merger.merging_layer",
@@ -357,13 +449,7 @@ impl Mistral3Projector {
                 dim,
                 false,
             )?,
-            mlp: MlpProjector::load(
-                loader,
-                cfg,
-                dim,
-                text.0,
-                cfg.bool_or("multimodal_projector_bias", false)?,
-            )?,
+            mlp: MlpProjector::load_named(&loader, mlp, cfg, dim, text.0, bias)?,
         })
     }
 
@@ -397,9 +483,11 @@ impl Projector {
     fn load(
         variant: PixtralVariant,
         cfg: &ConfigObject,
-        loader: &Loader,
+        root: &Loader,
+        layout: Layout,
         tower: &PixtralVisionConfig,
     ) -> Result<(Projector, Vec<usize>, usize)> {
+        let loader = &root.sub("multi_modal_projector");
         let d = tower.hidden_size;
         match variant {
             PixtralVariant::Standalone => Ok((Projector::None, vec![tower.num_layers], d)),
@@ -416,15 +504,21 @@ impl Projector {
                 let mlp = MlpProjector::load(loader, cfg, d * layers.len(), text_hidden, bias)?;
                 Ok((Projector::Llava(mlp), layers, text_hidden))
             }
-            PixtralVariant::Mistral3 => {
+            PixtralVariant::Mistral3 | PixtralVariant::MistralLarge4 => {
                 let layers = feature_layers(cfg, -1, tower.num_layers)?;
                 if layers.len() != 1 {
                     return Err(Error::bad_config(
-                        "config.json: mistral3 takes a single vision_feature_layer (its projector norm and merger are as wide as one layer)",
+                        "config.json: mistral3 / mistral_large4 take a single vision_feature_layer (the projector norm and merger are as wide as one layer)",
                     ));
                 }
-                let text = text_hidden_and_eps(cfg, "mistral", (5120, 1e-5))?;
-                let projector = Mistral3Projector::load(loader, cfg, d, text)?;
+                // The text config's class (`model_type`) when it does not say, and its
+                // values when text_config is absent (the `sub_configs_defaults`).
+                let text = if variant == PixtralVariant::Mistral3 {
+                    text_hidden_and_eps(cfg, "mistral", (5120, 1e-5))?
+                } else {
+                    text_hidden_and_eps(cfg, "mistral_large4_text", (6144, 1e-5))?
+                };
+                let projector = Mistral3Projector::load(root, layout, cfg, d, text)?;
                 Ok((Projector::Mistral3(projector), layers, text.0))
             }
         }
@@ -461,6 +555,7 @@ fn text_hidden_and_eps(
     let class_defaults = match kind.as_str() {
         "llama" | "mistral" | "ministral" => Some((4096, 1e-6)),
         "ministral3" => Some((4096, 1e-5)),
+        "mistral_large4_text" => Some((6144, 1e-5)),
         _ => None,
     };
     let missing = |key: &str| {
@@ -541,9 +636,21 @@ impl PixtralModel {
         let (vision_cfg, defaults) = variant.vision_config(cfg)?;
         let config = PixtralVisionConfig::from_config(&vision_cfg, defaults)?;
         let root = Loader::new(weights, "", dtype, device);
-        let tower = PixtralVisionTower::load(&root.sub_prefix(variant.tower_prefix()), &config)?;
+        let layout = match variant {
+            PixtralVariant::MistralLarge4
+                if weights.contains("vision_encoder.patch_conv.weight") =>
+            {
+                Layout::Mistral
+            }
+            _ => Layout::Transformers,
+        };
+        let tower_loader = match variant {
+            PixtralVariant::Standalone => root.clone(),
+            _ => root.sub_prefix(layout.tower_prefix()),
+        };
+        let tower = PixtralVisionTower::load(&tower_loader, &config, layout)?;
         let (projector, feature_layers, output_dim) =
-            Projector::load(variant, cfg, &root.sub("multi_modal_projector"), &config)?;
+            Projector::load(variant, cfg, &root, layout, &config)?;
         let processor = processor(files, variant, config.patch_size, projector.merge())?;
         let (max_h, max_w) = processor.max_size;
         let max_tokens = (max_h / config.patch_size).max(1) * (max_w / config.patch_size).max(1);
@@ -599,7 +706,7 @@ fn special_tokens(files: &ModelFiles, variant: PixtralVariant) -> Result<Special
     let cfg = &files.config;
     let image = match variant {
         PixtralVariant::Standalone => added.id(&image_str),
-        PixtralVariant::Llava | PixtralVariant::Mistral3 => Some(
+        PixtralVariant::Llava | PixtralVariant::Mistral3 | PixtralVariant::MistralLarge4 => Some(
             match cfg.i64(cfg.aliased(&["image_token_index", "image_token_id"]))? {
                 Some(i) => i,
                 None if variant == PixtralVariant::Llava => 32000,
@@ -734,5 +841,32 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    /// A wrapper's own tower defaults (its `sub_configs_defaults` init kwargs) apply only
+    /// when `vision_config` is absent; a given one takes `PixtralVisionConfig`'s.
+    #[test]
+    fn wrapper_defaults_apply_only_without_a_vision_config() {
+        let cfg = |s: &str| ConfigObject::parse("config.json", s).unwrap();
+        let read = |variant: PixtralVariant, text: &str| {
+            let (v, d) = variant.vision_config(&cfg(text)).unwrap();
+            let c = PixtralVisionConfig::from_config(&v, d).unwrap();
+            let shape = (
+                c.hidden_size,
+                c.intermediate_size,
+                c.num_layers,
+                c.num_heads,
+            );
+            (shape, c.patch_size, c.image_size, c.act)
+        };
+        let large4 = read(PixtralVariant::MistralLarge4, "{}");
+        assert_eq!(large4, ((2048, 6144, 30, 16), 14, 1540, Activation::Silu));
+        let m3 = read(PixtralVariant::Mistral3, "{}");
+        assert_eq!(m3, ((1024, 4096, 24, 16), 14, 1540, Activation::GeluErf));
+        for variant in [PixtralVariant::Mistral3, PixtralVariant::MistralLarge4] {
+            let given = read(variant, r#"{"vision_config": {"hidden_size": 64}}"#);
+            assert_eq!(given, ((64, 4096, 24, 16), 16, 1024, Activation::GeluErf));
+        }
+        assert!(PixtralVariant::Llava.vision_config(&cfg("{}")).is_err());
     }
 }

@@ -30,12 +30,24 @@ impl MlpProjector {
         out_dim: usize,
         bias: bool,
     ) -> Result<MlpProjector> {
+        MlpProjector::load_named(loader, ["linear_1", "linear_2"], cfg, in_dim, out_dim, bias)
+    }
+
+    /// [`MlpProjector::load`] with the two linears under other names (first, second).
+    pub fn load_named(
+        loader: &Loader,
+        names: [&str; 2],
+        cfg: &ConfigObject,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+    ) -> Result<MlpProjector> {
         let act = Activation::from_name(&cfg.string_or("projector_hidden_act", "gelu")?)
             .map_err(|e| e.context(format!("{}: projector_hidden_act", cfg.location())))?;
         Ok(MlpProjector {
-            linear_1: loader.linear("linear_1", in_dim, out_dim, bias)?,
+            linear_1: loader.linear(names[0], in_dim, out_dim, bias)?,
             act,
-            linear_2: loader.linear("linear_2", out_dim, out_dim, bias)?,
+            linear_2: loader.linear(names[1], out_dim, out_dim, bias)?,
         })
     }
 

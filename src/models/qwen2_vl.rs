@@ -30,7 +30,7 @@ use crate::models::{batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor};
 use crate::preprocess::qwen_video::{
     load_video_processor, run_video_processor, QwenVideoProcessor, SampleOptions, VideoFlavor,
-    VideoMeta, VideoTime,
+    VideoFrames, VideoMeta, VideoTime,
 };
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 use crate::weights::Weights;
@@ -600,31 +600,41 @@ impl QwenVlModel {
     }
 }
 
+/// The [`VisionModel`] methods the Qwen-VL models share (Qwen2-VL, Qwen2.5-VL here; Qwen3-VL,
+/// Qwen3.5 in `qwen3_vl.rs`): a model with `info`, a `processor` ([`QwenImageProcessor`]) and
+/// a `tower` whose `config.geometry` is its [`PatchGeometry`].
+macro_rules! qwen_image_methods {
+    () => {
+        fn info(&self) -> &ModelInfo {
+            &self.info
+        }
+
+        fn preprocess(&self, image: &RgbImage, limits: &Limits) -> Result<Pixels> {
+            self.processor.process(image, limits)
+        }
+
+        fn preprocess_with(
+            &self,
+            image: &RgbImage,
+            o: &PreprocessOptions,
+            l: &Limits,
+        ) -> Result<Pixels> {
+            self.processor.process_with(image, o, l)
+        }
+
+        fn size_knobs(&self) -> &'static [&'static str] {
+            &["min_pixels", "max_pixels", "max_tokens"]
+        }
+
+        fn spatial_merge_size(&self) -> usize {
+            self.tower.config.geometry.merge_size
+        }
+    };
+}
+pub(crate) use qwen_image_methods;
+
 impl VisionModel for QwenVlModel {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-
-    fn preprocess(&self, image: &RgbImage, limits: &Limits) -> Result<Pixels> {
-        self.processor.process(image, limits)
-    }
-
-    fn preprocess_with(
-        &self,
-        image: &RgbImage,
-        o: &PreprocessOptions,
-        l: &Limits,
-    ) -> Result<Pixels> {
-        self.processor.process_with(image, o, l)
-    }
-
-    fn size_knobs(&self) -> &'static [&'static str] {
-        &["min_pixels", "max_pixels", "max_tokens"]
-    }
-
-    fn spatial_merge_size(&self) -> usize {
-        self.tower.config.geometry.merge_size
-    }
+    qwen_image_methods!();
 
     fn video_token(&self) -> Option<i64> {
         self.video_token
@@ -632,13 +642,9 @@ impl VisionModel for QwenVlModel {
 
     fn preprocess_video(
         &self,
-        n_frames: usize,
-        width: u32,
-        height: u32,
-        source_fps: Option<f64>,
+        video: &VideoFrames,
         opts: &SampleOptions,
         limits: &Limits,
-        frame: &dyn Fn(usize) -> Result<RgbImage>,
     ) -> Result<(Pixels, VideoMeta)> {
         let c = &self.tower.config;
         let time = |m: &VideoMeta| match c.variant {
@@ -648,17 +654,7 @@ impl VisionModel for QwenVlModel {
                 VideoTime::Scaled(c.tokens_per_second as f32 * m.second_per_grid as f32)
             }
         };
-        run_video_processor(
-            &self.video,
-            time,
-            n_frames,
-            width,
-            height,
-            source_fps,
-            opts,
-            limits,
-            frame,
-        )
+        run_video_processor(&self.video, time, video, opts, limits)
     }
 
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {

@@ -31,14 +31,14 @@ use crate::error::{Error, Result};
 use crate::models::activation::Activation;
 use crate::models::layers::{segment_attention_with, LayerNorm, Linear, Loader};
 use crate::models::pixels::{pack_patch_rows, split_rows};
-use crate::models::qwen2_vl::check_channels_and_heads;
+use crate::models::qwen2_vl::{check_channels_and_heads, qwen_image_methods};
 use crate::models::rope::{apply_rotary_f32, AxialRope};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor};
 use crate::preprocess::qwen_video::{
     load_video_processor, run_video_processor, QwenVideoProcessor, SampleOptions, VideoFlavor,
-    VideoMeta, VideoTime,
+    VideoFrames, VideoMeta, VideoTime,
 };
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 use crate::weights::Weights;
@@ -53,7 +53,8 @@ const MAX_POSITIONS: usize = 1 << 20;
 pub enum Qwen3Variant {
     /// Qwen3-VL (`qwen3_vl`, `qwen3_vl_moe`): with deepstack mergers.
     Qwen3Vl,
-    /// Qwen3.5 (`qwen3_5`, `qwen3_5_moe`): the same tower without deepstack.
+    /// Qwen3.5 (`qwen3_5`, `qwen3_5_moe`) and Qwen4-Exp (`qwen4_exp`, whose vision model is
+    /// Qwen3.5-MoE's): the same tower without deepstack.
     Qwen35,
 }
 
@@ -428,31 +429,22 @@ pub struct Qwen3VlModel {
 }
 
 impl Qwen3VlModel {
-    /// Loads a `qwen3_vl`, `qwen3_vl_moe`, `qwen3_5` or `qwen3_5_moe` checkpoint (vision
+    /// Loads a Qwen3-VL (`qwen3_vl`, `qwen3_vl_moe`) or Qwen3.5-tower (`qwen3_5`,
+    /// `qwen3_5_moe`, `qwen4_exp`) checkpoint of the `variant` the registry picked (vision
     /// tensors only: `visual.*` / `model.visual.*`).
     pub fn load(
         files: &ModelFiles,
         weights: &Weights,
         dtype: DType,
         device: &Device,
+        variant: Qwen3Variant,
     ) -> Result<Qwen3VlModel> {
         let model_type = files.model_type()?;
-        let (variant, family, tokens) = match model_type.as_str() {
-            "qwen3_vl" | "qwen3_vl_moe" => (
-                Qwen3Variant::Qwen3Vl,
-                "qwen3_vl",
-                [151655, 151652, 151653, 151656],
-            ),
-            "qwen3_5" | "qwen3_5_moe" => (
-                Qwen3Variant::Qwen35,
-                "qwen3_5",
-                [248056, 248053, 248054, 248057],
-            ),
-            other => {
-                return Err(Error::bad_config(format!(
-                    "model_type `{other}` is not a Qwen3-VL / Qwen3.5 model"
-                )))
-            }
+        // The family name and the config classes' default special token ids (image,
+        // vision start, vision end, video).
+        let (family, tokens) = match variant {
+            Qwen3Variant::Qwen3Vl => ("qwen3_vl", [151655, 151652, 151653, 151656]),
+            Qwen3Variant::Qwen35 => ("qwen3_5", [248056, 248053, 248054, 248057]),
         };
         let vision = files
             .config
@@ -505,30 +497,7 @@ impl Qwen3VlModel {
 }
 
 impl VisionModel for Qwen3VlModel {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-
-    fn preprocess(&self, image: &RgbImage, limits: &Limits) -> Result<Pixels> {
-        self.processor.process(image, limits)
-    }
-
-    fn preprocess_with(
-        &self,
-        image: &RgbImage,
-        o: &PreprocessOptions,
-        l: &Limits,
-    ) -> Result<Pixels> {
-        self.processor.process_with(image, o, l)
-    }
-
-    fn size_knobs(&self) -> &'static [&'static str] {
-        &["min_pixels", "max_pixels", "max_tokens"]
-    }
-
-    fn spatial_merge_size(&self) -> usize {
-        self.tower.config.geometry.merge_size
-    }
+    qwen_image_methods!();
 
     fn deepstack_layers(&self) -> &[usize] {
         &self.deepstack_layers
@@ -540,25 +509,11 @@ impl VisionModel for Qwen3VlModel {
 
     fn preprocess_video(
         &self,
-        n_frames: usize,
-        width: u32,
-        height: u32,
-        source_fps: Option<f64>,
+        video: &VideoFrames,
         opts: &SampleOptions,
         limits: &Limits,
-        frame: &dyn Fn(usize) -> Result<RgbImage>,
     ) -> Result<(Pixels, VideoMeta)> {
-        run_video_processor(
-            &self.video,
-            |_| VideoTime::PerFrame,
-            n_frames,
-            width,
-            height,
-            source_fps,
-            opts,
-            limits,
-            frame,
-        )
+        run_video_processor(&self.video, |_| VideoTime::PerFrame, video, opts, limits)
     }
 
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {

@@ -9,9 +9,10 @@ use crate::error::{Error, Result, Status};
 use crate::models::gemma3::Gemma3Model;
 use crate::models::gemma4::{Gemma4Model, Gemma4Variant};
 use crate::models::llava::{self, LlavaModel, LlavaTower};
+use crate::models::paligemma;
 use crate::models::pixtral::{PixtralModel, PixtralVariant};
 use crate::models::qwen2_vl::{QwenLayout, QwenVariant, QwenVlModel};
-use crate::models::qwen3_vl::Qwen3VlModel;
+use crate::models::qwen3_vl::{Qwen3Variant, Qwen3VlModel};
 use crate::models::siglip::SiglipModel;
 use crate::models::VisionModel;
 use crate::weights::Weights;
@@ -52,6 +53,11 @@ pub const FAMILIES: &[(&str, LoadFn)] = &[
         load!(PixtralModel::load, PixtralVariant::Mistral3),
     ),
     (
+        "mistral_large4",
+        load!(PixtralModel::load, PixtralVariant::MistralLarge4),
+    ),
+    ("paligemma", load!(paligemma::load)),
+    (
         "pixtral",
         load!(PixtralModel::load, PixtralVariant::Standalone),
     ),
@@ -71,11 +77,19 @@ pub const FAMILIES: &[(&str, LoadFn)] = &[
         "qwen2_5_vl_vision",
         load!(QwenVlModel::load, QwenVariant::Qwen25, QwenLayout::Bare),
     ),
-    // One tower for the four: the MoE checkpoints differ only in the language model.
-    ("qwen3_vl", load!(Qwen3VlModel::load)),
-    ("qwen3_vl_moe", load!(Qwen3VlModel::load)),
-    ("qwen3_5", load!(Qwen3VlModel::load)),
-    ("qwen3_5_moe", load!(Qwen3VlModel::load)),
+    // The MoE checkpoints differ only in the language model; Qwen4-Exp's vision model is
+    // Qwen3.5-MoE's (`Qwen4ExpVisionModel(Qwen3_5MoeVisionModel)`).
+    ("qwen3_vl", load!(Qwen3VlModel::load, Qwen3Variant::Qwen3Vl)),
+    (
+        "qwen3_vl_moe",
+        load!(Qwen3VlModel::load, Qwen3Variant::Qwen3Vl),
+    ),
+    ("qwen3_5", load!(Qwen3VlModel::load, Qwen3Variant::Qwen35)),
+    (
+        "qwen3_5_moe",
+        load!(Qwen3VlModel::load, Qwen3Variant::Qwen35),
+    ),
+    ("qwen4_exp", load!(Qwen3VlModel::load, Qwen3Variant::Qwen35)),
 ];
 
 /// `llava`'s towers by `vision_config.model_type`.

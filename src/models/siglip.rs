@@ -112,10 +112,12 @@ impl SiglipVisionTower {
     }
 }
 
-/// A plain SigLIP model: tower output is the embedding.
+/// A SigLIP tower whose `last_hidden_state` is the embedding (a plain SigLIP model), or goes
+/// through one linear projector first (PaliGemma: [`crate::models::paligemma`]).
 pub struct SiglipModel {
     info: ModelInfo,
     tower: SiglipVisionTower,
+    projector: Option<Linear>,
     processor: FixedSizeProcessor,
     dtype: DType,
     device: Device,
@@ -158,13 +160,29 @@ impl SiglipModel {
             mixed_shape_batches: false,
             tokens: SpecialTokens::default(),
         };
-        Ok(SiglipModel {
+        Ok(SiglipModel::from_parts(
+            info, tower, None, processor, dtype, device,
+        ))
+    }
+
+    /// A model from its loaded parts (`info` describes the output of `projector`, when there
+    /// is one, else of the tower).
+    pub(crate) fn from_parts(
+        info: ModelInfo,
+        tower: SiglipVisionTower,
+        projector: Option<Linear>,
+        processor: FixedSizeProcessor,
+        dtype: DType,
+        device: &Device,
+    ) -> SiglipModel {
+        SiglipModel {
             info,
             tower,
+            projector,
             processor,
             dtype,
             device: device.clone(),
-        })
+        }
     }
 }
 
@@ -180,6 +198,10 @@ impl VisionModel for SiglipModel {
 
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {
         let x = stack_pixels(batch, self.dtype, &self.device)?;
-        unstack(&self.tower.forward(&x)?)
+        let x = self.tower.forward(&x)?;
+        match &self.projector {
+            Some(p) => unstack(&p.forward(&x)?),
+            None => unstack(&x),
+        }
     }
 }

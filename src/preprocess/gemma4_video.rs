@@ -25,12 +25,12 @@ use crate::preprocess::gemma4::{aspect_ratio_preserving_size, check_soft_tokens,
 use crate::preprocess::limits::try_filled;
 use crate::preprocess::qwen_video::{
     check_source_fps, read_rescale_normalize, sized_frame, tv_normalize, RescaleNormalize,
-    SampleOptions, VideoMeta, VideoTime,
+    SampleOptions, VideoFrames, VideoMeta, VideoTime,
 };
 use crate::preprocess::resample::Filter;
 use crate::preprocess::settings::read_filter;
 use crate::preprocess::tv_resize::TvInterpolation;
-use crate::preprocess::{Limits, Pixels, RgbImage};
+use crate::preprocess::{Limits, Pixels};
 
 /// Largest accepted frame count in the config.
 const MAX_FRAMES_LIMIT: usize = 1 << 20;
@@ -173,20 +173,21 @@ impl Gemma4VideoProcessor {
         }
     }
 
-    /// Samples, resizes, rescales and patchifies a video of `n_frames` frames of `width` x
-    /// `height` (`frame(i)` gives source frame `i`; only the kept ones are asked for). The
-    /// output is checked against `limits` before any frame is read.
-    #[allow(clippy::too_many_arguments)]
+    /// Samples, resizes, rescales and patchifies `video`. The output is checked against
+    /// `limits` before any frame is read.
     pub fn process(
         &self,
-        n_frames: usize,
-        width: u32,
-        height: u32,
-        source_fps: Option<f64>,
+        video: &VideoFrames,
         opts: &SampleOptions,
         limits: &Limits,
-        frame: &dyn Fn(usize) -> Result<RgbImage>,
     ) -> Result<(Pixels, VideoMeta)> {
+        let &VideoFrames {
+            n_frames,
+            width,
+            height,
+            source_fps,
+            frame,
+        } = video;
         check_source_fps(source_fps)?;
         let indices = self.sample(n_frames, source_fps, opts)?;
         let n = indices.len();

@@ -39,6 +39,18 @@ pub enum VideoFlavor {
     Qwen3,
 }
 
+/// A video's decoded frames as the video processors read them: `n_frames` frames of
+/// `width` x `height`, the source frame rate when known, and `frame(i)`, which gives frame
+/// `i` (only the kept ones are asked for).
+#[derive(Clone, Copy)]
+pub struct VideoFrames<'a> {
+    pub n_frames: usize,
+    pub width: u32,
+    pub height: u32,
+    pub source_fps: Option<f64>,
+    pub frame: &'a dyn Fn(usize) -> Result<RgbImage>,
+}
+
 /// Per-call sampling overrides (the processor call's `do_sample_frames`, `fps`,
 /// `num_frames`); `None` keeps the config's value.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -440,20 +452,21 @@ impl QwenVideoProcessor {
         }
     }
 
-    /// Samples, resizes, normalizes and patchifies a video of `n_frames` frames of `width` x
-    /// `height`; `frame(i)` gives source frame `i` (only the kept ones are asked for). The
-    /// token count is checked against `limits` before any frame is read.
-    #[allow(clippy::too_many_arguments)]
+    /// Samples, resizes, normalizes and patchifies `video`. The token count is checked
+    /// against `limits` before any frame is read.
     pub fn process(
         &self,
-        n_frames: usize,
-        width: u32,
-        height: u32,
-        source_fps: Option<f64>,
+        video: &VideoFrames,
         opts: &SampleOptions,
         limits: &Limits,
-        frame: &dyn Fn(usize) -> Result<RgbImage>,
     ) -> Result<(Pixels, VideoMeta)> {
+        let &VideoFrames {
+            n_frames,
+            width,
+            height,
+            source_fps,
+            frame,
+        } = video;
         check_source_fps(source_fps)?;
         let indices = self.sample(n_frames, source_fps, opts)?;
         let n = indices.len();
@@ -586,21 +599,17 @@ pub fn config_flavor(cfg: &ConfigObject) -> Result<Option<VideoFlavor>> {
 }
 
 /// The shared body of the Qwen families' `preprocess_video`.
-#[allow(clippy::too_many_arguments)]
 pub fn run_video_processor(
-    video: &std::result::Result<QwenVideoProcessor, String>,
+    processor: &std::result::Result<QwenVideoProcessor, String>,
     time: impl Fn(&VideoMeta) -> VideoTime,
-    n_frames: usize,
-    width: u32,
-    height: u32,
-    source_fps: Option<f64>,
+    video: &VideoFrames,
     opts: &SampleOptions,
     limits: &Limits,
-    frame: &dyn Fn(usize) -> Result<RgbImage>,
 ) -> Result<(Pixels, VideoMeta)> {
-    let proc = video.as_ref().map_err(|e| Error::bad_config(e.clone()))?;
-    let (pixels, mut meta) =
-        proc.process(n_frames, width, height, source_fps, opts, limits, frame)?;
+    let proc = processor
+        .as_ref()
+        .map_err(|e| Error::bad_config(e.clone()))?;
+    let (pixels, mut meta) = proc.process(video, opts, limits)?;
     meta.time = time(&meta);
     Ok((pixels, meta))
 }
