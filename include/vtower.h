@@ -74,6 +74,12 @@
 #define VT_VIDEO_MAX_FRAMES (1 << 20)
 
 /**
+ * Most tiles one image may be cut into, whatever the configuration or the call says (the
+ * released checkpoints use at most a few dozen).
+ */
+#define MAX_TILES 1024
+
+/**
  * The output of one vt_forward call: for each input image, a row-major
  * `[n_tokens, dim]` matrix, readable as f32 (vt_embeddings_data), copied out as
  * f32/bf16/f16 (vt_embeddings_copy) or, for a GPU model, copied device to device
@@ -112,6 +118,11 @@ typedef struct vt_job vt_job;
  * from any number of threads on the same model.
  */
 typedef struct vt_model vt_model;
+
+/**
+ * The prompt layout of one image: an immutable list of segments (vt_image_prompt).
+ */
+typedef struct vt_prompt vt_prompt;
 
 /**
  * Result of a fallible call: `VT_OK` (0) or one of the `VT_ERR_*` codes. The values are
@@ -326,12 +337,77 @@ typedef struct vt_preprocess_params {
      * reads 0.
      */
     uint32_t longest_edge;
+    /**
+     * InternVL / Aya Vision (`GotOcr2ImageProcessor`): -1 (default): cut the image into
+     * tiles plus a thumbnail, as their processors do by default (`crop_to_patches=True`);
+     * 0: one tile, the whole image stretched to the tile size; 1: tiles. Other models
+     * refuse 0 and 1 with VT_ERR_INVALID_ARGUMENT. Appended after longest_edge (as are
+     * min_patches and max_patches): a struct_size that ends before a field reads its
+     * default.
+     */
+    int32_t crop_to_patches;
+    /**
+     * InternVL / Aya Vision: the fewest tiles of the grid (`min_patches`); -1 (default):
+     * preprocessor_config.json's (1 when absent). 0 or more than 1024 fails with
+     * VT_ERR_INVALID_ARGUMENT, as does a value above the max_patches in effect.
+     */
+    int32_t min_patches;
+    /**
+     * InternVL / Aya Vision: the most tiles of the grid, the thumbnail not counted
+     * (`max_patches`, the tile budget); -1 (default): preprocessor_config.json's (12 when
+     * absent). 1 means no tiling. 0 or more than 1024 fails with VT_ERR_INVALID_ARGUMENT.
+     * vt_image_token_grid then gives `tiles x rows x cols` (tiles counting the thumbnail).
+     */
+    int32_t max_patches;
 } vt_preprocess_params;
 
 /**
  * Which special token vt_model_token_id returns (a `VT_TOKEN_*` value).
  */
 typedef uint32_t vt_token_role;
+
+/**
+ * Which kind of piece a vt_prompt_segment is (a `VT_SEGMENT_*` value).
+ */
+typedef uint32_t vt_segment_kind;
+
+/**
+ * One piece of an image's prompt layout, filled by vt_prompt_segment_at. Set `struct_size` to
+ * `sizeof(vt_prompt_segment)` before the call: fields are only ever appended, and vtower
+ * writes only the fields that struct_size covers.
+ */
+typedef struct vt_prompt_segment {
+    /**
+     * `sizeof(vt_prompt_segment)`, set by the caller.
+     */
+    uint32_t struct_size;
+    /**
+     * VT_SEGMENT_TEXT, VT_SEGMENT_TOKEN or VT_SEGMENT_EMBEDDINGS.
+     */
+    vt_segment_kind kind;
+    /**
+     * VT_SEGMENT_TEXT: the text, UTF-8, NUL-terminated, borrowed from the vt_prompt (valid
+     * until vt_prompt_free); NULL for the other kinds.
+     */
+    const char *text;
+    /**
+     * VT_SEGMENT_TEXT: the text's length in bytes (without the NUL); 0 otherwise.
+     */
+    size_t text_len;
+    /**
+     * VT_SEGMENT_TOKEN: the token id. VT_SEGMENT_EMBEDDINGS: the placeholder token id, or
+     * -1 when unknown. VT_SEGMENT_TEXT: -1.
+     */
+    int64_t token_id;
+    /**
+     * VT_SEGMENT_EMBEDDINGS: the first embedding row; 0 otherwise.
+     */
+    size_t start;
+    /**
+     * VT_SEGMENT_EMBEDDINGS: the number of placeholders (and rows); 0 otherwise.
+     */
+    size_t count;
+} vt_prompt_segment;
 
 /**
  * Called once when a job of vt_forward_async has finished, with `user_data` as given and
@@ -519,6 +595,24 @@ typedef struct vt_cache_stats {
  * VT_TOKEN_IMAGE_END.
  */
 #define VT_TOKEN_VIDEO 4
+
+/**
+ * Text for the engine to tokenize with the model's tokenizer, like the rest of the prompt
+ * (`text`, `text_len`).
+ */
+#define VT_SEGMENT_TEXT 0
+
+/**
+ * One special token (`token_id`).
+ */
+#define VT_SEGMENT_TOKEN 1
+
+/**
+ * `count` placeholder tokens (`token_id`, or -1 when the model folder does not name it)
+ * whose input embeddings are the image's embedding rows `start .. start + count - 1` (row
+ * k of vt_embeddings_data for this image goes to the k-th placeholder of the image).
+ */
+#define VT_SEGMENT_EMBEDDINGS 2
 
 
 
@@ -1029,6 +1123,69 @@ vt_status vt_image_mrope_positions(const struct vt_image *image,
                                    size_t positions_len,
                                    int64_t *next_out,
                                    struct vt_error **err_out);
+
+/**
+ * The pieces of the prompt that stand for `image` in the language model's input, in order,
+ * as the model's reference processor lays them out: text (to tokenize), special tokens, and
+ * runs of placeholder tokens that take the image's embedding rows. The placeholder runs
+ * cover every embedding row exactly once, in order. This is the one call an engine needs
+ * for every family; vt_model_token_id and vt_image_token_grid give the same information in
+ * parts. Per family:
+ * - SigLIP: one run (no token id).
+ * - LLaVA, PaliGemma: `image_token_index` x n (PaliGemma's `<bos>` and text follow in the
+ *   prompt, not in the layout).
+ * - Gemma3: text "\n\n", `<start_of_image>`, placeholders, `<end_of_image>`, text "\n\n"; with
+ *   pan-and-scan crops, "Here is the original image " before the first block, " and here are
+ *   some crops to help you see better " before the crops' blocks, joined by " ".
+ * - Gemma 4: `boi`, placeholders, `eoi`; a video: per frame the text "mm:ss ", `boi`, the
+ *   frame's video placeholders, `eoi`, frames joined by " ".
+ * - Pixtral / Mistral3: per row of the token grid, `cols` `[IMG]` then `[IMG_BREAK]`, the last
+ *   `[IMG_BREAK]` being `[IMG_END]`.
+ * - Qwen2-VL / Qwen2.5-VL / Qwen3-VL / Qwen3.5: `<|vision_start|>`, placeholders
+ *   (`<|image_pad|>` or `<|video_pad|>`), `<|vision_end|>` (the whole block the chat template
+ *   writes); a Qwen3-VL / Qwen3.5 video: per temporal group the text `<T seconds>`,
+ *   `<|vision_start|>`, the group's `<|video_pad|>`, `<|vision_end|>`.
+ * - InternVL: `<img>`, `<IMG_CONTEXT>` x (tokens per tile x tiles), `</img>`.
+ * - Aya Vision: `<|START_OF_IMG|>`; per grid tile i (from 1) the text `TILE_i` and its
+ *   `<|IMG_PATCH|>` run; the text `TILE_GLOBAL` and the thumbnail's run (the only tile's
+ *   when there is one); `<|END_OF_IMG|>`.
+ *
+ * A special token whose id the model folder does not give appears as its text.
+ *
+ * - `image`: preprocessed by this model (vt_preprocess*, vt_preprocess_video).
+ * - `prompt_out`: receives a new layout on VT_OK; free with vt_prompt_free. It does not
+ *   refer to the model or the image.
+ *
+ * Errors: VT_ERR_INVALID_ARGUMENT (NULL pointers, an image of another model).
+ * Threads: any thread, concurrently with other calls on the same model.
+ */
+vt_status vt_image_prompt(const struct vt_model *model,
+                          const struct vt_image *image,
+                          struct vt_prompt **prompt_out,
+                          struct vt_error **err_out);
+
+/**
+ * Number of segments of `prompt`; 0 if `prompt` is NULL. Any thread.
+ */
+size_t vt_prompt_n_segments(const struct vt_prompt *prompt);
+
+/**
+ * Fills `segment_out` with segment `index` (0-based, below vt_prompt_n_segments) of
+ * `prompt`. The caller sets `segment_out->struct_size` first (at least up to `count` of this
+ * header's struct); text pointers are borrowed from `prompt`.
+ *
+ * Errors: VT_ERR_INVALID_ARGUMENT (NULL pointers, `index` out of range, a struct_size too
+ * small). Any thread.
+ */
+vt_status vt_prompt_segment_at(const struct vt_prompt *prompt,
+                               size_t index,
+                               struct vt_prompt_segment *segment_out,
+                               struct vt_error **err_out);
+
+/**
+ * Frees a prompt layout (and the texts borrowed from it). NULL is a no-op.
+ */
+void vt_prompt_free(struct vt_prompt *prompt);
 
 /**
  * Runs the vision tower and projector on `n_images` images preprocessed by this model.

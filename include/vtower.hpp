@@ -216,6 +216,13 @@ struct PreprocessOptions {
     /// Pixtral / Mistral3: the longest edge the image is shrunk to fit (the processor's
     /// `size={"longest_edge": n}`); 0 = the model's. Other models refuse a non-zero value.
     uint32_t longest_edge = 0;
+    /// InternVL / Aya Vision: -1 = the model's (tiles plus a thumbnail), 0 = one tile, 1 =
+    /// tiles. Other models refuse 0 and 1.
+    int32_t crop_to_patches = -1;
+    /// InternVL / Aya Vision: the fewest / most tiles of the grid (the thumbnail not counted);
+    /// -1 = the model's. 0 and more than 1024 are refused.
+    int32_t min_patches = -1;
+    int32_t max_patches = -1;
 
     vt_preprocess_params to_c() const noexcept {
         vt_preprocess_params p = vt_preprocess_params_default();
@@ -224,8 +231,28 @@ struct PreprocessOptions {
         p.max_pixels = max_pixels;
         p.max_tokens = max_tokens;
         p.longest_edge = longest_edge;
+        p.crop_to_patches = crop_to_patches;
+        p.min_patches = min_patches;
+        p.max_patches = max_patches;
         return p;
     }
+};
+
+/// One piece of an image's prompt layout (Model::prompt, vt_image_prompt).
+struct PromptSegment {
+    enum class Kind : vt_segment_kind {
+        Text = VT_SEGMENT_TEXT,
+        Token = VT_SEGMENT_TOKEN,
+        Embeddings = VT_SEGMENT_EMBEDDINGS,
+    };
+    Kind kind = Kind::Text;
+    /// Kind::Text: text to tokenize with the model's tokenizer.
+    std::string text;
+    /// Kind::Token: the token id; Kind::Embeddings: the placeholder token id (-1 if unknown).
+    int64_t token_id = -1;
+    /// Kind::Embeddings: `count` placeholders taking embedding rows start .. start + count - 1.
+    std::size_t start = 0;
+    std::size_t count = 0;
 };
 
 /// Width x height in pixels.
@@ -582,6 +609,31 @@ public:
         vt_error *err = nullptr;
         detail::check(vt_model_cache_stats(c(), &s, &err), &err);
         return s;
+    }
+    /// The pieces of the prompt that stand for `image` (text, special tokens, placeholder runs
+    /// taking the image's embedding rows), as the model's reference processor lays them out.
+    std::vector<PromptSegment> prompt(const Image &image) const {
+        vt_prompt *p = nullptr;
+        vt_error *err = nullptr;
+        detail::check(
+            vt_image_prompt(c(), detail::require(image.get(), "vtower::Image"), &p, &err), &err);
+        detail::Handle<vt_prompt, vt_prompt_free> owned(p);
+        std::vector<PromptSegment> out;
+        std::size_t n = vt_prompt_n_segments(p);
+        out.reserve(n);
+        for (std::size_t i = 0; i < n; i++) {
+            vt_prompt_segment s;
+            s.struct_size = sizeof s;
+            detail::check(vt_prompt_segment_at(p, i, &s, &err), &err);
+            PromptSegment seg;
+            seg.kind = static_cast<PromptSegment::Kind>(s.kind);
+            if (s.text) seg.text.assign(s.text, s.text_len);
+            seg.token_id = s.token_id;
+            seg.start = s.start;
+            seg.count = s.count;
+            out.push_back(std::move(seg));
+        }
+        return out;
     }
     /// The language-model token id for `token`, if the checkpoint has one.
     std::optional<int64_t> token_id(Token token) const {

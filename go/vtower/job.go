@@ -54,7 +54,7 @@ func (m *Model) EmbedAsync(images ...[]byte) (*Job, error) {
 		}
 		imgs = append(imgs, img)
 	}
-	grids, err := tokenGrids(imgs)
+	grids, err := tokenGrids(m.c, imgs)
 	if err != nil {
 		return nil, err
 	}

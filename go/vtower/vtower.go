@@ -89,6 +89,35 @@ type PreprocessOptions struct {
 	// fit (the processor's size={"longest_edge": n}); 0 = the model's. Other models refuse
 	// a non-zero value (StatusInvalidArgument).
 	LongestEdge uint32
+	// CropToPatches (InternVL, Aya Vision) overrides the processor's tiling when non-nil:
+	// false = one tile (the image stretched), true = tiles plus a thumbnail. Other models
+	// refuse it (StatusInvalidArgument).
+	CropToPatches *bool
+	// MinPatches and MaxPatches (InternVL, Aya Vision) bound the tile grid (the thumbnail
+	// not counted; MaxPatches is the tile budget); 0 = the model's. Values above 1024 or a
+	// minimum above the maximum fail with StatusInvalidArgument.
+	MinPatches, MaxPatches int
+}
+
+// SegmentKind says what a PromptSegment is.
+type SegmentKind int
+
+const (
+	// SegmentText is text to tokenize with the model's tokenizer.
+	SegmentText SegmentKind = iota
+	// SegmentToken is one special token (TokenID).
+	SegmentToken
+	// SegmentEmbeddings is Count placeholder tokens (TokenID, -1 if unknown) whose input
+	// embeddings are the image's rows Start .. Start+Count-1.
+	SegmentEmbeddings
+)
+
+// PromptSegment is one piece of the prompt that stands for an image (vt_image_prompt).
+type PromptSegment struct {
+	Kind         SegmentKind
+	Text         string
+	TokenID      int64
+	Start, Count int
 }
 
 // Info describes a loaded model.
@@ -131,6 +160,9 @@ type Embedding struct {
 	// model's hidden states after decoder layer Model.DeepstackLayers()[k-1]. Nil for models
 	// with one level.
 	Deepstack [][]float32
+	// Prompt is the image's prompt layout, in order: text, special tokens and placeholder
+	// runs that take its rows, as the model's reference processor lays them out.
+	Prompt []PromptSegment
 }
 
 // Row returns row i (a sub-slice of Data).
@@ -268,6 +300,25 @@ func (m *Model) EmbedWith(opts *PreprocessOptions, images ...[]byte) ([]Embeddin
 		params.max_pixels = C.uint64_t(opts.MaxPixels)
 		params.max_tokens = C.uint64_t(opts.MaxTokens)
 		params.longest_edge = C.uint32_t(opts.LongestEdge)
+		if opts.CropToPatches != nil {
+			params.crop_to_patches = 0
+			if *opts.CropToPatches {
+				params.crop_to_patches = 1
+			}
+		}
+		for _, v := range []struct {
+			name string
+			n    int
+			dst  *C.int32_t
+		}{{"MinPatches", opts.MinPatches, &params.min_patches}, {"MaxPatches", opts.MaxPatches, &params.max_patches}} {
+			if v.n < 0 || v.n > math.MaxInt32 {
+				return nil, &Error{Status: StatusInvalidArgument, Message: fmt.Sprintf(
+					"invalid argument: %s %d is out of range", v.name, v.n)}
+			}
+			if v.n > 0 {
+				*v.dst = C.int32_t(v.n)
+			}
+		}
 	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -340,7 +391,7 @@ func (m *Model) forward(imgs []*C.struct_vt_image) ([]Embedding, error) {
 	if len(imgs) == 0 {
 		return []Embedding{}, nil
 	}
-	out, err := tokenGrids(imgs)
+	out, err := tokenGrids(m.c, imgs)
 	if err != nil {
 		return nil, err
 	}
@@ -355,8 +406,8 @@ func (m *Model) forward(imgs []*C.struct_vt_image) ([]Embedding, error) {
 	return readEmbeddings(emb, out)
 }
 
-// tokenGrids fills the Grid of one Embedding per image.
-func tokenGrids(imgs []*C.struct_vt_image) ([]Embedding, error) {
+// tokenGrids fills the Grid and Prompt of one Embedding per image.
+func tokenGrids(model *C.struct_vt_model, imgs []*C.struct_vt_image) ([]Embedding, error) {
 	out := make([]Embedding, len(imgs))
 	for i, img := range imgs {
 		var f, r, c C.uint32_t
@@ -365,6 +416,37 @@ func tokenGrids(imgs []*C.struct_vt_image) ([]Embedding, error) {
 			return nil, takeError(st, cerr)
 		}
 		out[i].Grid = Grid{Frames: int(f), Rows: int(r), Cols: int(c)}
+		prompt, err := promptLayout(model, img)
+		if err != nil {
+			return nil, err
+		}
+		out[i].Prompt = prompt
+	}
+	return out, nil
+}
+
+// promptLayout reads vt_image_prompt's segments into Go memory.
+func promptLayout(model *C.struct_vt_model, img *C.struct_vt_image) ([]PromptSegment, error) {
+	var p *C.struct_vt_prompt
+	var cerr *C.struct_vt_error
+	if st := C.vt_image_prompt(model, img, &p, &cerr); st != C.VT_OK {
+		return nil, takeError(st, cerr)
+	}
+	defer C.vt_prompt_free(p)
+	n := int(C.vt_prompt_n_segments(p))
+	out := make([]PromptSegment, n)
+	for i := 0; i < n; i++ {
+		var s C.vt_prompt_segment
+		s.struct_size = C.uint32_t(C.sizeof_vt_prompt_segment)
+		if st := C.vt_prompt_segment_at(p, C.size_t(i), &s, &cerr); st != C.VT_OK {
+			return nil, takeError(st, cerr)
+		}
+		seg := PromptSegment{Kind: SegmentKind(s.kind), TokenID: int64(s.token_id),
+			Start: int(s.start), Count: int(s.count)}
+		if s.text != nil {
+			seg.Text = C.GoStringN(s.text, C.int(s.text_len))
+		}
+		out[i] = seg
 	}
 	return out, nil
 }

@@ -17,7 +17,7 @@ use crate::error::{Error, Result, Status};
 use crate::log;
 use crate::models::cancel::{self, CancelToken};
 use crate::models::registry;
-use crate::models::{ModelInfo, VisionModel};
+use crate::models::{ModelInfo, PromptSegment, VisionModel};
 use crate::preprocess::decode::decode_to_rgb;
 use crate::preprocess::limits::try_with_capacity;
 use crate::preprocess::options::size_knobs_given;
@@ -197,10 +197,10 @@ impl Model {
             .into_iter()
             .find(|k| !knobs.contains(k) && *k != "max_tokens")
         {
-            let owners = if k == "longest_edge" {
-                "Pixtral's and Mistral3's"
-            } else {
-                "Qwen2-VL's and Qwen3-VL's"
+            let owners = match k {
+                "longest_edge" => "Pixtral's and Mistral3's",
+                "crop_to_patches" | "min_patches" | "max_patches" => "InternVL's and Aya Vision's",
+                _ => "Qwen2-VL's and Qwen3-VL's",
             };
             return Err(Error::invalid_argument(format!(
                 "{} models have no per-call `{k}` ({owners} processors do)",
@@ -434,6 +434,15 @@ impl Model {
             .as_ref()
             .map(EmbeddingCache::stats)
             .unwrap_or_default()
+    }
+
+    /// The prompt pieces that stand for `image` (preprocessed by this model) in the language
+    /// model's input, in order: text, special tokens and runs of placeholder tokens that take
+    /// the image's embedding rows (see [`crate::models::VisionModel::prompt_layout`]).
+    pub fn prompt_layout(&self, image: &Image) -> Result<Vec<PromptSegment>> {
+        self.check_image(0, image)?;
+        self.inner
+            .prompt_layout(&image.pixels, image.video.as_ref())
     }
 
     /// Checks that image `i` of a call was preprocessed by this model.

@@ -168,6 +168,9 @@ versioned!(
         max_pixels,
         max_tokens,
         longest_edge,
+        crop_to_patches,
+        min_patches,
+        max_patches,
     ]
 );
 
@@ -413,6 +416,22 @@ pub struct vt_preprocess_params {
     /// VT_ERR_INVALID_ARGUMENT. Appended after max_tokens: a struct_size that ends before it
     /// reads 0.
     pub longest_edge: u32,
+    /// InternVL / Aya Vision (`GotOcr2ImageProcessor`): -1 (default): cut the image into
+    /// tiles plus a thumbnail, as their processors do by default (`crop_to_patches=True`);
+    /// 0: one tile, the whole image stretched to the tile size; 1: tiles. Other models
+    /// refuse 0 and 1 with VT_ERR_INVALID_ARGUMENT. Appended after longest_edge (as are
+    /// min_patches and max_patches): a struct_size that ends before a field reads its
+    /// default.
+    pub crop_to_patches: i32,
+    /// InternVL / Aya Vision: the fewest tiles of the grid (`min_patches`); -1 (default):
+    /// preprocessor_config.json's (1 when absent). 0 or more than 1024 fails with
+    /// VT_ERR_INVALID_ARGUMENT, as does a value above the max_patches in effect.
+    pub min_patches: i32,
+    /// InternVL / Aya Vision: the most tiles of the grid, the thumbnail not counted
+    /// (`max_patches`, the tile budget); -1 (default): preprocessor_config.json's (12 when
+    /// absent). 1 means no tiling. 0 or more than 1024 fails with VT_ERR_INVALID_ARGUMENT.
+    /// vt_image_token_grid then gives `tiles x rows x cols` (tiles counting the thumbnail).
+    pub max_patches: i32,
 }
 
 /// The default preprocess parameters (struct_size filled in, every setting taken from the
@@ -430,6 +449,9 @@ pub extern "C" fn vt_preprocess_params_default() -> vt_preprocess_params {
         max_pixels: 0,
         max_tokens: 0,
         longest_edge: 0,
+        crop_to_patches: -1,
+        min_patches: -1,
+        max_patches: -1,
     }
 }
 
@@ -453,6 +475,25 @@ pub(crate) fn to_preprocess_options(p: &vt_preprocess_params) -> Result<Preproce
         )));
     }
     let nonzero = |v: u32| (v != 0).then_some(v as usize);
+    let crop_to_patches = match p.crop_to_patches {
+        -1 => None,
+        0 => Some(false),
+        1 => Some(true),
+        other => {
+            return Err(Error::invalid_argument(format!(
+                "vt_preprocess_params.crop_to_patches {other} is not -1, 0 or 1"
+            )))
+        }
+    };
+    let tiles = |name: &str, v: i32| -> Result<Option<usize>> {
+        match v {
+            -1 => Ok(None),
+            v if v >= 0 => Ok(Some(v as usize)),
+            other => Err(Error::invalid_argument(format!(
+                "vt_preprocess_params.{name} {other} is not -1 (the default) or a tile count"
+            ))),
+        }
+    };
     Ok(PreprocessOptions {
         pan_and_scan,
         pan_and_scan_min_crop_size: nonzero(p.pan_and_scan_min_crop_size),
@@ -463,6 +504,9 @@ pub(crate) fn to_preprocess_options(p: &vt_preprocess_params) -> Result<Preproce
         max_pixels: size_knob(p.max_pixels),
         max_tokens: size_knob(p.max_tokens),
         longest_edge: nonzero(p.longest_edge),
+        crop_to_patches,
+        min_patches: tiles("min_patches", p.min_patches)?,
+        max_patches: tiles("max_patches", p.max_patches)?,
     })
 }
 

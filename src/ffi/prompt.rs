@@ -1,12 +1,15 @@
 //! What an engine needs to place image embeddings in a prompt: the special token ids around
 //! them and the layout of each image's embeddings.
 
+use std::ffi::CString;
+
 use crate::error::Error;
 use crate::ffi::boundary::{arg, guard, guard_value, out_ptr, write};
 use crate::ffi::error::vt_error;
 use crate::ffi::image::vt_image;
 use crate::ffi::model::vt_model;
 use crate::ffi::status::vt_status;
+use crate::models::PromptSegment;
 
 /// Which special token vt_model_token_id returns (a `VT_TOKEN_*` value).
 pub type vt_token_role = u32;
@@ -201,5 +204,198 @@ pub extern "C" fn vt_image_mrope_positions(
             }
         }
         Ok(())
+    })
+}
+
+/// Which kind of piece a vt_prompt_segment is (a `VT_SEGMENT_*` value).
+pub type vt_segment_kind = u32;
+/// Text for the engine to tokenize with the model's tokenizer, like the rest of the prompt
+/// (`text`, `text_len`).
+pub const VT_SEGMENT_TEXT: vt_segment_kind = 0;
+/// One special token (`token_id`).
+pub const VT_SEGMENT_TOKEN: vt_segment_kind = 1;
+/// `count` placeholder tokens (`token_id`, or -1 when the model folder does not name it)
+/// whose input embeddings are the image's embedding rows `start .. start + count - 1` (row
+/// k of vt_embeddings_data for this image goes to the k-th placeholder of the image).
+pub const VT_SEGMENT_EMBEDDINGS: vt_segment_kind = 2;
+
+/// One piece of an image's prompt layout, filled by vt_prompt_segment_at. Set `struct_size` to
+/// `sizeof(vt_prompt_segment)` before the call: fields are only ever appended, and vtower
+/// writes only the fields that struct_size covers.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct vt_prompt_segment {
+    /// `sizeof(vt_prompt_segment)`, set by the caller.
+    pub struct_size: u32,
+    /// VT_SEGMENT_TEXT, VT_SEGMENT_TOKEN or VT_SEGMENT_EMBEDDINGS.
+    pub kind: vt_segment_kind,
+    /// VT_SEGMENT_TEXT: the text, UTF-8, NUL-terminated, borrowed from the vt_prompt (valid
+    /// until vt_prompt_free); NULL for the other kinds.
+    pub text: *const std::ffi::c_char,
+    /// VT_SEGMENT_TEXT: the text's length in bytes (without the NUL); 0 otherwise.
+    pub text_len: usize,
+    /// VT_SEGMENT_TOKEN: the token id. VT_SEGMENT_EMBEDDINGS: the placeholder token id, or
+    /// -1 when unknown. VT_SEGMENT_TEXT: -1.
+    pub token_id: i64,
+    /// VT_SEGMENT_EMBEDDINGS: the first embedding row; 0 otherwise.
+    pub start: usize,
+    /// VT_SEGMENT_EMBEDDINGS: the number of placeholders (and rows); 0 otherwise.
+    pub count: usize,
+}
+
+/// The prompt layout of one image: an immutable list of segments (vt_image_prompt).
+pub struct vt_prompt {
+    segments: Vec<PromptSegment>,
+    /// The text of each segment (empty for non-text ones), NUL-terminated.
+    texts: Vec<CString>,
+}
+
+/// The pieces of the prompt that stand for `image` in the language model's input, in order,
+/// as the model's reference processor lays them out: text (to tokenize), special tokens, and
+/// runs of placeholder tokens that take the image's embedding rows. The placeholder runs
+/// cover every embedding row exactly once, in order. This is the one call an engine needs
+/// for every family; vt_model_token_id and vt_image_token_grid give the same information in
+/// parts. Per family:
+/// - SigLIP: one run (no token id).
+/// - LLaVA, PaliGemma: `image_token_index` x n (PaliGemma's `<bos>` and text follow in the
+///   prompt, not in the layout).
+/// - Gemma3: text "\n\n", `<start_of_image>`, placeholders, `<end_of_image>`, text "\n\n"; with
+///   pan-and-scan crops, "Here is the original image " before the first block, " and here are
+///   some crops to help you see better " before the crops' blocks, joined by " ".
+/// - Gemma 4: `boi`, placeholders, `eoi`; a video: per frame the text "mm:ss ", `boi`, the
+///   frame's video placeholders, `eoi`, frames joined by " ".
+/// - Pixtral / Mistral3: per row of the token grid, `cols` `[IMG]` then `[IMG_BREAK]`, the last
+///   `[IMG_BREAK]` being `[IMG_END]`.
+/// - Qwen2-VL / Qwen2.5-VL / Qwen3-VL / Qwen3.5: `<|vision_start|>`, placeholders
+///   (`<|image_pad|>` or `<|video_pad|>`), `<|vision_end|>` (the whole block the chat template
+///   writes); a Qwen3-VL / Qwen3.5 video: per temporal group the text `<T seconds>`,
+///   `<|vision_start|>`, the group's `<|video_pad|>`, `<|vision_end|>`.
+/// - InternVL: `<img>`, `<IMG_CONTEXT>` x (tokens per tile x tiles), `</img>`.
+/// - Aya Vision: `<|START_OF_IMG|>`; per grid tile i (from 1) the text `TILE_i` and its
+///   `<|IMG_PATCH|>` run; the text `TILE_GLOBAL` and the thumbnail's run (the only tile's
+///   when there is one); `<|END_OF_IMG|>`.
+///
+/// A special token whose id the model folder does not give appears as its text.
+///
+/// - `image`: preprocessed by this model (vt_preprocess*, vt_preprocess_video).
+/// - `prompt_out`: receives a new layout on VT_OK; free with vt_prompt_free. It does not
+///   refer to the model or the image.
+///
+/// Errors: VT_ERR_INVALID_ARGUMENT (NULL pointers, an image of another model).
+/// Threads: any thread, concurrently with other calls on the same model.
+#[no_mangle]
+pub extern "C" fn vt_image_prompt(
+    model: *const vt_model,
+    image: *const vt_image,
+    prompt_out: *mut *mut vt_prompt,
+    err_out: *mut *mut vt_error,
+) -> vt_status {
+    guard(err_out, || {
+        // SAFETY: NULL or live objects (contract).
+        let m = unsafe { arg(model, "model") }?;
+        // SAFETY: as above.
+        let img = unsafe { arg(image, "image") }?;
+        out_ptr(prompt_out, "prompt_out")?;
+        let segments = m.model.prompt_layout(&img.image)?;
+        let texts = segments
+            .iter()
+            .map(|s| match s {
+                PromptSegment::Text(t) => CString::new(t.as_str())
+                    .map_err(|_| Error::compute("prompt text holds a NUL byte")),
+                _ => Ok(CString::default()),
+            })
+            .collect::<crate::error::Result<Vec<_>>>()?;
+        let boxed = Box::into_raw(Box::new(vt_prompt { segments, texts }));
+        // SAFETY: checked non-NULL above.
+        unsafe { write(prompt_out, boxed) };
+        Ok(())
+    })
+}
+
+/// Number of segments of `prompt`; 0 if `prompt` is NULL. Any thread.
+#[no_mangle]
+pub extern "C" fn vt_prompt_n_segments(prompt: *const vt_prompt) -> usize {
+    guard_value(0, || {
+        // SAFETY: NULL or a live prompt (contract).
+        unsafe { prompt.as_ref() }.map_or(0, |p| p.segments.len())
+    })
+}
+
+/// Fills `segment_out` with segment `index` (0-based, below vt_prompt_n_segments) of
+/// `prompt`. The caller sets `segment_out->struct_size` first (at least up to `count` of this
+/// header's struct); text pointers are borrowed from `prompt`.
+///
+/// Errors: VT_ERR_INVALID_ARGUMENT (NULL pointers, `index` out of range, a struct_size too
+/// small). Any thread.
+#[no_mangle]
+pub extern "C" fn vt_prompt_segment_at(
+    prompt: *const vt_prompt,
+    index: usize,
+    segment_out: *mut vt_prompt_segment,
+    err_out: *mut *mut vt_error,
+) -> vt_status {
+    guard(err_out, || {
+        // SAFETY: NULL or a live prompt (contract).
+        let p = unsafe { arg(prompt, "prompt") }?;
+        out_ptr(segment_out, "segment_out")?;
+        // SAFETY: checked non-NULL; the caller's struct is readable for its first field.
+        let size = unsafe { std::ptr::addr_of!((*segment_out).struct_size).read_unaligned() };
+        let full = std::mem::size_of::<vt_prompt_segment>();
+        if (size as usize) < full {
+            return Err(Error::invalid_argument(format!(
+                "segment_out->struct_size {size} is smaller than sizeof(vt_prompt_segment) \
+                 = {full}; set it before the call"
+            )));
+        }
+        let s = p.segments.get(index).ok_or_else(|| {
+            Error::invalid_argument(format!(
+                "segment {index} of a layout of {} segments",
+                p.segments.len()
+            ))
+        })?;
+        let mut out = vt_prompt_segment {
+            struct_size: size,
+            kind: VT_SEGMENT_TEXT,
+            text: std::ptr::null(),
+            text_len: 0,
+            token_id: -1,
+            start: 0,
+            count: 0,
+        };
+        match s {
+            PromptSegment::Text(t) => {
+                out.text = p.texts[index].as_ptr();
+                out.text_len = t.len();
+            }
+            PromptSegment::Token(id) => {
+                out.kind = VT_SEGMENT_TOKEN;
+                out.token_id = *id;
+            }
+            PromptSegment::Embeddings {
+                token,
+                start,
+                count,
+            } => {
+                out.kind = VT_SEGMENT_EMBEDDINGS;
+                out.token_id = token.unwrap_or(-1);
+                out.start = *start;
+                out.count = *count;
+            }
+        }
+        // SAFETY: checked non-NULL; the caller's struct covers all of this header's fields
+        // (struct_size checked above).
+        unsafe { write(segment_out, out) };
+        Ok(())
+    })
+}
+
+/// Frees a prompt layout (and the texts borrowed from it). NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn vt_prompt_free(prompt: *mut vt_prompt) {
+    guard_value((), || {
+        if !prompt.is_null() {
+            // SAFETY: `prompt` came from vt_image_prompt and is freed once (contract).
+            drop(unsafe { Box::from_raw(prompt) });
+        }
     })
 }

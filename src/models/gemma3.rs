@@ -15,11 +15,15 @@ use candle_core::{DType, Device, Tensor};
 use crate::config::{ConfigObject, ModelFiles};
 use crate::error::{Error, Result};
 use crate::models::layers::{GemmaRmsNorm, Linear, Loader};
-use crate::models::pixels::to_compute;
+use crate::models::pixels::forward_frames;
 use crate::models::siglip::{self, SiglipVisionConfig, SiglipVisionTower};
 use crate::models::vit::MAX_DIM;
-use crate::models::{attention_bytes, batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
+use crate::models::{
+    attention_bytes, batch_for_budget, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens,
+    VisionModel,
+};
 use crate::preprocess::gemma3::Gemma3Processor;
+use crate::preprocess::qwen_video::VideoMeta;
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 use crate::weights::Weights;
 
@@ -237,40 +241,47 @@ impl VisionModel for Gemma3Model {
 
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {
         let s = self.tower.config().image_size;
-        let frame = 3 * s * s;
-        let mut data = Vec::new();
-        let mut frames = Vec::with_capacity(batch.len());
-        for p in batch {
-            let f = p.grid[0];
-            if p.data.len() != f * frame {
-                return Err(Error::invalid_argument(format!(
-                    "preprocessed image of shape {:?} does not hold {f} frames of 3x{s}x{s}",
-                    p.shape
-                )));
+        forward_frames(
+            batch,
+            [3, s, s],
+            self.frames_per_call,
+            self.dtype,
+            &self.device,
+            |x| self.projector.forward(&self.tower.forward(x)?),
+        )
+    }
+
+    fn prompt_layout(
+        &self,
+        pixels: &Pixels,
+        _video: Option<&VideoMeta>,
+    ) -> Result<Vec<PromptSegment>> {
+        // Gemma3Processor.full_image_sequence / replace_image_token.
+        let t = &self.info.tokens;
+        let per_frame = pixels.grid[1] * pixels.grid[2];
+        let mut b = PromptBuilder::default();
+        let image = |b: &mut PromptBuilder| {
+            b.text("\n\n")
+                .token(t.image_start)
+                .rows(t.image, per_frame)
+                .token(t.image_end)
+                .text("\n\n");
+        };
+        let crops = pixels.grid[0].saturating_sub(1);
+        if crops == 0 {
+            image(&mut b);
+        } else {
+            b.text("Here is the original image ");
+            image(&mut b);
+            b.text(" and here are some crops to help you see better ");
+            for k in 0..crops {
+                if k > 0 {
+                    b.text(" ");
+                }
+                image(&mut b);
             }
-            data.extend_from_slice(&p.data);
-            frames.push(f);
         }
-        let total: usize = frames.iter().sum();
-        let all = Tensor::from_vec(data, (total, 3, s, s), &Device::Cpu)?;
-        let mut outs = Vec::new();
-        let mut start = 0;
-        while start < total {
-            let n = self.frames_per_call.min(total - start);
-            let x = to_compute(all.narrow(0, start, n)?, self.dtype, &self.device)?;
-            let y = self.projector.forward(&self.tower.forward(&x)?)?;
-            outs.push(y.to_dtype(DType::F32)?.to_device(&Device::Cpu)?);
-            start += n;
-        }
-        let out = Tensor::cat(&outs, 0)?;
-        let t = self.info.output_dim;
-        let mut result = Vec::with_capacity(batch.len());
-        let mut row = 0;
-        for f in frames {
-            result.push(out.narrow(0, row, f)?.reshape(((), t))?);
-            row += f;
-        }
-        Ok(result)
+        b.finish(pixels.n_tokens())
     }
 }
 

@@ -31,7 +31,9 @@ use crate::models::layers::{segment_attention, GemmaRmsNorm, Linear, Loader};
 use crate::models::pixels::to_compute;
 use crate::models::rope::{apply_rotary_f32, inverse_frequencies};
 use crate::models::vit::MAX_DIM;
-use crate::models::{batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
+use crate::models::{
+    batch_for_budget, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens, VisionModel,
+};
 use crate::preprocess::gemma4::{Gemma4Processor, SUPPORTED_SOFT_TOKENS};
 use crate::preprocess::gemma4_video::Gemma4VideoProcessor;
 use crate::preprocess::qwen_video::{video_config, SampleOptions, VideoFrames, VideoMeta};
@@ -581,6 +583,38 @@ impl VisionModel for Gemma4Model {
             .as_ref()
             .map_err(|e| Error::bad_config(e.clone()))?;
         proc.process(video, opts, limits)
+    }
+
+    fn prompt_layout(
+        &self,
+        pixels: &Pixels,
+        video: Option<&VideoMeta>,
+    ) -> Result<Vec<PromptSegment>> {
+        let t = &self.info.tokens;
+        let mut b = PromptBuilder::default();
+        let Some(meta) = video else {
+            // Gemma4Processor.replace_image_token: boi, the placeholders, eoi.
+            b.token(t.image_start)
+                .rows(t.image, pixels.n_tokens())
+                .token(t.image_end);
+            return b.finish(pixels.n_tokens());
+        };
+        // Gemma4Processor.replace_video_token: per frame `mm:ss`, a space, boi, the frame's
+        // placeholders, eoi; frames joined by a space.
+        let [frames, rows, cols] = pixels.grid;
+        for f in 0..frames {
+            let s = meta.timestamps.get(f).copied().unwrap_or(0.0);
+            if f > 0 {
+                b.text(" ");
+            }
+            // Python: int(s // 60), int(s % 60) for a non-negative float.
+            let (m, sec) = ((s / 60.0).floor() as u64, (s % 60.0).floor() as u64);
+            b.text(&format!("{m:02}:{sec:02} "))
+                .token(t.image_start)
+                .rows(self.video_token, rows * cols)
+                .token(t.image_end);
+        }
+        b.finish(pixels.n_tokens())
     }
 
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {

@@ -486,6 +486,9 @@ pub struct Attention {
     out: Linear,
     heads: usize,
     head_dim: usize,
+    /// RMSNorms of the whole q and k projections (InternViT's `q_norm` / `k_norm`), applied
+    /// before the heads are split.
+    qk_norm: Option<Box<[RmsNorm; 2]>>,
 }
 
 impl Linear {
@@ -519,6 +522,7 @@ impl Attention {
             out: loader.linear(out_proj_name, dim, dim, bias)?,
             heads,
             head_dim: dim / heads,
+            qk_norm: None,
         })
     }
 
@@ -537,7 +541,30 @@ impl Attention {
             out,
             heads,
             head_dim: dim / heads,
+            qk_norm: None,
         })
+    }
+
+    /// The attention with RMSNorms over the whole q and k projections (before the heads are
+    /// split), as InternViT's `use_qk_norm`.
+    pub fn with_qk_norm(mut self, q: RmsNorm, k: RmsNorm) -> Attention {
+        self.qk_norm = Some(Box::new([q, k]));
+        self
+    }
+
+    /// The fused projection's output `[.., 3 * dim]`, with q and k normalized when the
+    /// attention has q/k norms.
+    fn project_qkv(&self, x: &Tensor) -> Result<Tensor> {
+        let qkv = self.qkv.forward(x)?;
+        let Some(norms) = &self.qk_norm else {
+            return Ok(qkv);
+        };
+        let d = self.heads * self.head_dim;
+        let last = qkv.rank() - 1;
+        let q = norms[0].forward(&qkv.narrow(last, 0, d)?)?;
+        let k = norms[1].forward(&qkv.narrow(last, d, d)?)?;
+        let v = qkv.narrow(last, 2 * d, d)?;
+        Ok(Tensor::cat(&[q, k, v], last)?)
     }
 
     pub fn heads(&self) -> usize {
@@ -580,7 +607,7 @@ impl Attention {
                 "attention: segments {segments:?} do not add up to {n} tokens"
             )));
         }
-        let qkv = self.qkv.forward(x)?;
+        let qkv = self.project_qkv(x)?;
         // [heads, n, head_dim] views into the projection's output; segment attention makes
         // them contiguous where the device needs it.
         let qkv = qkv
@@ -650,7 +677,7 @@ impl Attention {
     /// All images and heads in one batched matmul, unmasked (`x`: `[batch, tokens, dim]`).
     fn forward_batched(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
         let (b, n, d) = x.dims3()?;
-        let qkv = self.qkv.forward(x)?;
+        let qkv = self.project_qkv(x)?;
         let qkv = qkv
             .reshape((b, n, 3, self.heads, self.head_dim))?
             .permute((2, 0, 3, 1, 4))?;

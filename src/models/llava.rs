@@ -56,7 +56,7 @@ pub enum LlavaTower {
     Siglip,
 }
 
-enum VisionConfig {
+pub(crate) enum VisionConfig {
     Clip(ClipVisionConfig),
     Siglip(SiglipVisionConfig),
 }
@@ -64,11 +64,22 @@ enum VisionConfig {
 impl VisionConfig {
     /// `vision_config` (LlavaConfig's default when absent) read as `kind`'s config.
     fn read(cfg: &ConfigObject, kind: LlavaTower) -> Result<VisionConfig> {
+        VisionConfig::read_or(cfg, kind, "LlavaConfig", DEFAULT_VISION_CONFIG)
+    }
+
+    /// `vision_config` read as `kind`'s config; when absent, `default` (the JSON of the
+    /// vision config that the `class` config builds).
+    pub(crate) fn read_or(
+        cfg: &ConfigObject,
+        kind: LlavaTower,
+        class: &str,
+        default: &str,
+    ) -> Result<VisionConfig> {
         let vision_cfg = match cfg.object("vision_config")? {
             Some(v) => v,
             None => ConfigObject::parse(
-                "config.json: vision_config (LlavaConfig default)",
-                DEFAULT_VISION_CONFIG,
+                &format!("config.json: vision_config ({class} default)"),
+                default,
             )?,
         };
         Ok(match kind {
@@ -77,7 +88,7 @@ impl VisionConfig {
         })
     }
 
-    fn tower(&self) -> &VitTowerConfig {
+    pub(crate) fn tower(&self) -> &VitTowerConfig {
         match self {
             VisionConfig::Clip(c) | VisionConfig::Siglip(c) => c,
         }
@@ -89,7 +100,7 @@ impl VisionConfig {
     }
 }
 
-enum Tower {
+pub(crate) enum Tower {
     Clip(ClipVisionTower),
     Siglip(SiglipVisionTower),
 }
@@ -97,7 +108,7 @@ enum Tower {
 impl Tower {
     /// Loads the embeddings and the first `layers` encoder layers (what
     /// `hidden_states[layers]` needs; never `post_layernorm`).
-    fn load(loader: &Loader, vision: &VisionConfig, layers: usize) -> Result<Tower> {
+    pub(crate) fn load(loader: &Loader, vision: &VisionConfig, layers: usize) -> Result<Tower> {
         Ok(match vision {
             VisionConfig::Clip(c) => Tower::Clip(ClipVisionTower::load(loader, c, layers)?),
             VisionConfig::Siglip(c) => {
@@ -106,7 +117,7 @@ impl Tower {
         })
     }
 
-    fn hidden_states(&self, pixels: &Tensor, indices: &[usize]) -> Result<Vec<Tensor>> {
+    pub(crate) fn hidden_states(&self, pixels: &Tensor, indices: &[usize]) -> Result<Vec<Tensor>> {
         match self {
             Tower::Clip(t) => t.hidden_states(pixels, indices),
             Tower::Siglip(t) => t.hidden_states(pixels, indices),
@@ -152,21 +163,31 @@ impl Processor {
 }
 
 /// Which tokens of which hidden states reach the projector.
-struct Features {
+pub(crate) struct Features {
     /// Resolved `hidden_states` indices, in config order.
-    layers: Vec<usize>,
+    pub(crate) layers: Vec<usize>,
     /// Strategy `default`: drop the first token.
-    drop_first: bool,
+    pub(crate) drop_first: bool,
     /// Tokens per image after the selection.
-    tokens: usize,
+    pub(crate) tokens: usize,
     /// Token grid of each image.
-    grid: [usize; 3],
+    pub(crate) grid: [usize; 3],
 }
 
 impl Features {
     /// Reads `vision_feature_layer` and `vision_feature_select_strategy` for `vision`.
     fn read(cfg: &ConfigObject, vision: &VisionConfig) -> Result<Features> {
-        let strategy = cfg.string_or("vision_feature_select_strategy", "default")?;
+        Features::read_or(cfg, vision, "default", DEFAULT_FEATURE_LAYER)
+    }
+
+    /// [`Features::read`] with a config class's defaults for the strategy and the layer.
+    pub(crate) fn read_or(
+        cfg: &ConfigObject,
+        vision: &VisionConfig,
+        default_strategy: &str,
+        default_layer: i64,
+    ) -> Result<Features> {
+        let strategy = cfg.string_or("vision_feature_select_strategy", default_strategy)?;
         let drop_first = match strategy.as_str() {
             "default" => true,
             "full" => false,
@@ -178,7 +199,7 @@ impl Features {
             }
         };
         let tower = vision.tower();
-        let layers = feature_layers(cfg, DEFAULT_FEATURE_LAYER, tower.encoder.num_layers)?;
+        let layers = feature_layers(cfg, default_layer, tower.encoder.num_layers)?;
         let class_token = vision.class_token();
         let grid = tower.grid();
         let seq = grid * grid + usize::from(class_token);
@@ -203,7 +224,7 @@ impl Features {
     }
 
     /// The selected tokens of each hidden state, concatenated along the channels.
-    fn select(&self, states: Vec<Tensor>) -> Result<Tensor> {
+    pub(crate) fn select(&self, states: Vec<Tensor>) -> Result<Tensor> {
         let selected = states
             .into_iter()
             .map(|h| {
@@ -221,7 +242,7 @@ impl Features {
 
 /// The language model's width: `text_config.hidden_size`, else read off the projector's
 /// weights (the text model's class, and so its default width, varies).
-fn text_width(cfg: &ConfigObject, proj: &Loader) -> Result<usize> {
+pub(crate) fn text_width(cfg: &ConfigObject, proj: &Loader) -> Result<usize> {
     match cfg.object("text_config")? {
         Some(t) if t.contains("hidden_size") => t.positive_or("hidden_size", 0, MAX_DIM),
         _ => Ok(*proj.shape("linear_1.weight")?.first().ok_or_else(|| {

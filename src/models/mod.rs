@@ -2,11 +2,13 @@
 //! `config.json`'s `model_type` to the family that loads it.
 
 pub mod activation;
+pub mod aya_vision;
 pub mod cancel;
 pub mod clip;
 pub mod fused;
 pub mod gemma3;
 pub mod gemma4;
+pub mod internvl;
 pub mod kernels;
 pub mod layers;
 pub mod llava;
@@ -70,6 +72,86 @@ pub struct SpecialTokens {
     pub image_break: Option<i64>,
 }
 
+/// One piece of the prompt text that stands for an image, in order (see
+/// [`VisionModel::prompt_layout`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PromptSegment {
+    /// Plain text, to be tokenized with the model's tokenizer like the rest of the prompt.
+    Text(String),
+    /// One special token, by its language-model id.
+    Token(i64),
+    /// `count` placeholder tokens (`token`, when the model folder names it) whose input
+    /// embeddings are the image's embedding rows `start .. start + count`.
+    Embeddings {
+        token: Option<i64>,
+        start: usize,
+        count: usize,
+    },
+}
+
+/// Builds a [`PromptSegment`] list, merging adjacent text.
+#[derive(Debug, Default)]
+pub struct PromptBuilder {
+    segments: Vec<PromptSegment>,
+    next_row: usize,
+}
+
+impl PromptBuilder {
+    pub fn text(&mut self, text: &str) -> &mut Self {
+        if text.is_empty() {
+            return self;
+        }
+        if let Some(PromptSegment::Text(t)) = self.segments.last_mut() {
+            t.push_str(text);
+        } else {
+            self.segments.push(PromptSegment::Text(text.to_string()));
+        }
+        self
+    }
+
+    /// A special token; nothing when the model folder does not name it.
+    pub fn token(&mut self, id: Option<i64>) -> &mut Self {
+        if let Some(id) = id {
+            self.segments.push(PromptSegment::Token(id));
+        }
+        self
+    }
+
+    /// A special token given by its string: the token when the model folder names its id,
+    /// else the string as text (the tokenizer then maps it).
+    pub fn special(&mut self, id: Option<i64>, text: &str) -> &mut Self {
+        match id {
+            Some(_) => self.token(id),
+            None => self.text(text),
+        }
+    }
+
+    /// The next `count` embedding rows, as `token` placeholders.
+    pub fn rows(&mut self, token: Option<i64>, count: usize) -> &mut Self {
+        if count > 0 {
+            self.segments.push(PromptSegment::Embeddings {
+                token,
+                start: self.next_row,
+                count,
+            });
+            self.next_row += count;
+        }
+        self
+    }
+
+    /// The segments; an error when they do not cover exactly `n_tokens` rows (a layout that
+    /// disagrees with the embeddings is a bug, never sent to an engine).
+    pub fn finish(self, n_tokens: usize) -> Result<Vec<PromptSegment>> {
+        if self.next_row != n_tokens {
+            return Err(Error::compute(format!(
+                "prompt layout covers {} embedding rows, the image has {n_tokens}",
+                self.next_row
+            )));
+        }
+        Ok(self.segments)
+    }
+}
+
 /// A loaded vision tower with its preprocessing.
 ///
 /// Implementations are immutable after loading and used from many threads at once.
@@ -125,9 +207,9 @@ pub trait VisionModel: Send + Sync {
     }
 
     /// The per-call size knobs of [`PreprocessOptions`] this family's `preprocess_with`
-    /// implements (`min_pixels`, `max_pixels`, `longest_edge`, `max_tokens`); the engine
-    /// refuses the others and checks `max_tokens` itself for families without it. None by
-    /// default.
+    /// implements (`min_pixels`, `max_pixels`, `longest_edge`, `max_tokens`,
+    /// `crop_to_patches`, `min_patches`, `max_patches`); the engine refuses the others and
+    /// checks `max_tokens` itself for families without it. None by default.
     fn size_knobs(&self) -> &'static [&'static str] {
         &[]
     }
@@ -149,6 +231,29 @@ pub trait VisionModel: Send + Sync {
     /// which it is added to the hidden states at the image positions. Empty by default.
     fn deepstack_layers(&self) -> &[usize] {
         &[]
+    }
+
+    /// The prompt pieces that stand for one preprocessed image (or video) in the language
+    /// model's input, in order: what the reference processor expands the image placeholder
+    /// into, together with the start / end tokens the model's prompt format puts around it.
+    /// By default: the start token, one placeholder per embedding row, the end token (each
+    /// when the model has it).
+    fn prompt_layout(
+        &self,
+        pixels: &Pixels,
+        video: Option<&VideoMeta>,
+    ) -> Result<Vec<PromptSegment>> {
+        let t = &self.info().tokens;
+        let placeholder = if video.is_some() {
+            self.video_token()
+        } else {
+            t.image
+        };
+        let mut b = PromptBuilder::default();
+        b.token(t.image_start)
+            .rows(placeholder, pixels.n_tokens())
+            .token(t.image_end);
+        b.finish(pixels.n_tokens())
     }
 
     /// How many patches per side one output token covers (Qwen2-VL's `spatial_merge_size`):

@@ -97,6 +97,53 @@ pub fn pack_patch_rows(
     Ok((x, grids))
 }
 
+/// Runs `run` over the frames of a batch of images whose pixels are `grid[0]` frames of
+/// `frame` (`[C, H, W]`) each, e.g. tiles plus thumbnail or an image and its crops:
+/// `per_call` frames at a time, in order, across image boundaries. `run` maps `[n, C, H, W]`
+/// to `[n, tokens, D]`; each image gets its frames' rows as one `[frames * tokens, D]`
+/// tensor (in the compute dtype, on the compute device).
+pub fn forward_frames(
+    batch: &[&Pixels],
+    frame: [usize; 3],
+    per_call: usize,
+    dtype: DType,
+    device: &Device,
+    run: impl Fn(&Tensor) -> Result<Tensor>,
+) -> Result<Vec<Tensor>> {
+    let frame_len: usize = frame.iter().product();
+    let mut frames = Vec::with_capacity(batch.len());
+    let mut data = Vec::with_capacity(batch.iter().map(|p| p.data.len()).sum());
+    for p in batch {
+        let f = p.grid[0];
+        if f == 0 || p.data.len() != f * frame_len {
+            return Err(Error::invalid_argument(format!(
+                "preprocessed image of shape {:?} does not hold {f} frames of {frame:?}",
+                p.shape
+            )));
+        }
+        data.extend_from_slice(&p.data);
+        frames.push(f);
+    }
+    let total: usize = frames.iter().sum();
+    let [c, h, w] = frame;
+    let all = Tensor::from_vec(data, (total, c, h, w), &Device::Cpu)?;
+    let mut outs = Vec::new();
+    let mut start = 0;
+    while start < total {
+        let n = per_call.max(1).min(total - start);
+        let x = to_compute(all.narrow(0, start, n)?, dtype, device)?;
+        outs.push(run(&x)?);
+        start += n;
+    }
+    let out = Tensor::cat(&outs, 0)?;
+    let (_, tokens, d) = out.dims3()?;
+    let rows = out.reshape((total * tokens, d))?;
+    split_rows(
+        &rows,
+        &frames.iter().map(|f| f * tokens).collect::<Vec<_>>(),
+    )
+}
+
 /// Cuts `[Σk, D]` rows into consecutive per-image pieces of `counts[i]` rows.
 pub fn split_rows(x: &Tensor, counts: &[usize]) -> Result<Vec<Tensor>> {
     let mut start = 0;

@@ -26,9 +26,12 @@ use crate::models::pixels::{patchify, to_compute};
 use crate::models::projector::{concat_features, feature_layers, MlpProjector};
 use crate::models::rope::{pixtral_axial_angles, Rotary};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
-use crate::models::{refuse_max_soft_tokens, ModelInfo, SpecialTokens, VisionModel};
+use crate::models::{
+    refuse_max_soft_tokens, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens, VisionModel,
+};
 use crate::preprocess::longest_edge::LongestEdgeProcessor;
 use crate::preprocess::options::PreprocessOptions;
+use crate::preprocess::qwen_video::VideoMeta;
 use crate::preprocess::settings::read_patch_size;
 use crate::preprocess::{Limits, Pixels, RgbImage};
 use crate::tokenizer::AddedTokens;
@@ -748,6 +751,26 @@ impl VisionModel for PixtralModel {
 
     fn size_knobs(&self) -> &'static [&'static str] {
         &["longest_edge", "max_tokens"]
+    }
+
+    fn prompt_layout(
+        &self,
+        pixels: &Pixels,
+        _video: Option<&VideoMeta>,
+    ) -> Result<Vec<PromptSegment>> {
+        // PixtralProcessor: each row of the token grid is `cols` [IMG] then [IMG_BREAK]; the
+        // last [IMG_BREAK] is [IMG_END].
+        let t = &self.info.tokens;
+        let [_, rows, cols] = pixels.grid;
+        let mut b = PromptBuilder::default();
+        for r in 0..rows {
+            b.rows(t.image, cols).token(if r + 1 == rows {
+                t.image_end
+            } else {
+                t.image_break
+            });
+        }
+        b.finish(pixels.n_tokens())
     }
 
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {

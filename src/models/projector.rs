@@ -1,7 +1,8 @@
 //! The LLaVA-style link between a vision tower and its language model, shared by every family
 //! that follows `LlavaForConditionalGeneration` (LLaVA with CLIP/SigLIP towers, pixtral-12b,
 //! Mistral3): which `hidden_states` feed the projector (`vision_feature_layer`) and the
-//! two-layer MLP projector itself (`LlavaMultiModalProjector`).
+//! two-layer MLP projector itself (`LlavaMultiModalProjector`); and the pixel shuffle of the
+//! tiled families.
 
 use candle_core::Tensor;
 use serde_json::Value;
@@ -89,6 +90,25 @@ pub fn feature_layers(cfg: &ConfigObject, default: i64, num_layers: usize) -> Re
         .map_err(|e| e.context(format!("{}: vision_feature_layer", cfg.location())))
 }
 
+/// The pixel shuffle of InternVL (`InternVLModel.pixel_shuffle` with `scale_factor` = 1 /
+/// `factor`) and Aya Vision (`AyaVisionMultiModalProjector.pixel_shuffle`): `[b, s*s, d]`
+/// tokens of an `s` x `s` grid (row-major) become `[b, (s/f)^2, f*f*d]`, each output token
+/// the `f` x `f` block at its place, channels ordered (row in the block, column in the
+/// block, channel). Both references compute exactly this with their view / permute chains.
+pub fn pixel_shuffle(x: &Tensor, side: usize, factor: usize) -> Result<Tensor> {
+    let (b, n, d) = x.dims3()?;
+    if factor == 0 || n != side * side || side % factor != 0 {
+        return Err(Error::compute(format!(
+            "pixel shuffle: {n} tokens are not a {side}x{side} grid divisible by {factor}"
+        )));
+    }
+    let s = side / factor;
+    Ok(x.reshape(vec![b, s, factor, s, factor, d])?
+        .permute(vec![0, 1, 3, 2, 4, 5])?
+        .contiguous()?
+        .reshape((b, s * s, factor * factor * d))?)
+}
+
 /// Concatenates per-layer features along the channels (one layer: itself).
 pub fn concat_features(mut states: Vec<Tensor>, dim: usize) -> Result<Tensor> {
     Ok(if states.len() == 1 {
@@ -101,6 +121,39 @@ pub fn concat_features(mut states: Vec<Tensor>, dim: usize) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pixel_shuffle_matches_the_reference_chain() {
+        // InternVL's chain on a [1, 4, 4, 2] grid holding (row, col, channel) codes:
+        // view(1, 4, 2, 4) -> permute(0, 2, 1, 3) -> view(1, 2, 2, 8) -> permute(0, 2, 1, 3).
+        let code = |r: usize, c: usize, ch: usize| (r * 100 + c * 10 + ch) as f32;
+        let mut v = Vec::new();
+        for r in 0..4 {
+            for c in 0..4 {
+                for ch in 0..2 {
+                    v.push(code(r, c, ch));
+                }
+            }
+        }
+        let x = Tensor::from_vec(v, (1, 16, 2), &candle_core::Device::Cpu).unwrap();
+        let y = pixel_shuffle(&x, 4, 2).unwrap();
+        assert_eq!(y.dims(), &[1, 4, 8]);
+        let y = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        // Output token (R, C), channel (i, j, ch) = input (2R + i, 2C + j, ch).
+        for rr in 0..2 {
+            for cc in 0..2 {
+                for i in 0..2 {
+                    for j in 0..2 {
+                        for ch in 0..2 {
+                            let at = (rr * 2 + cc) * 8 + i * 4 + j * 2 + ch;
+                            assert_eq!(y[at], code(2 * rr + i, 2 * cc + j, ch));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(pixel_shuffle(&x, 4, 3).is_err());
+    }
 
     #[test]
     fn feature_layer_indices() {

@@ -34,7 +34,9 @@ use crate::models::pixels::{pack_patch_rows, split_rows};
 use crate::models::qwen2_vl::{check_channels_and_heads, qwen_image_methods};
 use crate::models::rope::{apply_rotary_f32, AxialRope};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
-use crate::models::{batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
+use crate::models::{
+    batch_for_budget, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens, VisionModel,
+};
 use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor};
 use crate::preprocess::qwen_video::{
     load_video_processor, run_video_processor, QwenVideoProcessor, SampleOptions, VideoFlavor,
@@ -514,6 +516,32 @@ impl VisionModel for Qwen3VlModel {
         limits: &Limits,
     ) -> Result<(Pixels, VideoMeta)> {
         run_video_processor(&self.video, |_| VideoTime::PerFrame, video, opts, limits)
+    }
+
+    fn prompt_layout(
+        &self,
+        pixels: &Pixels,
+        video: Option<&VideoMeta>,
+    ) -> Result<Vec<PromptSegment>> {
+        let t = &self.info.tokens;
+        let mut b = PromptBuilder::default();
+        let Some(meta) = video else {
+            b.token(t.image_start)
+                .rows(t.image, pixels.n_tokens())
+                .token(t.image_end);
+            return b.finish(pixels.n_tokens());
+        };
+        // Qwen3VLProcessor.replace_video_token: per temporal group `<T seconds>` (T with
+        // one decimal), <|vision_start|>, the group's placeholders, <|vision_end|>.
+        let [groups, rows, cols] = pixels.grid;
+        for g in 0..groups {
+            let ts = meta.timestamps.get(g).copied().unwrap_or(0.0);
+            b.text(&format!("<{ts:.1} seconds>"))
+                .token(t.image_start)
+                .rows(Some(self.video_token), rows * cols)
+                .token(t.image_end);
+        }
+        b.finish(pixels.n_tokens())
     }
 
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {

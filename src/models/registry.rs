@@ -6,8 +6,10 @@ use candle_core::{DType, Device};
 
 use crate::config::ModelFiles;
 use crate::error::{Error, Result, Status};
+use crate::models::aya_vision::AyaVisionModel;
 use crate::models::gemma3::Gemma3Model;
 use crate::models::gemma4::{Gemma4Model, Gemma4Variant};
+use crate::models::internvl::InternVlModel;
 use crate::models::llava::{self, LlavaModel, LlavaTower};
 use crate::models::paligemma;
 use crate::models::pixtral::{PixtralModel, PixtralVariant};
@@ -43,6 +45,7 @@ pub const FAMILIES: &[(&str, LoadFn)] = &[
         "gemma4_vision",
         load!(Gemma4Model::load, Gemma4Variant::Tower),
     ),
+    ("aya_vision", load!(AyaVisionModel::load)),
     // A wrapper: the vision tower's own model_type picks the loader (`LLAVA_TOWERS`).
     ("llava", |f, w, t, d| {
         let tower = llava::vision_model_type(f)?;
@@ -56,6 +59,7 @@ pub const FAMILIES: &[(&str, LoadFn)] = &[
         "mistral_large4",
         load!(PixtralModel::load, PixtralVariant::MistralLarge4),
     ),
+    ("internvl", load!(InternVlModel::load)),
     ("paligemma", load!(paligemma::load)),
     (
         "pixtral",

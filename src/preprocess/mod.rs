@@ -7,6 +7,7 @@ pub mod fixed_size;
 pub mod gemma3;
 pub mod gemma4;
 pub mod gemma4_video;
+pub mod got_ocr2;
 pub mod limits;
 pub mod longest_edge;
 pub mod normalize;
@@ -17,6 +18,7 @@ pub mod qwen_video;
 pub mod resample;
 pub mod rgb;
 pub mod settings;
+pub mod tiling;
 pub mod tv_resize;
 
 pub use limits::Limits;

@@ -1,6 +1,7 @@
 //! Per-call preprocessing options: overrides of what `preprocessor_config.json` says, for the
 //! processors that have such switches (Gemma3's pan-and-scan, Gemma 4's soft-token budget,
-//! Qwen's pixel bounds, Pixtral's longest edge, a token budget). The default (all `None`) is the model's own configuration.
+//! Qwen's pixel bounds, Pixtral's longest edge, the tile budget of tiled families, a token
+//! budget). The default (all `None`) is the model's own configuration.
 
 use crate::error::{Error, Result};
 use crate::preprocess::settings::MAX_SIDE;
@@ -36,6 +37,14 @@ pub struct PreprocessOptions {
     /// (Qwen, Pixtral) picks the largest size its own resize rule allows within it; a family whose
     /// count is fixed refuses the call when that count is larger.
     pub max_tokens: Option<usize>,
+    /// InternVL / Aya Vision (`GotOcr2ImageProcessor`): cut the image into tiles plus a
+    /// thumbnail (`crop_to_patches`); their processors pass `true` by default.
+    pub crop_to_patches: Option<bool>,
+    /// InternVL / Aya Vision: the fewest tiles of the grid (`min_patches`, at least 1).
+    pub min_patches: Option<usize>,
+    /// InternVL / Aya Vision: the most tiles of the grid (`max_patches`, at least 1; the
+    /// thumbnail is not counted).
+    pub max_patches: Option<usize>,
 }
 
 /// Names of the per-call size knobs of [`PreprocessOptions`] that are given.
@@ -45,6 +54,9 @@ pub(crate) fn size_knobs_given(o: &PreprocessOptions) -> Vec<&'static str> {
         ("max_pixels", o.max_pixels.is_some()),
         ("longest_edge", o.longest_edge.is_some()),
         ("max_tokens", o.max_tokens.is_some()),
+        ("crop_to_patches", o.crop_to_patches.is_some()),
+        ("min_patches", o.min_patches.is_some()),
+        ("max_patches", o.max_patches.is_some()),
     ]
     .into_iter()
     .filter_map(|(n, given)| given.then_some(n))

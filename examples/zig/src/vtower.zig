@@ -104,8 +104,8 @@ pub const LoadOptions = struct {
     }
 };
 
-/// Per-call preprocessing settings for Model.embedWith (vt_preprocess_params); every 0 means
-/// the model's own preprocessor_config.json setting.
+/// Per-call preprocessing settings for Model.embedWith (vt_preprocess_params); every 0 (-1
+/// for the tile fields) means the model's own preprocessor_config.json setting.
 pub const PreprocessOptions = struct {
     /// Gemma 4's soft-token budget per image: 70, 140, 280, 560 or 1120 (others:
     /// error.InvalidArgument); 0 = the model's max_soft_tokens. Other models refuse non-zero.
@@ -119,6 +119,12 @@ pub const PreprocessOptions = struct {
     /// Pixtral / Mistral3: the longest edge the image is shrunk to fit (the processor's
     /// size={"longest_edge": n}); other models refuse a non-zero value.
     longest_edge: u32 = 0,
+    /// InternVL / Aya Vision: -1 = the model's (tiles plus a thumbnail), 0 = one tile, 1 =
+    /// tiles; the fewest and most tiles of the grid (-1 = the model's). Other models refuse
+    /// them.
+    crop_to_patches: i32 = -1,
+    min_patches: i32 = -1,
+    max_patches: i32 = -1,
 
     /// The C parameters (vt_preprocess_params_default() with these fields set).
     pub fn params(o: PreprocessOptions) c.vt_preprocess_params {
@@ -128,6 +134,9 @@ pub const PreprocessOptions = struct {
         p.max_pixels = o.max_pixels;
         p.max_tokens = o.max_tokens;
         p.longest_edge = o.longest_edge;
+        p.crop_to_patches = o.crop_to_patches;
+        p.min_patches = o.min_patches;
+        p.max_patches = o.max_patches;
         return p;
     }
 };
@@ -196,6 +205,31 @@ pub const Model = struct {
         return .{ .tokens = tokens, .dim = dim, .data = data };
     }
 
+    /// The prompt layout of one encoded image (vt_image_prompt): text, special tokens and
+    /// placeholder runs taking its embedding rows, in order. Free with freePrompt.
+    pub fn prompt(m: Model, gpa: std.mem.Allocator, bytes: []const u8, options: PreprocessOptions, diag: ?*Diagnostics) (Error || std.mem.Allocator.Error)![]Segment {
+        const params = options.params();
+        var image: ?*c.vt_image = null;
+        var err: ?*c.vt_error = null;
+        try check(c.vt_preprocess_ex(m.ptr, bytes.ptr, bytes.len, &params, &image, &err), err, diag);
+        defer c.vt_image_free(image);
+        var layout: ?*c.vt_prompt = null;
+        try check(c.vt_image_prompt(m.ptr, image, &layout, &err), err, diag);
+        defer c.vt_prompt_free(layout);
+        const n = c.vt_prompt_n_segments(layout);
+        const out = try gpa.alloc(Segment, n);
+        var filled: usize = 0;
+        errdefer freePrompt(gpa, out[0..filled]);
+        while (filled < n) : (filled += 1) {
+            var s: c.vt_prompt_segment = undefined;
+            s.struct_size = @sizeOf(c.vt_prompt_segment);
+            try check(c.vt_prompt_segment_at(layout, filled, &s, &err), err, diag);
+            const text: []const u8 = if (s.text) |t| try gpa.dupe(u8, t[0..s.text_len]) else "";
+            out[filled] = .{ .kind = @enumFromInt(s.kind), .text = text, .token_id = s.token_id, .start = s.start, .count = s.count };
+        }
+        return out;
+    }
+
     /// Decodes and preprocesses one encoded image, then starts its forward pass and returns
     /// at once (see vt_forward_async). The job holds the model; deinit it when done.
     pub fn embedAsync(m: Model, bytes: []const u8, diag: ?*Diagnostics) Error!Job {
@@ -209,6 +243,33 @@ pub const Model = struct {
         return .{ .ptr = job.? };
     }
 };
+
+/// What a prompt Segment is (VT_SEGMENT_*).
+pub const SegmentKind = enum(u32) {
+    text = c.VT_SEGMENT_TEXT,
+    token = c.VT_SEGMENT_TOKEN,
+    embeddings = c.VT_SEGMENT_EMBEDDINGS,
+};
+
+/// One piece of an image's prompt layout (Model.prompt).
+pub const Segment = struct {
+    kind: SegmentKind,
+    /// .text: text to tokenize (owned, from the allocator given to Model.prompt).
+    text: []const u8,
+    /// .token: the id; .embeddings: the placeholder id (-1 if unknown).
+    token_id: i64,
+    /// .embeddings: `count` placeholders taking embedding rows start .. start + count - 1.
+    start: usize,
+    count: usize,
+};
+
+/// Frees what Model.prompt returned.
+pub fn freePrompt(gpa: std.mem.Allocator, segments: []Segment) void {
+    for (segments) |s| {
+        if (s.kind == .text) gpa.free(s.text);
+    }
+    gpa.free(segments);
+}
 
 /// An asynchronous forward pass (Model.embedAsync). wait, done and cancel may be called
 /// from several threads at once; deinit must not race with them.
@@ -578,6 +639,25 @@ test "max forward bytes" {
     var diag: Diagnostics = .{};
     try testing.expectError(error.ImageTooLarge, small.embed(testing.allocator, bytes, &diag));
     try testing.expect(std.mem.indexOf(u8, diag.message(), "max_forward_bytes") != null);
+}
+
+test "prompt layout" {
+    const m = try loadTestModel();
+    defer m.deinit();
+    const bytes = try readTestImage("rgb.png");
+    defer testing.allocator.free(bytes);
+    // siglip_f32: one run of 36 placeholders with no token id, nothing around it.
+    const segs = try m.prompt(testing.allocator, bytes, .{}, null);
+    defer freePrompt(testing.allocator, segs);
+    try testing.expectEqual(@as(usize, 1), segs.len);
+    try testing.expectEqual(SegmentKind.embeddings, segs[0].kind);
+    try testing.expectEqual(@as(usize, 0), segs[0].start);
+    try testing.expectEqual(@as(usize, 36), segs[0].count);
+    try testing.expectEqual(@as(i64, -1), segs[0].token_id);
+    // A tile budget is InternVL's and Aya Vision's.
+    var diag: Diagnostics = .{};
+    try testing.expectError(error.InvalidArgument, m.prompt(testing.allocator, bytes, .{ .max_patches = 4 }, &diag));
+    try testing.expect(std.mem.indexOf(u8, diag.message(), "max_patches") != null);
 }
 
 test "per-call preprocessing knobs" {

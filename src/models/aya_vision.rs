@@ -1,0 +1,281 @@
+//! Aya Vision (`model_type` `aya_vision`, `AyaVisionForConditionalGeneration`, e.g.
+//! `CohereForAI/aya-vision-8b`), `modeling_aya_vision.py`:
+//!
+//! 1. each image is cut into tiles plus a thumbnail by `GotOcr2ImageProcessor`
+//!    ([`crate::preprocess::got_ocr2`]; `AyaVisionProcessor` passes `crop_to_patches=True`);
+//! 2. every tile runs through the SigLIP tower (`AutoModel` of `vision_config`), whose
+//!    `hidden_states[vision_feature_layer]` (default -1: the last layer's output, without
+//!    `post_layernorm`) is selected as LLaVA selects it (strategy default `full`);
+//! 3. `AyaVisionMultiModalProjector`: pixel shuffle by `downsample_factor`, `LayerNorm`
+//!    (`adapter_layer_norm_eps`), `linear_1` to `alignment_intermediate_size`, SwiGLU
+//!    (`silu(second half) * first half`), `linear_2` to the text width.
+//!
+//! The image's embeddings are its tiles' in order (grid tiles row-major, then the
+//! thumbnail), what the language model receives at the `<|IMG_PATCH|>` positions.
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::ModelFiles;
+use crate::error::{Error, Result};
+use crate::models::internvl::refuse_other_knobs;
+use crate::models::layers::{LayerNorm, Linear, Loader};
+use crate::models::llava::{Features, LlavaTower, Tower, VisionConfig};
+use crate::models::pixels::forward_frames;
+use crate::models::projector::pixel_shuffle;
+use crate::models::vit::MAX_DIM;
+use crate::models::{
+    attention_bytes, batch_for_budget, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens,
+    VisionModel,
+};
+use crate::preprocess::got_ocr2::GotOcr2Processor;
+use crate::preprocess::qwen_video::VideoMeta;
+use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
+use crate::tokenizer::AddedTokens;
+use crate::weights::Weights;
+
+/// `AyaVisionConfig.image_token_index` default (`<|IMG_PATCH|>`).
+const DEFAULT_IMAGE_TOKEN: i64 = 255036;
+
+/// The SigLIP config `AyaVisionConfig` builds when config.json has no `vision_config`.
+const DEFAULT_VISION_CONFIG: &str = r#"{"model_type": "siglip_vision_model", "hidden_size": 1152,
+    "intermediate_size": 4304, "patch_size": 14, "image_size": 384, "num_hidden_layers": 26,
+    "num_attention_heads": 14, "vision_use_head": false}"#;
+
+/// `AyaVisionMultiModalProjector`.
+struct Projector {
+    factor: usize,
+    norm: LayerNorm,
+    linear_1: Linear,
+    linear_2: Linear,
+    /// Half of `alignment_intermediate_size`: the width of each SwiGLU half.
+    half: usize,
+}
+
+impl Projector {
+    /// `[n, s*s, d]` → `[n, (s/f)^2, text_dim]`.
+    fn forward(&self, x: &Tensor, side: usize) -> Result<Tensor> {
+        let x = pixel_shuffle(x, side, self.factor)?;
+        let h = self.linear_1.forward(&self.norm.forward(&x)?)?;
+        let last = h.rank() - 1;
+        let up = h.narrow(last, 0, self.half)?;
+        let gate = h.narrow(last, self.half, self.half)?;
+        let h = (candle_nn::ops::silu(&gate.contiguous()?)? * up)?;
+        self.linear_2.forward(&h)
+    }
+}
+
+/// The processor's prompt strings (`AyaVisionProcessor.__init__`, from
+/// `processor_config.json`).
+struct PromptStrings {
+    start: String,
+    end: String,
+    tile: String,
+    tile_global: String,
+}
+
+/// An Aya Vision tower with its projector and image processor.
+pub struct AyaVisionModel {
+    info: ModelInfo,
+    tower: Tower,
+    features: Features,
+    /// Patches per side of a tile.
+    side: usize,
+    projector: Projector,
+    processor: GotOcr2Processor,
+    prompt: PromptStrings,
+    tiles_per_call: usize,
+    dtype: DType,
+    device: Device,
+}
+
+impl AyaVisionModel {
+    pub fn load(
+        files: &ModelFiles,
+        weights: &Weights,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<AyaVisionModel> {
+        let cfg = &files.config;
+        let vision = VisionConfig::read_or(
+            cfg,
+            LlavaTower::Siglip,
+            "AyaVisionConfig",
+            DEFAULT_VISION_CONFIG,
+        )?;
+        let features = Features::read_or(cfg, &vision, "full", -1)?;
+        if features.drop_first {
+            // SigLIP has no class token: dropping the first patch leaves no square grid,
+            // which the projector's pixel shuffle cannot reshape (nor can the reference).
+            return Err(Error::bad_config(
+                "config.json: vision_feature_select_strategy `default` is not supported for \
+                 aya_vision (its pixel shuffle needs the whole patch grid; use `full`)",
+            ));
+        }
+        let t = vision.tower();
+        let side = t.grid();
+        let factor = cfg.positive_or("downsample_factor", 2, MAX_DIM)?;
+        if side % factor != 0 {
+            return Err(Error::bad_config(format!(
+                "config.json: the {side}x{side} patch grid is not divisible by \
+                 downsample_factor {factor}"
+            )));
+        }
+        let root = Loader::new(weights, "", dtype, device);
+        let deepest = features.layers.iter().copied().max().unwrap_or(0);
+        let tower = Tower::load(&root.sub("vision_tower"), &vision, deepest)?;
+        let proj = root.sub("multi_modal_projector");
+        let text_dim = match cfg.object("text_config")? {
+            Some(tc) if tc.contains("hidden_size") => tc.positive_or("hidden_size", 0, MAX_DIM)?,
+            _ => *proj.shape("linear_2.weight")?.first().ok_or_else(|| {
+                Error::bad_weights("multi_modal_projector.linear_2.weight has no dimensions")
+            })?,
+        };
+        let inter = cfg.positive_or("alignment_intermediate_size", text_dim, MAX_DIM * 8)?;
+        if inter % 2 != 0 {
+            return Err(Error::bad_config(format!(
+                "config.json: alignment_intermediate_size {inter} is odd (SwiGLU splits it in two)"
+            )));
+        }
+        let in_dim = t.encoder.hidden_size * features.layers.len() * factor * factor;
+        let projector = Projector {
+            factor,
+            norm: proj.layer_norm(
+                "layernorm",
+                in_dim,
+                cfg.f64_or("adapter_layer_norm_eps", 1e-6)?,
+            )?,
+            linear_1: proj.linear("linear_1", in_dim, inter, true)?,
+            linear_2: proj.linear("linear_2", inter / 2, text_dim, true)?,
+            half: inter / 2,
+        };
+        let processor =
+            GotOcr2Processor::from_config(&files.preprocessor, t.image_size, Some(true))?;
+        let tile_side = side / factor;
+        let p = &files.processor;
+        // AyaVisionProcessor counts (img_size // (patch_size * downsample_factor))^2
+        // placeholders per tile; a processor config that disagrees with the tower could never
+        // run in the reference (the scatter fails), so it is refused here.
+        let img_size = p.positive_or("img_size", 364, MAX_DIM)?;
+        let per = p
+            .positive_or("patch_size", 28, MAX_DIM)?
+            .saturating_mul(p.positive_or("downsample_factor", 1, MAX_DIM)?);
+        if files.processor.contains("img_size") && (img_size / per) != tile_side {
+            return Err(Error::bad_config(format!(
+                "processor_config.json: img_size {img_size} with patch_size x \
+                 downsample_factor {per} gives {0}x{0} placeholders per tile, but the tower \
+                 yields {tile_side}x{tile_side}",
+                img_size / per
+            )));
+        }
+        let added = AddedTokens::read(&files.dir);
+        let start = p.string_or("start_of_img_token", "<|START_OF_IMG|>")?;
+        let end = p.string_or("end_of_img_token", "<|END_OF_IMG|>")?;
+        let prompt = PromptStrings {
+            start: start.clone(),
+            end: end.clone(),
+            tile: p.string_or("tile_token", "TILE")?,
+            tile_global: p.string_or("tile_global_token", "TILE_GLOBAL")?,
+        };
+        let seq = t.num_patches();
+        let tiles_per_call = batch_for_budget(attention_bytes(t.encoder.num_heads, seq), 256 << 20);
+        let info = ModelInfo {
+            family: "aya_vision",
+            model_type: files.model_type()?,
+            output_dim: text_dim,
+            vision_dim: t.encoder.hidden_size,
+            patch_size: t.patch_size,
+            image_size: (t.image_size, t.image_size),
+            tokens_per_image: None,
+            max_batch: tiles_per_call,
+            mixed_shape_batches: true,
+            tokens: SpecialTokens {
+                image: Some(
+                    cfg.i64(cfg.aliased(&["image_token_index", "image_token_id"]))?
+                        .unwrap_or(DEFAULT_IMAGE_TOKEN),
+                ),
+                image_start: added.id(&start),
+                image_end: added.id(&end),
+                image_break: None,
+            },
+        };
+        Ok(AyaVisionModel {
+            info,
+            tower,
+            features,
+            side,
+            projector,
+            processor,
+            prompt,
+            tiles_per_call,
+            dtype,
+            device: device.clone(),
+        })
+    }
+
+    /// `[n, 3, S, S]` tiles → `[n, tokens, text_dim]`.
+    fn run_tiles(&self, x: &Tensor) -> Result<Tensor> {
+        let states = self.tower.hidden_states(x, &self.features.layers)?;
+        let selected = self.features.select(states)?;
+        self.projector.forward(&selected, self.side)
+    }
+}
+
+impl VisionModel for AyaVisionModel {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn preprocess(&self, image: &RgbImage, limits: &Limits) -> Result<Pixels> {
+        self.preprocess_with(image, &PreprocessOptions::default(), limits)
+    }
+
+    fn preprocess_with(
+        &self,
+        image: &RgbImage,
+        opts: &PreprocessOptions,
+        limits: &Limits,
+    ) -> Result<Pixels> {
+        refuse_other_knobs("aya_vision", opts)?;
+        let tile_side = self.side / self.projector.factor;
+        self.processor.process(image, opts, tile_side, limits)
+    }
+
+    fn size_knobs(&self) -> &'static [&'static str] {
+        &["crop_to_patches", "min_patches", "max_patches"]
+    }
+
+    fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {
+        let s = self.info.image_size.0;
+        forward_frames(
+            batch,
+            [3, s, s],
+            self.tiles_per_call,
+            self.dtype,
+            &self.device,
+            |x| self.run_tiles(x),
+        )
+    }
+
+    fn prompt_layout(
+        &self,
+        pixels: &Pixels,
+        _video: Option<&VideoMeta>,
+    ) -> Result<Vec<PromptSegment>> {
+        // AyaVisionProcessor.replace_image_token: <|START_OF_IMG|>, per grid tile i (1-based)
+        // the text `TILE_i` and its placeholders, `TILE_GLOBAL` and the thumbnail's (the only
+        // tile when there is one), <|END_OF_IMG|>.
+        let t = &self.info.tokens;
+        let [tiles, rows, cols] = pixels.grid;
+        let per_tile = rows * cols;
+        let mut b = PromptBuilder::default();
+        b.special(t.image_start, &self.prompt.start);
+        for i in 1..tiles {
+            b.text(&format!("{}_{i}", self.prompt.tile))
+                .rows(t.image, per_tile);
+        }
+        b.text(&self.prompt.tile_global)
+            .rows(t.image, per_tile)
+            .special(t.image_end, &self.prompt.end);
+        b.finish(pixels.n_tokens())
+    }
+}
