@@ -220,12 +220,20 @@ fn c_prompt_example_places_the_image_tokens() {
         out.contains("3 frame(s) of 3 x 3 tokens = 27 embeddings"),
         "{out}"
     );
+    // Adjacent text is one segment (Gemma3Processor.replace_image_token's string between
+    // the special tokens).
     assert!(
-        out.contains("text \"Here is the original image \""),
+        out.contains("text \"Here is the original image \\n\\n\"\n  token 290"),
         "{out}"
     );
     assert!(
-        out.contains("text \" and here are some crops to help you see better \""),
+        out.contains(
+            "token 291\n  text \"\\n\\n and here are some crops to help you see better \\n\\n\"\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("token 291\n  text \"\\n\\n \\n\\n\"\n"),
         "{out}"
     );
     for rows in ["0..8", "9..17", "18..26"] {

@@ -292,6 +292,12 @@ fn paligemma_prompt_matches_the_processor() {
         let mut ids = vec![image; n];
         ids.push(prompt["bos_token_id"].as_i64().unwrap());
         assert_eq!(ids.as_slice(), &want[..n + 1], "{name}");
+        // The layout API gives the image's part of those ids.
+        let img = model
+            .preprocess(&std::fs::read(image_path("rgb.png")).unwrap())
+            .unwrap();
+        let layout = layout_ids(&model.prompt_layout(&img).unwrap(), n).unwrap();
+        assert_eq!(layout.as_slice(), &want[..n], "{name}");
         assert!(want[n + 1..].iter().all(|&t| t != image), "{name}");
     }
     assert_eq!(seen, 2, "the two PaliGemma fixtures");

@@ -37,16 +37,6 @@ fn load(name: &str) -> Model {
 }
 
 /// The reference token layout of a `rows x cols` image.
-fn layout(rows: usize, cols: usize, img: i64, brk: i64, end: i64) -> Vec<i64> {
-    let mut v = Vec::new();
-    for _ in 0..rows {
-        v.extend(std::iter::repeat_n(img, cols));
-        v.push(brk);
-    }
-    *v.last_mut().unwrap() = end;
-    v
-}
-
 #[test]
 fn grids_and_token_ids_give_the_reference_prompt() {
     for (name, meta) in pixtral_fixtures() {
@@ -80,13 +70,9 @@ fn grids_and_token_ids_give_the_reference_prompt() {
             assert_eq!(image.token_grid().to_vec(), grid, "{name}/{}", c["key"]);
             if let Some(prompt) = c["prompt_ids"].as_array() {
                 let want: Vec<i64> = prompt.iter().map(|v| v.as_i64().unwrap()).collect();
-                let got = layout(
-                    grid[1],
-                    grid[2],
-                    t.image.unwrap(),
-                    t.image_break.unwrap(),
-                    t.image_end.unwrap(),
-                );
+                // The layout API (vt_image_prompt) gives exactly the processor's ids.
+                let segments = model.prompt_layout(&image).unwrap();
+                let got = layout_ids(&segments, image.n_tokens()).expect("no text");
                 assert_eq!(got, want, "{name}/{}", c["key"]);
                 n_checked += 1;
             }

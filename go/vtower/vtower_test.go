@@ -216,6 +216,20 @@ func TestEmbedMatchesReference(t *testing.T) {
 }
 
 // Raw RGB pixels (packed or strided) embed like the same pixels encoded as a PNG.
+// Every Embedding carries its prompt layout (vt_image_prompt): for SigLIP alone, one run
+// of placeholders without a token id, covering all rows.
+func TestPromptLayout(t *testing.T) {
+	m := load(t)
+	e, err := m.Embed(readFile(t, filepath.Join(fixtures(), "images", "rgb.png")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []vtower.PromptSegment{{Kind: vtower.SegmentEmbeddings, TokenID: -1, Start: 0, Count: 36}}
+	if len(e[0].Prompt) != 1 || e[0].Prompt[0] != want[0] {
+		t.Fatalf("Prompt = %+v, want %+v", e[0].Prompt, want)
+	}
+}
+
 func TestEmbedRGB(t *testing.T) {
 	m := load(t)
 	const w, h, stride = 48, 48, 48*3 + 17
@@ -319,6 +333,10 @@ func TestErrors(t *testing.T) {
 	}
 	_, err = limited.Embed(readFile(t, filepath.Join(images, "rgb.png")))
 	expectStatus(t, "pixel limit", err, vtower.StatusImageTooLarge, "100")
+
+	// A tile budget belongs to InternVL and Aya Vision.
+	_, err = load(t).EmbedWith(&vtower.PreprocessOptions{MaxPatches: 4}, readFile(t, filepath.Join(images, "rgb.png")))
+	expectStatus(t, "tile budget", err, vtower.StatusInvalidArgument, "max_patches")
 
 	// A token limit at the fixture's 36 tokens per image still embeds it.
 	tokens, err := vtower.Load(modelDir(), &vtower.Options{MaxImageTokens: 36})

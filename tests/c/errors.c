@@ -254,6 +254,31 @@ int main(int argc, char **argv) {
         EXPECT(VT_ERR_INVALID_ARGUMENT, "cols_out", vt_image_token_grid(img, &t, &r, NULL, &err));
         CHECK(vt_model_token_id(model, 999) == -1);
     }
+    /* vt_image_prompt and its accessors. */
+    {
+        vt_prompt *layout = NULL;
+        vt_prompt_segment seg;
+        EXPECT(VT_ERR_INVALID_ARGUMENT, "model", vt_image_prompt(NULL, img, &layout, &err));
+        EXPECT(VT_ERR_INVALID_ARGUMENT, "image", vt_image_prompt(model, NULL, &layout, &err));
+        EXPECT(VT_ERR_INVALID_ARGUMENT, "prompt_out", vt_image_prompt(model, img, NULL, &err));
+        EXPECT(VT_ERR_INVALID_ARGUMENT, "another model", vt_image_prompt(model, foreign, &layout, &err));
+        CHECK(layout == NULL);
+        EXPECT(VT_OK, NULL, vt_image_prompt(model, img, &layout, &err));
+        CHECK(vt_prompt_n_segments(layout) == 1);
+        CHECK(vt_prompt_n_segments(NULL) == 0);
+        seg.struct_size = sizeof seg;
+        EXPECT(VT_ERR_INVALID_ARGUMENT, "prompt", vt_prompt_segment_at(NULL, 0, &seg, &err));
+        EXPECT(VT_ERR_INVALID_ARGUMENT, "segment_out", vt_prompt_segment_at(layout, 0, NULL, &err));
+        EXPECT(VT_ERR_INVALID_ARGUMENT, "segment 1 of a layout of 1", vt_prompt_segment_at(layout, 1, &seg, &err));
+        seg.struct_size = 8;
+        EXPECT(VT_ERR_INVALID_ARGUMENT, "struct_size 8", vt_prompt_segment_at(layout, 0, &seg, &err));
+        seg.struct_size = sizeof seg;
+        EXPECT(VT_OK, NULL, vt_prompt_segment_at(layout, 0, &seg, &err));
+        CHECK(seg.kind == VT_SEGMENT_EMBEDDINGS && seg.start == 0 && seg.count == vt_image_n_tokens(img));
+        CHECK(seg.token_id == -1 && seg.text == NULL && seg.text_len == 0);
+        vt_prompt_free(layout);
+        vt_prompt_free(NULL);
+    }
     EXPECT(VT_ERR_INVALID_ARGUMENT, "model", vt_model_image_size(NULL, &w, &h, &err));
     EXPECT(VT_ERR_INVALID_ARGUMENT, "width_out", vt_model_image_size(model, NULL, &h, &err));
     EXPECT(VT_ERR_INVALID_ARGUMENT, "height_out", vt_model_image_size(model, &w, NULL, &err));

@@ -347,3 +347,36 @@ pub fn serial_references(model: &vtower::Model, name: &str) -> (Vec<Vec<u8>>, Ve
         .collect();
     (files, reference)
 }
+
+/// The token ids of a prompt layout without text (special tokens and placeholder runs), after
+/// checking that the placeholder runs cover the image's rows once, in order; `None` when it
+/// holds text (which only a tokenizer can turn into ids) or a placeholder without an id.
+#[allow(dead_code)]
+pub fn layout_ids(segments: &[vtower::PromptSegment], n_tokens: usize) -> Option<Vec<i64>> {
+    check_layout_rows(segments, n_tokens);
+    let mut ids = Vec::new();
+    for s in segments {
+        match s {
+            vtower::PromptSegment::Text(_) => return None,
+            vtower::PromptSegment::Token(id) => ids.push(*id),
+            vtower::PromptSegment::Embeddings { token, count, .. } => {
+                ids.extend(std::iter::repeat_n((*token)?, *count))
+            }
+        }
+    }
+    Some(ids)
+}
+
+/// Asserts that the placeholder runs of a layout cover rows `0..n_tokens` once, in order.
+#[allow(dead_code)]
+pub fn check_layout_rows(segments: &[vtower::PromptSegment], n_tokens: usize) {
+    let mut next = 0;
+    for s in segments {
+        if let vtower::PromptSegment::Embeddings { start, count, .. } = s {
+            assert_eq!(*start, next, "{segments:?}");
+            assert!(*count > 0, "{segments:?}");
+            next += count;
+        }
+    }
+    assert_eq!(next, n_tokens, "{segments:?}");
+}

@@ -167,6 +167,24 @@ int main(int argc, char **argv) {
     CHECK(rel_l2(a.pixels(), read_tensor(expected, "pixels/rgb.png")) <= 1e-6);
     vtower::Grid g = a.token_grid();
     CHECK(g.frames == 1 && g.rows == 6 && g.cols == 6);
+    // Prompt layout: SigLIP alone has no tokens; one run of 36 placeholder rows.
+    std::vector<vtower::PromptSegment> layout = model.prompt(a);
+    CHECK(layout.size() == 1);
+    CHECK(layout[0].kind == vtower::PromptSegment::Kind::Embeddings);
+    CHECK(layout[0].start == 0 && layout[0].count == 36 && layout[0].token_id == -1);
+    // A tile budget is refused by a model without tiles, with the setting named.
+    {
+        vtower::PreprocessOptions tiles;
+        tiles.max_patches = 4;
+        bool refused = false;
+        try {
+            model.preprocess(png, tiles);
+        } catch (const vtower::Error &e) {
+            refused = e.status() == VT_ERR_INVALID_ARGUMENT &&
+                      std::string(e.what()).find("max_patches") != std::string::npos;
+        }
+        CHECK(refused);
+    }
 
     vtower::Embeddings ea = model.forward(a);
     vtower::Embeddings eb = model.embed(jpg);
