@@ -11,7 +11,8 @@ class LoadParams(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_uint32), ("device", ctypes.c_uint32),
                 ("device_ordinal", ctypes.c_int32), ("n_threads", ctypes.c_uint32),
                 ("max_image_pixels", ctypes.c_uint64), ("dtype", ctypes.c_uint32),
-                ("max_image_tokens", ctypes.c_uint64)]
+                ("max_image_tokens", ctypes.c_uint64), ("embedding_cache_bytes", ctypes.c_uint64),
+                ("max_forward_bytes", ctypes.c_uint64)]
 
 
 class VtError(RuntimeError):
@@ -59,6 +60,8 @@ class Lib:
 
     def load(self, model_dir, device=VT_DEVICE_CPU, dtype=VT_DTYPE_AUTO, n_threads=0):
         p = self.lib.vt_load_params_default()
+        # A LoadParams shorter than the library's struct would make vtower read past it.
+        assert p.struct_size == ctypes.sizeof(LoadParams), (p.struct_size, ctypes.sizeof(LoadParams))
         p.device, p.dtype, p.n_threads = device, dtype, n_threads
         model, err = ctypes.c_void_p(), ctypes.c_void_p()
         self._check(self.lib.vt_load(str(model_dir).encode(), ctypes.byref(p), ctypes.byref(model),

@@ -6,7 +6,8 @@ their ratio and the achieved TFLOP/s; --json writes the rows.
 
 Per case: the vision tower (+ projector) of the real shape is built inside the VLM class that
 transformers uses for it (Gemma3ForConditionalGeneration, LlavaForConditionalGeneration with a
-Pixtral tower, Qwen2VL/Qwen2_5_VL/Qwen3VLForConditionalGeneration, Gemma4ForConditionalGeneration; SigLIP as
+Pixtral tower, Qwen2VL/Qwen2_5_VL/Qwen3VLForConditionalGeneration, Gemma4ForConditionalGeneration,
+InternVLForConditionalGeneration; SigLIP as
 SiglipVisionModel) with a
 language model of the real hidden size but otherwise tiny (1 layer, tiny vocab / heads / FFN),
 given seeded random weights, saved with `save_pretrained` into a temp dir (bf16 on cuda, f32 on
@@ -239,6 +240,34 @@ def gemma4(side, budget):
                 flops=vit_flops(n, 768, 3072, depth(16), gated=True))
 
 
+def internvl3_1b(size):
+    """InternVL3-1B (OpenGVLab/InternVL3-1B-hf): InternViT-300M (24 layers of 1024, MLP 4096, 16
+    heads, patch 14, 448 px tiles, layer norm, no q/k norm), pixel shuffle 0.5 and the MLP
+    projector into the 896-wide Qwen2.5 LM. GotOcr2 tiling as InternVLProcessor runs it
+    (crop_to_patches, max 12 tiles): a 448 px image is 1 tile, 896 px is 2x2 tiles + thumbnail
+    = 5 tiles of 256 tokens. HF's per-tile output is regrouped per image."""
+    from transformers import GotOcr2ImageProcessorPil, InternVLConfig, InternVLForConditionalGeneration
+    d = depth(24)
+    vision = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=d, num_attention_heads=16,
+                  image_size=448, patch_size=14)
+    text = dict(model_type="qwen2", hidden_size=896, vocab_size=16, intermediate_size=16,
+                num_hidden_layers=1, num_attention_heads=14, num_key_value_heads=2)
+    cfg = InternVLConfig(vision_config=vision, text_config=text, image_token_id=10)
+    proc = GotOcr2ImageProcessorPil(size={"height": 448, "width": 448}, crop_to_patches=True,
+                                    max_patches=12, image_mean=[0.485, 0.456, 0.406],
+                                    image_std=[0.229, 0.224, 0.225])
+    tiles = proc.get_number_of_image_patches(size, size, {})
+    per_image = tiles * 256
+
+    def call(m, **kw):
+        out = m.model.get_image_features(**kw).pooler_output
+        return list(out.reshape(-1, per_image, out.shape[-1]))
+    n = (448 // 14) ** 2 + 1
+    return dict(cls=InternVLForConditionalGeneration, cfg=cfg,
+                keep=("vision_tower.", "multi_modal_projector."), proc=proc,
+                inputs=repeat_pixels, call=call, flops=tiles * vit_flops(n, 1024, 4096, d))
+
+
 # (name, real image side, --small image side, builder)
 CASES = [
     ("siglip-so400m-384", 384, 224, siglip_so400m),
@@ -254,6 +283,9 @@ CASES = [
     # 768x768 at 280 soft tokens and 1584x1584 at 1120 are the processor's own sizes (no resize)
     ("gemma4-280", 768, 384, lambda s: gemma4(s, 280)),
     ("gemma4-1120", 1584, 768, lambda s: gemma4(s, 1120)),
+    # 448: one tile; 896: 2x2 tiles + thumbnail (5 tiles); --small keeps the tile size
+    ("internvl3-1b-448", 448, 448, internvl3_1b),
+    ("internvl3-1b-896", 896, 672, internvl3_1b),
 ]
 
 
