@@ -228,25 +228,6 @@ fn pan_and_scan_is_refused_where_there_is_none() {
     assert_eq!(err.status(), Status::InvalidArgument);
 }
 
-/// Copies a fixture's checkpoint files (not expected.*) to a fresh folder.
-fn copy_fixture(name: &str, tag: &str) -> PathBuf {
-    let dst = temp_dir(&format!("gl-{tag}"));
-    for e in std::fs::read_dir(fixtures().join(name)).unwrap() {
-        let e = e.unwrap();
-        let file = e.file_name().to_string_lossy().into_owned();
-        if e.path().is_file() && !file.starts_with("expected.") {
-            std::fs::copy(e.path(), dst.join(&file)).unwrap();
-        }
-    }
-    dst
-}
-
-fn edit_json(path: &Path, f: impl FnOnce(&mut serde_json::Map<String, Value>)) {
-    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    f(v.as_object_mut().unwrap());
-    std::fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
-}
-
 fn vision(c: &mut serde_json::Map<String, Value>) -> &mut serde_json::Map<String, Value> {
     c.get_mut("vision_config").unwrap().as_object_mut().unwrap()
 }

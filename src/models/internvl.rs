@@ -367,6 +367,19 @@ impl InternVlModel {
         };
         let processor =
             GotOcr2Processor::from_config(&files.preprocessor, v.image_size, Some(true))?;
+        // InternVLProcessor writes `image_seq_length` placeholders per tile; one that
+        // disagrees with the tower's tokens per tile cannot run in the reference (the scatter
+        // fails), so it is refused here. (config.json's own `image_seq_length` is unused.)
+        let per_tile = (grid / shuffle) * (grid / shuffle);
+        if let Some(n) = files.processor.usize_max("image_seq_length", usize::MAX)? {
+            if n != per_tile {
+                return Err(Error::bad_config(format!(
+                    "processor_config.json: image_seq_length {n} placeholders per tile, but \
+                     the tower yields {per_tile} ((image_size / patch_size * \
+                     downsample_ratio)^2)"
+                )));
+            }
+        }
         let added = AddedTokens::read(&files.dir);
         let seq = grid * grid + 1;
         let tiles_per_call = batch_for_budget(attention_bytes(v.heads, seq), 256 << 20);

@@ -380,3 +380,26 @@ pub fn check_layout_rows(segments: &[vtower::PromptSegment], n_tokens: usize) {
     }
     assert_eq!(next, n_tokens, "{segments:?}");
 }
+
+/// Copies a fixture's checkpoint files (not expected.*) to a fresh folder.
+#[allow(dead_code)]
+pub fn copy_fixture(name: &str, tag: &str) -> PathBuf {
+    let dst = temp_dir(&format!("fx-{tag}"));
+    for e in std::fs::read_dir(fixtures().join(name)).unwrap() {
+        let e = e.unwrap();
+        let file = e.file_name().to_string_lossy().into_owned();
+        if e.path().is_file() && !file.starts_with("expected.") {
+            std::fs::copy(e.path(), dst.join(&file)).unwrap();
+        }
+    }
+    dst
+}
+
+/// Rewrites the JSON object in `path` with `f`.
+#[allow(dead_code)]
+pub fn edit_json(path: &Path, f: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    f(v.as_object_mut().unwrap());
+    std::fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+}
