@@ -74,12 +74,6 @@
 #define VT_VIDEO_MAX_FRAMES (1 << 20)
 
 /**
- * Most tiles one image may be cut into, whatever the configuration or the call says (the
- * released checkpoints use at most a few dozen).
- */
-#define MAX_TILES 1024
-
-/**
  * The output of one vt_forward call: for each input image, a row-major
  * `[n_tokens, dim]` matrix, readable as f32 (vt_embeddings_data), copied out as
  * f32/bf16/f16 (vt_embeddings_copy) or, for a GPU model, copied device to device
@@ -729,7 +723,8 @@ void vt_free(struct vt_model *model);
 /**
  * The family implementing the model: "siglip", "gemma3", "gemma4", "llava", "paligemma",
  * "pixtral" (also Mistral3 and Mistral Large 4), "qwen2_vl", "qwen2_5_vl", "qwen3_vl",
- * "qwen3_5" (also Qwen4-Exp). A static string; NULL if `model` is NULL. Any thread.
+ * "qwen3_5" (also Qwen4-Exp), "internvl", "aya_vision". A static string; NULL if `model` is
+ * NULL. Any thread.
  */
 const char *vt_model_family(const struct vt_model *model);
 
@@ -1059,7 +1054,9 @@ int64_t vt_model_token_id(const struct vt_model *model, vt_token_role role);
  * (patch rows / k) x (patch columns / k) of the resized image, k = `pooling_kernel_size`
  * (vt_model_merge_size). LLaVA: 1 x
  * (size/patch) x (size/patch), or 1 x 1 x n when the kept tokens have no grid layout (a
- * class token kept, or a patch dropped). Qwen2-VL: t x (h/merge) x (w/merge).
+ * class token kept, or a patch dropped). Qwen2-VL: t x (h/merge) x (w/merge). InternVL, Aya
+ * Vision: one frame per tile (grid tiles row-major, then the thumbnail when there is more
+ * than one), each (size/patch/shuffle) on a side.
  *
  * - `frames_out`, `rows_out`, `cols_out`: receive the grid on VT_OK.
  *

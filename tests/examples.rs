@@ -262,6 +262,39 @@ fn c_prompt_example_places_the_image_tokens() {
         out.contains("placeholders: 16, embedding rows: 16 x 32, special/placeholder ids: 16"),
         "{out}"
     );
+    // InternVL: <img>, <IMG_CONTEXT> x (4 per tile x 4 tiles), </img> (fixture ids 4, 6, 5);
+    // with max_patches=2 through vt_preprocess_params: 2 tiles + the thumbnail.
+    let wide = fixtures().join("internvl_f32/wide_84x28.png");
+    let out = prompt(&bin, "internvl_f32", &wide, &[]);
+    let expected = "  token 4\n  token 6 x 16 <- embedding rows 0..15\n  token 5\n";
+    assert!(out.contains(expected), "{out}");
+    let out = prompt(&bin, "internvl_f32", &wide, &["max_patches=2"]);
+    assert!(
+        out.contains("token 6 x 12 <- embedding rows 0..11"),
+        "{out}"
+    );
+    // Aya Vision: the TILE_i / TILE_GLOBAL text between the tiles' runs.
+    let out = prompt(
+        &bin,
+        "aya_vision_f32",
+        &fixtures().join("aya_vision_f32/wide_84x28.png"),
+        &[],
+    );
+    let expected = "  token 7\n  text \"TILE_1\"\n  token 9 x 4 <- embedding rows 0..3\n  \
+                    text \"TILE_2\"\n";
+    assert!(out.contains(expected), "{out}");
+    assert!(
+        out.contains("  text \"TILE_GLOBAL\"\n  token 9 x 4 <- embedding rows 12..15\n  token 8\n"),
+        "{out}"
+    );
+    // Pixtral: rows of [IMG] closed by [IMG_BREAK], the last by [IMG_END].
+    let out = prompt(&bin, "pixtral_llava_f32", &image_path("photo.jpg"), &[]);
+    assert!(out.contains("6 x 8 tokens = 48 embeddings"), "{out}");
+    assert_eq!(out.matches("token 12\n").count(), 5, "{out}");
+    assert!(
+        out.contains("token 10 x 8 <- embedding rows 40..47\n  token 13\n"),
+        "{out}"
+    );
     let out = prompt(&bin, "llava_clip_pad_hub", &image_path("rgba.png"), &[]);
     assert!(
         out.contains("token 296 x 17 <- embedding rows 0..16"),

@@ -326,6 +326,9 @@ fn bad_tile_budgets_are_clear_errors() {
     assert_eq!(one.token_grid(), [1, 2, 2]);
 }
 
+/// An edit of a JSON config.
+type Edit = Box<dyn FnOnce(&mut serde_json::Map<String, Value>)>;
+
 /// Loads `fixture` with config.json and processor_config.json edited, returning the error.
 fn load_error(
     fixture: &str,
@@ -344,13 +347,7 @@ fn load_error(
 #[test]
 fn configs_the_reference_cannot_run_are_refused() {
     let none = |_: &mut serde_json::Map<String, Value>| {};
-    let cases: Vec<(
-        &str,
-        &str,
-        Box<dyn FnOnce(&mut serde_json::Map<String, Value>)>,
-        Box<dyn FnOnce(&mut serde_json::Map<String, Value>)>,
-        &str,
-    )> = vec![
+    let cases: Vec<(&str, &str, Edit, Edit, &str)> = vec![
         (
             "internvl_f32",
             "ivl-ratio",

@@ -36,6 +36,7 @@ mod tests {
             data: vec![],
             shape: shape.to_vec(),
             grid: [1, 1, 1],
+            extra: Vec::new(),
         }
     }
 

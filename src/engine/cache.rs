@@ -1,6 +1,6 @@
 //! The per-model embedding cache (opt-in, `LoadOptions::embedding_cache_bytes`).
 //!
-//! Key: the preprocessed tensor itself (its data, shape and token grid; within one model
+//! Key: the preprocessed tensor itself (its data, shape, token grid and family extras; within one model
 //! nothing else changes a forward pass's output, and every preprocessing option is already
 //! in the tensor). Lookups go through a 64-bit hash of that key, and a hit is confirmed by
 //! comparing the stored tensor bit for bit with the new one: there are no false hits, at the
@@ -74,6 +74,10 @@ pub fn key(p: &Pixels) -> u64 {
     for &g in &p.grid {
         h.write_usize(g);
     }
+    h.write_usize(p.extra.len());
+    for &e in &p.extra {
+        h.write_usize(e);
+    }
     for pair in p.data.chunks(2) {
         let lo = u64::from(pair[0].to_bits());
         let hi = pair.get(1).map_or(0, |x| u64::from(x.to_bits()));
@@ -86,6 +90,7 @@ pub fn key(p: &Pixels) -> u64 {
 fn same(a: &Pixels, b: &Pixels) -> bool {
     a.shape == b.shape
         && a.grid == b.grid
+        && a.extra == b.extra
         && a.data.len() == b.data.len()
         && a.data
             .iter()
@@ -211,6 +216,7 @@ mod tests {
             data: vec![v; 6],
             shape: vec![1, 2, 3],
             grid: [1, 1, 2],
+            extra: Vec::new(),
         }
     }
 
@@ -245,6 +251,14 @@ mod tests {
         let (z, nz) = (px(0.0), px(-0.0));
         cache.insert(key(&z), &z, &out(1.0)).unwrap();
         assert!(cache.get(key(&nz), &nz).is_none());
+        // Same tensor, other family extras (e.g. another original size): another image.
+        let z2 = Pixels {
+            extra: vec![7, 9],
+            ..px(0.0)
+        };
+        assert_ne!(key(&z), key(&z2));
+        assert!(cache.get(key(&z), &z2).is_none());
+        assert!(cache.get(key(&z), &z).is_some());
         let big = Pixels {
             data: vec![0.0; 64],
             ..px(0.0)

@@ -100,7 +100,9 @@ fn write_grid(
 /// (patch rows / k) x (patch columns / k) of the resized image, k = `pooling_kernel_size`
 /// (vt_model_merge_size). LLaVA: 1 x
 /// (size/patch) x (size/patch), or 1 x 1 x n when the kept tokens have no grid layout (a
-/// class token kept, or a patch dropped). Qwen2-VL: t x (h/merge) x (w/merge).
+/// class token kept, or a patch dropped). Qwen2-VL: t x (h/merge) x (w/merge). InternVL, Aya
+/// Vision: one frame per tile (grid tiles row-major, then the thumbnail when there is more
+/// than one), each (size/patch/shuffle) on a side.
 ///
 /// - `frames_out`, `rows_out`, `cols_out`: receive the grid on VT_OK.
 ///

@@ -142,6 +142,7 @@ impl ClipProcessor {
             data: self.normalization.to_chw(&img)?,
             shape: vec![3, s as usize, s as usize],
             grid,
+            extra: Vec::new(),
         })
     }
 }

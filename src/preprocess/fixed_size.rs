@@ -114,6 +114,7 @@ impl FixedSizeProcessor {
             data: self.normalization.to_chw(image)?,
             shape: vec![3, h as usize, w as usize],
             grid,
+            extra: Vec::new(),
         })
     }
 }

@@ -180,7 +180,12 @@ impl Gemma3Processor {
         }
         let mut shape = vec![grid[0]];
         shape.extend_from_slice(&first.shape);
-        Ok(Pixels { data, shape, grid })
+        Ok(Pixels {
+            data,
+            shape,
+            grid,
+            extra: Vec::new(),
+        })
     }
 }
 

@@ -201,6 +201,7 @@ impl Gemma4Processor {
             data,
             shape: vec![max_patches, dim],
             grid: [1, ph / k, pw / k],
+            extra: Vec::new(),
         })
     }
 }

@@ -229,6 +229,7 @@ impl Gemma4VideoProcessor {
             data,
             shape: vec![n * max_patches, dim],
             grid: [n, ph / k, pw / k],
+            extra: Vec::new(),
         };
         Ok((pixels, self.meta(indices, n_frames, source_fps)))
     }

@@ -180,6 +180,7 @@ impl GotOcr2Processor {
             data,
             shape: vec![tiles.len(), 3, th as usize, tw as usize],
             grid: [tiles.len(), tile_grid, tile_grid],
+            extra: Vec::new(),
         })
     }
 }

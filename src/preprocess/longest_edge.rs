@@ -228,6 +228,7 @@ impl LongestEdgeProcessor {
             data: self.normalization.to_chw(image)?,
             shape: vec![3, h as usize, w as usize],
             grid: [1, rows, cols],
+            extra: Vec::new(),
         })
     }
 }

@@ -11,6 +11,10 @@ pub struct Pixels {
     /// The output embeddings as a `[frames, rows, cols]` grid, in output order (row-major).
     /// Families without a spatial output layout use `[1, 1, n_tokens]`.
     pub grid: [usize; 3],
+    /// Family-specific numbers the forward pass needs beyond the tensor (LLaVA-NeXT /
+    /// OneVision: the original image height and width, for unpadding); empty for most
+    /// families. Part of the image's identity: images that differ here are different images.
+    pub extra: Vec<usize>,
 }
 
 impl Pixels {

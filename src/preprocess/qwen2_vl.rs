@@ -312,6 +312,7 @@ impl QwenImageProcessor {
             data,
             shape: vec![groups * gh * gw, dim],
             grid: [groups, gh / m, gw / m],
+            extra: Vec::new(),
         })
     }
 }

@@ -8,6 +8,13 @@
 //! row-major into tiles, and append a thumbnail (the whole image resized to one tile) when
 //! there is more than one tile. The per-family processors (e.g.
 //! [`crate::preprocess::got_ocr2`]) normalize the tiles and decide the token layout.
+//!
+//! And the "anyres" tiling of LLaVA-NeXT / LLaVA-OneVision (`image_grid_pinpoints`,
+//! `select_best_resolution`, `get_patch_output_size`, `divide_to_patches` in
+//! `image_processing_utils.py` / `image_transforms.py`): pick the pinpoint resolution that
+//! keeps the most of the image with the least waste ([`best_resolution`]), resize the image
+//! into it keeping the aspect ratio, pad it to the pinpoint centered with black, and cut
+//! that canvas into tiles ([`cut_anyres`]).
 
 use crate::error::{Error, Result};
 use crate::preprocess::resample::{resize, Filter};
@@ -15,7 +22,7 @@ use crate::preprocess::{Limits, RgbImage};
 
 /// Most tiles one image may be cut into, whatever the configuration or the call says (the
 /// released checkpoints use at most a few dozen).
-pub const MAX_TILES: usize = 1024;
+pub(crate) const MAX_TILES: usize = 1024;
 
 /// A tile grid: `columns` x `rows` tiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +137,94 @@ pub fn cut_tiles(
     Ok(tiles)
 }
 
+/// An anyres pinpoint resolution, `(height, width)` in pixels, as `image_grid_pinpoints`
+/// lists them.
+pub type Pinpoint = (usize, usize);
+
+/// `select_best_resolution(original_size, possible_resolutions)`: the pinpoint with the
+/// largest effective resolution (the image's pixels once scaled to fit it, at most its own),
+/// ties broken by the least wasted area; the first one on a full tie. `None` for an empty
+/// list.
+pub fn best_resolution(height: u32, width: u32, pinpoints: &[Pinpoint]) -> Option<Pinpoint> {
+    let (oh, ow) = (f64::from(height), f64::from(width));
+    let original = u64::from(height) * u64::from(width);
+    let mut best = None;
+    let mut max_effective = 0u64;
+    let mut min_wasted = u64::MAX;
+    for &(h, w) in pinpoints {
+        // Python: scale = min(w / ow, h / oh); int(ow * scale), int(oh * scale).
+        let scale = (w as f64 / ow).min(h as f64 / oh);
+        let (dw, dh) = ((ow * scale) as u64, (oh * scale) as u64);
+        let effective = (dw * dh).min(original);
+        let wasted = (w as u64 * h as u64).saturating_sub(effective);
+        if effective > max_effective || (effective == max_effective && wasted < min_wasted) {
+            max_effective = effective;
+            min_wasted = wasted;
+            best = Some((h, w));
+        }
+    }
+    best
+}
+
+/// `get_patch_output_size`: the `(height, width)` the image is resized to inside `target`,
+/// keeping its aspect ratio (the constrained side fills the target, the other is rounded up
+/// and capped by the target).
+pub fn fit_inside(height: u32, width: u32, target: Pinpoint) -> (usize, usize) {
+    let (th, tw) = target;
+    let scale_w = tw as f64 / f64::from(width);
+    let scale_h = th as f64 / f64::from(height);
+    if scale_w < scale_h {
+        let h = (f64::from(height) * scale_w).ceil() as usize;
+        (h.min(th), tw)
+    } else {
+        let w = (f64::from(width) * scale_h).ceil() as usize;
+        (th, w.min(tw))
+    }
+}
+
+/// The anyres tiles of `image` for the chosen pinpoint `target` (`get_image_patches` without
+/// the base image): resized into the target with [`fit_inside`] and `filter`, centered on a
+/// black canvas of the target's size (`divmod` padding: the extra pixel goes after), cut
+/// row-major into `tile` x `tile` tiles. The target's sides must be multiples of `tile`.
+pub fn cut_anyres(
+    image: &RgbImage,
+    target: Pinpoint,
+    tile: u32,
+    filter: Filter,
+    limits: &Limits,
+) -> Result<Vec<RgbImage>> {
+    let (th, tw) = target;
+    let t = tile as usize;
+    if t == 0 || th % t != 0 || tw % t != 0 || th == 0 || tw == 0 {
+        return Err(Error::invalid_argument(format!(
+            "anyres resolution {th}x{tw} (height x width) is not a multiple of the {tile}-pixel tile"
+        )));
+    }
+    limits.check_image("the anyres canvas", tw as u64, th as u64)?;
+    let (nh, nw) = fit_inside(image.height, image.width, target);
+    let resized = if (nw as u32, nh as u32) == (image.width, image.height) {
+        std::borrow::Cow::Borrowed(image)
+    } else {
+        std::borrow::Cow::Owned(resize(image, nw as u32, nh as u32, filter, limits)?)
+    };
+    let at = (((tw - nw) / 2) as i64, ((th - nh) / 2) as i64);
+    let canvas = resized.place_on(
+        (tw as u32, th as u32),
+        at,
+        [0, 0, 0],
+        limits,
+        "the anyres canvas",
+    )?;
+    drop(resized);
+    let mut tiles = Vec::with_capacity((th / t) * (tw / t));
+    for row in 0..(th / t) as u32 {
+        for column in 0..(tw / t) as u32 {
+            tiles.push(canvas.crop(column * tile, row * tile, tile, tile)?);
+        }
+    }
+    Ok(tiles)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +305,42 @@ mod tests {
             ..Limits::default()
         };
         assert!(cut_tiles(&img, grid, 2, 2, Filter::Bicubic, &tight).is_err());
+    }
+
+    #[test]
+    fn anyres_resolution_choice_follows_the_reference() {
+        // Values from transformers' select_best_resolution / get_patch_output_size.
+        let pins = [(336, 672), (672, 336), (672, 672), (1008, 336), (336, 1008)];
+        assert_eq!(best_resolution(480, 640, &pins), Some((672, 672)));
+        // Small images fit every pinpoint whole: the least waste wins.
+        assert_eq!(best_resolution(100, 400, &pins), Some((336, 672)));
+        assert_eq!(best_resolution(400, 100, &pins), Some((672, 336)));
+        assert_eq!(best_resolution(1000, 300, &pins), Some((1008, 336)));
+        assert_eq!(best_resolution(700, 1500, &pins), Some((336, 1008)));
+        assert_eq!(best_resolution(2000, 2000, &pins), Some((672, 672)));
+        assert_eq!(best_resolution(300, 600, &pins), Some((336, 672)));
+        // A full tie keeps the first: a tiny image fits every pinpoint whole; least waste.
+        assert_eq!(best_resolution(10, 10, &pins), Some((336, 672)));
+        assert_eq!(best_resolution(10, 10, &[]), None);
+        assert_eq!(fit_inside(480, 640, (672, 672)), (504, 672));
+        assert_eq!(fit_inside(640, 480, (672, 672)), (672, 504));
+        assert_eq!(fit_inside(7, 10, (28, 56)), (28, 40));
+        // ceil, capped by the target
+        assert_eq!(fit_inside(3, 7, (28, 56)), (24, 56));
+    }
+
+    #[test]
+    fn anyres_tiles_are_padded_centered_and_cut_row_major() {
+        // A 4x1 (w x h) image into a 4x4 target of 2-pixel tiles: it already fills the width.
+        let img = RgbImage::new(4, 1, vec![200; 12]).unwrap();
+        let tiles = cut_anyres(&img, (4, 4), 2, Filter::Nearest, &Limits::default()).unwrap();
+        assert_eq!(tiles.len(), 4);
+        // fit_inside(1, 4, (4, 4)) = (1, 4): one row, padded 1 above ((4-1)/2) and 2 below.
+        assert_eq!(tiles[0].pixel(0, 0), [0, 0, 0]);
+        assert_eq!(tiles[0].pixel(0, 1), [200, 200, 200]);
+        assert_eq!(tiles[1].pixel(1, 1), [200, 200, 200]);
+        assert_eq!(tiles[2].pixel(0, 0), [0, 0, 0]);
+        assert!(cut_anyres(&img, (4, 6), 4, Filter::Nearest, &Limits::default()).is_err());
+        assert!(cut_anyres(&img, (0, 4), 2, Filter::Nearest, &Limits::default()).is_err());
     }
 }
