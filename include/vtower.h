@@ -326,9 +326,10 @@ typedef struct vt_preprocess_params {
      * Pixtral / Mistral3: the longest edge in pixels the image is shrunk to fit (the image
      * processor's `size={"longest_edge": n}` kwarg; each side is then rounded up to the
      * patch window, so the result may be a little larger), at most 16384; 0 (default):
-     * preprocessor_config.json's `size`. Other models refuse it with
-     * VT_ERR_INVALID_ARGUMENT. Appended after max_tokens: a struct_size that ends before it
-     * reads 0.
+     * preprocessor_config.json's `size`. Idefics3 / SmolVLM: the long side the image is
+     * resized to (up or down) before it is cut into tiles (the same kwarg; the tile count
+     * follows from it). Other models refuse it with VT_ERR_INVALID_ARGUMENT. Appended after
+     * max_tokens: a struct_size that ends before it reads 0.
      */
     uint32_t longest_edge;
     /**
@@ -353,6 +354,15 @@ typedef struct vt_preprocess_params {
      * vt_image_token_grid then gives `tiles x rows x cols` (tiles counting the thumbnail).
      */
     int32_t max_patches;
+    /**
+     * Idefics3 / SmolVLM: -1 (default): as preprocessor_config.json's `do_image_splitting`
+     * (on when absent): the image is cut into a grid of tiles plus the global image; 0: one
+     * tile, the whole image stretched to the tile size; 1: split. Other models refuse 0 and
+     * 1 with VT_ERR_INVALID_ARGUMENT. (Their `size={"longest_edge": n}` kwarg is the
+     * `longest_edge` field.) Appended after max_patches: a struct_size that ends before it
+     * reads -1.
+     */
+    int32_t do_image_splitting;
 } vt_preprocess_params;
 
 /**

@@ -214,7 +214,8 @@ struct PreprocessOptions {
     /// size within it; fixed-size models refuse a smaller budget); 0 = no such bound.
     uint64_t max_tokens = 0;
     /// Pixtral / Mistral3: the longest edge the image is shrunk to fit (the processor's
-    /// `size={"longest_edge": n}`); 0 = the model's. Other models refuse a non-zero value.
+    /// `size={"longest_edge": n}`); Idefics3 / SmolVLM: the long side the image is resized
+    /// to before it is cut into tiles; 0 = the model's. Other models refuse a non-zero value.
     uint32_t longest_edge = 0;
     /// InternVL / Aya Vision: -1 = the model's (tiles plus a thumbnail), 0 = one tile, 1 =
     /// tiles. Other models refuse 0 and 1.
@@ -223,6 +224,10 @@ struct PreprocessOptions {
     /// -1 = the model's. 0 and more than 1024 are refused.
     int32_t min_patches = -1;
     int32_t max_patches = -1;
+    /// Idefics3 / SmolVLM: -1 = the model's `do_image_splitting` (a grid of tiles plus the
+    /// global image), 0 = one tile (the image stretched), 1 = split. Other models refuse 0
+    /// and 1.
+    int32_t do_image_splitting = -1;
 
     vt_preprocess_params to_c() const noexcept {
         vt_preprocess_params p = vt_preprocess_params_default();
@@ -234,6 +239,7 @@ struct PreprocessOptions {
         p.crop_to_patches = crop_to_patches;
         p.min_patches = min_patches;
         p.max_patches = max_patches;
+        p.do_image_splitting = do_image_splitting;
         return p;
     }
 };

@@ -86,8 +86,9 @@ type PreprocessOptions struct {
 	// (StatusInvalidArgument).
 	MaxTokens uint64
 	// LongestEdge (Pixtral, Mistral3) is the longest edge in pixels the image is shrunk to
-	// fit (the processor's size={"longest_edge": n}); 0 = the model's. Other models refuse
-	// a non-zero value (StatusInvalidArgument).
+	// fit (the processor's size={"longest_edge": n}); for Idefics3 and SmolVLM the long side
+	// the image is resized to before it is cut into tiles; 0 = the model's. Other models
+	// refuse a non-zero value (StatusInvalidArgument).
 	LongestEdge uint32
 	// CropToPatches (InternVL, Aya Vision) overrides the processor's tiling when non-nil:
 	// false = one tile (the image stretched), true = tiles plus a thumbnail. Other models
@@ -97,6 +98,10 @@ type PreprocessOptions struct {
 	// not counted; MaxPatches is the tile budget); 0 = the model's. Values above 1024 or a
 	// minimum above the maximum fail with StatusInvalidArgument.
 	MinPatches, MaxPatches int
+	// DoImageSplitting (Idefics3, SmolVLM) overrides the processor's do_image_splitting
+	// when non-nil: false = one tile (the image stretched), true = a grid of tiles plus the
+	// global image. Other models refuse it (StatusInvalidArgument).
+	DoImageSplitting *bool
 }
 
 // SegmentKind says what a PromptSegment is.
@@ -304,6 +309,12 @@ func (m *Model) EmbedWith(opts *PreprocessOptions, images ...[]byte) ([]Embeddin
 			params.crop_to_patches = 0
 			if *opts.CropToPatches {
 				params.crop_to_patches = 1
+			}
+		}
+		if opts.DoImageSplitting != nil {
+			params.do_image_splitting = 0
+			if *opts.DoImageSplitting {
+				params.do_image_splitting = 1
 			}
 		}
 		for _, v := range []struct {

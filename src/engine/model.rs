@@ -198,8 +198,9 @@ impl Model {
             .find(|k| !knobs.contains(k) && *k != "max_tokens")
         {
             let owners = match k {
-                "longest_edge" => "Pixtral's and Mistral3's",
+                "longest_edge" => "Pixtral's, Mistral3's, Idefics3's and SmolVLM's",
                 "crop_to_patches" | "min_patches" | "max_patches" => "InternVL's and Aya Vision's",
+                "do_image_splitting" => "Idefics3's, SmolVLM's and LLaVA-OneVision's",
                 _ => "Qwen2-VL's and Qwen3-VL's",
             };
             return Err(Error::invalid_argument(format!(

@@ -171,6 +171,7 @@ versioned!(
         crop_to_patches,
         min_patches,
         max_patches,
+        do_image_splitting,
     ]
 );
 
@@ -412,9 +413,10 @@ pub struct vt_preprocess_params {
     /// Pixtral / Mistral3: the longest edge in pixels the image is shrunk to fit (the image
     /// processor's `size={"longest_edge": n}` kwarg; each side is then rounded up to the
     /// patch window, so the result may be a little larger), at most 16384; 0 (default):
-    /// preprocessor_config.json's `size`. Other models refuse it with
-    /// VT_ERR_INVALID_ARGUMENT. Appended after max_tokens: a struct_size that ends before it
-    /// reads 0.
+    /// preprocessor_config.json's `size`. Idefics3 / SmolVLM: the long side the image is
+    /// resized to (up or down) before it is cut into tiles (the same kwarg; the tile count
+    /// follows from it). Other models refuse it with VT_ERR_INVALID_ARGUMENT. Appended after
+    /// max_tokens: a struct_size that ends before it reads 0.
     pub longest_edge: u32,
     /// InternVL / Aya Vision (`GotOcr2ImageProcessor`): -1 (default): cut the image into
     /// tiles plus a thumbnail, as their processors do by default (`crop_to_patches=True`);
@@ -432,6 +434,13 @@ pub struct vt_preprocess_params {
     /// absent). 1 means no tiling. 0 or more than 1024 fails with VT_ERR_INVALID_ARGUMENT.
     /// vt_image_token_grid then gives `tiles x rows x cols` (tiles counting the thumbnail).
     pub max_patches: i32,
+    /// Idefics3 / SmolVLM: -1 (default): as preprocessor_config.json's `do_image_splitting`
+    /// (on when absent): the image is cut into a grid of tiles plus the global image; 0: one
+    /// tile, the whole image stretched to the tile size; 1: split. Other models refuse 0 and
+    /// 1 with VT_ERR_INVALID_ARGUMENT. (Their `size={"longest_edge": n}` kwarg is the
+    /// `longest_edge` field.) Appended after max_patches: a struct_size that ends before it
+    /// reads -1.
+    pub do_image_splitting: i32,
 }
 
 /// The default preprocess parameters (struct_size filled in, every setting taken from the
@@ -452,6 +461,7 @@ pub extern "C" fn vt_preprocess_params_default() -> vt_preprocess_params {
         crop_to_patches: -1,
         min_patches: -1,
         max_patches: -1,
+        do_image_splitting: -1,
     }
 }
 
@@ -507,6 +517,16 @@ pub(crate) fn to_preprocess_options(p: &vt_preprocess_params) -> Result<Preproce
         crop_to_patches,
         min_patches: tiles("min_patches", p.min_patches)?,
         max_patches: tiles("max_patches", p.max_patches)?,
+        do_image_splitting: match p.do_image_splitting {
+            -1 => None,
+            0 => Some(false),
+            1 => Some(true),
+            other => {
+                return Err(Error::invalid_argument(format!(
+                    "vt_preprocess_params.do_image_splitting {other} is not -1, 0 or 1"
+                )))
+            }
+        },
     })
 }
 
@@ -545,6 +565,17 @@ mod tests {
         let o = to_preprocess_options(&unsafe { read_versioned(&p) }.unwrap()).unwrap();
         assert_eq!(o.longest_edge, None);
         p.struct_size = size_of::<vt_preprocess_params>() as u32;
+        // do_image_splitting (appended after max_patches) reads -1 when not covered.
+        p.do_image_splitting = 0;
+        let o = to_preprocess_options(&unsafe { read_versioned(&p) }.unwrap()).unwrap();
+        assert_eq!(o.do_image_splitting, Some(false));
+        p.struct_size = offset_of!(vt_preprocess_params, do_image_splitting) as u32;
+        let o = to_preprocess_options(&unsafe { read_versioned(&p) }.unwrap()).unwrap();
+        assert_eq!(o.do_image_splitting, None);
+        p.do_image_splitting = 2;
+        p.struct_size = size_of::<vt_preprocess_params>() as u32;
+        assert!(to_preprocess_options(&p).is_err());
+        p.do_image_splitting = -1;
         p.longest_edge = 0;
         p.pan_and_scan = 2;
         assert!(to_preprocess_options(&p).is_err());

@@ -8,6 +8,7 @@ pub mod clip;
 pub mod fused;
 pub mod gemma3;
 pub mod gemma4;
+pub mod idefics3;
 pub mod internvl;
 pub mod kernels;
 pub mod layers;

@@ -9,6 +9,7 @@ use crate::error::{Error, Result, Status};
 use crate::models::aya_vision::AyaVisionModel;
 use crate::models::gemma3::Gemma3Model;
 use crate::models::gemma4::{Gemma4Model, Gemma4Variant};
+use crate::models::idefics3::{Idefics3Model, Idefics3Variant};
 use crate::models::internvl::InternVlModel;
 use crate::models::llava::{self, LlavaModel, LlavaTower};
 use crate::models::paligemma;
@@ -46,6 +47,14 @@ pub const FAMILIES: &[(&str, LoadFn)] = &[
         load!(Gemma4Model::load, Gemma4Variant::Tower),
     ),
     ("aya_vision", load!(AyaVisionModel::load)),
+    (
+        "idefics3",
+        load!(Idefics3Model::load, Idefics3Variant::Idefics3),
+    ),
+    (
+        "smolvlm",
+        load!(Idefics3Model::load, Idefics3Variant::SmolVlm),
+    ),
     // A wrapper: the vision tower's own model_type picks the loader (`LLAVA_TOWERS`).
     ("llava", |f, w, t, d| {
         let tower = llava::vision_model_type(f)?;

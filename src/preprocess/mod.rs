@@ -8,6 +8,7 @@ pub mod gemma3;
 pub mod gemma4;
 pub mod gemma4_video;
 pub mod got_ocr2;
+pub mod idefics3;
 pub mod limits;
 pub mod longest_edge;
 pub mod normalize;

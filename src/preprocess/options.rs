@@ -45,6 +45,9 @@ pub struct PreprocessOptions {
     /// InternVL / Aya Vision: the most tiles of the grid (`max_patches`, at least 1; the
     /// thumbnail is not counted).
     pub max_patches: Option<usize>,
+    /// Idefics3 / SmolVLM: cut the image into a grid of tiles plus the global image
+    /// (`do_image_splitting`); their processors split by default.
+    pub do_image_splitting: Option<bool>,
 }
 
 /// Names of the per-call size knobs of [`PreprocessOptions`] that are given.
@@ -57,6 +60,7 @@ pub(crate) fn size_knobs_given(o: &PreprocessOptions) -> Vec<&'static str> {
         ("crop_to_patches", o.crop_to_patches.is_some()),
         ("min_patches", o.min_patches.is_some()),
         ("max_patches", o.max_patches.is_some()),
+        ("do_image_splitting", o.do_image_splitting.is_some()),
     ]
     .into_iter()
     .filter_map(|(n, given)| given.then_some(n))

@@ -117,7 +117,8 @@ pub const PreprocessOptions = struct {
     /// largest size within it; fixed-size models refuse a smaller budget).
     max_tokens: u64 = 0,
     /// Pixtral / Mistral3: the longest edge the image is shrunk to fit (the processor's
-    /// size={"longest_edge": n}); other models refuse a non-zero value.
+    /// size={"longest_edge": n}); Idefics3 / SmolVLM: the long side the image is resized to
+    /// before it is cut into tiles. Other models refuse a non-zero value.
     longest_edge: u32 = 0,
     /// InternVL / Aya Vision: -1 = the model's (tiles plus a thumbnail), 0 = one tile, 1 =
     /// tiles; the fewest and most tiles of the grid (-1 = the model's). Other models refuse
@@ -125,6 +126,9 @@ pub const PreprocessOptions = struct {
     crop_to_patches: i32 = -1,
     min_patches: i32 = -1,
     max_patches: i32 = -1,
+    /// Idefics3 / SmolVLM: -1 = the model's do_image_splitting (a grid of tiles plus the
+    /// global image), 0 = one tile, 1 = split. Other models refuse 0 and 1.
+    do_image_splitting: i32 = -1,
 
     /// The C parameters (vt_preprocess_params_default() with these fields set).
     pub fn params(o: PreprocessOptions) c.vt_preprocess_params {
@@ -137,6 +141,7 @@ pub const PreprocessOptions = struct {
         p.crop_to_patches = o.crop_to_patches;
         p.min_patches = o.min_patches;
         p.max_patches = o.max_patches;
+        p.do_image_splitting = o.do_image_splitting;
         return p;
     }
 };
