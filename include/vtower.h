@@ -357,8 +357,10 @@ typedef struct vt_preprocess_params {
     /**
      * Idefics3 / SmolVLM: -1 (default): as preprocessor_config.json's `do_image_splitting`
      * (on when absent): the image is cut into a grid of tiles plus the global image; 0: one
-     * tile, the whole image stretched to the tile size; 1: split. Other models refuse 0 and
-     * 1 with VT_ERR_INVALID_ARGUMENT. (Their `size={"longest_edge": n}` kwarg is the
+     * tile, the whole image stretched to the tile size; 1: split. LLaVA-OneVision: 0 treats
+     * the image as one of a prompt with several images (`LlavaOnevisionProcessor` with
+     * `images=[[a, b]]`: padded to a square, one tile plus one newline); -1 / 1: anyres
+     * tiles. Other models refuse 0 and 1 with VT_ERR_INVALID_ARGUMENT. (Their `size={"longest_edge": n}` kwarg is the
      * `longest_edge` field.) Appended after max_patches: a struct_size that ends before it
      * reads -1.
      */
@@ -733,7 +735,8 @@ void vt_free(struct vt_model *model);
 /**
  * The family implementing the model: "siglip", "gemma3", "gemma4", "llava", "paligemma",
  * "pixtral" (also Mistral3 and Mistral Large 4), "qwen2_vl", "qwen2_5_vl", "qwen3_vl",
- * "qwen3_5" (also Qwen4-Exp), "internvl", "aya_vision". A static string; NULL if `model` is
+ * "qwen3_5" (also Qwen4-Exp), "internvl", "aya_vision", "llava_next" (also LLaVA-NeXT-Video
+ * and LLaVA-OneVision), "idefics3", "smolvlm". A static string; NULL if `model` is
  * NULL. Any thread.
  */
 const char *vt_model_family(const struct vt_model *model);

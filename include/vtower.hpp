@@ -225,8 +225,8 @@ struct PreprocessOptions {
     int32_t min_patches = -1;
     int32_t max_patches = -1;
     /// Idefics3 / SmolVLM: -1 = the model's `do_image_splitting` (a grid of tiles plus the
-    /// global image), 0 = one tile (the image stretched), 1 = split. Other models refuse 0
-    /// and 1.
+    /// global image), 0 = one tile (the image stretched), 1 = split. LLaVA-OneVision: 0 = an
+    /// image of a multi-image prompt (padded square, one tile). Other models refuse 0 and 1.
     int32_t do_image_splitting = -1;
 
     vt_preprocess_params to_c() const noexcept {

@@ -427,6 +427,9 @@ pub struct vt_load_params {
     pub n_threads: u32,
     pub max_image_pixels: u64,
     pub dtype: u32,
+    pub max_image_tokens: u64,
+    pub embedding_cache_bytes: u64,
+    pub max_forward_bytes: u64,
 }
 
 #[repr(C)]
@@ -437,6 +440,24 @@ pub struct vt_preprocess_params {
     pub pan_and_scan_min_crop_size: u32,
     pub pan_and_scan_max_num_crops: u32,
     pub pan_and_scan_min_ratio_to_activate: f64,
+    pub max_soft_tokens: u32,
+    pub min_pixels: u64,
+    pub max_pixels: u64,
+    pub max_tokens: u64,
+    pub longest_edge: u32,
+    pub crop_to_patches: i32,
+    pub min_patches: i32,
+    pub max_patches: i32,
+    pub do_image_splitting: i32,
+}
+
+/// Preprocess params with zeroed room after them, for struct_size values past the struct
+/// (a newer caller).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PaddedPreprocessParams {
+    pub p: vt_preprocess_params,
+    _tail: [u64; 2],
 }
 
 type vt_log_fn = Option<unsafe extern "C" fn(i32, *const c_char, *mut c_void)>;
@@ -682,13 +703,19 @@ fn err_slot(want: bool, slot: &mut *mut vt_error) -> *mut *mut vt_error {
     }
 }
 
-fn read_pp_params(r: &mut Reader) -> Option<vt_preprocess_params> {
+fn read_pp_params(r: &mut Reader) -> Option<PaddedPreprocessParams> {
     let mode = r.u8();
     if mode & 1 == 0 {
         return None;
     }
-    let mut p = unsafe { vt_preprocess_params_default() };
+    let mut padded = PaddedPreprocessParams {
+        p: unsafe { vt_preprocess_params_default() },
+        _tail: [0; 2],
+    };
+    let p = &mut padded.p;
     let full = p.struct_size;
+    // The mirror above must be the header's struct: the default is returned by value into it.
+    assert_eq!(full as usize, std::mem::size_of::<vt_preprocess_params>());
     if mode & 2 != 0 {
         p.pan_and_scan = (r.u8() % 4) as i32 - 1; // -1, 0, 1, 2 (invalid)
     }
@@ -711,7 +738,7 @@ fn read_pp_params(r: &mut Reader) -> Option<vt_preprocess_params> {
             _ => full + 8,
         };
     }
-    Some(p)
+    Some(padded)
 }
 
 pub fn capi(data: &[u8]) -> Outcome {
@@ -748,6 +775,7 @@ pub fn capi(data: &[u8]) -> Outcome {
                 let fixture = r.u8() as usize % FIXTURES.len();
                 let mut p = unsafe { vt_load_params_default() };
                 let full = p.struct_size;
+                assert_eq!(full as usize, std::mem::size_of::<vt_load_params>());
                 let mode = r.u8();
                 p.device = [0, 2, 1, 7][(mode & 3) as usize];
                 p.dtype = ((mode >> 2) % 6) as u32;
@@ -816,9 +844,14 @@ pub fn capi(data: &[u8]) -> Outcome {
                 let s = unsafe {
                     match &params {
                         None => vt_preprocess(model, bytes.as_ptr(), bytes.len(), &mut img, errp),
-                        Some(p) => {
-                            vt_preprocess_ex(model, bytes.as_ptr(), bytes.len(), p, &mut img, errp)
-                        }
+                        Some(p) => vt_preprocess_ex(
+                            model,
+                            bytes.as_ptr(),
+                            bytes.len(),
+                            &p.p,
+                            &mut img,
+                            errp,
+                        ),
                     }
                 };
                 check_status("vt_preprocess", s, err);
@@ -874,7 +907,7 @@ pub fn capi(data: &[u8]) -> Outcome {
                             w,
                             h,
                             stride,
-                            p,
+                            &p.p,
                             &mut img,
                             errp,
                         ),

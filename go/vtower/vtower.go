@@ -100,7 +100,8 @@ type PreprocessOptions struct {
 	MinPatches, MaxPatches int
 	// DoImageSplitting (Idefics3, SmolVLM) overrides the processor's do_image_splitting
 	// when non-nil: false = one tile (the image stretched), true = a grid of tiles plus the
-	// global image. Other models refuse it (StatusInvalidArgument).
+	// global image. LLaVA-OneVision: false = an image of a multi-image prompt (padded to a
+	// square, one tile). Other models refuse it (StatusInvalidArgument).
 	DoImageSplitting *bool
 }
 

@@ -7,7 +7,7 @@ their ratio and the achieved TFLOP/s; --json writes the rows.
 Per case: the vision tower (+ projector) of the real shape is built inside the VLM class that
 transformers uses for it (Gemma3ForConditionalGeneration, LlavaForConditionalGeneration with a
 Pixtral tower, Qwen2VL/Qwen2_5_VL/Qwen3VLForConditionalGeneration, Gemma4ForConditionalGeneration,
-InternVLForConditionalGeneration; SigLIP as
+InternVLForConditionalGeneration, LlavaOnevisionForConditionalGeneration; SigLIP as
 SiglipVisionModel) with a
 language model of the real hidden size but otherwise tiny (1 layer, tiny vocab / heads / FFN),
 given seeded random weights, saved with `save_pretrained` into a temp dir (bf16 on cuda, f32 on
@@ -268,6 +268,32 @@ def internvl3_1b(size):
                 inputs=repeat_pixels, call=call, flops=tiles * vit_flops(n, 1024, 4096, d))
 
 
+def llava_onevision_7b(size):
+    """LLaVA-OneVision-Qwen2-7B (llava-hf/llava-onevision-qwen2-7b-ov-hf): SigLIP so400m-384 (26
+    layers as released), strategy full, layer -1, the LLaVA MLP projector into the 3584-wide
+    Qwen2 LM, anyres_max_9 and the class's 36 pinpoints. A 384 px image is the base image + 1
+    tile (729 + 27 x 28 tokens), 768 px the base + 2x2 tiles (729 + 54 x 55 tokens)."""
+    from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
+                              LlavaOnevisionImageProcessorPil)
+    d = depth(26)
+    vision = dict(model_type="siglip_vision_model", num_hidden_layers=d, image_size=384, vision_use_head=False,
+                  **SIGLIP_SO400M)
+    text = dict(model_type="qwen2", hidden_size=3584, vocab_size=16, intermediate_size=16,
+                num_hidden_layers=1, num_attention_heads=28, num_key_value_heads=4)
+    cfg = LlavaOnevisionConfig(vision_config=vision, text_config=text, image_token_index=10, video_token_index=11)
+    proc = LlavaOnevisionImageProcessorPil()
+    tiles = 1 + (size // 384) ** 2
+
+    def inputs(bf, batch):
+        return {"pixel_values": bf["pixel_values"].repeat(batch, 1, 1, 1, 1),
+                "image_sizes": bf["image_sizes"].repeat(batch, 1)}
+    n = (384 // 14) ** 2
+    return dict(cls=LlavaOnevisionForConditionalGeneration, cfg=cfg,
+                keep=("vision_tower.", "multi_modal_projector.", "image_newline"), proc=proc,
+                inputs=inputs, call=lambda m, **kw: list(m.model.get_image_features(**kw).pooler_output),
+                flops=tiles * vit_flops(n, 1152, 4304, d))
+
+
 # (name, real image side, --small image side, builder)
 CASES = [
     ("siglip-so400m-384", 384, 224, siglip_so400m),
@@ -286,6 +312,9 @@ CASES = [
     # 448: one tile; 896: 2x2 tiles + thumbnail (5 tiles); --small keeps the tile size
     ("internvl3-1b-448", 448, 448, internvl3_1b),
     ("internvl3-1b-896", 896, 672, internvl3_1b),
+    # base + 1 tile; base + 2x2 tiles (the unpadded 54x54 map stays under anyres_max_9)
+    ("llava-ov-7b-384", 384, 384, llava_onevision_7b),
+    ("llava-ov-7b-768", 768, 768, llava_onevision_7b),
 ]
 
 

@@ -436,8 +436,10 @@ pub struct vt_preprocess_params {
     pub max_patches: i32,
     /// Idefics3 / SmolVLM: -1 (default): as preprocessor_config.json's `do_image_splitting`
     /// (on when absent): the image is cut into a grid of tiles plus the global image; 0: one
-    /// tile, the whole image stretched to the tile size; 1: split. Other models refuse 0 and
-    /// 1 with VT_ERR_INVALID_ARGUMENT. (Their `size={"longest_edge": n}` kwarg is the
+    /// tile, the whole image stretched to the tile size; 1: split. LLaVA-OneVision: 0 treats
+    /// the image as one of a prompt with several images (`LlavaOnevisionProcessor` with
+    /// `images=[[a, b]]`: padded to a square, one tile plus one newline); -1 / 1: anyres
+    /// tiles. Other models refuse 0 and 1 with VT_ERR_INVALID_ARGUMENT. (Their `size={"longest_edge": n}` kwarg is the
     /// `longest_edge` field.) Appended after max_patches: a struct_size that ends before it
     /// reads -1.
     pub do_image_splitting: i32,

@@ -13,6 +13,7 @@ pub mod internvl;
 pub mod kernels;
 pub mod layers;
 pub mod llava;
+pub mod llava_next;
 pub mod paligemma;
 pub mod pixels;
 pub mod pixtral;

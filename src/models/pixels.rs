@@ -110,11 +110,25 @@ pub fn forward_frames(
     device: &Device,
     run: impl Fn(&Tensor) -> Result<Tensor>,
 ) -> Result<Vec<Tensor>> {
+    let counts: Vec<usize> = batch.iter().map(|p| p.grid[0]).collect();
+    forward_frame_counts(batch, &counts, frame, per_call, dtype, device, run)
+}
+
+/// [`forward_frames`] for images whose frame counts are `counts[i]` (families whose token
+/// grid does not count the frames, e.g. LLaVA-NeXT's packed tiles).
+pub fn forward_frame_counts(
+    batch: &[&Pixels],
+    counts: &[usize],
+    frame: [usize; 3],
+    per_call: usize,
+    dtype: DType,
+    device: &Device,
+    run: impl Fn(&Tensor) -> Result<Tensor>,
+) -> Result<Vec<Tensor>> {
     let frame_len: usize = frame.iter().product();
     let mut frames = Vec::with_capacity(batch.len());
     let mut data = Vec::with_capacity(batch.iter().map(|p| p.data.len()).sum());
-    for p in batch {
-        let f = p.grid[0];
+    for (p, &f) in batch.iter().zip(counts) {
         if f == 0 || p.data.len() != f * frame_len {
             return Err(Error::invalid_argument(format!(
                 "preprocessed image of shape {:?} does not hold {f} frames of {frame:?}",
@@ -123,6 +137,11 @@ pub fn forward_frames(
         }
         data.extend_from_slice(&p.data);
         frames.push(f);
+    }
+    if frames.len() != batch.len() {
+        return Err(Error::invalid_argument(
+            "one frame count per image is needed",
+        ));
     }
     let total: usize = frames.iter().sum();
     let [c, h, w] = frame;

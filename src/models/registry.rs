@@ -12,6 +12,7 @@ use crate::models::gemma4::{Gemma4Model, Gemma4Variant};
 use crate::models::idefics3::{Idefics3Model, Idefics3Variant};
 use crate::models::internvl::InternVlModel;
 use crate::models::llava::{self, LlavaModel, LlavaTower};
+use crate::models::llava_next::{LlavaNextModel, LlavaNextVariant};
 use crate::models::paligemma;
 use crate::models::pixtral::{PixtralModel, PixtralVariant};
 use crate::models::qwen2_vl::{QwenLayout, QwenVariant, QwenVlModel};
@@ -60,6 +61,18 @@ pub const FAMILIES: &[(&str, LoadFn)] = &[
         let tower = llava::vision_model_type(f)?;
         find(LLAVA_TOWERS, &tower, "llava with vision_config.model_type")?(f, w, t, d)
     }),
+    (
+        "llava_next",
+        load!(LlavaNextModel::load, LlavaNextVariant::Next),
+    ),
+    (
+        "llava_next_video",
+        load!(LlavaNextModel::load, LlavaNextVariant::NextVideo),
+    ),
+    (
+        "llava_onevision",
+        load!(LlavaNextModel::load, LlavaNextVariant::OneVision),
+    ),
     (
         "mistral3",
         load!(PixtralModel::load, PixtralVariant::Mistral3),

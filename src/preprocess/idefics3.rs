@@ -25,6 +25,7 @@ use crate::preprocess::limits::try_with_capacity;
 use crate::preprocess::normalize::Normalization;
 use crate::preprocess::resample::{resize, Filter};
 use crate::preprocess::settings::{read_filter, read_normalization, MAX_SIDE};
+use crate::preprocess::tiling::{cut_grid, TileGrid};
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 
 /// `MAX_IMAGE_SIZE` of the image processor: no resized image is larger than 4096 px.
@@ -254,12 +255,11 @@ impl Idefics3Processor {
                 let (ew, eh) = dims(from)?;
                 let canvas = resize(&resized, ew, eh, self.filter, limits)?;
                 drop(resized);
-                let mut tiles = Vec::with_capacity(n);
-                for r in 0..plan.rows as u32 {
-                    for c in 0..plan.cols as u32 {
-                        tiles.push(canvas.crop(c * m, r * m, m, m)?);
-                    }
-                }
+                let grid = TileGrid {
+                    columns: plan.cols,
+                    rows: plan.rows,
+                };
+                let mut tiles = cut_grid(&canvas, grid, m, m)?;
                 // The global image (or the only tile): the canvas stretched to one tile.
                 tiles.push(resize(&canvas, m, m, self.filter, limits)?);
                 tiles

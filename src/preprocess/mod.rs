@@ -10,6 +10,7 @@ pub mod gemma4_video;
 pub mod got_ocr2;
 pub mod idefics3;
 pub mod limits;
+pub mod llava_next;
 pub mod longest_edge;
 pub mod normalize;
 pub mod options;

@@ -46,7 +46,8 @@ pub struct PreprocessOptions {
     /// thumbnail is not counted).
     pub max_patches: Option<usize>,
     /// Idefics3 / SmolVLM: cut the image into a grid of tiles plus the global image
-    /// (`do_image_splitting`); their processors split by default.
+    /// (`do_image_splitting`); their processors split by default. LLaVA-OneVision: `false`
+    /// processes the image as one of a multi-image prompt (padded square, one tile).
     pub do_image_splitting: Option<bool>,
 }
 

@@ -15,6 +15,9 @@
 //! keeps the most of the image with the least waste ([`best_resolution`]), resize the image
 //! into it keeping the aspect ratio, pad it to the pinpoint centered with black, and cut
 //! that canvas into tiles ([`cut_anyres`]).
+//!
+//! Idefics3 / SmolVLM's processor (`preprocess/idefics3.rs`) sizes its own canvas (multiples
+//! of `max_image_size`) and cuts it with [`cut_grid`], like the two above.
 
 use crate::error::{Error, Result};
 use crate::preprocess::resample::{resize, Filter};
@@ -98,6 +101,23 @@ pub fn optimal_grid(
     best
 }
 
+/// Cuts `canvas` row-major into `grid` tiles of `tile_w` x `tile_h` from its top-left corner
+/// (the one tile cutter of every tiled family: GotOcr2, anyres, Idefics3).
+pub fn cut_grid(
+    canvas: &RgbImage,
+    grid: TileGrid,
+    tile_w: u32,
+    tile_h: u32,
+) -> Result<Vec<RgbImage>> {
+    let mut tiles = Vec::with_capacity(grid.tiles());
+    for row in 0..grid.rows as u32 {
+        for column in 0..grid.columns as u32 {
+            tiles.push(canvas.crop(column * tile_w, row * tile_h, tile_w, tile_h)?);
+        }
+    }
+    Ok(tiles)
+}
+
 /// Cuts `image` into `grid` tiles of `tile_w` x `tile_h` (row-major) after resizing it to
 /// the grid's canvas with `filter`, then appends the thumbnail (the image resized to one
 /// tile) when the grid has more than one tile: `crop_image_to_patches` with
@@ -124,12 +144,7 @@ pub fn cut_tiles(
     };
     limits.check_image("the tiled canvas", u64::from(canvas_w), u64::from(canvas_h))?;
     let canvas = resize(image, canvas_w, canvas_h, filter, limits)?;
-    let mut tiles = Vec::with_capacity(grid.tiles_with_thumbnail());
-    for row in 0..grid.rows as u32 {
-        for column in 0..grid.columns as u32 {
-            tiles.push(canvas.crop(column * tile_w, row * tile_h, tile_w, tile_h)?);
-        }
-    }
+    let mut tiles = cut_grid(&canvas, grid, tile_w, tile_h)?;
     drop(canvas);
     if grid.tiles() > 1 {
         tiles.push(resize(image, tile_w, tile_h, filter, limits)?);
@@ -216,13 +231,11 @@ pub fn cut_anyres(
         "the anyres canvas",
     )?;
     drop(resized);
-    let mut tiles = Vec::with_capacity((th / t) * (tw / t));
-    for row in 0..(th / t) as u32 {
-        for column in 0..(tw / t) as u32 {
-            tiles.push(canvas.crop(column * tile, row * tile, tile, tile)?);
-        }
-    }
-    Ok(tiles)
+    let grid = TileGrid {
+        columns: tw / t,
+        rows: th / t,
+    };
+    cut_grid(&canvas, grid, tile, tile)
 }
 
 #[cfg(test)]
