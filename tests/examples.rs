@@ -287,6 +287,22 @@ fn c_prompt_example_places_the_image_tokens() {
         out.contains("  text \"TILE_GLOBAL\"\n  token 9 x 4 <- embedding rows 12..15\n  token 8\n"),
         "{out}"
     );
+    // LLaVA-NeXT: <image> x (base + unpadded rows with their newlines) = 88 for 40x40.
+    let sq = fixtures().join("llava_next_f32/square_40x40.png");
+    let out = prompt(&bin, "llava_next_f32", &sq, &[]);
+    assert!(
+        out.contains("token 4 x 88 <- embedding rows 0..87"),
+        "{out}"
+    );
+    // Idefics3: per tile <fake_token_around_image> <row_r_col_c> and its run, then the
+    // global image between fake tokens (fixture ids 13, 14; 9 rows per tile, 4 tiles).
+    let wide = fixtures().join("idefics3_f32/wide_90x30.png");
+    let out = prompt(&bin, "idefics3_f32", &wide, &[]);
+    assert_eq!(out.matches("token 13\n").count(), 5, "{out}");
+    assert!(
+        out.contains("token 14 x 9 <- embedding rows 27..35"),
+        "{out}"
+    );
     // Pixtral: rows of [IMG] closed by [IMG_BREAK], the last by [IMG_END].
     let out = prompt(&bin, "pixtral_llava_f32", &image_path("photo.jpg"), &[]);
     assert!(out.contains("6 x 8 tokens = 48 embeddings"), "{out}");
