@@ -9,18 +9,10 @@
 mod common;
 
 use common::*;
-use safetensors::SafeTensors;
 use serde_json::Value;
 use vtower::{LoadOptions, Model, PreprocessOptions, PromptSegment, Status};
 
 const FAMILIES: [&str; 2] = ["internvl", "aya_vision"];
-
-fn expected(name: &str) -> Value {
-    serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join(name).join("expected.json")).unwrap(),
-    )
-    .unwrap()
-}
 
 /// The fixtures of the tiled families; each family has at least two.
 fn tiled_fixtures() -> Vec<String> {
@@ -33,33 +25,6 @@ fn tiled_fixtures() -> Vec<String> {
         assert!(n >= 2, "{n} {family} fixtures");
     }
     v
-}
-
-fn load(name: &str) -> Model {
-    Model::load(fixtures().join(name), &LoadOptions::default())
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-fn reference(name: &str, key: &str) -> (Vec<f32>, Vec<usize>) {
-    let bytes = std::fs::read(fixtures().join(name).join("expected.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let t = st
-        .tensor(key)
-        .unwrap_or_else(|_| panic!("{name}: no `{key}`"));
-    let v = t
-        .data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    (v, t.shape().to_vec())
-}
-
-fn ids(v: &Value) -> Vec<i64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_i64().unwrap())
-        .collect()
 }
 
 fn grid_of(v: &Value) -> [usize; 3] {

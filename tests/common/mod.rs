@@ -403,3 +403,41 @@ pub fn edit_json(path: &Path, f: impl FnOnce(&mut serde_json::Map<String, serde_
     f(v.as_object_mut().unwrap());
     std::fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
 }
+
+/// A fixture's expected.json.
+pub fn expected(name: &str) -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join(name).join("expected.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+/// Loads fixture `name` with default options.
+pub fn load(name: &str) -> vtower::Model {
+    vtower::Model::load(fixtures().join(name), &vtower::LoadOptions::default())
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// The f32 tensor `key` of fixture `name`'s expected.safetensors, with its shape.
+pub fn reference(name: &str, key: &str) -> (Vec<f32>, Vec<usize>) {
+    let bytes = std::fs::read(fixtures().join(name).join("expected.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let t = st
+        .tensor(key)
+        .unwrap_or_else(|_| panic!("{name}: no `{key}`"));
+    let v = t
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    (v, t.shape().to_vec())
+}
+
+/// A JSON list of token ids.
+pub fn ids(v: &Value) -> Vec<i64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
+}
