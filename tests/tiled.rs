@@ -224,16 +224,7 @@ fn images_with_different_tile_counts_batch_like_single_runs() {
         let counts: std::collections::BTreeSet<usize> =
             images.iter().map(|i| i.token_grid()[0]).collect();
         assert!(counts.len() >= 3, "{name}: tile counts {counts:?}");
-        // Reversed, with one image twice.
-        let mut order: Vec<&vtower::Image> = images.iter().rev().collect();
-        order.push(&images[0]);
-        let batch = model.forward(&order).unwrap();
-        for (i, img) in order.iter().enumerate() {
-            let single = model.forward(&[*img]).unwrap();
-            assert_eq!(batch.n_tokens(i), single.n_tokens(0));
-            let err = rel_l2(batch.data(i).unwrap(), single.data(0).unwrap());
-            assert!(err <= 1e-6, "{name}: image {i}: {err}");
-        }
+        check_batch_equals_single_runs(&model, &images, &name);
     }
 }
 

@@ -234,11 +234,6 @@ impl LlavaNextModel {
         let newline = root.tensor("image_newline", &[text_dim])?;
         let seq = t.num_patches() + usize::from(matches!(vision, VisionConfig::Clip(_)));
         let tiles_per_call = batch_for_budget(attention_bytes(t.encoder.num_heads, seq), 256 << 20);
-        if text_dim > MAX_DIM {
-            return Err(Error::bad_config(
-                "config.json: text hidden_size is too large",
-            ));
-        }
         let info = ModelInfo {
             family: "llava_next",
             model_type: files.model_type()?,

@@ -441,3 +441,17 @@ pub fn ids(v: &Value) -> Vec<i64> {
         .map(|x| x.as_i64().unwrap())
         .collect()
 }
+
+/// Runs `images` reversed, with the first one again at the end, in one forward call and
+/// checks each result against a forward call of that image alone (`name` labels failures).
+pub fn check_batch_equals_single_runs(model: &vtower::Model, images: &[vtower::Image], name: &str) {
+    let mut order: Vec<&vtower::Image> = images.iter().rev().collect();
+    order.push(&images[0]);
+    let batch = model.forward(&order).unwrap();
+    for (i, img) in order.iter().enumerate() {
+        let single = model.forward(&[*img]).unwrap();
+        assert_eq!(batch.n_tokens(i), single.n_tokens(0), "{name}: image {i}");
+        let err = rel_l2(batch.data(i).unwrap(), single.data(0).unwrap());
+        assert!(err <= 1e-6, "{name}: image {i}: {err}");
+    }
+}
