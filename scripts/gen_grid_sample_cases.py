@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Generate the torch reference of `src/models/grid_sample.rs` (bicubic `F.grid_sample`).
+
+Writes `tests/fixtures/resample/grid_sample_bicubic.json`: per case a random table
+`[height, width, channels]` (channels last, as vtower stores a position table), sample points
+`(x, y)` in grid_sample's normalized coordinates, `align_corners`, `padding_mode`, and the values
+`F.grid_sample(table.permute(2, 0, 1)[None], grid, mode="bicubic", ...)` gives at each point
+(`[points, channels]`), computed by torch on the CPU in float32.
+
+Cases: odd table sizes, GLM-4.xV's own sampling grid (`((i + 0.5) / n) * 2 - 1` in float32, the
+one `Glm4vVisionEmbeddings` builds for an `n_h x n_w` patch grid; align_corners False, border
+padding) for up- and downsampling, and random points inside and outside [-1, 1] for every
+(align_corners, padding) pair the helper implements (zeros, border).
+
+Run with the fixtures venv (torch): `python scripts/gen_grid_sample_cases.py` (also run by
+`python -m fixtures glm4v`). Deterministic (fixed seeds, one thread).
+"""
+
+import json
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "tests", "fixtures", "resample", "grid_sample_bicubic.json")
+
+
+def glm_points(n_h: int, n_w: int) -> torch.Tensor:
+    """The grid of Glm4vVisionEmbeddings for an n_h x n_w patch grid, raster order, float32 as there."""
+    h, w = torch.meshgrid(torch.arange(n_h), torch.arange(n_w), indexing="ij")
+    h, w = h.flatten(), w.flatten()
+    th = torch.full_like(h, n_h).to(torch.float32)
+    tw = torch.full_like(w, n_w).to(torch.float32)
+    norm_w = ((w + 0.5) / tw) * 2 - 1
+    norm_h = ((h + 0.5) / th) * 2 - 1
+    return torch.stack((norm_w, norm_h), dim=-1)
+
+
+def case(name, rng, shape, points, align_corners, padding):
+    hh, ww, cc = shape
+    table = torch.from_numpy(rng.normal(0.0, 1.0, size=shape).astype(np.float32))
+    grid = points.to(torch.float32).reshape(1, -1, 1, 2)
+    out = F.grid_sample(table.permute(2, 0, 1)[None], grid, mode="bicubic", align_corners=align_corners,
+                        padding_mode=padding)
+    out = out[0, :, :, 0].permute(1, 0).contiguous()  # [points, channels]
+    assert out.dtype == torch.float32
+    return {
+        "name": name,
+        "height": hh,
+        "width": ww,
+        "channels": cc,
+        "align_corners": align_corners,
+        "padding_mode": padding,
+        "table": [float(v) for v in table.reshape(-1).tolist()],
+        "points": [[float(x), float(y)] for x, y in points.tolist()],
+        "expected": [float(v) for v in out.reshape(-1).tolist()],
+    }
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(2020)
+    cases = [
+        case("glm_upsample_5x7_to_9x11", rng, (5, 7, 3), glm_points(9, 11), False, "border"),
+        case("glm_downsample_7x7_to_3x5", rng, (7, 7, 4), glm_points(3, 5), False, "border"),
+        case("glm_identity_5x5", rng, (5, 5, 2), glm_points(5, 5), False, "border"),
+        case("glm_single_row_3x9_to_1x13", rng, (3, 9, 2), glm_points(1, 13), False, "border"),
+    ]
+    gen = torch.Generator().manual_seed(7)
+    for ac in (False, True):
+        for pad in ("border", "zeros"):
+            pts = torch.rand((23, 2), generator=gen) * 2.6 - 1.3  # inside and outside [-1, 1]
+            cases.append(case(f"random_{pad}_ac{int(ac)}_3x5", rng, (3, 5, 3), pts, ac, pad))
+    doc = {
+        "torch_version": torch.__version__,
+        "function": "F.grid_sample(table[None] (NCHW), grid [1, P, 1, 2] as (x, y), mode='bicubic', "
+                    "align_corners, padding_mode) on the CPU in float32; expected is [P, C]",
+        "cases": cases,
+    }
+    with open(OUT, "w") as f:
+        json.dump(doc, f, separators=(",", ":"))
+        f.write("\n")
+    print(f"wrote {OUT}: {len(cases)} cases, {os.path.getsize(OUT)} bytes")
+
+
+if __name__ == "__main__":
+    main()
