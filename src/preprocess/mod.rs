@@ -7,6 +7,7 @@ pub mod fixed_size;
 pub mod gemma3;
 pub mod gemma4;
 pub mod gemma4_video;
+pub mod glm4v;
 pub mod got_ocr2;
 pub mod idefics3;
 pub mod limits;

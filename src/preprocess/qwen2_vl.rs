@@ -17,6 +17,9 @@ use crate::preprocess::{Limits, Pixels, RgbImage};
 /// The class defaults of `size`: `shortest_edge` = 56·56, `longest_edge` = 28·28·1280.
 const DEFAULT_MIN_PIXELS: usize = 56 * 56;
 const DEFAULT_MAX_PIXELS: usize = 28 * 28 * 1280;
+/// `Glm4vImageProcessor`'s class `size`: 112·112 .. 28·28·15000.
+const GLM_DEFAULT_MIN_PIXELS: usize = 112 * 112;
+const GLM_DEFAULT_MAX_PIXELS: usize = 28 * 28 * 15000;
 /// Largest accepted `max_pixels` (the released checkpoints use 12845056 = 2^23.6).
 const MAX_PIXELS_LIMIT: usize = 1 << 28;
 /// Largest accepted patch / merge / temporal sizes.
@@ -81,10 +84,22 @@ pub fn smart_resize(
     Ok((h_bar, w_bar))
 }
 
+/// Which `smart_resize` a processor runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResizeRule {
+    /// `Qwen2VLImageProcessor`'s ([`smart_resize`]): the pixel bounds count one frame.
+    Qwen,
+    /// `Glm4vImageProcessor`'s (`preprocess::glm4v::smart_resize`): images narrower than the
+    /// factor are scaled up first, and the bounds count `temporal_patch_size` frames.
+    Glm4v,
+}
+
 /// The processor, configured from `preprocessor_config.json`.
 #[derive(Debug, Clone)]
 pub struct QwenImageProcessor {
     pub geometry: PatchGeometry,
+    /// The resize rule of the processor class.
+    pub rule: ResizeRule,
     /// `size.shortest_edge` (or the legacy top-level `min_pixels`, which wins).
     pub min_pixels: usize,
     /// `size.longest_edge` (or the legacy top-level `max_pixels`, which wins).
@@ -110,6 +125,19 @@ impl QwenImageProcessor {
     /// processor's `patch_size`, `merge_size` and `temporal_patch_size` (class defaults 14, 2,
     /// 2) must match.
     pub fn from_config(pre: &ConfigObject, model: PatchGeometry) -> Result<QwenImageProcessor> {
+        Self::from_config_with(pre, model, ResizeRule::Qwen)
+    }
+
+    /// [`QwenImageProcessor::from_config`] for the processor class whose resize rule is
+    /// `rule`: `Qwen2VLImageProcessor` (class `size` 56·56 .. 28·28·1280; legacy top-level
+    /// `min_pixels` / `max_pixels` win over `size`) or `Glm4vImageProcessor` (class `size`
+    /// 112·112 .. 28·28·15000; no legacy keys: the class has no such attributes, and a `size`
+    /// without both edges fails in the reference at the first call).
+    pub fn from_config_with(
+        pre: &ConfigObject,
+        model: PatchGeometry,
+        rule: ResizeRule,
+    ) -> Result<QwenImageProcessor> {
         let geometry = PatchGeometry {
             patch_size: pre.positive_or("patch_size", 14, MAX_PATCH)?,
             merge_size: pre.positive_or("merge_size", 2, MAX_PATCH)?,
@@ -130,14 +158,18 @@ impl QwenImageProcessor {
         }
         // `size` = {shortest_edge: min_pixels, longest_edge: max_pixels} (5.x); legacy
         // top-level `min_pixels` / `max_pixels` override it, as the processor's __init__ does.
-        let (mut min_pixels, mut max_pixels) = (DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS);
+        let legacy = rule == ResizeRule::Qwen;
+        let (mut min_pixels, mut max_pixels) = match rule {
+            ResizeRule::Qwen => (DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS),
+            ResizeRule::Glm4v => (GLM_DEFAULT_MIN_PIXELS, GLM_DEFAULT_MAX_PIXELS),
+        };
         if let Some(size) = pre.object("size")? {
             match (
                 pixel_count(&size, "shortest_edge")?,
                 pixel_count(&size, "longest_edge")?,
             ) {
                 (Some(lo), Some(hi)) => (min_pixels, max_pixels) = (lo, hi),
-                _ if pre.contains("min_pixels") && pre.contains("max_pixels") => {}
+                _ if legacy && pre.contains("min_pixels") && pre.contains("max_pixels") => {}
                 _ => {
                     return Err(Error::bad_config(format!(
                     "{}: `size` must have `shortest_edge` and `longest_edge` (min and max pixels)",
@@ -146,11 +178,13 @@ impl QwenImageProcessor {
                 }
             }
         }
-        if let Some(v) = pixel_count(pre, "min_pixels")? {
-            min_pixels = v;
-        }
-        if let Some(v) = pixel_count(pre, "max_pixels")? {
-            max_pixels = v;
+        if legacy {
+            if let Some(v) = pixel_count(pre, "min_pixels")? {
+                min_pixels = v;
+            }
+            if let Some(v) = pixel_count(pre, "max_pixels")? {
+                max_pixels = v;
+            }
         }
         if min_pixels > max_pixels {
             return Err(Error::bad_config(format!(
@@ -161,6 +195,7 @@ impl QwenImageProcessor {
         }
         Ok(QwenImageProcessor {
             geometry,
+            rule,
             min_pixels,
             max_pixels,
             do_resize: pre.bool_or("do_resize", true)?,
@@ -181,20 +216,36 @@ impl QwenImageProcessor {
             }
             return Ok((height, width));
         }
-        smart_resize(
-            height,
-            width,
-            self.geometry.factor(),
-            self.min_pixels,
-            self.max_pixels,
-        )
+        let f = self.geometry.factor();
+        match self.rule {
+            ResizeRule::Qwen => smart_resize(height, width, f, self.min_pixels, self.max_pixels),
+            ResizeRule::Glm4v => crate::preprocess::glm4v::smart_resize(
+                height,
+                width,
+                f,
+                self.geometry.temporal_patch_size,
+                self.min_pixels,
+                self.max_pixels,
+            ),
+        }
+    }
+
+    /// Pixels of the bounds one output token stands for: `(patch * merge)²`, times
+    /// `temporal_patch_size` for the GLM rule (whose bounds count every frame).
+    fn pixels_per_token(&self) -> usize {
+        let f = self.geometry.factor();
+        match self.rule {
+            ResizeRule::Qwen => f * f,
+            ResizeRule::Glm4v => f * f * self.geometry.temporal_patch_size,
+        }
     }
 
     /// [`QwenImageProcessor::process`] with the per-call knobs of `opts`: `min_pixels` and
     /// `max_pixels` replace the configured bounds as the processor's call kwargs do (each
-    /// alone keeps the other's configured value); `max_tokens` lowers `max_pixels` to
-    /// `max_tokens * (patch * merge)^2`, the largest pixel count `smart_resize` keeps within
-    /// it, and refuses an image that still yields more (extreme aspect ratios).
+    /// alone keeps the other's configured value; GLM: `size={"shortest_edge", "longest_edge"}`);
+    /// `max_tokens` lowers `max_pixels` to `max_tokens * (patch * merge)^2` (GLM: times
+    /// `temporal_patch_size`), the largest pixel count `smart_resize` keeps within it, and
+    /// refuses an image that still yields more (extreme aspect ratios).
     pub fn process_with(
         &self,
         image: &RgbImage,
@@ -203,7 +254,7 @@ impl QwenImageProcessor {
     ) -> Result<Pixels> {
         if opts.pan_and_scan == Some(true) {
             return Err(Error::invalid_argument(
-                "Qwen models have no pan-and-scan (it is Gemma3's)",
+                "Qwen and GLM models have no pan-and-scan (it is Gemma3's)",
             ));
         }
         let mut p = self.clone();
@@ -215,7 +266,7 @@ impl QwenImageProcessor {
         }
         let f = self.geometry.factor();
         if let Some(t) = opts.max_tokens {
-            p.max_pixels = p.max_pixels.min(t.saturating_mul(f * f));
+            p.max_pixels = p.max_pixels.min(t.saturating_mul(self.pixels_per_token()));
         }
         if let Some(t) = opts.max_tokens {
             let (h, w) = p.target_size(image.width as usize, image.height as usize)?;
@@ -223,7 +274,7 @@ impl QwenImageProcessor {
             if tokens > t {
                 return Err(Error::invalid_argument(format!(
                     "no size of this {}x{} image yields at most max_tokens = {t} embeddings: \
-                     the smallest the Qwen resize rule allows gives {tokens}",
+                     the smallest the processor's resize rule allows gives {tokens}",
                     image.width, image.height
                 )));
             }
@@ -351,6 +402,7 @@ mod tests {
                 merge_size: m,
                 temporal_patch_size: t,
             },
+            rule: ResizeRule::Qwen,
             min_pixels: 1,
             max_pixels: 1 << 20,
             do_resize: false,
