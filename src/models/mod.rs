@@ -8,6 +8,8 @@ pub mod clip;
 pub mod fused;
 pub mod gemma3;
 pub mod gemma4;
+pub mod glm4v;
+pub mod grid_sample;
 pub mod idefics3;
 pub mod internvl;
 pub mod kernels;

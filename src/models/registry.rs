@@ -9,6 +9,7 @@ use crate::error::{Error, Result, Status};
 use crate::models::aya_vision::AyaVisionModel;
 use crate::models::gemma3::Gemma3Model;
 use crate::models::gemma4::{Gemma4Model, Gemma4Variant};
+use crate::models::glm4v::{GlmVariant, GlmVlModel};
 use crate::models::idefics3::{Idefics3Model, Idefics3Variant};
 use crate::models::internvl::InternVlModel;
 use crate::models::llava::{self, LlavaModel, LlavaTower};
@@ -116,6 +117,11 @@ pub const FAMILIES: &[(&str, LoadFn)] = &[
         load!(Qwen3VlModel::load, Qwen3Variant::Qwen35),
     ),
     ("qwen4_exp", load!(Qwen3VlModel::load, Qwen3Variant::Qwen35)),
+    // GLM-4.5V's tower is GLM-4.1V's; GLM-4.6V's is the one its vision_config names.
+    ("glm4v", load!(GlmVlModel::load, GlmVariant::Glm4v)),
+    ("glm4v_moe", load!(GlmVlModel::load, GlmVariant::Glm4vMoe)),
+    ("glm46v", load!(GlmVlModel::load, GlmVariant::Glm46v)),
+    ("glm_ocr", load!(GlmVlModel::load, GlmVariant::GlmOcr)),
 ];
 
 /// `llava`'s towers by `vision_config.model_type`.

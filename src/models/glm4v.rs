@@ -1,0 +1,616 @@
+//! GLM-4.xV vision towers with their projector, as transformers 5.23 computes them:
+//! `Glm4vVisionModel` (`model_type` `glm4v`: GLM-4.1V; `glm4v_moe`: GLM-4.5V, whose
+//! `Glm4vMoeVisionModel` is the same module; `glm46v`: GLM-4.6V, whose tower is the one its
+//! `vision_config.model_type` names) and `GlmOcrVisionModel` (`glm_ocr`, or `glm46v` with a
+//! `glm_ocr_vision` config). Only the vision tensors are read (`visual.*` / `model.visual.*`).
+//!
+//! - 3-D patch embedding: a Conv3d over `temporal x patch x patch` **with bias**, a linear map
+//!   over the processor's flattened patch rows (`Glm4vImageProcessor`: Qwen2-VL's layout);
+//! - GLM-4.1V only: an RMSNorm after the patch conv (`post_conv_layernorm`), then the learned
+//!   position table (`embeddings.position_embedding`, `(image_size / patch)²` rows) resampled
+//!   to each image's patch grid with bicubic `grid_sample` (align_corners false, border
+//!   padding: [`grid_sample_bicubic`]) at `((i + 0.5) / n) · 2 − 1`, and added;
+//! - the 2-D axial rotary embedding of Qwen2-VL at each patch's (row, column);
+//! - blocks: RMSNorm, fused-qkv attention limited to each image (GLM-OCR: RMSNorm on each
+//!   head's q and k before the rotation; biases on qkv / proj per `attention_bias`, GLM-4.1V's
+//!   proj never has one), RMSNorm, SwiGLU MLP (`hidden_act`, GLM-4.1V: width
+//!   `out_hidden_size`, no bias; GLM-OCR: `intermediate_size`, bias per `attention_bias`);
+//! - `post_layernorm` (RMSNorm), then a `merge x merge` Conv2d with bias over each merge block
+//!   (`downsample`: a linear map over the block's `merge²` tokens) to `out_hidden_size`;
+//! - the merger (`Glm4vVisionPatchMerger`): Linear, LayerNorm (eps 1e-5), GELU (erf), then
+//!   SwiGLU `down(act(gate(x)) · up(x))` of width `intermediate_size` (GLM-OCR:
+//!   `out_hidden_size · in_channels`), no biases.
+//!
+//! Several images of different sizes run in one packed sequence with per-image attention
+//! segments. Embeddings come out in merged-grid raster order, one row per `<|image|>`; the
+//! prompt is `<|begin_of_image|>`, the placeholders, `<|end_of_image|>`, with Qwen2-VL's
+//! M-RoPE ids (`Glm4vModel.get_rope_index` gives an image the same ids).
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::{axial_rope_theta, ConfigObject, ModelFiles, ROPE_PARAMETERS_FIRST};
+use crate::error::{Error, Result};
+use crate::models::activation::Activation;
+use crate::models::fused::act_mul;
+use crate::models::grid_sample::{grid_sample_bicubic, GridPadding, GridTable};
+use crate::models::layers::{segment_attention_with, GatedMlp, LayerNorm, Linear, Loader, RmsNorm};
+use crate::models::pixels::{pack_patch_rows, split_rows};
+use crate::models::qwen2_vl::{check_channels_and_heads, qwen_image_methods};
+use crate::models::rope::{apply_rotary_f32, AxialRope};
+use crate::models::vit::{MAX_DIM, MAX_LAYERS};
+use crate::models::{batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
+use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor};
+use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
+use crate::weights::Weights;
+
+/// The merger's LayerNorm is `nn.LayerNorm(dim)`: eps 1e-5.
+const MERGER_NORM_EPS: f64 = 1e-5;
+/// Largest accepted position table (released: 336 / 14 = 24, 576 rows).
+const MAX_POSITIONS: usize = 1 << 20;
+
+/// Which `model_type` (the registry has matched it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GlmVariant {
+    /// `glm4v` (GLM-4.1V): `Glm4vConfig`, always the GLM-4.1V tower.
+    Glm4v,
+    /// `glm4v_moe` (GLM-4.5V): `Glm4vMoeConfig`, the same tower.
+    Glm4vMoe,
+    /// `glm46v` (GLM-4.6V): the tower `vision_config.model_type` names (`AutoConfig`).
+    Glm46v,
+    /// `glm_ocr` (GLM-OCR): `GlmOcrConfig`, the GLM-OCR tower.
+    GlmOcr,
+}
+
+/// Which vision tower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GlmTower {
+    /// `Glm4vVisionModel` / `Glm4vMoeVisionModel`.
+    Glm4v,
+    /// `GlmOcrVisionModel`: no position table nor post-conv norm, q/k norms, MLP of
+    /// `intermediate_size`, biases per `attention_bias`, a wider merger.
+    Ocr,
+}
+
+impl GlmVariant {
+    /// The tower of this model type: fixed by the config class, except `glm46v`'s, whose
+    /// `vision_config` is resolved by its own `model_type` (default `glm4v_vision`).
+    fn tower(self, vision: &ConfigObject) -> Result<GlmTower> {
+        Ok(match self {
+            GlmVariant::Glm4v | GlmVariant::Glm4vMoe => GlmTower::Glm4v,
+            GlmVariant::GlmOcr => GlmTower::Ocr,
+            GlmVariant::Glm46v => match vision.string("model_type")?.as_deref() {
+                None | Some("glm4v_vision") | Some("glm4v_moe_vision") => GlmTower::Glm4v,
+                Some("glm_ocr_vision") => GlmTower::Ocr,
+                Some(other) => {
+                    return Err(Error::bad_config(format!(
+                        "{}: model_type `{other}` is not supported for glm46v (supported: \
+                         glm4v_vision, glm4v_moe_vision, glm_ocr_vision)",
+                        vision.location()
+                    )))
+                }
+            },
+        })
+    }
+
+    /// The config class's default token ids: image, image start, image end.
+    fn default_tokens(self, tower: GlmTower) -> [i64; 3] {
+        match (self, tower) {
+            (GlmVariant::GlmOcr, _) => [59280, 59256, 59257],
+            (GlmVariant::Glm4vMoe, _) => [151363, 151339, 151340],
+            _ => [151343, 151339, 151340],
+        }
+    }
+}
+
+/// The vision config (`Glm4vVisionConfig` / `GlmOcrVisionConfig` of transformers 5.23).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GlmVisionConfig {
+    pub tower: GlmTower,
+    pub depth: usize,
+    /// Vision width (`hidden_size`).
+    pub dim: usize,
+    pub num_heads: usize,
+    /// `intermediate_size`: the merger's SwiGLU width (GLM-4.1V) or the blocks' MLP width
+    /// (GLM-OCR).
+    pub intermediate_size: usize,
+    /// Downsample and merger width = the language model's (`out_hidden_size`).
+    pub out_dim: usize,
+    pub geometry: PatchGeometry,
+    pub act: Activation,
+    pub rope_theta: f64,
+    pub rms_norm_eps: f64,
+    pub attention_bias: bool,
+    /// Side of the position table, `image_size / patch_size` (GLM-4.1V only).
+    pub position_side: usize,
+}
+
+impl GlmVisionConfig {
+    /// Reads `vision_config` with the defaults of the `tower`'s config class.
+    pub fn from_config(v: &ConfigObject, tower: GlmTower) -> Result<GlmVisionConfig> {
+        // (hidden_size, attention_bias, num_heads, out_hidden_size, intermediate_size)
+        let defaults = match tower {
+            GlmTower::Glm4v => (1536, false, 12, 4096, 13696),
+            GlmTower::Ocr => (1024, true, 16, 1536, 4096),
+        };
+        let depth = v.positive_or(v.aliased(&["depth", "num_hidden_layers"]), 24, MAX_LAYERS)?;
+        let num_heads = v.positive_or(
+            v.aliased(&["num_heads", "num_attention_heads"]),
+            defaults.2,
+            MAX_DIM,
+        )?;
+        let dim = v.positive_or("hidden_size", defaults.0, MAX_DIM)?;
+        check_channels_and_heads(v, dim, num_heads)?;
+        let patch_size = v.positive_or("patch_size", 14, 1024)?;
+        let image_size = match v.value("image_size") {
+            None => 336,
+            Some(serde_json::Value::Number(_)) => v.positive_or("image_size", 336, 1 << 20)?,
+            Some(other) => {
+                return Err(Error::bad_config(format!(
+                    "{}: image_size {other} is not supported (the position table is \
+                     (image_size // patch_size)² rows: an integer)",
+                    v.location()
+                )))
+            }
+        };
+        let position_side = image_size / patch_size;
+        if tower == GlmTower::Glm4v
+            && (position_side == 0 || position_side * position_side > MAX_POSITIONS)
+        {
+            return Err(Error::bad_config(format!(
+                "{}: image_size {image_size} / patch_size {patch_size} gives a position table \
+                 of side {position_side}",
+                v.location()
+            )));
+        }
+        let rms_norm_eps = v.f64_or("rms_norm_eps", 1e-5)?;
+        if !(rms_norm_eps > 0.0 && rms_norm_eps.is_finite()) {
+            return Err(Error::bad_config(format!(
+                "{}: rms_norm_eps {rms_norm_eps} must be a positive number",
+                v.location()
+            )));
+        }
+        Ok(GlmVisionConfig {
+            tower,
+            depth,
+            dim,
+            num_heads,
+            intermediate_size: v.positive_or("intermediate_size", defaults.4, MAX_DIM * 8)?,
+            out_dim: v.positive_or("out_hidden_size", defaults.3, MAX_DIM)?,
+            geometry: PatchGeometry {
+                patch_size,
+                merge_size: v.positive_or("spatial_merge_size", 2, 64)?,
+                temporal_patch_size: v.positive_or("temporal_patch_size", 2, 64)?,
+            },
+            act: Activation::from_name(&v.string_or("hidden_act", "silu")?)?,
+            rope_theta: axial_rope_theta(v, ROPE_PARAMETERS_FIRST)?,
+            rms_norm_eps,
+            attention_bias: v.bool_or("attention_bias", defaults.1)?,
+            position_side,
+        })
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.dim / self.num_heads
+    }
+
+    /// Width and bias of the blocks' SwiGLU MLP.
+    fn mlp(&self) -> (usize, bool) {
+        match self.tower {
+            GlmTower::Glm4v => (self.out_dim, false),
+            GlmTower::Ocr => (self.intermediate_size, self.attention_bias),
+        }
+    }
+
+    /// The merger's SwiGLU width (`context_dim`): `intermediate_size`, or GLM-OCR's
+    /// `out_hidden_size * in_channels` (3).
+    fn merger_width(&self) -> usize {
+        match self.tower {
+            GlmTower::Glm4v => self.intermediate_size,
+            GlmTower::Ocr => self.out_dim * 3,
+        }
+    }
+}
+
+struct Block {
+    norm1: RmsNorm,
+    qkv: Linear,
+    /// GLM-OCR's per-head q / k RMSNorms.
+    qk_norm: Option<(RmsNorm, RmsNorm)>,
+    proj: Linear,
+    norm2: RmsNorm,
+    mlp: GatedMlp,
+}
+
+impl Block {
+    fn load(l: &Loader, c: &GlmVisionConfig) -> Result<Block> {
+        let (d, eps) = (c.dim, c.rms_norm_eps);
+        let (mlp_width, mlp_bias) = c.mlp();
+        let ocr = c.tower == GlmTower::Ocr;
+        let qk_norm = if ocr {
+            Some((
+                l.rms_norm("attn.q_norm", c.head_dim(), eps)?,
+                l.rms_norm("attn.k_norm", c.head_dim(), eps)?,
+            ))
+        } else {
+            None
+        };
+        Ok(Block {
+            norm1: l.rms_norm("norm1", d, eps)?,
+            qkv: l.linear("attn.qkv", d, 3 * d, c.attention_bias)?,
+            qk_norm,
+            proj: l.linear("attn.proj", d, d, ocr && c.attention_bias)?,
+            norm2: l.rms_norm("norm2", d, eps)?,
+            mlp: l.gated_mlp("mlp", d, mlp_width, mlp_bias, c.act)?,
+        })
+    }
+}
+
+/// `Glm4vVisionPatchMerger`: `down(act(gate(h)) · up(h))` with `h = gelu(norm(proj(x)))`.
+struct Merger {
+    proj: Linear,
+    norm: LayerNorm,
+    gate_up: Linear,
+    down: Linear,
+    width: usize,
+    act: Activation,
+}
+
+impl Merger {
+    fn load(l: &Loader, c: &GlmVisionConfig) -> Result<Merger> {
+        let (o, w) = (c.out_dim, c.merger_width());
+        Ok(Merger {
+            proj: l.linear("proj", o, o, false)?,
+            norm: l.layer_norm("post_projection_norm", o, MERGER_NORM_EPS)?,
+            gate_up: Linear::concat(&[
+                l.linear("gate_proj", o, w, false)?,
+                l.linear("up_proj", o, w, false)?,
+            ])?,
+            down: l.linear("down_proj", w, o, false)?,
+            width: w,
+            act: c.act,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.norm.forward(&self.proj.forward(x)?)?.gelu_erf()?;
+        let h = act_mul(&self.gate_up.forward(&h)?, self.width, self.act)?;
+        self.down.forward(&h)
+    }
+}
+
+/// The position table of GLM-4.1V and its post-conv norm.
+struct Positions {
+    post_conv_norm: RmsNorm,
+    /// `embeddings.position_embedding.weight` `[side², dim]` as f32 on the CPU (the reference
+    /// resamples it in f32).
+    table: Vec<f32>,
+    side: usize,
+}
+
+impl Positions {
+    fn load(l: &Loader, c: &GlmVisionConfig) -> Result<Positions> {
+        let side = c.position_side;
+        let table = l
+            .tensor_as(
+                "embeddings.position_embedding.weight",
+                &[side * side, c.dim],
+                DType::F32,
+            )?
+            .to_device(&Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        Ok(Positions {
+            post_conv_norm: l.rms_norm("post_conv_layernorm", c.dim, c.rms_norm_eps)?,
+            table,
+            side,
+        })
+    }
+
+    /// The resampled table rows `[n, dim]` (f32) of the patches at `positions` of images
+    /// whose patch grids are `sizes` (`(rows, cols)` per position).
+    fn rows(
+        &self,
+        positions: &[(usize, usize)],
+        sizes: &[(usize, usize)],
+        dim: usize,
+        device: &Device,
+    ) -> Result<Tensor> {
+        // Glm4vVisionEmbeddings: ((coord + 0.5) / size) * 2 - 1 in f32, as (x, y).
+        let points: Vec<[f32; 2]> = positions
+            .iter()
+            .zip(sizes)
+            .map(|(&(r, c), &(gh, gw))| {
+                [
+                    ((c as f32 + 0.5) / gw as f32) * 2.0 - 1.0,
+                    ((r as f32 + 0.5) / gh as f32) * 2.0 - 1.0,
+                ]
+            })
+            .collect();
+        let table = GridTable {
+            data: &self.table,
+            height: self.side,
+            width: self.side,
+            channels: dim,
+        };
+        let rows = grid_sample_bicubic(table, &points, false, GridPadding::Border);
+        Ok(Tensor::from_vec(rows, (points.len(), dim), &Device::Cpu)?.to_device(device)?)
+    }
+}
+
+/// The tower with its downsample and merger.
+pub struct GlmVisionTower {
+    config: GlmVisionConfig,
+    patch_embed: Linear,
+    positions: Option<Positions>,
+    rope: AxialRope,
+    blocks: Vec<Block>,
+    post_norm: RmsNorm,
+    /// The `merge x merge` Conv2d as a linear map over a block's tokens `(row, col, channel)`.
+    downsample: Linear,
+    merger: Merger,
+}
+
+impl GlmVisionTower {
+    /// Loads the tower under `loader` (which points at `visual.`).
+    pub fn load(loader: &Loader, config: &GlmVisionConfig) -> Result<GlmVisionTower> {
+        let c = config;
+        let g = c.geometry;
+        let (d, m) = (c.dim, g.merge_size);
+        // Checked first: GLM-4.1V's MLPs are out_hidden_size wide too.
+        let shape = loader.shape("downsample.weight")?;
+        if shape.first() != Some(&c.out_dim) {
+            return Err(Error::bad_config(format!(
+                "config.json: vision_config.out_hidden_size {} disagrees with {} {shape:?} \
+                 (the downsample's output width)",
+                c.out_dim,
+                loader.name("downsample.weight")
+            )));
+        }
+        let w = loader.tensor(
+            "patch_embed.proj.weight",
+            &[d, 3, g.temporal_patch_size, g.patch_size, g.patch_size],
+        )?;
+        let b = loader.tensor("patch_embed.proj.bias", &[d])?;
+        let patch_embed = Linear::new(w.reshape((d, g.patch_dim()))?, Some(b))?;
+        let positions = match c.tower {
+            GlmTower::Glm4v => Some(Positions::load(loader, c)?),
+            GlmTower::Ocr => None,
+        };
+        let blocks = (0..c.depth)
+            .map(|i| Block::load(&loader.sub(&format!("blocks.{i}")), c))
+            .collect::<Result<Vec<_>>>()?;
+        let w = loader.tensor("downsample.weight", &[c.out_dim, d, m, m])?;
+        let w = w
+            .permute((0, 2, 3, 1))?
+            .contiguous()?
+            .reshape((c.out_dim, m * m * d))?;
+        let downsample = Linear::new(w, Some(loader.tensor("downsample.bias", &[c.out_dim])?))?;
+        Ok(GlmVisionTower {
+            config: c.clone(),
+            patch_embed,
+            positions,
+            rope: AxialRope::new(c.head_dim(), c.rope_theta)?,
+            blocks,
+            post_norm: loader.rms_norm("post_layernorm", d, c.rms_norm_eps)?,
+            downsample,
+            merger: Merger::load(&loader.sub("merger"), c)?,
+        })
+    }
+
+    /// Runs the tower, downsample and merger on packed patch rows `[n_patches, patch_dim]`
+    /// of images with patch grids `grids` (`t, h, w` in patches); returns the embeddings
+    /// `[n_tokens, out_dim]` of all images and the token count of each.
+    pub fn forward(&self, patches: &Tensor, grids: &[[usize; 3]]) -> Result<(Tensor, Vec<usize>)> {
+        let c = &self.config;
+        let m = c.geometry.merge_size;
+        let unit = m * m;
+        let device = patches.device();
+        // Patch (row, col) of each row in the processor's block order and its image's grid,
+        // per frame; attention segments per frame.
+        let (mut positions, mut sizes, mut segments, mut tokens) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut base = 0;
+        for &[t, gh, gw] in grids {
+            let wm = gw / m;
+            for _ in 0..t {
+                positions.extend((0..gh * gw).map(|i| {
+                    let (b, u) = (i / unit, i % unit);
+                    ((b / wm) * m + u / m, (b % wm) * m + u % m)
+                }));
+                sizes.extend(std::iter::repeat_n((gh, gw), gh * gw));
+                segments.push((base, gh * gw));
+                base += gh * gw;
+            }
+            tokens.push(t * gh * gw / unit);
+        }
+        let mut x = self.patch_embed.forward(patches)?;
+        if let Some(p) = &self.positions {
+            x = p.post_conv_norm.forward(&x)?;
+            let pos = p.rows(&positions, &sizes, c.dim, device)?;
+            x = (&x + pos.to_dtype(x.dtype())?)?;
+        }
+        let (cos, sin) = self.rope.cos_sin(&positions, device)?;
+        let (cos, sin) = (cos.unsqueeze(1)?, sin.unsqueeze(1)?);
+        let n = x.dim(0)?;
+        let (heads, hd) = (c.num_heads, c.head_dim());
+        let scale = (hd as f64).powf(-0.5);
+        for block in &self.blocks {
+            crate::models::cancel::check()?;
+            let h = block.norm1.forward(&x)?;
+            let qkv = block.qkv.forward(&h)?;
+            let split = |i: usize| -> Result<Tensor> {
+                Ok(qkv.narrow(1, i * c.dim, c.dim)?.reshape((n, heads, hd))?)
+            };
+            let (mut q, mut k) = (split(0)?, split(1)?);
+            if let Some((qn, kn)) = &block.qk_norm {
+                q = qn.forward(&q)?;
+                k = kn.forward(&k)?;
+            }
+            let q = apply_rotary_f32(&q, &cos, &sin)?;
+            let k = apply_rotary_f32(&k, &cos, &sin)?;
+            let v = split(2)?;
+            let [q, k, v] = [q, k, v].map(|t| t.transpose(0, 1).and_then(|t| t.contiguous()));
+            let o = segment_attention_with(&q?, &k?, &v?, &segments, scale, block.qkv.is_bf16())?;
+            x = block.proj.forward_add(&o, &x)?;
+            x = block.mlp.forward_add(&block.norm2.forward(&x)?, &x)?;
+        }
+        let h = self
+            .post_norm
+            .forward(&x)?
+            .reshape((n / unit, unit * c.dim))?;
+        let h = self.downsample.forward(&h)?;
+        Ok((self.merger.forward(&h)?, tokens))
+    }
+}
+
+/// Refuses a language model whose width is not the projector's output.
+fn check_text_width(files: &ModelFiles, out_dim: usize) -> Result<()> {
+    let text = files.config.object("text_config")?;
+    let width = match &text {
+        Some(t) => t.usize_max("hidden_size", MAX_DIM)?,
+        None => files.config.usize_max("hidden_size", MAX_DIM)?,
+    };
+    match width {
+        Some(w) if w != out_dim => Err(Error::bad_config(format!(
+            "config.json: vision_config.out_hidden_size {out_dim} differs from the language \
+             model's hidden_size {w} (the image embeddings replace token embeddings)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A GLM-4.xV model: tower, projector and preprocessing.
+pub struct GlmVlModel {
+    info: ModelInfo,
+    tower: GlmVisionTower,
+    processor: QwenImageProcessor,
+    dtype: DType,
+    device: Device,
+}
+
+impl GlmVlModel {
+    /// Loads a GLM-4.xV checkpoint of `variant` (vision tensors only).
+    pub fn load(
+        files: &ModelFiles,
+        weights: &Weights,
+        dtype: DType,
+        device: &Device,
+        variant: GlmVariant,
+    ) -> Result<GlmVlModel> {
+        let vision = files
+            .config
+            .object("vision_config")?
+            .unwrap_or_else(|| ConfigObject::empty("config.json: vision_config"));
+        let tower_kind = variant.tower(&vision)?;
+        let config = GlmVisionConfig::from_config(&vision, tower_kind)?;
+        check_text_width(files, config.out_dim)?;
+        let processor = crate::preprocess::glm4v::processor(&files.preprocessor, config.geometry)?;
+        let tower = GlmVisionTower::load(&Loader::new(weights, "visual.", dtype, device), &config)?;
+        let defaults = variant.default_tokens(tower_kind);
+        let token = |key: &str, default: i64| -> Result<Option<i64>> {
+            Ok(Some(files.config.i64(key)?.unwrap_or(default)))
+        };
+        let tokens = SpecialTokens {
+            image: token("image_token_id", defaults[0])?,
+            image_start: token("image_start_token_id", defaults[1])?,
+            image_end: token("image_end_token_id", defaults[2])?,
+            image_break: None,
+        };
+        let g = config.geometry;
+        let f = g.factor();
+        // The largest square image the processor produces (its bounds count the frames).
+        let frame_pixels = processor.max_pixels / g.temporal_patch_size;
+        let side = ((frame_pixels as f64).sqrt() as usize / f * f).max(f);
+        let max_patches = (frame_pixels / (g.patch_size * g.patch_size)).max(1);
+        let width = (4 * config.dim).max(config.mlp().0);
+        let per_image = max_patches.saturating_mul(width).saturating_mul(16);
+        let info = ModelInfo {
+            family: "glm4v",
+            model_type: files.model_type()?,
+            output_dim: config.out_dim,
+            vision_dim: config.dim,
+            patch_size: g.patch_size,
+            image_size: (side, side),
+            tokens_per_image: None,
+            max_batch: batch_for_budget(per_image, 512 << 20),
+            mixed_shape_batches: true,
+            tokens,
+        };
+        Ok(GlmVlModel {
+            info,
+            tower,
+            processor,
+            dtype,
+            device: device.clone(),
+        })
+    }
+}
+
+impl VisionModel for GlmVlModel {
+    qwen_image_methods!();
+
+    fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {
+        let g = self.tower.config.geometry;
+        let (x, grids) =
+            pack_patch_rows(batch, g.merge_size, g.patch_dim(), self.dtype, &self.device)?;
+        let (out, tokens) = self.tower.forward(&x, &grids)?;
+        split_rows(&out.to_dtype(DType::F32)?, &tokens)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> ConfigObject {
+        ConfigObject::parse("config.json: vision_config", s).unwrap()
+    }
+
+    #[test]
+    fn class_defaults_and_towers() {
+        let c = GlmVisionConfig::from_config(&parse("{}"), GlmTower::Glm4v).unwrap();
+        assert_eq!((c.depth, c.dim, c.num_heads), (24, 1536, 12));
+        assert_eq!(
+            (c.out_dim, c.intermediate_size, c.position_side),
+            (4096, 13696, 24)
+        );
+        assert_eq!(c.geometry.factor(), 28);
+        assert_eq!(
+            (c.act, c.rms_norm_eps, c.attention_bias),
+            (Activation::Silu, 1e-5, false)
+        );
+        assert_eq!((c.mlp(), c.merger_width()), ((4096, false), 13696));
+        let c = GlmVisionConfig::from_config(&parse("{}"), GlmTower::Ocr).unwrap();
+        assert_eq!((c.dim, c.num_heads, c.out_dim), (1024, 16, 1536));
+        assert_eq!((c.mlp(), c.merger_width()), ((4096, true), 4608));
+        let t = |s: &str| GlmVariant::Glm46v.tower(&parse(s));
+        assert_eq!(t("{}").unwrap(), GlmTower::Glm4v);
+        assert_eq!(
+            t(r#"{"model_type": "glm4v_moe_vision"}"#).unwrap(),
+            GlmTower::Glm4v
+        );
+        assert_eq!(
+            t(r#"{"model_type": "glm_ocr_vision"}"#).unwrap(),
+            GlmTower::Ocr
+        );
+        let e = t(r#"{"model_type": "glm5_next_vision"}"#).unwrap_err();
+        assert!(e.message().contains("glm5_next_vision"), "{e}");
+        // glm4v's config class is fixed: a vision model_type in the file does not change it.
+        assert_eq!(
+            GlmVariant::Glm4v
+                .tower(&parse(r#"{"model_type": "glm_ocr_vision"}"#))
+                .unwrap(),
+            GlmTower::Glm4v
+        );
+        for bad in [
+            r#"{"image_size": [336, 336]}"#,
+            r#"{"image_size": 10, "patch_size": 14}"#,
+            r#"{"rms_norm_eps": 0}"#,
+        ] {
+            assert!(
+                GlmVisionConfig::from_config(&parse(bad), GlmTower::Glm4v).is_err(),
+                "{bad}"
+            );
+        }
+    }
+}
