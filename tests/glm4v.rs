@@ -1,0 +1,361 @@
+//! GLM-4.xV (`glm4v`, `glm4v_moe`, `glm46v`, `glm_ocr`): pixels and embeddings against
+//! transformers' `Glm4vImageProcessorPil` and `get_image_features`, mixed sizes in one call,
+//! special tokens and the prompt layout, M-RoPE ids against `get_rope_index`, per-call size
+//! bounds against the processor called with `size=`, the other model types on the same
+//! towers, and bad configs refused by name.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use vtower::{LoadOptions, Model, PreprocessOptions, PromptSegment, Status};
+
+const FIXTURES: [&str; 3] = ["glm4v_f32", "glm_ocr_f32", "glm46v_hub_bf16"];
+
+/// Two 8-bit levels after normalization with the CLIP std (smallest 0.2613).
+const RESIZED_PIXEL_TOL: f32 = 2.0 / 255.0 / 0.2613;
+
+fn image_path(exp: &Value, key: &str) -> std::path::PathBuf {
+    let entry = exp["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["key"] == key)
+        .unwrap_or_else(|| panic!("no image {key}"));
+    repo().join(entry["path"].as_str().unwrap())
+}
+
+fn preprocess(model: &Model, exp: &Value, key: &str) -> vtower::Image {
+    model
+        .preprocess(&std::fs::read(image_path(exp, key)).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn pixels_and_embeddings_match_the_reference() {
+    for name in FIXTURES {
+        let model = load(name);
+        assert_eq!(model.info().family, "glm4v");
+        let mut images = Vec::new();
+        let mut worst = [0f64; 2];
+        for case in cases(name) {
+            let image = model
+                .preprocess(&std::fs::read(&case.path).unwrap())
+                .unwrap();
+            assert_eq!(
+                image.shape(),
+                case.pixel_shape.as_slice(),
+                "{name}/{}",
+                case.file
+            );
+            let d = max_abs_diff(image.pixels(), &case.pixels);
+            let tol = if case.resized {
+                RESIZED_PIXEL_TOL
+            } else {
+                1e-6
+            };
+            assert!(d <= tol, "{name}/{}: pixels differ by {d}", case.file);
+            assert_eq!(image.n_tokens(), case.tokens);
+            let out = model.forward(&[&image]).unwrap();
+            assert_eq!(out.dim(), case.dim);
+            let err = rel_l2(out.data(0).unwrap(), &case.embeddings);
+            println!(
+                "{name}/{}: pixels max diff {d:.1e}, rel L2 {err:.2e}",
+                case.file
+            );
+            let tol = if case.resized { 2e-3 } else { 1e-4 };
+            assert!(err <= tol, "{name}/{}: rel L2 {err}", case.file);
+            let w = &mut worst[case.resized as usize];
+            *w = w.max(err);
+            images.push(image);
+        }
+        println!(
+            "{name}: worst rel L2 native {:.2e}, resized {:.2e}",
+            worst[0], worst[1]
+        );
+        // Every size in one call (reversed, the first again at the end) equals the one-image
+        // calls.
+        check_batch_equals_single_runs(&model, &images, name);
+    }
+}
+
+#[test]
+fn tokens_prompt_and_mrope_positions() {
+    for name in FIXTURES {
+        let exp = expected(name);
+        let model = load(name);
+        let t = &model.info().tokens;
+        assert_eq!(t.image, exp["tokens"]["image_token_id"].as_i64(), "{name}");
+        assert_eq!(
+            t.image_start,
+            exp["tokens"]["image_start_token_id"].as_i64()
+        );
+        assert_eq!(t.image_end, exp["tokens"]["image_end_token_id"].as_i64());
+        assert_eq!(model.merge_size(), 2);
+        for e in exp["images"].as_array().unwrap() {
+            let image = preprocess(&model, &exp, e["key"].as_str().unwrap());
+            let grid: Vec<usize> = ids(&e["grid_thw"]).iter().map(|&v| v as usize).collect();
+            assert_eq!(image.patch_grid().to_vec(), grid, "{name}");
+            assert_eq!(image.token_grid(), [1, grid[1] / 2, grid[2] / 2]);
+            assert_eq!(image.n_tokens(), e["tokens"].as_u64().unwrap() as usize);
+            // <|begin_of_image|>, n x <|image|>, <|end_of_image|>
+            let layout = model.prompt_layout(&image).unwrap();
+            let want: Vec<i64> = std::iter::once(t.image_start.unwrap())
+                .chain(std::iter::repeat_n(t.image.unwrap(), image.n_tokens()))
+                .chain(std::iter::once(t.image_end.unwrap()))
+                .collect();
+            assert_eq!(layout_ids(&layout, image.n_tokens()), Some(want));
+            assert!(matches!(layout[0], PromptSegment::Token(_)));
+        }
+        // The fixture's prompt (text, image A, text, image B, text) walked as an engine.
+        let mrope = &exp["mrope"];
+        let images: Vec<vtower::Image> = mrope["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| preprocess(&model, &exp, k.as_str().unwrap()))
+            .collect();
+        let input = ids(&mrope["input_ids"]);
+        let mut rows = vec![Vec::new(), Vec::new(), Vec::new()];
+        let (mut pos, mut i, mut next_image) = (0i64, 0, images.iter());
+        while i < input.len() {
+            if Some(input[i]) != t.image {
+                rows.iter_mut().for_each(|r| r.push(pos));
+                pos += 1;
+                i += 1;
+                continue;
+            }
+            let image = next_image.next().unwrap();
+            let n = image.n_tokens();
+            let (p, next) = image.mrope_positions(pos).unwrap();
+            for (a, row) in rows.iter_mut().enumerate() {
+                row.extend_from_slice(&p[a * n..(a + 1) * n]);
+            }
+            pos = next;
+            i += n;
+        }
+        let want: Vec<Vec<i64>> = mrope["position_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(ids)
+            .collect();
+        assert_eq!(rows, want, "{name}");
+        let max = rows.iter().flatten().max().unwrap();
+        assert_eq!(
+            max + 1 - input.len() as i64,
+            mrope["rope_delta"].as_i64().unwrap()
+        );
+    }
+}
+
+#[test]
+fn per_call_size_bounds_match_the_processor() {
+    for name in FIXTURES {
+        let exp = expected(name);
+        let model = load(name);
+        for k in exp["knobs"].as_array().unwrap() {
+            let bytes = std::fs::read(image_path(&exp, k["image"].as_str().unwrap())).unwrap();
+            let opts = match k["as_max_tokens"].as_u64() {
+                Some(t) => PreprocessOptions {
+                    max_tokens: Some(t as usize),
+                    ..Default::default()
+                },
+                None => PreprocessOptions {
+                    min_pixels: Some(k["min_pixels"].as_u64().unwrap() as usize),
+                    max_pixels: Some(k["max_pixels"].as_u64().unwrap() as usize),
+                    ..Default::default()
+                },
+            };
+            let image = model.preprocess_with(&bytes, &opts).unwrap();
+            let grid: Vec<usize> = ids(&k["grid_thw"]).iter().map(|&v| v as usize).collect();
+            assert_eq!(image.patch_grid().to_vec(), grid, "{name}: {k}");
+            let (want, shape) = reference(name, k["pixels"].as_str().unwrap());
+            assert_eq!(image.shape(), shape.as_slice());
+            let d = max_abs_diff(image.pixels(), &want);
+            assert!(d <= RESIZED_PIXEL_TOL, "{name}: {k}: pixels differ by {d}");
+        }
+        // A budget nothing satisfies, and knobs the family does not have.
+        let bytes = std::fs::read(&cases(name)[0].path).unwrap();
+        let tiny = PreprocessOptions {
+            max_tokens: Some(0),
+            ..Default::default()
+        };
+        assert!(model.preprocess_with(&bytes, &tiny).is_err());
+        let edge = PreprocessOptions {
+            longest_edge: Some(64),
+            ..Default::default()
+        };
+        let e = model.preprocess_with(&bytes, &edge).unwrap_err();
+        assert_eq!(e.status(), Status::InvalidArgument, "{e}");
+    }
+}
+
+/// The other model types on these towers: `glm4v_moe` (GLM-4.5V, GLM-4.1V's tower, its own
+/// default image token), `glm46v` with an OCR tower by `vision_config.model_type`.
+#[test]
+fn other_model_types_load_the_same_towers() {
+    let case = cases("glm4v_f32").into_iter().find(|c| !c.resized).unwrap();
+    let dir = copy_fixture("glm4v_f32", "glm4v-moe");
+    edit_json(&dir.join("config.json"), |c| {
+        c.insert("model_type".into(), json!("glm4v_moe"));
+        c.remove("image_token_id");
+        c["vision_config"]["model_type"] = json!("glm4v_moe_vision");
+    });
+    let model = Model::load(&dir, &LoadOptions::default()).unwrap();
+    assert_eq!(model.info().model_type, "glm4v_moe");
+    assert_eq!(model.info().tokens.image, Some(151363));
+    let image = model
+        .preprocess(&std::fs::read(&case.path).unwrap())
+        .unwrap();
+    let out = model.forward(&[&image]).unwrap();
+    assert!(rel_l2(out.data(0).unwrap(), &case.embeddings) <= 1e-4);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let case = cases("glm_ocr_f32")
+        .into_iter()
+        .find(|c| !c.resized)
+        .unwrap();
+    let dir = copy_fixture("glm_ocr_f32", "glm46v-ocr");
+    edit_json(&dir.join("config.json"), |c| {
+        c.insert("model_type".into(), json!("glm46v"));
+        c["vision_config"]["model_type"] = json!("glm_ocr_vision");
+    });
+    let model = Model::load(&dir, &LoadOptions::default()).unwrap();
+    let image = model
+        .preprocess(&std::fs::read(&case.path).unwrap())
+        .unwrap();
+    let out = model.forward(&[&image]).unwrap();
+    assert!(rel_l2(out.data(0).unwrap(), &case.embeddings) <= 1e-4);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The Hub checkpoint's top-level `min_pixels` / `max_pixels` do nothing (the GLM processor
+/// has no such attributes): its images come out at the `size` bounds, as in transformers.
+#[test]
+fn legacy_pixel_keys_are_ignored() {
+    let dir = fixtures().join("glm46v_hub_bf16");
+    let pre: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("preprocessor_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(pre["min_pixels"].is_u64() && pre["size"]["shortest_edge"].is_u64());
+    let exp = expected("glm46v_hub_bf16");
+    let model = load("glm46v_hub_bf16");
+    for e in exp["images"].as_array().unwrap() {
+        let image = preprocess(&model, &exp, e["key"].as_str().unwrap());
+        let grid: Vec<usize> = ids(&e["grid_thw"]).iter().map(|&v| v as usize).collect();
+        assert_eq!(image.patch_grid().to_vec(), grid);
+    }
+}
+
+#[test]
+fn bad_configs_are_refused_by_name() {
+    type Edit<'a> = (
+        &'a str,
+        &'a dyn Fn(&mut serde_json::Map<String, Value>),
+        &'a str,
+    );
+    let edits: [Edit; 6] = [
+        (
+            "merge size of the tower and the processor disagree",
+            &|c| c["vision_config"]["spatial_merge_size"] = json!(4),
+            "merge_size",
+        ),
+        (
+            "out_hidden_size vs the weights",
+            &|c| {
+                c["vision_config"]["out_hidden_size"] = json!(16);
+                c["text_config"]["hidden_size"] = json!(16);
+            },
+            "out_hidden_size",
+        ),
+        (
+            "out_hidden_size vs the language model",
+            &|c| c["text_config"]["hidden_size"] = json!(32),
+            "out_hidden_size",
+        ),
+        (
+            "a glm46v tower this build does not have",
+            &|c| {
+                c.insert("model_type".into(), json!("glm46v"));
+                c["vision_config"]["model_type"] = json!("glm5_next_vision");
+            },
+            "glm5_next_vision",
+        ),
+        (
+            "rotary type",
+            &|c| {
+                c["vision_config"]["rope_parameters"] =
+                    json!({"rope_type": "yarn", "rope_theta": 10000.0})
+            },
+            "rope",
+        ),
+        (
+            "activation",
+            &|c| c["vision_config"]["hidden_act"] = json!("relu2"),
+            "relu2",
+        ),
+    ];
+    for (what, edit, needle) in edits {
+        let dir = copy_fixture("glm4v_f32", "glm4v-bad");
+        edit_json(&dir.join("config.json"), edit);
+        let err = Model::load(&dir, &LoadOptions::default()).unwrap_err();
+        assert!(
+            matches!(err.status(), Status::BadConfig | Status::BadWeights),
+            "{what}: {err}"
+        );
+        assert!(err.message().contains(needle), "{what}: {err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    // A processor size without both bounds fails in the reference at the first call.
+    let dir = copy_fixture("glm4v_f32", "glm4v-bad-size");
+    edit_json(&dir.join("preprocessor_config.json"), |p| {
+        p["size"] = json!({"shortest_edge": 1024});
+    });
+    let err = Model::load(&dir, &LoadOptions::default()).unwrap_err();
+    assert!(err.message().contains("longest_edge"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+    // GLM model types without an image path here are refused by name, listing the GLM ones.
+    let dir = copy_fixture("glm4v_f32", "glm4v-unknown");
+    edit_json(&dir.join("config.json"), |c| {
+        c.insert("model_type".into(), json!("glm5_next"));
+    });
+    let err = Model::load(&dir, &LoadOptions::default()).unwrap_err();
+    assert_eq!(err.status(), Status::UnsupportedModel, "{err}");
+    assert!(err.message().contains("glm5_next"), "{err}");
+    assert!(
+        err.message().contains("glm46v") && err.message().contains("glm_ocr"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The Hub checkpoint with its language-model shard replaced by bytes that are not a
+/// safetensors file: loading and running must not notice (only vision tensors are read).
+#[test]
+fn only_the_vision_shard_is_opened() {
+    let name = "glm46v_hub_bf16";
+    let exp = expected(name);
+    let shard = exp["checkpoint"]["lm_shard"].as_str().unwrap();
+    let index: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join(name).join("model.safetensors.index.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let map = index["weight_map"].as_object().unwrap();
+    assert!(map
+        .iter()
+        .filter(|(_, f)| f.as_str() == Some(shard))
+        .all(|(k, _)| !k.contains("visual.")));
+    let dir = copy_fixture(name, "glm46v-lm-shard");
+    std::fs::write(dir.join(shard), b"not a safetensors file").unwrap();
+    let model = Model::load(&dir, &LoadOptions::default()).unwrap();
+    let case = cases(name).into_iter().find(|c| !c.resized).unwrap();
+    let image = model
+        .preprocess(&std::fs::read(&case.path).unwrap())
+        .unwrap();
+    let out = model.forward(&[&image]).unwrap();
+    assert!(rel_l2(out.data(0).unwrap(), &case.embeddings) <= 1e-4);
+    let _ = std::fs::remove_dir_all(&dir);
+}
