@@ -44,16 +44,6 @@ fn reference(name: &str, key: &str) -> Vec<f32> {
         .collect()
 }
 
-fn fixture_image(exp: &Value, key: &str) -> PathBuf {
-    let entry = exp["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["key"] == key)
-        .unwrap_or_else(|| panic!("no image {key}"));
-    repo().join(entry["path"].as_str().unwrap())
-}
-
 fn budget(n: usize) -> PreprocessOptions {
     PreprocessOptions {
         max_soft_tokens: Some(n),

@@ -15,19 +15,9 @@ const FIXTURES: [&str; 3] = ["glm4v_f32", "glm_ocr_f32", "glm46v_hub_bf16"];
 /// Two 8-bit levels after normalization with the CLIP std (smallest 0.2613).
 const RESIZED_PIXEL_TOL: f32 = 2.0 / 255.0 / 0.2613;
 
-fn image_path(exp: &Value, key: &str) -> std::path::PathBuf {
-    let entry = exp["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["key"] == key)
-        .unwrap_or_else(|| panic!("no image {key}"));
-    repo().join(entry["path"].as_str().unwrap())
-}
-
 fn preprocess(model: &Model, exp: &Value, key: &str) -> vtower::Image {
     model
-        .preprocess(&std::fs::read(image_path(exp, key)).unwrap())
+        .preprocess(&std::fs::read(fixture_image(exp, key)).unwrap())
         .unwrap()
 }
 
@@ -116,24 +106,7 @@ fn tokens_prompt_and_mrope_positions() {
             .map(|k| preprocess(&model, &exp, k.as_str().unwrap()))
             .collect();
         let input = ids(&mrope["input_ids"]);
-        let mut rows = vec![Vec::new(), Vec::new(), Vec::new()];
-        let (mut pos, mut i, mut next_image) = (0i64, 0, images.iter());
-        while i < input.len() {
-            if Some(input[i]) != t.image {
-                rows.iter_mut().for_each(|r| r.push(pos));
-                pos += 1;
-                i += 1;
-                continue;
-            }
-            let image = next_image.next().unwrap();
-            let n = image.n_tokens();
-            let (p, next) = image.mrope_positions(pos).unwrap();
-            for (a, row) in rows.iter_mut().enumerate() {
-                row.extend_from_slice(&p[a * n..(a + 1) * n]);
-            }
-            pos = next;
-            i += n;
-        }
+        let rows = engine_positions(&ids(&mrope["mm_token_type_ids"]), &images);
         let want: Vec<Vec<i64>> = mrope["position_ids"]
             .as_array()
             .unwrap()
@@ -155,7 +128,7 @@ fn per_call_size_bounds_match_the_processor() {
         let exp = expected(name);
         let model = load(name);
         for k in exp["knobs"].as_array().unwrap() {
-            let bytes = std::fs::read(image_path(&exp, k["image"].as_str().unwrap())).unwrap();
+            let bytes = std::fs::read(fixture_image(&exp, k["image"].as_str().unwrap())).unwrap();
             let opts = match k["as_max_tokens"].as_u64() {
                 Some(t) => PreprocessOptions {
                     max_tokens: Some(t as usize),

@@ -24,16 +24,6 @@ fn load(dir: &Path) -> Model {
     Model::load(dir, &LoadOptions::default()).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
 }
 
-fn image_path(exp: &Value, key: &str) -> PathBuf {
-    let entry = exp["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["key"] == key)
-        .unwrap_or_else(|| panic!("no image {key}"));
-    repo().join(entry["path"].as_str().unwrap())
-}
-
 fn ints(v: &Value) -> Vec<i64> {
     v.as_array()
         .unwrap()
@@ -80,36 +70,6 @@ fn grids_merge_size_and_special_tokens() {
     }
 }
 
-/// Walks a prompt given as token types (0 text, 1 image) the way an engine would: text
-/// counts up by one on all three axes, each image takes the ids vtower gives it.
-fn engine_positions(types: &[i64], images: &[vtower::Image]) -> Vec<Vec<i64>> {
-    let mut rows = vec![Vec::new(), Vec::new(), Vec::new()];
-    let mut pos = 0i64;
-    let mut next_image = images.iter();
-    let mut i = 0;
-    while i < types.len() {
-        if types[i] == 0 {
-            for row in rows.iter_mut() {
-                row.push(pos);
-            }
-            pos += 1;
-            i += 1;
-            continue;
-        }
-        let image = next_image.next().expect("more image spans than images");
-        let n = image.n_tokens();
-        assert!(types[i..i + n].iter().all(|&t| t == 1), "span length");
-        let (ids, next) = image.mrope_positions(pos).unwrap();
-        assert_eq!(ids.len(), 3 * n);
-        for (a, row) in rows.iter_mut().enumerate() {
-            row.extend_from_slice(&ids[a * n..(a + 1) * n]);
-        }
-        pos = next;
-        i += n;
-    }
-    rows
-}
-
 #[test]
 fn mrope_positions_match_get_rope_index() {
     for name in FIXTURES {
@@ -121,7 +81,7 @@ fn mrope_positions_match_get_rope_index() {
             .unwrap()
             .iter()
             .map(|k| {
-                let p = image_path(&exp, k.as_str().unwrap());
+                let p = fixture_image(&exp, k.as_str().unwrap());
                 model.preprocess(&std::fs::read(p).unwrap()).unwrap()
             })
             .collect();
@@ -180,8 +140,8 @@ fn mrope_positions_from_c() {
         let file = tmp.join(format!("{name}.txt"));
         std::fs::write(&file, text).unwrap();
         let keys = mrope["images"].as_array().unwrap();
-        let a = image_path(&exp, keys[0].as_str().unwrap());
-        let b = image_path(&exp, keys[1].as_str().unwrap());
+        let a = fixture_image(&exp, keys[0].as_str().unwrap());
+        let b = fixture_image(&exp, keys[1].as_str().unwrap());
         let tok = |k: &str| exp["tokens"][k].as_i64().unwrap().to_string();
         let out = run(
             &bin,

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 use safetensors::SafeTensors;
@@ -51,16 +51,6 @@ fn reference(name: &str, key: &str) -> Vec<f32> {
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
-}
-
-fn image_path(exp: &Value, key: &str) -> PathBuf {
-    let entry = exp["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["key"] == key)
-        .unwrap_or_else(|| panic!("no image {key}"));
-    repo().join(entry["path"].as_str().unwrap())
 }
 
 #[test]
@@ -189,29 +179,12 @@ fn tokens_grids_and_mrope_positions() {
             .unwrap()
             .iter()
             .map(|k| {
-                let p = image_path(&exp, k.as_str().unwrap());
+                let p = fixture_image(&exp, k.as_str().unwrap());
                 model.preprocess(&std::fs::read(p).unwrap()).unwrap()
             })
             .collect();
         let ids = ints(&mrope["input_ids"]);
-        let mut rows = vec![Vec::new(), Vec::new(), Vec::new()];
-        let (mut pos, mut i, mut next_image) = (0i64, 0, images.iter());
-        while i < ids.len() {
-            if Some(ids[i]) != t.image {
-                rows.iter_mut().for_each(|r| r.push(pos));
-                pos += 1;
-                i += 1;
-                continue;
-            }
-            let image = next_image.next().unwrap();
-            let n = image.n_tokens();
-            let (p, next) = image.mrope_positions(pos).unwrap();
-            for (a, row) in rows.iter_mut().enumerate() {
-                row.extend_from_slice(&p[a * n..(a + 1) * n]);
-            }
-            pos = next;
-            i += n;
-        }
+        let rows = engine_positions(&ints(&mrope["mm_token_type_ids"]), &images);
         let want: Vec<Vec<i64>> = mrope["position_ids"]
             .as_array()
             .unwrap()

@@ -455,3 +455,44 @@ pub fn check_batch_equals_single_runs(model: &vtower::Model, images: &[vtower::I
         assert!(err <= 1e-6, "{name}: image {i}: {err}");
     }
 }
+
+/// Where the image `key` of a fixture's expected.json (`exp`) is.
+pub fn fixture_image(exp: &Value, key: &str) -> PathBuf {
+    let entry = exp["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["key"] == key)
+        .unwrap_or_else(|| panic!("no image {key}"));
+    repo().join(entry["path"].as_str().unwrap())
+}
+
+/// Walks a prompt given as token types (0 text, 1 image) the way an engine would: text
+/// counts up by one on all three axes, each image takes the ids vtower gives it.
+pub fn engine_positions(types: &[i64], images: &[vtower::Image]) -> Vec<Vec<i64>> {
+    let mut rows = vec![Vec::new(), Vec::new(), Vec::new()];
+    let mut pos = 0i64;
+    let mut next_image = images.iter();
+    let mut i = 0;
+    while i < types.len() {
+        if types[i] == 0 {
+            for row in rows.iter_mut() {
+                row.push(pos);
+            }
+            pos += 1;
+            i += 1;
+            continue;
+        }
+        let image = next_image.next().expect("more image spans than images");
+        let n = image.n_tokens();
+        assert!(types[i..i + n].iter().all(|&t| t == 1), "span length");
+        let (ids, next) = image.mrope_positions(pos).unwrap();
+        assert_eq!(ids.len(), 3 * n);
+        for (a, row) in rows.iter_mut().enumerate() {
+            row.extend_from_slice(&ids[a * n..(a + 1) * n]);
+        }
+        pos = next;
+        i += n;
+    }
+    rows
+}
