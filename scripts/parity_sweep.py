@@ -12,6 +12,7 @@ case and image: token counts, max |diff| and relative L2 of the embeddings (pass
 * LLaVA (CLIP / SigLIP / Pixtral tower), Gemma3, Mistral3, Qwen2-VL, Qwen2.5-VL:
   ``model.model.get_image_features(...).pooler_output`` for the one image.
 * bare PixtralVisionModel: ``last_hidden_state[0]``.
+* GLM-4.xV (glm4v, glm_ocr, glm46v): ``get_image_features(...).pooler_output[0]``.
 * Gemma 4: ``get_image_features(pixel_values, image_position_ids).pooler_output[0]``; bare Gemma4VisionModel: its
   ``last_hidden_state`` (the soft tokens of the one image).
 
@@ -693,6 +694,78 @@ def bare_qwen_case(qwen25: bool, vision: dict, seed: int, save=None):
 
 bare_qwen_case(False, Q2V, 120)
 bare_qwen_case(True, Q25V, 121, save={"dtype": torch.bfloat16})
+
+
+# ---- GLM-4.xV ---------------------------------------------------------------------------------------------
+
+GLM_TEXT = dict(vocab_size=16, hidden_size=24, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
+                num_key_value_heads=1, max_position_embeddings=64,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 2, 2]})
+GLMV = dict(depth=2, hidden_size=32, num_heads=2, intermediate_size=40, out_hidden_size=24, patch_size=8,
+            spatial_merge_size=2, temporal_patch_size=2, image_size=40)
+
+
+def glm_case(variant, vision: dict, kind="glm4v", proc_kw=None, seed=140, images=None, expect_load_error=False,
+             hub_pre=None, save=None):
+    """A GLM-4.xV checkpoint: kind glm4v (Glm4vForConditionalGeneration), glm_ocr, or glm46v (the tower by
+    vision_config.model_type). Bounds count 2 frames: the default size is 4..64 tokens."""
+    from transformers import (Glm4vConfig, Glm4vForConditionalGeneration, Glm4vImageProcessorPil, Glm46VConfig,
+                              Glm46VForConditionalGeneration, GlmOcrConfig, GlmOcrForConditionalGeneration)
+
+    @case("glm4v", f"{kind} {variant}" + save_desc(save), images or QWEN_IMAGES, expect_load_error)
+    def build(d: Path):
+        torch.manual_seed(seed)
+        cfg_cls, cls = {"glm4v": (Glm4vConfig, Glm4vForConditionalGeneration),
+                        "glm_ocr": (GlmOcrConfig, GlmOcrForConditionalGeneration),
+                        "glm46v": (Glm46VConfig, Glm46VForConditionalGeneration)}[kind]
+        text = dict(GLM_TEXT, model_type="glm4v_text") if kind == "glm46v" else GLM_TEXT
+        m = cls(cfg_cls(text_config=text, vision_config=vision)).eval()
+        common.loud_init(m.model.visual, seed)
+        cls = save_model(m, d, save)
+        P, M, T = vision["patch_size"], vision["spatial_merge_size"], vision["temporal_patch_size"]
+        kw = dict(size={"shortest_edge": 4 * T * (P * M) ** 2, "longest_edge": 64 * T * (P * M) ** 2},
+                  patch_size=P, merge_size=M, temporal_patch_size=T)
+        kw.update(proc_kw or {})
+        Glm4vImageProcessorPil(**kw).save_pretrained(d)
+        if hub_pre:
+            p = json.loads((d / "preprocessor_config.json").read_text())
+            p.update(hub_pre)
+            (d / "preprocessor_config.json").write_text(json.dumps(p))
+        model, proc = reload(d, cls)
+
+        @torch.no_grad()
+        def ref(data):
+            bf = proc(images=pil(data), return_tensors="pt")
+            return core(model).get_image_features(bf["pixel_values"], image_grid_thw=bf["image_grid_thw"])\
+                .pooler_output[0].numpy()
+        return ref
+
+
+glm_case("p8 m2 t2, 5x5 table", GLMV)
+glm_case("attention_bias + gelu", {**GLMV, "attention_bias": True, "hidden_act": "gelu"}, seed=141)
+glm_case("merge 1 (1x1 downsample)", {**GLMV, "spatial_merge_size": 1}, seed=142)
+glm_case("merge 3 temporal 1", {**GLMV, "spatial_merge_size": 3, "temporal_patch_size": 1}, seed=143)
+glm_case("3x3 table (image_size 24)", {**GLMV, "image_size": 24}, seed=144)
+glm_case("9x9 table, patch 6", {**GLMV, "patch_size": 6, "image_size": 54}, seed=145)
+glm_case("rms_norm_eps 1e-3, rope_theta 100", {**GLMV, "rms_norm_eps": 1e-3,
+         "rope_parameters": {"rope_type": "axial", "rope_theta": 100.0}}, seed=146)
+glm_case("min_pixels big (tiny images upscale)", GLMV, proc_kw={"size": {"shortest_edge": 2 * 40 * 256,
+         "longest_edge": 2 * 80 * 256}}, seed=147)
+glm_case("max_pixels small (downscale)", GLMV, proc_kw={"size": {"shortest_edge": 2 * 256,
+         "longest_edge": 2 * 6 * 256}}, seed=148)
+glm_case("hub top-level min/max_pixels (ignored)", GLMV, hub_pre={"min_pixels": 50 * 256, "max_pixels": 60 * 256},
+         seed=149)
+glm_case("bilinear + 0.5 mean/std", GLMV, proc_kw={"resample": 2, "image_mean": [0.5] * 3,
+         "image_std": [0.5] * 3}, seed=150)
+glm_case("size only shortest_edge (HF fails)", GLMV, proc_kw={"size": {"shortest_edge": 512}}, seed=151,
+         images=["png300x217"], expect_load_error=True)
+glm_case("default", GLMV, kind="glm_ocr", seed=152)
+glm_case("attention_bias false, silu", {**GLMV, "attention_bias": False, "hidden_act": "silu"}, kind="glm_ocr",
+         seed=153)
+glm_case("glm4v_moe_vision tower", {**GLMV, "model_type": "glm4v_moe_vision"}, kind="glm46v", seed=154)
+glm_case("glm_ocr_vision tower", {**GLMV, "model_type": "glm_ocr_vision"}, kind="glm46v", seed=155)
+glm_case("p8 m2 t2, 5x5 table", GLMV, seed=156, save={"dtype": torch.bfloat16, "shard": "20KB"})
+glm_case("p8 m2 t2, 5x5 table", GLMV, kind="glm_ocr", seed=157, save={"dtype": torch.float16})
 
 
 @case("llava-next", "LlavaNextForConditionalGeneration (unsupported)", expect_load_error=True)
