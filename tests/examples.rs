@@ -303,6 +303,16 @@ fn c_prompt_example_places_the_image_tokens() {
         out.contains("token 14 x 9 <- embedding rows 27..35"),
         "{out}"
     );
+    // GLM-4.1V: <|begin_of_image|>, <|image|> x (3 x 2 tokens for 48x32 pixels, patch 8,
+    // merge 2), <|end_of_image|> (fixture ids 11, 13, 12).
+    let native = fixtures().join("glm4v_f32/native_48x32.png");
+    let out = prompt(&bin, "glm4v_f32", &native, &[]);
+    let expected = "  token 11\n  token 13 x 6 <- embedding rows 0..5\n  token 12\n";
+    assert!(out.contains(expected), "{out}");
+    assert!(
+        out.contains("1 frame(s) of 2 x 3 tokens = 6 embeddings"),
+        "{out}"
+    );
     // Pixtral: rows of [IMG] closed by [IMG_BREAK], the last by [IMG_END].
     let out = prompt(&bin, "pixtral_llava_f32", &image_path("photo.jpg"), &[]);
     assert!(out.contains("6 x 8 tokens = 48 embeddings"), "{out}");
