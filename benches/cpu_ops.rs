@@ -12,7 +12,9 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use vtower::__bench::kernels::{gemm_at, supported_levels, PackedB};
-use vtower::__bench::layers::{segment_attention, segment_attention_chunked, Attention, Linear};
+use vtower::__bench::layers::{
+    segment_attention, segment_attention_unfused, segment_attention_with, Attention, Linear,
+};
 
 fn median_ms(iters: usize, mut f: impl FnMut()) -> f64 {
     f();
@@ -61,10 +63,66 @@ fn bf16_gemm() {
     }
 }
 
+/// The matmul probe of `scripts/bench_peak.py`: GFLOP/s of a large square product (the
+/// machine's practical peak) in f32 (candle's gemm, what vtower's f32 layers run) and through
+/// vtower's bf16 kernels at the level this process runs at. One line per dtype, `peak <dtype>
+/// <GFLOP/s>`, for the script to read.
+fn peak() {
+    let n = 2048;
+    let x = randn(&[n, n]);
+    let w = randn(&[n, n]);
+    let flop = 2.0 * (n * n * n) as f64;
+    let f32_ms = median_ms(5, || drop(x.matmul(&w).unwrap()));
+    println!("peak f32 {:.1}", flop / f32_ms / 1e6);
+    let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let ws = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let packed = PackedB::from_kn_f32(&ws, n, n).unwrap();
+    let mut c = vec![0f32; n * n];
+    let level = vtower::__bench::kernels::isa();
+    let bf16_ms = median_ms(5, || gemm_at(level, &xs, n, &packed, &mut c).unwrap());
+    println!("peak bf16 {:.1} ({})", flop / bf16_ms / 1e6, level.name());
+}
+
+/// Attention over one long segment, 16 heads (the shapes of the so400m, Pixtral, Gemma3-896
+/// and Qwen2-VL-1344 towers): vtower's attention in f32 and bf16 (ms). Compare with
+/// PyTorch's SDPA on the same shapes (`scripts/bench_attention.py`).
+fn attention_core() {
+    println!("\nattention core, 16 heads (tokens, head_dim)   unfused f32 ms   f32 ms   bf16 ms");
+    for (n, hd) in [(729, 72), (4096, 64), (4096, 72), (9216, 80)] {
+        let (q, k, v) = (
+            randn(&[16, n, hd]),
+            randn(&[16, n, hd]),
+            randn(&[16, n, hd]),
+        );
+        let scale = (hd as f64).powf(-0.5);
+        let iters = if n > 5000 { 3 } else { 5 };
+        let unfused_ms = median_ms(iters, || {
+            drop(segment_attention_unfused(&q, &k, &v, &[(0, n)], scale, 4 << 20).unwrap())
+        });
+        let f32_ms = median_ms(iters, || {
+            drop(segment_attention(&q, &k, &v, &[(0, n)], scale).unwrap())
+        });
+        let bf16_ms = median_ms(iters, || {
+            drop(segment_attention_with(&q, &k, &v, &[(0, n)], scale, true).unwrap())
+        });
+        println!(
+            "({n:5}, {hd:3})                              {unfused_ms:14.1} {f32_ms:8.1} {bf16_ms:8.1}"
+        );
+    }
+}
+
 fn main() {
     println!("threads: {}", rayon::current_num_threads());
     if std::env::args().any(|a| a == "bf16") {
         bf16_gemm();
+        return;
+    }
+    if std::env::args().any(|a| a == "peak") {
+        peak();
+        return;
+    }
+    if std::env::args().any(|a| a == "attention") {
+        attention_core();
         return;
     }
     println!("\nmatmul x[m,k] · W[n,k]ᵀ        view ms  contiguous ms  view/contiguous");
@@ -115,7 +173,7 @@ fn main() {
         );
     }
     println!(
-        "\nattention query chunks, 16 heads (tokens, head_dim)  32 MB ms  4 MB ms  32 MB/4 MB"
+        "\nattention, 16 heads (tokens, head_dim)  unfused (4 MB score chunks) ms  fused ms  unfused/fused"
     );
     for (n, hd) in [(4096, 64), (9216, 80)] {
         let (q, k, v) = (
@@ -124,15 +182,15 @@ fn main() {
             randn(&[16, n, hd]),
         );
         let scale = (hd as f64).powf(-0.5);
-        let time = |bytes: usize| {
-            median_ms(3, || {
-                drop(segment_attention_chunked(&q, &k, &v, &[(0, n)], scale, bytes).unwrap())
-            })
-        };
-        let (big, small) = (time(32 << 20), time(4 << 20));
+        let unfused = median_ms(3, || {
+            drop(segment_attention_unfused(&q, &k, &v, &[(0, n)], scale, 4 << 20).unwrap())
+        });
+        let fused = median_ms(3, || {
+            drop(segment_attention(&q, &k, &v, &[(0, n)], scale).unwrap())
+        });
         println!(
-            "({n:4}, {hd:3})                                 {big:8.0} {small:8.0} {:10.2}",
-            big / small
+            "({n:4}, {hd:3})                                          {unfused:8.0} {fused:8.0} {:10.2}",
+            unfused / fused
         );
     }
     println!("\nwhole attention layer (qkv, core, output projection) on one image: ms");

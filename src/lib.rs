@@ -44,7 +44,10 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub mod __bench {
     /// The CPU bf16 matrix kernels' dispatch and entry points (tests and benches).
     pub mod kernels {
-        pub use crate::kernels::{detected, gemm, gemm_at, isa, supported_levels, Isa, PackedB};
+        pub use crate::kernels::{
+            attention, attention_at, detected, gemm, gemm_at, isa, supported_levels, Isa, PackedB,
+            Precision,
+        };
     }
     pub use crate::models::layers;
 }

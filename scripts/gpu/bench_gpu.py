@@ -34,6 +34,14 @@ between HF's and vtower's embeddings of every image (HF's Qwen output order equa
 With --device cpu (f32) rel L2 must be <= 1e-4 (else a MISMATCH row): the smoke test proving that
 the checkpoints are built right. On cuda (bf16 on both sides) rel L2 is information only.
 
+CPU table (#15): --device cpu --dtypes f32,bf16 times both dtypes side by side per case: HF f32
+(MKL/oneDNN), vtower VT_DTYPE_F32, then HF `model.to(bfloat16)` (oneDNN's bf16 kernels: AMX or
+AVX512-BF16 where the CPU has them) and vtower VT_DTYPE_BF16 (its CPU kernels at the level
+VTOWER_CPU_ISA allows) on the same checkpoint. Every rel L2 is against HF f32; bf16 rows must stay
+within 1e-2 (the row also gives HF bf16's own rel L2 to HF f32). On the CPU the first call of each
+side is its first warm-up (with --warm 0, its first timed call): a full-depth 1344 px case costs one
+forward per side and dtype with --iters 1 --warm 0. The header line names the CPU and its flags.
+
 Smoke test without a GPU: --device cpu --layers 1 --iters 1 --warm 0 --batches 1,2; --small
 shrinks every image size (384->224, 896->448, 448->224, 1344->448, 512->256, 1024->512; hidden
 sizes, heads, patch and the projectors stay real) when the real sizes are too slow there.
@@ -402,6 +410,25 @@ def wall_ms(fn, iters, warm):
     return statistics.median(out)
 
 
+def cpu_description():
+    """The CPU, its core count, its SIMD flags that matter here and the vtower kernel cap."""
+    import os
+    model, flags = "?", []
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name") and model == "?":
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                flags = line.split(":", 1)[1].split()
+    except OSError:
+        pass
+    keep = sorted(f for f in flags if f.startswith(("avx512f", "avx512bw", "avx512_bf16", "amx"))
+                  or f in ("avx2", "fma"))
+    return (f"cpu {model}, {os.cpu_count()} cores, flags {' '.join(keep)}, "
+            f"VTOWER_CPU_ISA={os.environ.get('VTOWER_CPU_ISA', '(unset)')}, "
+            f"torch threads {torch.get_num_threads()}")
+
+
 def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.astype(np.float64), b.astype(np.float64)
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
@@ -416,14 +443,29 @@ def free_images(ours, imgs):
         ours.vt.lib.vt_image_free(i)
 
 
+def timed_first(fn, iters, warm):
+    """CPU: runs fn warm + iters times (wall clock); returns (the first call's result, median
+    ms of the last iters calls). The first call is the first warm-up, or with warm == 0 one of
+    the timed calls, so that a slow full-depth case costs no extra call per side."""
+    t = time.perf_counter()
+    first = fn()
+    times = [] if warm else [(time.perf_counter() - t) * 1e3]
+    for _ in range(max(warm - 1, 0)):
+        fn()
+    while len(times) < max(iters, 1):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return first, statistics.median(times)
+
+
 def run_case(args, vt, name, side, build, rows):
     from PIL import Image
     on_gpu = args.device == "cuda"
+    dtypes = ["bf16"] if on_gpu else args.dtypes
     tdtype = torch.bfloat16 if on_gpu else torch.float32
     vt_device = vc.VT_DEVICE_CUDA if on_gpu else vc.VT_DEVICE_CPU
-    vt_dtype = vc.VT_DTYPE_BF16 if on_gpu else vc.VT_DTYPE_F32
-    timer = cuda_ms if on_gpu else wall_ms
-    tol = None if on_gpu else 1e-4
+    timer = cuda_ms
     spec = build(side)
     t0 = time.perf_counter()
     torch.manual_seed(0)
@@ -437,57 +479,83 @@ def run_case(args, vt, name, side, build, rows):
     Image.fromarray(rgb).save(buf, format="PNG")
     png = buf.getvalue()
     bf = proc(images=[Image.open(io.BytesIO(png))], return_tensors="pt")
-    ours = None
+    models = {}
+    # On the CPU, every dtype's rel L2 is against HF f32 (computed once per batch size).
+    f32_ref = {}
     try:
         with tempfile.TemporaryDirectory(prefix="vtower-bench-") as tmp:
             dropped = save_checkpoint(hf, proc, spec["keep"], Path(tmp))
             n_bytes = sum(f.stat().st_size for f in Path(tmp).glob("*.safetensors"))
-            ours = vt.load(tmp, vt_device, vt_dtype)
+            for dt in dtypes:
+                models[dt] = vt.load(tmp, vt_device, vc.VT_DTYPE_BF16 if dt == "bf16" else vc.VT_DTYPE_F32)
         print(f"[{name}] image {side}x{side}, built + saved + loaded in {time.perf_counter() - t0:.1f} s "
               f"({n_bytes / 2**20:.0f} MiB of vision/projector tensors, {len(dropped)} LM tensors dropped)",
               flush=True)
-        for batch in args.batches:
-            row = {"case": name, "batch": batch, "image": side}
-            imgs = []
-            try:
-                kw = to_device(spec["inputs"](bf, batch), args.device, tdtype)
-                imgs = [ours.preprocess(png) for _ in range(batch)]
-                with torch.inference_mode():
-                    ref = [o.float().cpu().numpy() for o in spec["call"](hf, **kw)]
-                got = ours.forward(imgs)
-                hf_tok = [r.shape[0] for r in ref]
-                vt_tok = [g.shape[0] for g in got]
-                row["tokens_per_image"] = hf_tok[0]
-                if hf_tok != vt_tok or len(ref) != batch:
-                    row["warn"] = f"token counts differ: HF {hf_tok} vtower {vt_tok}"
-                else:
-                    row["rel_l2"] = max(rel_l2(g, r) for g, r in zip(got, ref))
-                    if tol is not None and row["rel_l2"] > tol:
-                        row["warn"] = f"MISMATCH: rel L2 {row['rel_l2']:.3g} > {tol:g}"
-                del ref, got
-                with torch.inference_mode():
-                    hf_ms = timer(lambda: spec["call"](hf, **kw), args.iters, args.warm)
-                vt_ms = wall_ms(lambda: ours.vt.lib.vt_embeddings_free(ours.forward_raw(imgs)),
+        for dt in dtypes:
+            ours = models[dt]
+            if not on_gpu and dt == "bf16":
+                hf = hf.to(torch.bfloat16)
+            hdtype = torch.bfloat16 if (on_gpu or dt == "bf16") else torch.float32
+            # CPU f32 must match HF f32 closely (the checkpoint-building smoke test); bf16 is
+            # held to the issue's 1e-2 against HF f32; on the GPU rel L2 is information only.
+            tol = None if on_gpu else (1e-4 if dt == "f32" else 1e-2)
+            for batch in args.batches:
+                row = {"case": name, "dtype": dt, "batch": batch, "image": side}
+                imgs = []
+                try:
+                    kw = to_device(spec["inputs"](bf, batch), args.device, hdtype)
+                    imgs = [ours.preprocess(png) for _ in range(batch)]
+                    if on_gpu:
+                        # HF timed with CUDA events, vtower until the GPU has finished, with
+                        # the embeddings left on the GPU as HF leaves them.
+                        with torch.inference_mode():
+                            ref = [o.float().cpu().numpy() for o in spec["call"](hf, **kw)]
+                            hf_ms = timer(lambda: spec["call"](hf, **kw), args.iters, args.warm)
+                        got = ours.forward(imgs)
+                        vt_ms = wall_ms(
+                            lambda: ours.vt.lib.vt_embeddings_free(ours.forward_raw(imgs)),
+                            args.iters, args.warm)
+                    else:
+                        with torch.inference_mode():
+                            ref, hf_ms = timed_first(
+                                lambda: [o.float().numpy() for o in spec["call"](hf, **kw)],
                                 args.iters, args.warm)
-                flops = spec["flops"] * batch
-                row.update({"hf_ms_per_image": round(hf_ms / batch, 3),
-                            "vtower_ms_per_image": round(vt_ms / batch, 3),
-                            "ratio_vtower_over_hf": round(vt_ms / hf_ms, 3),
-                            "gflop_per_image": round(spec["flops"] / 1e9, 1),
-                            "hf_tflops": round(flops / hf_ms / 1e9, 2),
-                            "vtower_tflops": round(flops / vt_ms / 1e9, 2)})
-            except Exception as e:  # one batch size failing must not hide the others
-                traceback.print_exc()
-                row["error"] = f"{type(e).__name__}: {e}"[:300]
-            finally:
-                free_images(ours, imgs)
-                kw = None
-                if on_gpu:
-                    torch.cuda.empty_cache()
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+                        got, vt_ms = timed_first(lambda: ours.forward(imgs), args.iters,
+                                                 args.warm)
+                    if dt == "f32" or on_gpu:
+                        f32_ref[batch] = ref
+                    base = f32_ref.get(batch)
+                    hf_tok = [r.shape[0] for r in ref]
+                    vt_tok = [g.shape[0] for g in got]
+                    row["tokens_per_image"] = hf_tok[0]
+                    if hf_tok != vt_tok or len(ref) != batch:
+                        row["warn"] = f"token counts differ: HF {hf_tok} vtower {vt_tok}"
+                    else:
+                        row["rel_l2"] = max(rel_l2(g, r) for g, r in zip(got, base or ref))
+                        if base is not None and dt == "bf16" and not on_gpu:
+                            row["hf_rel_l2"] = max(rel_l2(h, r) for h, r in zip(ref, base))
+                        if tol is not None and row["rel_l2"] > tol:
+                            row["warn"] = f"MISMATCH: rel L2 {row['rel_l2']:.3g} > {tol:g}"
+                    del ref, got
+                    flops = spec["flops"] * batch
+                    row.update({"hf_ms_per_image": round(hf_ms / batch, 3),
+                                "vtower_ms_per_image": round(vt_ms / batch, 3),
+                                "ratio_vtower_over_hf": round(vt_ms / hf_ms, 3),
+                                "gflop_per_image": round(spec["flops"] / 1e9, 1),
+                                "hf_tflops": round(flops / hf_ms / 1e9, 3),
+                                "vtower_tflops": round(flops / vt_ms / 1e9, 3)})
+                except Exception as e:  # one batch size failing must not hide the others
+                    traceback.print_exc()
+                    row["error"] = f"{type(e).__name__}: {e}"[:300]
+                finally:
+                    free_images(ours, imgs)
+                    kw = None
+                    if on_gpu:
+                        torch.cuda.empty_cache()
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     finally:
-        if ours is not None:
+        for ours in models.values():
             ours.close()
         del hf
         gc.collect()
@@ -495,17 +563,20 @@ def run_case(args, vt, name, side, build, rows):
             torch.cuda.empty_cache()
 
 
-def print_table(rows):
-    print("\ncase                 batch  image  tok/img  HF ms/img  vt ms/img  vt/HF  HF TFLOP/s  vt TFLOP/s  rel L2")
+def print_table(rows, gflops=False):
+    unit, k = ("GFLOP/s", 1000.0) if gflops else ("TFLOP/s", 1.0)
+    print(f"\ncase                 dtype batch  image  tok/img  HF ms/img  vt ms/img  vt/HF  HF {unit}  vt {unit}  rel L2")
     for r in rows:
-        head = f"{r['case']:20s} {r['batch']:5d} {r.get('image', 0):6d}"
+        head = f"{r['case']:20s} {r.get('dtype', 'bf16'):5s} {r['batch']:5d} {r.get('image', 0):6d}"
         if "error" in r:
             print(f"{head}  ERROR {r['error'][:100]}")
             continue
         rl = r.get("rel_l2")
         print(f"{head} {r.get('tokens_per_image', 0):8d} {r['hf_ms_per_image']:10.2f} {r['vtower_ms_per_image']:10.2f}"
-              f" {r['ratio_vtower_over_hf']:6.2f} {r['hf_tflops']:11.2f} {r['vtower_tflops']:11.2f}"
-              f"  {'-' if rl is None else f'{rl:.2e}'}" + (f"  WARN {r['warn']}" if "warn" in r else ""))
+              f" {r['ratio_vtower_over_hf']:6.2f} {r['hf_tflops'] * k:11.2f} {r['vtower_tflops'] * k:11.2f}"
+              f"  {'-' if rl is None else f'{rl:.2e}'}"
+              + (f" (HF bf16 {r['hf_rel_l2']:.2e})" if "hf_rel_l2" in r else "")
+              + (f"  WARN {r['warn']}" if "warn" in r else ""))
 
 
 def main():
@@ -519,19 +590,27 @@ def main():
     ap.add_argument("--json", type=Path)
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                     help="cpu: smoke-test the script without a GPU (f32, wall-clock timing, rel L2 <= 1e-4)")
+    ap.add_argument("--dtypes", default="f32",
+                    help="cpu only: comma-separated f32,bf16 (bf16: HF model.to(bfloat16) on "
+                         "oneDNN, vtower VT_DTYPE_BF16 on its CPU kernels; rel L2 against HF f32)")
     ap.add_argument("--layers", type=int, default=0, help="override the depth (smoke tests)")
     ap.add_argument("--small", action="store_true",
                     help="smaller images (smoke tests; hidden sizes stay real): 384->224, 896->448, "
                          "448->224, 1344->448, 512->256, 1024->512")
     args = ap.parse_args()
     args.batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    if any(d not in ("f32", "bf16") for d in args.dtypes):
+        ap.error("--dtypes takes f32 and/or bf16")
+    if "bf16" in args.dtypes and "f32" in args.dtypes and args.dtypes[0] != "f32":
+        args.dtypes.sort(key=lambda d: d != "f32")  # f32 first: its output is the reference
     global LAYERS
     LAYERS = args.layers
     import transformers
     transformers.utils.logging.disable_progress_bar()
     vt = vc.Lib(args.lib)
     print(vt.version(), "| torch", torch.__version__, "| transformers", transformers.__version__, "|",
-          torch.cuda.get_device_name() if args.device == "cuda" else "cpu", flush=True)
+          torch.cuda.get_device_name() if args.device == "cuda" else cpu_description(), flush=True)
     rows = []
     for name, real, small, build in CASES:
         if args.only and args.only not in name:
@@ -547,7 +626,7 @@ def main():
                 print(json.dumps(row), flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
-    print_table(rows)
+    print_table(rows, gflops=args.device == "cpu")
     print("FLOPs: tower only, as gpu_anchor.py (projectors and the Qwen merger not counted); "
           "pixtral rows time tower + LLaVA projector on both sides.")
     bad = [r for r in rows if "error" in r or "warn" in r]

@@ -1,6 +1,8 @@
-//! SIMD matrix kernels for bf16 weights on the CPU: `C = A · B` with `A` in f32 (rounded to
-//! bf16 per call, round-to-nearest-even as PyTorch rounds), `B` in bf16 packed once
-//! ([`PackedB`]), products of bf16 values accumulated in f32, `C` in f32.
+//! SIMD matrix kernels for the CPU: `C = A · B` with bf16 weights ([`gemm`]: `A` in f32
+//! rounded to bf16 per call, round-to-nearest-even as PyTorch rounds, `B` in bf16 packed once
+//! ([`PackedB`]), products of bf16 values accumulated in f32, `C` in f32), and a fused
+//! ("flash") attention ([`attention`]) whose two products run on the same micro-kernels in
+//! bf16 or in f32.
 //!
 //! The instruction set is chosen at run time, once per process, here and nowhere else
 //! ([`isa`]): AVX512-BF16 (`vdpbf16ps`, two products per lane and instruction), AVX-512F
@@ -12,8 +14,9 @@
 //! Every level computes each output element as the same sequence of f32 operations: per
 //! pair of `k`, the odd product then the even one is added to the accumulator (products of
 //! two bf16 values are exact in f32, so FMA and multiply-then-add agree), in increasing `k`
-//! (the order `vdpbf16ps` documents). Results never depend on how the work is split across
-//! threads. Subnormal values may differ between levels (`vdpbf16ps` flushes them).
+//! (the order `vdpbf16ps` documents); f32 operands: one fused multiply-add per `k`, in
+//! increasing `k`. Results never depend on how the work is split across threads. Subnormal
+//! values may differ between levels (`vdpbf16ps` flushes them).
 //!
 //! Only safe functions leave this module; the intrinsics live in `x86.rs`.
 
@@ -24,8 +27,11 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 
+mod attention;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+
+pub use attention::{attention, attention_at, Precision};
 
 /// Columns per packed panel of `B` (one 512-bit register of f32 accumulators).
 pub const PANEL: usize = 16;
@@ -294,63 +300,142 @@ fn pack_a(a: &[f32], m: usize, k: usize, mr: usize) -> Result<Vec<u32>> {
     Ok(out)
 }
 
-/// One micro-kernel call: `rows` rows of an `A` tile (`a`, `[kp][isa.rows()]`) times one or
-/// two panels, written to `out` (`rows × 2·PANEL`, row stride `2·PANEL`), or added to what it
-/// holds when `accumulate`.
-#[allow(clippy::too_many_arguments)]
-fn tile(
-    isa: Isa,
-    a: &[u32],
-    rows: usize,
-    kp: usize,
-    b0: &[u32],
-    b1: Option<&[u32]>,
-    out: &mut [f32],
-    accumulate: bool,
-) {
-    debug_assert!(rows >= 1 && rows <= isa.rows());
-    debug_assert_eq!(a.len(), kp * isa.rows());
-    debug_assert_eq!(b0.len(), kp * PANEL);
-    debug_assert!(out.len() >= rows * 2 * PANEL);
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Bf16 | Isa::Avx512 | Isa::Avx2 => {
-            x86::tile(isa, a, rows, kp, b0, b1, out, accumulate)
+/// What the slots of the operands hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Elem {
+    /// A pair of bf16 values of consecutive `k` (even `k` in the low half).
+    Bf16,
+    /// One f32 value (its bits).
+    F32,
+}
+
+/// The left operand of a micro-kernel call: slot `q` of row `r` at
+/// `data[r * row_stride + q * slot_stride]` (a packed tile: `row_stride` 1, `slot_stride` the
+/// tile's rows; a row-major matrix: `row_stride` its slots per row, `slot_stride` 1).
+#[derive(Clone, Copy)]
+struct Lhs<'a> {
+    data: Slots<'a>,
+    row_stride: usize,
+    slot_stride: usize,
+}
+
+/// A left operand's slots: packed bits, or f32 values read as they are.
+#[derive(Clone, Copy)]
+enum Slots<'a> {
+    Bits(&'a [u32]),
+    F32(&'a [f32]),
+}
+
+impl Slots<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Slots::Bits(x) => x.len(),
+            Slots::F32(x) => x.len(),
         }
-        _ => tile_scalar(a, isa.rows(), rows, kp, b0, b1, out, accumulate),
+    }
+
+    fn get(&self, i: usize) -> u32 {
+        match self {
+            Slots::Bits(x) => x[i],
+            Slots::F32(x) => x[i].to_bits(),
+        }
+    }
+
+    /// The first slot's address as 32-bit words (both variants hold 4-byte elements).
+    #[cfg(target_arch = "x86_64")]
+    fn as_ptr(&self) -> *const u32 {
+        match self {
+            Slots::Bits(x) => x.as_ptr(),
+            Slots::F32(x) => x.as_ptr().cast(),
+        }
     }
 }
 
-/// The portable micro-kernel (and the reference order every level follows); `a` is a tile of
-/// `mr` rows.
-#[allow(clippy::too_many_arguments)]
-fn tile_scalar(
-    a: &[u32],
-    mr: usize,
+/// One micro-kernel call: `out[r · ldc ..][..16 · panels] (+)= Σ_q a(r, q) · b_panels[q]` for
+/// `rows` rows and `slots` slots of `k`, one or two panels of `B` (`[slots][PANEL]` each),
+/// added to what `out` holds when `accumulate`. Every level computes each element as the
+/// same sequence of f32 operations in increasing `k` (bf16 pairs: odd product, then even;
+/// f32: one fused multiply-add).
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    elem: Elem,
+    a: Lhs<'a>,
     rows: usize,
-    kp: usize,
-    b0: &[u32],
-    b1: Option<&[u32]>,
-    out: &mut [f32],
+    slots: usize,
+    b0: &'a [u32],
+    b1: Option<&'a [u32]>,
+    ldc: usize,
     accumulate: bool,
-) {
+}
+
+impl Call<'_> {
+    /// Panics unless every element the call reads and writes is inside its slice (the
+    /// x86 kernels rely on it).
+    fn check(&self, isa: Isa, out_len: usize) {
+        assert!(
+            (1..=isa.rows()).contains(&self.rows) && self.slots >= 1,
+            "micro-kernel shape"
+        );
+        let last_a = (self.rows - 1) * self.a.row_stride + (self.slots - 1) * self.a.slot_stride;
+        assert!(last_a < self.a.data.len(), "micro-kernel A");
+        assert_eq!(self.b0.len(), self.slots * PANEL, "micro-kernel B");
+        assert!(
+            self.b1.is_none_or(|b| b.len() == self.slots * PANEL),
+            "micro-kernel B"
+        );
+        let width = if self.b1.is_some() { 2 * PANEL } else { PANEL };
+        assert!(self.ldc >= width, "micro-kernel output stride");
+        assert!(
+            (self.rows - 1) * self.ldc + width <= out_len,
+            "micro-kernel output"
+        );
+    }
+}
+
+/// Runs one micro-kernel call at level `isa`.
+fn tile(isa: Isa, call: Call<'_>, out: &mut [f32]) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Bf16 | Isa::Avx512 | Isa::Avx2 => x86::tile(isa, call, out),
+        _ => tile_scalar(isa, call, out),
+    }
+}
+
+/// The portable micro-kernel (and the reference order every level follows).
+fn tile_scalar(isa: Isa, call: Call<'_>, out: &mut [f32]) {
+    call.check(isa, out.len());
     let lo = |v: u32| f32::from_bits(v << 16);
     let hi = |v: u32| f32::from_bits(v & 0xffff_0000);
-    for (half, b) in [Some(b0), b1].into_iter().enumerate() {
+    let a = |r: usize, q: usize| {
+        call.a
+            .data
+            .get(r * call.a.row_stride + q * call.a.slot_stride)
+    };
+    for (half, b) in [Some(call.b0), call.b1].into_iter().enumerate() {
         let Some(b) = b else { continue };
-        for r in 0..rows {
-            let slot = &mut out[r * 2 * PANEL + half * PANEL..][..PANEL];
+        for r in 0..call.rows {
+            let slot = &mut out[r * call.ldc + half * PANEL..][..PANEL];
             let mut acc = [0f32; PANEL];
-            if accumulate {
+            if call.accumulate {
                 acc.copy_from_slice(slot);
             }
-            for q in 0..kp {
-                let ap = a[q * mr + r];
-                let (a_lo, a_hi) = (lo(ap), hi(ap));
-                for (j, s) in acc.iter_mut().enumerate() {
-                    let bp = b[q * PANEL + j];
-                    *s += a_hi * hi(bp);
-                    *s += a_lo * lo(bp);
+            for q in 0..call.slots {
+                let ap = a(r, q);
+                match call.elem {
+                    Elem::Bf16 => {
+                        let (a_lo, a_hi) = (lo(ap), hi(ap));
+                        for (j, s) in acc.iter_mut().enumerate() {
+                            let bp = b[q * PANEL + j];
+                            *s += a_hi * hi(bp);
+                            *s += a_lo * lo(bp);
+                        }
+                    }
+                    Elem::F32 => {
+                        let av = f32::from_bits(ap);
+                        for (j, s) in acc.iter_mut().enumerate() {
+                            *s = av.mul_add(f32::from_bits(b[q * PANEL + j]), *s);
+                        }
+                    }
                 }
             }
             slot.copy_from_slice(&acc);
@@ -423,7 +508,21 @@ pub fn gemm_at(level: Isa, a: &[f32], m: usize, b: &PackedB, c: &mut [f32]) -> R
                             }
                         }
                         let t = &ablock[r0 * kp..(r0 + mr) * kp][q0 * mr..q1 * mr];
-                        tile(level, t, rows, q1 - q0, b0, b1, &mut out, accumulate);
+                        let call = Call {
+                            elem: Elem::Bf16,
+                            a: Lhs {
+                                data: Slots::Bits(t),
+                                row_stride: 1,
+                                slot_stride: mr,
+                            },
+                            rows,
+                            slots: q1 - q0,
+                            b0,
+                            b1,
+                            ldc: 2 * PANEL,
+                            accumulate,
+                        };
+                        tile(level, call, &mut out);
                         for r in 0..rows {
                             cblock[(r0 + r) * n + n0..][..cols]
                                 .copy_from_slice(&out[r * 2 * PANEL..][..cols]);

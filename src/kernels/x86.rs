@@ -1,6 +1,7 @@
 //! The x86-64 micro-kernels: `rows × 16·panels` tiles of `A · B` over the whole `k`, with
-//! `A` and `B` packed as bf16 pairs (see `mod.rs`). One function per level; the number of
-//! rows is a const parameter so that the accumulators stay in registers.
+//! `B` packed in panels and `A` read at any row and slot stride (a packed tile or row-major
+//! rows), both as bf16 pairs or f32 (see `mod.rs`). One function per level and element type;
+//! the number of rows is a const parameter so that the accumulators stay in registers.
 //!
 //! The AVX-512 intrinsics are stable since Rust 1.89 (the crate's declared `rust-version` is
 //! older; the toolchain used is 1.95).
@@ -8,7 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Isa, PANEL};
+use super::{Call, Elem, Isa, PANEL};
 
 /// Calls `$f::<R, TWO>` for the run-time `rows` (1..=12) and `two`.
 macro_rules! by_shape {
@@ -43,92 +44,130 @@ macro_rules! by_shape {
     };
 }
 
-/// `out[r][0..16·panels] (+)= Σ_q a[r][q] · b_panels[q]` for `rows` rows, added to what `out`
-/// holds when `accumulate` (see `super::tile`).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn tile(
-    isa: Isa,
-    a: &[u32],
-    rows: usize,
-    kp: usize,
-    b0: &[u32],
-    b1: Option<&[u32]>,
-    out: &mut [f32],
-    accumulate: bool,
-) {
-    // Every pointer access below stays inside these bounds.
-    assert!((1..=isa.rows()).contains(&rows), "micro-kernel rows");
-    assert_eq!(a.len(), isa.rows() * kp, "micro-kernel A");
-    assert_eq!(b0.len(), kp * PANEL, "micro-kernel B");
-    assert!(b1.is_none_or(|b| b.len() == kp * PANEL), "micro-kernel B");
-    assert!(out.len() >= rows * 2 * PANEL, "micro-kernel output");
+/// One micro-kernel call (see `super::Call`): `out[r][0..16·panels] (+)= Σ_q a(r, q) ·
+/// b_panels[q]` for `call.rows` rows, in bf16 pairs or f32 as `call.elem` says.
+pub(super) fn tile(isa: Isa, call: Call<'_>, out: &mut [f32]) {
+    let Call {
+        elem,
+        a,
+        rows,
+        slots,
+        b0,
+        b1,
+        ldc,
+        accumulate,
+    } = call;
+    // Every pointer access below stays inside these bounds (`Call::check`: the last element
+    // of A, of each panel and of out are inside their slices).
+    call.check(isa, out.len());
     assert!(
         isa.supported(),
         "micro-kernel level {isa:?} not supported by this CPU"
     );
-    let (a, b0p, out) = (a.as_ptr(), b0.as_ptr(), out.as_mut_ptr());
-    let mr = isa.rows();
+    let (rs, ks) = (a.row_stride, a.slot_stride);
+    let (a, b0p, out) = (a.data.as_ptr(), b0.as_ptr(), out.as_mut_ptr());
     let b1p = b1.map_or(b0p, |b| b.as_ptr());
     let two = b1.is_some();
-    match isa {
-        // SAFETY: the CPU has AVX-512F and AVX512-BF16 (`isa.supported()`, asserted), and the
-        // asserts above bound every read (`kp × mr` of the A tile, `kp × 16` per panel) and write
-        // (`rows × 32` of out).
-        Isa::Avx512Bf16 => unsafe {
-            by_shape!(bf16_tile, rows, two, a, mr, kp, b0p, b1p, out, accumulate)
+    match (isa, elem) {
+        // SAFETY: the CPU has AVX-512F and AVX512-BF16 (`isa.supported()`, asserted), and
+        // `call.check` bounds every read (A at `r·rs + q·ks`, `slots × 16` per panel) and
+        // write (`rows` rows of 16 or 32 at stride `ldc`).
+        (Isa::Avx512Bf16, Elem::Bf16) => unsafe {
+            by_shape!(bf16_tile, rows, two, a, rs, ks, slots, b0p, b1p, out, ldc, accumulate)
         },
         // SAFETY: as above, with AVX-512F.
-        Isa::Avx512 => unsafe {
-            by_shape!(avx512_tile, rows, two, a, mr, kp, b0p, b1p, out, accumulate)
+        (Isa::Avx512, Elem::Bf16) => unsafe {
+            by_shape!(
+                avx512_tile,
+                rows,
+                two,
+                a,
+                rs,
+                ks,
+                slots,
+                b0p,
+                b1p,
+                out,
+                ldc,
+                accumulate
+            )
         },
-        Isa::Avx2 => {
+        // SAFETY: as above, with AVX-512F (both AVX-512 levels have it).
+        (Isa::Avx512Bf16 | Isa::Avx512, Elem::F32) => unsafe {
+            by_shape!(
+                avx512_f32_tile,
+                rows,
+                two,
+                a,
+                rs,
+                ks,
+                slots,
+                b0p,
+                b1p,
+                out,
+                ldc,
+                accumulate
+            )
+        },
+        (Isa::Avx2, _) => {
             // SAFETY: as above, with AVX2 and FMA; each call covers one panel and 16
             // columns of out (the second panel's start at +16), rows ≤ 4.
             unsafe {
-                by_shape!(avx2_tile, rows, false, a, mr, kp, b0p, out, accumulate);
-                if two {
-                    by_shape!(
-                        avx2_tile,
+                let f = |b: *const u32, out: *mut f32| match elem {
+                    Elem::Bf16 => {
+                        by_shape!(avx2_tile, rows, false, a, rs, ks, slots, b, out, ldc, accumulate)
+                    }
+                    Elem::F32 => by_shape!(
+                        avx2_f32_tile,
                         rows,
                         false,
                         a,
-                        mr,
-                        kp,
-                        b1p,
-                        out.add(PANEL),
+                        rs,
+                        ks,
+                        slots,
+                        b,
+                        out,
+                        ldc,
                         accumulate
-                    );
+                    ),
+                };
+                f(b0p, out);
+                if two {
+                    f(b1p, out.add(PANEL));
                 }
             }
         }
-        Isa::Scalar => unreachable!("the scalar level has no x86 kernel"),
+        (Isa::Scalar, _) => unreachable!("the scalar level has no x86 kernel"),
     }
 }
 
 /// AVX512-BF16: one `vdpbf16ps` per 16 columns, row and pair of `k`.
 ///
 /// # Safety
-/// AVX-512F and AVX512-BF16; `a` readable for `kp × mr` u32 (`R ≤ mr`), `b0` (and `b1` when `TWO`) for
-/// `kp × 16`, `out` writable for `R × 32` f32 (row stride 32).
+/// AVX-512F and AVX512-BF16; `a` readable at `r·rs + q·ks` for `r < R`, `q < kp`; `b0` (and
+/// `b1` when `TWO`) for `kp × 16`; `out` writable for 16 (32 when `TWO`) f32 at `r·ldc`.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bf16")]
 unsafe fn bf16_tile<const R: usize, const TWO: bool>(
     a: *const u32,
-    mr: usize,
+    rs: usize,
+    ks: usize,
     kp: usize,
     b0: *const u32,
     b1: *const u32,
     out: *mut f32,
+    ldc: usize,
     accumulate: bool,
 ) {
     let mut acc0 = [_mm512_setzero_ps(); R];
     let mut acc1 = [_mm512_setzero_ps(); R];
     if accumulate {
         for r in 0..R {
-            // SAFETY: row r of out has 32 f32.
+            // SAFETY: row r of out has 16 (32 when TWO) f32 at r·ldc.
             unsafe {
-                acc0[r] = _mm512_loadu_ps(out.add(r * 2 * PANEL));
+                acc0[r] = _mm512_loadu_ps(out.add(r * ldc));
                 if TWO {
-                    acc1[r] = _mm512_loadu_ps(out.add(r * 2 * PANEL + PANEL));
+                    acc1[r] = _mm512_loadu_ps(out.add(r * ldc + PANEL));
                 }
             }
         }
@@ -149,11 +188,11 @@ unsafe fn bf16_tile<const R: usize, const TWO: bool>(
             (v0, v1)
         };
         for r in 0..R {
-            // SAFETY: q < kp steps of mr ≥ R pairs each; the transmute reinterprets 16 lanes of
+            // SAFETY: r < R, q < kp: inside A (see the contract); the transmute reinterprets 16 lanes of
             // i32 as 32 lanes of bf16 (same size, any bits valid).
             let av = unsafe {
                 std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(
-                    *a.add(q * mr + r) as i32
+                    *a.add(q * ks + r * rs) as i32
                 ))
             };
             acc0[r] = _mm512_dpbf16_ps(acc0[r], av, v0);
@@ -163,11 +202,11 @@ unsafe fn bf16_tile<const R: usize, const TWO: bool>(
         }
     }
     for r in 0..R {
-        // SAFETY: row r of out has 32 f32.
+        // SAFETY: row r of out has 16 (32 when TWO) f32 at r·ldc.
         unsafe {
-            _mm512_storeu_ps(out.add(r * 2 * PANEL), acc0[r]);
+            _mm512_storeu_ps(out.add(r * ldc), acc0[r]);
             if TWO {
-                _mm512_storeu_ps(out.add(r * 2 * PANEL + PANEL), acc1[r]);
+                _mm512_storeu_ps(out.add(r * ldc + PANEL), acc1[r]);
             }
         }
     }
@@ -178,14 +217,17 @@ unsafe fn bf16_tile<const R: usize, const TWO: bool>(
 ///
 /// # Safety
 /// AVX-512F; bounds as [`bf16_tile`].
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 unsafe fn avx512_tile<const R: usize, const TWO: bool>(
     a: *const u32,
-    mr: usize,
+    rs: usize,
+    ks: usize,
     kp: usize,
     b0: *const u32,
     b1: *const u32,
     out: *mut f32,
+    ldc: usize,
     accumulate: bool,
 ) {
     let high = _mm512_set1_epi32(0xffff_0000u32 as i32);
@@ -193,11 +235,11 @@ unsafe fn avx512_tile<const R: usize, const TWO: bool>(
     let mut acc1 = [_mm512_setzero_ps(); R];
     if accumulate {
         for r in 0..R {
-            // SAFETY: row r of out has 32 f32.
+            // SAFETY: row r of out has 16 (32 when TWO) f32 at r·ldc.
             unsafe {
-                acc0[r] = _mm512_loadu_ps(out.add(r * 2 * PANEL));
+                acc0[r] = _mm512_loadu_ps(out.add(r * ldc));
                 if TWO {
-                    acc1[r] = _mm512_loadu_ps(out.add(r * 2 * PANEL + PANEL));
+                    acc1[r] = _mm512_loadu_ps(out.add(r * ldc + PANEL));
                 }
             }
         }
@@ -218,8 +260,8 @@ unsafe fn avx512_tile<const R: usize, const TWO: bool>(
         let b1h = _mm512_castsi512_ps(_mm512_and_si512(v1, high));
         let b1l = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v1));
         for r in 0..R {
-            // SAFETY: q < kp steps of mr ≥ R pairs each.
-            let p = unsafe { *a.add(q * mr + r) };
+            // SAFETY: r < R, q < kp: inside A (see the contract).
+            let p = unsafe { *a.add(q * ks + r * rs) };
             let ah = _mm512_set1_ps(f32::from_bits(p & 0xffff_0000));
             let al = _mm512_set1_ps(f32::from_bits(p << 16));
             acc0[r] = _mm512_fmadd_ps(al, b0l, _mm512_fmadd_ps(ah, b0h, acc0[r]));
@@ -229,11 +271,11 @@ unsafe fn avx512_tile<const R: usize, const TWO: bool>(
         }
     }
     for r in 0..R {
-        // SAFETY: row r of out has 32 f32.
+        // SAFETY: row r of out has 16 (32 when TWO) f32 at r·ldc.
         unsafe {
-            _mm512_storeu_ps(out.add(r * 2 * PANEL), acc0[r]);
+            _mm512_storeu_ps(out.add(r * ldc), acc0[r]);
             if TWO {
-                _mm512_storeu_ps(out.add(r * 2 * PANEL + PANEL), acc1[r]);
+                _mm512_storeu_ps(out.add(r * ldc + PANEL), acc1[r]);
             }
         }
     }
@@ -242,15 +284,18 @@ unsafe fn avx512_tile<const R: usize, const TWO: bool>(
 /// AVX2 + FMA: one panel (two registers of 8 columns), bf16 widened to f32, odd `k` first.
 ///
 /// # Safety
-/// AVX2 and FMA; `R ≤ mr = 4` used by the caller; `a` readable for `kp × mr` u32, `b` for
-/// `kp × 16`, `out` writable for 16 f32 in each of `R` rows of stride 32.
+/// AVX2 and FMA; `a` readable at `r·rs + q·ks` for `r < R`, `q < kp`; `b` for `kp × 16`;
+/// `out` writable for 16 f32 at `r·ldc`.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn avx2_tile<const R: usize, const TWO: bool>(
     a: *const u32,
-    mr: usize,
+    rs: usize,
+    ks: usize,
     kp: usize,
     b: *const u32,
     out: *mut f32,
+    ldc: usize,
     accumulate: bool,
 ) {
     let high = _mm256_set1_epi32(0xffff_0000u32 as i32);
@@ -258,10 +303,10 @@ unsafe fn avx2_tile<const R: usize, const TWO: bool>(
     let mut acc1 = [_mm256_setzero_ps(); R];
     if accumulate {
         for r in 0..R {
-            // SAFETY: row r of out has 16 f32 from `out`.
+            // SAFETY: row r of out has 16 f32 at r·ldc.
             unsafe {
-                acc0[r] = _mm256_loadu_ps(out.add(r * 2 * PANEL));
-                acc1[r] = _mm256_loadu_ps(out.add(r * 2 * PANEL + 8));
+                acc0[r] = _mm256_loadu_ps(out.add(r * ldc));
+                acc1[r] = _mm256_loadu_ps(out.add(r * ldc + 8));
             }
         }
     }
@@ -278,8 +323,8 @@ unsafe fn avx2_tile<const R: usize, const TWO: bool>(
         let b1h = _mm256_castsi256_ps(_mm256_and_si256(v1, high));
         let b1l = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(v1));
         for r in 0..R {
-            // SAFETY: q < kp steps of mr ≥ R pairs each.
-            let p = unsafe { *a.add(q * mr + r) };
+            // SAFETY: r < R, q < kp: inside A (see the contract).
+            let p = unsafe { *a.add(q * ks + r * rs) };
             let ah = _mm256_set1_ps(f32::from_bits(p & 0xffff_0000));
             let al = _mm256_set1_ps(f32::from_bits(p << 16));
             acc0[r] = _mm256_fmadd_ps(al, b0l, _mm256_fmadd_ps(ah, b0h, acc0[r]));
@@ -287,10 +332,126 @@ unsafe fn avx2_tile<const R: usize, const TWO: bool>(
         }
     }
     for r in 0..R {
-        // SAFETY: row r of out has 16 f32 from `out`.
+        // SAFETY: row r of out has 16 f32 at r·ldc.
         unsafe {
-            _mm256_storeu_ps(out.add(r * 2 * PANEL), acc0[r]);
-            _mm256_storeu_ps(out.add(r * 2 * PANEL + 8), acc1[r]);
+            _mm256_storeu_ps(out.add(r * ldc), acc0[r]);
+            _mm256_storeu_ps(out.add(r * ldc + 8), acc1[r]);
+        }
+    }
+}
+
+/// AVX-512F, f32 operands: one FMA per 16 columns, row and `k`.
+///
+/// # Safety
+/// AVX-512F; `a` readable at `r·rs + q·ks` for `r < R`, `q < k`; `b0` (and `b1` when `TWO`)
+/// for `k × 16`; `out` writable for 16 (32 when `TWO`) f32 at `r·ldc`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512_f32_tile<const R: usize, const TWO: bool>(
+    a: *const u32,
+    rs: usize,
+    ks: usize,
+    k: usize,
+    b0: *const u32,
+    b1: *const u32,
+    out: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    let mut acc0 = [_mm512_setzero_ps(); R];
+    let mut acc1 = [_mm512_setzero_ps(); R];
+    if accumulate {
+        for r in 0..R {
+            // SAFETY: row r of out has 16 (32 when TWO) f32 at r·ldc.
+            unsafe {
+                acc0[r] = _mm512_loadu_ps(out.add(r * ldc));
+                if TWO {
+                    acc1[r] = _mm512_loadu_ps(out.add(r * ldc + PANEL));
+                }
+            }
+        }
+    }
+    let (a, b0, b1) = (a.cast::<f32>(), b0.cast::<f32>(), b1.cast::<f32>());
+    for q in 0..k {
+        // SAFETY: q < k: inside each panel's k × 16 values.
+        let (v0, v1) = unsafe {
+            let v0 = _mm512_loadu_ps(b0.add(q * PANEL));
+            let v1 = if TWO {
+                _mm512_loadu_ps(b1.add(q * PANEL))
+            } else {
+                v0
+            };
+            (v0, v1)
+        };
+        for r in 0..R {
+            // SAFETY: r < R, q < k: inside A (see the contract).
+            let av = _mm512_set1_ps(unsafe { *a.add(q * ks + r * rs) });
+            acc0[r] = _mm512_fmadd_ps(av, v0, acc0[r]);
+            if TWO {
+                acc1[r] = _mm512_fmadd_ps(av, v1, acc1[r]);
+            }
+        }
+    }
+    for r in 0..R {
+        // SAFETY: row r of out has 16 (32 when TWO) f32 at r·ldc.
+        unsafe {
+            _mm512_storeu_ps(out.add(r * ldc), acc0[r]);
+            if TWO {
+                _mm512_storeu_ps(out.add(r * ldc + PANEL), acc1[r]);
+            }
+        }
+    }
+}
+
+/// AVX2 + FMA, f32 operands: one panel (two registers of 8 columns).
+///
+/// # Safety
+/// AVX2 and FMA; `a` readable at `r·rs + q·ks` for `r < R`, `q < k`; `b` for `k × 16`;
+/// `out` writable for 16 f32 at `r·ldc`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2_f32_tile<const R: usize, const TWO: bool>(
+    a: *const u32,
+    rs: usize,
+    ks: usize,
+    k: usize,
+    b: *const u32,
+    out: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    let mut acc0 = [_mm256_setzero_ps(); R];
+    let mut acc1 = [_mm256_setzero_ps(); R];
+    if accumulate {
+        for r in 0..R {
+            // SAFETY: row r of out has 16 f32 at r·ldc.
+            unsafe {
+                acc0[r] = _mm256_loadu_ps(out.add(r * ldc));
+                acc1[r] = _mm256_loadu_ps(out.add(r * ldc + 8));
+            }
+        }
+    }
+    let (a, b) = (a.cast::<f32>(), b.cast::<f32>());
+    for q in 0..k {
+        // SAFETY: q < k: inside the panel's k × 16 values.
+        let (v0, v1) = unsafe {
+            (
+                _mm256_loadu_ps(b.add(q * PANEL)),
+                _mm256_loadu_ps(b.add(q * PANEL + 8)),
+            )
+        };
+        for r in 0..R {
+            // SAFETY: r < R, q < k: inside A (see the contract).
+            let av = _mm256_set1_ps(unsafe { *a.add(q * ks + r * rs) });
+            acc0[r] = _mm256_fmadd_ps(av, v0, acc0[r]);
+            acc1[r] = _mm256_fmadd_ps(av, v1, acc1[r]);
+        }
+    }
+    for r in 0..R {
+        // SAFETY: row r of out has 16 f32 at r·ldc.
+        unsafe {
+            _mm256_storeu_ps(out.add(r * ldc), acc0[r]);
+            _mm256_storeu_ps(out.add(r * ldc + 8), acc1[r]);
         }
     }
 }

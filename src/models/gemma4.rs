@@ -27,7 +27,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::config::{axial_rope_theta, ConfigObject, ModelFiles, ROPE_PARAMETERS_FIRST};
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
-use crate::models::layers::{segment_attention, GemmaRmsNorm, Linear, Loader};
+use crate::models::layers::{segment_attention_with, GemmaRmsNorm, Linear, Loader};
 use crate::models::pixels::to_compute;
 use crate::models::rope::{apply_rotary_f32, inverse_frequencies};
 use crate::models::vit::MAX_DIM;
@@ -328,7 +328,8 @@ impl Gemma4VisionTower {
         };
         let k = expand(rotate(k, c.kv_heads)?)?;
         let v = expand(v)?;
-        let o = segment_attention(&q, &k, &v, segs, 1.0)?;
+        // q·kᵀ and p·v in bf16 when the layer's weights are (the CPU bf16 path).
+        let o = segment_attention_with(&q, &k, &v, segs, 1.0, b.q.linear.is_bf16())?;
         b.o.forward(&o)
     }
 

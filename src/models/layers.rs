@@ -741,26 +741,17 @@ pub fn segment_attention_with(
     segment_attention_budget(q, k, v, segments, scale, SEGMENT_SCORES_BUDGET, bf16)
 }
 
-/// Bytes of scores one CPU task holds at once: a query chunk whose scores stay in the cache
-/// through the softmax and the product with `v`. On a 2-core EPYC (1 MB L2 per core, 32 MB
-/// L3), chunks of 32 MB (the whole budget split over 2 threads) made attention over 4096
-/// tokens 1.7-2.0x slower than 4 MB chunks; over 9216 tokens the two are within 5% (smaller
-/// chunks repack kᵀ and v more often); 0.5 MB was slower on both (`cargo bench --bench
-/// cpu_ops`, "attention query chunks").
-const CPU_TASK_SCORES: usize = 4 << 20;
-
 /// Segments longer than this are split into one task per head on the CPU (many small
 /// batched matmuls over heads parallelize worse than independent per-head work).
 const PER_HEAD_MIN_TOKENS: usize = 128;
 
-/// [`segment_attention`] with score chunks of at most `budget` bytes (split between the
-/// threads that run tasks at once on the CPU, and at most [`CPU_TASK_SCORES`] per task).
+/// [`segment_attention`] with score chunks of at most `budget` bytes.
 ///
-/// On the CPU, the work is split into independent tasks, run on the calling thread's rayon
-/// pool: one per (segment, head) for long segments, one per segment (all heads batched) for
-/// short ones (Qwen2.5-VL's windows). Every task computes exactly the same arithmetic as the
-/// batched path, so the result does not depend on the split. Elsewhere (GPU), tasks run in
-/// order, each one batched over all heads.
+/// On the CPU (f32 operands), the fused kernel of `crate::kernels::attention` runs: tasks of
+/// (head, segment, query block) on the calling thread's rayon pool, an online softmax over
+/// key blocks, no scores beyond one block; its products are bf16 when `bf16`. Elsewhere
+/// (GPU), one batched computation per segment, its queries in chunks whose scores take at most
+/// `budget` bytes.
 fn segment_attention_budget(
     q: &Tensor,
     k: &Tensor,
@@ -770,18 +761,60 @@ fn segment_attention_budget(
     budget: usize,
     bf16: bool,
 ) -> Result<Tensor> {
-    let task_scores = if q.device().is_cpu() {
-        (budget / rayon::current_num_threads().max(1)).clamp(1, CPU_TASK_SCORES)
-    } else {
-        budget
-    };
-    let bf16 = bf16 && q.device().is_cpu() && q.dtype() == DType::F32;
-    segment_attention_tasks(q, k, v, segments, scale, task_scores, bf16)
+    if q.device().is_cpu() && q.dtype() == DType::F32 {
+        let precision = if bf16 {
+            crate::kernels::Precision::Bf16
+        } else {
+            crate::kernels::Precision::F32
+        };
+        return fused_cpu_attention(q, k, v, segments, scale, precision);
+    }
+    segment_attention_tasks(q, k, v, segments, scale, budget)
 }
 
-/// [`segment_attention`] with query chunks whose scores take at most `task_scores` bytes
-/// per task (public for `benches/cpu_ops.rs`, which compares chunk sizes).
-pub fn segment_attention_chunked(
+/// The fused CPU kernel on `[heads, tokens, head_dim]` tensors (any strides); returns
+/// `[tokens, heads * head_dim]`.
+fn fused_cpu_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    segments: &[(usize, usize)],
+    scale: f64,
+    precision: crate::kernels::Precision,
+) -> Result<Tensor> {
+    let (heads, tokens, head_dim) = q.dims3()?;
+    for (name, t) in [("k", k), ("v", v)] {
+        if t.dims() != q.dims() {
+            return Err(Error::compute(format!(
+                "attention: {name} is {:?}, q is {:?}",
+                t.dims(),
+                q.dims()
+            )));
+        }
+    }
+    check_tiling(segments, tokens)?;
+    let rows = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
+    let (qh, kh, vh) = (rows(q)?, rows(k)?, rows(v)?);
+    let mut out = crate::preprocess::limits::try_filled(qh.len(), 0f32, "attention output")?;
+    crate::kernels::attention(
+        &qh,
+        &kh,
+        &vh,
+        heads,
+        head_dim,
+        segments,
+        scale as f32,
+        precision,
+        &mut out,
+    )?;
+    let o = Tensor::from_vec(out, (heads, tokens, head_dim), q.device())?;
+    Ok(o.transpose(0, 1)?.reshape((tokens, heads * head_dim))?)
+}
+
+/// The unfused attention (public for `benches/cpu_ops.rs`, which compares it with the fused
+/// kernel): per task (segment and head on the CPU, segment elsewhere), query chunks whose
+/// scores take at most `task_scores` bytes, scores written out, softmax, product with `v`.
+pub fn segment_attention_unfused(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
@@ -789,11 +822,14 @@ pub fn segment_attention_chunked(
     scale: f64,
     task_scores: usize,
 ) -> Result<Tensor> {
-    segment_attention_tasks(q, k, v, segments, scale, task_scores, false)
+    segment_attention_tasks(q, k, v, segments, scale, task_scores)
 }
 
-/// [`segment_attention_chunked`], the two matmuls through the CPU bf16 kernels when `bf16`
-/// (f32 CPU operands).
+/// The unfused computation: on the CPU one task per (segment, head) for long segments and one
+/// per segment (all heads batched) for short ones, run on the calling thread's rayon pool;
+/// elsewhere (GPU) tasks run in order, each one batched over all heads. Every task computes
+/// exactly the same arithmetic as the batched path, so the result does not depend on the
+/// split.
 fn segment_attention_tasks(
     q: &Tensor,
     k: &Tensor,
@@ -801,7 +837,6 @@ fn segment_attention_tasks(
     segments: &[(usize, usize)],
     scale: f64,
     task_scores: usize,
-    bf16: bool,
 ) -> Result<Tensor> {
     let (heads, tokens, head_dim) = q.dims3()?;
     check_tiling(segments, tokens)?;
@@ -818,9 +853,6 @@ fn segment_attention_tasks(
     // CUDA matmuls want (batch-)contiguous operands; candle's CPU matmul takes strided ones.
     let operand = |t: Tensor| if on_cpu { Ok(t) } else { t.contiguous() };
     let run = |&(start, len, h0, hn): &(usize, usize, usize, usize)| -> Result<Tensor> {
-        if bf16 {
-            return bf16_attention_task(q, k, v, (start, len, h0, hn), scale, task_scores);
-        }
         let qs = q.narrow(0, h0, hn)?.narrow(1, start, len)?;
         // kᵀ copied contiguous on every device, as before the strided views came in.
         let kt = k
@@ -853,53 +885,6 @@ fn segment_attention_tasks(
     };
     let o = join_tasks(&tasks, &outputs)?;
     Ok(o.transpose(0, 1)?.reshape((tokens, heads * head_dim))?)
-}
-
-/// One attention task (`(segment start, len, first head, heads)`) with both matmuls through
-/// the CPU bf16 kernels: per head, `kᵀ` and `v` packed in bf16 once, then per query chunk
-/// `softmax(scale · q·kᵀ)` (scores and softmax in f32) times `v`. Returns
-/// `[heads, len, head_dim]` f32.
-fn bf16_attention_task(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    (start, len, h0, hn): (usize, usize, usize, usize),
-    scale: f64,
-    task_scores: usize,
-) -> Result<Tensor> {
-    let head_dim = q.dim(2)?;
-    let chunk = (task_scores / len.saturating_mul(4).max(1)).clamp(1, len);
-    let mut heads = Vec::with_capacity(hn);
-    for h in h0..h0 + hn {
-        let rows = |t: &Tensor| -> Result<Vec<f32>> {
-            Ok(t.get(h)?
-                .narrow(0, start, len)?
-                .contiguous()?
-                .flatten_all()?
-                .to_vec1::<f32>()?)
-        };
-        let (qh, kh, vh) = (rows(q)?, rows(k)?, rows(v)?);
-        // kᵀ: `[head_dim, len]`, from k's rows `[len, head_dim]` (= W `[n, k]`).
-        let kt = crate::kernels::PackedB::from_nk_f32(&kh, len, head_dim)?;
-        let vp = crate::kernels::PackedB::from_kn_f32(&vh, len, head_dim)?;
-        let mut out = crate::preprocess::limits::try_filled(len * head_dim, 0f32, "attention")?;
-        let mut scores = crate::preprocess::limits::try_filled(chunk * len, 0f32, "attention")?;
-        let mut q0 = 0;
-        while q0 < len {
-            let n = chunk.min(len - q0);
-            let s = &mut scores[..n * len];
-            crate::kernels::gemm(&qh[q0 * head_dim..(q0 + n) * head_dim], n, &kt, s)?;
-            crate::models::kernels::softmax_rows(s, len, scale as f32);
-            crate::kernels::gemm(s, n, &vp, &mut out[q0 * head_dim..(q0 + n) * head_dim])?;
-            q0 += n;
-        }
-        heads.push(Tensor::from_vec(out, (1, len, head_dim), q.device())?);
-    }
-    Ok(if heads.len() == 1 {
-        heads.pop().expect("one head")
-    } else {
-        Tensor::cat(&heads, 0)?
-    })
 }
 
 /// Fails unless `segments` tile `0..tokens` in order, none empty.
@@ -982,12 +967,6 @@ mod tests {
             assert!(diff < 1e-5, "segment at {start}: {diff}");
             start += len;
         }
-        // Blocks of 1 query row (a tiny score budget) give the same result.
-        let blocked = a
-            .forward_packed_budget(&x, &segments, None, None, 1)
-            .unwrap();
-        let diff = max_abs_diff(&blocked, &packed);
-        assert!(diff < 1e-6, "{diff}");
         // A batch through the packed path (the CPU's, and a GPU's over the score budget),
         // residual included, equals the direct batched computation.
         let batch = randn(&[3, 6, dim], 8);
@@ -1054,7 +1033,8 @@ mod tests {
             start += len;
         }
         let got = segment_attention(&q, &k, &v, &segs, 0.3).unwrap();
-        let chunked = segment_attention_budget(&q, &k, &v, &segs, 0.3, 1, false).unwrap();
+        // The unfused computation, one query row per chunk.
+        let chunked = segment_attention_unfused(&q, &k, &v, &segs, 0.3, 1).unwrap();
         for &(start, len) in &segs {
             // The plain batched computation over all heads with candle's own softmax.
             let qs = q.narrow(1, start, len).unwrap();
@@ -1125,7 +1105,7 @@ mod tests {
     }
 
     #[test]
-    fn bf16_attention_is_close_to_f32_and_chunks_exactly() {
+    fn bf16_attention_is_close_to_f32() {
         let (heads, d) = (3, 10);
         let lens = [5, PER_HEAD_MIN_TOKENS + 9];
         let n: usize = lens.iter().sum();
@@ -1147,9 +1127,10 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap();
         assert!(diff > 0.0 && diff < 2e-2 * scale, "{diff} vs {scale}");
-        // Query chunks of one row: the same values bit for bit.
-        let chunked = segment_attention_budget(&q, &k, &v, &segs, 0.4, 1, true).unwrap();
-        assert_eq!(max_abs_diff(&chunked, &bf16), 0.0);
+        // The unfused f32 computation agrees with the fused f32 kernel.
+        let unfused = segment_attention_unfused(&q, &k, &v, &segs, 0.4, 1).unwrap();
+        let diff = max_abs_diff(&unfused, &f32);
+        assert!(diff < 1e-5, "{diff}");
     }
 
     #[test]
@@ -1177,8 +1158,8 @@ mod tests {
         .unwrap();
         let a = whole.narrow(0, 0, 3).unwrap().to_vec2::<f32>().unwrap();
         assert_eq!(a, first.to_vec2::<f32>().unwrap());
-        // One query row per chunk: same result.
-        let chunked = segment_attention_budget(&q, &k, &v, &segs, 0.5, 1, false).unwrap();
+        // The unfused computation, one query row per chunk: same result.
+        let chunked = segment_attention_unfused(&q, &k, &v, &segs, 0.5, 1).unwrap();
         let diff = max_abs_diff(&chunked, &whole);
         assert!(diff <= 1e-6, "{diff}");
         // Segments must tile the sequence.

@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Matmul probe: this machine's practical f32 and bf16 peak, as PyTorch and as vtower reach it,
+in one run: a 2048 x 2048 x 2048 product, GFLOP/s, same thread count.
+
+    scripts/bench_peak.py [--threads N]
+
+PyTorch: `torch.mm` in f32 (MKL) and bf16 (oneDNN: AMX or AVX512-BF16 where the CPU has them).
+vtower: `cargo bench --bench cpu_ops -- peak` (candle's f32 gemm, which vtower's f32 layers run,
+and vtower's bf16 kernels at the level VTOWER_CPU_ISA allows). BENCHMARKS.md's full-depth table
+divides each side's GFLOP/s by these figures. Needs the fixture venv (torch).
+"""
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    n = 2048
+    flop = 2.0 * n ** 3
+    rows = []
+    for name, dt in [("f32", torch.float32), ("bf16", torch.bfloat16)]:
+        a, b = torch.randn(n, n, dtype=dt), torch.randn(n, n, dtype=dt)
+        torch.mm(a, b)
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            torch.mm(a, b)
+            times.append(time.perf_counter() - t)
+        rows.append((name, flop / sorted(times)[2] / 1e9))
+    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
+    out = subprocess.run(["cargo", "bench", "-q", "--bench", "cpu_ops", "--", "peak"], cwd=ROOT,
+                         env=env, check=True, capture_output=True, text=True).stdout
+    ours = {}
+    for line in out.splitlines():
+        if line.startswith("peak "):
+            _, dt, g, *rest = line.split()
+            ours[dt] = (float(g), " ".join(rest))
+    flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
+    keep = sorted(f for f in flags if f.startswith(("avx512f", "avx512_bf16", "amx")) or f in ("avx2", "fma"))
+    model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if "model name" in l), "?")
+    print(f"CPU: {model}, {os.cpu_count()} cores, {args.threads} threads, flags: {' '.join(keep)}")
+    print("| dtype | PyTorch GFLOP/s | vtower GFLOP/s | vtower / PyTorch |")
+    print("|---|---|---|---|")
+    for name, g in rows:
+        v, note = ours.get(name, (float("nan"), ""))
+        print(f"| {name} | {g:.0f} | {v:.0f} {note} | {v / g:.2f} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

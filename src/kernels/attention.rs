@@ -1,0 +1,630 @@
+//! Fused ("flash") attention on the CPU: `softmax(scale · q·kᵀ) · v` per head over the
+//! segments of a packed sequence, without ever holding a full row of scores.
+//!
+//! Each task takes one block of [`QUERY_BLOCK`] queries of one (head, segment) and walks its
+//! keys in blocks of [`KEY_BLOCK`]: the block's scores come from the micro-kernels (`q` tile
+//! times the packed `kᵀ` panels), the softmax is kept *online* (a running row maximum `m` and
+//! sum `l`; when `m` grows, what was accumulated is rescaled by `e^(m_old − m_new)`), and the
+//! block's probabilities times `v` are added to the output tile by the same micro-kernels.
+//! Scores, probabilities, `m`, `l` and the output are f32 at every step; only the operands of
+//! the two products are bf16 when [`Precision::Bf16`] (as PyTorch's bf16 attention rounds
+//! them). Everything a task touches — its queries, one key block of `k` and `v`, its output
+//! tile — stays in the core's L2 cache, where the unfused computation wrote its scores out and
+//! read them back twice.
+//!
+//! Block sizes are constants, and every task computes its rows in a fixed order, so results
+//! do not depend on the number of threads. The instruction-set level is the crate's
+//! ([`super::isa`]); every level computes the same sums in the same order (f32: one fused
+//! multiply-add per product at every level; bf16: see the module above).
+
+use multiversion::multiversion;
+use rayon::prelude::*;
+
+use super::{bf16_bits, detected, isa, pair, tile, Call, Elem, Isa, Lhs, Slots, PANEL};
+use crate::error::{Error, Result};
+use crate::models::kernels::exp;
+
+/// The element type of the two products' operands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// f32 operands.
+    F32,
+    /// Operands rounded to bf16 (round-to-nearest-even), products accumulated in f32.
+    Bf16,
+}
+
+impl Precision {
+    /// Packed slots for `k` values of the inner dimension (a bf16 slot holds a pair).
+    fn slots(self, k: usize) -> usize {
+        match self {
+            Precision::F32 => k,
+            Precision::Bf16 => k.div_ceil(2),
+        }
+    }
+}
+
+/// Queries per task (a multiple of every level's tile rows, 12 and 4).
+const QUERY_BLOCK: usize = 96;
+
+/// Keys per step of a task (a multiple of two panels).
+const KEY_BLOCK: usize = 256;
+
+/// A right operand `B` `[k, n]` in panels of [`PANEL`] columns: `[panels][slots][PANEL]`,
+/// each slot one f32 (bits) or one pair of bf16 rows, zero past the edges.
+struct Panels {
+    slots: usize,
+    data: Vec<u32>,
+}
+
+impl Panels {
+    fn build(
+        precision: Precision,
+        k: usize,
+        n: usize,
+        value: impl Fn(usize, usize) -> f32,
+    ) -> Result<Panels> {
+        let slots = precision.slots(k);
+        let panels = n.div_ceil(PANEL);
+        let len = panels
+            .checked_mul(slots)
+            .and_then(|l| l.checked_mul(PANEL))
+            .ok_or_else(|| Error::compute("attention operand too large"))?;
+        let mut data = crate::preprocess::limits::try_filled(len, 0u32, "attention operands")?;
+        for p in 0..panels {
+            let n0 = p * PANEL;
+            let cols = PANEL.min(n - n0);
+            for q in 0..slots {
+                let row = &mut data[(p * slots + q) * PANEL..][..cols];
+                for (j, slot) in row.iter_mut().enumerate() {
+                    *slot = match precision {
+                        Precision::F32 => value(q, n0 + j).to_bits(),
+                        Precision::Bf16 => {
+                            let lo = bf16_bits(value(2 * q, n0 + j));
+                            let hi = if 2 * q + 1 < k {
+                                bf16_bits(value(2 * q + 1, n0 + j))
+                            } else {
+                                0
+                            };
+                            pair(lo, hi)
+                        }
+                    };
+                }
+            }
+        }
+        Ok(Panels { slots, data })
+    }
+
+    /// Slots `s0..s1` of panel `p`.
+    fn panel(&self, p: usize, s0: usize, s1: usize) -> &[u32] {
+        &self.data[(p * self.slots + s0) * PANEL..(p * self.slots + s1) * PANEL]
+    }
+}
+
+/// `x` as slots of `precision` (f32 bits, or bf16 pairs of consecutive values, the last one
+/// zero-padded when `x` has an odd length).
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
+fn to_slots(precision: Precision, x: &[f32], out: &mut [u32]) {
+    match precision {
+        Precision::F32 => {
+            for (o, v) in out.iter_mut().zip(x) {
+                *o = v.to_bits();
+            }
+        }
+        Precision::Bf16 => {
+            let pairs = x.chunks_exact(2);
+            if let [last] = pairs.remainder() {
+                out[x.len() / 2] = pair(bf16_bits(*last), 0);
+            }
+            for (o, p) in out.iter_mut().zip(pairs) {
+                *o = pair(bf16_bits(p[0]), bf16_bits(p[1]));
+            }
+        }
+    }
+}
+
+/// One micro-kernel call in `precision` with a row-major left operand (`row_stride` slots per
+/// row) writing rows of `out` at stride `ldc`.
+#[allow(clippy::too_many_arguments)]
+fn product(
+    precision: Precision,
+    level: Isa,
+    a: Slots<'_>,
+    row_stride: usize,
+    rows: usize,
+    slots: usize,
+    b0: &[u32],
+    b1: Option<&[u32]>,
+    out: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    let call = Call {
+        elem: match precision {
+            Precision::F32 => Elem::F32,
+            Precision::Bf16 => Elem::Bf16,
+        },
+        a: Lhs {
+            data: a,
+            row_stride,
+            slot_stride: 1,
+        },
+        rows,
+        slots,
+        b0,
+        b1,
+        ldc,
+        accumulate,
+    };
+    tile(level, call, out);
+}
+
+/// One online-softmax step over the first `kb` raw scores of `rows` rows of `s` (rows
+/// [`KEY_BLOCK`] apart), each replaced by `e^(scale·s − m_new)`: updates each row's running
+/// maximum `m` and sum `l`, and sets `alpha` to the factor `e^(m_old − m_new)` that what was
+/// accumulated for the row before must be multiplied by.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
+fn online_softmax(
+    s: &mut [f32],
+    kb: usize,
+    scale: f32,
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) {
+    const LANES: usize = 16;
+    for (r, ((m, l), alpha)) in m.iter_mut().zip(l).zip(alpha).enumerate() {
+        let row = &mut s[r * KEY_BLOCK..r * KEY_BLOCK + kb];
+        let mut lanes = [f32::NEG_INFINITY; LANES];
+        let mut chunks = row.chunks_exact_mut(LANES);
+        for c in &mut chunks {
+            for (mx, v) in lanes.iter_mut().zip(c.iter_mut()) {
+                *v *= scale;
+                *mx = if *v > *mx { *v } else { *mx };
+            }
+        }
+        let mut max = lanes.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        for v in chunks.into_remainder() {
+            *v *= scale;
+            max = max.max(*v);
+        }
+        let m_new = max.max(*m);
+        *alpha = if *m == f32::NEG_INFINITY {
+            0.0
+        } else {
+            exp(*m - m_new)
+        };
+        let mut sums = [0f32; LANES];
+        let mut chunks = row.chunks_exact_mut(LANES);
+        for c in &mut chunks {
+            for (sum, v) in sums.iter_mut().zip(c.iter_mut()) {
+                *v = exp(*v - m_new);
+                *sum += *v;
+            }
+        }
+        let mut tail = 0f32;
+        for v in chunks.into_remainder() {
+            *v = exp(*v - m_new);
+            tail += *v;
+        }
+        *l = *l * *alpha + (sums.iter().sum::<f32>() + tail);
+        *m = m_new;
+    }
+}
+
+/// Fused attention over the segments of a packed sequence (flash-attention's `cu_seqlens`):
+/// tokens attend to the tokens of their own segment only.
+///
+/// `q`, `k`, `v` and `out` are `[heads][tokens][head_dim]` row-major; `segments` are
+/// `(start, len)` ranges that tile `0..tokens` in order. `out` = `softmax(scale · q·kᵀ) · v`
+/// per head and segment. Runs on the calling thread's rayon pool at the level [`isa`] picks.
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    heads: usize,
+    head_dim: usize,
+    segments: &[(usize, usize)],
+    scale: f32,
+    precision: Precision,
+    out: &mut [f32],
+) -> Result<()> {
+    attention_at(
+        isa(),
+        q,
+        k,
+        v,
+        heads,
+        head_dim,
+        segments,
+        scale,
+        precision,
+        out,
+    )
+}
+
+/// [`attention`] at level `level` (capped to what this CPU supports).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_at(
+    level: Isa,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    heads: usize,
+    head_dim: usize,
+    segments: &[(usize, usize)],
+    scale: f32,
+    precision: Precision,
+    out: &mut [f32],
+) -> Result<()> {
+    let level = level.min(detected());
+    let d = head_dim;
+    let tokens = segments.last().map_or(0, |&(s, l)| s + l);
+    let mut next = 0;
+    for &(start, len) in segments {
+        if start != next || len == 0 {
+            return Err(Error::compute(format!(
+                "attention segments do not tile the sequence: segment ({start}, {len}) after {next}"
+            )));
+        }
+        next = start + len;
+    }
+    let size = heads
+        .checked_mul(tokens)
+        .and_then(|x| x.checked_mul(d))
+        .ok_or_else(|| Error::compute("attention too large"))?;
+    for (name, len) in [
+        ("q", q.len()),
+        ("k", k.len()),
+        ("v", v.len()),
+        ("out", out.len()),
+    ] {
+        if len != size {
+            return Err(Error::compute(format!(
+                "attention: {name} holds {len} values, not {heads} heads x {tokens} tokens x {d}"
+            )));
+        }
+    }
+    if size == 0 {
+        return Ok(());
+    }
+    // Per (head, segment): kᵀ `[d, len]` and v `[len, d]`, packed once.
+    let units: Vec<(usize, usize, usize)> = (0..heads)
+        .flat_map(|h| segments.iter().map(move |&(s, l)| (h, s, l)))
+        .collect();
+    let operands: Vec<(Panels, Panels)> = units
+        .par_iter()
+        .map(|&(h, start, len)| {
+            let base = (h * tokens + start) * d;
+            let kt = Panels::build(precision, d, len, |dim, key| k[base + key * d + dim])?;
+            let vp = Panels::build(precision, len, d, |key, dim| v[base + key * d + dim])?;
+            Ok((kt, vp))
+        })
+        .collect::<Result<_>>()?;
+    // Tasks: (unit, query block start, its rows of out).
+    let mut tasks = Vec::new();
+    let mut unit = 0;
+    for oh in out.chunks_mut(tokens * d) {
+        let mut rest = oh;
+        for &(_, len) in segments {
+            let (seg, tail) = rest.split_at_mut(len * d);
+            rest = tail;
+            for (b, block) in seg.chunks_mut(QUERY_BLOCK * d).enumerate() {
+                tasks.push((unit, b * QUERY_BLOCK, block));
+            }
+            unit += 1;
+        }
+    }
+    tasks.into_par_iter().try_for_each(|(unit, q0, block)| {
+        let (h, start, len) = units[unit];
+        let (kt, vp) = &operands[unit];
+        let base = (h * tokens + start) * d;
+        let queries = &q[base + q0 * d..base + (q0 + block.len() / d) * d];
+        query_block(level, precision, queries, d, len, kt, vp, scale, block)
+    })
+}
+
+/// One task: `out` `[rows, d]` for the queries `q` `[rows, d]` against `len` keys.
+#[allow(clippy::too_many_arguments)]
+fn query_block(
+    level: Isa,
+    precision: Precision,
+    q: &[f32],
+    d: usize,
+    len: usize,
+    kt: &Panels,
+    vp: &Panels,
+    scale: f32,
+    out: &mut [f32],
+) -> Result<()> {
+    let rows = q.len() / d;
+    let mr = level.rows();
+    let tiles = rows.div_ceil(mr);
+    let dslots = precision.slots(d);
+    let dpanels = d.div_ceil(PANEL);
+    // The output rows, `dpad` wide (whole pairs of panels).
+    let dpad = dpanels.div_ceil(2) * 2 * PANEL;
+    let mut o = crate::preprocess::limits::try_filled(tiles * mr * dpad, 0f32, "attention")?;
+    // bf16: the queries and each block's probabilities rounded to pairs; f32: read as they are.
+    let bf16 = precision == Precision::Bf16;
+    let mut qs = Vec::new();
+    if bf16 {
+        qs = crate::preprocess::limits::try_filled(rows * dslots, 0u32, "attention")?;
+        for (row, slots) in q.chunks_exact(d).zip(qs.chunks_exact_mut(dslots)) {
+            to_slots(precision, row, slots);
+        }
+    }
+    let mut m = vec![f32::NEG_INFINITY; rows];
+    let mut l = vec![0f32; rows];
+    let mut alpha = vec![0f32; mr];
+    // Scores of one row tile and key block, rows `KEY_BLOCK` apart; then the probabilities.
+    let mut s = vec![0f32; mr * KEY_BLOCK];
+    let pstride = precision.slots(KEY_BLOCK);
+    let mut ps = vec![0u32; if bf16 { mr * pstride } else { 0 }];
+    for j0 in (0..len).step_by(KEY_BLOCK) {
+        let kb = KEY_BLOCK.min(len - j0);
+        let (p0, p1) = (j0 / PANEL, (j0 + kb).div_ceil(PANEL));
+        let kslots = precision.slots(kb);
+        // KEY_BLOCK is even, so the block starts on a bf16 pair.
+        let s0 = precision.slots(j0);
+        for t in 0..tiles {
+            let r0 = t * mr;
+            let nr = mr.min(rows - r0);
+            let a = if bf16 {
+                Slots::Bits(&qs[r0 * dslots..(r0 + nr) * dslots])
+            } else {
+                Slots::F32(&q[r0 * d..(r0 + nr) * d])
+            };
+            // Scores of the block: s[r][0..kb] (the panels past `kb` are zero columns of kᵀ;
+            // at most up to KEY_BLOCK).
+            let mut p = p0;
+            while p < p1 {
+                let two = p + 1 < p1;
+                let b0 = kt.panel(p, 0, dslots);
+                let b1 = two.then(|| kt.panel(p + 1, 0, dslots));
+                let c0 = p * PANEL - j0;
+                let sc = &mut s[c0..];
+                product(
+                    precision, level, a, dslots, nr, dslots, b0, b1, sc, KEY_BLOCK, false,
+                );
+                p += if two { 2 } else { 1 };
+            }
+            // Online softmax; rescale what the output rows hold.
+            online_softmax(
+                &mut s,
+                kb,
+                scale,
+                &mut m[r0..r0 + nr],
+                &mut l[r0..r0 + nr],
+                &mut alpha[..nr],
+            );
+            for (r, &alpha) in alpha[..nr].iter().enumerate() {
+                if alpha != 1.0 {
+                    o[(r0 + r) * dpad..][..dpad]
+                        .iter_mut()
+                        .for_each(|x| *x *= alpha);
+                }
+            }
+            let pa = if bf16 {
+                for r in 0..nr {
+                    let row = &s[r * KEY_BLOCK..r * KEY_BLOCK + kb];
+                    to_slots(precision, row, &mut ps[r * pstride..][..kslots]);
+                }
+                Slots::Bits(&ps)
+            } else {
+                Slots::F32(&s)
+            };
+            // Output rows += probabilities · v's rows of the block.
+            let mut pd = 0;
+            while pd < dpanels {
+                let two = pd + 1 < dpanels;
+                let b0 = vp.panel(pd, s0, s0 + kslots);
+                let b1 = two.then(|| vp.panel(pd + 1, s0, s0 + kslots));
+                let acc = &mut o[r0 * dpad + pd * PANEL..];
+                product(
+                    precision, level, pa, pstride, nr, kslots, b0, b1, acc, dpad, true,
+                );
+                pd += 2;
+            }
+        }
+    }
+    for (r, row) in out.chunks_exact_mut(d).enumerate() {
+        let inv = 1.0 / l[r];
+        for (x, y) in row.iter_mut().zip(&o[r * dpad..]) {
+            *x = y * inv;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::supported_levels;
+    use super::*;
+
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 6.0
+            })
+            .collect()
+    }
+
+    fn round(x: f32, precision: Precision) -> f64 {
+        match precision {
+            Precision::F32 => x as f64,
+            Precision::Bf16 => half::bf16::from_bits(bf16_bits(x)).to_f64(),
+        }
+    }
+
+    /// The plain reference in f64: scores from the (rounded) operands, a full-row softmax,
+    /// then the probabilities (rounded as the kernel rounds them) times v.
+    #[allow(clippy::too_many_arguments)]
+    fn reference(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        heads: usize,
+        d: usize,
+        segments: &[(usize, usize)],
+        scale: f32,
+        precision: Precision,
+    ) -> Vec<f64> {
+        let tokens = q.len() / heads / d;
+        let mut out = vec![0f64; q.len()];
+        for h in 0..heads {
+            for &(start, len) in segments {
+                let at = |t: &[f32], i: usize, c: usize| {
+                    round(t[(h * tokens + start + i) * d + c], precision)
+                };
+                for i in 0..len {
+                    let s: Vec<f64> = (0..len)
+                        .map(|j| {
+                            (0..d).map(|c| at(q, i, c) * at(k, j, c)).sum::<f64>() * scale as f64
+                        })
+                        .collect();
+                    let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = s.iter().map(|x| (x - mx).exp()).collect();
+                    let sum: f64 = e.iter().sum();
+                    for c in 0..d {
+                        out[(h * tokens + start + i) * d + c] =
+                            (0..len).map(|j| e[j] / sum * at(v, j, c)).sum();
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        level: Isa,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        heads: usize,
+        d: usize,
+        segments: &[(usize, usize)],
+        precision: Precision,
+    ) -> Vec<f32> {
+        let mut out = vec![f32::NAN; q.len()];
+        attention_at(
+            level, q, k, v, heads, d, segments, 0.37, precision, &mut out,
+        )
+        .unwrap();
+        out
+    }
+
+    /// Odd head sizes (a lone panel, two panels, pairs with a tail), segments shorter than a
+    /// key block, across several key and query blocks, of length 1, and several in a row.
+    /// (heads, head_dim, segments)
+    type Case = (usize, usize, &'static [(usize, usize)]);
+
+    const CASES: [Case; 7] = [
+        (1, 1, &[(0, 1)]),
+        (2, 3, &[(0, 5)]),
+        (1, 16, &[(0, 33)]),
+        (3, 17, &[(0, 7), (7, 1), (8, 20)]),
+        (1, 80, &[(0, 131)]),
+        (2, 35, &[(0, 100), (100, 290)]),
+        (1, 72, &[(0, 97)]),
+    ];
+
+    #[test]
+    fn every_level_matches_the_reference_on_odd_shapes() {
+        for precision in [Precision::F32, Precision::Bf16] {
+            for (heads, d, segments) in CASES {
+                let tokens = segments.last().map_or(0, |&(s, l)| s + l);
+                let n = heads * tokens * d;
+                let (q, k, v) = (values(n, 1), values(n, 2), values(n, 3));
+                let want = reference(&q, &k, &v, heads, d, segments, 0.37, precision);
+                let scalar = run(Isa::Scalar, &q, &k, &v, heads, d, segments, precision);
+                for level in supported_levels() {
+                    let got = run(level, &q, &k, &v, heads, d, segments, precision);
+                    // bf16: the probabilities are rounded to bf16 before the product with v.
+                    let tol = match precision {
+                        Precision::F32 => 2e-5,
+                        Precision::Bf16 => 2e-2,
+                    };
+                    let vmax = v.iter().fold(0f32, |a, &b| a.max(b.abs())) as f64;
+                    for i in 0..n {
+                        let err = (got[i] as f64 - want[i]).abs();
+                        assert!(
+                            err <= tol * vmax,
+                            "{precision:?} {level:?} heads {heads} d {d} {segments:?} [{i}]: \
+                             {} vs {}",
+                            got[i],
+                            want[i]
+                        );
+                    }
+                    // f32: every level does the same operations in the same order.
+                    if precision == Precision::F32 || level != Isa::Avx512Bf16 {
+                        let same = got
+                            .iter()
+                            .zip(&scalar)
+                            .all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(
+                            same,
+                            "{precision:?} {level:?} differs from the scalar level"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn results_do_not_depend_on_the_thread_count() {
+        let (heads, d, segments) = (3, 24, [(0, 150), (150, 301)]);
+        let n = heads * 451 * d;
+        let (q, k, v) = (values(n, 4), values(n, 5), values(n, 6));
+        for precision in [Precision::F32, Precision::Bf16] {
+            for level in supported_levels() {
+                let on = |threads: usize| {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap();
+                    pool.install(|| run(level, &q, &k, &v, heads, d, &segments, precision))
+                };
+                let one = on(1);
+                for threads in [2, 5] {
+                    assert_eq!(
+                        one,
+                        on(threads),
+                        "{precision:?} {level:?} {threads} threads"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let x = values(2 * 10 * 4, 1);
+        let mut out = vec![0f32; x.len()];
+        let p = Precision::F32;
+        assert!(attention(&x, &x, &x, 2, 4, &[(0, 4), (5, 5)], 1.0, p, &mut out).is_err());
+        assert!(attention(
+            &x,
+            &x,
+            &x,
+            2,
+            4,
+            &[(0, 4), (4, 0), (4, 6)],
+            1.0,
+            p,
+            &mut out
+        )
+        .is_err());
+        assert!(attention(&x, &x, &x, 2, 4, &[(0, 9)], 1.0, p, &mut out).is_err());
+        assert!(attention(&x, &x, &x[1..], 2, 4, &[(0, 10)], 1.0, p, &mut out).is_err());
+        assert!(attention(&x, &x, &x, 2, 4, &[(0, 10)], 1.0, p, &mut out).is_ok());
+        let mut none: Vec<f32> = Vec::new();
+        assert!(attention(&[], &[], &[], 2, 4, &[], 1.0, p, &mut none).is_ok());
+    }
+}
