@@ -20,7 +20,7 @@
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use super::{bf16_bits, detected, isa, pair, tile, Call, Elem, Isa, Lhs, Slots, PANEL};
+use super::{bf16_bits, bf16_pairs, detected, isa, pair, tile, Call, Elem, Isa, Lhs, Slots, PANEL};
 use crate::error::{Error, Result};
 use crate::models::kernels::exp;
 
@@ -110,15 +110,7 @@ fn to_slots(precision: Precision, x: &[f32], out: &mut [u32]) {
                 *o = v.to_bits();
             }
         }
-        Precision::Bf16 => {
-            let pairs = x.chunks_exact(2);
-            if let [last] = pairs.remainder() {
-                out[x.len() / 2] = pair(bf16_bits(*last), 0);
-            }
-            for (o, p) in out.iter_mut().zip(pairs) {
-                *o = pair(bf16_bits(p[0]), bf16_bits(p[1]));
-            }
-        }
+        Precision::Bf16 => bf16_pairs(x, out),
     }
 }
 

@@ -267,34 +267,37 @@ impl PackedB {
     }
 }
 
-/// `A` `[m, k]` f32 rounded to bf16 and packed in tiles of `mr` rows: tile `t` holds, for
-/// each pair `q` of `k`, the pairs of its `mr` rows side by side (`[kp][mr]`, zero past the
-/// last row), so that a micro-kernel reads one cache line per step.
-fn pack_a(a: &[f32], m: usize, k: usize, mr: usize) -> Result<Vec<u32>> {
+/// `x` rounded to bf16 pairs of consecutive values (`out[q]` = `(x[2q], x[2q + 1])`, the
+/// last one zero-padded when `x` has an odd length).
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
+fn bf16_pairs(x: &[f32], out: &mut [u32]) {
+    let pairs = x.chunks_exact(2);
+    if let [last] = pairs.remainder() {
+        out[x.len() / 2] = pair(bf16_bits(*last), 0);
+    }
+    for (o, p) in out.iter_mut().zip(pairs) {
+        *o = pair(bf16_bits(p[0]), bf16_bits(p[1]));
+    }
+}
+
+/// `A` `[m, k]` f32 rounded to bf16 pairs, row-major (`[m][ceil(k / 2)]`); the micro-kernels
+/// read it at a row stride.
+fn pack_a(a: &[f32], m: usize, k: usize) -> Result<Vec<u32>> {
     let kp = k.div_ceil(2);
-    let tiles = m.div_ceil(mr);
-    let mut out = crate::preprocess::limits::try_filled(tiles * mr * kp, 0u32, "bf16 activations")?;
+    let mut out = crate::preprocess::limits::try_filled(m * kp, 0u32, "bf16 activations")?;
     if kp == 0 {
         return Ok(out);
     }
-    let tiles_per_task = (16384 / (mr * kp)).max(1);
-    out.par_chunks_mut(tiles_per_task * mr * kp)
-        .enumerate()
-        .for_each(|(task, part)| {
-            for (i, tile) in part.chunks_exact_mut(mr * kp).enumerate() {
-                let r0 = (task * tiles_per_task + i) * mr;
-                for r in 0..mr.min(m - r0) {
-                    let row = &a[(r0 + r) * k..(r0 + r + 1) * k];
-                    for q in 0..kp {
-                        let lo = bf16_bits(row[2 * q]);
-                        let hi = if 2 * q + 1 < k {
-                            bf16_bits(row[2 * q + 1])
-                        } else {
-                            0
-                        };
-                        tile[q * mr + r] = pair(lo, hi);
-                    }
-                }
+    let rows_per_task = (16384 / kp).max(1);
+    out.par_chunks_mut(rows_per_task * kp)
+        .zip(a.par_chunks(rows_per_task * k))
+        .for_each(|(o, x)| {
+            for (orow, xrow) in o.chunks_exact_mut(kp).zip(x.chunks_exact(k)) {
+                bf16_pairs(xrow, orow);
             }
         });
     Ok(out)
@@ -472,7 +475,7 @@ pub fn gemm_at(level: Isa, a: &[f32], m: usize, b: &PackedB, c: &mut [f32]) -> R
     }
     let kp = b.kp;
     let mr = level.rows();
-    let packed = pack_a(a, m, k, mr)?;
+    let packed = pack_a(a, m, k)?;
     // `k` in chunks of `KC_PAIRS` pairs (the partial sums go through `C`, exactly: f32 stored
     // and reloaded), so that a panel's chunk stays in L1 across a row block's tiles; row blocks
     // small enough to stay in the cache across all panels, and enough of them for every thread
@@ -487,7 +490,7 @@ pub fn gemm_at(level: Isa, a: &[f32], m: usize, b: &PackedB, c: &mut [f32]) -> R
         .zip(packed.par_chunks(block * kp))
         .for_each(|(cblock, ablock)| {
             let rows_here = cblock.len() / n;
-            let mut out = [0f32; 12 * 2 * PANEL];
+            let mut buf = [0f32; 12 * 2 * PANEL];
             for q0 in (0..kp).step_by(kc) {
                 let q1 = (q0 + kc).min(kp);
                 let accumulate = q0 > 0;
@@ -497,35 +500,49 @@ pub fn gemm_at(level: Isa, a: &[f32], m: usize, b: &PackedB, c: &mut [f32]) -> R
                     let b0 = &b.panel(p)[q0 * PANEL..q1 * PANEL];
                     let b1 = two.then(|| &b.panel(p + 1)[q0 * PANEL..q1 * PANEL]);
                     let n0 = p * PANEL;
-                    let cols = (if two { 2 * PANEL } else { PANEL }).min(n - n0);
+                    let width = if two { 2 * PANEL } else { PANEL };
                     let mut r0 = 0;
                     while r0 < rows_here {
                         let rows = mr.min(rows_here - r0);
-                        if accumulate {
-                            for r in 0..rows {
-                                out[r * 2 * PANEL..][..cols]
-                                    .copy_from_slice(&cblock[(r0 + r) * n + n0..][..cols]);
-                            }
-                        }
-                        let t = &ablock[r0 * kp..(r0 + mr) * kp][q0 * mr..q1 * mr];
                         let call = Call {
                             elem: Elem::Bf16,
                             a: Lhs {
-                                data: Slots::Bits(t),
-                                row_stride: 1,
-                                slot_stride: mr,
+                                data: Slots::Bits(&ablock[r0 * kp + q0..]),
+                                row_stride: kp,
+                                slot_stride: 1,
                             },
                             rows,
                             slots: q1 - q0,
                             b0,
                             b1,
-                            ldc: 2 * PANEL,
+                            ldc: n,
                             accumulate,
                         };
-                        tile(level, call, &mut out);
-                        for r in 0..rows {
-                            cblock[(r0 + r) * n + n0..][..cols]
-                                .copy_from_slice(&out[r * 2 * PANEL..][..cols]);
+                        if n0 + width <= n {
+                            // Whole panels inside the row: straight into (and from) C.
+                            tile(level, call, &mut cblock[r0 * n + n0..]);
+                        } else {
+                            // The last columns: through a buffer (the kernel writes whole
+                            // panels).
+                            let cols = n - n0;
+                            if accumulate {
+                                for r in 0..rows {
+                                    buf[r * 2 * PANEL..][..cols]
+                                        .copy_from_slice(&cblock[(r0 + r) * n + n0..][..cols]);
+                                }
+                            }
+                            tile(
+                                level,
+                                Call {
+                                    ldc: 2 * PANEL,
+                                    ..call
+                                },
+                                &mut buf,
+                            );
+                            for r in 0..rows {
+                                cblock[(r0 + r) * n + n0..][..cols]
+                                    .copy_from_slice(&buf[r * 2 * PANEL..][..cols]);
+                            }
                         }
                         r0 += rows;
                     }
