@@ -12,6 +12,7 @@ pub mod glm4v;
 pub mod grid_sample;
 pub mod idefics3;
 pub mod internvl;
+pub mod interpolate_aa;
 pub mod kernels;
 pub mod layers;
 pub mod llava;
@@ -25,6 +26,7 @@ pub mod qwen3_vl;
 pub mod registry;
 pub mod rope;
 pub mod siglip;
+pub mod siglip2;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod vit;

@@ -19,6 +19,7 @@ use crate::models::pixtral::{PixtralModel, PixtralVariant};
 use crate::models::qwen2_vl::{QwenLayout, QwenVariant, QwenVlModel};
 use crate::models::qwen3_vl::{Qwen3Variant, Qwen3VlModel};
 use crate::models::siglip::SiglipModel;
+use crate::models::siglip2::{Siglip2Model, Siglip2Variant};
 use crate::models::VisionModel;
 use crate::weights::Weights;
 
@@ -42,6 +43,12 @@ macro_rules! load {
 pub const FAMILIES: &[(&str, LoadFn)] = &[
     ("siglip", load!(SiglipModel::load)),
     ("siglip_vision_model", load!(SiglipModel::load)),
+    // SigLIP2 NaFlex: the dual model (only its vision tower is read) or the bare tower.
+    ("siglip2", load!(Siglip2Model::load, Siglip2Variant::Dual)),
+    (
+        "siglip2_vision_model",
+        load!(Siglip2Model::load, Siglip2Variant::Tower),
+    ),
     ("gemma3", load!(Gemma3Model::load)),
     ("gemma4", load!(Gemma4Model::load, Gemma4Variant::Full)),
     (

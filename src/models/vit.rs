@@ -155,8 +155,22 @@ impl EncoderLayer {
         let x = self
             .attn
             .forward_residual(&self.norm1.forward(x)?, Some(x))?;
-        let h = self.fc1.forward_act(&self.norm2.forward(&x)?, self.act)?;
-        self.fc2.forward_add(&h, &x)
+        self.mlp(&x)
+    }
+
+    /// The layer on `x` `[tokens, dim]` holding several images back to back, of `segments`
+    /// tokens each: attention stays within each image.
+    fn forward_packed(&self, x: &Tensor, segments: &[usize]) -> Result<Tensor> {
+        let x = self
+            .attn
+            .forward_packed(&self.norm1.forward(x)?, segments, None, Some(x))?;
+        self.mlp(&x)
+    }
+
+    /// `x + fc2(act(fc1(LN2(x))))`.
+    fn mlp(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.fc1.forward_act(&self.norm2.forward(x)?, self.act)?;
+        self.fc2.forward_add(&h, x)
     }
 }
 
@@ -191,6 +205,18 @@ impl Encoder {
         for layer in self.layers.iter().take(n) {
             cancel::check()?;
             x = layer.forward(&x)?;
+        }
+        Ok(x)
+    }
+
+    /// Runs every loaded layer on `x` `[tokens, dim]` holding several images of different
+    /// lengths back to back (`segments` tokens each), each image attending only to itself:
+    /// the reference's padded batch with its key-padding mask, without the padding.
+    pub fn forward_packed(&self, x: &Tensor, segments: &[usize]) -> Result<Tensor> {
+        let mut x = x.clone();
+        for layer in &self.layers {
+            cancel::check()?;
+            x = layer.forward_packed(&x, segments)?;
         }
         Ok(x)
     }

@@ -21,6 +21,7 @@ pub mod qwen_video;
 pub mod resample;
 pub mod rgb;
 pub mod settings;
+pub mod siglip2;
 pub mod tiling;
 pub mod tv_resize;
 
