@@ -316,7 +316,9 @@ typedef struct vt_preprocess_params {
      * such bound. Qwen picks the largest size its resize rule allows within it (the same as
      * `max_pixels` = max_tokens * (patch_size * merge_size)^2); Pixtral / Mistral3 the
      * largest `longest_edge` (at most the configured or given one) whose image yields at
-     * most max_tokens; models with a fixed count (SigLIP, Gemma3, LLaVA) and Gemma 4 (whose
+     * most max_tokens; SigLIP2 NaFlex takes it as the processor's `max_num_patches` (the
+     * patch budget it resizes to, replacing preprocessor_config.json's, larger or smaller);
+     * models with a fixed count (SigLIP, Gemma3, LLaVA) and Gemma 4 (whose
      * budget is `max_soft_tokens`) refuse the image with VT_ERR_INVALID_ARGUMENT when it
      * would yield more. An image no size of which fits is refused with
      * VT_ERR_INVALID_ARGUMENT.
@@ -733,7 +735,8 @@ void vt_model_free(struct vt_model *model);
 void vt_free(struct vt_model *model);
 
 /**
- * The family implementing the model: "siglip", "gemma3", "gemma4", "llava", "paligemma",
+ * The family implementing the model: "siglip", "siglip2" (SigLIP2 NaFlex: model types
+ * `siglip2`, `siglip2_vision_model`), "gemma3", "gemma4", "llava", "paligemma",
  * "pixtral" (also Mistral3 and Mistral Large 4), "qwen2_vl", "qwen2_5_vl", "qwen3_vl",
  * "qwen3_5" (also Qwen4-Exp), "internvl", "aya_vision", "llava_next" (also LLaVA-NeXT-Video
  * and LLaVA-OneVision), "idefics3", "smolvlm", "glm4v" (model types `glm4v`, `glm4v_moe`,
@@ -1142,7 +1145,7 @@ vt_status vt_image_mrope_positions(const struct vt_image *image,
  * cover every embedding row exactly once, in order. This is the one call an engine needs
  * for every family; vt_model_token_id and vt_image_token_grid give the same information in
  * parts. Per family:
- * - SigLIP: one run (no token id).
+ * - SigLIP, SigLIP2: one run (no token id).
  * - LLaVA, PaliGemma: `image_token_index` x n (PaliGemma's `<bos>` and text follow in the
  *   prompt, not in the layout).
  * - Gemma3: text "\n\n", `<start_of_image>`, placeholders, `<end_of_image>`, text "\n\n"; with

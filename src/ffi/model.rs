@@ -104,7 +104,8 @@ fn with_model<T: Copy>(model: *const vt_model, fallback: T, f: impl FnOnce(&vt_m
     })
 }
 
-/// The family implementing the model: "siglip", "gemma3", "gemma4", "llava", "paligemma",
+/// The family implementing the model: "siglip", "siglip2" (SigLIP2 NaFlex: model types
+/// `siglip2`, `siglip2_vision_model`), "gemma3", "gemma4", "llava", "paligemma",
 /// "pixtral" (also Mistral3 and Mistral Large 4), "qwen2_vl", "qwen2_5_vl", "qwen3_vl",
 /// "qwen3_5" (also Qwen4-Exp), "internvl", "aya_vision", "llava_next" (also LLaVA-NeXT-Video
 /// and LLaVA-OneVision), "idefics3", "smolvlm", "glm4v" (model types `glm4v`, `glm4v_moe`,

@@ -405,7 +405,9 @@ pub struct vt_preprocess_params {
     /// such bound. Qwen picks the largest size its resize rule allows within it (the same as
     /// `max_pixels` = max_tokens * (patch_size * merge_size)^2); Pixtral / Mistral3 the
     /// largest `longest_edge` (at most the configured or given one) whose image yields at
-    /// most max_tokens; models with a fixed count (SigLIP, Gemma3, LLaVA) and Gemma 4 (whose
+    /// most max_tokens; SigLIP2 NaFlex takes it as the processor's `max_num_patches` (the
+    /// patch budget it resizes to, replacing preprocessor_config.json's, larger or smaller);
+    /// models with a fixed count (SigLIP, Gemma3, LLaVA) and Gemma 4 (whose
     /// budget is `max_soft_tokens`) refuse the image with VT_ERR_INVALID_ARGUMENT when it
     /// would yield more. An image no size of which fits is refused with
     /// VT_ERR_INVALID_ARGUMENT.

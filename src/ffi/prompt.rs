@@ -258,7 +258,7 @@ pub struct vt_prompt {
 /// cover every embedding row exactly once, in order. This is the one call an engine needs
 /// for every family; vt_model_token_id and vt_image_token_grid give the same information in
 /// parts. Per family:
-/// - SigLIP: one run (no token id).
+/// - SigLIP, SigLIP2: one run (no token id).
 /// - LLaVA, PaliGemma: `image_token_index` x n (PaliGemma's `<bos>` and text follow in the
 ///   prompt, not in the layout).
 /// - Gemma3: text "\n\n", `<start_of_image>`, placeholders, `<end_of_image>`, text "\n\n"; with
