@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -98,11 +97,21 @@ def drop(files):
         os.close(fd)
 
 
+def hwm_bytes() -> int:
+    """This process's peak resident set (VmHWM). Not `ru_maxrss`: Linux keeps that across
+    exec, so a child started by a parent that built multi-GB checkpoints with torch would
+    report the parent's peak."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def child(mode: str, d: Path, dtype: str, threads: int, cold: bool):
     files = vision_files(d)
     if cold:
         drop(files)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    base = hwm_bytes()
     t = time.perf_counter()
     if mode == "read":
         keep = [f.read_bytes() for f in files]
@@ -114,7 +123,7 @@ def child(mode: str, d: Path, dtype: str, threads: int, cold: bool):
                          n_threads=threads)
         n = 0
     dt = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = hwm_bytes()
     print(json.dumps({"seconds": dt, "bytes": n, "peak_rss": peak, "base_rss": base}))
 
 
