@@ -57,11 +57,8 @@ def main():
         if line.startswith("(") and ")" in line:
             n, hd = (int(x) for x in line[1:line.index(")")].split(","))
             ours[(n, hd)] = [float(x) for x in line[line.index(")") + 1:].split()]
-    flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
-    keep = sorted(f for f in flags if f.startswith(("avx512f", "avx512_bf16", "amx")) or f in ("avx2", "fma"))
-    model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if "model name" in l), "?")
-    print(f"CPU: {model}, {os.cpu_count()} cores, {args.threads} threads, flags: {' '.join(keep)}, "
-          f"VTOWER_CPU_ISA={os.environ.get('VTOWER_CPU_ISA', '(unset)')}")
+    from machine_info import describe
+    print(f"{describe()}, {args.threads} threads")
     print("| tokens x head_dim (16 heads) | SDPA f32 ms | vtower unfused f32 ms | vtower fused f32 ms "
           "| f32 vtower/SDPA | SDPA bf16 ms | vtower fused bf16 ms | bf16 vtower/SDPA |")
     print("|---|---|---|---|---|---|---|---|")

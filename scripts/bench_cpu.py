@@ -45,18 +45,8 @@ def build_model(cfg_name: str, out: Path):
 
 
 def cpu_description():
-    model, flags = "?", []
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name") and model == "?":
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = line.split(":", 1)[1].split()
-    except OSError:
-        pass
-    keep = [f for f in flags if f.startswith(("avx512", "amx")) or f in ("avx2", "fma")]
-    return {"cpu": model, "cores": os.cpu_count(), "flags": sorted(keep),
-            "VTOWER_CPU_ISA": os.environ.get("VTOWER_CPU_ISA", "(unset)")}
+    from machine_info import cpu
+    return cpu()
 
 
 def timeit(fn, iters):

@@ -46,10 +46,8 @@ def main():
         if line.startswith("peak "):
             _, dt, g, *rest = line.split()
             ours[dt] = (float(g), " ".join(rest))
-    flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
-    keep = sorted(f for f in flags if f.startswith(("avx512f", "avx512_bf16", "amx")) or f in ("avx2", "fma"))
-    model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if "model name" in l), "?")
-    print(f"CPU: {model}, {os.cpu_count()} cores, {args.threads} threads, flags: {' '.join(keep)}")
+    from machine_info import describe
+    print(f"{describe()}, {args.threads} threads")
     print("| dtype | PyTorch GFLOP/s | vtower GFLOP/s | vtower / PyTorch |")
     print("|---|---|---|---|")
     for name, g in rows:

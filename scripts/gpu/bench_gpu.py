@@ -411,22 +411,9 @@ def wall_ms(fn, iters, warm):
 
 
 def cpu_description():
-    """The CPU, its core count, its SIMD flags that matter here and the vtower kernel cap."""
-    import os
-    model, flags = "?", []
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name") and model == "?":
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = line.split(":", 1)[1].split()
-    except OSError:
-        pass
-    keep = sorted(f for f in flags if f.startswith(("avx512f", "avx512bw", "avx512_bf16", "amx"))
-                  or f in ("avx2", "fma"))
-    return (f"cpu {model}, {os.cpu_count()} cores, flags {' '.join(keep)}, "
-            f"VTOWER_CPU_ISA={os.environ.get('VTOWER_CPU_ISA', '(unset)')}, "
-            f"torch threads {torch.get_num_threads()}")
+    """The CPU, its SIMD flags that matter here, the vtower kernel cap and torch's threads."""
+    from machine_info import describe
+    return f"{describe()}, torch threads {torch.get_num_threads()}"
 
 
 def rel_l2(a: np.ndarray, b: np.ndarray) -> float:

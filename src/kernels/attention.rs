@@ -432,19 +432,8 @@ fn query_block(
 #[cfg(test)]
 mod tests {
     use super::super::supported_levels;
+    use super::super::tests::values;
     use super::*;
-
-    fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 6.0
-            })
-            .collect()
-    }
 
     fn round(x: f32, precision: Precision) -> f64 {
         match precision {
