@@ -69,7 +69,7 @@ impl Panels {
             .checked_mul(slots)
             .and_then(|l| l.checked_mul(PANEL))
             .ok_or_else(|| Error::compute("attention operand too large"))?;
-        let mut data = crate::preprocess::limits::try_filled(len, 0u32, "attention operands")?;
+        let mut data = crate::preprocess::limits::try_zeroed(len, "attention operands")?;
         for p in 0..panels {
             let n0 = p * PANEL;
             let cols = PANEL.min(n - n0);

@@ -179,7 +179,7 @@ impl PackedB {
             .checked_mul(kp)
             .and_then(|l| l.checked_mul(PANEL))
             .ok_or_else(|| crate::error::Error::compute("packed bf16 matrix too large"))?;
-        let mut data = crate::preprocess::limits::try_filled(len, 0u32, "a packed bf16 matrix")?;
+        let mut data = crate::preprocess::limits::try_zeroed(len, "a packed bf16 matrix")?;
         if kp > 0 {
             data.par_chunks_mut(kp * PANEL)
                 .enumerate()
@@ -288,7 +288,7 @@ fn bf16_pairs(x: &[f32], out: &mut [u32]) {
 /// read it at a row stride.
 fn pack_a(a: &[f32], m: usize, k: usize) -> Result<Vec<u32>> {
     let kp = k.div_ceil(2);
-    let mut out = crate::preprocess::limits::try_filled(m * kp, 0u32, "bf16 activations")?;
+    let mut out = crate::preprocess::limits::try_zeroed(m * kp, "bf16 activations")?;
     if kp == 0 {
         return Ok(out);
     }

@@ -89,6 +89,13 @@ pub fn try_filled<T: Clone>(count: usize, value: T, what: &str) -> Result<Vec<T>
     Ok(v)
 }
 
+/// `count` zeros, or an out-of-memory error. Large buffers come zeroed from the system (fresh
+/// pages, touched only when first written): no pass writing zeros, and the page faults fall on
+/// whichever threads fill the buffer, not all on the allocating one.
+pub fn try_zeroed<T: bytemuck::Zeroable>(count: usize, what: &str) -> Result<Vec<T>> {
+    bytemuck::allocation::try_zeroed_vec(count).map_err(|()| oom::<T>(count, what))
+}
+
 /// `width * height * channels` as a `usize`, or an out-of-memory error when it overflows.
 pub fn buffer_len(width: u64, height: u64, channels: u64, what: &str) -> Result<usize> {
     width
@@ -106,6 +113,15 @@ pub fn buffer_len(width: u64, height: u64, channels: u64, what: &str) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zeroed_allocations() {
+        let v: Vec<u32> = try_zeroed(1 << 20, "a test buffer").unwrap();
+        assert_eq!(v.len(), 1 << 20);
+        assert!(v.iter().all(|&x| x == 0));
+        let e = try_zeroed::<u64>(usize::MAX / 4, "a huge buffer").unwrap_err();
+        assert!(e.to_string().contains("a huge buffer"), "{e}");
+    }
 
     #[test]
     fn checks_and_allocations() {
