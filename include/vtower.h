@@ -362,7 +362,9 @@ typedef struct vt_preprocess_params {
      * tile, the whole image stretched to the tile size; 1: split. LLaVA-OneVision: 0 treats
      * the image as one of a prompt with several images (`LlavaOnevisionProcessor` with
      * `images=[[a, b]]`: padded to a square, one tile plus one newline); -1 / 1: anyres
-     * tiles. Other models refuse 0 and 1 with VT_ERR_INVALID_ARGUMENT. (Their `size={"longest_edge": n}` kwarg is the
+     * tiles. LFM2-VL: 0 processes any image as one (`smart_resize`); -1 / 1: as the file
+     * (on when absent), where an image the reference would tile is refused (tiling is not
+     * implemented yet). Other models refuse 0 and 1 with VT_ERR_INVALID_ARGUMENT. (Their `size={"longest_edge": n}` kwarg is the
      * `longest_edge` field.) Appended after max_patches: a struct_size that ends before it
      * reads -1.
      */
@@ -740,8 +742,8 @@ void vt_free(struct vt_model *model);
  * "pixtral" (also Mistral3 and Mistral Large 4), "qwen2_vl", "qwen2_5_vl", "qwen3_vl",
  * "qwen3_5" (also Qwen4-Exp), "internvl", "aya_vision", "llava_next" (also LLaVA-NeXT-Video
  * and LLaVA-OneVision), "idefics3", "smolvlm", "glm4v" (model types `glm4v`, `glm4v_moe`,
- * `glm46v`, `glm_ocr`: GLM-4.1V, GLM-4.5V, GLM-4.6V, GLM-OCR). A static string; NULL if
- * `model` is NULL. Any thread.
+ * `glm46v`, `glm_ocr`: GLM-4.1V, GLM-4.5V, GLM-4.6V, GLM-OCR), "lfm2_vl" (LFM2-VL). A
+ * static string; NULL if `model` is NULL. Any thread.
  */
 const char *vt_model_family(const struct vt_model *model);
 

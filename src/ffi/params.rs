@@ -441,7 +441,9 @@ pub struct vt_preprocess_params {
     /// tile, the whole image stretched to the tile size; 1: split. LLaVA-OneVision: 0 treats
     /// the image as one of a prompt with several images (`LlavaOnevisionProcessor` with
     /// `images=[[a, b]]`: padded to a square, one tile plus one newline); -1 / 1: anyres
-    /// tiles. Other models refuse 0 and 1 with VT_ERR_INVALID_ARGUMENT. (Their `size={"longest_edge": n}` kwarg is the
+    /// tiles. LFM2-VL: 0 processes any image as one (`smart_resize`); -1 / 1: as the file
+    /// (on when absent), where an image the reference would tile is refused (tiling is not
+    /// implemented yet). Other models refuse 0 and 1 with VT_ERR_INVALID_ARGUMENT. (Their `size={"longest_edge": n}` kwarg is the
     /// `longest_edge` field.) Appended after max_patches: a struct_size that ends before it
     /// reads -1.
     pub do_image_splitting: i32,

@@ -15,6 +15,7 @@ pub mod internvl;
 pub mod interpolate_aa;
 pub mod kernels;
 pub mod layers;
+pub mod lfm2_vl;
 pub mod llava;
 pub mod llava_next;
 pub mod paligemma;

@@ -12,6 +12,7 @@ use crate::models::gemma4::{Gemma4Model, Gemma4Variant};
 use crate::models::glm4v::{GlmVariant, GlmVlModel};
 use crate::models::idefics3::{Idefics3Model, Idefics3Variant};
 use crate::models::internvl::InternVlModel;
+use crate::models::lfm2_vl::Lfm2VlModel;
 use crate::models::llava::{self, LlavaModel, LlavaTower};
 use crate::models::llava_next::{LlavaNextModel, LlavaNextVariant};
 use crate::models::paligemma;
@@ -49,6 +50,8 @@ pub const FAMILIES: &[(&str, LoadFn)] = &[
         "siglip2_vision_model",
         load!(Siglip2Model::load, Siglip2Variant::Tower),
     ),
+    // LFM2-VL: the SigLIP2 NaFlex tower, pixel unshuffle and an MLP projector.
+    ("lfm2_vl", load!(Lfm2VlModel::load)),
     ("gemma3", load!(Gemma3Model::load)),
     ("gemma4", load!(Gemma4Model::load, Gemma4Variant::Full)),
     (

@@ -48,6 +48,7 @@ pub struct PreprocessOptions {
     /// Idefics3 / SmolVLM: cut the image into a grid of tiles plus the global image
     /// (`do_image_splitting`); their processors split by default. LLaVA-OneVision: `false`
     /// processes the image as one of a multi-image prompt (padded square, one tile).
+    /// LFM2-VL: off processes any image as one (`Lfm2VlImageProcessor`'s kwarg).
     pub do_image_splitting: Option<bool>,
 }
 

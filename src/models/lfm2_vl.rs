@@ -1,0 +1,268 @@
+//! LFM2-VL (`model_type` `lfm2_vl`): `modeling_lfm2_vl.py`'s image path,
+//! `Lfm2VlModel.get_image_features`.
+//!
+//! 1. The SigLIP2 NaFlex tower (`vision_tower`, a `Siglip2VisionModel` built from
+//!    `vision_config`, whose class defaults apply when it is absent):
+//!    [`crate::models::siglip2::Siglip2VisionTower`], `last_hidden_state` (after
+//!    `post_layernorm`), the image's real patch rows;
+//! 2. the rows reshaped to the `rows x cols` patch grid and pixel-unshuffled by
+//!    `downsample_factor` (`Lfm2VlMultiModalProjector.pixel_unshuffle`): each output token is
+//!    the `f x f` block at its place, channels ordered (row in the block, column in the block,
+//!    channel), tokens row-major over the `rows / f x cols / f` grid;
+//! 3. `multi_modal_projector`: LayerNorm (eps 1e-5, when `projector_use_layernorm`),
+//!    `linear_1` (to `projector_hidden_size`, bias per `projector_bias`),
+//!    `projector_hidden_act` (default `gelu`, erf), `linear_2` to the language model's width.
+//!
+//! Preprocessing: [`crate::preprocess::lfm2_vl`] (single images; tiling is refused).
+//! Prompt (`Lfm2VlProcessor`, `use_image_special_tokens` on): `<|image_start|>`, one
+//! `image_token_id` per row, `<|image_end|>`.
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::{ConfigObject, ModelFiles};
+use crate::error::{Error, Result};
+use crate::models::activation::Activation;
+use crate::models::layers::{LayerNorm, Linear, Loader};
+use crate::models::pixels::{pack_patch_rows, split_rows};
+use crate::models::siglip2::{Siglip2VisionConfig, Siglip2VisionTower};
+use crate::models::vit::MAX_DIM;
+use crate::models::{
+    batch_for_budget, refuse_max_soft_tokens, ModelInfo, PromptBuilder, PromptSegment,
+    SpecialTokens, VisionModel,
+};
+use crate::preprocess::lfm2_vl::Lfm2VlProcessor;
+use crate::preprocess::qwen_video::VideoMeta;
+use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
+use crate::tokenizer::AddedTokens;
+use crate::weights::Weights;
+
+/// `Lfm2VlConfig.image_token_id`.
+const DEFAULT_IMAGE_TOKEN: i64 = 396;
+/// `Lfm2VlProcessor`'s image start / end strings.
+const IMAGE_START: &str = "<|image_start|>";
+const IMAGE_END: &str = "<|image_end|>";
+
+/// The pixel unshuffle of a `[rows · cols, d]` patch grid (row-major) by `f`:
+/// `[(rows / f) · (cols / f), f · f · d]`.
+pub fn pixel_unshuffle(x: &Tensor, rows: usize, cols: usize, f: usize) -> Result<Tensor> {
+    let (n, d) = x.dims2()?;
+    if f == 0 || n != rows * cols || rows % f != 0 || cols % f != 0 {
+        return Err(Error::compute(format!(
+            "pixel unshuffle: {n} rows are not a {rows}x{cols} grid divisible by {f}"
+        )));
+    }
+    let (r, c) = (rows / f, cols / f);
+    Ok(x.reshape(vec![r, f, c, f, d])?
+        .permute(vec![0, 2, 1, 3, 4])?
+        .contiguous()?
+        .reshape((r * c, f * f * d))?)
+}
+
+/// `Lfm2VlMultiModalProjector` after the unshuffle.
+struct Projector {
+    norm: Option<LayerNorm>,
+    linear_1: Linear,
+    act: Activation,
+    linear_2: Linear,
+}
+
+impl Projector {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = match &self.norm {
+            Some(n) => n.forward(x)?,
+            None => x.clone(),
+        };
+        let h = self.act.forward(&self.linear_1.forward(&x)?)?;
+        self.linear_2.forward(&h)
+    }
+}
+
+/// An LFM2-VL tower with its projector and image processor.
+pub struct Lfm2VlModel {
+    info: ModelInfo,
+    tower: Siglip2VisionTower,
+    factor: usize,
+    projector: Projector,
+    processor: Lfm2VlProcessor,
+    dtype: DType,
+    device: Device,
+}
+
+impl Lfm2VlModel {
+    pub fn load(
+        files: &ModelFiles,
+        weights: &Weights,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Lfm2VlModel> {
+        let cfg = &files.config;
+        let vision_cfg = cfg
+            .object("vision_config")?
+            .unwrap_or_else(|| ConfigObject::empty("config.json: vision_config"));
+        let vision = Siglip2VisionConfig::from_config(&vision_cfg)?;
+        let factor = cfg.positive_or("downsample_factor", 2, MAX_DIM)?;
+        let root = Loader::new(weights, "", dtype, device);
+        let tower = Siglip2VisionTower::load(&root.sub("vision_tower"), &vision)?;
+        let proj = root.sub("multi_modal_projector");
+        let d = vision.encoder.hidden_size;
+        let in_dim = d * factor * factor;
+        let hidden = cfg.positive_or("projector_hidden_size", 2560, MAX_DIM * 8)?;
+        let bias = cfg.bool_or("projector_bias", true)?;
+        // Lfm2Config's class default width is 2560; a text_config without it takes that.
+        let text_dim = match cfg.object("text_config")? {
+            Some(tc) => tc.positive_or("hidden_size", 2560, MAX_DIM)?,
+            None => 2560,
+        };
+        let act_name = cfg.string_or("projector_hidden_act", "gelu")?;
+        let act = Activation::from_name(&act_name)
+            .map_err(|e| e.context("config.json: projector_hidden_act"))?;
+        let projector = Projector {
+            norm: if cfg.bool_or("projector_use_layernorm", true)? {
+                Some(proj.layer_norm("layer_norm", in_dim, 1e-5)?)
+            } else {
+                None
+            },
+            linear_1: proj.linear("linear_1", in_dim, hidden, bias)?,
+            act,
+            linear_2: proj.linear("linear_2", hidden, text_dim, bias)?,
+        };
+        let processor =
+            Lfm2VlProcessor::from_config(&files.preprocessor, vision.patch_size, factor)?;
+        let added = AddedTokens::read(&files.dir);
+        let p = vision.patch_size;
+        let max_patches = processor.max_image_tokens.saturating_mul(factor * factor);
+        let side = ((max_patches as f64).sqrt() as usize * p).max(1);
+        let width = (4 * d).max(2 * vision.encoder.intermediate_size);
+        let per_image = max_patches.saturating_mul(width).saturating_mul(8);
+        let info = ModelInfo {
+            family: "lfm2_vl",
+            model_type: files.model_type()?,
+            output_dim: text_dim,
+            vision_dim: d,
+            patch_size: p,
+            image_size: (side, side),
+            tokens_per_image: None,
+            max_batch: batch_for_budget(per_image, 512 << 20),
+            mixed_shape_batches: true,
+            tokens: SpecialTokens {
+                image: Some(cfg.i64("image_token_id")?.unwrap_or(DEFAULT_IMAGE_TOKEN)),
+                image_start: added.id(IMAGE_START),
+                image_end: added.id(IMAGE_END),
+                image_break: None,
+            },
+        };
+        Ok(Lfm2VlModel {
+            info,
+            tower,
+            factor,
+            projector,
+            processor,
+            dtype,
+            device: device.clone(),
+        })
+    }
+}
+
+impl VisionModel for Lfm2VlModel {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn preprocess(&self, image: &RgbImage, limits: &Limits) -> Result<Pixels> {
+        self.preprocess_with(image, &PreprocessOptions::default(), limits)
+    }
+
+    fn preprocess_with(
+        &self,
+        image: &RgbImage,
+        opts: &PreprocessOptions,
+        limits: &Limits,
+    ) -> Result<Pixels> {
+        if opts.pan_and_scan == Some(true) {
+            return Err(Error::invalid_argument(
+                "lfm2_vl models have no pan-and-scan (it is Gemma3's)",
+            ));
+        }
+        refuse_max_soft_tokens(self.info.family, opts)?;
+        self.processor.process(image, opts, limits)
+    }
+
+    /// `do_image_splitting` is the processor's kwarg (off: every image as one).
+    fn size_knobs(&self) -> &'static [&'static str] {
+        &["do_image_splitting"]
+    }
+
+    fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {
+        let (p, f) = (self.processor.patch_size, self.factor);
+        let (x, grids) = pack_patch_rows(batch, f, 3 * p * p, self.dtype, &self.device)?;
+        let grids: Vec<(usize, usize)> = grids
+            .iter()
+            .map(|&[t, r, c]| {
+                if t != 1 || r == 0 || c == 0 {
+                    return Err(Error::invalid_argument(format!(
+                        "a patch grid of {t} x {r} x {c} is not an LFM2-VL image"
+                    )));
+                }
+                Ok((r, c))
+            })
+            .collect::<Result<_>>()?;
+        let y = self.tower.forward(&x, &grids)?;
+        let counts: Vec<usize> = grids.iter().map(|(r, c)| r * c).collect();
+        let per_image = split_rows(&y, &counts)?;
+        let mut merged = Vec::with_capacity(per_image.len());
+        for (t, &(r, c)) in per_image.iter().zip(&grids) {
+            merged.push(pixel_unshuffle(t, r, c, f)?);
+        }
+        let tokens: Vec<usize> = merged.iter().map(|t| t.dims()[0]).collect();
+        let z = self.projector.forward(&Tensor::cat(&merged, 0)?)?;
+        split_rows(&z, &tokens)
+    }
+
+    fn prompt_layout(
+        &self,
+        pixels: &Pixels,
+        _video: Option<&VideoMeta>,
+    ) -> Result<Vec<PromptSegment>> {
+        // Lfm2VlProcessor._build_image_tokens for an image that is not split.
+        let t = &self.info.tokens;
+        let mut b = PromptBuilder::default();
+        b.special(t.image_start, IMAGE_START)
+            .rows(t.image, pixels.n_tokens())
+            .special(t.image_end, IMAGE_END);
+        b.finish(pixels.n_tokens())
+    }
+
+    fn spatial_merge_size(&self) -> usize {
+        self.factor
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unshuffle_matches_the_reference_chain() {
+        // Lfm2VlMultiModalProjector.pixel_unshuffle on a 4x6 grid of 2 channels, f = 2,
+        // written out: token (i, j) = concat over dr, dc of x[2i + dr, 2j + dc].
+        let (rows, cols, d, f) = (4, 6, 2, 2);
+        let v: Vec<f32> = (0..rows * cols * d).map(|i| i as f32).collect();
+        let x = Tensor::from_vec(v.clone(), (rows * cols, d), &Device::Cpu).unwrap();
+        let y = pixel_unshuffle(&x, rows, cols, f).unwrap();
+        assert_eq!(y.dims(), &[6, 8]);
+        let y = y.to_vec2::<f32>().unwrap();
+        for i in 0..rows / f {
+            for j in 0..cols / f {
+                let mut want = Vec::new();
+                for dr in 0..f {
+                    for dc in 0..f {
+                        let at = ((f * i + dr) * cols + f * j + dc) * d;
+                        want.extend_from_slice(&v[at..at + d]);
+                    }
+                }
+                assert_eq!(y[i * (cols / f) + j], want);
+            }
+        }
+        assert!(pixel_unshuffle(&x, 4, 6, 4).is_err());
+    }
+}
