@@ -168,6 +168,29 @@ def qwen(size, v25):
                 flops=flops)
 
 
+def glm4v_9b(size):
+    """GLM-4.1V-9B's vision tower (the Glm4vVisionConfig defaults: 24 layers of 1536, 12 heads,
+    patch 14, SwiGLU blocks out_hidden_size (4096) wide, a 24x24 position table resampled per
+    image with bicubic grid_sample, 2x2 Conv2d downsample, merger with intermediate_size 13696)
+    into the 4096-wide LM."""
+    from transformers import Glm4vConfig, Glm4vForConditionalGeneration, Glm4vImageProcessorPil
+    p, t = 14, 2
+    n = (size // p) ** 2
+    vision = dict(depth=depth(24), hidden_size=1536, num_heads=12, intermediate_size=13696, out_hidden_size=4096,
+                  patch_size=p, spatial_merge_size=2, temporal_patch_size=t, image_size=336, hidden_act="silu")
+    text = dict(hidden_size=4096, vocab_size=16, intermediate_size=16, num_hidden_layers=1,
+                num_attention_heads=32, num_key_value_heads=1, max_position_embeddings=64,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [8, 12, 12]})
+    cfg = Glm4vConfig(vision_config=vision, text_config=text, image_token_id=13, video_token_id=14,
+                      image_start_token_id=11, image_end_token_id=12, video_start_token_id=15,
+                      video_end_token_id=3)
+    # the class defaults (112x112 .. 28x28x15000 pixels): 448x448 and 1344x1344 stay unchanged
+    proc = Glm4vImageProcessorPil(patch_size=p, merge_size=2, temporal_patch_size=t)
+    return dict(cls=Glm4vForConditionalGeneration, cfg=cfg, keep=("model.visual.",), proc=proc,
+                inputs=qwen_inputs, call=lambda m, **kw: list(m.model.get_image_features(**kw).pooler_output),
+                flops=vit_flops(n, 1536, 4096, depth(24), gated=True))
+
+
 def qwen3vl_8b(size):
     """Qwen3-VL-8B's vision tower (the Qwen3VLVisionConfig defaults: 27 layers of 1152, MLP 4304,
     16 heads, patch 16, learned 48x48 position table, deepstack after layers 8, 16, 24) and its
@@ -311,6 +334,7 @@ CASES = [
     ("qwen25vl-7b-448", 448, 224, lambda s: qwen(s, v25=True)),
     ("qwen25vl-7b-1344", 1344, 448, lambda s: qwen(s, v25=True)),
     ("qwen3vl-8b-448", 448, 224, qwen3vl_8b),
+    ("glm4v-9b-448", 448, 224, glm4v_9b),
     ("qwen3vl-8b-1344", 1344, 448, qwen3vl_8b),
     ("pixtral-12b-512", 512, 256, pixtral_12b),
     ("pixtral-12b-1024", 1024, 512, pixtral_12b),
@@ -554,7 +578,7 @@ def print_table(rows, gflops=False):
     unit, k = ("GFLOP/s", 1000.0) if gflops else ("TFLOP/s", 1.0)
     print(f"\ncase                 dtype batch  image  tok/img  HF ms/img  vt ms/img  vt/HF  HF {unit}  vt {unit}  rel L2")
     for r in rows:
-        head = f"{r['case']:20s} {r.get('dtype', 'bf16'):5s} {r['batch']:5d} {r.get('image', 0):6d}"
+        head = f"{r['case']:20s} {r.get('dtype', '-'):5s} {r['batch']:5d} {r.get('image', 0):6d}"
         if "error" in r:
             print(f"{head}  ERROR {r['error'][:100]}")
             continue
