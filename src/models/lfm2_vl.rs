@@ -27,8 +27,8 @@ use crate::models::pixels::{pack_patch_rows, split_rows};
 use crate::models::siglip2::{Siglip2VisionConfig, Siglip2VisionTower};
 use crate::models::vit::MAX_DIM;
 use crate::models::{
-    batch_for_budget, refuse_max_soft_tokens, ModelInfo, PromptBuilder, PromptSegment,
-    SpecialTokens, VisionModel,
+    batch_for_budget, refuse_gemma_knobs, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens,
+    VisionModel,
 };
 use crate::preprocess::lfm2_vl::Lfm2VlProcessor;
 use crate::preprocess::qwen_video::VideoMeta;
@@ -178,12 +178,7 @@ impl VisionModel for Lfm2VlModel {
         opts: &PreprocessOptions,
         limits: &Limits,
     ) -> Result<Pixels> {
-        if opts.pan_and_scan == Some(true) {
-            return Err(Error::invalid_argument(
-                "lfm2_vl models have no pan-and-scan (it is Gemma3's)",
-            ));
-        }
-        refuse_max_soft_tokens(self.info.family, opts)?;
+        refuse_gemma_knobs(self.info.family, opts)?;
         self.processor.process(image, opts, limits)
     }
 

@@ -179,13 +179,7 @@ pub trait VisionModel: Send + Sync {
         opts: &PreprocessOptions,
         limits: &Limits,
     ) -> Result<Pixels> {
-        if opts.pan_and_scan == Some(true) {
-            return Err(Error::invalid_argument(format!(
-                "{} models have no pan-and-scan (it is Gemma3's)",
-                self.info().family
-            )));
-        }
-        refuse_max_soft_tokens(self.info().family, opts)?;
+        refuse_gemma_knobs(self.info().family, opts)?;
         self.preprocess(image, limits)
     }
 
@@ -272,6 +266,17 @@ pub trait VisionModel: Send + Sync {
 }
 
 /// Refuses a soft-token budget (`max_soft_tokens`) for a family that has none (Gemma 4's).
+/// Refuses the Gemma knobs a family without them is asked for: pan-and-scan (Gemma3's) and
+/// `max_soft_tokens` (Gemma 4's).
+pub fn refuse_gemma_knobs(family: &str, opts: &PreprocessOptions) -> Result<()> {
+    if opts.pan_and_scan == Some(true) {
+        return Err(Error::invalid_argument(format!(
+            "{family} models have no pan-and-scan (it is Gemma3's)"
+        )));
+    }
+    refuse_max_soft_tokens(family, opts)
+}
+
 pub fn refuse_max_soft_tokens(family: &str, opts: &PreprocessOptions) -> Result<()> {
     match opts.max_soft_tokens {
         Some(n) => Err(Error::invalid_argument(format!(

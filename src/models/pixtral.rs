@@ -27,7 +27,7 @@ use crate::models::projector::{concat_features, feature_layers, MlpProjector};
 use crate::models::rope::{pixtral_axial_angles, Rotary};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{
-    refuse_max_soft_tokens, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens, VisionModel,
+    refuse_gemma_knobs, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens, VisionModel,
 };
 use crate::preprocess::longest_edge::LongestEdgeProcessor;
 use crate::preprocess::options::PreprocessOptions;
@@ -740,12 +740,7 @@ impl VisionModel for PixtralModel {
         o: &PreprocessOptions,
         l: &Limits,
     ) -> Result<Pixels> {
-        if o.pan_and_scan == Some(true) {
-            return Err(Error::invalid_argument(
-                "pixtral models have no pan-and-scan (it is Gemma3's)",
-            ));
-        }
-        refuse_max_soft_tokens(self.info.family, o)?;
+        refuse_gemma_knobs(self.info.family, o)?;
         self.processor.process_with(image, o, l)
     }
 

@@ -26,9 +26,7 @@ use crate::models::interpolate_aa::interpolate_bilinear_aa;
 use crate::models::layers::{LayerNorm, Linear, Loader};
 use crate::models::pixels::{pack_patch_rows, split_rows, to_compute};
 use crate::models::vit::{Encoder, VitConfig, MAX_DIM};
-use crate::models::{
-    batch_for_budget, refuse_max_soft_tokens, ModelInfo, SpecialTokens, VisionModel,
-};
+use crate::models::{batch_for_budget, refuse_gemma_knobs, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::limits::try_with_capacity;
 use crate::preprocess::siglip2::Siglip2Processor;
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
@@ -252,12 +250,7 @@ impl VisionModel for Siglip2Model {
         opts: &PreprocessOptions,
         limits: &Limits,
     ) -> Result<Pixels> {
-        if opts.pan_and_scan == Some(true) {
-            return Err(Error::invalid_argument(
-                "siglip2 models have no pan-and-scan (it is Gemma3's)",
-            ));
-        }
-        refuse_max_soft_tokens(self.info.family, opts)?;
+        refuse_gemma_knobs(self.info.family, opts)?;
         self.processor.process(image, opts, limits)
     }
 
