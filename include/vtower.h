@@ -346,7 +346,8 @@ typedef struct vt_preprocess_params {
     /**
      * InternVL / Aya Vision: the fewest tiles of the grid (`min_patches`); -1 (default):
      * preprocessor_config.json's (1 when absent). 0 or more than 1024 fails with
-     * VT_ERR_INVALID_ARGUMENT, as does a value above the max_patches in effect.
+     * VT_ERR_INVALID_ARGUMENT, as does a value above the max_patches in effect. LFM2-VL:
+     * the processor's `min_tiles` (the file's, 2 when absent).
      */
     int32_t min_patches;
     /**
@@ -354,6 +355,8 @@ typedef struct vt_preprocess_params {
      * (`max_patches`, the tile budget); -1 (default): preprocessor_config.json's (12 when
      * absent). 1 means no tiling. 0 or more than 1024 fails with VT_ERR_INVALID_ARGUMENT.
      * vt_image_token_grid then gives `tiles x rows x cols` (tiles counting the thumbnail).
+     * LFM2-VL: the processor's `max_tiles` (the file's, 10 when absent; `min_tiles` and
+     * `max_tiles` both 1 is no splitting); a split image's token grid is `1 x 1 x n`.
      */
     int32_t max_patches;
     /**
@@ -363,8 +366,8 @@ typedef struct vt_preprocess_params {
      * the image as one of a prompt with several images (`LlavaOnevisionProcessor` with
      * `images=[[a, b]]`: padded to a square, one tile plus one newline); -1 / 1: anyres
      * tiles. LFM2-VL: 0 processes any image as one (`smart_resize`); -1 / 1: as the file
-     * (on when absent), where an image the reference would tile is refused (tiling is not
-     * implemented yet). Other models refuse 0 and 1 with VT_ERR_INVALID_ARGUMENT. (Their `size={"longest_edge": n}` kwarg is the
+     * (on when absent): an image above the processor's size threshold is split into tiles
+     * and a thumbnail. Other models refuse 0 and 1 with VT_ERR_INVALID_ARGUMENT. (Their `size={"longest_edge": n}` kwarg is the
      * `longest_edge` field.) Appended after max_patches: a struct_size that ends before it
      * reads -1.
      */

@@ -199,8 +199,9 @@ impl Model {
         {
             let owners = match k {
                 "longest_edge" => "Pixtral's, Mistral3's, Idefics3's and SmolVLM's",
-                "crop_to_patches" | "min_patches" | "max_patches" => "InternVL's and Aya Vision's",
-                "do_image_splitting" => "Idefics3's, SmolVLM's and LLaVA-OneVision's",
+                "crop_to_patches" => "InternVL's and Aya Vision's",
+                "min_patches" | "max_patches" => "InternVL's, Aya Vision's and LFM2-VL's",
+                "do_image_splitting" => "Idefics3's, SmolVLM's, LLaVA-OneVision's and LFM2-VL's",
                 _ => "Qwen2-VL's and Qwen3-VL's",
             };
             return Err(Error::invalid_argument(format!(

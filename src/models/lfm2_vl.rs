@@ -13,9 +13,14 @@
 //!    `linear_1` (to `projector_hidden_size`, bias per `projector_bias`),
 //!    `projector_hidden_act` (default `gelu`, erf), `linear_2` to the language model's width.
 //!
-//! Preprocessing: [`crate::preprocess::lfm2_vl`] (single images; tiling is refused).
-//! Prompt (`Lfm2VlProcessor`, `use_image_special_tokens` on): `<|image_start|>`, one
-//! `image_token_id` per row, `<|image_end|>`.
+//! Preprocessing: [`crate::preprocess::lfm2_vl`]. A split image is several patch grids (its
+//! tiles row-major, then the thumbnail), each its own sequence through the tower and the
+//! unshuffle, as `get_image_features` runs each `pixel_values` entry; the image's embeddings
+//! are its entries' in that order (what the language model receives).
+//! Prompt (`Lfm2VlProcessor._build_image_tokens`, `use_image_special_tokens` on):
+//! `<|image_start|>`, then for an image that is not split one `image_token_id` per row, for a
+//! split one per tile `<|img_row_{r}_col_{c}|>` (1-based, row-major) and the tile's rows, then
+//! `<|img_thumbnail|>` and the thumbnail's rows (with a thumbnail); `<|image_end|>`.
 
 use candle_core::{DType, Device, Tensor};
 
@@ -23,14 +28,14 @@ use crate::config::{ConfigObject, ModelFiles};
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
 use crate::models::layers::{LayerNorm, Linear, Loader};
-use crate::models::pixels::{pack_patch_rows, split_rows};
+use crate::models::pixels::{split_rows, to_compute};
 use crate::models::siglip2::{Siglip2VisionConfig, Siglip2VisionTower};
 use crate::models::vit::MAX_DIM;
 use crate::models::{
     batch_for_budget, refuse_gemma_knobs, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens,
     VisionModel,
 };
-use crate::preprocess::lfm2_vl::Lfm2VlProcessor;
+use crate::preprocess::lfm2_vl::{entry_grids, Lfm2VlProcessor, Split};
 use crate::preprocess::qwen_video::VideoMeta;
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 use crate::tokenizer::AddedTokens;
@@ -41,6 +46,7 @@ const DEFAULT_IMAGE_TOKEN: i64 = 396;
 /// `Lfm2VlProcessor`'s image start / end strings.
 const IMAGE_START: &str = "<|image_start|>";
 const IMAGE_END: &str = "<|image_end|>";
+const IMAGE_THUMBNAIL: &str = "<|img_thumbnail|>";
 
 /// The pixel unshuffle of a `[rows · cols, d]` patch grid (row-major) by `f`:
 /// `[(rows / f) · (cols / f), f · f · d]`.
@@ -84,6 +90,8 @@ pub struct Lfm2VlModel {
     factor: usize,
     projector: Projector,
     processor: Lfm2VlProcessor,
+    /// The tokenizer's added tokens (the row / column tags and the thumbnail token).
+    added: AddedTokens,
     dtype: DType,
     device: Device,
 }
@@ -133,7 +141,16 @@ impl Lfm2VlModel {
         let max_patches = processor.max_image_tokens.saturating_mul(factor * factor);
         let side = ((max_patches as f64).sqrt() as usize * p).max(1);
         let width = (4 * d).max(2 * vision.encoder.intermediate_size);
-        let per_image = max_patches.saturating_mul(width).saturating_mul(8);
+        // A split image: up to max_tiles tiles and the thumbnail.
+        let tile_patches = (processor.tile_size / p).pow(2);
+        let split_patches = processor
+            .max_tiles
+            .saturating_mul(tile_patches)
+            .saturating_add(max_patches);
+        let per_image = max_patches
+            .max(split_patches)
+            .saturating_mul(width)
+            .saturating_mul(8);
         let info = ModelInfo {
             family: "lfm2_vl",
             model_type: files.model_type()?,
@@ -157,6 +174,7 @@ impl Lfm2VlModel {
             factor,
             projector,
             processor,
+            added,
             dtype,
             device: device.clone(),
         })
@@ -182,33 +200,42 @@ impl VisionModel for Lfm2VlModel {
         self.processor.process(image, opts, limits)
     }
 
-    /// `do_image_splitting` is the processor's kwarg (off: every image as one).
+    /// The processor's kwargs `do_image_splitting` (off: every image as one) and
+    /// `min_tiles` / `max_tiles` (`min_patches` / `max_patches`).
     fn size_knobs(&self) -> &'static [&'static str] {
-        &["do_image_splitting"]
+        &["do_image_splitting", "min_patches", "max_patches"]
     }
 
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {
         let (p, f) = (self.processor.patch_size, self.factor);
-        let (x, grids) = pack_patch_rows(batch, f, 3 * p * p, self.dtype, &self.device)?;
-        let grids: Vec<(usize, usize)> = grids
-            .iter()
-            .map(|&[t, r, c]| {
-                if t != 1 || r == 0 || c == 0 {
-                    return Err(Error::invalid_argument(format!(
-                        "a patch grid of {t} x {r} x {c} is not an LFM2-VL image"
-                    )));
-                }
-                Ok((r, c))
-            })
-            .collect::<Result<_>>()?;
+        let dim = 3 * p * p;
+        // Every entry (an unsplit image, a tile, a thumbnail) is its own patch grid.
+        let mut grids = Vec::new();
+        let mut tokens = Vec::with_capacity(batch.len());
+        let mut data = Vec::with_capacity(batch.iter().map(|px| px.data.len()).sum());
+        for px in batch {
+            let entries = entry_grids(px, f)?;
+            let rows: usize = entries.iter().map(|(r, c)| r * c).sum();
+            if px.shape != [rows, dim] || px.data.len() != rows * dim {
+                return Err(Error::invalid_argument(format!(
+                    "pixels of shape {:?} do not hold the [{rows}, {dim}] patch rows of \
+                     patch grids {entries:?}",
+                    px.shape
+                )));
+            }
+            tokens.push(entries.iter().map(|(r, c)| (r / f) * (c / f)).sum());
+            grids.extend(entries);
+            data.extend_from_slice(&px.data);
+        }
+        let n = data.len() / dim;
+        let x = Tensor::from_vec(data, (n, dim), &Device::Cpu)?;
+        let x = to_compute(x, self.dtype, &self.device)?;
         let y = self.tower.forward(&x, &grids)?;
         let counts: Vec<usize> = grids.iter().map(|(r, c)| r * c).collect();
-        let per_image = split_rows(&y, &counts)?;
-        let mut merged = Vec::with_capacity(per_image.len());
-        for (t, &(r, c)) in per_image.iter().zip(&grids) {
+        let mut merged = Vec::with_capacity(grids.len());
+        for (t, &(r, c)) in split_rows(&y, &counts)?.iter().zip(&grids) {
             merged.push(pixel_unshuffle(t, r, c, f)?);
         }
-        let tokens: Vec<usize> = merged.iter().map(|t| t.dims()[0]).collect();
         let z = self.projector.forward(&Tensor::cat(&merged, 0)?)?;
         split_rows(&z, &tokens)
     }
@@ -218,12 +245,29 @@ impl VisionModel for Lfm2VlModel {
         pixels: &Pixels,
         _video: Option<&VideoMeta>,
     ) -> Result<Vec<PromptSegment>> {
-        // Lfm2VlProcessor._build_image_tokens for an image that is not split.
-        let t = &self.info.tokens;
+        // Lfm2VlProcessor._build_image_tokens.
+        let (t, f) = (&self.info.tokens, self.factor);
         let mut b = PromptBuilder::default();
-        b.special(t.image_start, IMAGE_START)
-            .rows(t.image, pixels.n_tokens())
-            .special(t.image_end, IMAGE_END);
+        b.special(t.image_start, IMAGE_START);
+        match Split::from_extra(&pixels.extra)? {
+            None => {
+                b.rows(t.image, pixels.n_tokens());
+            }
+            Some(split) => {
+                let per_tile = (split.tile / f).pow(2);
+                for r in 1..=split.grid.rows {
+                    for c in 1..=split.grid.columns {
+                        let tag = format!("<|img_row_{r}_col_{c}|>");
+                        b.special(self.added.id(&tag), &tag).rows(t.image, per_tile);
+                    }
+                }
+                if let Some((rows, cols)) = split.thumbnail {
+                    b.special(self.added.id(IMAGE_THUMBNAIL), IMAGE_THUMBNAIL)
+                        .rows(t.image, (rows / f) * (cols / f));
+                }
+            }
+        }
+        b.special(t.image_end, IMAGE_END);
         b.finish(pixels.n_tokens())
     }
 

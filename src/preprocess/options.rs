@@ -41,14 +41,16 @@ pub struct PreprocessOptions {
     /// thumbnail (`crop_to_patches`); their processors pass `true` by default.
     pub crop_to_patches: Option<bool>,
     /// InternVL / Aya Vision: the fewest tiles of the grid (`min_patches`, at least 1).
+    /// LFM2-VL: `min_tiles`.
     pub min_patches: Option<usize>,
     /// InternVL / Aya Vision: the most tiles of the grid (`max_patches`, at least 1; the
-    /// thumbnail is not counted).
+    /// thumbnail is not counted). LFM2-VL: `max_tiles`.
     pub max_patches: Option<usize>,
     /// Idefics3 / SmolVLM: cut the image into a grid of tiles plus the global image
     /// (`do_image_splitting`); their processors split by default. LLaVA-OneVision: `false`
     /// processes the image as one of a multi-image prompt (padded square, one tile).
-    /// LFM2-VL: off processes any image as one (`Lfm2VlImageProcessor`'s kwarg).
+    /// LFM2-VL: off processes any image as one, on splits large ones into tiles and a
+    /// thumbnail (`Lfm2VlImageProcessor`'s kwarg).
     pub do_image_splitting: Option<bool>,
 }
 

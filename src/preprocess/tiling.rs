@@ -17,7 +17,9 @@
 //! that canvas into tiles ([`cut_anyres`]).
 //!
 //! Idefics3 / SmolVLM's processor (`preprocess/idefics3.rs`) sizes its own canvas (multiples
-//! of `max_image_size`) and cuts it with [`cut_grid`], like the two above.
+//! of `max_image_size`) and cuts it with [`cut_grid`], like the two above. LFM2-VL's
+//! (`preprocess/lfm2_vl.rs`) picks its grid with [`closest_grid`] over its own candidate
+//! order and cuts it with [`cut_grid`].
 
 use crate::error::{Error, Result};
 use crate::preprocess::resample::{resize, Filter};
@@ -81,6 +83,20 @@ pub fn optimal_grid(
     min_tiles: usize,
     max_tiles: usize,
 ) -> TileGrid {
+    let candidates = arrangements(min_tiles, max_tiles.min(MAX_TILES));
+    closest_grid(width, height, tile_w, tile_h, &candidates)
+}
+
+/// The loop of `get_optimal_tiled_canvas` / `find_closest_aspect_ratio` over `candidates` in
+/// the reference's order: the closest aspect ratio; on an exact tie the later one while the
+/// image's area exceeds half of its tiles' area. `(1, 1)` for no candidates.
+pub fn closest_grid(
+    width: u32,
+    height: u32,
+    tile_w: usize,
+    tile_h: usize,
+    candidates: &[TileGrid],
+) -> TileGrid {
     // Python floats: true divisions of exact integers, compared exactly.
     let aspect = f64::from(width) / f64::from(height);
     let area = f64::from(width) * f64::from(height);
@@ -89,7 +105,7 @@ pub fn optimal_grid(
         columns: 1,
         rows: 1,
     };
-    for g in arrangements(min_tiles, max_tiles.min(MAX_TILES)) {
+    for &g in candidates {
         let diff = (aspect - g.columns as f64 / g.rows as f64).abs();
         if diff < best_diff {
             best_diff = diff;
