@@ -26,17 +26,19 @@ use crate::error::{Error, Result, Status};
 const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 /// Leading `model.` is dropped before these top-level modules (transformers 4.52+ saves).
-const MODEL_PREFIXED: [&str; 5] = [
+const MODEL_PREFIXED: [&str; 6] = [
     "vision_tower.",
     "visual.",
     "multi_modal_projector.",
+    "mm_projector.",
     "language_model.",
     "image_newline",
 ];
 
 /// The canonical form of a checkpoint tensor name:
 /// - a leading `model.` before `vision_tower.`, `visual.`, `multi_modal_projector.`,
-///   `language_model.` or `image_newline` is dropped (transformers 4.5x saves);
+///   `mm_projector.`, `language_model.` or `image_newline` is dropped (transformers 4.5x
+///   saves; Kimi K2.5's 5.23 saves);
 /// - `vision_tower.vision_model.` becomes `vision_tower.` (Hub layout vs 5.x saves);
 /// - a leading `vision_model.` is dropped (standalone towers and dual models as released,
 ///   vs 5.x standalone saves that have no prefix).

@@ -32,7 +32,7 @@ use crate::config::{axial_rope_theta, ConfigObject, ModelFiles, ROPE_PARAMETERS_
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
 use crate::models::fused::act_mul;
-use crate::models::grid_sample::{grid_sample_bicubic, GridPadding, GridTable};
+use crate::models::grid_sample::{cell_centre, grid_sample_bicubic, GridPadding, GridTable};
 use crate::models::layers::{segment_attention_with, GatedMlp, LayerNorm, Linear, Loader, RmsNorm};
 use crate::models::pixels::{pack_patch_rows, split_rows};
 use crate::models::qwen2_vl::{check_channels_and_heads, qwen_image_methods};
@@ -319,12 +319,7 @@ impl Positions {
         let points: Vec<[f32; 2]> = positions
             .iter()
             .zip(sizes)
-            .map(|(&(r, c), &(gh, gw))| {
-                [
-                    ((c as f32 + 0.5) / gw as f32) * 2.0 - 1.0,
-                    ((r as f32 + 0.5) / gh as f32) * 2.0 - 1.0,
-                ]
-            })
+            .map(|(&(r, c), &(gh, gw))| [cell_centre(c, gw), cell_centre(r, gh)])
             .collect();
         let table = GridTable {
             data: &self.table,

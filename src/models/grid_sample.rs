@@ -7,7 +7,10 @@
 //! x for each of the 4 rows, then along y, in f32.
 //!
 //! GLM-4.xV resamples its position table this way for every image (`Glm4vVisionEmbeddings`:
-//! align_corners false, border padding); Kimi K2.5's MoonViT uses the same bicubic kernel.
+//! align_corners false, border padding). Kimi K2.5's MoonViT resizes its table with
+//! `F.interpolate(mode="bicubic", align_corners=False)` (written in transformers as a gather
+//! of `get_vision_interpolation_indices_and_weights`' 16 taps): the same kernel sampled at the
+//! target cells' centres, [`interpolate_bicubic`].
 
 /// `padding_mode` of `grid_sample` (reflection is not implemented).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +118,22 @@ pub fn grid_sample_bicubic(
     out
 }
 
+/// The normalized coordinate of the centre of cell `i` of `n` (`((i + 0.5) / n) · 2 − 1` in
+/// f32): sampling there with `align_corners` false resizes a table like `F.interpolate`.
+pub fn cell_centre(i: usize, n: usize) -> f32 {
+    ((i as f32 + 0.5) / n as f32) * 2.0 - 1.0
+}
+
+/// `F.interpolate(table, size=(rows, cols), mode="bicubic", align_corners=False)` of a
+/// `[height, width, channels]` table (taps clamped to the border, as `upsample_bicubic2d`
+/// reads them): `[rows · cols, channels]` row-major.
+pub fn interpolate_bicubic(table: GridTable, rows: usize, cols: usize) -> Vec<f32> {
+    let points: Vec<[f32; 2]> = (0..rows * cols)
+        .map(|k| [cell_centre(k % cols, cols), cell_centre(k / cols, rows)])
+        .collect();
+    grid_sample_bicubic(table, &points, false, GridPadding::Border)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,8 +152,55 @@ mod tests {
     }
 
     #[derive(serde::Deserialize)]
+    struct InterpolateCase {
+        name: String,
+        height: usize,
+        width: usize,
+        channels: usize,
+        rows: usize,
+        cols: usize,
+        table: Vec<f32>,
+        expected: Vec<f32>,
+    }
+
+    #[derive(serde::Deserialize)]
     struct Cases {
         cases: Vec<Case>,
+        interpolate: Vec<InterpolateCase>,
+    }
+
+    fn read_cases() -> Cases {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/resample/grid_sample_bicubic.json"
+        );
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    /// The `interpolate` cases of the same file: torch's CPU `F.interpolate(mode="bicubic",
+    /// align_corners=False)` (which the generator checks against MoonViT's own tap gather) on
+    /// odd sizes, up, down, to one row and one column.
+    #[test]
+    fn matches_torch_interpolate_bicubic() {
+        let cases = read_cases().interpolate;
+        assert!(cases.len() >= 4);
+        for c in &cases {
+            let table = GridTable {
+                data: &c.table,
+                height: c.height,
+                width: c.width,
+                channels: c.channels,
+            };
+            let got = interpolate_bicubic(table, c.rows, c.cols);
+            assert_eq!(got.len(), c.expected.len(), "{}", c.name);
+            for (i, (g, w)) in got.iter().zip(&c.expected).enumerate() {
+                assert!(
+                    (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                    "{} value {i}: {g} vs torch {w}",
+                    c.name
+                );
+            }
+        }
     }
 
     /// Every case of `tests/fixtures/resample/grid_sample_bicubic.json` (torch's CPU
@@ -143,11 +209,7 @@ mod tests {
     /// both `align_corners`.
     #[test]
     fn matches_torch_grid_sample() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/resample/grid_sample_bicubic.json"
-        );
-        let cases: Cases = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let cases = read_cases();
         assert!(cases.cases.len() >= 8);
         let mut seen = std::collections::HashSet::new();
         for c in &cases.cases {

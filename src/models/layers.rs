@@ -134,20 +134,28 @@ impl<'a> Loader<'a> {
                 self.name(name)
             )));
         }
-        let bf16 = self.bf16_matmuls();
-        let dtype = if bf16 { DType::BF16 } else { self.dtype };
-        let w = self
-            .sub(name)
-            .tensor_as("weight", &[out_dim, in_dim], dtype)?;
-        let w = w
-            .reshape((heads, out_dim / heads / 2, 2, in_dim))?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((out_dim, in_dim))?;
-        if bf16 {
-            Linear::new_bf16(&w, None)
+        let w = self.weight_for_linear(name, out_dim, in_dim)?;
+        self.linear_from(rope_rows_to_half(&w, heads)?, None)
+    }
+
+    /// `name.weight` `[out_dim, in_dim]` in the dtype a linear keeps (bf16 for the CPU bf16
+    /// kernels, else the compute dtype), for weights that are rearranged before use.
+    pub fn weight_for_linear(&self, name: &str, out_dim: usize, in_dim: usize) -> Result<Tensor> {
+        let dtype = if self.bf16_matmuls() {
+            DType::BF16
         } else {
-            Linear::new(w, None)
+            self.dtype
+        };
+        self.sub(name)
+            .tensor_as("weight", &[out_dim, in_dim], dtype)
+    }
+
+    /// A linear from a weight read by [`Loader::weight_for_linear`] (and rearranged).
+    pub fn linear_from(&self, weight: Tensor, bias: Option<Tensor>) -> Result<Linear> {
+        if self.bf16_matmuls() {
+            Linear::new_bf16(&weight, bias)
+        } else {
+            Linear::new(weight, bias)
         }
     }
 
@@ -690,6 +698,24 @@ impl Attention {
         let o = o.transpose(1, 2)?.reshape((b, n, d))?;
         self.project_out(&o, residual)
     }
+}
+
+/// The rows (first dimension) of `t` — a projection's weight `[out, in]` or bias `[out]` —
+/// from the interleaved rotary order, head by head (pairs `(2i, 2i + 1)`), to the
+/// rotate-half order (`i`, `i + head_dim / 2`): transformers' `PermuteForRope` on load.
+pub fn rope_rows_to_half(t: &Tensor, heads: usize) -> Result<Tensor> {
+    let dims = t.dims().to_vec();
+    let out = dims.first().copied().unwrap_or(0);
+    if heads == 0 || out % (2 * heads) != 0 {
+        return Err(Error::bad_config(format!(
+            "{out} projection rows do not split into {heads} heads of an even size"
+        )));
+    }
+    let rest: usize = dims[1..].iter().product();
+    Ok(t.reshape((heads, out / heads / 2, 2, rest))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape(dims)?)
 }
 
 impl Loader<'_> {

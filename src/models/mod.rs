@@ -14,6 +14,7 @@ pub mod idefics3;
 pub mod internvl;
 pub mod interpolate_aa;
 pub mod kernels;
+pub mod kimi_k25;
 pub mod layers;
 pub mod lfm2_vl;
 pub mod llava;

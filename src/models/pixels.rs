@@ -97,6 +97,32 @@ pub fn pack_patch_rows(
     Ok((x, grids))
 }
 
+/// [`pack_patch_rows`] for families whose images are one frame each: the patch grids as
+/// `(rows, cols)`; a grid of several frames or no patches is refused (`what`: "a SigLIP2
+/// image").
+pub fn pack_single_frames(
+    batch: &[&Pixels],
+    merge: usize,
+    dim: usize,
+    dtype: DType,
+    device: &Device,
+    what: &str,
+) -> Result<(Tensor, Vec<(usize, usize)>)> {
+    let (x, grids) = pack_patch_rows(batch, merge, dim, dtype, device)?;
+    let grids = grids
+        .iter()
+        .map(|&[t, r, c]| {
+            if t != 1 || r == 0 || c == 0 {
+                return Err(Error::invalid_argument(format!(
+                    "a patch grid of {t} x {r} x {c} is not {what}"
+                )));
+            }
+            Ok((r, c))
+        })
+        .collect::<Result<_>>()?;
+    Ok((x, grids))
+}
+
 /// Runs `run` over the frames of a batch of images whose pixels are `grid[0]` frames of
 /// `frame` (`[C, H, W]`) each, e.g. tiles plus thumbnail or an image and its crops:
 /// `per_call` frames at a time, in order, across image boundaries. `run` maps `[n, C, H, W]`

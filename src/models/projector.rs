@@ -96,17 +96,29 @@ pub fn feature_layers(cfg: &ConfigObject, default: i64, num_layers: usize) -> Re
 /// the `f` x `f` block at its place, channels ordered (row in the block, column in the
 /// block, channel). Both references compute exactly this with their view / permute chains.
 pub fn pixel_shuffle(x: &Tensor, side: usize, factor: usize) -> Result<Tensor> {
+    merge_blocks(x, (side, side), (factor, factor))
+}
+
+/// [`pixel_shuffle`] of a `rows x cols` grid by `kh x kw` blocks: `[b, rows · cols, d]`
+/// (row-major) becomes `[b, (rows / kh) · (cols / kw), kh · kw · d]`, each output token the
+/// block at its place, channels ordered (row in the block, column in the block, channel)
+/// (Kimi K2.5's `get_vision_temporal_merge_index` gather for one frame).
+pub fn merge_blocks(
+    x: &Tensor,
+    (rows, cols): (usize, usize),
+    (kh, kw): (usize, usize),
+) -> Result<Tensor> {
     let (b, n, d) = x.dims3()?;
-    if factor == 0 || n != side * side || side % factor != 0 {
+    if kh == 0 || kw == 0 || n != rows * cols || rows % kh != 0 || cols % kw != 0 {
         return Err(Error::compute(format!(
-            "pixel shuffle: {n} tokens are not a {side}x{side} grid divisible by {factor}"
+            "block merge: {n} tokens are not a {rows}x{cols} grid divisible by {kh}x{kw}"
         )));
     }
-    let s = side / factor;
-    Ok(x.reshape(vec![b, s, factor, s, factor, d])?
+    let (r, c) = (rows / kh, cols / kw);
+    Ok(x.reshape(vec![b, r, kh, c, kw, d])?
         .permute(vec![0, 1, 3, 2, 4, 5])?
         .contiguous()?
-        .reshape((b, s * s, factor * factor * d))?)
+        .reshape((b, r * c, kh * kw * d))?)
 }
 
 /// Concatenates per-layer features along the channels (one layer: itself).
@@ -153,6 +165,13 @@ mod tests {
             }
         }
         assert!(pixel_shuffle(&x, 4, 3).is_err());
+        // A 2x4 grid in 2x2 blocks: token (0, 1) holds (0, 2), (0, 3), (1, 2), (1, 3).
+        let v: Vec<f32> = (0..8).map(|i| i as f32).collect();
+        let x = Tensor::from_vec(v, (1, 8, 1), &candle_core::Device::Cpu).unwrap();
+        let y = merge_blocks(&x, (2, 4), (2, 2)).unwrap();
+        let y = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(y, [0., 1., 4., 5., 2., 3., 6., 7.]);
+        assert!(merge_blocks(&x, (2, 4), (2, 3)).is_err());
     }
 
     #[test]

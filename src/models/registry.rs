@@ -12,6 +12,7 @@ use crate::models::gemma4::{Gemma4Model, Gemma4Variant};
 use crate::models::glm4v::{GlmVariant, GlmVlModel};
 use crate::models::idefics3::{Idefics3Model, Idefics3Variant};
 use crate::models::internvl::InternVlModel;
+use crate::models::kimi_k25::KimiK25Model;
 use crate::models::lfm2_vl::Lfm2VlModel;
 use crate::models::llava::{self, LlavaModel, LlavaTower};
 use crate::models::llava_next::{LlavaNextModel, LlavaNextVariant};
@@ -132,6 +133,8 @@ pub const FAMILIES: &[(&str, LoadFn)] = &[
     ("glm4v_moe", load!(GlmVlModel::load, GlmVariant::Glm4vMoe)),
     ("glm46v", load!(GlmVlModel::load, GlmVariant::Glm46v)),
     ("glm_ocr", load!(GlmVlModel::load, GlmVariant::GlmOcr)),
+    // Kimi K2.5: MoonViT and its projector (the language model's tensors are never read).
+    ("kimi_k25", load!(KimiK25Model::load)),
 ];
 
 /// `llava`'s towers by `vision_config.model_type`.

@@ -24,7 +24,7 @@ use crate::models::activation::Activation;
 use crate::models::grid_sample::GridTable;
 use crate::models::interpolate_aa::interpolate_bilinear_aa;
 use crate::models::layers::{LayerNorm, Linear, Loader};
-use crate::models::pixels::{pack_patch_rows, split_rows, to_compute};
+use crate::models::pixels::{pack_single_frames, split_rows, to_compute};
 use crate::models::vit::{Encoder, VitConfig, MAX_DIM};
 use crate::models::{batch_for_budget, refuse_gemma_knobs, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::limits::try_with_capacity;
@@ -261,18 +261,14 @@ impl VisionModel for Siglip2Model {
 
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {
         let p = self.processor.patch_size;
-        let (x, grids) = pack_patch_rows(batch, 1, 3 * p * p, self.dtype, &self.device)?;
-        let grids: Vec<(usize, usize)> = grids
-            .iter()
-            .map(|&[t, r, c]| {
-                if t != 1 || r == 0 || c == 0 {
-                    return Err(Error::invalid_argument(format!(
-                        "a patch grid of {t} x {r} x {c} is not a SigLIP2 image"
-                    )));
-                }
-                Ok((r, c))
-            })
-            .collect::<Result<_>>()?;
+        let (x, grids) = pack_single_frames(
+            batch,
+            1,
+            3 * p * p,
+            self.dtype,
+            &self.device,
+            "a SigLIP2 image",
+        )?;
         let y = self.tower.forward(&x, &grids)?;
         let counts: Vec<usize> = grids.iter().map(|(r, c)| r * c).collect();
         split_rows(&y, &counts)

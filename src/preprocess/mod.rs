@@ -10,6 +10,7 @@ pub mod gemma4_video;
 pub mod glm4v;
 pub mod got_ocr2;
 pub mod idefics3;
+pub mod kimi_k25;
 pub mod lfm2_vl;
 pub mod limits;
 pub mod llava_next;

@@ -467,6 +467,47 @@ pub fn fixture_image(exp: &Value, key: &str) -> PathBuf {
     repo().join(entry["path"].as_str().unwrap())
 }
 
+/// The per-call size bounds of a Qwen-style processor against the fixture's `knobs` (the
+/// reference processor called with `size={"shortest_edge", "longest_edge"}`; a case with
+/// `as_max_tokens` is vtower's `max_tokens`): patch grids equal, pixels within `pixel_tol`.
+/// Then a token budget nothing meets, and a knob these processors do not have, are refused.
+pub fn check_pixel_bound_knobs(model: &vtower::Model, name: &str, pixel_tol: f32) {
+    let exp = expected(name);
+    for k in exp["knobs"].as_array().unwrap() {
+        let bytes = std::fs::read(fixture_image(&exp, k["image"].as_str().unwrap())).unwrap();
+        let opts = match k["as_max_tokens"].as_u64() {
+            Some(t) => vtower::PreprocessOptions {
+                max_tokens: Some(t as usize),
+                ..Default::default()
+            },
+            None => vtower::PreprocessOptions {
+                min_pixels: Some(k["min_pixels"].as_u64().unwrap() as usize),
+                max_pixels: Some(k["max_pixels"].as_u64().unwrap() as usize),
+                ..Default::default()
+            },
+        };
+        let image = model.preprocess_with(&bytes, &opts).unwrap();
+        let grid: Vec<usize> = ids(&k["grid_thw"]).iter().map(|&v| v as usize).collect();
+        assert_eq!(image.patch_grid().to_vec(), grid, "{name}: {k}");
+        let (want, shape) = reference(name, k["pixels"].as_str().unwrap());
+        assert_eq!(image.shape(), shape.as_slice());
+        let d = max_abs_diff(image.pixels(), &want);
+        assert!(d <= pixel_tol, "{name}: {k}: pixels differ by {d}");
+    }
+    let bytes = std::fs::read(&cases(name)[0].path).unwrap();
+    let tiny = vtower::PreprocessOptions {
+        max_tokens: Some(0),
+        ..Default::default()
+    };
+    assert!(model.preprocess_with(&bytes, &tiny).is_err());
+    let edge = vtower::PreprocessOptions {
+        longest_edge: Some(64),
+        ..Default::default()
+    };
+    let e = model.preprocess_with(&bytes, &edge).unwrap_err();
+    assert_eq!(e.status(), vtower::Status::InvalidArgument, "{e}");
+}
+
 /// Walks a prompt given as token types (0 text, 1 image) the way an engine would: text
 /// counts up by one on all three axes, each image takes the ids vtower gives it.
 pub fn engine_positions(types: &[i64], images: &[vtower::Image]) -> Vec<Vec<i64>> {
@@ -495,4 +536,94 @@ pub fn engine_positions(types: &[i64], images: &[vtower::Image]) -> Vec<Vec<i64>
         i += n;
     }
     rows
+}
+
+/// The process's read counter (`rchar` of /proc/self/io: bytes asked of `read`-like calls).
+fn rchar() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Loads the checkpoint in fixture folder `name` and checks, with the process's read counter,
+/// that loading read the tensors `is_vision` selects and nothing else of the weights: beyond
+/// them only the headers of the shards (`model*.safetensors`) and the folder's JSON files,
+/// with 1 KiB of slack, which is less than the other tensors hold (asserted: the check can
+/// fail). Returns (bytes read, vision tensor bytes, other tensor bytes, all file bytes). The
+/// calling test must be alone in its test binary (no other thread reading meanwhile).
+pub fn check_load_reads_only(name: &str, is_vision: &dyn Fn(&str) -> bool) -> [u64; 4] {
+    let dir = fixtures().join(name);
+    let (mut vision, mut other, mut headers, mut json, mut total) = (0u64, 0, 0, 0, 0);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        let file = p.file_name().unwrap().to_string_lossy().into_owned();
+        let len = std::fs::metadata(&p).unwrap().len();
+        if file.starts_with("expected.") || !(file.ends_with(".json") || file.starts_with("model"))
+        {
+            continue;
+        }
+        total += len;
+        if file.ends_with(".json") {
+            json += len;
+            continue;
+        }
+        let bytes = std::fs::read(&p).unwrap();
+        headers += 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap());
+        for (k, t) in SafeTensors::deserialize(&bytes).unwrap().tensors() {
+            let n = t.data().len() as u64;
+            if is_vision(&k) {
+                vision += n;
+            } else {
+                other += n;
+            }
+        }
+    }
+    let before = rchar();
+    let model = vtower::Model::load(&dir, &vtower::LoadOptions::default()).unwrap();
+    let read = rchar() - before;
+    drop(model);
+    println!(
+        "{name}: load read {read} of {total} bytes: vision tensors {vision}, shard headers \
+         {headers}, json {json}; other tensors (not to be read) {other}"
+    );
+    assert!(read >= vision, "read {read} < vision tensors {vision}");
+    let extra = read - vision;
+    // The check is sharp enough: reading the other tensors too would fail it.
+    assert!(extra + other > headers + json + 1024);
+    assert!(
+        extra <= headers + json + 1024,
+        "read {extra} bytes beyond the vision tensors (headers {headers}, json {json})"
+    );
+    [read, vision, other, total]
+}
+
+/// A config edit that the loader must refuse: (what, file, edit, words the error must hold).
+pub type ConfigEdit<'a> = (
+    &'a str,
+    &'a str,
+    &'a dyn Fn(&mut serde_json::Map<String, Value>),
+    &'a str,
+);
+
+/// Applies each edit to a fresh copy of fixture `name` and checks that loading fails with a
+/// config or weights error naming what is wrong.
+pub fn check_refused_edits(name: &str, edits: &[ConfigEdit]) {
+    for (what, file, edit, needle) in edits {
+        let dir = copy_fixture(name, "refused-edit");
+        edit_json(&dir.join(file), edit);
+        let err = vtower::Model::load(&dir, &vtower::LoadOptions::default()).unwrap_err();
+        assert!(
+            matches!(
+                err.status(),
+                vtower::Status::BadConfig | vtower::Status::BadWeights
+            ),
+            "{name}: {what}: {err}"
+        );
+        assert!(err.message().contains(needle), "{name}: {what}: {err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
