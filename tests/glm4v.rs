@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use vtower::{LoadOptions, Model, PreprocessOptions, PromptSegment, Status};
+use vtower::{LoadOptions, Model, PromptSegment, Status};
 
 const FIXTURES: [&str; 3] = ["glm4v_f32", "glm_ocr_f32", "glm46v_hub_bf16"];
 
@@ -125,42 +125,7 @@ fn tokens_prompt_and_mrope_positions() {
 #[test]
 fn per_call_size_bounds_match_the_processor() {
     for name in FIXTURES {
-        let exp = expected(name);
-        let model = load(name);
-        for k in exp["knobs"].as_array().unwrap() {
-            let bytes = std::fs::read(fixture_image(&exp, k["image"].as_str().unwrap())).unwrap();
-            let opts = match k["as_max_tokens"].as_u64() {
-                Some(t) => PreprocessOptions {
-                    max_tokens: Some(t as usize),
-                    ..Default::default()
-                },
-                None => PreprocessOptions {
-                    min_pixels: Some(k["min_pixels"].as_u64().unwrap() as usize),
-                    max_pixels: Some(k["max_pixels"].as_u64().unwrap() as usize),
-                    ..Default::default()
-                },
-            };
-            let image = model.preprocess_with(&bytes, &opts).unwrap();
-            let grid: Vec<usize> = ids(&k["grid_thw"]).iter().map(|&v| v as usize).collect();
-            assert_eq!(image.patch_grid().to_vec(), grid, "{name}: {k}");
-            let (want, shape) = reference(name, k["pixels"].as_str().unwrap());
-            assert_eq!(image.shape(), shape.as_slice());
-            let d = max_abs_diff(image.pixels(), &want);
-            assert!(d <= RESIZED_PIXEL_TOL, "{name}: {k}: pixels differ by {d}");
-        }
-        // A budget nothing satisfies, and knobs the family does not have.
-        let bytes = std::fs::read(&cases(name)[0].path).unwrap();
-        let tiny = PreprocessOptions {
-            max_tokens: Some(0),
-            ..Default::default()
-        };
-        assert!(model.preprocess_with(&bytes, &tiny).is_err());
-        let edge = PreprocessOptions {
-            longest_edge: Some(64),
-            ..Default::default()
-        };
-        let e = model.preprocess_with(&bytes, &edge).unwrap_err();
-        assert_eq!(e.status(), Status::InvalidArgument, "{e}");
+        check_pixel_bound_knobs(&load(name), name, RESIZED_PIXEL_TOL);
     }
 }
 

@@ -34,8 +34,7 @@ use crate::models::activation::Activation;
 use crate::models::fused::act_mul;
 use crate::models::grid_sample::{cell_centre, grid_sample_bicubic, GridPadding, GridTable};
 use crate::models::layers::{segment_attention_with, GatedMlp, LayerNorm, Linear, Loader, RmsNorm};
-use crate::models::pixels::{pack_patch_rows, split_rows};
-use crate::models::qwen2_vl::{check_channels_and_heads, qwen_image_methods};
+use crate::models::qwen2_vl::{check_channels_and_heads, qwen_image_methods, qwen_packed_forward};
 use crate::models::rope::{apply_rotary_f32, AxialRope};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
@@ -544,13 +543,7 @@ impl GlmVlModel {
 impl VisionModel for GlmVlModel {
     qwen_image_methods!();
 
-    fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {
-        let g = self.tower.config.geometry;
-        let (x, grids) =
-            pack_patch_rows(batch, g.merge_size, g.patch_dim(), self.dtype, &self.device)?;
-        let (out, tokens) = self.tower.forward(&x, &grids)?;
-        split_rows(&out.to_dtype(DType::F32)?, &tokens)
-    }
+    qwen_packed_forward!();
 }
 
 #[cfg(test)]

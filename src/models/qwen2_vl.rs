@@ -23,7 +23,6 @@ use crate::config::{axial_rope_theta, ConfigObject, ModelFiles, ROPE_PARAMETERS_
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
 use crate::models::layers::{segment_attention_with, GatedMlp, LayerNorm, Linear, Loader, RmsNorm};
-use crate::models::pixels::{pack_patch_rows, split_rows};
 use crate::models::rope::{apply_rotary_f32, AxialRope};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
@@ -633,6 +632,28 @@ macro_rules! qwen_image_methods {
 }
 pub(crate) use qwen_image_methods;
 
+/// The [`VisionModel::forward`] of the models whose `tower.forward(patches, grids)` returns
+/// every image's rows in one tensor and each image's token count (Qwen2-VL, Qwen2.5-VL,
+/// GLM-4.xV, PaddleOCR-VL): the patch rows packed per `tower.config.geometry`, the rows split
+/// per image in f32. The model has `dtype` and `device`.
+macro_rules! qwen_packed_forward {
+    () => {
+        fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {
+            let g = self.tower.config.geometry;
+            let (x, grids) = crate::models::pixels::pack_patch_rows(
+                batch,
+                g.merge_size,
+                g.patch_dim(),
+                self.dtype,
+                &self.device,
+            )?;
+            let (out, tokens) = self.tower.forward(&x, &grids)?;
+            crate::models::pixels::split_rows(&out.to_dtype(DType::F32)?, &tokens)
+        }
+    };
+}
+pub(crate) use qwen_packed_forward;
+
 impl VisionModel for QwenVlModel {
     qwen_image_methods!();
 
@@ -657,11 +678,5 @@ impl VisionModel for QwenVlModel {
         run_video_processor(&self.video, time, video, opts, limits)
     }
 
-    fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {
-        let g = self.tower.config.geometry;
-        let (x, grids) =
-            pack_patch_rows(batch, g.merge_size, g.patch_dim(), self.dtype, &self.device)?;
-        let (out, tokens) = self.tower.forward(&x, &grids)?;
-        split_rows(&out.to_dtype(DType::F32)?, &tokens)
-    }
+    qwen_packed_forward!();
 }

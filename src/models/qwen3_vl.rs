@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::models::activation::Activation;
 use crate::models::layers::{segment_attention_with, LayerNorm, Linear, Loader};
 use crate::models::pixels::{pack_patch_rows, split_rows};
+use crate::models::position_taps::{merge_block_positions, resample_table};
 use crate::models::qwen2_vl::{check_channels_and_heads, qwen_image_methods};
 use crate::models::rope::{apply_rotary_f32, AxialRope};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
@@ -179,46 +180,6 @@ impl Qwen3VisionConfig {
     }
 }
 
-/// Per-axis taps of `_interpolation_axis_taps_weights` (bilinear, align_corners, border):
-/// for target index `i` on an axis of `size`, the two source rows and their weights,
-/// computed in f32 as torch does.
-fn axis_taps(i: usize, size: usize, side: usize) -> [(usize, f32); 2] {
-    let src = (i as f32 * (side - 1) as f32) / (size.saturating_sub(1).max(1)) as f32;
-    let floor = src.floor();
-    let mut out = [(0usize, 0f32); 2];
-    for (o, slot) in out.iter_mut().enumerate() {
-        let raw = floor + o as f32;
-        let tap = (raw.max(0.0) as usize).min(side - 1);
-        let distance = (src - floor - o as f32).abs();
-        *slot = (tap, (1.0 - distance).max(0.0));
-    }
-    out
-}
-
-/// Gather indices (4 per patch) into the flattened `side x side` table and their weights,
-/// for the patches of a `gh x gw` grid in merge-block order (block row, block column, row
-/// in block, column in block).
-pub fn interpolation_taps(gh: usize, gw: usize, merge: usize, side: usize) -> (Vec<u32>, Vec<f32>) {
-    let n = gh * gw;
-    let mut idx = Vec::with_capacity(4 * n);
-    let mut wts = Vec::with_capacity(4 * n);
-    let bw = gw / merge;
-    for k in 0..n {
-        let (b, u) = (k / (merge * merge), k % (merge * merge));
-        let row = (b / bw) * merge + u / merge;
-        let col = (b % bw) * merge + u % merge;
-        let h = axis_taps(row, gh, side);
-        let w = axis_taps(col, gw, side);
-        for (hr, hw) in h {
-            for (wc, ww) in w {
-                idx.push((hr * side + wc) as u32);
-                wts.push(hw * ww);
-            }
-        }
-    }
-    (idx, wts)
-}
-
 /// A patch merger: `fc2(gelu(fc1(concat_merge²(norm(x)))))`, with the norm over the vision
 /// width (main merger) or over the concatenation (deepstack, `use_postshuffle_norm`).
 struct Merger {
@@ -328,22 +289,9 @@ impl Qwen3VisionTower {
 
     /// The interpolated position embeddings of a batch with patch grids `grids`, `[n, dim]`
     /// f32, in the packed (merge-block) order.
-    fn position_embeddings(&self, grids: &[[usize; 3]], device: &Device) -> Result<Tensor> {
+    fn position_embeddings(&self, grids: &[[usize; 3]]) -> Result<Tensor> {
         let m = self.config.geometry.merge_size;
-        let side = self.config.grid_side();
-        let (mut idx, mut wts) = (Vec::new(), Vec::new());
-        for &[t, gh, gw] in grids {
-            let (i, w) = interpolation_taps(gh, gw, m, side);
-            for _ in 0..t {
-                idx.extend_from_slice(&i);
-                wts.extend_from_slice(&w);
-            }
-        }
-        let n = idx.len() / 4;
-        let idx = Tensor::from_vec(idx, 4 * n, &Device::Cpu)?.to_device(device)?;
-        let wts = Tensor::from_vec(wts, (4 * n, 1), &Device::Cpu)?.to_device(device)?;
-        let rows = self.pos_embed.index_select(&idx, 0)?.broadcast_mul(&wts)?;
-        Ok(rows.reshape((n, 4, self.config.dim))?.sum(1)?)
+        resample_table(&self.pos_embed, grids, m, self.config.grid_side(), true)
     }
 
     /// Runs the tower and mergers on packed patch rows `[n_patches, patch_dim]` of images
@@ -360,13 +308,7 @@ impl Qwen3VisionTower {
         let mut tokens = Vec::new();
         let mut base = 0;
         for &[t, gh, gw] in grids {
-            let wm = gw / m;
-            let frame: Vec<(usize, usize)> = (0..gh * gw)
-                .map(|i| {
-                    let (b, u) = (i / unit, i % unit);
-                    ((b / wm) * m + u / m, (b % wm) * m + u % m)
-                })
-                .collect();
+            let frame = merge_block_positions(gh, gw, m);
             for _ in 0..t {
                 positions.extend_from_slice(&frame);
                 segments.push((base, gh * gw));
@@ -375,9 +317,7 @@ impl Qwen3VisionTower {
             tokens.push(t * gh * gw / unit);
         }
         let x = self.patch_embed.forward(patches)?;
-        let pos = self
-            .position_embeddings(grids, device)?
-            .to_dtype(x.dtype())?;
+        let pos = self.position_embeddings(grids)?.to_dtype(x.dtype())?;
         let mut x = (x + pos)?;
         let (cos, sin) = self.rope.cos_sin(&positions, device)?;
         let (cos, sin) = (cos.unsqueeze(1)?, sin.unsqueeze(1)?);
@@ -572,33 +512,6 @@ impl VisionModel for Qwen3VlModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bilinear_taps_match_torch_align_corners() {
-        // Identity when the grid equals the table: one tap of weight 1 per axis.
-        for i in 0..6 {
-            let [(a, wa), (b, wb)] = axis_taps(i, 6, 6);
-            assert_eq!((a, wa), (i, 1.0));
-            assert_eq!(wb, 0.0);
-            assert_eq!(b, (i + 1).min(5));
-        }
-        // Upsampling 2 -> 4 (align_corners): src = i * 3 (endpoints map to 0 and side - 1).
-        assert_eq!(axis_taps(1, 2, 4), [(3, 1.0), (3, 0.0)]);
-        // Downsampling 6 -> 4: src = i * 5 / 3; i = 1 -> 1.6667: taps 1 and 2.
-        let [(a, wa), (b, wb)] = axis_taps(1, 4, 6);
-        assert_eq!((a, b), (1, 2));
-        assert!((wa - 1.0 / 3.0).abs() < 1e-6 && (wb - 2.0 / 3.0).abs() < 1e-6);
-        // Weights of each patch sum to 1; indices follow the merge-block order.
-        let (idx, w) = interpolation_taps(4, 6, 2, 5);
-        assert_eq!(idx.len(), 4 * 24);
-        for k in 0..24 {
-            let s: f32 = w[4 * k..4 * k + 4].iter().sum();
-            assert!((s - 1.0).abs() < 1e-6);
-        }
-        // Patch 2 of the first block is (row 1, col 0): src row = 1 * 4 / 3.
-        let (i2, _) = interpolation_taps(4, 6, 2, 5);
-        assert_eq!(i2[8], 5); // floor(1.333) = 1 -> row 1, col 0 -> 1 * 5 + 0
-    }
 
     #[test]
     fn deepstack_indexes_are_checked() {

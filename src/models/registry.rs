@@ -16,6 +16,7 @@ use crate::models::kimi_k25::KimiK25Model;
 use crate::models::lfm2_vl::Lfm2VlModel;
 use crate::models::llava::{self, LlavaModel, LlavaTower};
 use crate::models::llava_next::{LlavaNextModel, LlavaNextVariant};
+use crate::models::paddleocr_vl::PaddleOcrVlModel;
 use crate::models::paligemma;
 use crate::models::pixtral::{PixtralModel, PixtralVariant};
 use crate::models::qwen2_vl::{QwenLayout, QwenVariant, QwenVlModel};
@@ -135,6 +136,8 @@ pub const FAMILIES: &[(&str, LoadFn)] = &[
     ("glm_ocr", load!(GlmVlModel::load, GlmVariant::GlmOcr)),
     // Kimi K2.5: MoonViT and its projector (the language model's tensors are never read).
     ("kimi_k25", load!(KimiK25Model::load)),
+    // PaddleOCR-VL: a SigLIP tower with 2-D rotary embeddings and its own projector.
+    ("paddleocr_vl", load!(PaddleOcrVlModel::load)),
 ];
 
 /// `llava`'s towers by `vision_config.model_type`.

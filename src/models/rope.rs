@@ -60,7 +60,16 @@ impl Rotary {
     }
 
     /// Rotates `x` `[batch, heads, tokens, head_dim]` (token `t` by row `t` of the tables).
+    /// Tables of another dtype than `x` (f32 tables, built with `dtype` F32, for a bf16 or f16
+    /// `x`) rotate `x` upcast to theirs and cast the result back, as
+    /// `apply_rotary_pos_emb_vision` does.
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        if dtype != self.cos.dtype() {
+            return Ok(self
+                .apply(&x.to_dtype(self.cos.dtype())?)?
+                .to_dtype(dtype)?);
+        }
         let x = x.contiguous()?;
         let (_, _, n, hd) = x.dims4()?;
         if n != self.len() || hd != 2 * self.cos.dims()[1] {
@@ -161,6 +170,18 @@ impl AxialRope {
         })
     }
 
+    /// The angle vector `[row·f, col·f]` (`head_dim / 2` values) of each of `positions`,
+    /// row-major: the tables of a [`Rotary`] (`Rotary::from_angles(.., head_dim / 2, ..)`).
+    pub fn angles(&self, positions: &[(usize, usize)]) -> Vec<f32> {
+        let q = self.inv_freq.len();
+        let mut out = Vec::with_capacity(positions.len() * 2 * q);
+        for &(r, c) in positions {
+            out.extend(self.inv_freq.iter().map(|f| r as f32 * f));
+            out.extend(self.inv_freq.iter().map(|f| c as f32 * f));
+        }
+        out
+    }
+
     /// `(cos, sin)`, each `[positions.len(), head_dim]` f32, for tokens at patch positions
     /// `(row, col)`.
     pub fn cos_sin(
@@ -169,15 +190,9 @@ impl AxialRope {
         device: &Device,
     ) -> Result<(Tensor, Tensor)> {
         let n = positions.len();
-        let q = self.inv_freq.len();
         let mut cos = Vec::with_capacity(n * self.head_dim);
         let mut sin = Vec::with_capacity(n * self.head_dim);
-        let mut angles = vec![0f32; 2 * q];
-        for &(r, c) in positions {
-            for (k, f) in self.inv_freq.iter().enumerate() {
-                angles[k] = r as f32 * f;
-                angles[q + k] = c as f32 * f;
-            }
+        for angles in self.angles(positions).chunks_exact(self.head_dim / 2) {
             for _ in 0..2 {
                 cos.extend(angles.iter().map(|a| a.cos()));
                 sin.extend(angles.iter().map(|a| a.sin()));

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::models::activation::Activation;
 use crate::models::cancel;
 use crate::models::layers::{Attention, LayerNorm, Linear, Loader};
+use crate::models::rope::Rotary;
 
 /// Largest accepted width/depth values (real towers are far below).
 pub(crate) const MAX_DIM: usize = 1 << 16;
@@ -160,10 +161,16 @@ impl EncoderLayer {
 
     /// The layer on `x` `[tokens, dim]` holding several images back to back, of `segments`
     /// tokens each: attention stays within each image.
-    fn forward_packed(&self, x: &Tensor, segments: &[usize]) -> Result<Tensor> {
+    /// `rope`, when given, rotates q and k (one row per token).
+    fn forward_packed(
+        &self,
+        x: &Tensor,
+        segments: &[usize],
+        rope: Option<&Rotary>,
+    ) -> Result<Tensor> {
         let x = self
             .attn
-            .forward_packed(&self.norm1.forward(x)?, segments, None, Some(x))?;
+            .forward_packed(&self.norm1.forward(x)?, segments, rope, Some(x))?;
         self.mlp(&x)
     }
 
@@ -181,7 +188,6 @@ pub struct Encoder {
 
 impl Encoder {
     /// Loads `layers.0 .. layers.{num_layers-1}` under `loader` (which points at `encoder.`).
-    #[allow(dead_code, reason = "unused since crate-private (#19)")]
     pub fn load(loader: &Loader, c: &VitConfig) -> Result<Encoder> {
         Encoder::load_first(loader, c, c.num_layers)
     }
@@ -213,10 +219,21 @@ impl Encoder {
     /// lengths back to back (`segments` tokens each), each image attending only to itself:
     /// the reference's padded batch with its key-padding mask, without the padding.
     pub fn forward_packed(&self, x: &Tensor, segments: &[usize]) -> Result<Tensor> {
+        self.forward_packed_rope(x, segments, None)
+    }
+
+    /// [`Encoder::forward_packed`] with rotary embeddings on q and k in every layer (one
+    /// table row per token), as PaddleOCR-VL's SigLIP tower has.
+    pub fn forward_packed_rope(
+        &self,
+        x: &Tensor,
+        segments: &[usize],
+        rope: Option<&Rotary>,
+    ) -> Result<Tensor> {
         let mut x = x.clone();
         for layer in &self.layers {
             cancel::check()?;
-            x = layer.forward_packed(&x, segments)?;
+            x = layer.forward_packed(&x, segments, rope)?;
         }
         Ok(x)
     }

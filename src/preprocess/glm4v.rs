@@ -41,6 +41,29 @@ pub fn smart_resize(
         h = (h * scale).trunc();
         w = (w * scale).trunc();
     }
+    round_within_bounds(
+        (height, width),
+        (h, w),
+        factor,
+        temporal,
+        min_pixels,
+        max_pixels,
+    )
+}
+
+/// Steps 2 and 3 of GLM's `smart_resize` (and of PaddleOCR-VL's, with `temporal` 1) on the
+/// sides `(h, w)` after the rule's own first step, for an image of `height` x `width` (named
+/// in errors): the aspect-ratio check, the rounding to multiples of `factor` and the pixel
+/// bounds, which count `temporal` frames.
+pub(crate) fn round_within_bounds(
+    (height, width): (usize, usize),
+    (h, w): (f64, f64),
+    factor: usize,
+    temporal: usize,
+    min_pixels: usize,
+    max_pixels: usize,
+) -> Result<(usize, usize)> {
+    let f = factor as f64;
     let ratio = h.max(w) / h.min(w);
     if ratio > 200.0 {
         return Err(Error::invalid_argument(format!(

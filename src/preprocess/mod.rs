@@ -17,6 +17,7 @@ pub mod llava_next;
 pub mod longest_edge;
 pub mod normalize;
 pub mod options;
+pub mod paddleocr_vl;
 pub mod pixels;
 pub mod qwen2_vl;
 pub mod qwen_video;

@@ -2,7 +2,8 @@
 //! Qwen2-VL and Qwen2.5-VL: `smart_resize` to multiples of `patch_size * merge_size` within
 //! `[min_pixels, max_pixels]`, bicubic resize, rescale, normalize, then the flattening into
 //! patch rows that the tower's Conv3d reads: the still image is repeated over
-//! `temporal_patch_size` frames.
+//! `temporal_patch_size` frames. Its variants by [`ResizeRule`]: GLM-4.xV's size rule, and
+//! PaddleOCR-VL's processor (torchvision backend, raster-order rows).
 
 use crate::config::ConfigObject;
 use crate::error::{Error, Result};
@@ -12,6 +13,7 @@ use crate::preprocess::resample::{resize, Filter};
 use crate::preprocess::settings::{
     read_filter, read_normalization, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD,
 };
+use crate::preprocess::tv_resize::{resize_tv, TvInterpolation};
 use crate::preprocess::{Limits, Pixels, RgbImage};
 
 /// The class defaults of `size`: `shortest_edge` = 56·56, `longest_edge` = 28·28·1280.
@@ -20,6 +22,9 @@ const DEFAULT_MAX_PIXELS: usize = 28 * 28 * 1280;
 /// `Glm4vImageProcessor`'s class `size`: 112·112 .. 28·28·15000.
 const GLM_DEFAULT_MIN_PIXELS: usize = 112 * 112;
 const GLM_DEFAULT_MAX_PIXELS: usize = 28 * 28 * 15000;
+/// `PaddleOCRVLImageProcessor`'s class `size`: 384·384 .. 1536·1536.
+const PADDLE_DEFAULT_MIN_PIXELS: usize = 384 * 384;
+const PADDLE_DEFAULT_MAX_PIXELS: usize = 1536 * 1536;
 /// Largest accepted `max_pixels` (the released checkpoints use 12845056 = 2^23.6).
 const MAX_PIXELS_LIMIT: usize = 1 << 28;
 /// Largest accepted patch / merge / temporal sizes.
@@ -92,6 +97,29 @@ pub enum ResizeRule {
     /// `Glm4vImageProcessor`'s (`preprocess::glm4v::smart_resize`): images narrower than the
     /// factor are scaled up first, and the bounds count `temporal_patch_size` frames.
     Glm4v,
+    /// `PaddleOCRVLImageProcessor`'s (`preprocess::paddleocr_vl`): its own `smart_resize`
+    /// (a side below the factor is set to it first), and the class's torchvision backend:
+    /// antialiased `uint8` resize, fused f32 rescale-normalize, patch rows in raster order.
+    PaddleOcr,
+}
+
+impl ResizeRule {
+    /// The class `size` bounds `(shortest_edge, longest_edge)`.
+    fn default_bounds(self) -> (usize, usize) {
+        match self {
+            ResizeRule::Qwen => (DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS),
+            ResizeRule::Glm4v => (GLM_DEFAULT_MIN_PIXELS, GLM_DEFAULT_MAX_PIXELS),
+            ResizeRule::PaddleOcr => (PADDLE_DEFAULT_MIN_PIXELS, PADDLE_DEFAULT_MAX_PIXELS),
+        }
+    }
+
+    /// The class default of `temporal_patch_size`.
+    fn default_temporal(self) -> usize {
+        match self {
+            ResizeRule::PaddleOcr => 1,
+            _ => 2,
+        }
+    }
 }
 
 /// The processor, configured from `preprocessor_config.json`.
@@ -130,9 +158,11 @@ impl QwenImageProcessor {
 
     /// [`QwenImageProcessor::from_config`] for the processor class whose resize rule is
     /// `rule`: `Qwen2VLImageProcessor` (class `size` 56·56 .. 28·28·1280; legacy top-level
-    /// `min_pixels` / `max_pixels` win over `size`) or `Glm4vImageProcessor` (class `size`
+    /// `min_pixels` / `max_pixels` win over `size`), `Glm4vImageProcessor` (class `size`
     /// 112·112 .. 28·28·15000; no legacy keys: the class has no such attributes, and a `size`
-    /// without both edges fails in the reference at the first call).
+    /// without both edges fails in the reference at the first call) or
+    /// `PaddleOCRVLImageProcessor` (class `size` 384·384 .. 1536·1536, legacy keys as
+    /// Qwen's, `temporal_patch_size` 1, a resample torchvision has: bilinear or bicubic).
     pub fn from_config_with(
         pre: &ConfigObject,
         model: PatchGeometry,
@@ -141,7 +171,11 @@ impl QwenImageProcessor {
         let geometry = PatchGeometry {
             patch_size: pre.positive_or("patch_size", 14, MAX_PATCH)?,
             merge_size: pre.positive_or("merge_size", 2, MAX_PATCH)?,
-            temporal_patch_size: pre.positive_or("temporal_patch_size", 2, MAX_PATCH)?,
+            temporal_patch_size: pre.positive_or(
+                "temporal_patch_size",
+                rule.default_temporal(),
+                MAX_PATCH,
+            )?,
         };
         if geometry != model {
             return Err(Error::bad_config(format!(
@@ -158,11 +192,8 @@ impl QwenImageProcessor {
         }
         // `size` = {shortest_edge: min_pixels, longest_edge: max_pixels} (5.x); legacy
         // top-level `min_pixels` / `max_pixels` override it, as the processor's __init__ does.
-        let legacy = rule == ResizeRule::Qwen;
-        let (mut min_pixels, mut max_pixels) = match rule {
-            ResizeRule::Qwen => (DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS),
-            ResizeRule::Glm4v => (GLM_DEFAULT_MIN_PIXELS, GLM_DEFAULT_MAX_PIXELS),
-        };
+        let legacy = rule != ResizeRule::Glm4v;
+        let (mut min_pixels, mut max_pixels) = rule.default_bounds();
         if let Some(size) = pre.object("size")? {
             match (
                 pixel_count(&size, "shortest_edge")?,
@@ -193,13 +224,21 @@ impl QwenImageProcessor {
                 pre.location()
             )));
         }
+        let filter = read_filter(pre, Filter::Bicubic)?;
+        if rule == ResizeRule::PaddleOcr && TvInterpolation::from_filter(filter).is_none() {
+            return Err(Error::bad_config(format!(
+                "{}: resample {filter:?} is not supported for this processor's torchvision \
+                 backend (bilinear or bicubic)",
+                pre.location()
+            )));
+        }
         Ok(QwenImageProcessor {
             geometry,
             rule,
             min_pixels,
             max_pixels,
             do_resize: pre.bool_or("do_resize", true)?,
-            filter: read_filter(pre, Filter::Bicubic)?,
+            filter,
             normalization: read_normalization(pre, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)?,
         })
     }
@@ -227,6 +266,13 @@ impl QwenImageProcessor {
                 self.min_pixels,
                 self.max_pixels,
             ),
+            ResizeRule::PaddleOcr => crate::preprocess::paddleocr_vl::smart_resize(
+                height,
+                width,
+                f,
+                self.min_pixels,
+                self.max_pixels,
+            ),
         }
     }
 
@@ -235,7 +281,7 @@ impl QwenImageProcessor {
     fn pixels_per_token(&self) -> usize {
         let f = self.geometry.factor();
         match self.rule {
-            ResizeRule::Qwen => f * f,
+            ResizeRule::Qwen | ResizeRule::PaddleOcr => f * f,
             ResizeRule::Glm4v => f * f * self.geometry.temporal_patch_size,
         }
     }
@@ -305,11 +351,42 @@ impl QwenImageProcessor {
                 u32::try_from(h)
                     .map_err(|_| Error::invalid_argument("resized height overflows"))?,
             );
-            resized = resize(image, w32, h32, self.filter, limits)?;
+            resized = match TvInterpolation::from_filter(self.filter) {
+                Some(interp) if self.rule == ResizeRule::PaddleOcr => {
+                    limits.check_image("the resized image", w as u64, h as u64)?;
+                    resize_tv(image, w32, h32, interp, limits)?
+                }
+                _ => resize(image, w32, h32, self.filter, limits)?,
+            };
             &resized
         };
+        if self.rule == ResizeRule::PaddleOcr {
+            return self.patchify_raster(image, h, w);
+        }
         let chw = self.normalization.to_chw(image)?;
         self.patchify(&[&chw], h, w)
+    }
+
+    /// `PaddleOCRVLImageProcessor`'s normalization and layout: rescale and normalize fused
+    /// in f32 (the torchvision backend's), then `[grid_h * grid_w, 3 * temporal * patch²]`
+    /// rows in raster order, each `(channel, frame, y, x)`; the token grid is
+    /// `[1, grid_h / merge, grid_w / merge]`.
+    fn patchify_raster(&self, image: &RgbImage, h: usize, w: usize) -> Result<Pixels> {
+        let n = &self.normalization;
+        let widen = |v: [f32; 3]| v.map(f64::from);
+        let chw = crate::preprocess::qwen_video::tv_normalize(
+            image,
+            n.rescale,
+            n.mean_std.map(|(m, s)| (widen(m), widen(s))),
+        )?;
+        let raster = PatchGeometry {
+            merge_size: 1,
+            ..self.geometry
+        };
+        let mut px = Self::patchify_frames(raster, &[&chw], h, w)?;
+        let m = self.geometry.merge_size;
+        px.grid = [px.grid[0], px.grid[1] / m, px.grid[2] / m];
+        Ok(px)
     }
 
     /// Flattens normalized `[3, h, w]` frames into patch rows (`Qwen2VLImageProcessor`'s
