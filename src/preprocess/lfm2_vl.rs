@@ -21,6 +21,9 @@
 //! which [`target_ratios`] reproduces). With `use_thumbnail` and more than one tile, the
 //! `smart_resize` image follows the tiles as the thumbnail. Each tile and the thumbnail is its
 //! own patch grid (a padded `pixel_values` entry in the reference, which vtower does not pad).
+//! A `1 x 1` grid (only with `min_tiles` 1) is one `tile_size` tile without a thumbnail; the
+//! reference's prompt then counts the `smart_resize` image's tokens, which match the tile's
+//! only when the two sizes agree (vtower's prompt layout counts the embeddings it yields).
 
 use crate::config::ConfigObject;
 use crate::error::{Error, Result};
@@ -318,17 +321,17 @@ impl Lfm2VlProcessor {
     pub fn smart_resize(&self, height: usize, width: usize) -> (usize, usize) {
         let (p, f) = (self.patch_size, self.downsample_factor);
         let t = p * f;
-        let per_token = (t * t) as f64;
+        let per_token = t as f64 * t as f64;
         let min_pixels = self.min_image_tokens as f64 * per_token;
         let max_pixels = self.max_image_tokens as f64 * per_token;
         let (hf, wf, tf) = (height as f64, width as f64, t as f64);
         let mut h = round_by_factor(height, t).max(t);
         let mut w = round_by_factor(width, t).max(t);
-        if (h * w) as f64 > max_pixels {
+        if h as f64 * w as f64 > max_pixels {
             let beta = (hf * wf / max_pixels).sqrt();
             h = (((hf / beta / tf).floor() as usize) * t).max(t);
             w = (((wf / beta / tf).floor() as usize) * t).max(t);
-        } else if ((h * w) as f64) < min_pixels {
+        } else if (h as f64 * w as f64) < min_pixels {
             let beta = (min_pixels / (hf * wf)).sqrt();
             h = (hf * beta / tf).ceil() as usize * t;
             w = (wf * beta / tf).ceil() as usize * t;
@@ -342,8 +345,8 @@ impl Lfm2VlProcessor {
         let t = p * f;
         let h = round_by_factor(height, t).max(p);
         let w = round_by_factor(width, t).max(p);
-        (h * w) as f64
-            > self.max_image_tokens as f64 * (p * p * f * f) as f64 * self.max_pixels_tolerance
+        let per_token = (p as f64 * f as f64).powi(2);
+        h as f64 * w as f64 > self.max_image_tokens as f64 * per_token * self.max_pixels_tolerance
     }
 
     /// The tile bounds of one call (`None`: not split): `do_image_splitting`, `min_tiles` /
@@ -406,7 +409,12 @@ impl Lfm2VlProcessor {
         if (image.width as usize, image.height as usize) == (w, h) {
             return Ok(image.clone());
         }
-        resize_tv(image, w as u32, h as u32, self.interp, limits)
+        let (Ok(w32), Ok(h32)) = (u32::try_from(w), u32::try_from(h)) else {
+            return Err(Error::invalid_argument(format!(
+                "cannot resize an image to {w}x{h}"
+            )));
+        };
+        resize_tv(image, w32, h32, self.interp, limits)
     }
 
     /// Resizes, rescales, normalizes and patchifies an image. Not split: `[rows · cols,
@@ -430,9 +438,8 @@ impl Lfm2VlProcessor {
         let (grid, thumbnail) = match self.plan(h0, w0, opts)? {
             Plan::Single(h, w) => {
                 let (rows, cols) = (h / p, w / p);
-                limits.check_tokens(((rows / f) as u64) * ((cols / f) as u64), &|| {
-                    format!("a {w0}x{h0} image resized to {w}x{h}")
-                })?;
+                let tokens = ((rows / f) as u64).saturating_mul((cols / f) as u64);
+                limits.check_tokens(tokens, &|| format!("a {w0}x{h0} image resized to {w}x{h}"))?;
                 let resized = self.resized(image, h, w, limits)?;
                 let mut data = try_filled(rows * cols * dim, 0f32, "the patch rows")?;
                 self.patchify_into(&resized, &mut data)?;
@@ -451,7 +458,9 @@ impl Lfm2VlProcessor {
             tile: s,
             thumbnail: thumbnail.map(|(h, w)| (h / p, w / p)),
         };
-        let rows: usize = split.entries().iter().map(|(r, c)| r * c).sum();
+        let entries = split.entries();
+        let sizes = entries.iter().map(|(r, c)| r.saturating_mul(*c));
+        let rows = sizes.fold(0usize, usize::saturating_add);
         limits.check_tokens((rows / (f * f)) as u64, &|| {
             format!(
                 "a {w0}x{h0} image in {}x{} tiles of {ts} px and a thumbnail",
@@ -593,6 +602,23 @@ mod tests {
             panic!("not tiled")
         };
         assert_eq!(thumbnail, None);
+    }
+
+    #[test]
+    fn absurd_token_bounds_are_refused_without_overflow() {
+        // Both paths count tokens before allocating; sizes past u32 never reach the resize.
+        let big = (MAX_SIDE * MAX_SIDE).to_string();
+        let json = format!(r#"{{"min_image_tokens": {big}, "max_image_tokens": {big}}}"#);
+        let p = proc(&json);
+        let img = RgbImage::new(1, 1, vec![9; 3]).unwrap();
+        let e = p
+            .process(&img, &PreprocessOptions::default(), &Limits::default())
+            .unwrap_err();
+        assert!(e.message().contains("1x1"), "{e}");
+        let img = RgbImage::new(300, 4000, vec![9; 300 * 4000 * 3]).unwrap();
+        assert!(p
+            .process(&img, &PreprocessOptions::default(), &Limits::default())
+            .is_err());
     }
 
     #[test]
