@@ -357,6 +357,9 @@ typedef struct vt_preprocess_params {
      * vt_image_token_grid then gives `tiles x rows x cols` (tiles counting the thumbnail).
      * LFM2-VL: the processor's `max_tiles` (the file's, 10 when absent; `min_tiles` and
      * `max_tiles` both 1 is no splitting); a split image's token grid is `1 x 1 x n`.
+     * Kimi K2.5: the processor's `max_patches` kwarg, the patch budget its resize shrinks
+     * the image to before padding (the file's, 16384 when absent; 0 fails, no upper bound
+     * but the size limits).
      */
     int32_t max_patches;
     /**
@@ -746,7 +749,8 @@ void vt_free(struct vt_model *model);
  * "qwen3_5" (also Qwen4-Exp), "internvl", "aya_vision", "llava_next" (also LLaVA-NeXT-Video
  * and LLaVA-OneVision), "idefics3", "smolvlm", "glm4v" (model types `glm4v`, `glm4v_moe`,
  * `glm46v`, `glm_ocr`: GLM-4.1V, GLM-4.5V, GLM-4.6V, GLM-OCR), "lfm2_vl" (LFM2-VL),
- * "paddleocr_vl" (PaddleOCR-VL). A static string; NULL if `model` is NULL. Any thread.
+ * "kimi_k25" (Kimi K2.5), "paddleocr_vl" (PaddleOCR-VL). A static string; NULL if `model`
+ * is NULL. Any thread.
  */
 const char *vt_model_family(const struct vt_model *model);
 

@@ -200,7 +200,8 @@ impl Model {
             let owners = match k {
                 "longest_edge" => "Pixtral's, Mistral3's, Idefics3's and SmolVLM's",
                 "crop_to_patches" => "InternVL's and Aya Vision's",
-                "min_patches" | "max_patches" => "InternVL's, Aya Vision's and LFM2-VL's",
+                "min_patches" => "InternVL's, Aya Vision's and LFM2-VL's",
+                "max_patches" => "InternVL's, Aya Vision's, LFM2-VL's and Kimi K2.5's",
                 "do_image_splitting" => "Idefics3's, SmolVLM's, LLaVA-OneVision's and LFM2-VL's",
                 _ => "Qwen2-VL's and Qwen3-VL's",
             };

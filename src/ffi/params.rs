@@ -438,6 +438,9 @@ pub struct vt_preprocess_params {
     /// vt_image_token_grid then gives `tiles x rows x cols` (tiles counting the thumbnail).
     /// LFM2-VL: the processor's `max_tiles` (the file's, 10 when absent; `min_tiles` and
     /// `max_tiles` both 1 is no splitting); a split image's token grid is `1 x 1 x n`.
+    /// Kimi K2.5: the processor's `max_patches` kwarg, the patch budget its resize shrinks
+    /// the image to before padding (the file's, 16384 when absent; 0 fails, no upper bound
+    /// but the size limits).
     pub max_patches: i32,
     /// Idefics3 / SmolVLM: -1 (default): as preprocessor_config.json's `do_image_splitting`
     /// (on when absent): the image is cut into a grid of tiles plus the global image; 0: one
