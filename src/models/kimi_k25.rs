@@ -42,13 +42,13 @@ use crate::models::projector::merge_blocks;
 use crate::models::rope::{inverse_frequencies, Rotary};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{
-    batch_for_budget, refuse_gemma_knobs, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens,
+    batch_for_budget, processor_methods, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens,
     VisionModel,
 };
 use crate::preprocess::kimi_k25::KimiK25Processor;
 use crate::preprocess::limits::try_with_capacity;
 use crate::preprocess::qwen_video::VideoMeta;
-use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
+use crate::preprocess::Pixels;
 use crate::tokenizer::AddedTokens;
 use crate::weights::Weights;
 
@@ -462,29 +462,8 @@ impl KimiK25Model {
 }
 
 impl VisionModel for KimiK25Model {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-
-    fn preprocess(&self, image: &RgbImage, limits: &Limits) -> Result<Pixels> {
-        self.preprocess_with(image, &PreprocessOptions::default(), limits)
-    }
-
-    fn preprocess_with(
-        &self,
-        image: &RgbImage,
-        opts: &PreprocessOptions,
-        limits: &Limits,
-    ) -> Result<Pixels> {
-        refuse_gemma_knobs(self.info.family, opts)?;
-        self.processor.process(image, opts, limits)
-    }
-
-    /// `max_patches` is the processor's kwarg of that name (the patch budget of
-    /// `navit_resize`).
-    fn size_knobs(&self) -> &'static [&'static str] {
-        &["max_patches"]
-    }
+    // Per call, `max_patches` is the processor's kwarg of that name (`navit_resize`'s budget).
+    processor_methods!("max_patches");
 
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {
         let p = self.processor.patch_size;

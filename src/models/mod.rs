@@ -268,6 +268,42 @@ pub trait VisionModel: Send + Sync {
     }
 }
 
+/// The [`VisionModel`] methods of a model with fields `info` and `processor`, whose processor
+/// implements every per-call option itself (`processor.process(image, opts, limits)`) after
+/// the Gemma knobs are refused: `info`, `preprocess`, `preprocess_with` and `size_knobs`
+/// (the knobs given, each the processor's own kwarg). SigLIP2 NaFlex, Kimi K2.5.
+macro_rules! processor_methods {
+    ($($knob:literal),*) => {
+        fn info(&self) -> &crate::models::ModelInfo {
+            &self.info
+        }
+
+        fn preprocess(
+            &self,
+            image: &crate::preprocess::RgbImage,
+            limits: &crate::preprocess::Limits,
+        ) -> crate::error::Result<crate::preprocess::Pixels> {
+            let opts = crate::preprocess::PreprocessOptions::default();
+            self.preprocess_with(image, &opts, limits)
+        }
+
+        fn preprocess_with(
+            &self,
+            image: &crate::preprocess::RgbImage,
+            opts: &crate::preprocess::PreprocessOptions,
+            limits: &crate::preprocess::Limits,
+        ) -> crate::error::Result<crate::preprocess::Pixels> {
+            crate::models::refuse_gemma_knobs(self.info.family, opts)?;
+            self.processor.process(image, opts, limits)
+        }
+
+        fn size_knobs(&self) -> &'static [&'static str] {
+            &[$($knob),*]
+        }
+    };
+}
+pub(crate) use processor_methods;
+
 /// Refuses a soft-token budget (`max_soft_tokens`) for a family that has none (Gemma 4's).
 /// Refuses the Gemma knobs a family without them is asked for: pan-and-scan (Gemma3's) and
 /// `max_soft_tokens` (Gemma 4's).

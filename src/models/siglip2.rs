@@ -26,10 +26,10 @@ use crate::models::interpolate_aa::interpolate_bilinear_aa;
 use crate::models::layers::{LayerNorm, Linear, Loader};
 use crate::models::pixels::{pack_single_frames, split_rows, to_compute};
 use crate::models::vit::{Encoder, VitConfig, MAX_DIM};
-use crate::models::{batch_for_budget, refuse_gemma_knobs, ModelInfo, SpecialTokens, VisionModel};
+use crate::models::{batch_for_budget, processor_methods, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::limits::try_with_capacity;
 use crate::preprocess::siglip2::Siglip2Processor;
-use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
+use crate::preprocess::Pixels;
 use crate::weights::Weights;
 
 /// `Siglip2VisionConfig`'s encoder defaults (ViT-B: 768 wide, 12 layers of 12 heads).
@@ -236,28 +236,8 @@ impl Siglip2Model {
 }
 
 impl VisionModel for Siglip2Model {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-
-    fn preprocess(&self, image: &RgbImage, limits: &Limits) -> Result<Pixels> {
-        self.preprocess_with(image, &PreprocessOptions::default(), limits)
-    }
-
-    fn preprocess_with(
-        &self,
-        image: &RgbImage,
-        opts: &PreprocessOptions,
-        limits: &Limits,
-    ) -> Result<Pixels> {
-        refuse_gemma_knobs(self.info.family, opts)?;
-        self.processor.process(image, opts, limits)
-    }
-
-    /// `max_tokens` is the processor's `max_num_patches`.
-    fn size_knobs(&self) -> &'static [&'static str] {
-        &["max_tokens"]
-    }
+    // Per call, `max_tokens` is the processor's `max_num_patches` kwarg.
+    processor_methods!("max_tokens");
 
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {
         let p = self.processor.patch_size;
