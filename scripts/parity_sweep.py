@@ -13,6 +13,7 @@ case and image: token counts, max |diff| and relative L2 of the embeddings (pass
   ``model.model.get_image_features(...).pooler_output`` for the one image.
 * bare PixtralVisionModel: ``last_hidden_state[0]``.
 * GLM-4.xV (glm4v, glm_ocr, glm46v): ``get_image_features(...).pooler_output[0]``.
+* Kimi K2.5: ``get_image_features(...).pooler_output[0]``, with its (torchvision) processor; both checkpoint layouts.
 * Gemma 4: ``get_image_features(pixel_values, image_position_ids).pooler_output[0]``; bare Gemma4VisionModel: its
   ``last_hidden_state`` (the soft tokens of the one image).
 
@@ -766,6 +767,72 @@ glm_case("glm4v_moe_vision tower", {**GLMV, "model_type": "glm4v_moe_vision"}, k
 glm_case("glm_ocr_vision tower", {**GLMV, "model_type": "glm_ocr_vision"}, kind="glm46v", seed=155)
 glm_case("p8 m2 t2, 5x5 table", GLMV, seed=156, save={"dtype": torch.bfloat16, "shard": "20KB"})
 glm_case("p8 m2 t2, 5x5 table", GLMV, kind="glm_ocr", seed=157, save={"dtype": torch.float16})
+
+
+KIMI_TEXT = dict(vocab_size=16, hidden_size=24, intermediate_size=32, moe_intermediate_size=16, num_hidden_layers=1,
+                 num_attention_heads=2, num_key_value_heads=2, n_routed_experts=4, num_experts_per_tok=2,
+                 n_shared_experts=1, first_k_dense_replace=0, kv_lora_rank=8, q_lora_rank=8, qk_rope_head_dim=4,
+                 qk_nope_head_dim=8, v_head_dim=8, max_position_embeddings=64, n_group=1, topk_group=1)
+KIMIV = dict(patch_size=8, pos_emb_height=5, pos_emb_width=5, hidden_size=32, intermediate_size=48,
+             num_hidden_layers=2, num_attention_heads=2)
+
+
+def kimi_case(variant, vision: dict, proc_kw=None, seed=190, images=None, expect_load_error=False, save=None):
+    """A Kimi_K25ForConditionalGeneration checkpoint (save_pretrained writes the original layout: fused wqkv;
+    save={"internal": True} the internal one); its processor is the torchvision one (the only one). Default
+    budget: 24 patches, 6 a side."""
+    from transformers import Kimi_K25Config, Kimi_K25ForConditionalGeneration, Kimi_K25ImageProcessor
+
+    save = dict(save or {})
+    internal = save.pop("internal", False)
+    name = variant + save_desc(save) + (" [internal layout]" if internal else "")
+
+    @case("kimi_k25", name, images or ASPECT, expect_load_error)
+    def build(d: Path):
+        torch.manual_seed(seed)
+        cfg = Kimi_K25Config(text_config=KIMI_TEXT, vision_config=vision, projection_hidden_size=vision["hidden_size"])
+        m = Kimi_K25ForConditionalGeneration(cfg).eval()
+        common.loud_init(m.model.vision_tower, seed)
+        common.loud_init(m.model.mm_projector, seed + 1)
+        if save.get("dtype"):
+            m = m.to(save["dtype"])
+        kw = {"max_shard_size": save["shard"]} if save.get("shard") else {}
+        m.save_pretrained(d, save_original_format=not internal, **kw)
+        merge = (vision.get("merge_kernel_size") or [2, 2])[0]
+        pkw = dict(patch_size=vision["patch_size"], merge_size=merge, max_patches=24,
+                   size={"max_height": 6, "max_width": 6})
+        pkw.update(proc_kw or {})
+        Kimi_K25ImageProcessor(**pkw).save_pretrained(d)
+        model = common.load_f32(d, Kimi_K25ForConditionalGeneration)
+        proc = AutoImageProcessor.from_pretrained(d)
+        assert type(proc) is Kimi_K25ImageProcessor, type(proc)
+
+        @torch.no_grad()
+        def ref(data):
+            bf = proc(images=pil(data), return_tensors="pt")
+            return core(model).get_image_features(bf["pixel_values"], image_grid_thw=bf["image_grid_thw"])\
+                .pooler_output[0].numpy()
+        return ref
+
+
+kimi_case("p8, 5x5 table, 24 patches, 6 a side", KIMIV)
+kimi_case("gelu + 7x7 table + rope_theta 100", {**KIMIV, "hidden_act": "gelu", "pos_emb_height": 7,
+          "pos_emb_width": 7, "rope_parameters": {"rope_type": "axial", "rope_theta": 100.0}}, seed=191)
+kimi_case("merge 1", {**KIMIV, "merge_kernel_size": [1, 1]}, seed=192)
+kimi_case("merge 3, patch 6, 3x3 table", {**KIMIV, "merge_kernel_size": [3, 3], "patch_size": 6, "pos_emb_height": 3,
+          "pos_emb_width": 3}, seed=193)
+kimi_case("4 heads (head_dim 8)", {**KIMIV, "num_attention_heads": 4}, seed=194)
+kimi_case("patch 14, class-default processor (16384, 512)", {**KIMIV, "patch_size": 14},
+          proc_kw={"max_patches": 16384, "size": {"max_height": 512, "max_width": 512}}, seed=195)
+kimi_case("budget 200, 20 a side", KIMIV, proc_kw={"max_patches": 200, "size": {"max_height": 20, "max_width": 20}},
+          seed=196)
+kimi_case("bilinear + CLIP mean/std", KIMIV, proc_kw={"resample": 2, "image_mean": common.OPENAI_CLIP_MEAN,
+          "image_std": common.OPENAI_CLIP_STD}, seed=197)
+kimi_case("5x7 table (HF misreads it)", {**KIMIV, "pos_emb_width": 7}, seed=198, images=["png300x217"],
+          expect_load_error=True)
+kimi_case("p8, 5x5 table", KIMIV, seed=199, save={"dtype": torch.bfloat16, "shard": "20KB"})
+kimi_case("p8, 5x5 table", KIMIV, seed=200, save={"dtype": torch.bfloat16, "shard": "20KB", "internal": True})
+kimi_case("p8, 5x5 table", KIMIV, seed=201, save={"dtype": torch.float16, "internal": True})
 
 
 @case("llava-next", "LlavaNextForConditionalGeneration (unsupported)", expect_load_error=True)
