@@ -14,6 +14,7 @@ case and image: token counts, max |diff| and relative L2 of the embeddings (pass
 * bare PixtralVisionModel: ``last_hidden_state[0]``.
 * GLM-4.xV (glm4v, glm_ocr, glm46v): ``get_image_features(...).pooler_output[0]``.
 * Kimi K2.5: ``get_image_features(...).pooler_output[0]``, with its (torchvision) processor; both checkpoint layouts.
+* PaddleOCR-VL: ``get_image_features(...).pooler_output[0]``, with the torchvision-backend processor (its default).
 * Gemma 4: ``get_image_features(pixel_values, image_position_ids).pooler_output[0]``; bare Gemma4VisionModel: its
   ``last_hidden_state`` (the soft tokens of the one image).
 
@@ -768,6 +769,65 @@ glm_case("glm_ocr_vision tower", {**GLMV, "model_type": "glm_ocr_vision"}, kind=
 glm_case("p8 m2 t2, 5x5 table", GLMV, seed=156, save={"dtype": torch.bfloat16, "shard": "20KB"})
 glm_case("p8 m2 t2, 5x5 table", GLMV, kind="glm_ocr", seed=157, save={"dtype": torch.float16})
 
+
+POCR_TEXT = dict(vocab_size=16, hidden_size=24, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
+                 num_key_value_heads=1, head_dim=12,
+                 rope_parameters={"rope_type": "default", "rope_theta": 500000.0, "mrope_section": [2, 2, 2]})
+POCRV = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2, patch_size=8,
+             spatial_merge_size=2, image_size=40)
+
+
+def paddleocr_case(variant, vision: dict, proc_kw=None, seed=170, images=None, expect_load_error=False,
+                   hub_pre=None, save=None):
+    """A PaddleOCRVLForConditionalGeneration checkpoint; its processor is the torchvision one
+    (AutoImageProcessor's default, which vtower follows). Default size: 2..64 tokens."""
+    from transformers import PaddleOCRVLConfig, PaddleOCRVLForConditionalGeneration, PaddleOCRVLImageProcessor
+
+    @case("paddleocr_vl", variant + save_desc(save), images or ASPECT, expect_load_error)
+    def build(d: Path):
+        torch.manual_seed(seed)
+        m = PaddleOCRVLForConditionalGeneration(PaddleOCRVLConfig(text_config=POCR_TEXT, vision_config=vision)).eval()
+        common.loud_init(m.model.visual, seed)
+        common.loud_init(m.model.projector, seed + 1)
+        cls = save_model(m, d, save)
+        F = vision["patch_size"] * vision["spatial_merge_size"]
+        kw = dict(size={"shortest_edge": 2 * F * F, "longest_edge": 64 * F * F}, patch_size=vision["patch_size"],
+                  merge_size=vision["spatial_merge_size"])
+        kw.update(proc_kw or {})
+        PaddleOCRVLImageProcessor(**kw).save_pretrained(d)
+        if hub_pre:
+            edit_json("preprocessor_config.json", **hub_pre)(d)
+        model = common.load_f32(d, cls)
+        proc = AutoImageProcessor.from_pretrained(d)
+        assert type(proc) is PaddleOCRVLImageProcessor, type(proc)
+
+        @torch.no_grad()
+        def ref(data):
+            bf = proc(images=pil(data), return_tensors="pt")
+            return core(model).get_image_features(bf["pixel_values"], image_grid_thw=bf["image_grid_thw"])\
+                .pooler_output[0].numpy()
+        return ref
+
+
+paddleocr_case("p8 m2, 5x5 table", POCRV)
+paddleocr_case("gelu + eps 1e-5 + rope_theta 100", {**POCRV, "hidden_act": "gelu", "layer_norm_eps": 1e-5,
+               "rope_parameters": {"rope_type": "axial", "rope_theta": 100.0}}, seed=171)
+paddleocr_case("merge 1", {**POCRV, "spatial_merge_size": 1}, seed=172)
+paddleocr_case("merge 3, 9x9 table, patch 6", {**POCRV, "spatial_merge_size": 3, "patch_size": 6, "image_size": 54},
+               seed=173)
+paddleocr_case("4 heads (head_dim 8)", {**POCRV, "num_attention_heads": 4}, seed=174)
+paddleocr_case("min_pixels big (upscale)", POCRV, proc_kw={"size": {"shortest_edge": 40 * 256,
+               "longest_edge": 80 * 256}}, seed=175)
+paddleocr_case("max_pixels small (downscale)", POCRV, proc_kw={"size": {"shortest_edge": 256,
+               "longest_edge": 6 * 256}}, seed=176)
+paddleocr_case("hub top-level min/max_pixels (win)", POCRV, hub_pre={"min_pixels": 10 * 256, "max_pixels": 20 * 256},
+               seed=177)
+paddleocr_case("bilinear + 0.5 mean/std", POCRV, proc_kw={"resample": 2, "image_mean": [0.5] * 3,
+               "image_std": [0.5] * 3}, seed=178)
+paddleocr_case("temporal_patch_size 2 (HF conv fails)", POCRV, proc_kw={"temporal_patch_size": 2}, seed=179,
+               images=["png300x217"], expect_load_error=True)
+paddleocr_case("p8 m2, 5x5 table", POCRV, seed=180, save={"dtype": torch.bfloat16, "shard": "20KB"})
+paddleocr_case("p8 m2, 5x5 table", POCRV, seed=181, save={"dtype": torch.float16})
 
 KIMI_TEXT = dict(vocab_size=16, hidden_size=24, intermediate_size=32, moe_intermediate_size=16, num_hidden_layers=1,
                  num_attention_heads=2, num_key_value_heads=2, n_routed_experts=4, num_experts_per_tok=2,
