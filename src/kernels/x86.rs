@@ -701,19 +701,47 @@ unsafe fn amx_kernel<const MT: usize, const NT: usize>(
             tile_zero::<3>();
         }
         let a1 = a.add(TILE_ROWS * lda);
-        for s in (0..pairs).step_by(TILE_PAIRS) {
-            tile_load::<4>(a.add(s), sa);
-            tile_load::<6>(b0.add(s * PANEL), PANEL * 4);
-            tile_dot::<0, 4, 6>();
-            if MT == 2 {
-                tile_load::<5>(a1.add(s), sa);
-                tile_dot::<2, 5, 6>();
-            }
-            if NT == 2 {
-                tile_load::<7>(b1.add(s * PANEL), PANEL * 4);
+        if MT == 2 && NT == 2 {
+            // Each operand tile of the next step is loaded as soon as this step's last
+            // product that reads it is issued, so that the loads overlap the products.
+            let sb = PANEL * 4;
+            tile_load::<4>(a, sa);
+            tile_load::<6>(b0, sb);
+            tile_load::<5>(a1, sa);
+            tile_load::<7>(b1, sb);
+            let mut s = 0;
+            loop {
+                let next = s + TILE_PAIRS;
+                tile_dot::<0, 4, 6>();
                 tile_dot::<1, 4, 7>();
-                if MT == 2 {
+                if next == pairs {
+                    tile_dot::<2, 5, 6>();
                     tile_dot::<3, 5, 7>();
+                    break;
+                }
+                tile_load::<4>(a.add(next), sa);
+                tile_dot::<2, 5, 6>();
+                tile_load::<6>(b0.add(next * PANEL), sb);
+                tile_dot::<3, 5, 7>();
+                tile_load::<5>(a1.add(next), sa);
+                tile_load::<7>(b1.add(next * PANEL), sb);
+                s = next;
+            }
+        } else {
+            for s in (0..pairs).step_by(TILE_PAIRS) {
+                tile_load::<4>(a.add(s), sa);
+                tile_load::<6>(b0.add(s * PANEL), PANEL * 4);
+                tile_dot::<0, 4, 6>();
+                if MT == 2 {
+                    tile_load::<5>(a1.add(s), sa);
+                    tile_dot::<2, 5, 6>();
+                }
+                if NT == 2 {
+                    tile_load::<7>(b1.add(s * PANEL), PANEL * 4);
+                    tile_dot::<1, 4, 7>();
+                    if MT == 2 {
+                        tile_dot::<3, 5, 7>();
+                    }
                 }
             }
         }
@@ -728,4 +756,112 @@ unsafe fn amx_kernel<const MT: usize, const NT: usize>(
             }
         }
     }
+}
+
+/// One online-softmax step of a row on AVX-512 (the AMX attention's): over the raw scores
+/// `row`, the new running maximum `m_new = max(m, scale · max(row))`, `e^(scale·s − m_new)`
+/// for every score rounded to bf16 pairs into `pairs` (`ceil(row.len() / 2)` slots, the last
+/// one zero-padded), and their sum. Returns `(m_new, sum)`. `exp` as `models::kernels::exp`
+/// (the same polynomial, with fused multiply-adds); the bf16 rounding is `vcvtneps2bf16`'s
+/// (round to nearest even, subnormal inputs as zero).
+pub(super) fn softmax_row_bf16(row: &[f32], scale: f32, m: f32, pairs: &mut [u32]) -> (f32, f32) {
+    assert!(
+        super::Isa::Avx512Bf16.supported(),
+        "softmax_row_bf16 needs AVX512-BF16"
+    );
+    assert_eq!(
+        pairs.len(),
+        row.len().div_ceil(2),
+        "softmax_row_bf16: pairs"
+    );
+    // SAFETY: the CPU has AVX-512F/BW/VL and AVX512-BF16 (asserted); every access below is
+    // masked to `row.len()` values of `row` and `ceil(row.len() / 2)` slots of `pairs`.
+    unsafe { softmax_row_bf16_avx512(row, scale, m, pairs) }
+}
+
+/// `e^x` on 16 lanes (see `models::kernels::exp`): 0 below −87.34, saturating above 88.3.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn exp16(x: __m512) -> __m512 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = f32::from_bits(0x3f31_7200);
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const SHIFTER: f32 = 12_582_912.0;
+    const LOW: f32 = -87.336_54;
+    let zero = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(LOW));
+    let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(LOW)), _mm512_set1_ps(88.3));
+    let t = _mm512_fmadd_ps(x, _mm512_set1_ps(LOG2E), _mm512_set1_ps(SHIFTER));
+    let n = _mm512_sub_ps(t, _mm512_set1_ps(SHIFTER));
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+    let mut p = _mm512_set1_ps(1.0 / 5040.0);
+    for c in [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    let bits = _mm512_sub_epi32(
+        _mm512_castps_si512(t),
+        _mm512_set1_epi32(SHIFTER.to_bits() as i32),
+    );
+    let pow2 = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(
+        bits,
+        _mm512_set1_epi32(127),
+    )));
+    _mm512_maskz_mul_ps(!zero, p, pow2)
+}
+
+/// See [`softmax_row_bf16`].
+///
+/// # Safety
+/// AVX-512F/BW/VL and AVX512-BF16; `pairs.len() == ceil(row.len() / 2)`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+unsafe fn softmax_row_bf16_avx512(
+    row: &[f32],
+    scale: f32,
+    m: f32,
+    pairs: &mut [u32],
+) -> (f32, f32) {
+    let n = row.len();
+    let vs = _mm512_set1_ps(scale);
+    let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
+    let mut i = 0;
+    while i < n {
+        let k = (n - i).min(16);
+        let mask: __mmask16 = if k == 16 { !0 } else { (1u16 << k) - 1 };
+        // SAFETY: lanes i..i + k of row, masked.
+        let v = unsafe {
+            _mm512_mask_loadu_ps(_mm512_set1_ps(f32::NEG_INFINITY), mask, row.as_ptr().add(i))
+        };
+        // −inf · scale stays −inf (scale > 0) and masked lanes keep −inf through the max.
+        mx = _mm512_mask_max_ps(mx, mask, mx, _mm512_mul_ps(v, vs));
+        i += 16;
+    }
+    let m_new = _mm512_reduce_max_ps(mx).max(m);
+    let neg_m = _mm512_set1_ps(-m_new);
+    let mut sum = _mm512_setzero_ps();
+    let mut i = 0;
+    while i < n {
+        let k = (n - i).min(16);
+        let mask: __mmask16 = if k == 16 { !0 } else { (1u16 << k) - 1 };
+        // SAFETY: lanes i..i + k of row, masked.
+        let v = unsafe { _mm512_maskz_loadu_ps(mask, row.as_ptr().add(i)) };
+        let e = _mm512_maskz_mov_ps(mask, exp16(_mm512_fmadd_ps(v, vs, neg_m)));
+        sum = _mm512_add_ps(sum, e);
+        let b: __m256i = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(e));
+        // Slots i / 2 .. i / 2 + ceil(k / 2); the masked-off lanes are zero, so an odd
+        // tail's last pair holds a zero high half.
+        let slots = k.div_ceil(2);
+        let smask: __mmask8 = if slots == 8 { !0 } else { (1u8 << slots) - 1 };
+        // SAFETY: slots i / 2 .. i / 2 + slots of pairs, masked.
+        unsafe { _mm256_mask_storeu_epi32(pairs.as_mut_ptr().add(i / 2).cast(), smask, b) };
+        i += 16;
+    }
+    (m_new, _mm512_reduce_add_ps(sum))
 }
