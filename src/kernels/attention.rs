@@ -20,7 +20,10 @@
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use super::{bf16_bits, bf16_pairs, detected, isa, pair, tile, Call, Elem, Isa, Lhs, Slots, PANEL};
+use super::{
+    bf16_bits, bf16_pairs, detected, isa, pair, tile, Aligned, Call, Elem, Isa, Lhs, Slots, PANEL,
+    TILE_PAIRS,
+};
 use crate::error::{Error, Result};
 use crate::models::kernels::exp;
 
@@ -50,10 +53,11 @@ const QUERY_BLOCK: usize = 96;
 const KEY_BLOCK: usize = 256;
 
 /// A right operand `B` `[k, n]` in panels of [`PANEL`] columns: `[panels][slots][PANEL]`,
-/// each slot one f32 (bits) or one pair of bf16 rows, zero past the edges.
+/// each slot one f32 (bits) or one pair of bf16 rows, zero past the edges; `slots` rounded
+/// up to whole AMX tile rows ([`TILE_PAIRS`]), each panel starting a cache line.
 struct Panels {
     slots: usize,
-    data: Vec<u32>,
+    data: Aligned,
 }
 
 impl Panels {
@@ -63,17 +67,18 @@ impl Panels {
         n: usize,
         value: impl Fn(usize, usize) -> f32,
     ) -> Result<Panels> {
-        let slots = precision.slots(k);
+        let used = precision.slots(k);
+        let slots = used.div_ceil(TILE_PAIRS) * TILE_PAIRS;
         let panels = n.div_ceil(PANEL);
         let len = panels
             .checked_mul(slots)
             .and_then(|l| l.checked_mul(PANEL))
             .ok_or_else(|| Error::compute("attention operand too large"))?;
-        let mut data = crate::preprocess::limits::try_zeroed(len, "attention operands")?;
+        let mut data = Aligned::zeroed(len, "attention operands")?;
         for p in 0..panels {
             let n0 = p * PANEL;
             let cols = PANEL.min(n - n0);
-            for q in 0..slots {
+            for q in 0..used {
                 let row = &mut data[(p * slots + q) * PANEL..][..cols];
                 for (j, slot) in row.iter_mut().enumerate() {
                     *slot = match precision {
@@ -312,8 +317,128 @@ pub fn attention_at(
         let (kt, vp) = &operands[unit];
         let base = (h * tokens + start) * d;
         let queries = &q[base + q0 * d..base + (q0 + block.len() / d) * d];
+        #[cfg(target_arch = "x86_64")]
+        if level == Isa::Amx && precision == Precision::Bf16 {
+            return query_block_amx(queries, d, len, kt, vp, scale, block);
+        }
         query_block(level, precision, queries, d, len, kt, vp, scale, block)
     })
+}
+
+/// Rows of queries per step of [`query_block_amx`] (two AMX tiles).
+#[cfg(target_arch = "x86_64")]
+const AMX_QUERY_ROWS: usize = 32;
+
+/// [`query_block`] in bf16 on AMX tiles: the same blocks, online softmax and f32 state, both
+/// products as `32 × 32` tiles of `tdpbf16ps` (queries and probabilities as bf16 pairs in
+/// whole tiles, zero past the edges).
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn query_block_amx(
+    q: &[f32],
+    d: usize,
+    len: usize,
+    kt: &Panels,
+    vp: &Panels,
+    scale: f32,
+    out: &mut [f32],
+) -> Result<()> {
+    use super::x86::{amx_tile, softmax_row_bf16, AmxCall, Tiles, TILE_ROWS};
+    const MR: usize = AMX_QUERY_ROWS;
+    let rows = q.len() / d;
+    let steps = rows.div_ceil(MR);
+    let (used, dslots) = (d.div_ceil(2), kt.slots);
+    let dpanels = d.div_ceil(PANEL);
+    let dpad = dpanels.div_ceil(2) * 2 * PANEL;
+    let mut o = Aligned::zeroed(steps * MR * dpad, "attention")?;
+    let o: &mut [f32] = bytemuck::cast_slice_mut(&mut o[..]);
+    let mut qs = Aligned::zeroed(steps * MR * dslots, "attention")?;
+    for (row, slots) in q.chunks_exact(d).zip(qs.chunks_exact_mut(dslots)) {
+        bf16_pairs(row, &mut slots[..used]);
+    }
+    let mut m = vec![f32::NEG_INFINITY; rows];
+    let mut l = vec![0f32; rows];
+    let mut s = Aligned::zeroed(MR * KEY_BLOCK, "attention")?;
+    let s: &mut [f32] = bytemuck::cast_slice_mut(&mut s[..]);
+    let pstride = KEY_BLOCK / 2;
+    let mut ps = Aligned::zeroed(MR * pstride, "attention")?;
+    let tiles = Tiles::configure();
+    for j0 in (0..len).step_by(KEY_BLOCK) {
+        let kb = KEY_BLOCK.min(len - j0);
+        let (p0, p1) = (j0 / PANEL, (j0 + kb).div_ceil(PANEL));
+        let kslots = kb.div_ceil(2);
+        let kpad = kslots.div_ceil(TILE_PAIRS) * TILE_PAIRS;
+        let s0 = j0 / 2;
+        for t in 0..steps {
+            let r0 = t * MR;
+            let nr = MR.min(rows - r0);
+            let row_tiles = nr.div_ceil(TILE_ROWS);
+            let mut p = p0;
+            while p < p1 {
+                let two = p + 1 < p1;
+                let call = AmxCall {
+                    a: &qs[r0 * dslots..],
+                    lda: dslots,
+                    row_tiles,
+                    pairs: dslots,
+                    b0: kt.panel(p, 0, dslots),
+                    b1: two.then(|| kt.panel(p + 1, 0, dslots)),
+                    ldc: KEY_BLOCK,
+                    accumulate: false,
+                };
+                amx_tile(&tiles, call, &mut s[(p * PANEL - j0)..]);
+                p += if two { 2 } else { 1 };
+            }
+            // Online softmax straight into bf16 probabilities; rescale what the output rows
+            // hold.
+            for r in 0..nr {
+                let prow = &mut ps[r * pstride..][..kpad];
+                let (mr, lr) = (&mut m[r0 + r], &mut l[r0 + r]);
+                let (m_new, sum) = softmax_row_bf16(
+                    &s[r * KEY_BLOCK..r * KEY_BLOCK + kb],
+                    scale,
+                    *mr,
+                    &mut prow[..kslots],
+                );
+                prow[kslots..].fill(0);
+                let alpha = if *mr == f32::NEG_INFINITY {
+                    0.0
+                } else {
+                    exp(*mr - m_new)
+                };
+                *lr = *lr * alpha + sum;
+                *mr = m_new;
+                if alpha != 1.0 {
+                    o[(r0 + r) * dpad..][..dpad]
+                        .iter_mut()
+                        .for_each(|x| *x *= alpha);
+                }
+            }
+            let mut pd = 0;
+            while pd < dpanels {
+                let two = pd + 1 < dpanels;
+                let call = AmxCall {
+                    a: &ps,
+                    lda: pstride,
+                    row_tiles,
+                    pairs: kpad,
+                    b0: vp.panel(pd, s0, s0 + kpad),
+                    b1: two.then(|| vp.panel(pd + 1, s0, s0 + kpad)),
+                    ldc: dpad,
+                    accumulate: true,
+                };
+                amx_tile(&tiles, call, &mut o[r0 * dpad + pd * PANEL..]);
+                pd += 2;
+            }
+        }
+    }
+    for (r, row) in out.chunks_exact_mut(d).enumerate() {
+        let inv = 1.0 / l[r];
+        for (x, y) in row.iter_mut().zip(&o[r * dpad..]) {
+            *x = y * inv;
+        }
+    }
+    Ok(())
 }
 
 /// One task: `out` `[rows, d]` for the queries `q` `[rows, d]` against `len` keys.
@@ -505,7 +630,7 @@ mod tests {
     /// (heads, head_dim, segments)
     type Case = (usize, usize, &'static [(usize, usize)]);
 
-    const CASES: [Case; 7] = [
+    const CASES: [Case; 8] = [
         (1, 1, &[(0, 1)]),
         (2, 3, &[(0, 5)]),
         (1, 16, &[(0, 33)]),
@@ -513,6 +638,7 @@ mod tests {
         (1, 80, &[(0, 131)]),
         (2, 35, &[(0, 100), (100, 290)]),
         (1, 72, &[(0, 97)]),
+        (2, 64, &[(0, 300), (300, 33)]),
     ];
 
     #[test]
@@ -543,7 +669,7 @@ mod tests {
                         );
                     }
                     // f32: every level does the same operations in the same order.
-                    if precision == Precision::F32 || level != Isa::Avx512Bf16 {
+                    if precision == Precision::F32 || level < Isa::Avx512Bf16 {
                         let same = got
                             .iter()
                             .zip(&scalar)
@@ -580,6 +706,49 @@ mod tests {
                         "{precision:?} {level:?} {threads} threads"
                     );
                 }
+            }
+        }
+    }
+
+    /// The AMX attention's AVX-512 softmax step against the scalar one (`exp`, `bf16_bits`).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_softmax_row_matches_the_scalar_step() {
+        if !Isa::Avx512Bf16.supported() {
+            println!("no AVX512-BF16 on this CPU: the AMX softmax step cannot run here");
+            return;
+        }
+        for (len, m_old) in [
+            (1, f32::NEG_INFINITY),
+            (15, 2.0),
+            (16, -1.0),
+            (33, 40.0),
+            (256, 0.5),
+        ] {
+            let row: Vec<f32> = values(len, len as u64).iter().map(|x| x * 9.0).collect();
+            let scale = 0.37;
+            let mut pairs = vec![u32::MAX; len.div_ceil(2)];
+            let (m_new, sum) = super::super::x86::softmax_row_bf16(&row, scale, m_old, &mut pairs);
+            let want_m = row.iter().fold(m_old, |a, &x| a.max(x * scale));
+            assert_eq!(m_new, want_m, "{len}");
+            let e: Vec<f32> = row.iter().map(|&x| exp(x * scale - want_m)).collect();
+            let want_sum: f64 = e.iter().map(|&x| x as f64).sum();
+            assert!(
+                (sum as f64 - want_sum).abs() <= 1e-6 * want_sum,
+                "{len}: {sum} vs {want_sum}"
+            );
+            for (i, &x) in e.iter().enumerate() {
+                let got = pairs[i / 2] >> (16 * (i % 2)) & 0xffff;
+                let got = f32::from_bits(got << 16);
+                let want = f32::from_bits((bf16_bits(x) as u32) << 16);
+                // One bf16 ulp: the two exps may differ in the last f32 bits.
+                assert!(
+                    (got - want).abs() <= want * 2f32.powi(-7) + 1e-30,
+                    "{len} [{i}]"
+                );
+            }
+            if len % 2 == 1 {
+                assert_eq!(pairs[len / 2] >> 16, 0, "{len}: the padding half");
             }
         }
     }

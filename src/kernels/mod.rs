@@ -5,18 +5,25 @@
 //! bf16 or in f32.
 //!
 //! The instruction set is chosen at run time, once per process, here and nowhere else
-//! ([`isa`]): AVX512-BF16 (`vdpbf16ps`, two products per lane and instruction), AVX-512F
-//! (bf16 widened to f32, FMA), AVX2+FMA (the same on 8 lanes), or portable scalar code. The
-//! environment variable `VTOWER_CPU_ISA` (`avx512bf16`, `avx512`, `avx2` or `scalar`) caps
-//! the level (a level the CPU lacks is never used; an unknown value is ignored with a
-//! warning). AMX tiles are not used (no AMX machine was available to test them on).
+//! ([`isa`]): AMX (`tdpbf16ps` on 16×16 tiles of f32 accumulators; Linux grants the tile
+//! state once per process through `arch_prctl(ARCH_REQ_XCOMP_PERM)`, and without that grant
+//! the level is not used), AVX512-BF16 (`vdpbf16ps`, two products per lane and
+//! instruction), AVX-512F (bf16 widened to f32, FMA), AVX2+FMA (the same on 8 lanes), or
+//! portable scalar code. The environment variable `VTOWER_CPU_ISA` (`amx`, `avx512bf16`,
+//! `avx512`, `avx2` or `scalar`) caps the level (a level the CPU lacks is never used; an
+//! unknown value is ignored with a warning). At the AMX level the GEMM and the bf16
+//! attention's two products run on tiles (the attention's softmax on AVX-512); f32 attention
+//! stays on the AVX-512 micro-kernels. Packed operands start on a cache line (AMX tile loads
+//! of split lines ran at 40% of the speed).
 //!
 //! Every level computes each output element as the same sequence of f32 operations: per
 //! pair of `k`, the odd product then the even one is added to the accumulator (products of
 //! two bf16 values are exact in f32, so FMA and multiply-then-add agree), in increasing `k`
 //! (the order `vdpbf16ps` documents); f32 operands: one fused multiply-add per `k`, in
-//! increasing `k`. Results never depend on how the work is split across threads. Subnormal
-//! values may differ between levels (`vdpbf16ps` flushes them).
+//! increasing `k`. The two bf16 instructions (`vdpbf16ps`, `tdpbf16ps`) sum in their own
+//! order and rounding, within the same bound of the exact sum (tested). Results never depend
+//! on how the work is split across threads. Subnormal values may differ between levels
+//! (`vdpbf16ps` and `tdpbf16ps` flush them).
 //!
 //! Only safe functions leave this module; the intrinsics live in `x86.rs`.
 
@@ -47,11 +54,19 @@ pub enum Isa {
     Avx512,
     /// AVX512-BF16: `vdpbf16ps`.
     Avx512Bf16,
+    /// AMX-BF16 tiles (`tdpbf16ps`) for the GEMM, AVX512-BF16 for the rest.
+    Amx,
 }
 
 impl Isa {
     /// Every level, lowest first.
-    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16];
+    pub const ALL: [Isa; 5] = [
+        Isa::Scalar,
+        Isa::Avx2,
+        Isa::Avx512,
+        Isa::Avx512Bf16,
+        Isa::Amx,
+    ];
 
     /// The name `VTOWER_CPU_ISA` takes.
     pub fn name(self) -> &'static str {
@@ -60,6 +75,7 @@ impl Isa {
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
             Isa::Avx512Bf16 => "avx512bf16",
+            Isa::Amx => "amx",
         }
     }
 
@@ -77,7 +93,7 @@ impl Isa {
     /// Rows of `A` one micro-kernel call covers.
     fn rows(self) -> usize {
         match self {
-            Isa::Avx512Bf16 | Isa::Avx512 => 12,
+            Isa::Amx | Isa::Avx512Bf16 | Isa::Avx512 => 12,
             Isa::Avx2 | Isa::Scalar => 4,
         }
     }
@@ -92,6 +108,9 @@ pub fn detected() -> Isa {
             let avx512 = std::arch::is_x86_feature_detected!("avx512f")
                 && std::arch::is_x86_feature_detected!("avx512bw");
             if avx512 && std::arch::is_x86_feature_detected!("avx512bf16") {
+                if x86::amx_usable() {
+                    return Isa::Amx;
+                }
                 return Isa::Avx512Bf16;
             }
             if avx512 {
@@ -118,8 +137,8 @@ pub fn isa() -> Isa {
                 Some(cap) => cap.min(best),
                 None => {
                     crate::log::warn(&format!(
-                        "VTOWER_CPU_ISA={v:?} is not one of avx512bf16, avx512, avx2, scalar; \
-                         ignored"
+                        "VTOWER_CPU_ISA={v:?} is not one of amx, avx512bf16, avx512, avx2, \
+                         scalar; ignored"
                     ));
                     best
                 }
@@ -151,17 +170,64 @@ fn pair(lo: u16, hi: u16) -> u32 {
     lo as u32 | (hi as u32) << 16
 }
 
+/// Pairs of `k` one AMX tile holds per row (64 bytes).
+const TILE_PAIRS: usize = 16;
+
+/// One cache line of slots: what [`Aligned`] is made of.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u32; 16]);
+
+// SAFETY: `Line` is 16 `u32` (64 bytes, alignment 64, no padding): all-zero bits are a valid
+// value, and so is every bit pattern; it has no interior mutability.
+unsafe impl bytemuck::Zeroable for Line {}
+// SAFETY: as above; `Copy`, `'static`, `repr(C)` without padding.
+unsafe impl bytemuck::Pod for Line {}
+
+/// Zeroed slots whose first one starts a cache line: packed operands whose rows are whole
+/// lines then start on one (a tile row split across two lines costs a second access; AMX
+/// tile loads ran at 40% of their speed on unaligned operands).
+struct Aligned {
+    lines: Vec<Line>,
+    len: usize,
+}
+
+impl Aligned {
+    /// `len` zero slots, or an out-of-memory error naming `what`.
+    fn zeroed(len: usize, what: &str) -> Result<Aligned> {
+        let lines = crate::preprocess::limits::try_zeroed(len.div_ceil(16), what)?;
+        Ok(Aligned { lines, len })
+    }
+}
+
+impl std::ops::Deref for Aligned {
+    type Target = [u32];
+    fn deref(&self) -> &[u32] {
+        &bytemuck::cast_slice(&self.lines)[..self.len]
+    }
+}
+
+impl std::ops::DerefMut for Aligned {
+    fn deref_mut(&mut self) -> &mut [u32] {
+        &mut bytemuck::cast_slice_mut(&mut self.lines)[..self.len]
+    }
+}
+
 /// The right operand `B` `[k, n]` of a product, in bf16, packed for the micro-kernels:
 /// panels of [`PANEL`] columns, each holding for every pair of rows `(2q, 2q + 1)` the
-/// 16 column values of both rows interleaved (`vdpbf16ps`'s operand layout), zero past the
-/// edges. Built once (weights at load), read by every call.
+/// 16 column values of both rows interleaved (the operand layout of `vdpbf16ps`, and of
+/// `tdpbf16ps`, whose `B` tile is 16 such rows of a panel), zero past the edges; each panel
+/// has a whole number of tile rows (`kp` rounded up to [`TILE_PAIRS`], zero pairs past
+/// `kp`). Built once (weights at load), read by every call.
 pub struct PackedB {
     k: usize,
     n: usize,
     /// Row pairs: `ceil(k / 2)`.
     kp: usize,
-    /// `[panels][kp][PANEL]` pairs.
-    data: Vec<u32>,
+    /// Pair rows per panel: `kp` rounded up to [`TILE_PAIRS`].
+    kstride: usize,
+    /// `[panels][kstride][PANEL]` pairs, each panel starting a cache line.
+    data: Aligned,
 }
 
 impl std::fmt::Debug for PackedB {
@@ -174,19 +240,20 @@ impl PackedB {
     /// Packs `B[kk][nn] = value(kk, nn)` (bf16 bits).
     fn build(k: usize, n: usize, value: impl Fn(usize, usize) -> u16 + Sync) -> Result<PackedB> {
         let kp = k.div_ceil(2);
+        let kstride = kp.div_ceil(TILE_PAIRS) * TILE_PAIRS;
         let panels = n.div_ceil(PANEL);
         let len = panels
-            .checked_mul(kp)
+            .checked_mul(kstride)
             .and_then(|l| l.checked_mul(PANEL))
             .ok_or_else(|| crate::error::Error::compute("packed bf16 matrix too large"))?;
-        let mut data = crate::preprocess::limits::try_zeroed(len, "a packed bf16 matrix")?;
+        let mut data = Aligned::zeroed(len, "a packed bf16 matrix")?;
         if kp > 0 {
-            data.par_chunks_mut(kp * PANEL)
+            data.par_chunks_mut(kstride * PANEL)
                 .enumerate()
                 .for_each(|(p, panel)| {
                     let n0 = p * PANEL;
                     let cols = PANEL.min(n - n0);
-                    for (q, row) in panel.chunks_exact_mut(PANEL).enumerate() {
+                    for (q, row) in panel[..kp * PANEL].chunks_exact_mut(PANEL).enumerate() {
                         let k0 = 2 * q;
                         for (j, slot) in row[..cols].iter_mut().enumerate() {
                             let lo = value(k0, n0 + j);
@@ -196,7 +263,13 @@ impl PackedB {
                     }
                 });
         }
-        Ok(PackedB { k, n, kp, data })
+        Ok(PackedB {
+            k,
+            n,
+            kp,
+            kstride,
+            data,
+        })
     }
 
     /// From `W` `[n, k]` in bf16 (torch's `Linear` weight `[out, in]`: `B = Wᵀ`).
@@ -248,7 +321,7 @@ impl PackedB {
     /// `B[kk][nn]`.
     pub fn get(&self, kk: usize, nn: usize) -> bf16 {
         assert!(kk < self.k && nn < self.n, "PackedB::get out of range");
-        let v = self.data[((nn / PANEL) * self.kp + kk / 2) * PANEL + nn % PANEL];
+        let v = self.data[((nn / PANEL) * self.kstride + kk / 2) * PANEL + nn % PANEL];
         bf16::from_bits(if kk & 1 == 0 {
             v as u16
         } else {
@@ -263,7 +336,12 @@ impl PackedB {
 
     /// Panel `p`: `kp * PANEL` pairs.
     fn panel(&self, p: usize) -> &[u32] {
-        &self.data[p * self.kp * PANEL..(p + 1) * self.kp * PANEL]
+        &self.data[p * self.kstride * PANEL..][..self.kp * PANEL]
+    }
+
+    /// Panel `p` with its zero rows up to `kstride`: `kstride * PANEL` pairs.
+    fn padded_panel(&self, p: usize) -> &[u32] {
+        &self.data[p * self.kstride * PANEL..][..self.kstride * PANEL]
     }
 }
 
@@ -284,20 +362,25 @@ fn bf16_pairs(x: &[f32], out: &mut [u32]) {
     }
 }
 
-/// `A` `[m, k]` f32 rounded to bf16 pairs, row-major (`[m][ceil(k / 2)]`); the micro-kernels
-/// read it at a row stride.
-fn pack_a(a: &[f32], m: usize, k: usize) -> Result<Vec<u32>> {
+/// `A` `[m, k]` f32 rounded to bf16 pairs, row-major, starting a cache line: `rows` (≥ `m`)
+/// rows of `stride` (≥ `ceil(k / 2)`) slots, zero past `m` rows and `ceil(k / 2)` slots; the
+/// kernels read it at a row stride.
+fn pack_a(a: &[f32], m: usize, k: usize, stride: usize, rows: usize) -> Result<Aligned> {
     let kp = k.div_ceil(2);
-    let mut out = crate::preprocess::limits::try_zeroed(m * kp, "bf16 activations")?;
+    debug_assert!(stride >= kp && rows >= m);
+    let len = rows
+        .checked_mul(stride)
+        .ok_or_else(|| crate::error::Error::compute("bf16 activations too large"))?;
+    let mut out = Aligned::zeroed(len, "bf16 activations")?;
     if kp == 0 {
         return Ok(out);
     }
-    let rows_per_task = (16384 / kp).max(1);
-    out.par_chunks_mut(rows_per_task * kp)
+    let rows_per_task = (16384 / stride).max(1);
+    out.par_chunks_mut(rows_per_task * stride)
         .zip(a.par_chunks(rows_per_task * k))
         .for_each(|(o, x)| {
-            for (orow, xrow) in o.chunks_exact_mut(kp).zip(x.chunks_exact(k)) {
-                bf16_pairs(xrow, orow);
+            for (orow, xrow) in o.chunks_exact_mut(stride).zip(x.chunks_exact(k)) {
+                bf16_pairs(xrow, &mut orow[..kp]);
             }
         });
     Ok(out)
@@ -398,6 +481,8 @@ impl Call<'_> {
 /// Runs one micro-kernel call at level `isa`.
 fn tile(isa: Isa, call: Call<'_>, out: &mut [f32]) {
     match isa {
+        // The micro-kernel calls (attention's products) run on AVX512-BF16 at the AMX level.
+        Isa::Amx => tile(Isa::Avx512Bf16, call, out),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Bf16 | Isa::Avx512 | Isa::Avx2 => x86::tile(isa, call, out),
         _ => tile_scalar(isa, call, out),
@@ -473,9 +558,13 @@ pub fn gemm_at(level: Isa, a: &[f32], m: usize, b: &PackedB, c: &mut [f32]) -> R
         c.fill(0.0);
         return Ok(());
     }
+    #[cfg(target_arch = "x86_64")]
+    if level == Isa::Amx {
+        return gemm_amx(a, m, b, c);
+    }
     let kp = b.kp;
     let mr = level.rows();
-    let packed = pack_a(a, m, k)?;
+    let packed = pack_a(a, m, k, kp, m)?;
     // `k` in chunks of `KC_PAIRS` pairs (the partial sums go through `C`, exactly: f32 stored
     // and reloaded), so that a panel's chunk stays in L1 across a row block's tiles; row blocks
     // small enough to stay in the cache across all panels, and enough of them for every thread
@@ -553,6 +642,96 @@ pub fn gemm_at(level: Isa, a: &[f32], m: usize, b: &PackedB, c: &mut [f32]) -> R
     Ok(())
 }
 
+/// Pairs of `k` per chunk of the AMX GEMM (a multiple of [`TILE_PAIRS`]): two panels of
+/// `B` for one chunk are 32 KiB.
+#[cfg(target_arch = "x86_64")]
+const AMX_KC_PAIRS: usize = 256;
+
+/// Bytes of packed `A` rows (one `k` chunk) one AMX task keeps in the L2 cache.
+#[cfg(target_arch = "x86_64")]
+const AMX_A_BLOCK_BYTES: usize = 1 << 20;
+
+/// Rows of `C` one AMX kernel call covers at most (two tiles of 16).
+#[cfg(target_arch = "x86_64")]
+const AMX_ROWS: usize = 32;
+
+/// [`gemm`] on AMX tiles: per task a block of rows (its tile configuration loaded once),
+/// `k` in chunks of [`AMX_KC_PAIRS`] (partial sums through `C`, exact f32), per chunk every
+/// pair of panels against the block's 32-row slices, `2 × 2` tiles of `C` at a time. `A` is
+/// packed with whole tiles (rows to a multiple of 16, pairs to `B`'s padded stride, zeros
+/// past the edges); tiles that stick out of `C` go through a buffer.
+#[cfg(target_arch = "x86_64")]
+fn gemm_amx(a: &[f32], m: usize, b: &PackedB, c: &mut [f32]) -> Result<()> {
+    let (k, n, ks) = (b.k, b.n, b.kstride);
+    let tile_rows = x86::TILE_ROWS;
+    let packed = pack_a(a, m, k, ks, m.div_ceil(tile_rows) * tile_rows)?;
+    let kc = ks.min(AMX_KC_PAIRS);
+    let threads = rayon::current_num_threads().max(1);
+    // One block per thread unless the block's `A` would outgrow L2: each block streams all
+    // of `B` once per chunk, so fewer blocks read less of it (measured: 4 blocks per thread
+    // ran at 0.8x the speed of 1).
+    let by_cache = (AMX_A_BLOCK_BYTES / (kc * 4)).max(1);
+    let by_threads = m.div_ceil(threads);
+    let block = by_cache.min(by_threads).max(1).div_ceil(AMX_ROWS) * AMX_ROWS;
+    let panels = n.div_ceil(PANEL);
+    c.par_chunks_mut(block * n)
+        .zip(packed.par_chunks(block * ks))
+        .for_each(|(cblock, ablock)| {
+            let tiles = x86::Tiles::configure();
+            let rows_here = cblock.len() / n;
+            let mut buf = [0f32; AMX_ROWS * 2 * PANEL];
+            for q0 in (0..ks).step_by(kc) {
+                let q1 = (q0 + kc).min(ks);
+                let accumulate = q0 > 0;
+                let mut p = 0;
+                while p < panels {
+                    let two = p + 1 < panels;
+                    let b0 = &b.padded_panel(p)[q0 * PANEL..q1 * PANEL];
+                    let b1 = two.then(|| &b.padded_panel(p + 1)[q0 * PANEL..q1 * PANEL]);
+                    let n0 = p * PANEL;
+                    let width = if two { 2 * PANEL } else { PANEL };
+                    for r0 in (0..rows_here).step_by(AMX_ROWS) {
+                        let rows = AMX_ROWS.min(rows_here - r0);
+                        let row_tiles = rows.div_ceil(tile_rows);
+                        let call = x86::AmxCall {
+                            a: &ablock[r0 * ks + q0..],
+                            lda: ks,
+                            row_tiles,
+                            pairs: q1 - q0,
+                            b0,
+                            b1,
+                            ldc: n,
+                            accumulate,
+                        };
+                        if rows == row_tiles * tile_rows && n0 + width <= n {
+                            // Whole tiles inside C: straight into (and from) C.
+                            x86::amx_tile(&tiles, call, &mut cblock[r0 * n + n0..]);
+                        } else {
+                            let cols = width.min(n - n0);
+                            if accumulate {
+                                for r in 0..rows {
+                                    buf[r * 2 * PANEL..][..cols]
+                                        .copy_from_slice(&cblock[(r0 + r) * n + n0..][..cols]);
+                                }
+                            }
+                            let call = x86::AmxCall {
+                                ldc: 2 * PANEL,
+                                ..call
+                            };
+                            x86::amx_tile(&tiles, call, &mut buf);
+                            for r in 0..rows {
+                                cblock[(r0 + r) * n + n0..][..cols]
+                                    .copy_from_slice(&buf[r * 2 * PANEL..][..cols]);
+                            }
+                        }
+                    }
+                    p += if two { 2 } else { 1 };
+                }
+            }
+        });
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -588,7 +767,7 @@ mod tests {
     }
 
     /// Odd sizes, tiles and panels with tails, `k` = 1, empty sides, several `k` chunks.
-    const SHAPES: [(usize, usize, usize); 15] = [
+    const SHAPES: [(usize, usize, usize); 18] = [
         (0, 5, 3),
         (3, 0, 4),
         (4, 5, 0),
@@ -604,6 +783,10 @@ mod tests {
         (50, 15, 9),
         (7, 100, 301),
         (29, 40, 2 * KC_PAIRS * 2 + 77),
+        // Several AMX row blocks and 2 x 2 tiles, with row, column and k tails.
+        (100, 70, 64),
+        (33, 48, 66),
+        (131, 96, 1100),
     ];
 
     #[test]
@@ -630,10 +813,11 @@ mod tests {
                 }
                 results.push((level, c));
             }
-            // The widened-f32 levels follow the scalar order exactly.
+            // The widened-f32 levels follow the scalar order exactly (the bf16 dot-product
+            // instructions sum in their own order).
             let scalar = &results[0].1;
             for (level, c) in &results {
-                if *level != Isa::Avx512Bf16 {
+                if *level < Isa::Avx512Bf16 {
                     let same = c
                         .iter()
                         .zip(scalar)
@@ -677,8 +861,8 @@ mod tests {
         let from_nk = PackedB::from_nk_f32(&w, n, k).unwrap();
         let from_kn = PackedB::from_kn_f32(&wt, k, n).unwrap();
         let from_bf16 = PackedB::from_nk_bf16(&wb, n, k).unwrap();
-        assert_eq!(from_nk.data, from_kn.data);
-        assert_eq!(from_nk.data, from_bf16.data);
+        assert_eq!(*from_nk.data, *from_kn.data);
+        assert_eq!(*from_nk.data, *from_bf16.data);
         for kk in 0..k {
             for nn in 0..n {
                 assert_eq!(from_nk.get(kk, nn), wb[nn * k + kk]);
@@ -692,7 +876,7 @@ mod tests {
             &PackedB::from_nk_f32(&w2, 20, k).unwrap(),
         ];
         let cat = PackedB::concat(&parts).unwrap();
-        assert_eq!(cat.data, PackedB::from_nk_f32(&both, 25, k).unwrap().data);
+        assert_eq!(*cat.data, *PackedB::from_nk_f32(&both, 25, k).unwrap().data);
         let short = PackedB::from_nk_f32(&values(5 * (k - 1), 12), 5, k - 1).unwrap();
         assert!(PackedB::concat(&[&from_nk, &short]).is_err());
     }
@@ -723,7 +907,8 @@ mod tests {
             assert_eq!(Isa::parse(level.name()), Some(level));
         }
         assert_eq!(Isa::parse(" AVX512BF16 "), Some(Isa::Avx512Bf16));
-        assert_eq!(Isa::parse("amx"), None);
+        assert_eq!(Isa::parse("amx"), Some(Isa::Amx));
+        assert_eq!(Isa::parse("amx-int8"), None);
         assert!(Isa::Scalar.supported());
         assert!(isa() <= detected());
     }

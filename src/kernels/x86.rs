@@ -3,13 +3,19 @@
 //! rows), both as bf16 pairs or f32 (see `mod.rs`). One function per level and element type;
 //! the number of rows is a const parameter so that the accumulators stay in registers.
 //!
+//! The AMX part (`Tiles`, `amx_tile`) is inline assembly: tile configuration, tile loads
+//! and stores, `tdpbf16ps`; the tile registers are never touched by compiled code, so they
+//! keep their contents from one `asm!` block to the next on the same thread.
+//!
 //! The AVX-512 intrinsics are stable since Rust 1.89 (the crate's declared `rust-version` is
 //! older; the toolchain used is 1.95).
 #![allow(clippy::incompatible_msrv)]
 
+use std::arch::asm;
 use std::arch::x86_64::*;
+use std::marker::PhantomData;
 
-use super::{Call, Elem, Isa, PANEL};
+use super::{Call, Elem, Isa, PANEL, TILE_PAIRS};
 
 /// Calls `$f::<R, TWO>` for the run-time `rows` (1..=12) and `two`.
 macro_rules! by_shape {
@@ -137,7 +143,9 @@ pub(super) fn tile(isa: Isa, call: Call<'_>, out: &mut [f32]) {
                 }
             }
         }
-        (Isa::Scalar, _) => unreachable!("the scalar level has no x86 kernel"),
+        (Isa::Scalar | Isa::Amx, _) => {
+            unreachable!("the scalar and AMX levels have no micro-kernel here")
+        }
     }
 }
 
@@ -454,4 +462,406 @@ unsafe fn avx2_f32_tile<const R: usize, const TWO: bool>(
             _mm256_storeu_ps(out.add(r * ldc + 8), acc1[r]);
         }
     }
+}
+
+/// Rows of an AMX tile (every tile is configured 16 rows × 64 bytes).
+pub(super) const TILE_ROWS: usize = 16;
+
+/// Whether the AMX level can run: the CPU has AMX-TILE and AMX-BF16 and Linux granted this
+/// process the tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`,
+/// asked once; a kernel without AMX support refuses it).
+pub(super) fn amx_usable() -> bool {
+    static USABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *USABLE.get_or_init(|| {
+        // CPUID leaf 7 sub-leaf 0, EDX: bit 22 AMX-BF16, bit 24 AMX-TILE.
+        let leaf7 = __cpuid_count(7, 0);
+        let cpu = leaf7.edx & (1 << 22) != 0 && leaf7.edx & (1 << 24) != 0;
+        cpu && request_tile_permission()
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn request_tile_permission() -> bool {
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    // SAFETY: arch_prctl with ARCH_REQ_XCOMP_PERM takes two integers and touches no memory
+    // of ours; it fails (non-zero) where the kernel does not support the feature.
+    unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_REQ_XCOMP_PERM,
+            XFEATURE_XTILEDATA,
+        ) == 0
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn request_tile_permission() -> bool {
+    false
+}
+
+/// The tile configuration (palette 1): eight tiles of 16 rows × 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig([u8; 64]);
+
+impl TileConfig {
+    fn all_full() -> TileConfig {
+        let mut c = [0u8; 64];
+        c[0] = 1;
+        for t in 0..8 {
+            c[16 + 2 * t..18 + 2 * t].copy_from_slice(&64u16.to_le_bytes());
+            c[48 + t] = TILE_ROWS as u8;
+        }
+        TileConfig(c)
+    }
+}
+
+/// Proof that this thread's tile configuration is loaded: made by [`Tiles::configure`], the
+/// configuration released when dropped. Not `Send`: the configuration belongs to the thread.
+pub(super) struct Tiles {
+    _thread: PhantomData<*const ()>,
+}
+
+impl Tiles {
+    /// Loads the tile configuration on this thread. Panics unless [`amx_usable`].
+    pub(super) fn configure() -> Tiles {
+        assert!(amx_usable(), "AMX is not usable in this process");
+        let cfg = TileConfig::all_full();
+        // SAFETY: the CPU has AMX-TILE and the OS granted the tile state (`amx_usable`);
+        // `ldtilecfg` reads the 64 bytes of `cfg`, a valid palette-1 configuration.
+        unsafe {
+            asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly, preserves_flags));
+        }
+        Tiles {
+            _thread: PhantomData,
+        }
+    }
+}
+
+impl Drop for Tiles {
+    fn drop(&mut self) {
+        // SAFETY: AMX is usable (a `Tiles` exists); `tilerelease` returns the tile state to
+        // its initial state and touches no memory.
+        unsafe {
+            asm!("tilerelease", options(nostack, nomem, preserves_flags));
+        }
+    }
+}
+
+/// One AMX kernel call: `C[r][0..16·panels] (+)= Σ_q A[r][q] · B_panel[q]` for
+/// `16 · row_tiles` rows (`row_tiles` 1 or 2) and `pairs` pairs of `k` (a multiple of 16),
+/// `A` row-major bf16 pairs at `lda` slots per row, one or two panels of `B`
+/// (`[pairs][PANEL]` each), `C` rows `ldc` apart.
+#[derive(Clone, Copy)]
+pub(super) struct AmxCall<'a> {
+    pub a: &'a [u32],
+    pub lda: usize,
+    pub row_tiles: usize,
+    pub pairs: usize,
+    pub b0: &'a [u32],
+    pub b1: Option<&'a [u32]>,
+    pub ldc: usize,
+    pub accumulate: bool,
+}
+
+/// Loads tile `T` from `rows` of 64 bytes at `p`, `stride` bytes apart.
+///
+/// # Safety
+/// AMX configured on this thread (16 rows × 64 bytes); 16 rows of 64 bytes readable.
+#[inline(always)]
+unsafe fn tile_load<const T: usize>(p: *const u32, stride: usize) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        asm!("tileloadd tmm{t}, [{p} + {s} * 1]", t = const T, p = in(reg) p, s = in(reg) stride,
+             options(nostack, readonly, preserves_flags));
+    }
+}
+
+/// Stores tile `T` to 16 rows of 64 bytes at `p`, `stride` bytes apart.
+///
+/// # Safety
+/// AMX configured on this thread; 16 rows of 64 bytes writable.
+#[inline(always)]
+unsafe fn tile_store<const T: usize>(p: *mut f32, stride: usize) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        asm!("tilestored [{p} + {s} * 1], tmm{t}", t = const T, p = in(reg) p, s = in(reg) stride,
+             options(nostack, preserves_flags));
+    }
+}
+
+/// Zeroes tile `T`.
+///
+/// # Safety
+/// AMX configured on this thread.
+#[inline(always)]
+unsafe fn tile_zero<const T: usize>() {
+    // SAFETY: the caller's contract.
+    unsafe {
+        asm!("tilezero tmm{t}", t = const T, options(nostack, nomem, preserves_flags));
+    }
+}
+
+/// `tmm C += tmm A · tmm B` in bf16 pairs with f32 accumulation.
+///
+/// # Safety
+/// AMX configured on this thread.
+#[inline(always)]
+unsafe fn tile_dot<const C: usize, const A: usize, const B: usize>() {
+    // SAFETY: the caller's contract.
+    unsafe {
+        asm!("tdpbf16ps tmm{c}, tmm{a}, tmm{b}", c = const C, a = const A, b = const B,
+             options(nostack, nomem, preserves_flags));
+    }
+}
+
+/// Runs one [`AmxCall`] on this thread's tiles, writing `out` at rows `call.ldc` apart.
+/// Panics unless every element read and written is inside its slice.
+pub(super) fn amx_tile(tiles: &Tiles, call: AmxCall<'_>, out: &mut [f32]) {
+    let _ = tiles;
+    let AmxCall {
+        a,
+        lda,
+        row_tiles,
+        pairs,
+        b0,
+        b1,
+        ldc,
+        accumulate,
+    } = call;
+    let width = if b1.is_some() { 2 * PANEL } else { PANEL };
+    let rows = row_tiles * TILE_ROWS;
+    assert!(
+        (1..=2).contains(&row_tiles) && pairs % TILE_PAIRS == 0 && pairs > 0,
+        "AMX kernel shape"
+    );
+    assert!(
+        lda >= pairs && (rows - 1) * lda + pairs <= a.len(),
+        "AMX kernel A"
+    );
+    assert!(b0.len() >= pairs * PANEL, "AMX kernel B");
+    assert!(b1.is_none_or(|b| b.len() >= pairs * PANEL), "AMX kernel B");
+    assert!(
+        ldc >= width && (rows - 1) * ldc + width <= out.len(),
+        "AMX kernel output"
+    );
+    let (ap, b0p, op) = (a.as_ptr(), b0.as_ptr(), out.as_mut_ptr());
+    let b1p = b1.map_or(b0p, |b| b.as_ptr());
+    // SAFETY: `tiles` proves the configuration is loaded on this thread; the asserts above
+    // bound every tile: A rows `r · lda + s · 16 .. + 16` for r < rows and steps s <
+    // pairs / 16, B rows `s · 16 + j` of each panel, C rows `r · ldc .. + width`.
+    unsafe {
+        match (row_tiles, b1.is_some()) {
+            (1, false) => amx_kernel::<1, 1>(ap, lda, b0p, b1p, pairs, op, ldc, accumulate),
+            (1, true) => amx_kernel::<1, 2>(ap, lda, b0p, b1p, pairs, op, ldc, accumulate),
+            (2, false) => amx_kernel::<2, 1>(ap, lda, b0p, b1p, pairs, op, ldc, accumulate),
+            _ => amx_kernel::<2, 2>(ap, lda, b0p, b1p, pairs, op, ldc, accumulate),
+        }
+    }
+}
+
+/// `MT × NT` tiles of C (tiles 0, 1: rows 0-15; 2, 3: rows 16-31), A in tiles 4 and 5, B in
+/// 6 and 7.
+///
+/// # Safety
+/// AMX configured on this thread; A readable for `16 · MT` rows of `pairs` slots at `lda`;
+/// `b0` (and `b1` when `NT` = 2) for `pairs × 16` slots; `out` writable for `16 · MT` rows
+/// of `16 · NT` f32 at `ldc`; `pairs` a multiple of 16.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn amx_kernel<const MT: usize, const NT: usize>(
+    a: *const u32,
+    lda: usize,
+    b0: *const u32,
+    b1: *const u32,
+    pairs: usize,
+    out: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    let (sa, sc) = (lda * 4, ldc * 4);
+    // SAFETY: the caller's contract bounds every pointer below.
+    unsafe {
+        let c1 = out.add(TILE_ROWS * ldc);
+        if accumulate {
+            tile_load::<0>(out.cast(), sc);
+            if NT == 2 {
+                tile_load::<1>(out.add(PANEL).cast(), sc);
+            }
+            if MT == 2 {
+                tile_load::<2>(c1.cast(), sc);
+                if NT == 2 {
+                    tile_load::<3>(c1.add(PANEL).cast(), sc);
+                }
+            }
+        } else {
+            tile_zero::<0>();
+            tile_zero::<1>();
+            tile_zero::<2>();
+            tile_zero::<3>();
+        }
+        let a1 = a.add(TILE_ROWS * lda);
+        if MT == 2 && NT == 2 {
+            // Each operand tile of the next step is loaded as soon as this step's last
+            // product that reads it is issued, so that the loads overlap the products.
+            let sb = PANEL * 4;
+            tile_load::<4>(a, sa);
+            tile_load::<6>(b0, sb);
+            tile_load::<5>(a1, sa);
+            tile_load::<7>(b1, sb);
+            let mut s = 0;
+            loop {
+                let next = s + TILE_PAIRS;
+                tile_dot::<0, 4, 6>();
+                tile_dot::<1, 4, 7>();
+                if next == pairs {
+                    tile_dot::<2, 5, 6>();
+                    tile_dot::<3, 5, 7>();
+                    break;
+                }
+                tile_load::<4>(a.add(next), sa);
+                tile_dot::<2, 5, 6>();
+                tile_load::<6>(b0.add(next * PANEL), sb);
+                tile_dot::<3, 5, 7>();
+                tile_load::<5>(a1.add(next), sa);
+                tile_load::<7>(b1.add(next * PANEL), sb);
+                s = next;
+            }
+        } else {
+            for s in (0..pairs).step_by(TILE_PAIRS) {
+                tile_load::<4>(a.add(s), sa);
+                tile_load::<6>(b0.add(s * PANEL), PANEL * 4);
+                tile_dot::<0, 4, 6>();
+                if MT == 2 {
+                    tile_load::<5>(a1.add(s), sa);
+                    tile_dot::<2, 5, 6>();
+                }
+                if NT == 2 {
+                    tile_load::<7>(b1.add(s * PANEL), PANEL * 4);
+                    tile_dot::<1, 4, 7>();
+                    if MT == 2 {
+                        tile_dot::<3, 5, 7>();
+                    }
+                }
+            }
+        }
+        tile_store::<0>(out, sc);
+        if NT == 2 {
+            tile_store::<1>(out.add(PANEL), sc);
+        }
+        if MT == 2 {
+            tile_store::<2>(c1, sc);
+            if NT == 2 {
+                tile_store::<3>(c1.add(PANEL), sc);
+            }
+        }
+    }
+}
+
+/// One online-softmax step of a row on AVX-512 (the AMX attention's): over the raw scores
+/// `row`, the new running maximum `m_new = max(m, scale · max(row))`, `e^(scale·s − m_new)`
+/// for every score rounded to bf16 pairs into `pairs` (`ceil(row.len() / 2)` slots, the last
+/// one zero-padded), and their sum. Returns `(m_new, sum)`. `exp` as `models::kernels::exp`
+/// (the same polynomial, with fused multiply-adds); the bf16 rounding is `vcvtneps2bf16`'s
+/// (round to nearest even, subnormal inputs as zero).
+pub(super) fn softmax_row_bf16(row: &[f32], scale: f32, m: f32, pairs: &mut [u32]) -> (f32, f32) {
+    assert!(
+        super::Isa::Avx512Bf16.supported(),
+        "softmax_row_bf16 needs AVX512-BF16"
+    );
+    assert_eq!(
+        pairs.len(),
+        row.len().div_ceil(2),
+        "softmax_row_bf16: pairs"
+    );
+    // SAFETY: the CPU has AVX-512F/BW/VL and AVX512-BF16 (asserted); every access below is
+    // masked to `row.len()` values of `row` and `ceil(row.len() / 2)` slots of `pairs`.
+    unsafe { softmax_row_bf16_avx512(row, scale, m, pairs) }
+}
+
+/// `e^x` on 16 lanes (see `models::kernels::exp`): 0 below −87.34, saturating above 88.3.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn exp16(x: __m512) -> __m512 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = f32::from_bits(0x3f31_7200);
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const SHIFTER: f32 = 12_582_912.0;
+    const LOW: f32 = -87.336_54;
+    let zero = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(LOW));
+    let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(LOW)), _mm512_set1_ps(88.3));
+    let t = _mm512_fmadd_ps(x, _mm512_set1_ps(LOG2E), _mm512_set1_ps(SHIFTER));
+    let n = _mm512_sub_ps(t, _mm512_set1_ps(SHIFTER));
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+    let mut p = _mm512_set1_ps(1.0 / 5040.0);
+    for c in [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    let bits = _mm512_sub_epi32(
+        _mm512_castps_si512(t),
+        _mm512_set1_epi32(SHIFTER.to_bits() as i32),
+    );
+    let pow2 = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(
+        bits,
+        _mm512_set1_epi32(127),
+    )));
+    _mm512_maskz_mul_ps(!zero, p, pow2)
+}
+
+/// See [`softmax_row_bf16`].
+///
+/// # Safety
+/// AVX-512F/BW/VL and AVX512-BF16; `pairs.len() == ceil(row.len() / 2)`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+unsafe fn softmax_row_bf16_avx512(
+    row: &[f32],
+    scale: f32,
+    m: f32,
+    pairs: &mut [u32],
+) -> (f32, f32) {
+    let n = row.len();
+    let vs = _mm512_set1_ps(scale);
+    let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
+    let mut i = 0;
+    while i < n {
+        let k = (n - i).min(16);
+        let mask: __mmask16 = if k == 16 { !0 } else { (1u16 << k) - 1 };
+        // SAFETY: lanes i..i + k of row, masked.
+        let v = unsafe {
+            _mm512_mask_loadu_ps(_mm512_set1_ps(f32::NEG_INFINITY), mask, row.as_ptr().add(i))
+        };
+        // −inf · scale stays −inf (scale > 0) and masked lanes keep −inf through the max.
+        mx = _mm512_mask_max_ps(mx, mask, mx, _mm512_mul_ps(v, vs));
+        i += 16;
+    }
+    let m_new = _mm512_reduce_max_ps(mx).max(m);
+    let neg_m = _mm512_set1_ps(-m_new);
+    let mut sum = _mm512_setzero_ps();
+    let mut i = 0;
+    while i < n {
+        let k = (n - i).min(16);
+        let mask: __mmask16 = if k == 16 { !0 } else { (1u16 << k) - 1 };
+        // SAFETY: lanes i..i + k of row, masked.
+        let v = unsafe { _mm512_maskz_loadu_ps(mask, row.as_ptr().add(i)) };
+        let e = _mm512_maskz_mov_ps(mask, exp16(_mm512_fmadd_ps(v, vs, neg_m)));
+        sum = _mm512_add_ps(sum, e);
+        let b: __m256i = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(e));
+        // Slots i / 2 .. i / 2 + ceil(k / 2); the masked-off lanes are zero, so an odd
+        // tail's last pair holds a zero high half.
+        let slots = k.div_ceil(2);
+        let smask: __mmask8 = if slots == 8 { !0 } else { (1u8 << slots) - 1 };
+        // SAFETY: slots i / 2 .. i / 2 + slots of pairs, masked.
+        unsafe { _mm256_mask_storeu_epi32(pairs.as_mut_ptr().add(i / 2).cast(), smask, b) };
+        i += 16;
+    }
+    (m_new, _mm512_reduce_add_ps(sum))
 }
