@@ -7,6 +7,7 @@
 //!
 //!     cargo bench --bench cpu_ops            # all cores
 //!     RAYON_NUM_THREADS=2 cargo bench --bench cpu_ops
+//!     cargo bench --bench cpu_ops -- bf16 | peak | attention | windows
 
 use std::time::Instant;
 
@@ -111,6 +112,29 @@ fn attention_core() {
     }
 }
 
+/// Windowed attention as Qwen2.5-VL's 1344-px tower runs it: 9216 tokens in 144 windows of
+/// 64, 16 heads of 80 (many short segments: per-task overheads dominate).
+fn attention_windows() {
+    let (n, hd, w) = (9216, 80, 64);
+    let (q, k, v) = (
+        randn(&[16, n, hd]),
+        randn(&[16, n, hd]),
+        randn(&[16, n, hd]),
+    );
+    let segments: Vec<(usize, usize)> = (0..n / w).map(|i| (i * w, w)).collect();
+    let scale = (hd as f64).powf(-0.5);
+    let f32_ms = median_ms(5, || {
+        drop(segment_attention(&q, &k, &v, &segments, scale).unwrap())
+    });
+    let bf16_ms = median_ms(5, || {
+        drop(segment_attention_with(&q, &k, &v, &segments, scale, true).unwrap())
+    });
+    println!(
+        "windows ({n} tokens, {} of {w}, {hd}): f32 {f32_ms:.1} ms, bf16 {bf16_ms:.1} ms",
+        n / w
+    );
+}
+
 fn main() {
     println!("threads: {}", rayon::current_num_threads());
     if std::env::args().any(|a| a == "bf16") {
@@ -121,8 +145,13 @@ fn main() {
         peak();
         return;
     }
+    if std::env::args().any(|a| a == "windows") {
+        attention_windows();
+        return;
+    }
     if std::env::args().any(|a| a == "attention") {
         attention_core();
+        attention_windows();
         return;
     }
     println!("\nmatmul x[m,k] · W[n,k]ᵀ        view ms  contiguous ms  view/contiguous");
