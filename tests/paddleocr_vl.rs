@@ -40,46 +40,7 @@ fn pixels_and_embeddings_match_the_reference() {
             model.info().output_dim,
             exp["dim"].as_u64().unwrap() as usize
         );
-        let mut images = Vec::new();
-        let mut worst = [0f64; 2];
-        for case in cases(name) {
-            let image = model
-                .preprocess(&std::fs::read(&case.path).unwrap())
-                .unwrap();
-            assert_eq!(
-                image.shape(),
-                case.pixel_shape.as_slice(),
-                "{name}/{}",
-                case.file
-            );
-            let d = max_abs_diff(image.pixels(), &case.pixels);
-            let tol = if case.resized {
-                resized_pixel_tol(&exp)
-            } else {
-                1e-6
-            };
-            assert!(d <= tol, "{name}/{}: pixels differ by {d}", case.file);
-            assert_eq!(image.n_tokens(), case.tokens);
-            let out = model.forward(&[&image]).unwrap();
-            assert_eq!(out.dim(), case.dim);
-            let err = rel_l2(out.data(0).unwrap(), &case.embeddings);
-            println!(
-                "{name}/{}: pixels max diff {d:.1e}, rel L2 {err:.2e}",
-                case.file
-            );
-            let tol = if case.resized { 2e-3 } else { 1e-4 };
-            assert!(err <= tol, "{name}/{}: rel L2 {err}", case.file);
-            let w = &mut worst[case.resized as usize];
-            *w = w.max(err);
-            images.push(image);
-        }
-        println!(
-            "{name}: worst rel L2 native {:.2e}, resized {:.2e}",
-            worst[0], worst[1]
-        );
-        // Every size in one call (reversed, the first again at the end) equals the one-image
-        // calls.
-        check_batch_equals_single_runs(&model, &images, name);
+        check_cases_one_by_one_then_batched(&model, name, resized_pixel_tol(&exp));
     }
 }
 

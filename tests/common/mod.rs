@@ -442,6 +442,55 @@ pub fn ids(v: &Value) -> Vec<i64> {
         .collect()
 }
 
+/// Every case of fixture `name` through `model` one image at a time: the pixel tensor's
+/// shape and values (within `resized_pixel_tol` on resized images, 1e-6 on native ones), the
+/// token count, the embeddings' width and rel L2 (<= 2e-3 resized, <= 1e-4 native); then all
+/// of them in one call against the one-image calls ([`check_batch_equals_single_runs`]).
+pub fn check_cases_one_by_one_then_batched(
+    model: &vtower::Model,
+    name: &str,
+    resized_pixel_tol: f32,
+) {
+    let mut images = Vec::new();
+    let mut worst = [0f64; 2];
+    for case in cases(name) {
+        let image = model
+            .preprocess(&std::fs::read(&case.path).unwrap())
+            .unwrap();
+        assert_eq!(
+            image.shape(),
+            case.pixel_shape.as_slice(),
+            "{name}/{}",
+            case.file
+        );
+        let d = max_abs_diff(image.pixels(), &case.pixels);
+        let tol = if case.resized {
+            resized_pixel_tol
+        } else {
+            1e-6
+        };
+        assert!(d <= tol, "{name}/{}: pixels differ by {d}", case.file);
+        assert_eq!(image.n_tokens(), case.tokens);
+        let out = model.forward(&[&image]).unwrap();
+        assert_eq!(out.dim(), case.dim);
+        let err = rel_l2(out.data(0).unwrap(), &case.embeddings);
+        println!(
+            "{name}/{}: pixels max diff {d:.1e}, rel L2 {err:.2e}",
+            case.file
+        );
+        let tol = if case.resized { 2e-3 } else { 1e-4 };
+        assert!(err <= tol, "{name}/{}: rel L2 {err}", case.file);
+        let w = &mut worst[case.resized as usize];
+        *w = w.max(err);
+        images.push(image);
+    }
+    println!(
+        "{name}: worst rel L2 native {:.2e}, resized {:.2e}",
+        worst[0], worst[1]
+    );
+    check_batch_equals_single_runs(model, &images, name);
+}
+
 /// Runs `images` reversed, with the first one again at the end, in one forward call and
 /// checks each result against a forward call of that image alone (`name` labels failures).
 pub fn check_batch_equals_single_runs(model: &vtower::Model, images: &[vtower::Image], name: &str) {
