@@ -81,19 +81,7 @@ fn tokens_prompt_and_mrope_positions() {
             let got = layout_ids(&layout, image.n_tokens()).unwrap();
             assert_eq!(&input[s..s + got.len()], got.as_slice(), "{name}");
         }
-        let rows = engine_positions(&ids(&mrope["mm_token_type_ids"]), &images);
-        let want: Vec<Vec<i64>> = mrope["position_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(ids)
-            .collect();
-        assert_eq!(rows, want, "{name}");
-        let max = rows.iter().flatten().max().unwrap();
-        assert_eq!(
-            max + 1 - input.len() as i64,
-            mrope["rope_delta"].as_i64().unwrap()
-        );
+        check_mrope_positions(mrope, &images, name);
     }
 }
 

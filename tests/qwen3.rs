@@ -183,20 +183,7 @@ fn tokens_grids_and_mrope_positions() {
                 model.preprocess(&std::fs::read(p).unwrap()).unwrap()
             })
             .collect();
-        let ids = ints(&mrope["input_ids"]);
-        let rows = engine_positions(&ints(&mrope["mm_token_type_ids"]), &images);
-        let want: Vec<Vec<i64>> = mrope["position_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(ints)
-            .collect();
-        assert_eq!(rows, want, "{name}");
-        let max = rows.iter().flatten().max().unwrap();
-        assert_eq!(
-            max + 1 - ids.len() as i64,
-            mrope["rope_delta"].as_i64().unwrap()
-        );
+        check_mrope_positions(mrope, &images, name);
     }
 }
 

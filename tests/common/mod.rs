@@ -557,6 +557,27 @@ pub fn check_pixel_bound_knobs(model: &vtower::Model, name: &str, pixel_tol: f32
     assert_eq!(e.status(), vtower::Status::InvalidArgument, "{e}");
 }
 
+/// The fixture's M-RoPE prompt (`expected.json`'s `mrope`: token types, `position_ids`,
+/// `rope_delta`) walked as an engine with `images` ([`engine_positions`]) equals the
+/// reference's `get_rope_index`, and so does the rope delta for decoding after the prompt.
+pub fn check_mrope_positions(mrope: &Value, images: &[vtower::Image], name: &str) {
+    let types = ids(&mrope["mm_token_type_ids"]);
+    let rows = engine_positions(&types, images);
+    let want: Vec<Vec<i64>> = mrope["position_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(ids)
+        .collect();
+    assert_eq!(rows, want, "{name}");
+    let max = rows.iter().flatten().max().unwrap();
+    assert_eq!(
+        max + 1 - types.len() as i64,
+        mrope["rope_delta"].as_i64().unwrap(),
+        "{name}"
+    );
+}
+
 /// Walks a prompt given as token types (0 text, 1 image) the way an engine would: text
 /// counts up by one on all three axes, each image takes the ids vtower gives it.
 pub fn engine_positions(types: &[i64], images: &[vtower::Image]) -> Vec<Vec<i64>> {
