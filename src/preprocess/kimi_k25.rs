@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::preprocess::limits::try_filled;
 use crate::preprocess::qwen_video::{read_rescale_normalize, tv_normalize, RescaleNormalize};
 use crate::preprocess::resample::Filter;
-use crate::preprocess::settings::read_filter;
+use crate::preprocess::settings::{read_filter, read_matching};
 use crate::preprocess::tv_resize::{resize_tv, TvInterpolation};
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 
@@ -45,20 +45,10 @@ impl KimiK25Processor {
     /// `patch` and its `merge_size` the tower's merge kernel side `merge`.
     pub fn from_config(pre: &ConfigObject, patch: usize, merge: usize) -> Result<KimiK25Processor> {
         let loc = pre.location();
-        let patch_size = pre.positive_or("patch_size", 14, MAX_SETTING)?;
-        let merge_size = pre.positive_or("merge_size", 2, MAX_SETTING)?;
-        if patch_size != patch {
-            return Err(Error::bad_config(format!(
-                "{loc}: patch_size {patch_size} does not match the vision tower's patch_size \
-                 {patch} (config.json)"
-            )));
-        }
-        if merge_size != merge {
-            return Err(Error::bad_config(format!(
-                "{loc}: merge_size {merge_size} does not match the vision tower's \
-                 merge_kernel_size [{merge}, {merge}] (config.json)"
-            )));
-        }
+        let what = format!("the vision tower's patch_size {patch} (config.json)");
+        let patch_size = read_matching(pre, "patch_size", 14, MAX_SETTING, patch, &what)?;
+        let what = format!("the vision tower's merge_kernel_size [{merge}, {merge}] (config.json)");
+        let merge_size = read_matching(pre, "merge_size", 2, MAX_SETTING, merge, &what)?;
         if !pre.bool_or("do_resize", true)? {
             return Err(Error::bad_config(format!(
                 "{loc}: do_resize false is not supported for kimi_k25 (the processor then \

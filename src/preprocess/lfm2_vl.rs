@@ -31,7 +31,7 @@ use crate::preprocess::gemma4::patch_rows;
 use crate::preprocess::limits::try_filled;
 use crate::preprocess::qwen_video::{read_rescale_normalize, tv_normalize, RescaleNormalize};
 use crate::preprocess::resample::Filter;
-use crate::preprocess::settings::read_filter;
+use crate::preprocess::settings::{read_filter, read_matching};
 use crate::preprocess::tiling::{closest_grid, cut_grid, TileGrid, MAX_TILES};
 use crate::preprocess::tv_resize::{resize_tv, TvInterpolation};
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
@@ -256,20 +256,11 @@ impl Lfm2VlProcessor {
     /// `downsample_factor` the model's `factor`.
     pub fn from_config(pre: &ConfigObject, patch: usize, factor: usize) -> Result<Lfm2VlProcessor> {
         let loc = pre.location();
-        let patch_size = pre.positive_or("encoder_patch_size", 16, MAX_SIDE)?;
-        let downsample_factor = pre.positive_or("downsample_factor", 2, MAX_SIDE)?;
-        if patch_size != patch {
-            return Err(Error::bad_config(format!(
-                "{loc}: encoder_patch_size {patch_size} does not match the vision tower's \
-                 patch_size {patch} (config.json)"
-            )));
-        }
-        if downsample_factor != factor {
-            return Err(Error::bad_config(format!(
-                "{loc}: downsample_factor {downsample_factor} does not match config.json's \
-                 downsample_factor {factor}"
-            )));
-        }
+        let what = format!("the vision tower's patch_size {patch} (config.json)");
+        let patch_size = read_matching(pre, "encoder_patch_size", 16, MAX_SIDE, patch, &what)?;
+        let what = format!("config.json's downsample_factor {factor}");
+        let downsample_factor =
+            read_matching(pre, "downsample_factor", 2, MAX_SIDE, factor, &what)?;
         let min_image_tokens = pre.positive_or("min_image_tokens", 64, MAX_SIDE * MAX_SIDE)?;
         let max_image_tokens = pre.positive_or("max_image_tokens", 256, MAX_SIDE * MAX_SIDE)?;
         if min_image_tokens > max_image_tokens {

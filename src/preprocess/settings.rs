@@ -115,6 +115,27 @@ pub fn read_size(
     }
 }
 
+/// Reads `key`, a positive integer (`default` when absent, at most `max`) that must equal the
+/// model's own `want`, described by `what` for the error (e.g. "the vision tower's patch_size
+/// 14 (config.json)").
+pub fn read_matching(
+    pre: &ConfigObject,
+    key: &str,
+    default: usize,
+    max: usize,
+    want: usize,
+    what: &str,
+) -> Result<usize> {
+    let value = pre.positive_or(key, default, max)?;
+    if value != want {
+        return Err(Error::bad_config(format!(
+            "{}: {key} {value} does not match {what}",
+            pre.location()
+        )));
+    }
+    Ok(value)
+}
+
 /// Reads a patch size given as an integer or as `{"height": p, "width": p}`.
 pub fn read_patch_size(cfg: &ConfigObject, key: &str) -> Result<Option<usize>> {
     if let Some(obj) = cfg.object(key).ok().flatten() {

@@ -23,7 +23,7 @@ use crate::preprocess::gemma4::patch_rows;
 use crate::preprocess::limits::try_filled;
 use crate::preprocess::normalize::Normalization;
 use crate::preprocess::resample::{resize, Filter};
-use crate::preprocess::settings::{read_filter, read_normalization};
+use crate::preprocess::settings::{read_filter, read_matching, read_normalization};
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 
 /// `Siglip2ImageProcessorPil.max_num_patches`.
@@ -83,14 +83,8 @@ impl Siglip2Processor {
     /// rescale 1/255, mean = std = 0.5); its `patch_size` must be the tower's (`patch`), whose
     /// patch embedding takes `3 · patch²` values per row.
     pub fn from_config(pre: &ConfigObject, patch: usize) -> Result<Siglip2Processor> {
-        let patch_size = pre.positive_or("patch_size", 16, MAX_PATCH)?;
-        if patch_size != patch {
-            return Err(Error::bad_config(format!(
-                "{}: patch_size {patch_size} does not match the vision tower's patch_size {patch} \
-                 (config.json)",
-                pre.location()
-            )));
-        }
+        let what = format!("the vision tower's patch_size {patch} (config.json)");
+        let patch_size = read_matching(pre, "patch_size", 16, MAX_PATCH, patch, &what)?;
         Ok(Siglip2Processor {
             patch_size,
             max_num_patches: pre.positive_or(
