@@ -165,9 +165,9 @@ fn bad_configs_are_refused_by_name() {
             "a glm46v tower this build does not have",
             &|c| {
                 c.insert("model_type".into(), json!("glm46v"));
-                c["vision_config"]["model_type"] = json!("glm5_next_vision");
+                c["vision_config"]["model_type"] = json!("glm_image_vision");
             },
-            "glm5_next_vision",
+            "glm_image_vision",
         ),
         (
             "rotary type",
@@ -205,11 +205,11 @@ fn bad_configs_are_refused_by_name() {
     // GLM model types without an image path here are refused by name, listing the GLM ones.
     let dir = copy_fixture("glm4v_f32", "glm4v-unknown");
     edit_json(&dir.join("config.json"), |c| {
-        c.insert("model_type".into(), json!("glm5_next"));
+        c.insert("model_type".into(), json!("glm_image"));
     });
     let err = Model::load(&dir, &LoadOptions::default()).unwrap_err();
     assert_eq!(err.status(), Status::UnsupportedModel, "{err}");
-    assert!(err.message().contains("glm5_next"), "{err}");
+    assert!(err.message().contains("glm_image"), "{err}");
     assert!(
         err.message().contains("glm46v") && err.message().contains("glm_ocr"),
         "{err}"

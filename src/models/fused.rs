@@ -188,6 +188,18 @@ pub fn act_mul(gu: &Tensor, hidden: usize, act: Activation) -> Result<Tensor> {
     Ok((act.forward(&gate)? * up)?)
 }
 
+/// [`act_mul`] with its inputs clamped first (GLM-5.x Next's `swiglu_limit`): the gate
+/// `gate.clamp(max=limit)`, the up projection `up.clamp(-limit, limit)`, in the tensor's dtype.
+pub fn act_mul_clamped(gu: &Tensor, hidden: usize, act: Activation, limit: f64) -> Result<Tensor> {
+    let gate = gu
+        .narrow(candle_core::D::Minus1, 0, hidden)?
+        .minimum(limit)?;
+    let up = gu
+        .narrow(candle_core::D::Minus1, hidden, hidden)?
+        .clamp(-limit, limit)?;
+    Ok((act.forward(&gate)? * up)?)
+}
+
 /// Row softmax of `scale · x`, in place.
 struct ScaledSoftmax {
     scale: f32,

@@ -1,8 +1,10 @@
 //! GLM-4.xV vision towers with their projector, as transformers 5.23 computes them:
 //! `Glm4vVisionModel` (`model_type` `glm4v`: GLM-4.1V; `glm4v_moe`: GLM-4.5V, whose
 //! `Glm4vMoeVisionModel` is the same module; `glm46v`: GLM-4.6V, whose tower is the one its
-//! `vision_config.model_type` names) and `GlmOcrVisionModel` (`glm_ocr`, or `glm46v` with a
-//! `glm_ocr_vision` config). Only the vision tensors are read (`visual.*` / `model.visual.*`).
+//! `vision_config.model_type` names), `GlmOcrVisionModel` (`glm_ocr`, or `glm46v` with a
+//! `glm_ocr_vision` config) and `Glm5NextVisionModel` (`glm5_next`, with its own image
+//! processor: `preprocess::glm5_next`; or `glm46v` with a `glm5_next_vision` config). Only the
+//! vision tensors are read (`visual.*` / `model.visual.*`).
 //!
 //! - 3-D patch embedding: a Conv3d over `temporal x patch x patch` **with bias**, a linear map
 //!   over the processor's flattened patch rows (`Glm4vImageProcessor`: Qwen2-VL's layout);
@@ -11,33 +13,38 @@
 //!   to each image's patch grid with bicubic `grid_sample` (align_corners false, border
 //!   padding: [`grid_sample_bicubic`]) at `((i + 0.5) / n) · 2 − 1`, and added;
 //! - the 2-D axial rotary embedding of Qwen2-VL at each patch's (row, column);
-//! - blocks: RMSNorm, fused-qkv attention limited to each image (GLM-OCR: RMSNorm on each
-//!   head's q and k before the rotation; biases on qkv / proj per `attention_bias`, GLM-4.1V's
-//!   proj never has one), RMSNorm, SwiGLU MLP (`hidden_act`, GLM-4.1V: width
-//!   `out_hidden_size`, no bias; GLM-OCR: `intermediate_size`, bias per `attention_bias`);
+//! - blocks: RMSNorm, fused-qkv attention limited to each image (GLM-OCR, GLM-5.x Next:
+//!   RMSNorm on each head's q and k before the rotation; biases on qkv / proj per
+//!   `attention_bias`, GLM-4.1V's proj never has one), RMSNorm, SwiGLU MLP (`hidden_act`,
+//!   GLM-4.1V: width `out_hidden_size`, no bias; GLM-OCR, GLM-5.x Next: `intermediate_size`,
+//!   bias per `attention_bias`; GLM-5.x Next clamps its inputs: gate at most `swiglu_limit`,
+//!   up within `±swiglu_limit`);
 //! - `post_layernorm` (RMSNorm), then a `merge x merge` Conv2d with bias over each merge block
 //!   (`downsample`: a linear map over the block's `merge²` tokens) to `out_hidden_size`;
 //! - the merger (`Glm4vVisionPatchMerger`): Linear, LayerNorm (eps 1e-5), GELU (erf), then
 //!   SwiGLU `down(act(gate(x)) · up(x))` of width `intermediate_size` (GLM-OCR:
-//!   `out_hidden_size · in_channels`), no biases.
+//!   `out_hidden_size · in_channels`; GLM-5.x Next: `projection_intermediate_size`, inputs
+//!   clamped as in the blocks), no biases.
 //!
 //! Several images of different sizes run in one packed sequence with per-image attention
 //! segments. Embeddings come out in merged-grid raster order, one row per `<|image|>`; the
 //! prompt is `<|begin_of_image|>`, the placeholders, `<|end_of_image|>`, with Qwen2-VL's
-//! M-RoPE ids (`Glm4vModel.get_rope_index` gives an image the same ids).
+//! M-RoPE ids (`Glm4vModel.get_rope_index` gives an image the same ids; GLM-5.x Next's
+//! language model has no rotary embedding: plain 1-D positions).
 
 use candle_core::{DType, Device, Tensor};
 
 use crate::config::{axial_rope_theta, ConfigObject, ModelFiles, ROPE_PARAMETERS_FIRST};
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
-use crate::models::fused::act_mul;
+use crate::models::fused::{act_mul, act_mul_clamped};
 use crate::models::grid_sample::{cell_centre, grid_sample_bicubic, GridPadding, GridTable};
 use crate::models::layers::{segment_attention_with, GatedMlp, LayerNorm, Linear, Loader, RmsNorm};
-use crate::models::qwen2_vl::{check_channels_and_heads, qwen_image_methods, qwen_packed_forward};
+use crate::models::qwen2_vl::{check_channels_and_heads, qwen_packed_forward};
 use crate::models::rope::{apply_rotary_f32, AxialRope};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
+use crate::preprocess::glm5_next::Glm5NextImageProcessor;
 use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor};
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 use crate::weights::Weights;
@@ -58,6 +65,9 @@ pub enum GlmVariant {
     Glm46v,
     /// `glm_ocr` (GLM-OCR): `GlmOcrConfig`, the GLM-OCR tower.
     GlmOcr,
+    /// `glm5_next` (GLM-5.x Next): `Glm5NextConfig`, its own tower and image processor
+    /// (`preprocess::glm5_next`).
+    Glm5Next,
 }
 
 /// Which vision tower.
@@ -68,6 +78,9 @@ pub enum GlmTower {
     /// `GlmOcrVisionModel`: no position table nor post-conv norm, q/k norms, MLP of
     /// `intermediate_size`, biases per `attention_bias`, a wider merger.
     Ocr,
+    /// `Glm5NextVisionModel`: GLM-OCR's tower with clamped SwiGLUs (`swiglu_limit`) in the
+    /// blocks and the merger, whose width is `projection_intermediate_size`.
+    Next,
 }
 
 impl GlmVariant {
@@ -77,13 +90,15 @@ impl GlmVariant {
         Ok(match self {
             GlmVariant::Glm4v | GlmVariant::Glm4vMoe => GlmTower::Glm4v,
             GlmVariant::GlmOcr => GlmTower::Ocr,
+            GlmVariant::Glm5Next => GlmTower::Next,
             GlmVariant::Glm46v => match vision.string("model_type")?.as_deref() {
                 None | Some("glm4v_vision") | Some("glm4v_moe_vision") => GlmTower::Glm4v,
                 Some("glm_ocr_vision") => GlmTower::Ocr,
+                Some("glm5_next_vision") => GlmTower::Next,
                 Some(other) => {
                     return Err(Error::bad_config(format!(
                         "{}: model_type `{other}` is not supported for glm46v (supported: \
-                         glm4v_vision, glm4v_moe_vision, glm_ocr_vision)",
+                         glm4v_vision, glm4v_moe_vision, glm_ocr_vision, glm5_next_vision)",
                         vision.location()
                     )))
                 }
@@ -95,13 +110,15 @@ impl GlmVariant {
     fn default_tokens(self, tower: GlmTower) -> [i64; 3] {
         match (self, tower) {
             (GlmVariant::GlmOcr, _) => [59280, 59256, 59257],
+            (GlmVariant::Glm5Next, _) => [154854, 154830, 154831],
             (GlmVariant::Glm4vMoe, _) => [151363, 151339, 151340],
             _ => [151343, 151339, 151340],
         }
     }
 }
 
-/// The vision config (`Glm4vVisionConfig` / `GlmOcrVisionConfig` of transformers 5.23).
+/// The vision config (`Glm4vVisionConfig` / `GlmOcrVisionConfig` / `Glm5NextVisionConfig` of
+/// transformers 5.23).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GlmVisionConfig {
     pub tower: GlmTower,
@@ -110,8 +127,12 @@ pub struct GlmVisionConfig {
     pub dim: usize,
     pub num_heads: usize,
     /// `intermediate_size`: the merger's SwiGLU width (GLM-4.1V) or the blocks' MLP width
-    /// (GLM-OCR).
+    /// (GLM-OCR, GLM-5.x Next).
     pub intermediate_size: usize,
+    /// GLM-5.x Next: the merger's SwiGLU width (`projection_intermediate_size`, default 10240).
+    pub projection_size: usize,
+    /// GLM-5.x Next: the clamp of every SwiGLU's inputs (`swiglu_limit`, default 10).
+    pub swiglu_limit: Option<f64>,
     /// Downsample and merger width = the language model's (`out_hidden_size`).
     pub out_dim: usize,
     pub geometry: PatchGeometry,
@@ -129,7 +150,7 @@ impl GlmVisionConfig {
         // (hidden_size, attention_bias, num_heads, out_hidden_size, intermediate_size)
         let defaults = match tower {
             GlmTower::Glm4v => (1536, false, 12, 4096, 13696),
-            GlmTower::Ocr => (1024, true, 16, 1536, 4096),
+            GlmTower::Ocr | GlmTower::Next => (1024, true, 16, 1536, 4096),
         };
         let depth = v.positive_or(v.aliased(&["depth", "num_hidden_layers"]), 24, MAX_LAYERS)?;
         let num_heads = v.positive_or(
@@ -140,40 +161,25 @@ impl GlmVisionConfig {
         let dim = v.positive_or("hidden_size", defaults.0, MAX_DIM)?;
         check_channels_and_heads(v, dim, num_heads)?;
         let patch_size = v.positive_or("patch_size", 14, 1024)?;
-        let image_size = match v.value("image_size") {
-            None => 336,
-            Some(serde_json::Value::Number(_)) => v.positive_or("image_size", 336, 1 << 20)?,
-            Some(other) => {
-                return Err(Error::bad_config(format!(
-                    "{}: image_size {other} is not supported (the position table is \
-                     (image_size // patch_size)² rows: an integer)",
-                    v.location()
-                )))
-            }
+        let position_side = match tower {
+            GlmTower::Glm4v => position_side(v, patch_size)?,
+            GlmTower::Ocr | GlmTower::Next => 0,
         };
-        let position_side = image_size / patch_size;
-        if tower == GlmTower::Glm4v
-            && (position_side == 0 || position_side * position_side > MAX_POSITIONS)
-        {
-            return Err(Error::bad_config(format!(
-                "{}: image_size {image_size} / patch_size {patch_size} gives a position table \
-                 of side {position_side}",
-                v.location()
-            )));
-        }
-        let rms_norm_eps = v.f64_or("rms_norm_eps", 1e-5)?;
-        if !(rms_norm_eps > 0.0 && rms_norm_eps.is_finite()) {
-            return Err(Error::bad_config(format!(
-                "{}: rms_norm_eps {rms_norm_eps} must be a positive number",
-                v.location()
-            )));
-        }
+        let (projection_size, swiglu_limit) = match tower {
+            GlmTower::Next => (
+                v.positive_or("projection_intermediate_size", 10240, MAX_DIM * 8)?,
+                Some(positive_f64(v, "swiglu_limit", 10.0)?),
+            ),
+            GlmTower::Glm4v | GlmTower::Ocr => (0, None),
+        };
         Ok(GlmVisionConfig {
             tower,
             depth,
             dim,
             num_heads,
             intermediate_size: v.positive_or("intermediate_size", defaults.4, MAX_DIM * 8)?,
+            projection_size,
+            swiglu_limit,
             out_dim: v.positive_or("out_hidden_size", defaults.3, MAX_DIM)?,
             geometry: PatchGeometry {
                 patch_size,
@@ -182,7 +188,7 @@ impl GlmVisionConfig {
             },
             act: Activation::from_name(&v.string_or("hidden_act", "silu")?)?,
             rope_theta: axial_rope_theta(v, ROPE_PARAMETERS_FIRST)?,
-            rms_norm_eps,
+            rms_norm_eps: positive_f64(v, "rms_norm_eps", 1e-5)?,
             attention_bias: v.bool_or("attention_bias", defaults.1)?,
             position_side,
         })
@@ -196,18 +202,55 @@ impl GlmVisionConfig {
     fn mlp(&self) -> (usize, bool) {
         match self.tower {
             GlmTower::Glm4v => (self.out_dim, false),
-            GlmTower::Ocr => (self.intermediate_size, self.attention_bias),
+            GlmTower::Ocr | GlmTower::Next => (self.intermediate_size, self.attention_bias),
         }
     }
 
-    /// The merger's SwiGLU width (`context_dim`): `intermediate_size`, or GLM-OCR's
-    /// `out_hidden_size * in_channels` (3).
+    /// The merger's SwiGLU width (`context_dim`): `intermediate_size`, GLM-OCR's
+    /// `out_hidden_size * in_channels` (3), or GLM-5.x Next's `projection_intermediate_size`.
     fn merger_width(&self) -> usize {
         match self.tower {
             GlmTower::Glm4v => self.intermediate_size,
             GlmTower::Ocr => self.out_dim * 3,
+            GlmTower::Next => self.projection_size,
         }
     }
+}
+
+/// GLM-4.1V's position table side, `image_size / patch_size` (`image_size` an integer).
+fn position_side(v: &ConfigObject, patch_size: usize) -> Result<usize> {
+    let image_size = match v.value("image_size") {
+        None => 336,
+        Some(serde_json::Value::Number(_)) => v.positive_or("image_size", 336, 1 << 20)?,
+        Some(other) => {
+            return Err(Error::bad_config(format!(
+                "{}: image_size {other} is not supported (the position table is \
+                 (image_size // patch_size)² rows: an integer)",
+                v.location()
+            )))
+        }
+    };
+    let side = image_size / patch_size;
+    if side == 0 || side * side > MAX_POSITIONS {
+        return Err(Error::bad_config(format!(
+            "{}: image_size {image_size} / patch_size {patch_size} gives a position table \
+             of side {side}",
+            v.location()
+        )));
+    }
+    Ok(side)
+}
+
+/// A positive finite number (`default` when absent).
+fn positive_f64(v: &ConfigObject, key: &str, default: f64) -> Result<f64> {
+    let x = v.f64_or(key, default)?;
+    if !(x > 0.0 && x.is_finite()) {
+        return Err(Error::bad_config(format!(
+            "{}: {key} {x} must be a positive number",
+            v.location()
+        )));
+    }
+    Ok(x)
 }
 
 struct Block {
@@ -224,7 +267,8 @@ impl Block {
     fn load(l: &Loader, c: &GlmVisionConfig) -> Result<Block> {
         let (d, eps) = (c.dim, c.rms_norm_eps);
         let (mlp_width, mlp_bias) = c.mlp();
-        let ocr = c.tower == GlmTower::Ocr;
+        // GLM-OCR's and GLM-5.x Next's: q / k norms, a proj bias per attention_bias.
+        let ocr = c.tower != GlmTower::Glm4v;
         let qk_norm = if ocr {
             Some((
                 l.rms_norm("attn.q_norm", c.head_dim(), eps)?,
@@ -233,18 +277,23 @@ impl Block {
         } else {
             None
         };
+        let mlp = l.gated_mlp("mlp", d, mlp_width, mlp_bias, c.act)?;
         Ok(Block {
             norm1: l.rms_norm("norm1", d, eps)?,
             qkv: l.linear("attn.qkv", d, 3 * d, c.attention_bias)?,
             qk_norm,
             proj: l.linear("attn.proj", d, d, ocr && c.attention_bias)?,
             norm2: l.rms_norm("norm2", d, eps)?,
-            mlp: l.gated_mlp("mlp", d, mlp_width, mlp_bias, c.act)?,
+            mlp: match c.swiglu_limit {
+                Some(limit) => mlp.clamped(limit),
+                None => mlp,
+            },
         })
     }
 }
 
-/// `Glm4vVisionPatchMerger`: `down(act(gate(h)) · up(h))` with `h = gelu(norm(proj(x)))`.
+/// `Glm4vVisionPatchMerger`: `down(act(gate(h)) · up(h))` with `h = gelu(norm(proj(x)))`
+/// (GLM-5.x Next: gate and up clamped first).
 struct Merger {
     proj: Linear,
     norm: LayerNorm,
@@ -252,6 +301,7 @@ struct Merger {
     down: Linear,
     width: usize,
     act: Activation,
+    limit: Option<f64>,
 }
 
 impl Merger {
@@ -267,12 +317,17 @@ impl Merger {
             down: l.linear("down_proj", w, o, false)?,
             width: w,
             act: c.act,
+            limit: c.swiglu_limit,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.norm.forward(&self.proj.forward(x)?)?.gelu_erf()?;
-        let h = act_mul(&self.gate_up.forward(&h)?, self.width, self.act)?;
+        let gu = self.gate_up.forward(&h)?;
+        let h = match self.limit {
+            Some(limit) => act_mul_clamped(&gu, self.width, self.act, limit)?,
+            None => act_mul(&gu, self.width, self.act)?,
+        };
         self.down.forward(&h)
     }
 }
@@ -368,7 +423,7 @@ impl GlmVisionTower {
         let patch_embed = Linear::new(w.reshape((d, g.patch_dim()))?, Some(b))?;
         let positions = match c.tower {
             GlmTower::Glm4v => Some(Positions::load(loader, c)?),
-            GlmTower::Ocr => None,
+            GlmTower::Ocr | GlmTower::Next => None,
         };
         let blocks = (0..c.depth)
             .map(|i| Block::load(&loader.sub(&format!("blocks.{i}")), c))
@@ -473,11 +528,42 @@ fn check_text_width(files: &ModelFiles, out_dim: usize) -> Result<()> {
     }
 }
 
+/// The image processor of a model type.
+enum GlmProcessor {
+    /// `Glm4vImageProcessor` / `Glm46VImageProcessor` (`preprocess::glm4v`).
+    Glm4v(QwenImageProcessor),
+    /// `Glm5NextImageProcessor`.
+    Next(Glm5NextImageProcessor),
+}
+
+impl GlmProcessor {
+    fn load(pre: &ConfigObject, variant: GlmVariant, geometry: PatchGeometry) -> Result<Self> {
+        Ok(match variant {
+            GlmVariant::Glm5Next => {
+                GlmProcessor::Next(Glm5NextImageProcessor::from_config(pre, geometry)?)
+            }
+            _ => GlmProcessor::Glm4v(crate::preprocess::glm4v::processor(pre, geometry)?),
+        })
+    }
+
+    /// The side of the largest square image it produces and its patch count.
+    fn largest(&self, g: PatchGeometry) -> (usize, usize) {
+        let f = g.factor();
+        let frame_pixels = match self {
+            // The bounds count the frames.
+            GlmProcessor::Glm4v(p) => p.max_pixels / g.temporal_patch_size,
+            GlmProcessor::Next(p) => p.max_tokens.saturating_mul(f * f),
+        };
+        let side = ((frame_pixels as f64).sqrt() as usize / f * f).max(f);
+        (side, (frame_pixels / (g.patch_size * g.patch_size)).max(1))
+    }
+}
+
 /// A GLM-4.xV model: tower, projector and preprocessing.
 pub struct GlmVlModel {
     info: ModelInfo,
     tower: GlmVisionTower,
-    processor: QwenImageProcessor,
+    processor: GlmProcessor,
     dtype: DType,
     device: Device,
 }
@@ -498,7 +584,7 @@ impl GlmVlModel {
         let tower_kind = variant.tower(&vision)?;
         let config = GlmVisionConfig::from_config(&vision, tower_kind)?;
         check_text_width(files, config.out_dim)?;
-        let processor = crate::preprocess::glm4v::processor(&files.preprocessor, config.geometry)?;
+        let processor = GlmProcessor::load(&files.preprocessor, variant, config.geometry)?;
         let tower = GlmVisionTower::load(&Loader::new(weights, "visual.", dtype, device), &config)?;
         let defaults = variant.default_tokens(tower_kind);
         let token = |key: &str, default: i64| -> Result<Option<i64>> {
@@ -511,15 +597,14 @@ impl GlmVlModel {
             image_break: None,
         };
         let g = config.geometry;
-        let f = g.factor();
-        // The largest square image the processor produces (its bounds count the frames).
-        let frame_pixels = processor.max_pixels / g.temporal_patch_size;
-        let side = ((frame_pixels as f64).sqrt() as usize / f * f).max(f);
-        let max_patches = (frame_pixels / (g.patch_size * g.patch_size)).max(1);
+        let (side, max_patches) = processor.largest(g);
         let width = (4 * config.dim).max(config.mlp().0);
         let per_image = max_patches.saturating_mul(width).saturating_mul(16);
         let info = ModelInfo {
-            family: "glm4v",
+            family: match variant {
+                GlmVariant::Glm5Next => "glm5_next",
+                _ => "glm4v",
+            },
             model_type: files.model_type()?,
             output_dim: config.out_dim,
             vision_dim: config.dim,
@@ -541,7 +626,42 @@ impl GlmVlModel {
 }
 
 impl VisionModel for GlmVlModel {
-    qwen_image_methods!();
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn preprocess(&self, image: &RgbImage, limits: &Limits) -> Result<Pixels> {
+        match &self.processor {
+            GlmProcessor::Glm4v(p) => p.process(image, limits),
+            GlmProcessor::Next(p) => p.process(image, limits),
+        }
+    }
+
+    fn preprocess_with(
+        &self,
+        image: &RgbImage,
+        o: &PreprocessOptions,
+        l: &Limits,
+    ) -> Result<Pixels> {
+        match &self.processor {
+            GlmProcessor::Glm4v(p) => p.process_with(image, o, l),
+            GlmProcessor::Next(p) => {
+                crate::models::refuse_gemma_knobs(self.info.family, o)?;
+                p.process_with(image, o, l)
+            }
+        }
+    }
+
+    fn size_knobs(&self) -> &'static [&'static str] {
+        match &self.processor {
+            GlmProcessor::Glm4v(_) => &["min_pixels", "max_pixels", "max_tokens"],
+            GlmProcessor::Next(_) => &["max_tokens"],
+        }
+    }
+
+    fn spatial_merge_size(&self) -> usize {
+        self.tower.config.geometry.merge_size
+    }
 
     qwen_packed_forward!();
 }
@@ -571,6 +691,29 @@ mod tests {
         let c = GlmVisionConfig::from_config(&parse("{}"), GlmTower::Ocr).unwrap();
         assert_eq!((c.dim, c.num_heads, c.out_dim), (1024, 16, 1536));
         assert_eq!((c.mlp(), c.merger_width()), ((4096, true), 4608));
+        assert_eq!(c.swiglu_limit, None);
+        // Glm5NextVisionConfig: GLM-OCR's sizes, merger 10240 wide, clamp 10.
+        let c = GlmVisionConfig::from_config(&parse("{}"), GlmTower::Next).unwrap();
+        assert_eq!(
+            (c.depth, c.dim, c.num_heads, c.out_dim),
+            (24, 1024, 16, 1536)
+        );
+        assert_eq!((c.mlp(), c.merger_width()), ((4096, true), 10240));
+        assert_eq!((c.swiglu_limit, c.rope_theta), (Some(10.0), 10000.0));
+        let c = GlmVisionConfig::from_config(
+            &parse(
+                r#"{"num_attention_heads": 4, "num_hidden_layers": 3, "image_size": [336, 336],
+                    "swiglu_limit": 7, "rope_parameters": {"rope_type": "axial", "rope_theta": 500}}"#,
+            ),
+            GlmTower::Next,
+        )
+        .unwrap();
+        assert_eq!((c.num_heads, c.depth), (4, 3));
+        assert_eq!((c.swiglu_limit, c.rope_theta), (Some(7.0), 500.0));
+        for bad in [r#"{"swiglu_limit": 0}"#, r#"{"swiglu_limit": -1.5}"#] {
+            let e = GlmVisionConfig::from_config(&parse(bad), GlmTower::Next).unwrap_err();
+            assert!(e.message().contains("swiglu_limit"), "{bad}: {e}");
+        }
         let t = |s: &str| GlmVariant::Glm46v.tower(&parse(s));
         assert_eq!(t("{}").unwrap(), GlmTower::Glm4v);
         assert_eq!(
@@ -581,8 +724,12 @@ mod tests {
             t(r#"{"model_type": "glm_ocr_vision"}"#).unwrap(),
             GlmTower::Ocr
         );
-        let e = t(r#"{"model_type": "glm5_next_vision"}"#).unwrap_err();
-        assert!(e.message().contains("glm5_next_vision"), "{e}");
+        assert_eq!(
+            t(r#"{"model_type": "glm5_next_vision"}"#).unwrap(),
+            GlmTower::Next
+        );
+        let e = t(r#"{"model_type": "siglip_vision_model"}"#).unwrap_err();
+        assert!(e.message().contains("siglip_vision_model"), "{e}");
         // glm4v's config class is fixed: a vision model_type in the file does not change it.
         assert_eq!(
             GlmVariant::Glm4v

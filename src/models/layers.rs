@@ -442,6 +442,8 @@ pub struct GatedMlp {
     down: Linear,
     act: Activation,
     hidden: usize,
+    /// Clamp of the SwiGLU inputs ([`GatedMlp::clamped`]).
+    limit: Option<f64>,
 }
 
 impl GatedMlp {
@@ -474,13 +476,27 @@ impl GatedMlp {
             down: loader.linear(down, hidden, dim, bias)?,
             act,
             hidden,
+            limit: None,
         })
+    }
+
+    /// This MLP with its inputs clamped before the activation ([`fused::act_mul_clamped`]:
+    /// gate at most `limit`, up within `±limit`; GLM-5.x Next's `swiglu_limit`).
+    pub fn clamped(self, limit: f64) -> GatedMlp {
+        GatedMlp {
+            limit: Some(limit),
+            ..self
+        }
     }
 
     /// `residual + mlp(x)` over the last dimension of `x`, the residual add fused into the
     /// last projection.
     pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        let h = fused::act_mul(&self.gate_up.forward(x)?, self.hidden, self.act)?;
+        let gu = self.gate_up.forward(x)?;
+        let h = match self.limit {
+            Some(limit) => fused::act_mul_clamped(&gu, self.hidden, self.act, limit)?,
+            None => fused::act_mul(&gu, self.hidden, self.act)?,
+        };
         self.down.forward_add(&h, residual)
     }
 }

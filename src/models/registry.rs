@@ -134,6 +134,7 @@ pub const FAMILIES: &[(&str, LoadFn)] = &[
     ("glm4v_moe", load!(GlmVlModel::load, GlmVariant::Glm4vMoe)),
     ("glm46v", load!(GlmVlModel::load, GlmVariant::Glm46v)),
     ("glm_ocr", load!(GlmVlModel::load, GlmVariant::GlmOcr)),
+    ("glm5_next", load!(GlmVlModel::load, GlmVariant::Glm5Next)),
     // Kimi K2.5: MoonViT and its projector (the language model's tensors are never read).
     ("kimi_k25", load!(KimiK25Model::load)),
     // PaddleOCR-VL: a SigLIP tower with 2-D rotary embeddings and its own projector.

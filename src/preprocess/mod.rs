@@ -8,6 +8,7 @@ pub mod gemma3;
 pub mod gemma4;
 pub mod gemma4_video;
 pub mod glm4v;
+pub mod glm5_next;
 pub mod got_ocr2;
 pub mod idefics3;
 pub mod kimi_k25;
