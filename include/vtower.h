@@ -748,9 +748,9 @@ void vt_free(struct vt_model *model);
  * "pixtral" (also Mistral3 and Mistral Large 4), "qwen2_vl", "qwen2_5_vl", "qwen3_vl",
  * "qwen3_5" (also Qwen4-Exp), "internvl", "aya_vision", "llava_next" (also LLaVA-NeXT-Video
  * and LLaVA-OneVision), "idefics3", "smolvlm", "glm4v" (model types `glm4v`, `glm4v_moe`,
- * `glm46v`, `glm_ocr`: GLM-4.1V, GLM-4.5V, GLM-4.6V, GLM-OCR), "lfm2_vl" (LFM2-VL),
- * "kimi_k25" (Kimi K2.5), "paddleocr_vl" (PaddleOCR-VL). A static string; NULL if `model`
- * is NULL. Any thread.
+ * `glm46v`, `glm_ocr`: GLM-4.1V, GLM-4.5V, GLM-4.6V, GLM-OCR), "glm5_next" (GLM-5.x Next),
+ * "lfm2_vl" (LFM2-VL), "kimi_k25" (Kimi K2.5), "paddleocr_vl" (PaddleOCR-VL). A static
+ * string; NULL if `model` is NULL. Any thread.
  */
 const char *vt_model_family(const struct vt_model *model);
 
