@@ -21,8 +21,8 @@ use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::{
-    bf16_bits, bf16_pairs, detected, isa, pair, tile, Aligned, Call, Elem, Isa, Lhs, Slots, PANEL,
-    TILE_PAIRS,
+    bf16_bits, bf16_elem, bf16_pairs, bf16_wide, detected, isa, pair, tile, Aligned, Call, Elem,
+    Isa, Lhs, Slots, PANEL, TILE_PAIRS,
 };
 use crate::error::{Error, Result};
 use crate::models::kernels::exp;
@@ -44,9 +44,17 @@ impl Precision {
             Precision::Bf16 => k.div_ceil(2),
         }
     }
+
+    /// The products' operand format at `level`.
+    fn elem(self, level: Isa) -> Elem {
+        match self {
+            Precision::F32 => Elem::F32,
+            Precision::Bf16 => bf16_elem(level),
+        }
+    }
 }
 
-/// Queries per task (a multiple of every level's tile rows, 12 and 4).
+/// Queries per task (a multiple of every level's tile rows: 12, 6 and 4).
 const QUERY_BLOCK: usize = 96;
 
 /// Keys per step of a task (a multiple of two panels).
@@ -105,17 +113,18 @@ impl Panels {
     }
 }
 
-/// `x` as slots of `precision` (f32 bits, or bf16 pairs of consecutive values, the last one
-/// zero-padded when `x` has an odd length).
+/// `x` as left-operand slots of `elem` (f32 bits, bf16 pairs of consecutive values, or
+/// those pairs widened; an odd length's last value pairs with zero).
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "aarch64+neon"))]
-fn to_slots(precision: Precision, x: &[f32], out: &mut [u32]) {
-    match precision {
-        Precision::F32 => {
+fn to_slots(elem: Elem, x: &[f32], out: &mut [u32]) {
+    match elem {
+        Elem::F32 => {
             for (o, v) in out.iter_mut().zip(x) {
                 *o = v.to_bits();
             }
         }
-        Precision::Bf16 => bf16_pairs(x, out),
+        Elem::Bf16 => bf16_pairs(x, out),
+        Elem::Bf16Wide => bf16_wide(x, out),
     }
 }
 
@@ -123,7 +132,7 @@ fn to_slots(precision: Precision, x: &[f32], out: &mut [u32]) {
 /// row) writing rows of `out` at stride `ldc`.
 #[allow(clippy::too_many_arguments)]
 fn product(
-    precision: Precision,
+    elem: Elem,
     level: Isa,
     a: Slots<'_>,
     row_stride: usize,
@@ -136,10 +145,7 @@ fn product(
     accumulate: bool,
 ) {
     let call = Call {
-        elem: match precision {
-            Precision::F32 => Elem::F32,
-            Precision::Bf16 => Elem::Bf16,
-        },
+        elem,
         a: Lhs {
             data: a,
             row_stride,
@@ -455,20 +461,27 @@ fn query_block(
     out: &mut [f32],
 ) -> Result<()> {
     let rows = q.len() / d;
-    let mr = level.rows();
+    let elem = precision.elem(level);
+    let mr = level.rows_for(elem);
     let tiles = rows.div_ceil(mr);
     let dslots = precision.slots(d);
+    // Left-operand slots per row of the queries and of the probabilities.
+    let (qstride, pstride) = (
+        dslots * elem.a_slots(),
+        precision.slots(KEY_BLOCK) * elem.a_slots(),
+    );
     let dpanels = d.div_ceil(PANEL);
     // The output rows, `dpad` wide (whole pairs of panels).
     let dpad = dpanels.div_ceil(2) * 2 * PANEL;
     let mut o = crate::preprocess::limits::try_filled(tiles * mr * dpad, 0f32, "attention")?;
-    // bf16: the queries and each block's probabilities rounded to pairs; f32: read as they are.
+    // bf16: the queries and each block's probabilities rounded to pairs (widened on AVX2);
+    // f32: read as they are.
     let bf16 = precision == Precision::Bf16;
     let mut qs = Vec::new();
     if bf16 {
-        qs = crate::preprocess::limits::try_filled(rows * dslots, 0u32, "attention")?;
-        for (row, slots) in q.chunks_exact(d).zip(qs.chunks_exact_mut(dslots)) {
-            to_slots(precision, row, slots);
+        qs = crate::preprocess::limits::try_filled(rows * qstride, 0u32, "attention")?;
+        for (row, slots) in q.chunks_exact(d).zip(qs.chunks_exact_mut(qstride)) {
+            to_slots(elem, row, slots);
         }
     }
     let mut m = vec![f32::NEG_INFINITY; rows];
@@ -476,7 +489,6 @@ fn query_block(
     let mut alpha = vec![0f32; mr];
     // Scores of one row tile and key block, rows `KEY_BLOCK` apart; then the probabilities.
     let mut s = vec![0f32; mr * KEY_BLOCK];
-    let pstride = precision.slots(KEY_BLOCK);
     let mut ps = vec![0u32; if bf16 { mr * pstride } else { 0 }];
     for j0 in (0..len).step_by(KEY_BLOCK) {
         let kb = KEY_BLOCK.min(len - j0);
@@ -488,7 +500,7 @@ fn query_block(
             let r0 = t * mr;
             let nr = mr.min(rows - r0);
             let a = if bf16 {
-                Slots::Bits(&qs[r0 * dslots..(r0 + nr) * dslots])
+                Slots::Bits(&qs[r0 * qstride..(r0 + nr) * qstride])
             } else {
                 Slots::F32(&q[r0 * d..(r0 + nr) * d])
             };
@@ -502,7 +514,7 @@ fn query_block(
                 let c0 = p * PANEL - j0;
                 let sc = &mut s[c0..];
                 product(
-                    precision, level, a, dslots, nr, dslots, b0, b1, sc, KEY_BLOCK, false,
+                    elem, level, a, qstride, nr, dslots, b0, b1, sc, KEY_BLOCK, false,
                 );
                 p += if two { 2 } else { 1 };
             }
@@ -525,7 +537,7 @@ fn query_block(
             let pa = if bf16 {
                 for r in 0..nr {
                     let row = &s[r * KEY_BLOCK..r * KEY_BLOCK + kb];
-                    to_slots(precision, row, &mut ps[r * pstride..][..kslots]);
+                    to_slots(elem, row, &mut ps[r * pstride..][..kslots * elem.a_slots()]);
                 }
                 Slots::Bits(&ps)
             } else {
@@ -539,7 +551,7 @@ fn query_block(
                 let b1 = two.then(|| vp.panel(pd + 1, s0, s0 + kslots));
                 let acc = &mut o[r0 * dpad + pd * PANEL..];
                 product(
-                    precision, level, pa, pstride, nr, kslots, b0, b1, acc, dpad, true,
+                    elem, level, pa, pstride, nr, kslots, b0, b1, acc, dpad, true,
                 );
                 pd += 2;
             }

@@ -8,8 +8,9 @@
 //! ([`isa`]): AMX (`tdpbf16ps` on 16×16 tiles of f32 accumulators; Linux grants the tile
 //! state once per process through `arch_prctl(ARCH_REQ_XCOMP_PERM)`, and without that grant
 //! the level is not used), AVX512-BF16 (`vdpbf16ps`, two products per lane and
-//! instruction), AVX-512F (bf16 widened to f32, FMA), AVX2+FMA (the same on 8 lanes), or
-//! portable scalar code. The environment variable `VTOWER_CPU_ISA` (`amx`, `avx512bf16`,
+//! instruction), AVX-512F (bf16 widened to f32, FMA), AVX2+FMA (8 lanes: the activations
+//! rounded to bf16 and widened back to f32 once per call, the weights' pairs split into f32
+//! halves in registers, 6 × 16 tiles, the inner loop in assembly), or portable scalar code. The environment variable `VTOWER_CPU_ISA` (`amx`, `avx512bf16`,
 //! `avx512`, `avx2` or `scalar`) caps the level (a level the CPU lacks is never used; an
 //! unknown value is ignored with a warning). At the AMX level the GEMM and the bf16
 //! attention's two products run on tiles (the attention's softmax on AVX-512); f32 attention
@@ -48,7 +49,7 @@ pub const PANEL: usize = 16;
 pub enum Isa {
     /// Portable Rust, no SIMD intrinsics.
     Scalar,
-    /// AVX2 + FMA: bf16 widened to f32, 8 lanes.
+    /// AVX2 + FMA: bf16 widened to f32, 8 lanes (`A` widened when packed).
     Avx2,
     /// AVX-512F: bf16 widened to f32, 16 lanes.
     Avx512,
@@ -95,6 +96,16 @@ impl Isa {
         match self {
             Isa::Amx | Isa::Avx512Bf16 | Isa::Avx512 => 12,
             Isa::Avx2 | Isa::Scalar => 4,
+        }
+    }
+
+    /// Rows of `A` one micro-kernel call on operands of `elem` covers: AVX2 keeps 6 rows × 16
+    /// columns of accumulators in its 16 registers when `A`'s values are broadcast straight
+    /// from memory (f32, or bf16 widened), 4 when its pairs are split in registers.
+    fn rows_for(self, elem: Elem) -> usize {
+        match (self, elem) {
+            (Isa::Avx2, Elem::Bf16Wide | Elem::F32) => 6,
+            _ => self.rows(),
         }
     }
 }
@@ -386,6 +397,56 @@ fn pack_a(a: &[f32], m: usize, k: usize, stride: usize, rows: usize) -> Result<A
     Ok(out)
 }
 
+/// `A` `[m, k]` f32 rounded to bf16 and widened back to f32 for [`Elem::Bf16Wide`]: `m` rows
+/// of `2 · ceil(k / 2)` slots, per pair of `k` the odd `k`'s value, then the even one's
+/// (zero past `k`), starting a cache line.
+fn pack_a_wide(a: &[f32], m: usize, k: usize) -> Result<Aligned> {
+    let kp = k.div_ceil(2);
+    let stride = 2 * kp;
+    let len = m
+        .checked_mul(stride)
+        .ok_or_else(|| crate::error::Error::compute("bf16 activations too large"))?;
+    let mut out = Aligned::zeroed(len, "bf16 activations")?;
+    if kp == 0 {
+        return Ok(out);
+    }
+    let rows_per_task = (16384 / stride).max(1);
+    out.par_chunks_mut(rows_per_task * stride)
+        .zip(a.par_chunks(rows_per_task * k))
+        .for_each(|(o, x)| {
+            for (orow, xrow) in o.chunks_exact_mut(stride).zip(x.chunks_exact(k)) {
+                bf16_wide(xrow, orow);
+            }
+        });
+    Ok(out)
+}
+
+/// `x` rounded to bf16 and widened back, as the slots of [`Elem::Bf16Wide`]: per pair the
+/// odd value's bits, then the even one's (an odd length's last value pairs with zero).
+fn bf16_wide(x: &[f32], out: &mut [u32]) {
+    let widened = |x: f32| (bf16_bits(x) as u32) << 16;
+    let pairs = x.chunks_exact(2);
+    if let [last] = pairs.remainder() {
+        let at = x.len() / 2 * 2;
+        out[at] = 0;
+        out[at + 1] = widened(*last);
+    }
+    for (o, p) in out.chunks_exact_mut(2).zip(pairs) {
+        o[0] = widened(p[1]);
+        o[1] = widened(p[0]);
+    }
+}
+
+/// The operand format of the bf16 products at `level`: [`Elem::Bf16Wide`] where the level has
+/// no bf16 dot product and its kernels widen (AVX2), pairs elsewhere.
+fn bf16_elem(level: Isa) -> Elem {
+    if level == Isa::Avx2 {
+        Elem::Bf16Wide
+    } else {
+        Elem::Bf16
+    }
+}
+
 /// What the slots of the operands hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Elem {
@@ -393,6 +454,20 @@ enum Elem {
     Bf16,
     /// One f32 value (its bits).
     F32,
+    /// `B` as [`Elem::Bf16`]; `A` widened: each pair of `k` as two f32 slots holding the
+    /// bf16-rounded values, the odd `k`'s first (the order the products are added in), so
+    /// that a kernel broadcasts them straight from memory.
+    Bf16Wide,
+}
+
+impl Elem {
+    /// Slots of `A` per pair of `k` (per `k` for f32).
+    fn a_slots(self) -> usize {
+        match self {
+            Elem::Bf16Wide => 2,
+            Elem::Bf16 | Elem::F32 => 1,
+        }
+    }
 }
 
 /// The left operand of a micro-kernel call: slot `q` of row `r` at
@@ -459,10 +534,11 @@ impl Call<'_> {
     /// x86 kernels rely on it).
     fn check(&self, isa: Isa, out_len: usize) {
         assert!(
-            (1..=isa.rows()).contains(&self.rows) && self.slots >= 1,
+            (1..=isa.rows_for(self.elem)).contains(&self.rows) && self.slots >= 1,
             "micro-kernel shape"
         );
-        let last_a = (self.rows - 1) * self.a.row_stride + (self.slots - 1) * self.a.slot_stride;
+        let last_a = (self.rows - 1) * self.a.row_stride
+            + (self.slots * self.elem.a_slots() - 1) * self.a.slot_stride;
         assert!(last_a < self.a.data.len(), "micro-kernel A");
         assert_eq!(self.b0.len(), self.slots * PANEL, "micro-kernel B");
         assert!(
@@ -524,6 +600,15 @@ fn tile_scalar(isa: Isa, call: Call<'_>, out: &mut [f32]) {
                             *s = av.mul_add(f32::from_bits(b[q * PANEL + j]), *s);
                         }
                     }
+                    Elem::Bf16Wide => {
+                        let (a_hi, a_lo) =
+                            (f32::from_bits(a(r, 2 * q)), f32::from_bits(a(r, 2 * q + 1)));
+                        for (j, s) in acc.iter_mut().enumerate() {
+                            let bp = b[q * PANEL + j];
+                            *s += a_hi * hi(bp);
+                            *s += a_lo * lo(bp);
+                        }
+                    }
                 }
             }
             slot.copy_from_slice(&acc);
@@ -563,20 +648,28 @@ pub fn gemm_at(level: Isa, a: &[f32], m: usize, b: &PackedB, c: &mut [f32]) -> R
         return gemm_amx(a, m, b, c);
     }
     let kp = b.kp;
-    let mr = level.rows();
-    let packed = pack_a(a, m, k, kp, m)?;
+    // AVX2 has no bf16 dot product: `A` goes widened to f32 (see `Elem::Bf16Wide`), `B`
+    // is widened in registers.
+    let elem = bf16_elem(level);
+    let per_pair = elem.a_slots();
+    let mr = level.rows_for(elem);
+    let packed = match elem {
+        Elem::Bf16Wide => pack_a_wide(a, m, k)?,
+        _ => pack_a(a, m, k, kp, m)?,
+    };
+    let lda = kp * per_pair;
     // `k` in chunks of `KC_PAIRS` pairs (the partial sums go through `C`, exactly: f32 stored
     // and reloaded), so that a panel's chunk stays in L1 across a row block's tiles; row blocks
     // small enough to stay in the cache across all panels, and enough of them for every thread
     // to get several.
     let kc = kp.min(KC_PAIRS);
     let threads = rayon::current_num_threads().max(1);
-    let by_cache = (A_BLOCK_BYTES / (kc * 4)).max(1);
+    let by_cache = (A_BLOCK_BYTES / (kc * 4 * per_pair)).max(1);
     let by_threads = m.div_ceil(4 * threads);
     let block = by_cache.min(by_threads).max(1).div_ceil(mr) * mr;
     let panels = n.div_ceil(PANEL);
     c.par_chunks_mut(block * n)
-        .zip(packed.par_chunks(block * kp))
+        .zip(packed.par_chunks(block * lda))
         .for_each(|(cblock, ablock)| {
             let rows_here = cblock.len() / n;
             let mut buf = [0f32; 12 * 2 * PANEL];
@@ -594,10 +687,10 @@ pub fn gemm_at(level: Isa, a: &[f32], m: usize, b: &PackedB, c: &mut [f32]) -> R
                     while r0 < rows_here {
                         let rows = mr.min(rows_here - r0);
                         let call = Call {
-                            elem: Elem::Bf16,
+                            elem,
                             a: Lhs {
-                                data: Slots::Bits(&ablock[r0 * kp + q0..]),
-                                row_stride: kp,
+                                data: Slots::Bits(&ablock[r0 * lda + q0 * per_pair..]),
+                                row_stride: lda,
                                 slot_stride: 1,
                             },
                             rows,

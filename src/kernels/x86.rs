@@ -75,6 +75,40 @@ pub(super) fn tile(isa: Isa, call: Call<'_>, out: &mut [f32]) {
     let b1p = b1.map_or(b0p, |b| b.as_ptr());
     let two = b1.is_some();
     match (isa, elem) {
+        // SAFETY: every x86 level here has AVX2 and FMA (`isa.supported()`, asserted);
+        // `call.check` bounds every read (A at `r·rs + s·ks` for `s < 2·slots`, `slots × 16`
+        // per panel) and write (`rows` ≤ 6 rows of 16 or 32 at stride `ldc`); the second
+        // panel's 16 columns start at +16.
+        (_, Elem::Bf16Wide) => unsafe {
+            by_shape!(
+                avx2_wide_tile,
+                rows,
+                false,
+                a,
+                rs,
+                ks,
+                slots,
+                b0p,
+                out,
+                ldc,
+                accumulate
+            );
+            if two {
+                by_shape!(
+                    avx2_wide_tile,
+                    rows,
+                    false,
+                    a,
+                    rs,
+                    ks,
+                    slots,
+                    b1p,
+                    out.add(PANEL),
+                    ldc,
+                    accumulate
+                );
+            }
+        },
         // SAFETY: the CPU has AVX-512F and AVX512-BF16 (`isa.supported()`, asserted), and
         // `call.check` bounds every read (A at `r·rs + q·ks`, `slots × 16` per panel) and
         // write (`rows` rows of 16 or 32 at stride `ldc`).
@@ -117,9 +151,10 @@ pub(super) fn tile(isa: Isa, call: Call<'_>, out: &mut [f32]) {
         },
         (Isa::Avx2, _) => {
             // SAFETY: as above, with AVX2 and FMA; each call covers one panel and 16
-            // columns of out (the second panel's start at +16), rows ≤ 4.
+            // columns of out (the second panel's start at +16), rows ≤ 6 (f32) or 4 (pairs).
             unsafe {
                 let f = |b: *const u32, out: *mut f32| match elem {
+                    Elem::Bf16Wide => unreachable!("widened A is matched above"),
                     Elem::Bf16 => {
                         by_shape!(avx2_tile, rows, false, a, rs, ks, slots, b, out, ldc, accumulate)
                     }
@@ -344,6 +379,202 @@ unsafe fn avx2_tile<const R: usize, const TWO: bool>(
         unsafe {
             _mm256_storeu_ps(out.add(r * ldc), acc0[r]);
             _mm256_storeu_ps(out.add(r * ldc + 8), acc1[r]);
+        }
+    }
+}
+
+/// AVX2 + FMA, `A` widened ([`Elem::Bf16Wide`]): one panel (two registers of 8 columns),
+/// `B`'s pairs split into their odd and even halves in registers (one `and`, one shift per 8
+/// columns), `A`'s values broadcast from memory; 6 rows fill the 16 registers (12
+/// accumulators, 2 of `B`, 1 of `A`, the mask).
+///
+/// # Safety
+/// AVX2 and FMA; `a` readable at `r·rs + s·ks` for `r < R`, `s < 2·kp`; `b` for `kp × 16`;
+/// `out` writable for 16 f32 at `r·ldc`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2_wide_tile<const R: usize, const TWO: bool>(
+    a: *const u32,
+    rs: usize,
+    ks: usize,
+    kp: usize,
+    b: *const u32,
+    out: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    let high = _mm256_set1_epi32(0xffff_0000u32 as i32);
+    let mut acc0 = [_mm256_setzero_ps(); R];
+    let mut acc1 = [_mm256_setzero_ps(); R];
+    if accumulate {
+        for r in 0..R {
+            // SAFETY: row r of out has 16 f32 at r·ldc.
+            unsafe {
+                acc0[r] = _mm256_loadu_ps(out.add(r * ldc));
+                acc1[r] = _mm256_loadu_ps(out.add(r * ldc + 8));
+            }
+        }
+    }
+    let a = a.cast::<f32>();
+    if R == 6 && ks == 1 {
+        let mut acc = [[_mm256_setzero_ps(); 2]; 6];
+        for r in 0..6 {
+            acc[r] = [acc0[r], acc1[r]];
+        }
+        // SAFETY: as this function's contract, with R = 6 and ks = 1.
+        unsafe { avx2_wide_6(a, rs, kp, b, high, &mut acc) };
+        for r in 0..6 {
+            [acc0[r], acc1[r]] = acc[r];
+        }
+    } else {
+        for q in 0..kp {
+            // SAFETY: as in the loop below.
+            unsafe { avx2_wide_step::<R>(a, rs, ks, q, b, high, &mut acc0, &mut acc1) };
+        }
+    }
+    for r in 0..R {
+        // SAFETY: row r of out has 16 f32 at r·ldc.
+        unsafe {
+            _mm256_storeu_ps(out.add(r * ldc), acc0[r]);
+            _mm256_storeu_ps(out.add(r * ldc + 8), acc1[r]);
+        }
+    }
+}
+
+/// The inner loop of [`avx2_wide_tile`] for 6 rows of `A` at slot stride 1, as assembly:
+/// compiled code spilled and shuffled the 16 live registers (12 accumulators, 2 of `B`, 1
+/// of `A`, the mask). Per pair: `B`'s odd halves (`vpand`), 6 broadcasts of the odd `k`'s
+/// `A` values, 12 FMAs; then the even halves (`vpslld`), the even `k`'s values, 12 FMAs.
+///
+/// # Safety
+/// AVX2 and FMA; `kp` ≥ 1; `a` readable at `r·rs + s` for `r < 6`, `s < 2·kp`; `b` for
+/// `kp × 16` slots.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2_wide_6(
+    a: *const f32,
+    rs: usize,
+    kp: usize,
+    b: *const u32,
+    high: __m256i,
+    acc: &mut [[__m256; 2]; 6],
+) {
+    let [[mut c0, mut c1], [mut c2, mut c3], [mut c4, mut c5], [mut c6, mut c7], [mut c8, mut c9], [mut c10, mut c11]] =
+        *acc;
+    // SAFETY: every load is inside A's rows (`a`, `a + rs`, `a + 2·rs` and from `a + 3·rs`,
+    // slots `2q`, `2q + 1` for q < kp) or B's kp × 16 slots (64 bytes a pair); kp ≥ 1, so
+    // the loop (a count down to zero) runs kp times; nothing is written to memory.
+    unsafe {
+        asm!(
+            "2:",
+            "vpand ymm13, ymm12, ymmword ptr [{b}]",
+            "vpand ymm14, ymm12, ymmword ptr [{b} + 32]",
+            "vbroadcastss ymm15, dword ptr [{a0}]",
+            "vfmadd231ps ymm0, ymm15, ymm13",
+            "vfmadd231ps ymm1, ymm15, ymm14",
+            "vbroadcastss ymm15, dword ptr [{a0} + {rs}]",
+            "vfmadd231ps ymm2, ymm15, ymm13",
+            "vfmadd231ps ymm3, ymm15, ymm14",
+            "vbroadcastss ymm15, dword ptr [{a0} + 2*{rs}]",
+            "vfmadd231ps ymm4, ymm15, ymm13",
+            "vfmadd231ps ymm5, ymm15, ymm14",
+            "vbroadcastss ymm15, dword ptr [{a3}]",
+            "vfmadd231ps ymm6, ymm15, ymm13",
+            "vfmadd231ps ymm7, ymm15, ymm14",
+            "vbroadcastss ymm15, dword ptr [{a3} + {rs}]",
+            "vfmadd231ps ymm8, ymm15, ymm13",
+            "vfmadd231ps ymm9, ymm15, ymm14",
+            "vbroadcastss ymm15, dword ptr [{a3} + 2*{rs}]",
+            "vfmadd231ps ymm10, ymm15, ymm13",
+            "vfmadd231ps ymm11, ymm15, ymm14",
+            "vmovdqu ymm13, ymmword ptr [{b}]",
+            "vpslld ymm13, ymm13, 16",
+            "vmovdqu ymm14, ymmword ptr [{b} + 32]",
+            "vpslld ymm14, ymm14, 16",
+            "vbroadcastss ymm15, dword ptr [{a0} + 4]",
+            "vfmadd231ps ymm0, ymm15, ymm13",
+            "vfmadd231ps ymm1, ymm15, ymm14",
+            "vbroadcastss ymm15, dword ptr [{a0} + {rs} + 4]",
+            "vfmadd231ps ymm2, ymm15, ymm13",
+            "vfmadd231ps ymm3, ymm15, ymm14",
+            "vbroadcastss ymm15, dword ptr [{a0} + 2*{rs} + 4]",
+            "vfmadd231ps ymm4, ymm15, ymm13",
+            "vfmadd231ps ymm5, ymm15, ymm14",
+            "vbroadcastss ymm15, dword ptr [{a3} + 4]",
+            "vfmadd231ps ymm6, ymm15, ymm13",
+            "vfmadd231ps ymm7, ymm15, ymm14",
+            "vbroadcastss ymm15, dword ptr [{a3} + {rs} + 4]",
+            "vfmadd231ps ymm8, ymm15, ymm13",
+            "vfmadd231ps ymm9, ymm15, ymm14",
+            "vbroadcastss ymm15, dword ptr [{a3} + 2*{rs} + 4]",
+            "vfmadd231ps ymm10, ymm15, ymm13",
+            "vfmadd231ps ymm11, ymm15, ymm14",
+            "add {b}, 64",
+            "add {a0}, 8",
+            "add {a3}, 8",
+            "dec {n}",
+            "jnz 2b",
+            b = inout(reg) b => _,
+            a0 = inout(reg) a => _,
+            a3 = inout(reg) a.add(3 * rs) => _,
+            rs = in(reg) rs * 4,
+            n = inout(reg) kp => _,
+            in("ymm12") high,
+            inout("ymm0") c0,
+            inout("ymm1") c1,
+            inout("ymm2") c2,
+            inout("ymm3") c3,
+            inout("ymm4") c4,
+            inout("ymm5") c5,
+            inout("ymm6") c6,
+            inout("ymm7") c7,
+            inout("ymm8") c8,
+            inout("ymm9") c9,
+            inout("ymm10") c10,
+            inout("ymm11") c11,
+            out("ymm13") _,
+            out("ymm14") _,
+            out("ymm15") _,
+            options(nostack, readonly),
+        );
+    }
+    *acc = [[c0, c1], [c2, c3], [c4, c5], [c6, c7], [c8, c9], [c10, c11]];
+}
+
+/// One pair of `k` of [`avx2_wide_tile`] in compiled code (the rows other than 6, or a slot
+/// stride other than 1).
+///
+/// # Safety
+/// As [`avx2_wide_tile`], for pair `q < kp`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2_wide_step<const R: usize>(
+    a: *const f32,
+    rs: usize,
+    ks: usize,
+    q: usize,
+    b: *const u32,
+    high: __m256i,
+    acc0: &mut [__m256; R],
+    acc1: &mut [__m256; R],
+) {
+    // SAFETY: q < kp: inside the panel's kp × 16 pairs; slots 2q and 2q + 1 of rows
+    // r < R are inside A (see the contract).
+    unsafe {
+        let (p0, p1) = (b.add(q * PANEL).cast(), b.add(q * PANEL + 8).cast());
+        let b0 = _mm256_castsi256_ps(_mm256_and_si256(_mm256_loadu_si256(p0), high));
+        let b1 = _mm256_castsi256_ps(_mm256_and_si256(_mm256_loadu_si256(p1), high));
+        for r in 0..R {
+            let av = _mm256_broadcast_ss(&*a.add(r * rs + 2 * q * ks));
+            acc0[r] = _mm256_fmadd_ps(av, b0, acc0[r]);
+            acc1[r] = _mm256_fmadd_ps(av, b1, acc1[r]);
+        }
+        let b0 = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_loadu_si256(p0)));
+        let b1 = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_loadu_si256(p1)));
+        for r in 0..R {
+            let av = _mm256_broadcast_ss(&*a.add(r * rs + (2 * q + 1) * ks));
+            acc0[r] = _mm256_fmadd_ps(av, b0, acc0[r]);
+            acc1[r] = _mm256_fmadd_ps(av, b1, acc1[r]);
         }
     }
 }
