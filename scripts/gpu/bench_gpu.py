@@ -41,6 +41,9 @@ VTOWER_CPU_ISA allows) on the same checkpoint. Every rel L2 is against HF f32; b
 within 1e-2 (the row also gives HF bf16's own rel L2 to HF f32). On the CPU the first call of each
 side is its first warm-up (with --warm 0, its first timed call): a full-depth 1344 px case costs one
 forward per side and dtype with --iters 1 --warm 0. The header line names the CPU and its flags.
+Every bf16 row also gives vtower bf16 / vtower f32. --no-hf-bf16 leaves PyTorch's bf16 run out (a
+CPU without AVX512-BF16/AMX runs it several times slower than f32): the bf16 rows then time vtower
+alone.
 
 Smoke test without a GPU: --device cpu --layers 1 --iters 1 --warm 0 --batches 1,2; --small
 shrinks every image size (384->224, 896->448, 448->224, 1344->448, 512->256, 1024->512; hidden
@@ -493,6 +496,8 @@ def run_case(args, vt, name, side, build, rows):
     models = {}
     # On the CPU, every dtype's rel L2 is against HF f32 (computed once per batch size).
     f32_ref = {}
+    # vtower's own f32 time per batch size (the bf16 rows' second ratio).
+    vt_f32_ms = {}
     try:
         with tempfile.TemporaryDirectory(prefix="vtower-bench-") as tmp:
             dropped = save_checkpoint(hf, proc, spec["keep"], Path(tmp))
@@ -504,7 +509,10 @@ def run_case(args, vt, name, side, build, rows):
               flush=True)
         for dt in dtypes:
             ours = models[dt]
-            if not on_gpu and dt == "bf16":
+            # --no-hf-bf16: the bf16 rows time vtower only (on a CPU without bf16 instructions
+            # PyTorch's bf16 runs several times slower than its f32).
+            hf_here = on_gpu or dt == "f32" or not args.no_hf_bf16
+            if not on_gpu and dt == "bf16" and hf_here:
                 hf = hf.to(torch.bfloat16)
             hdtype = torch.bfloat16 if (on_gpu or dt == "bf16") else torch.float32
             # CPU f32 must match HF f32 closely (the checkpoint-building smoke test); bf16 is
@@ -526,13 +534,19 @@ def run_case(args, vt, name, side, build, rows):
                         vt_ms = wall_ms(
                             lambda: ours.vt.lib.vt_embeddings_free(ours.forward_raw(imgs)),
                             args.iters, args.warm)
-                    else:
+                    elif hf_here:
                         with torch.inference_mode():
                             ref, hf_ms = timed_first(
                                 lambda: [o.float().numpy() for o in spec["call"](hf, **kw)],
                                 args.iters, args.warm)
                         got, vt_ms = timed_first(lambda: ours.forward(imgs), args.iters,
                                                  args.warm)
+                    else:
+                        ref, hf_ms = f32_ref[batch], None
+                        got, vt_ms = timed_first(lambda: ours.forward(imgs), args.iters,
+                                                 args.warm)
+                    if dt == "f32" and not on_gpu:
+                        vt_f32_ms[batch] = vt_ms
                     if dt == "f32" or on_gpu:
                         f32_ref[batch] = ref
                     base = f32_ref.get(batch)
@@ -543,18 +557,21 @@ def run_case(args, vt, name, side, build, rows):
                         row["warn"] = f"token counts differ: HF {hf_tok} vtower {vt_tok}"
                     else:
                         row["rel_l2"] = max(rel_l2(g, r) for g, r in zip(got, base or ref))
-                        if base is not None and dt == "bf16" and not on_gpu:
+                        if base is not None and dt == "bf16" and not on_gpu and hf_here:
                             row["hf_rel_l2"] = max(rel_l2(h, r) for h, r in zip(ref, base))
                         if tol is not None and row["rel_l2"] > tol:
                             row["warn"] = f"MISMATCH: rel L2 {row['rel_l2']:.3g} > {tol:g}"
                     del ref, got
                     flops = spec["flops"] * batch
-                    row.update({"hf_ms_per_image": round(hf_ms / batch, 3),
-                                "vtower_ms_per_image": round(vt_ms / batch, 3),
-                                "ratio_vtower_over_hf": round(vt_ms / hf_ms, 3),
+                    row.update({"vtower_ms_per_image": round(vt_ms / batch, 3),
                                 "gflop_per_image": round(spec["flops"] / 1e9, 1),
-                                "hf_tflops": round(flops / hf_ms / 1e9, 3),
                                 "vtower_tflops": round(flops / vt_ms / 1e9, 3)})
+                    if hf_ms is not None:
+                        row.update({"hf_ms_per_image": round(hf_ms / batch, 3),
+                                    "ratio_vtower_over_hf": round(vt_ms / hf_ms, 3),
+                                    "hf_tflops": round(flops / hf_ms / 1e9, 3)})
+                    if dt == "bf16" and batch in vt_f32_ms:
+                        row["ratio_vtower_bf16_over_f32"] = round(vt_ms / vt_f32_ms[batch], 3)
                 except Exception as e:  # one batch size failing must not hide the others
                     traceback.print_exc()
                     row["error"] = f"{type(e).__name__}: {e}"[:300]
@@ -583,10 +600,15 @@ def print_table(rows, gflops=False):
             print(f"{head}  ERROR {r['error'][:100]}")
             continue
         rl = r.get("rel_l2")
-        print(f"{head} {r.get('tokens_per_image', 0):8d} {r['hf_ms_per_image']:10.2f} {r['vtower_ms_per_image']:10.2f}"
-              f" {r['ratio_vtower_over_hf']:6.2f} {r['hf_tflops'] * k:11.2f} {r['vtower_tflops'] * k:11.2f}"
+        hf = "hf_ms_per_image" in r
+        print(f"{head} {r.get('tokens_per_image', 0):8d}"
+              f" {r['hf_ms_per_image'] if hf else float('nan'):10.2f} {r['vtower_ms_per_image']:10.2f}"
+              f" {r['ratio_vtower_over_hf'] if hf else float('nan'):6.2f}"
+              f" {r['hf_tflops'] * k if hf else float('nan'):11.2f} {r['vtower_tflops'] * k:11.2f}"
               f"  {'-' if rl is None else f'{rl:.2e}'}"
               + (f" (HF bf16 {r['hf_rel_l2']:.2e})" if "hf_rel_l2" in r else "")
+              + (f"  vt bf16/f32 {r['ratio_vtower_bf16_over_f32']:.2f}"
+                 if "ratio_vtower_bf16_over_f32" in r else "")
               + (f"  WARN {r['warn']}" if "warn" in r else ""))
 
 
@@ -604,6 +626,9 @@ def main():
     ap.add_argument("--dtypes", default="f32",
                     help="cpu only: comma-separated f32,bf16 (bf16: HF model.to(bfloat16) on "
                          "oneDNN, vtower VT_DTYPE_BF16 on its CPU kernels; rel L2 against HF f32)")
+    ap.add_argument("--no-hf-bf16", action="store_true",
+                    help="cpu only: skip PyTorch's bf16 run (bf16 rows then time vtower alone, "
+                         "against HF f32 for rel L2 and vtower f32 for the bf16/f32 ratio)")
     ap.add_argument("--layers", type=int, default=0, help="override the depth (smoke tests)")
     ap.add_argument("--small", action="store_true",
                     help="smaller images (smoke tests; hidden sizes stay real): 384->224, 896->448, "
@@ -613,6 +638,8 @@ def main():
     args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     if any(d not in ("f32", "bf16") for d in args.dtypes):
         ap.error("--dtypes takes f32 and/or bf16")
+    if args.no_hf_bf16 and args.dtypes != ["f32", "bf16"] and args.dtypes != ["bf16", "f32"]:
+        ap.error("--no-hf-bf16 needs --dtypes f32,bf16 (HF f32 is the bf16 rows' reference)")
     if "bf16" in args.dtypes and "f32" in args.dtypes and args.dtypes[0] != "f32":
         args.dtypes.sort(key=lambda d: d != "f32")  # f32 first: its output is the reference
     global LAYERS
