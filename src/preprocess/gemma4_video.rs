@@ -119,41 +119,12 @@ impl Gemma4VideoProcessor {
         source_fps: Option<f64>,
         opts: &SampleOptions,
     ) -> Result<Vec<usize>> {
-        if total == 0 {
-            return Err(Error::invalid_argument("a video needs at least one frame"));
-        }
-        if !opts.do_sample_frames.unwrap_or(self.do_sample_frames) {
-            return Ok((0..total).collect());
-        }
-        let num_frames = opts.num_frames.or(self.num_frames);
-        let fps = opts.fps.or(self.fps);
-        let n = match (num_frames, fps) {
-            (Some(n), Some(f)) => {
-                return Err(Error::invalid_argument(format!(
-                    "`num_frames` ({n}) and `fps` ({f}) are mutually exclusive (one may come \
-                     from the video processor config, whose class default num_frames is 32): \
-                     set only one"
-                )))
-            }
-            (Some(n), None) => n,
-            (None, Some(fps)) => {
-                let src = source_fps.ok_or_else(|| {
-                    Error::invalid_argument(
-                        "sampling at `fps` frames per second needs the video's frame rate \
-                         (vt_video_params.source_fps)",
-                    )
-                })?;
-                ((total as f64 / src * fps) as usize).max(1)
-            }
-            (None, None) => return Ok((0..total).collect()),
-        };
-        if n == 0 || n > total {
-            return Err(Error::invalid_argument(format!(
-                "the video can't be sampled: num_frames={n} but it has {total} frames (set \
-                 num_frames or fps to a smaller value)"
-            )));
-        }
-        Ok((0..n).map(|i| i * total / n).collect())
+        default_sample_indices(
+            total,
+            source_fps,
+            opts,
+            (self.do_sample_frames, self.num_frames, self.fps),
+        )
     }
 
     /// The prompt data: per kept frame, its time in seconds (`metadata.timestamps`: frame
@@ -233,6 +204,54 @@ impl Gemma4VideoProcessor {
         };
         Ok((pixels, self.meta(indices, n_frames, source_fps)))
     }
+}
+
+/// `BaseVideoProcessor.sample_frames` → `default_sample_indices_fn`: the source frames to keep
+/// out of `total`, given the config's `(do_sample_frames, num_frames, fps)`. A call's unset
+/// `num_frames` / `fps` take the config's, and both set is an error; `fps` needs the source
+/// frame rate and keeps `max(1, int(total / source_fps * fps))` frames; the kept frames are
+/// `arange(n) * total // n`; more than the video has is an error. Gemma 4, Kimi K2.5.
+pub fn default_sample_indices(
+    total: usize,
+    source_fps: Option<f64>,
+    opts: &SampleOptions,
+    config: (bool, Option<usize>, Option<f64>),
+) -> Result<Vec<usize>> {
+    let (do_sample_frames, cfg_num_frames, cfg_fps) = config;
+    if total == 0 {
+        return Err(Error::invalid_argument("a video needs at least one frame"));
+    }
+    if !opts.do_sample_frames.unwrap_or(do_sample_frames) {
+        return Ok((0..total).collect());
+    }
+    let num_frames = opts.num_frames.or(cfg_num_frames);
+    let fps = opts.fps.or(cfg_fps);
+    let n = match (num_frames, fps) {
+        (Some(n), Some(f)) => {
+            return Err(Error::invalid_argument(format!(
+                "`num_frames` ({n}) and `fps` ({f}) are mutually exclusive (one may come from \
+                 the video processor config or its class default): set only one"
+            )))
+        }
+        (Some(n), None) => n,
+        (None, Some(fps)) => {
+            let src = source_fps.ok_or_else(|| {
+                Error::invalid_argument(
+                    "sampling at `fps` frames per second needs the video's frame rate \
+                     (vt_video_params.source_fps)",
+                )
+            })?;
+            ((total as f64 / src * fps) as usize).max(1)
+        }
+        (None, None) => return Ok((0..total).collect()),
+    };
+    if n == 0 || n > total {
+        return Err(Error::invalid_argument(format!(
+            "the video can't be sampled: num_frames={n} but it has {total} frames (set \
+             num_frames or fps to a smaller value)"
+        )));
+    }
+    Ok((0..n).map(|i| i * total / n).collect())
 }
 
 #[cfg(test)]
