@@ -3,14 +3,14 @@
 //! grouping), the embeddings against `get_video_features`, the prompt data (Qwen2.5-VL's
 //! `second_per_grid_ts`, Qwen3-VL's timestamps), the M-RoPE ids against `get_rope_index`, and
 //! videos mixed with still images in one forward call. Fixtures: tests/fixtures/video/*
-//! (scripts/fixtures/qwen_video.py).
+//! (scripts/fixtures/qwen_video.py); Gemma 4 and Kimi K2.5 video at the end.
 
 mod common;
 
 use common::*;
 use safetensors::SafeTensors;
 use serde_json::Value;
-use vtower::{DTypeRequest, Image, LoadOptions, Model, SampleOptions, VideoTime};
+use vtower::{DTypeRequest, Image, LoadOptions, Model, PromptSegment, SampleOptions, VideoTime};
 
 const FIXTURES: [&str; 4] = [
     "qwen2_vl_f32",
@@ -429,4 +429,244 @@ fn gemma4_video_matches_transformers() {
         let e = rel_l2(together.data(idx).unwrap(), a);
         assert!(e <= 1e-6, "video {k} in a mixed batch: rel L2 {e}");
     }
+}
+
+/// Kimi K2.5 video (tests/fixtures/video/kimi_k25_f32, `gen_video` in
+/// scripts/fixtures/kimi_k25.py): frame sampling (fps 2 of the source rate, per-call fps, every
+/// frame), chunks of temporal_patch_size frames, each frame resized / padded / normalized as
+/// `Kimi_K25VideoProcessor` does (equal pixels); the embeddings (time table, attention over a
+/// chunk's frames, temporal mean pooling) against transformers' tower + projector on
+/// `video_grid_thw`; the per-chunk timestamps, the prompt text `replace_video_token` writes and
+/// the processor's input_ids; a one-frame clip equal to the image path.
+#[test]
+fn kimi_k25_video_matches_transformers() {
+    let fx = fixture("kimi_k25_f32");
+    let m = &fx.model;
+    assert_eq!(m.video_token(), fx.exp["video_token_id"].as_i64());
+    let tokens = fx.exp["tokens"].as_object().unwrap();
+    let words = &fx.exp["word_ids"];
+    let name_of = |id: i64| -> String {
+        let names: Vec<&String> = tokens
+            .iter()
+            .filter(|(k, v)| k.starts_with("<|") && v.as_i64() == Some(id))
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(names.len(), 1, "token {id}");
+        names[0].clone()
+    };
+    let mut items = Vec::new();
+    for v in fx.videos() {
+        let key = v["key"].as_str().unwrap();
+        let img = fx.preprocess(v);
+        let meta = img.video().expect("a video");
+        let kept: Vec<usize> = ints(&v["frame_indices"])
+            .iter()
+            .map(|&i| i as usize)
+            .collect();
+        assert_eq!(meta.frame_indices, kept, "{key}: kept frames");
+        // video_grid_thw: one [frames, rows, cols] row per chunk, all chunks one frame size.
+        let thw: Vec<Vec<i64>> = v["video_grid_thw"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(ints)
+            .collect();
+        let [chunks, r, c] = img.token_grid();
+        assert_eq!(chunks, thw.len(), "{key}: chunks");
+        assert_eq!(chunks as u64, v["num_chunks"].as_u64().unwrap());
+        for row in &thw {
+            assert_eq!([row[1], row[2]], [2 * r as i64, 2 * c as i64], "{key}");
+        }
+        let frames: i64 = thw.iter().map(|row| row[0]).sum();
+        assert_eq!(frames as usize, kept.len(), "{key}");
+        assert_eq!(
+            img.n_tokens() as u64,
+            v["tokens"].as_u64().unwrap(),
+            "{key}"
+        );
+        assert_eq!(img.n_tokens(), chunks * r * c);
+        // Pixels: torchvision's resize, the padding and the fused normalization, exactly.
+        let want = fx.reference(&format!("pixels/{key}"));
+        let got = img.pixels();
+        assert_eq!(got.len(), want.len(), "{key}: pixel count");
+        let d = max_abs_diff(got, &want);
+        assert!(d <= 1e-6, "{key}: pixels differ by {d}");
+        // One timestamp per chunk: its first frame's time (24 fps when unknown).
+        let want_ts: Vec<f64> = v["timestamps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        assert_eq!(meta.timestamps.len(), want_ts.len(), "{key}");
+        for (a, b) in meta.timestamps.iter().zip(&want_ts) {
+            assert!((a - b).abs() <= 1e-12, "{key}: timestamp {a} vs {b}");
+        }
+        // The prompt: the layout spelled out is replace_video_token's text, and with the
+        // fixture tokenizer's ids (its word-level vocabulary maps timestamps and "video" to
+        // [UNK] = 0) the processor's input_ids for "describe <video> please".
+        let layout = m.prompt_layout(&img).unwrap();
+        let mut text = String::new();
+        let mut got_ids = vec![words["describe"].as_i64().unwrap()];
+        for s in &layout {
+            match s {
+                PromptSegment::Text(t) => {
+                    text.push_str(t);
+                    got_ids.extend(
+                        t.split_whitespace()
+                            .map(|w| words.get(w).and_then(Value::as_i64).unwrap_or(0)),
+                    );
+                }
+                PromptSegment::Token(id) => {
+                    text.push_str(&name_of(*id));
+                    got_ids.push(*id);
+                }
+                PromptSegment::Embeddings { token, count, .. } => {
+                    let id = token.unwrap();
+                    assert_eq!(Some(id), m.video_token());
+                    text.push_str(&name_of(id).repeat(*count));
+                    got_ids.extend(std::iter::repeat_n(id, *count));
+                }
+            }
+        }
+        got_ids.push(words["please"].as_i64().unwrap());
+        assert_eq!(
+            text,
+            v["prompt_text"].as_str().unwrap(),
+            "{key}: prompt text"
+        );
+        assert_eq!(got_ids, ints(&v["input_ids"]), "{key}: input_ids");
+        // Embeddings.
+        let out = m.forward(&[&img]).unwrap();
+        let got = out.data(0).unwrap();
+        let want = fx.reference(&format!("embeddings/{key}"));
+        assert_eq!(got.len(), want.len(), "{key}: embedding count");
+        let e = rel_l2(got, &want);
+        println!("kimi_k25/{key}: embeddings rel L2 {e:.1e}");
+        assert!(e <= 1e-4, "{key}: embeddings rel L2 {e}");
+        // A one-frame clip is the image path: the same as that frame as a still image, and as
+        // get_image_features.
+        if kept.len() == 1 {
+            let (w, h) = (
+                v["width"].as_u64().unwrap() as usize,
+                v["height"].as_u64().unwrap() as usize,
+            );
+            let off = v["offset"].as_u64().unwrap() as usize + kept[0] * w * h * 3;
+            let still = m
+                .preprocess_rgb8(&fx.frames[off..off + w * h * 3], w as u32, h as u32, w * 3)
+                .unwrap();
+            assert_eq!(still.pixels(), img.pixels(), "{key}");
+            let alone = m.forward(&[&still]).unwrap();
+            assert_eq!(
+                alone.data(0).unwrap(),
+                got,
+                "{key}: one-frame clip vs image"
+            );
+            let e = rel_l2(got, &fx.reference(&format!("image/{key}")));
+            assert!(e <= 1e-4, "{key}: vs get_image_features, rel L2 {e}");
+        }
+        items.push(img);
+    }
+    // Videos and a still image in one forward call equal one-by-one calls.
+    let (w, h) = (37, 23);
+    let still = m
+        .preprocess_rgb8(&fx.frames[..w * h * 3], w as u32, h as u32, w * 3)
+        .unwrap();
+    let mut refs: Vec<&Image> = items.iter().collect();
+    refs.insert(1, &still);
+    let together = m.forward(&refs).unwrap();
+    assert_eq!(together.count(), refs.len());
+    for (i, img) in refs.iter().enumerate() {
+        let alone = m.forward(&[img]).unwrap();
+        let e = rel_l2(together.data(i).unwrap(), alone.data(0).unwrap());
+        assert!(e <= 1e-6, "item {i} in a mixed batch: rel L2 {e}");
+    }
+}
+
+#[test]
+fn kimi_k25_bad_video_input_is_refused() {
+    let fx = fixture("kimi_k25_f32");
+    let m = &fx.model;
+    let buf = vec![7u8; 20 * 12 * 3];
+    let f: &[u8] = &buf;
+    let none = SampleOptions::default();
+    // The config samples at fps 2: that needs the source rate; a per-call num_frames with
+    // it is an error (mutually exclusive); more frames than the video has too.
+    let e = m
+        .preprocess_video(&[f; 6], 20, 12, 60, None, &none)
+        .unwrap_err();
+    assert!(e.to_string().contains("frame rate"), "{e}");
+    let n3 = SampleOptions {
+        num_frames: Some(3),
+        ..none
+    };
+    let e = m
+        .preprocess_video(&[f; 6], 20, 12, 60, Some(4.0), &n3)
+        .unwrap_err();
+    assert!(e.to_string().contains("mutually exclusive"), "{e}");
+    let fast = SampleOptions {
+        fps: Some(50.0),
+        ..none
+    };
+    assert!(m
+        .preprocess_video(&[f; 6], 20, 12, 60, Some(4.0), &fast)
+        .is_err());
+    assert!(m
+        .preprocess_video(&[], 20, 12, 60, Some(4.0), &none)
+        .is_err());
+    assert!(m
+        .preprocess_video(&[f; 6], 20, 12, 60, Some(-1.0), &none)
+        .is_err());
+    // Frames of different sizes.
+    let small = vec![0u8; 10 * 12 * 3];
+    let all = SampleOptions {
+        do_sample_frames: Some(false),
+        ..none
+    };
+    assert!(m
+        .preprocess_video(&[f, &small[..]], 20, 12, 60, None, &all)
+        .is_err());
+    // 6 frames at 4 fps sampled at 2 fps: 3 frames, one chunk.
+    let ok = m
+        .preprocess_video(&[f; 6], 20, 12, 60, Some(4.0), &none)
+        .unwrap();
+    assert_eq!(ok.video().unwrap().frame_indices, vec![0, 2, 4]);
+    assert_eq!(ok.token_grid()[0], 1);
+    // The token cap counts every chunk, checked before any frame is read.
+    let dir = copy_video_fixture("kimi_k25_f32", "kimi-cap");
+    let opts = LoadOptions {
+        dtype: DTypeRequest::F32,
+        max_image_tokens: 5,
+        ..LoadOptions::default()
+    };
+    let capped = Model::load(&dir, &opts).unwrap();
+    let nine: Vec<&[u8]> = vec![f; 9];
+    let e = capped
+        .preprocess_video(&nine, 20, 12, 60, None, &all)
+        .unwrap_err();
+    assert!(e.to_string().contains("token"), "{e}");
+    // temporal_patch_size over pos_emb_time: images work, video is refused by name.
+    let dir = copy_video_fixture("kimi_k25_f32", "kimi-tps");
+    edit_json(&dir.join("video_preprocessor_config.json"), |o| {
+        o.insert("temporal_patch_size".into(), serde_json::json!(5));
+    });
+    let bad = Model::load(&dir, &opts).unwrap();
+    let e = bad
+        .preprocess_video(&[f; 2], 20, 12, 60, None, &all)
+        .unwrap_err();
+    assert!(e.to_string().contains("pos_emb_time"), "{e}");
+    assert!(bad.preprocess_rgb8(f, 20, 12, 60).is_ok());
+}
+
+/// Copies a video fixture's model files (not frames.bin / expected.*) to a fresh folder.
+fn copy_video_fixture(name: &str, tag: &str) -> std::path::PathBuf {
+    let dst = temp_dir(&format!("fx-{tag}"));
+    for e in std::fs::read_dir(fixtures().join("video").join(name)).unwrap() {
+        let e = e.unwrap();
+        let file = e.file_name().to_string_lossy().into_owned();
+        if e.path().is_file() && !file.starts_with("expected.") && file != "frames.bin" {
+            std::fs::copy(e.path(), dst.join(&file)).unwrap();
+        }
+    }
+    dst
 }

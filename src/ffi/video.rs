@@ -1,4 +1,4 @@
-//! Video input (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5, Gemma 4): decoded frames in, one vt_image
+//! Video input (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5, Gemma 4, Kimi K2.5): decoded frames in, one vt_image
 //! out, plus what the prompt needs (timestamps, Qwen2.5-VL's seconds per temporal patch,
 //! per-frame M-RoPE positions).
 
@@ -25,7 +25,12 @@ pub const VT_VIDEO_MAX_FRAMES: usize = 1 << 20;
 /// transformers) or `fps`, each kept frame resized like an image to the video processor's
 /// own `max_soft_tokens` (class default 70) and run as one; the token grid is `frames x rows
 /// x cols`, vt_image_pixels the processor's `pixel_values_videos` (`[frames *
-/// max_patches, 3 * patch²]`, padded per frame).
+/// max_patches, 3 * patch²]`, padded per frame). Kimi K2.5 (`Kimi_K25VideoProcessor`):
+/// `fps` (class default 2; needs the source frame rate) or `num_frames` frames, in chunks
+/// of `temporal_patch_size` (4) frames, the last one shorter; each frame resized and padded
+/// like an image (`navit_resize` with the video processor's `max_patches`, class default
+/// 4096); the tower pools each chunk's frames into one frame of tokens: the token grid is
+/// `chunks x rows x cols`, vt_image_pixels every kept frame's patch rows.
 ///
 /// The settings come from `processor_config.json`'s `video_processor`, else
 /// `video_preprocessor_config.json`, else `preprocessor_config.json`, as transformers reads
@@ -49,7 +54,11 @@ pub const VT_VIDEO_MAX_FRAMES: usize = 1 << 20;
 /// and whole seconds), a space, VT_TOKEN_IMAGE_START (`boi`), rows x cols VT_TOKEN_VIDEO
 /// placeholders, VT_TOKEN_IMAGE_END (`eoi`), the frames joined by a space
 /// (`Gemma4Processor.replace_video_token`); the rows replace the placeholders in order, and
-/// the language model does not scale them.
+/// the language model does not scale them. Kimi K2.5: per chunk `c`, the text
+/// `HH:MM:SS.mmm` (vt_image_video_timestamps value `c`, milliseconds truncated), then
+/// VT_TOKEN_IMAGE_START (`<|media_begin|>`), the text `video`, `<|media_content|>`, rows x
+/// cols VT_TOKEN_VIDEO placeholders, VT_TOKEN_IMAGE_END (`<|media_end|>`)
+/// (`Kimi_K25Processor.replace_video_token`); vt_image_prompt spells it out.
 ///
 /// Errors: VT_ERR_INVALID_ARGUMENT (NULL pointers, no frames or more than
 /// VT_VIDEO_MAX_FRAMES, zero size, stride too small, bad params, sampling the config or
@@ -134,7 +143,8 @@ pub extern "C" fn vt_image_is_video(image: *const vt_image) -> i32 {
 /// before each group as `<T seconds>` with T printed `%.1f`): the mean of the first and last
 /// kept frame's `index / source_fps` (24 fps when the source rate is unknown), as
 /// transformers' `Qwen3VLProcessor._calculate_timestamps`. Gemma 4: each kept frame's
-/// `index / source_fps` (24 fps when unknown; the prompt writes it `mm:ss`). One value per
+/// `index / source_fps` (24 fps when unknown; the prompt writes it `mm:ss`). Kimi K2.5: each
+/// chunk's first kept frame's `index / source_fps` (24 fps when unknown). One value per
 /// group: the token grid's `frames`.
 ///
 /// - `timestamps_out`: room for `len` values, or NULL with `len` 0 to ask the count.

@@ -1,19 +1,29 @@
-//! Kimi K2.5 (`model_type` `kimi_k25`): `modeling_kimi_k25.py`'s image path,
-//! `Kimi_K25Model.get_image_features`. Only the vision tower and the projector are read; the
-//! language model (DeepSeek-V3, a trillion parameters in the released checkpoint) is never
-//! opened beyond the shard headers that hold vision tensors.
+//! Kimi K2.5 (`model_type` `kimi_k25`): `modeling_kimi_k25.py`'s image and video paths,
+//! `Kimi_K25Model.get_image_features` / `get_video_features`. Only the vision tower and the
+//! projector are read; the language model (DeepSeek-V3, a trillion parameters in the released
+//! checkpoint) is never opened beyond the shard headers that hold vision tensors.
+//!
+//! Video: transformers 5.23's `get_video_features` raises on any chunk of several frames (its
+//! final split counts `t · h · w / 4` rows where the pooled chunk has `h · w / 4`), and its
+//! `get_vision_temporal_merge_index` on chunks of different lengths in one call; vtower
+//! computes what the tower and projector define (each chunk its own attention segment and
+//! pooling group), checked against them chunk by chunk.
 //!
 //! 1. MoonViT (`Kimi_K25VisionModel`): the `patch x patch` Conv2d with bias as a linear map over
 //!    the processor's `(channel, y, x)` patch rows; the learned `pos_emb_height x
 //!    pos_emb_width` table resized to the image's patch grid with `F.interpolate(mode=
-//!    "bicubic", align_corners=False)` in f32 ([`interpolate_bicubic`]) and added; the time
-//!    table's row 0 for images, which is zero (`get_vision_frame_index`), adds nothing;
-//! 2. blocks: LayerNorm (eps 1e-5), attention within each image with biased q / k / v and
+//!    "bicubic", align_corners=False)` in f32 ([`interpolate_bicubic`]) and added; then the
+//!    time table (`time_position_embeddings`, sinusoids of `pos_emb_time` frames, computed,
+//!    not loaded): frame `f` of a clip of several frames (a video chunk) adds row `f`, a
+//!    one-frame clip (an image) the zero row (`get_vision_frame_index`);
+//! 2. blocks: LayerNorm (eps 1e-5), attention within each clip, all its frames together
+//!    (`merge_temporal=True`), with biased q / k / v and
 //!    2-D axial RoPE (one set of `head_dim / 4` frequencies, angles laid out `[col·f0, row·f0,
 //!    col·f1, …]` twice, rotate-half), output `proj`; LayerNorm, `fc2(act(fc1(x)))` with
 //!    `hidden_act` (default `gelu_pytorch_tanh`); then `final_layernorm`;
-//! 3. the 2x2 merge (`merge_kernel_size`) with temporal pooling (a mean over one frame for an
-//!    image): each merged token the `kh x kw` block of patch rows, `(row, column, channel)`;
+//! 3. temporal pooling, the mean over a clip's frames patch by patch (over one frame for an
+//!    image), and the 2x2 merge (`merge_kernel_size`): each merged token the `kh x kw` block
+//!    of patch rows, `(row, column, channel)`;
 //! 4. `mm_projector`: LayerNorm per patch (`projection_layer_norm_eps`), the block's rows
 //!    concatenated, `in_proj`, GELU (erf), `out_proj` to the language model's width.
 //!
@@ -24,11 +34,12 @@
 //! 2}`), and its internal one (`save_original_format=False`: `vision_tower.layers.{i}.{norm1,
 //! norm2, attn.{q,k,v}_proj, attn.proj, mlp.fc1, mlp.fc2}`, `mm_projector.{in,out}_proj`).
 //!
-//! Preprocessing: [`crate::preprocess::kimi_k25`]. Prompt: `<|media_begin|>`
+//! Preprocessing: [`crate::preprocess::kimi_k25`] (images and video; a video is its chunks,
+//! each a clip of up to `temporal_patch_size` frames). Prompt: `<|media_begin|>`
 //! (`vision_start_token_id`), the text `image`, `<|media_content|>`, one `<|media_pad|>`
 //! (`image_token_id`) per embedding row, `<|media_end|>` (`vision_end_token_id`): the layout
 //! `Kimi_K25Processor` writes around a video chunk (`<|media_begin|>video<|media_content|>`),
-//! for an image.
+//! for an image; for a video, per chunk its timestamp `HH:MM:SS.mmm` before that.
 
 use candle_core::{DType, Device, Tensor};
 
@@ -37,7 +48,7 @@ use crate::error::{Error, Result};
 use crate::models::activation::Activation;
 use crate::models::grid_sample::{interpolate_bicubic, GridTable};
 use crate::models::layers::{rope_rows_to_half, Attention, LayerNorm, Linear, Loader};
-use crate::models::pixels::{pack_single_frames, split_rows, to_compute};
+use crate::models::pixels::{split_rows, to_compute};
 use crate::models::projector::merge_blocks;
 use crate::models::rope::{inverse_frequencies, Rotary};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
@@ -45,10 +56,10 @@ use crate::models::{
     batch_for_budget, processor_methods, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens,
     VisionModel,
 };
-use crate::preprocess::kimi_k25::KimiK25Processor;
+use crate::preprocess::kimi_k25::{chunk_timestamp, KimiK25Processor, KimiK25VideoProcessor};
 use crate::preprocess::limits::try_with_capacity;
-use crate::preprocess::qwen_video::VideoMeta;
-use crate::preprocess::Pixels;
+use crate::preprocess::qwen_video::{video_config, SampleOptions, VideoFrames, VideoMeta};
+use crate::preprocess::{Limits, Pixels};
 use crate::tokenizer::AddedTokens;
 use crate::weights::Weights;
 
@@ -56,6 +67,10 @@ use crate::weights::Weights;
 const NORM_EPS: f64 = 1e-5;
 /// Largest accepted position table side.
 const MAX_TABLE_SIDE: usize = 1 << 10;
+/// Largest accepted `pos_emb_time`.
+const MAX_TIME: usize = 1 << 12;
+/// `Kimi_K25Config.video_token_id`'s default (`<|kimi_k25_video_placeholder|>`).
+const DEFAULT_VIDEO_TOKEN: i64 = 163840;
 /// `Kimi_K25Config`'s token ids: `<|media_pad|>`, `<|media_begin|>`, `<|media_end|>`.
 const DEFAULT_TOKENS: [i64; 3] = [163605, 163602, 163604];
 const MEDIA_CONTENT: &str = "<|media_content|>";
@@ -76,6 +91,9 @@ pub struct KimiVisionConfig {
     /// `merge_kernel_size` (rows, columns).
     pub merge: (usize, usize),
     pub rope_theta: f64,
+    /// `pos_emb_time`: rows of the sinusoidal time table, the most frames a video chunk may
+    /// have.
+    pub pos_emb_time: usize,
 }
 
 impl KimiVisionConfig {
@@ -102,6 +120,7 @@ impl KimiVisionConfig {
                 .map_err(|e| e.context(format!("{loc}: hidden_act")))?,
             merge: read_merge_kernel(v)?,
             rope_theta: read_rope_theta(v)?,
+            pos_emb_time: v.positive_or("pos_emb_time", 4, MAX_TIME)?,
         };
         if c.dim % c.num_heads != 0 || c.head_dim() % 4 != 0 {
             return Err(Error::bad_config(format!(
@@ -248,6 +267,9 @@ pub struct KimiVisionTower {
     patch_embed: Linear,
     /// The position table `[side, side, dim]` in f32 on the host (resampled in f32).
     table: Vec<f32>,
+    /// The time table `[pos_emb_time, dim]` (`time_position_embeddings` without its zero row
+    /// 0): the row of frame `f` of a multi-frame clip.
+    time: Vec<f32>,
     blocks: Vec<Block>,
     final_norm: LayerNorm,
     projector: Projector,
@@ -304,6 +326,7 @@ impl KimiVisionTower {
             config: c.clone(),
             patch_embed: vt.patch_embedding(patch, d, p, true)?,
             table,
+            time: time_table(c.pos_emb_time, d),
             blocks,
             final_norm: vt.layer_norm(final_norm, d, NORM_EPS)?,
             projector: Projector {
@@ -314,11 +337,14 @@ impl KimiVisionTower {
         })
     }
 
-    /// The resampled position table rows of the images with patch grids `grids` (`(rows,
-    /// cols)`, raster order, back to back): `[n, dim]` f32 on the host.
-    fn positions(&self, grids: &[(usize, usize)]) -> Result<Tensor> {
+    /// The position rows of the clips `clips` (`(frames, rows, cols)`, each frame's patches in
+    /// raster order, frame after frame, clips back to back): the table resampled to the
+    /// frame's grid, plus for frame `f` of a clip of several frames the time row `f`
+    /// (`get_vision_frame_index`: a one-frame clip, an image, adds the zero row): `[n, dim]`
+    /// f32 on the host.
+    fn positions(&self, clips: &[(usize, usize, usize)]) -> Result<Tensor> {
         let (d, s) = (self.config.dim, self.config.table_side);
-        let n: usize = grids.iter().map(|(r, c)| r * c).sum();
+        let n: usize = clips.iter().map(|(t, r, c)| t * r * c).sum();
         let mut pos = try_with_capacity(n * d, "the position embeddings")?;
         let table = GridTable {
             data: &self.table,
@@ -326,39 +352,70 @@ impl KimiVisionTower {
             width: s,
             channels: d,
         };
-        for &(rows, cols) in grids {
-            pos.extend_from_slice(&interpolate_bicubic(table, rows, cols));
+        for &(t, rows, cols) in clips {
+            let spatial = interpolate_bicubic(table, rows, cols);
+            if t == 1 {
+                pos.extend_from_slice(&spatial);
+                continue;
+            }
+            for f in 0..t {
+                let time = &self.time[f * d..(f + 1) * d];
+                for row in spatial.chunks_exact(d) {
+                    pos.extend(row.iter().zip(time).map(|(a, b)| a + b));
+                }
+            }
         }
         Ok(Tensor::from_vec(pos, (n, d), &Device::Cpu)?)
     }
 
-    /// The rotary tables of the patches of `grids` (raster order): angles `[col·f_k,
-    /// row·f_k]` for each of the `head_dim / 4` frequencies.
-    fn rotary(&self, grids: &[(usize, usize)], dtype: DType, device: &Device) -> Result<Rotary> {
+    /// The rotary tables of the patches of `clips` (each frame in raster order, the same
+    /// angles in every frame): angles `[col·f_k, row·f_k]` for each of the `head_dim / 4`
+    /// frequencies.
+    fn rotary(
+        &self,
+        clips: &[(usize, usize, usize)],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Rotary> {
         let hd = self.config.head_dim();
         let f = inverse_frequencies(hd / 2, self.config.rope_theta);
-        let n: usize = grids.iter().map(|(r, c)| r * c).sum();
+        let n: usize = clips.iter().map(|(t, r, c)| t * r * c).sum();
         let mut angles = try_with_capacity(n * hd / 2, "the rotary angles")?;
-        for &(rows, cols) in grids {
-            for (r, c) in (0..rows).flat_map(|r| (0..cols).map(move |c| (r, c))) {
-                angles.extend(f.iter().flat_map(|f| [c as f32 * f, r as f32 * f]));
+        for &(t, rows, cols) in clips {
+            for _ in 0..t {
+                for (r, c) in (0..rows).flat_map(|r| (0..cols).map(move |c| (r, c))) {
+                    angles.extend(f.iter().flat_map(|f| [c as f32 * f, r as f32 * f]));
+                }
             }
         }
         Rotary::from_angles(&angles, hd / 2, dtype, device)
     }
 
-    /// The embeddings of packed patch rows `[n, 3 · patch²]` of images with patch grids
-    /// `grids`: `[Σ tokens, out_dim]`, and the token count of each image.
+    /// The embeddings of packed patch rows `[n, 3 · patch²]` of clips `clips` (`(frames,
+    /// rows, cols)`: an image is one frame, a video chunk up to `pos_emb_time`): `[Σ tokens,
+    /// out_dim]`, and the token count of each clip. Attention spans a clip's frames together
+    /// (`merge_temporal=True`); after `final_layernorm` each clip's frames are averaged
+    /// (`get_vision_temporal_merge_index` + `mean(dim=1)`) before the projector.
     pub fn forward(
         &self,
         patches: &Tensor,
-        grids: &[(usize, usize)],
+        clips: &[(usize, usize, usize)],
     ) -> Result<(Tensor, Vec<usize>)> {
         let (dtype, device) = (patches.dtype(), patches.device());
-        let pos = to_compute(self.positions(grids)?, dtype, device)?;
+        if let Some(&(t, _, _)) = clips
+            .iter()
+            .find(|(t, _, _)| *t == 0 || *t > self.config.pos_emb_time)
+        {
+            return Err(Error::invalid_argument(format!(
+                "a clip of {t} frames: Kimi K2.5's time table has pos_emb_time {} rows \
+                 (video chunks of temporal_patch_size frames must not exceed it)",
+                self.config.pos_emb_time
+            )));
+        }
+        let pos = to_compute(self.positions(clips)?, dtype, device)?;
         let mut x = (self.patch_embed.forward(patches)? + pos)?;
-        let rope = self.rotary(grids, dtype, device)?;
-        let segments: Vec<usize> = grids.iter().map(|(r, c)| r * c).collect();
+        let rope = self.rotary(clips, dtype, device)?;
+        let segments: Vec<usize> = clips.iter().map(|(t, r, c)| t * r * c).collect();
         for b in &self.blocks {
             crate::models::cancel::check()?;
             x = b
@@ -367,13 +424,24 @@ impl KimiVisionTower {
             let h = b.fc1.forward_act(&b.norm2.forward(&x)?, self.config.act)?;
             x = b.fc2.forward_add(&h, &x)?;
         }
-        let x = self
-            .projector
-            .pre_norm
-            .forward(&self.final_norm.forward(&x)?)?;
+        let x = self.final_norm.forward(&x)?;
+        // Temporal pooling: the mean over a clip's frames, patch by patch (in f32).
+        let mut pooled = Vec::with_capacity(clips.len());
+        for (rows, &(t, r, c)) in split_rows(&x, &segments)?.into_iter().zip(clips) {
+            pooled.push(if t == 1 {
+                rows
+            } else {
+                rows.to_dtype(DType::F32)?
+                    .reshape((t, r * c, self.config.dim))?
+                    .mean(0)?
+                    .to_dtype(dtype)?
+            });
+        }
+        let frames: Vec<usize> = clips.iter().map(|(_, r, c)| r * c).collect();
+        let x = self.projector.pre_norm.forward(&Tensor::cat(&pooled, 0)?)?;
         let (kh, kw) = self.config.merge;
-        let mut merged = Vec::with_capacity(grids.len());
-        for (rows, &(r, c)) in split_rows(&x, &segments)?.iter().zip(grids) {
+        let mut merged = Vec::with_capacity(clips.len());
+        for (rows, &(_, r, c)) in split_rows(&x, &frames)?.iter().zip(clips) {
             merged.push(merge_blocks(&rows.unsqueeze(0)?, (r, c), (kh, kw))?.squeeze(0)?);
         }
         let tokens: Vec<usize> = merged.iter().map(|t| t.dims()[0]).collect();
@@ -385,11 +453,30 @@ impl KimiVisionTower {
     }
 }
 
+/// `Kimi_K25VisionPositionEmbeddings.compute_pos_embed` without its zero row: for frame `f`
+/// of `frames`, `[sin(f · ω_k)…, cos(f · ω_k)…]` with `ω_k = 1 / 10000^(2k / dim)`, in f32
+/// as torch computes it. `dim` is even (the rotary check makes it a multiple of 4).
+fn time_table(frames: usize, dim: usize) -> Vec<f32> {
+    let inv: Vec<f32> = (0..dim / 2)
+        .map(|k| 1.0 / 10000f32.powf((2 * k) as f32 / dim as f32))
+        .collect();
+    let mut out = Vec::with_capacity(frames * dim);
+    for f in 0..frames {
+        let angles: Vec<f32> = inv.iter().map(|w| f as f32 * w).collect();
+        out.extend(angles.iter().map(|a| a.sin()));
+        out.extend(angles.iter().map(|a| a.cos()));
+    }
+    out
+}
+
 /// A Kimi K2.5 model: tower, projector and processor.
 pub struct KimiK25Model {
     info: ModelInfo,
     tower: KimiVisionTower,
     processor: KimiK25Processor,
+    /// The video processor, or why its config is unusable (images still work).
+    video: std::result::Result<KimiK25VideoProcessor, String>,
+    video_token: i64,
     media_content: Option<i64>,
     dtype: DType,
     device: Device,
@@ -425,6 +512,21 @@ impl KimiK25Model {
         let tower = KimiVisionTower::load(&root, &vision, layout, proj_eps, out_dim)?;
         let m = vision.merge.0;
         let processor = KimiK25Processor::from_config(&files.preprocessor, vision.patch_size, m)?;
+        let video = video_config(files)
+            .and_then(|v| {
+                let vp = KimiK25VideoProcessor::from_config(&v, vision.patch_size, m)?;
+                if vp.temporal_patch_size > vision.pos_emb_time {
+                    return Err(Error::bad_config(format!(
+                        "{}: temporal_patch_size {} exceeds the vision tower's pos_emb_time {} \
+                         (a chunk's frames index the time table)",
+                        v.location(),
+                        vp.temporal_patch_size,
+                        vision.pos_emb_time
+                    )));
+                }
+                Ok(vp)
+            })
+            .map_err(|e| e.message().to_string());
         let token = |key: &str, default: i64| -> Result<Option<i64>> {
             Ok(Some(cfg.i64(key)?.unwrap_or(default)))
         };
@@ -454,6 +556,8 @@ impl KimiK25Model {
             info,
             tower,
             processor,
+            video,
+            video_token: cfg.i64("video_token_id")?.unwrap_or(DEFAULT_VIDEO_TOKEN),
             media_content: AddedTokens::read(&files.dir).id(MEDIA_CONTENT),
             dtype,
             device: device.clone(),
@@ -465,33 +569,103 @@ impl VisionModel for KimiK25Model {
     // Per call, `max_patches` is the processor's kwarg of that name (`navit_resize`'s budget).
     processor_methods!("max_patches");
 
+    fn video_token(&self) -> Option<i64> {
+        Some(self.video_token)
+    }
+
+    fn preprocess_video(
+        &self,
+        video: &VideoFrames,
+        opts: &SampleOptions,
+        limits: &Limits,
+    ) -> Result<(Pixels, VideoMeta)> {
+        let proc = self
+            .video
+            .as_ref()
+            .map_err(|e| Error::bad_config(e.clone()))?;
+        proc.process(video, opts, limits)
+    }
+
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {
-        let p = self.processor.patch_size;
-        let m = self.processor.merge_size;
-        let (x, grids) = pack_single_frames(
-            batch,
-            m,
-            3 * p * p,
+        let (p, m) = (self.processor.patch_size, self.processor.merge_size);
+        let dim = 3 * p * p;
+        let mut clips = Vec::with_capacity(batch.len());
+        let mut per_item = Vec::with_capacity(batch.len());
+        let mut data =
+            try_with_capacity(batch.iter().map(|px| px.data.len()).sum(), "the patch rows")?;
+        for px in batch {
+            // An image is one frame; a video holds its kept frames, frame after frame, in
+            // `grid[0]` chunks of temporal_patch_size frames (the last one shorter).
+            let [chunks, r, c] = px.grid;
+            let per_frame = r * m * c * m;
+            let frames = px.shape.first().map_or(0, |&n| n / per_frame.max(1));
+            let bad = chunks == 0
+                || per_frame == 0
+                || frames == 0
+                || px.shape != [frames * per_frame, dim]
+                || px.data.len() != frames * per_frame * dim;
+            let sizes = match (&self.video, chunks) {
+                _ if bad => None,
+                (_, 1) => Some(vec![frames]),
+                (Ok(v), _) => Some(v.chunks(frames)).filter(|s| s.len() == chunks),
+                (Err(_), _) => None,
+            };
+            let Some(sizes) = sizes else {
+                return Err(Error::invalid_argument(format!(
+                    "pixels of shape {:?} (token grid {:?}) do not fit this model's frames of \
+                     [n, {dim}] patch rows",
+                    px.shape, px.grid
+                )));
+            };
+            per_item.push(sizes.len());
+            clips.extend(sizes.iter().map(|&t| (t, r * m, c * m)));
+            data.extend_from_slice(&px.data);
+        }
+        let n = data.len() / dim;
+        let x = to_compute(
+            Tensor::from_vec(data, (n, dim), &Device::Cpu)?,
             self.dtype,
             &self.device,
-            "a Kimi K2.5 image",
         )?;
-        let (y, tokens) = self.tower.forward(&x, &grids)?;
-        split_rows(&y, &tokens)
+        let (y, tokens) = self.tower.forward(&x, &clips)?;
+        // One output per image or video: a video's chunks' tokens one after the other.
+        let mut counts = Vec::with_capacity(batch.len());
+        let mut k = 0;
+        for chunks in per_item {
+            counts.push(tokens[k..k + chunks].iter().sum());
+            k += chunks;
+        }
+        split_rows(&y, &counts)
     }
 
     fn prompt_layout(
         &self,
         pixels: &Pixels,
-        _video: Option<&VideoMeta>,
+        video: Option<&VideoMeta>,
     ) -> Result<Vec<PromptSegment>> {
         let t = &self.info.tokens;
         let mut b = PromptBuilder::default();
-        b.token(t.image_start)
-            .text("image")
-            .special(self.media_content, MEDIA_CONTENT)
-            .rows(t.image, pixels.n_tokens())
-            .token(t.image_end);
+        let Some(meta) = video else {
+            b.token(t.image_start)
+                .text("image")
+                .special(self.media_content, MEDIA_CONTENT)
+                .rows(t.image, pixels.n_tokens())
+                .token(t.image_end);
+            return b.finish(pixels.n_tokens());
+        };
+        // Kimi_K25Processor.replace_video_token: per chunk its first frame's time
+        // `HH:MM:SS.mmm`, then `<|media_begin|>video<|media_content|>`, the chunk's
+        // placeholders, `<|media_end|>`.
+        let [chunks, rows, cols] = pixels.grid;
+        for c in 0..chunks {
+            let s = meta.timestamps.get(c).copied().unwrap_or(0.0);
+            b.text(&chunk_timestamp(s))
+                .token(t.image_start)
+                .text("video")
+                .special(self.media_content, MEDIA_CONTENT)
+                .rows(Some(self.video_token), rows * cols)
+                .token(t.image_end);
+        }
         b.finish(pixels.n_tokens())
     }
 

@@ -204,8 +204,8 @@ pub trait VisionModel: Send + Sync {
     ) -> Result<(Pixels, VideoMeta)> {
         let _ = (video, opts, limits);
         Err(Error::invalid_argument(format!(
-            "{} models take no video (video input is Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5 \
-             and Gemma 4)",
+            "{} models take no video (video input is Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5, \
+             Gemma 4 and Kimi K2.5)",
             self.info().family
         )))
     }

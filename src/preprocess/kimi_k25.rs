@@ -17,8 +17,12 @@
 
 use crate::config::ConfigObject;
 use crate::error::{Error, Result};
+use crate::preprocess::gemma4_video::default_sample_indices;
 use crate::preprocess::limits::try_filled;
-use crate::preprocess::qwen_video::{read_rescale_normalize, tv_normalize, RescaleNormalize};
+use crate::preprocess::qwen_video::{
+    check_source_fps, read_rescale_normalize, sized_frame, tv_normalize, RescaleNormalize,
+    SampleOptions, VideoFrames, VideoMeta, VideoTime,
+};
 use crate::preprocess::resample::Filter;
 use crate::preprocess::settings::{read_filter, read_matching};
 use crate::preprocess::tv_resize::{resize_tv, TvInterpolation};
@@ -44,6 +48,17 @@ impl KimiK25Processor {
     /// Reads the processor file with the class defaults. Its `patch_size` must be the tower's
     /// `patch` and its `merge_size` the tower's merge kernel side `merge`.
     pub fn from_config(pre: &ConfigObject, patch: usize, merge: usize) -> Result<KimiK25Processor> {
+        Self::with_default_budget(pre, patch, merge, 16384)
+    }
+
+    /// [`KimiK25Processor::from_config`] with `max_patches` defaulting to `max_patches` (the
+    /// image class's 16384, the video class's 4096).
+    fn with_default_budget(
+        pre: &ConfigObject,
+        patch: usize,
+        merge: usize,
+        max_patches: usize,
+    ) -> Result<KimiK25Processor> {
         let loc = pre.location();
         let what = format!("the vision tower's patch_size {patch} (config.json)");
         let patch_size = read_matching(pre, "patch_size", 14, MAX_SETTING, patch, &what)?;
@@ -81,7 +96,7 @@ impl KimiK25Processor {
         Ok(KimiK25Processor {
             patch_size,
             merge_size,
-            max_patches: pre.positive_or("max_patches", 16384, MAX_SETTING)?,
+            max_patches: pre.positive_or("max_patches", max_patches, MAX_SETTING)?,
             max_side,
             interp,
             rescale_normalize: read_rescale_normalize(pre, ([0.5; 3], [0.5; 3]))?,
@@ -157,6 +172,189 @@ impl KimiK25Processor {
             extra: Vec::new(),
         })
     }
+}
+
+/// `Kimi_K25VideoProcessor` (`video_processing_kimi_k25.py`, torchvision backend), from
+/// decoded frames:
+///
+/// 1. frame sampling (`BaseVideoProcessor.sample_frames` → `default_sample_indices_fn`, when
+///    `do_sample_frames`, the class default): with the class default `fps` 2 (no
+///    `num_frames`), `max(1, int(total / source_fps * 2))` frames at `arange(n) * total // n`
+///    (needs the source frame rate); `num_frames` instead of `fps` when the config sets `fps`
+///    to null; both is an error;
+/// 2. the kept frames cut into chunks of `temporal_patch_size` (class default 4) frames, the
+///    last one shorter when the count does not divide (`num_chunks_per_video`);
+/// 3. each frame as a Kimi image ([`KimiK25Processor`]): `navit_resize` with the video
+///    class's `max_patches` (default 4096) and `size["max_height"]` (512), torchvision's
+///    antialiased resize, zero padding, the fused rescale + normalize, `(channel, y, x)` patch
+///    rows;
+/// 4. `video_grid_thw`: one row `[frames in the chunk, rows, cols]` per chunk.
+///
+/// The [`Pixels`] hold every kept frame's patch rows, frame after frame, with token grid
+/// `[chunks, rows / m, cols / m]` (the tower pools each chunk's frames into one frame of
+/// tokens); the [`VideoMeta`] timestamps are one per chunk, its first frame's time (frame
+/// index / source fps, 24 fps when not known), as `Kimi_K25Processor.replace_video_token`
+/// writes them.
+#[derive(Debug, Clone)]
+pub struct KimiK25VideoProcessor {
+    /// The per-frame settings (the video class's defaults).
+    pub frame: KimiK25Processor,
+    pub temporal_patch_size: usize,
+    pub do_sample_frames: bool,
+    pub num_frames: Option<usize>,
+    pub fps: Option<f64>,
+}
+
+impl KimiK25VideoProcessor {
+    /// Reads the video processor config ([`crate::preprocess::qwen_video::video_config`]) with
+    /// the class defaults of transformers 5.23; `patch` and `merge` are the tower's.
+    pub fn from_config(
+        pre: &ConfigObject,
+        patch: usize,
+        merge: usize,
+    ) -> Result<KimiK25VideoProcessor> {
+        let loc = pre.location();
+        let frame = KimiK25Processor::with_default_budget(pre, patch, merge, 4096)?;
+        let num_frames = if pre.is_null("num_frames") {
+            None
+        } else {
+            pre.usize_max("num_frames", MAX_SETTING)?
+        };
+        if num_frames == Some(0) {
+            return Err(Error::bad_config(format!(
+                "{loc}: num_frames must be positive"
+            )));
+        }
+        // A saved `null` is None; an absent key the class default 2.
+        let fps = match pre.value("fps") {
+            _ if pre.is_null("fps") => None,
+            None => Some(2.0),
+            Some(_) => match pre.f64("fps")? {
+                Some(v) if v.is_finite() && v > 0.0 => Some(v),
+                v => {
+                    return Err(Error::bad_config(format!(
+                        "{loc}: `fps` must be a positive number, found {v:?}"
+                    )))
+                }
+            },
+        };
+        Ok(KimiK25VideoProcessor {
+            frame,
+            temporal_patch_size: pre.positive_or("temporal_patch_size", 4, MAX_SETTING)?,
+            do_sample_frames: pre.bool_or("do_sample_frames", true)?,
+            num_frames,
+            fps,
+        })
+    }
+
+    /// The source frames to keep out of `total` (`default_sample_indices_fn`).
+    pub fn sample(
+        &self,
+        total: usize,
+        source_fps: Option<f64>,
+        opts: &SampleOptions,
+    ) -> Result<Vec<usize>> {
+        default_sample_indices(
+            total,
+            source_fps,
+            opts,
+            (self.do_sample_frames, self.num_frames, self.fps),
+        )
+    }
+
+    /// The frame count of each chunk of `n` kept frames.
+    pub fn chunks(&self, n: usize) -> Vec<usize> {
+        let t = self.temporal_patch_size;
+        (0..n.div_ceil(t)).map(|c| t.min(n - c * t)).collect()
+    }
+
+    /// Samples, resizes, pads, normalizes and patchifies `video`. The token count and the
+    /// padded frames' size are checked against `limits` before any frame is read.
+    pub fn process(
+        &self,
+        video: &VideoFrames,
+        opts: &SampleOptions,
+        limits: &Limits,
+    ) -> Result<(Pixels, VideoMeta)> {
+        let &VideoFrames {
+            n_frames,
+            width,
+            height,
+            source_fps,
+            frame,
+        } = video;
+        check_source_fps(source_fps)?;
+        let (w0, h0) = (width as usize, height as usize);
+        if w0 == 0 || h0 == 0 {
+            return Err(Error::invalid_argument(format!(
+                "cannot resize {w0}x{h0} video frames"
+            )));
+        }
+        let indices = self.sample(n_frames, source_fps, opts)?;
+        let n = indices.len();
+        let chunks = n.div_ceil(self.temporal_patch_size);
+        let fp = &self.frame;
+        let (p, m) = (fp.patch_size, fp.merge_size);
+        let ((h, w), (ph, pw)) = fp.navit_resize(h0, w0, fp.max_patches);
+        let (rows, cols) = (ph / p, pw / p);
+        limits.check_tokens(
+            (chunks as u64).saturating_mul(((rows / m) * (cols / m)) as u64),
+            &|| {
+                format!(
+                    "a video of {n} kept frames ({chunks} chunks) of {width}x{height} resized \
+                     to {w}x{h} and padded to {pw}x{ph}"
+                )
+            },
+        )?;
+        limits.check_image("a padded video frame", pw as u64, ph as u64)?;
+        limits.check_image(
+            "the video's padded frames, all together",
+            (pw as u64).saturating_mul(n as u64),
+            ph as u64,
+        )?;
+        let dim = 3 * p * p;
+        let per_frame = rows * cols * dim;
+        let mut data = try_filled(n * per_frame, 0f32, "the video's patch rows")?;
+        for (out, &i) in data.chunks_exact_mut(per_frame).zip(&indices) {
+            let img = sized_frame(frame, i, (width, height), (w, h), fp.interp, limits)?;
+            let padded = pad_bottom_right(&img, pw, ph)?;
+            let (rescale, mean_std) = fp.rescale_normalize;
+            let chw = tv_normalize(&padded, rescale, mean_std)?;
+            chw_patch_rows(&chw, ph, pw, p, out);
+        }
+        let fps = source_fps.unwrap_or(24.0);
+        let sampled_fps = match source_fps {
+            Some(f) => n as f64 / n_frames as f64 * f,
+            None => 24.0,
+        };
+        let meta = VideoMeta {
+            time: VideoTime::PerFrame,
+            timestamps: indices
+                .iter()
+                .step_by(self.temporal_patch_size)
+                .map(|&i| i as f64 / fps)
+                .collect(),
+            frame_indices: indices,
+            sampled_fps,
+            second_per_grid: self.temporal_patch_size as f64 / sampled_fps,
+        };
+        let pixels = Pixels {
+            data,
+            shape: vec![n * rows * cols, dim],
+            grid: [chunks, rows / m, cols / m],
+            extra: Vec::new(),
+        };
+        Ok((pixels, meta))
+    }
+}
+
+/// A chunk's timestamp as `Kimi_K25Processor.replace_video_token` writes it:
+/// `time.strftime("%H:%M:%S", time.gmtime(s))` and `.{int(s % 1 * 1000):03d}`.
+pub fn chunk_timestamp(s: f64) -> String {
+    let whole = s.floor().max(0.0) as u64;
+    let (hh, mm, ss) = ((whole / 3600) % 24, (whole / 60) % 60, whole % 60);
+    let ms = ((s % 1.0) * 1000.0) as u64;
+    format!("{hh:02}:{mm:02}:{ss:02}.{ms:03}")
 }
 
 /// `image` in the top-left corner of a black `width x height` image (torchvision's constant
@@ -238,6 +436,40 @@ mod tests {
             let e = KimiK25Processor::from_config(&pre, 14, 2).unwrap_err();
             assert!(e.message().contains(word), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn video_defaults_chunks_and_timestamps() {
+        let pre = |s: &str| ConfigObject::parse("video_preprocessor_config.json", s).unwrap();
+        let v = KimiK25VideoProcessor::from_config(&pre("{}"), 14, 2).unwrap();
+        assert_eq!(
+            (v.frame.max_patches, v.frame.max_side, v.temporal_patch_size),
+            (4096, 512, 4)
+        );
+        assert_eq!(
+            (v.do_sample_frames, v.num_frames, v.fps),
+            (true, None, Some(2.0))
+        );
+        assert_eq!(v.chunks(6), vec![4, 2]);
+        assert_eq!(v.chunks(8), vec![4, 4]);
+        assert_eq!(v.chunks(1), vec![1]);
+        // fps 2 of a 30 fps source: int(95 / 30 * 2) = 6 frames at arange(6) * 95 // 6.
+        let none = SampleOptions::default();
+        assert_eq!(
+            v.sample(95, Some(30.0), &none).unwrap(),
+            vec![0, 15, 31, 47, 63, 79]
+        );
+        let n =
+            KimiK25VideoProcessor::from_config(&pre(r#"{"fps": null, "num_frames": 3}"#), 14, 2)
+                .unwrap();
+        assert_eq!(n.sample(9, None, &none).unwrap(), vec![0, 3, 6]);
+        assert!(KimiK25VideoProcessor::from_config(&pre(r#"{"fps": 0}"#), 14, 2).is_err());
+        assert!(KimiK25VideoProcessor::from_config(&pre(r#"{"num_frames": 0}"#), 14, 2).is_err());
+        // time.strftime("%H:%M:%S", time.gmtime(s)) + f".{int(s % 1 * 1000):03d}"
+        assert_eq!(chunk_timestamp(0.0), "00:00:00.000");
+        assert_eq!(chunk_timestamp(1.0 / 6.0), "00:00:00.166");
+        assert_eq!(chunk_timestamp(3725.5), "01:02:05.500");
+        assert_eq!(chunk_timestamp(0.7), "00:00:00.700");
     }
 
     #[test]
