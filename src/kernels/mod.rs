@@ -209,6 +209,27 @@ impl Aligned {
         let lines = crate::preprocess::limits::try_zeroed(len.div_ceil(16), what)?;
         Ok(Aligned { lines, len })
     }
+
+    /// `count` lines, line `i` = `line(&mut state, i)`, computed in parallel on the calling
+    /// thread's pool (`state` from `init`, one per piece of work) and written once each,
+    /// in place: no pass writing zeros first, and the pages are first touched by the threads
+    /// that fill them.
+    fn par_lines<I>(
+        count: usize,
+        what: &str,
+        init: impl Fn() -> I + Sync + Send,
+        line: impl Fn(&mut I, usize) -> Line + Sync + Send,
+    ) -> Result<Aligned> {
+        let mut lines = crate::preprocess::limits::try_with_capacity(count, what)?;
+        (0..count)
+            .into_par_iter()
+            .map_init(init, line)
+            .collect_into_vec(&mut lines);
+        Ok(Aligned {
+            lines,
+            len: count * 16,
+        })
+    }
 }
 
 impl std::ops::Deref for Aligned {
@@ -250,30 +271,25 @@ impl std::fmt::Debug for PackedB {
 impl PackedB {
     /// Packs `B[kk][nn] = value(kk, nn)` (bf16 bits).
     fn build(k: usize, n: usize, value: impl Fn(usize, usize) -> u16 + Sync) -> Result<PackedB> {
-        let kp = k.div_ceil(2);
-        let kstride = kp.div_ceil(TILE_PAIRS) * TILE_PAIRS;
-        let panels = n.div_ceil(PANEL);
-        let len = panels
-            .checked_mul(kstride)
-            .and_then(|l| l.checked_mul(PANEL))
-            .ok_or_else(|| crate::error::Error::compute("packed bf16 matrix too large"))?;
-        let mut data = Aligned::zeroed(len, "a packed bf16 matrix")?;
-        if kp > 0 {
-            data.par_chunks_mut(kstride * PANEL)
-                .enumerate()
-                .for_each(|(p, panel)| {
-                    let n0 = p * PANEL;
-                    let cols = PANEL.min(n - n0);
-                    for (q, row) in panel[..kp * PANEL].chunks_exact_mut(PANEL).enumerate() {
-                        let k0 = 2 * q;
-                        for (j, slot) in row[..cols].iter_mut().enumerate() {
-                            let lo = value(k0, n0 + j);
-                            let hi = if k0 + 1 < k { value(k0 + 1, n0 + j) } else { 0 };
-                            *slot = pair(lo, hi);
-                        }
+        let (kp, kstride, count) = PackedB::shape(k, n)?;
+        let data = Aligned::par_lines(
+            count,
+            "a packed bf16 matrix",
+            || (),
+            |(), i| {
+                let (p, q) = (i / kstride, i % kstride);
+                let mut line = Line([0; PANEL]);
+                if q < kp {
+                    let (n0, k0) = (p * PANEL, 2 * q);
+                    for (j, slot) in line.0[..PANEL.min(n - n0)].iter_mut().enumerate() {
+                        let lo = value(k0, n0 + j);
+                        let hi = if k0 + 1 < k { value(k0 + 1, n0 + j) } else { 0 };
+                        *slot = pair(lo, hi);
                     }
-                });
-        }
+                }
+                line
+            },
+        )?;
         Ok(PackedB {
             k,
             n,
@@ -283,7 +299,19 @@ impl PackedB {
         })
     }
 
-    /// From `W` `[n, k]` in bf16 (torch's `Linear` weight `[out, in]`: `B = Wᵀ`).
+    /// `(kp, kstride, lines)` of the packing of a `[k, n]` matrix (one line per pair row of a
+    /// panel), or an error when it cannot be held.
+    fn shape(k: usize, n: usize) -> Result<(usize, usize, usize)> {
+        let kp = k.div_ceil(2);
+        let kstride = kp.div_ceil(TILE_PAIRS) * TILE_PAIRS;
+        let lines = n
+            .div_ceil(PANEL)
+            .checked_mul(kstride)
+            .filter(|l| l.checked_mul(64).is_some())
+            .ok_or_else(|| crate::error::Error::compute("packed bf16 matrix too large"))?;
+        Ok((kp, kstride, lines))
+    }
+
     /// Packs `B = Wᵀ` for a weight `W` `[n, k]` read a panel's rows at a time: `read(n0,
     /// rows)` fills `rows` (`rows.len() / k` rows of `k` values, from row `n0`: 16 rows, fewer
     /// for the last panel) and `bits` rounds a value to bf16 bits. Panels are read and packed
@@ -295,39 +323,46 @@ impl PackedB {
         read: impl Fn(usize, &mut [S]) -> Result<()> + Sync,
         bits: impl Fn(S) -> u16 + Sync,
     ) -> Result<PackedB> {
-        let kp = k.div_ceil(2);
-        let kstride = kp.div_ceil(TILE_PAIRS) * TILE_PAIRS;
-        let panels = n.div_ceil(PANEL);
-        let len = panels
-            .checked_mul(kstride)
-            .and_then(|l| l.checked_mul(PANEL))
-            .ok_or_else(|| crate::error::Error::compute("packed bf16 matrix too large"))?;
-        let mut data = Aligned::zeroed(len, "a packed bf16 matrix")?;
-        if kp > 0 {
-            data.par_chunks_mut(kstride * PANEL)
-                .enumerate()
-                .try_for_each_init(
-                    || vec![S::default(); PANEL * k],
-                    |rows, (p, panel)| {
-                        let n0 = p * PANEL;
-                        let cols = PANEL.min(n - n0);
-                        let rows = &mut rows[..cols * k];
-                        read(n0, rows)?;
-                        for (q, slots) in panel[..kp * PANEL].chunks_exact_mut(PANEL).enumerate() {
-                            let k0 = 2 * q;
-                            for (j, slot) in slots[..cols].iter_mut().enumerate() {
-                                let lo = bits(rows[j * k + k0]);
-                                let hi = if k0 + 1 < k {
-                                    bits(rows[j * k + k0 + 1])
-                                } else {
-                                    0
-                                };
-                                *slot = pair(lo, hi);
-                            }
-                        }
-                        Ok::<(), crate::error::Error>(())
-                    },
-                )?;
+        let (kp, kstride, count) = PackedB::shape(k, n)?;
+        let failed = std::sync::Mutex::new(None);
+        // Per piece of work: a panel's rows and which panel they are (lines come in order, so
+        // each panel is read once per piece that covers it).
+        let data = Aligned::par_lines(
+            count,
+            "a packed bf16 matrix",
+            || (Vec::new(), usize::MAX),
+            |(rows, held): &mut (Vec<S>, usize), i| {
+                let (p, q) = (i / kstride, i % kstride);
+                let mut line = Line([0; PANEL]);
+                let (n0, k0) = (p * PANEL, 2 * q);
+                let cols = PANEL.min(n - n0);
+                if q >= kp {
+                    return line;
+                }
+                if *held != p {
+                    rows.resize(cols * k, S::default());
+                    if let Err(e) = read(n0, &mut rows[..cols * k]) {
+                        let mut first = failed.lock().unwrap_or_else(|e| e.into_inner());
+                        first.get_or_insert(e);
+                        *held = usize::MAX;
+                        return line;
+                    }
+                    *held = p;
+                }
+                for (j, slot) in line.0[..cols].iter_mut().enumerate() {
+                    let lo = bits(rows[j * k + k0]);
+                    let hi = if k0 + 1 < k {
+                        bits(rows[j * k + k0 + 1])
+                    } else {
+                        0
+                    };
+                    *slot = pair(lo, hi);
+                }
+                line
+            },
+        )?;
+        if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            return Err(e);
         }
         Ok(PackedB {
             k,
@@ -367,9 +402,31 @@ impl PackedB {
         for (i, p) in parts.iter().enumerate() {
             owner.extend((0..p.n).map(|nn| (i, nn)));
         }
-        PackedB::build(k, owner.len(), |kk, nn| {
-            let (i, c) = owner[nn];
-            parts[i].get(kk, c).to_bits()
+        let n = owner.len();
+        // Every part has the same `k`, hence the same pair rows per panel: slot (q, column)
+        // is copied from the part's own slot (q, column) as it is.
+        let (kp, kstride, count) = PackedB::shape(k, n)?;
+        let data = Aligned::par_lines(
+            count,
+            "a packed bf16 matrix",
+            || (),
+            |(), i| {
+                let (p, q) = (i / kstride, i % kstride);
+                let mut line = Line([0; PANEL]);
+                let n0 = p * PANEL;
+                for (j, slot) in line.0[..PANEL.min(n - n0)].iter_mut().enumerate() {
+                    let (part, c) = owner[n0 + j];
+                    *slot = parts[part].padded_panel(c / PANEL)[q * PANEL + c % PANEL];
+                }
+                line
+            },
+        )?;
+        Ok(PackedB {
+            k,
+            n,
+            kp,
+            kstride,
+            data,
         })
     }
 
