@@ -21,6 +21,7 @@ use once_cell::sync::OnceCell;
 use safetensors::tensor::{Dtype as StDtype, Metadata};
 
 use crate::error::{Error, Result, Status};
+use crate::kernels::PackedB;
 
 /// Safetensors headers larger than this are refused (the format's own limit is 100 MB).
 const MAX_HEADER_BYTES: u64 = 100_000_000;
@@ -436,6 +437,48 @@ impl Weights {
     }
 }
 
+impl Weights {
+    /// Reads linear weight `name` `[n, k]` (`W`, any stored float type) straight into the
+    /// packed bf16 `Wᵀ` of the CPU bf16 kernels: each panel's 16 rows are read into a small
+    /// buffer and packed, panels in parallel on the calling thread's pool; the weight is never
+    /// held whole in another form. Values are rounded to bf16 as a conversion of the tensor
+    /// would round them (bf16 stored values are kept as they are).
+    pub fn packed_bf16(&self, name: &str, shape: [usize; 2]) -> Result<PackedB> {
+        let src = self.source(name, &shape)?;
+        let k = shape[1];
+        let rows_of = |size: usize| move |n0: usize| n0 * k * size;
+        match src.stored {
+            DType::BF16 => {
+                let at = rows_of(2);
+                PackedB::from_nk_rows(
+                    shape[0],
+                    k,
+                    |n0, rows: &mut [bf16]| src.read(at(n0), bytemuck::cast_slice_mut(rows)),
+                    |v| v.to_bits(),
+                )
+            }
+            DType::F16 => {
+                let at = rows_of(2);
+                PackedB::from_nk_rows(
+                    shape[0],
+                    k,
+                    |n0, rows: &mut [f16]| src.read(at(n0), bytemuck::cast_slice_mut(rows)),
+                    |v| bf16::from_f32(v.to_f32()).to_bits(),
+                )
+            }
+            _ => {
+                let at = rows_of(4);
+                PackedB::from_nk_rows(
+                    shape[0],
+                    k,
+                    |n0, rows: &mut [f32]| src.read(at(n0), bytemuck::cast_slice_mut(rows)),
+                    |v| bf16::from_f32(v).to_bits(),
+                )
+            }
+        }
+    }
+}
+
 /// Bytes of a 2-D tensor read at once by [`Weights::tensor_transposed`] (a band of rows that
 /// stays in the caches while it is scattered into the transpose).
 const BAND_BYTES: usize = 1 << 20;
@@ -741,7 +784,28 @@ mod tests {
                 };
                 assert!(f(&got) == f(&want), "stored {s:?} computed {target:?}");
             }
+            // Packed for the bf16 kernels while reading: the packing of the tensor read as
+            // bf16 (rows of 601 = 37 panels, the last one short; odd k = 703).
+            let name = format!("{s:?}");
+            let bf = w
+                .tensor(&name, &[rows, cols], DType::BF16, &Device::Cpu)
+                .unwrap();
+            let want = crate::models::fused::pack_bf16_weight(&bf).unwrap();
+            let got = w.packed_bf16(&name, [rows, cols]).unwrap();
+            assert_eq!((got.n(), got.k()), (rows, cols));
+            for (kk, nn) in [(0, 0), (702, 600), (351, 17), (1, 599), (700, 16)] {
+                assert_eq!(
+                    got.get(kk, nn),
+                    want.get(kk, nn),
+                    "stored {s:?} [{kk}, {nn}]"
+                );
+            }
+            assert!(got.same_values(&want), "stored {s:?} packed while reading");
         }
+        assert_eq!(
+            w.packed_bf16("F32", [cols, rows]).unwrap_err().status(),
+            Status::BadWeights
+        );
         let e = w
             .tensor_transposed("F32", [cols, rows], DType::F32)
             .unwrap_err();

@@ -209,6 +209,27 @@ impl Aligned {
         let lines = crate::preprocess::limits::try_zeroed(len.div_ceil(16), what)?;
         Ok(Aligned { lines, len })
     }
+
+    /// `count` lines, line `i` = `line(&mut state, i)`, computed in parallel on the calling
+    /// thread's pool (`state` from `init`, one per piece of work) and written once each,
+    /// in place: no pass writing zeros first, and the pages are first touched by the threads
+    /// that fill them.
+    fn par_lines<I>(
+        count: usize,
+        what: &str,
+        init: impl Fn() -> I + Sync + Send,
+        line: impl Fn(&mut I, usize) -> Line + Sync + Send,
+    ) -> Result<Aligned> {
+        let mut lines = crate::preprocess::limits::try_with_capacity(count, what)?;
+        (0..count)
+            .into_par_iter()
+            .map_init(init, line)
+            .collect_into_vec(&mut lines);
+        Ok(Aligned {
+            lines,
+            len: count * 16,
+        })
+    }
 }
 
 impl std::ops::Deref for Aligned {
@@ -250,29 +271,98 @@ impl std::fmt::Debug for PackedB {
 impl PackedB {
     /// Packs `B[kk][nn] = value(kk, nn)` (bf16 bits).
     fn build(k: usize, n: usize, value: impl Fn(usize, usize) -> u16 + Sync) -> Result<PackedB> {
+        let (kp, kstride, count) = PackedB::shape(k, n)?;
+        let data = Aligned::par_lines(
+            count,
+            "a packed bf16 matrix",
+            || (),
+            |(), i| {
+                let (p, q) = (i / kstride, i % kstride);
+                let mut line = Line([0; PANEL]);
+                if q < kp {
+                    let (n0, k0) = (p * PANEL, 2 * q);
+                    for (j, slot) in line.0[..PANEL.min(n - n0)].iter_mut().enumerate() {
+                        let lo = value(k0, n0 + j);
+                        let hi = if k0 + 1 < k { value(k0 + 1, n0 + j) } else { 0 };
+                        *slot = pair(lo, hi);
+                    }
+                }
+                line
+            },
+        )?;
+        Ok(PackedB {
+            k,
+            n,
+            kp,
+            kstride,
+            data,
+        })
+    }
+
+    /// `(kp, kstride, lines)` of the packing of a `[k, n]` matrix (one line per pair row of a
+    /// panel), or an error when it cannot be held.
+    fn shape(k: usize, n: usize) -> Result<(usize, usize, usize)> {
         let kp = k.div_ceil(2);
         let kstride = kp.div_ceil(TILE_PAIRS) * TILE_PAIRS;
-        let panels = n.div_ceil(PANEL);
-        let len = panels
+        let lines = n
+            .div_ceil(PANEL)
             .checked_mul(kstride)
-            .and_then(|l| l.checked_mul(PANEL))
+            .filter(|l| l.checked_mul(64).is_some())
             .ok_or_else(|| crate::error::Error::compute("packed bf16 matrix too large"))?;
-        let mut data = Aligned::zeroed(len, "a packed bf16 matrix")?;
-        if kp > 0 {
-            data.par_chunks_mut(kstride * PANEL)
-                .enumerate()
-                .for_each(|(p, panel)| {
-                    let n0 = p * PANEL;
-                    let cols = PANEL.min(n - n0);
-                    for (q, row) in panel[..kp * PANEL].chunks_exact_mut(PANEL).enumerate() {
-                        let k0 = 2 * q;
-                        for (j, slot) in row[..cols].iter_mut().enumerate() {
-                            let lo = value(k0, n0 + j);
-                            let hi = if k0 + 1 < k { value(k0 + 1, n0 + j) } else { 0 };
-                            *slot = pair(lo, hi);
-                        }
+        Ok((kp, kstride, lines))
+    }
+
+    /// Packs `B = Wᵀ` for a weight `W` `[n, k]` read a panel's rows at a time: `read(n0,
+    /// rows)` fills `rows` (`rows.len() / k` rows of `k` values, from row `n0`: 16 rows, fewer
+    /// for the last panel) and `bits` rounds a value to bf16 bits. Panels are read and packed
+    /// in parallel on the calling thread's pool, each from a buffer of its own rows (no copy
+    /// of the whole weight); the first error of `read` is returned.
+    pub fn from_nk_rows<S: Copy + Default + Send>(
+        n: usize,
+        k: usize,
+        read: impl Fn(usize, &mut [S]) -> Result<()> + Sync,
+        bits: impl Fn(S) -> u16 + Sync,
+    ) -> Result<PackedB> {
+        let (kp, kstride, count) = PackedB::shape(k, n)?;
+        let failed = std::sync::Mutex::new(None);
+        // Per piece of work: a panel's rows and which panel they are (lines come in order, so
+        // each panel is read once per piece that covers it).
+        let data = Aligned::par_lines(
+            count,
+            "a packed bf16 matrix",
+            || (Vec::new(), usize::MAX),
+            |(rows, held): &mut (Vec<S>, usize), i| {
+                let (p, q) = (i / kstride, i % kstride);
+                let mut line = Line([0; PANEL]);
+                let (n0, k0) = (p * PANEL, 2 * q);
+                let cols = PANEL.min(n - n0);
+                if q >= kp {
+                    return line;
+                }
+                if *held != p {
+                    rows.resize(cols * k, S::default());
+                    if let Err(e) = read(n0, &mut rows[..cols * k]) {
+                        let mut first = failed.lock().unwrap_or_else(|e| e.into_inner());
+                        first.get_or_insert(e);
+                        *held = usize::MAX;
+                        return line;
                     }
-                });
+                    *held = p;
+                }
+                for (j, slot) in line.0[..cols].iter_mut().enumerate() {
+                    let lo = bits(rows[j * k + k0]);
+                    let hi = if k0 + 1 < k {
+                        bits(rows[j * k + k0 + 1])
+                    } else {
+                        0
+                    };
+                    *slot = pair(lo, hi);
+                }
+                line
+            },
+        )?;
+        if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            return Err(e);
         }
         Ok(PackedB {
             k,
@@ -283,7 +373,6 @@ impl PackedB {
         })
     }
 
-    /// From `W` `[n, k]` in bf16 (torch's `Linear` weight `[out, in]`: `B = Wᵀ`).
     pub fn from_nk_bf16(w: &[bf16], n: usize, k: usize) -> Result<PackedB> {
         assert_eq!(w.len(), n * k, "PackedB::from_nk_bf16: {n}x{k}");
         PackedB::build(k, n, |kk, nn| w[nn * k + kk].to_bits())
@@ -313,9 +402,31 @@ impl PackedB {
         for (i, p) in parts.iter().enumerate() {
             owner.extend((0..p.n).map(|nn| (i, nn)));
         }
-        PackedB::build(k, owner.len(), |kk, nn| {
-            let (i, c) = owner[nn];
-            parts[i].get(kk, c).to_bits()
+        let n = owner.len();
+        // Every part has the same `k`, hence the same pair rows per panel: slot (q, column)
+        // is copied from the part's own slot (q, column) as it is.
+        let (kp, kstride, count) = PackedB::shape(k, n)?;
+        let data = Aligned::par_lines(
+            count,
+            "a packed bf16 matrix",
+            || (),
+            |(), i| {
+                let (p, q) = (i / kstride, i % kstride);
+                let mut line = Line([0; PANEL]);
+                let n0 = p * PANEL;
+                for (j, slot) in line.0[..PANEL.min(n - n0)].iter_mut().enumerate() {
+                    let (part, c) = owner[n0 + j];
+                    *slot = parts[part].padded_panel(c / PANEL)[q * PANEL + c % PANEL];
+                }
+                line
+            },
+        )?;
+        Ok(PackedB {
+            k,
+            n,
+            kp,
+            kstride,
+            data,
         })
     }
 
@@ -338,6 +449,12 @@ impl PackedB {
         } else {
             (v >> 16) as u16
         })
+    }
+
+    /// Whether `other` packs the same matrix the same way (every slot equal).
+    #[cfg(test)]
+    pub fn same_values(&self, other: &PackedB) -> bool {
+        (self.k, self.n) == (other.k, other.n) && *self.data == *other.data
     }
 
     /// Bytes held.
@@ -423,8 +540,33 @@ fn pack_a_wide(a: &[f32], m: usize, k: usize) -> Result<Aligned> {
 
 /// `x` rounded to bf16 and widened back, as the slots of [`Elem::Bf16Wide`]: per pair the
 /// odd value's bits, then the even one's (an odd length's last value pairs with zero).
+/// Branch-free per value (the NaN case selected, not branched to), so that it vectorizes.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
 fn bf16_wide(x: &[f32], out: &mut [u32]) {
-    let widened = |x: f32| (bf16_bits(x) as u32) << 16;
+    #[inline(always)]
+    fn widened(x: f32) -> u32 {
+        // `bf16_bits(x) << 16`, without the branch.
+        let b = x.to_bits();
+        let rounded = b.wrapping_add(0x7fff + ((b >> 16) & 1)) & 0xffff_0000;
+        let nan = (b | 0x0040_0000) & 0xffff_0000;
+        if b & 0x7fff_ffff > 0x7f80_0000 {
+            nan
+        } else {
+            rounded
+        }
+    }
+    let full = x.len() / 8 * 8;
+    let (x8, x) = x.split_at(full);
+    let (out8, out) = out.split_at_mut(full);
+    for (c, o) in x8.chunks_exact(8).zip(out8.chunks_exact_mut(8)) {
+        for j in 0..8 {
+            o[j] = widened(c[j ^ 1]);
+        }
+    }
     let pairs = x.chunks_exact(2);
     if let [last] = pairs.remainder() {
         let at = x.len() / 2 * 2;
@@ -970,6 +1112,28 @@ mod tests {
         ];
         let cat = PackedB::concat(&parts).unwrap();
         assert_eq!(*cat.data, *PackedB::from_nk_f32(&both, 25, k).unwrap().data);
+        // Read a panel's rows at a time: the same packing, and read errors come back.
+        let rows = PackedB::from_nk_rows(
+            n,
+            k,
+            |n0, out: &mut [bf16]| {
+                out.copy_from_slice(&wb[n0 * k..][..out.len()]);
+                Ok(())
+            },
+            |v| v.to_bits(),
+        )
+        .unwrap();
+        assert_eq!(*from_nk.data, *rows.data);
+        let failing = PackedB::from_nk_rows(
+            n,
+            k,
+            |n0, _: &mut [bf16]| match n0 {
+                32 => Err(crate::error::Error::compute("read failed")),
+                _ => Ok(()),
+            },
+            |v| v.to_bits(),
+        );
+        assert!(failing.unwrap_err().message().contains("read failed"));
         let short = PackedB::from_nk_f32(&values(5 * (k - 1), 12), 5, k - 1).unwrap();
         assert!(PackedB::concat(&[&from_nk, &short]).is_err());
     }
@@ -992,6 +1156,31 @@ mod tests {
         assert_eq!(bf16_bits(1.0 + 1.0 / 256.0), bf16::from_f32(1.0).to_bits());
         assert!(bf16::from_bits(bf16_bits(f32::NAN)).is_nan());
         assert_eq!(bf16_bits(f32::INFINITY), 0x7f80);
+    }
+
+    #[test]
+    fn widened_slots_are_the_rounded_pairs_swapped() {
+        let mut x = values(53, 21);
+        x.extend([
+            f32::NAN,
+            -f32::NAN,
+            f32::INFINITY,
+            1.0 + 1.0 / 256.0,
+            -0.0,
+            1e-40,
+            f32::MAX,
+        ]);
+        for len in [0, 1, 2, 7, 8, 9, 16, 17, x.len()] {
+            let x = &x[..len];
+            let mut got = vec![7u32; 2 * len.div_ceil(2)];
+            bf16_wide(x, &mut got);
+            let mut pairs = vec![0u32; len.div_ceil(2)];
+            bf16_pairs(x, &mut pairs);
+            for (q, &p) in pairs.iter().enumerate() {
+                assert_eq!(got[2 * q], p & 0xffff_0000, "len {len} pair {q} odd");
+                assert_eq!(got[2 * q + 1], p << 16, "len {len} pair {q} even");
+            }
+        }
     }
 
     #[test]

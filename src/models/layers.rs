@@ -95,10 +95,13 @@ impl<'a> Loader<'a> {
             None
         };
         if self.device.is_cpu() && self.weights.bf16_matmuls() {
-            // bf16 weights packed once for the bf16 kernels; activations stay f32.
-            let w = sub.tensor_as("weight", &[out_dim, in_dim], DType::BF16)?;
+            // bf16 weights read straight into the packed form of the bf16 kernels;
+            // activations stay f32.
+            let w = self
+                .weights
+                .packed_bf16(&sub.name("weight"), [out_dim, in_dim])?;
             return Ok(Linear {
-                rhs: Rhs::Bf16(Arc::new(fused::pack_bf16_weight(&w)?)),
+                rhs: Rhs::Bf16(Arc::new(w)),
                 bias,
             });
         }
