@@ -55,7 +55,8 @@ def build(case: str, out: Path):
             text_config=dict(model_type="mistral", hidden_size=5120, intermediate_size=256,
                              num_hidden_layers=2, num_attention_heads=32, num_key_value_heads=8,
                              head_dim=128, vocab_size=1024),
-            projector_hidden_act="gelu", vision_feature_layer=-1, image_token_index=10)
+            projector_hidden_act="gelu", vision_feature_layer=-1, image_token_index=10,
+            vision_feature_select_strategy="full")
         model = LlavaForConditionalGeneration(cfg).eval()
     else:
         raise SystemExit(f"unknown case {case}")
