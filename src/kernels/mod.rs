@@ -490,17 +490,25 @@ fn bf16_pairs(x: &[f32], out: &mut [u32]) {
     }
 }
 
-/// `A` `[m, k]` f32 rounded to bf16 pairs, row-major, starting a cache line: `rows` (≥ `m`)
-/// rows of `stride` (≥ `ceil(k / 2)`) slots, zero past `m` rows and `ceil(k / 2)` slots; the
-/// kernels read it at a row stride.
-fn pack_a(a: &[f32], m: usize, k: usize, stride: usize, rows: usize) -> Result<Aligned> {
-    let kp = k.div_ceil(2);
-    debug_assert!(stride >= kp && rows >= m);
+/// `A` `[m, k]` f32 rounded to bf16 as left-operand slots of `elem`, row-major, starting a
+/// cache line: `rows` (≥ `m`) rows of `stride` (≥ the row's slots) slots, zero past `m` rows
+/// and each row's slots; the kernels read it at a row stride. [`Elem::Bf16`]: pairs;
+/// [`Elem::Bf16Wide`]: per pair of `k` the odd `k`'s value widened to f32, then the even one's.
+fn pack_a(
+    a: &[f32],
+    m: usize,
+    k: usize,
+    stride: usize,
+    rows: usize,
+    elem: Elem,
+) -> Result<Aligned> {
+    let used = k.div_ceil(2) * elem.a_slots();
+    debug_assert!(stride >= used && rows >= m && elem != Elem::F32);
     let len = rows
         .checked_mul(stride)
         .ok_or_else(|| crate::error::Error::compute("bf16 activations too large"))?;
     let mut out = Aligned::zeroed(len, "bf16 activations")?;
-    if kp == 0 {
+    if used == 0 {
         return Ok(out);
     }
     let rows_per_task = (16384 / stride).max(1);
@@ -508,31 +516,10 @@ fn pack_a(a: &[f32], m: usize, k: usize, stride: usize, rows: usize) -> Result<A
         .zip(a.par_chunks(rows_per_task * k))
         .for_each(|(o, x)| {
             for (orow, xrow) in o.chunks_exact_mut(stride).zip(x.chunks_exact(k)) {
-                bf16_pairs(xrow, &mut orow[..kp]);
-            }
-        });
-    Ok(out)
-}
-
-/// `A` `[m, k]` f32 rounded to bf16 and widened back to f32 for [`Elem::Bf16Wide`]: `m` rows
-/// of `2 · ceil(k / 2)` slots, per pair of `k` the odd `k`'s value, then the even one's
-/// (zero past `k`), starting a cache line.
-fn pack_a_wide(a: &[f32], m: usize, k: usize) -> Result<Aligned> {
-    let kp = k.div_ceil(2);
-    let stride = 2 * kp;
-    let len = m
-        .checked_mul(stride)
-        .ok_or_else(|| crate::error::Error::compute("bf16 activations too large"))?;
-    let mut out = Aligned::zeroed(len, "bf16 activations")?;
-    if kp == 0 {
-        return Ok(out);
-    }
-    let rows_per_task = (16384 / stride).max(1);
-    out.par_chunks_mut(rows_per_task * stride)
-        .zip(a.par_chunks(rows_per_task * k))
-        .for_each(|(o, x)| {
-            for (orow, xrow) in o.chunks_exact_mut(stride).zip(x.chunks_exact(k)) {
-                bf16_wide(xrow, orow);
+                match elem {
+                    Elem::Bf16Wide => bf16_wide(xrow, &mut orow[..used]),
+                    _ => bf16_pairs(xrow, &mut orow[..used]),
+                }
             }
         });
     Ok(out)
@@ -795,11 +782,8 @@ pub fn gemm_at(level: Isa, a: &[f32], m: usize, b: &PackedB, c: &mut [f32]) -> R
     let elem = bf16_elem(level);
     let per_pair = elem.a_slots();
     let mr = level.rows_for(elem);
-    let packed = match elem {
-        Elem::Bf16Wide => pack_a_wide(a, m, k)?,
-        _ => pack_a(a, m, k, kp, m)?,
-    };
     let lda = kp * per_pair;
+    let packed = pack_a(a, m, k, lda, m, elem)?;
     // `k` in chunks of `KC_PAIRS` pairs (the partial sums go through `C`, exactly: f32 stored
     // and reloaded), so that a panel's chunk stays in L1 across a row block's tiles; row blocks
     // small enough to stay in the cache across all panels, and enough of them for every thread
@@ -899,7 +883,7 @@ const AMX_ROWS: usize = 32;
 fn gemm_amx(a: &[f32], m: usize, b: &PackedB, c: &mut [f32]) -> Result<()> {
     let (k, n, ks) = (b.k, b.n, b.kstride);
     let tile_rows = x86::TILE_ROWS;
-    let packed = pack_a(a, m, k, ks, m.div_ceil(tile_rows) * tile_rows)?;
+    let packed = pack_a(a, m, k, ks, m.div_ceil(tile_rows) * tile_rows, Elem::Bf16)?;
     let kc = ks.min(AMX_KC_PAIRS);
     let threads = rayon::current_num_threads().max(1);
     // One block per thread unless the block's `A` would outgrow L2: each block streams all

@@ -324,6 +324,53 @@ unsafe fn avx512_tile<const R: usize, const TWO: bool>(
     }
 }
 
+/// The accumulators of an AVX2 tile of `R` rows × 16 columns: what `out` holds when
+/// `accumulate`, else zeros.
+///
+/// # Safety
+/// AVX; `out` readable for 16 f32 at `r·ldc`, `r < R`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2_rows_load<const R: usize>(
+    out: *const f32,
+    ldc: usize,
+    accumulate: bool,
+) -> ([__m256; R], [__m256; R]) {
+    let mut acc0 = [_mm256_setzero_ps(); R];
+    let mut acc1 = [_mm256_setzero_ps(); R];
+    if accumulate {
+        for r in 0..R {
+            // SAFETY: row r of out has 16 f32 at r·ldc.
+            unsafe {
+                acc0[r] = _mm256_loadu_ps(out.add(r * ldc));
+                acc1[r] = _mm256_loadu_ps(out.add(r * ldc + 8));
+            }
+        }
+    }
+    (acc0, acc1)
+}
+
+/// Stores the accumulators of [`avx2_rows_load`] back.
+///
+/// # Safety
+/// AVX; `out` writable for 16 f32 at `r·ldc`, `r < R`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2_rows_store<const R: usize>(
+    out: *mut f32,
+    ldc: usize,
+    acc0: &[__m256; R],
+    acc1: &[__m256; R],
+) {
+    for r in 0..R {
+        // SAFETY: row r of out has 16 f32 at r·ldc.
+        unsafe {
+            _mm256_storeu_ps(out.add(r * ldc), acc0[r]);
+            _mm256_storeu_ps(out.add(r * ldc + 8), acc1[r]);
+        }
+    }
+}
+
 /// AVX2 + FMA: one panel (two registers of 8 columns), bf16 widened to f32, odd `k` first.
 ///
 /// # Safety
@@ -342,17 +389,8 @@ unsafe fn avx2_tile<const R: usize, const TWO: bool>(
     accumulate: bool,
 ) {
     let high = _mm256_set1_epi32(0xffff_0000u32 as i32);
-    let mut acc0 = [_mm256_setzero_ps(); R];
-    let mut acc1 = [_mm256_setzero_ps(); R];
-    if accumulate {
-        for r in 0..R {
-            // SAFETY: row r of out has 16 f32 at r·ldc.
-            unsafe {
-                acc0[r] = _mm256_loadu_ps(out.add(r * ldc));
-                acc1[r] = _mm256_loadu_ps(out.add(r * ldc + 8));
-            }
-        }
-    }
+    // SAFETY: row r < R of out has 16 f32 at r·ldc (the caller's contract).
+    let (mut acc0, mut acc1) = unsafe { avx2_rows_load::<R>(out, ldc, accumulate) };
     for q in 0..kp {
         // SAFETY: q < kp: inside the panel's kp × 16 pairs.
         let (v0, v1) = unsafe {
@@ -374,13 +412,8 @@ unsafe fn avx2_tile<const R: usize, const TWO: bool>(
             acc1[r] = _mm256_fmadd_ps(al, b1l, _mm256_fmadd_ps(ah, b1h, acc1[r]));
         }
     }
-    for r in 0..R {
-        // SAFETY: row r of out has 16 f32 at r·ldc.
-        unsafe {
-            _mm256_storeu_ps(out.add(r * ldc), acc0[r]);
-            _mm256_storeu_ps(out.add(r * ldc + 8), acc1[r]);
-        }
-    }
+    // SAFETY: as for the load.
+    unsafe { avx2_rows_store::<R>(out, ldc, &acc0, &acc1) };
 }
 
 /// AVX2 + FMA, `A` widened ([`Elem::Bf16Wide`]): one panel (two registers of 8 columns),
@@ -404,17 +437,8 @@ unsafe fn avx2_wide_tile<const R: usize, const TWO: bool>(
     accumulate: bool,
 ) {
     let high = _mm256_set1_epi32(0xffff_0000u32 as i32);
-    let mut acc0 = [_mm256_setzero_ps(); R];
-    let mut acc1 = [_mm256_setzero_ps(); R];
-    if accumulate {
-        for r in 0..R {
-            // SAFETY: row r of out has 16 f32 at r·ldc.
-            unsafe {
-                acc0[r] = _mm256_loadu_ps(out.add(r * ldc));
-                acc1[r] = _mm256_loadu_ps(out.add(r * ldc + 8));
-            }
-        }
-    }
+    // SAFETY: row r < R of out has 16 f32 at r·ldc (the caller's contract).
+    let (mut acc0, mut acc1) = unsafe { avx2_rows_load::<R>(out, ldc, accumulate) };
     let a = a.cast::<f32>();
     if R == 6 && ks == 1 {
         let mut acc = [[_mm256_setzero_ps(); 2]; 6];
@@ -432,13 +456,8 @@ unsafe fn avx2_wide_tile<const R: usize, const TWO: bool>(
             unsafe { avx2_wide_step::<R>(a, rs, ks, q, b, high, &mut acc0, &mut acc1) };
         }
     }
-    for r in 0..R {
-        // SAFETY: row r of out has 16 f32 at r·ldc.
-        unsafe {
-            _mm256_storeu_ps(out.add(r * ldc), acc0[r]);
-            _mm256_storeu_ps(out.add(r * ldc + 8), acc1[r]);
-        }
-    }
+    // SAFETY: as for the load.
+    unsafe { avx2_rows_store::<R>(out, ldc, &acc0, &acc1) };
 }
 
 /// The inner loop of [`avx2_wide_tile`] for 6 rows of `A` at slot stride 1, as assembly:
@@ -659,17 +678,8 @@ unsafe fn avx2_f32_tile<const R: usize, const TWO: bool>(
     ldc: usize,
     accumulate: bool,
 ) {
-    let mut acc0 = [_mm256_setzero_ps(); R];
-    let mut acc1 = [_mm256_setzero_ps(); R];
-    if accumulate {
-        for r in 0..R {
-            // SAFETY: row r of out has 16 f32 at r·ldc.
-            unsafe {
-                acc0[r] = _mm256_loadu_ps(out.add(r * ldc));
-                acc1[r] = _mm256_loadu_ps(out.add(r * ldc + 8));
-            }
-        }
-    }
+    // SAFETY: row r < R of out has 16 f32 at r·ldc (the caller's contract).
+    let (mut acc0, mut acc1) = unsafe { avx2_rows_load::<R>(out, ldc, accumulate) };
     let (a, b) = (a.cast::<f32>(), b.cast::<f32>());
     for q in 0..k {
         // SAFETY: q < k: inside the panel's k × 16 values.
@@ -686,13 +696,8 @@ unsafe fn avx2_f32_tile<const R: usize, const TWO: bool>(
             acc1[r] = _mm256_fmadd_ps(av, v1, acc1[r]);
         }
     }
-    for r in 0..R {
-        // SAFETY: row r of out has 16 f32 at r·ldc.
-        unsafe {
-            _mm256_storeu_ps(out.add(r * ldc), acc0[r]);
-            _mm256_storeu_ps(out.add(r * ldc + 8), acc1[r]);
-        }
-    }
+    // SAFETY: as for the load.
+    unsafe { avx2_rows_store::<R>(out, ldc, &acc0, &acc1) };
 }
 
 /// Rows of an AMX tile (every tile is configured 16 rows × 64 bytes).
