@@ -45,9 +45,7 @@ pub struct Gemma4VideoProcessor {
     pub do_resize: bool,
     pub interp: TvInterpolation,
     pub rescale_normalize: RescaleNormalize,
-    pub do_sample_frames: bool,
-    pub num_frames: Option<usize>,
-    pub fps: Option<f64>,
+    pub sampling: FrameSampling,
 }
 
 impl Gemma4VideoProcessor {
@@ -78,24 +76,6 @@ impl Gemma4VideoProcessor {
                 pre.location()
             ))
         })?;
-        // A saved `null` is None; an absent key the class default 32.
-        let num_frames = if pre.is_null("num_frames") {
-            None
-        } else {
-            Some(pre.usize_or("num_frames", 32, MAX_FRAMES_LIMIT)?)
-        };
-        let fps = match pre.value("fps") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(_) => match pre.f64("fps")? {
-                Some(v) if v.is_finite() && v > 0.0 => Some(v),
-                v => {
-                    return Err(Error::bad_config(format!(
-                        "{}: `fps` must be a positive number, found {v:?}",
-                        pre.location()
-                    )))
-                }
-            },
-        };
         Ok(Gemma4VideoProcessor {
             patch_size,
             pooling,
@@ -103,28 +83,10 @@ impl Gemma4VideoProcessor {
             do_resize: pre.bool_or("do_resize", true)?,
             interp,
             rescale_normalize: read_rescale_normalize(pre, ([0.0; 3], [1.0; 3]))?,
-            do_sample_frames: pre.bool_or("do_sample_frames", true)?,
-            num_frames,
-            fps,
+            // The class default: 32 frames, which makes a per-call `fps` an error unless the
+            // config sets `num_frames` to null.
+            sampling: FrameSampling::read(pre, Some(32), None)?,
         })
-    }
-
-    /// The source frames to keep out of `total` (`sample_frames` → `default_sample_indices_fn`).
-    /// As in the reference, a call's unset `num_frames` / `fps` take the config's, and both
-    /// set is an error (the class default `num_frames` 32 makes a per-call `fps` an error
-    /// unless the config sets `num_frames` to null).
-    pub fn sample(
-        &self,
-        total: usize,
-        source_fps: Option<f64>,
-        opts: &SampleOptions,
-    ) -> Result<Vec<usize>> {
-        default_sample_indices(
-            total,
-            source_fps,
-            opts,
-            (self.do_sample_frames, self.num_frames, self.fps),
-        )
     }
 
     /// The prompt data: per kept frame, its time in seconds (`metadata.timestamps`: frame
@@ -160,7 +122,7 @@ impl Gemma4VideoProcessor {
             frame,
         } = video;
         check_source_fps(source_fps)?;
-        let indices = self.sample(n_frames, source_fps, opts)?;
+        let indices = self.sampling.sample(n_frames, source_fps, opts)?;
         let n = indices.len();
         let (p, k) = (self.patch_size, self.pooling);
         let max_patches = self.max_soft_tokens * k * k;
@@ -206,52 +168,94 @@ impl Gemma4VideoProcessor {
     }
 }
 
-/// `BaseVideoProcessor.sample_frames` → `default_sample_indices_fn`: the source frames to keep
-/// out of `total`, given the config's `(do_sample_frames, num_frames, fps)`. A call's unset
-/// `num_frames` / `fps` take the config's, and both set is an error; `fps` needs the source
-/// frame rate and keeps `max(1, int(total / source_fps * fps))` frames; the kept frames are
-/// `arange(n) * total // n`; more than the video has is an error. Gemma 4, Kimi K2.5.
-pub fn default_sample_indices(
-    total: usize,
-    source_fps: Option<f64>,
-    opts: &SampleOptions,
-    config: (bool, Option<usize>, Option<f64>),
-) -> Result<Vec<usize>> {
-    let (do_sample_frames, cfg_num_frames, cfg_fps) = config;
-    if total == 0 {
-        return Err(Error::invalid_argument("a video needs at least one frame"));
+/// The frame sampling settings of `BaseVideoProcessor` (`do_sample_frames`, `num_frames`,
+/// `fps`), as a video processor config holds them. Gemma 4, Kimi K2.5.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FrameSampling {
+    pub do_sample_frames: bool,
+    pub num_frames: Option<usize>,
+    pub fps: Option<f64>,
+}
+
+impl FrameSampling {
+    /// Reads the settings from a video processor config; an absent `num_frames` / `fps` is
+    /// the class default given, a saved `null` is None; `do_sample_frames` defaults to true.
+    pub fn read(
+        pre: &ConfigObject,
+        num_frames: Option<usize>,
+        fps: Option<f64>,
+    ) -> Result<FrameSampling> {
+        let num_frames = match pre.value("num_frames") {
+            _ if pre.is_null("num_frames") => None,
+            None => num_frames,
+            Some(_) => pre.usize_max("num_frames", MAX_FRAMES_LIMIT)?,
+        };
+        let fps = match pre.value("fps") {
+            _ if pre.is_null("fps") => None,
+            None => fps,
+            Some(_) => match pre.f64("fps")? {
+                Some(v) if v.is_finite() && v > 0.0 => Some(v),
+                v => {
+                    return Err(Error::bad_config(format!(
+                        "{}: `fps` must be a positive number, found {v:?}",
+                        pre.location()
+                    )))
+                }
+            },
+        };
+        Ok(FrameSampling {
+            do_sample_frames: pre.bool_or("do_sample_frames", true)?,
+            num_frames,
+            fps,
+        })
     }
-    if !opts.do_sample_frames.unwrap_or(do_sample_frames) {
-        return Ok((0..total).collect());
-    }
-    let num_frames = opts.num_frames.or(cfg_num_frames);
-    let fps = opts.fps.or(cfg_fps);
-    let n = match (num_frames, fps) {
-        (Some(n), Some(f)) => {
+
+    /// `BaseVideoProcessor.sample_frames` → `default_sample_indices_fn`: the source frames to
+    /// keep out of `total`. A call's unset `num_frames` / `fps` take the config's, and both
+    /// set is an error; `fps` needs the source frame rate and keeps `max(1, int(total /
+    /// source_fps * fps))` frames; the kept frames are `arange(n) * total // n`; more than the
+    /// video has is an error.
+    pub fn sample(
+        &self,
+        total: usize,
+        source_fps: Option<f64>,
+        opts: &SampleOptions,
+    ) -> Result<Vec<usize>> {
+        if total == 0 {
+            return Err(Error::invalid_argument("a video needs at least one frame"));
+        }
+        if !opts.do_sample_frames.unwrap_or(self.do_sample_frames) {
+            return Ok((0..total).collect());
+        }
+        let num_frames = opts.num_frames.or(self.num_frames);
+        let fps = opts.fps.or(self.fps);
+        let n = match (num_frames, fps) {
+            (Some(n), Some(f)) => {
+                return Err(Error::invalid_argument(format!(
+                    "`num_frames` ({n}) and `fps` ({f}) are mutually exclusive (one may come from \
+                     the video processor config or its class default): set only one"
+                )))
+            }
+            (Some(n), None) => n,
+            (None, Some(fps)) => {
+                let src = source_fps.ok_or_else(|| {
+                    Error::invalid_argument(
+                        "sampling at `fps` frames per second needs the video's frame rate \
+                         (vt_video_params.source_fps)",
+                    )
+                })?;
+                ((total as f64 / src * fps) as usize).max(1)
+            }
+            (None, None) => return Ok((0..total).collect()),
+        };
+        if n == 0 || n > total {
             return Err(Error::invalid_argument(format!(
-                "`num_frames` ({n}) and `fps` ({f}) are mutually exclusive (one may come from \
-                 the video processor config or its class default): set only one"
-            )))
+                "the video can't be sampled: num_frames={n} but it has {total} frames (set \
+                 num_frames or fps to a smaller value)"
+            )));
         }
-        (Some(n), None) => n,
-        (None, Some(fps)) => {
-            let src = source_fps.ok_or_else(|| {
-                Error::invalid_argument(
-                    "sampling at `fps` frames per second needs the video's frame rate \
-                     (vt_video_params.source_fps)",
-                )
-            })?;
-            ((total as f64 / src * fps) as usize).max(1)
-        }
-        (None, None) => return Ok((0..total).collect()),
-    };
-    if n == 0 || n > total {
-        return Err(Error::invalid_argument(format!(
-            "the video can't be sampled: num_frames={n} but it has {total} frames (set \
-             num_frames or fps to a smaller value)"
-        )));
+        Ok((0..n).map(|i| i * total / n).collect())
     }
-    Ok((0..n).map(|i| i * total / n).collect())
 }
 
 #[cfg(test)]
@@ -267,22 +271,25 @@ mod tests {
     fn sampling_follows_default_sample_indices_fn() {
         let d = proc("{}");
         assert_eq!(
-            (d.num_frames, d.fps, d.max_soft_tokens),
+            (d.sampling.num_frames, d.sampling.fps, d.max_soft_tokens),
             (Some(32), None, 70)
         );
         let none = SampleOptions::default();
         // np.arange(n) * total // n
         assert_eq!(
-            d.sample(64, None, &none).unwrap(),
+            d.sampling.sample(64, None, &none).unwrap(),
             (0..32).map(|i| i * 2).collect::<Vec<_>>()
         );
         let four = SampleOptions {
             num_frames: Some(4),
             ..SampleOptions::default()
         };
-        assert_eq!(d.sample(10, None, &four).unwrap(), vec![0, 2, 5, 7]);
+        assert_eq!(
+            d.sampling.sample(10, None, &four).unwrap(),
+            vec![0, 2, 5, 7]
+        );
         // 32 of 10 frames: the reference raises.
-        assert!(d.sample(10, None, &none).is_err());
+        assert!(d.sampling.sample(10, None, &none).is_err());
         // fps (with num_frames null in the config): max(1, int(30 / 29.97 * 2)) = 2 frames
         // at [0, 15] (transformers gives the same); with the default num_frames, an error.
         let fps = SampleOptions {
@@ -290,22 +297,25 @@ mod tests {
             ..SampleOptions::default()
         };
         let by_fps = proc(r#"{"num_frames": null}"#);
-        assert_eq!(by_fps.sample(30, Some(29.97), &fps).unwrap(), vec![0, 15]);
-        assert!(by_fps.sample(30, None, &fps).is_err());
-        assert!(d.sample(30, Some(29.97), &fps).is_err());
+        assert_eq!(
+            by_fps.sampling.sample(30, Some(29.97), &fps).unwrap(),
+            vec![0, 15]
+        );
+        assert!(by_fps.sampling.sample(30, None, &fps).is_err());
+        assert!(d.sampling.sample(30, Some(29.97), &fps).is_err());
         let off = SampleOptions {
             do_sample_frames: Some(false),
             ..SampleOptions::default()
         };
-        assert_eq!(d.sample(3, None, &off).unwrap(), vec![0, 1, 2]);
+        assert_eq!(d.sampling.sample(3, None, &off).unwrap(), vec![0, 1, 2]);
         let both = SampleOptions {
             fps: Some(1.0),
             num_frames: Some(2),
             ..SampleOptions::default()
         };
-        assert!(d.sample(30, Some(30.0), &both).is_err());
+        assert!(d.sampling.sample(30, Some(30.0), &both).is_err());
         let null = proc(r#"{"num_frames": null}"#);
-        assert_eq!(null.sample(3, None, &none).unwrap(), vec![0, 1, 2]);
+        assert_eq!(null.sampling.sample(3, None, &none).unwrap(), vec![0, 1, 2]);
     }
 
     #[test]

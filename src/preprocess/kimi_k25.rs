@@ -17,7 +17,7 @@
 
 use crate::config::ConfigObject;
 use crate::error::{Error, Result};
-use crate::preprocess::gemma4_video::default_sample_indices;
+use crate::preprocess::gemma4_video::FrameSampling;
 use crate::preprocess::limits::try_filled;
 use crate::preprocess::qwen_video::{
     check_source_fps, read_rescale_normalize, sized_frame, tv_normalize, RescaleNormalize,
@@ -200,9 +200,7 @@ pub struct KimiK25VideoProcessor {
     /// The per-frame settings (the video class's defaults).
     pub frame: KimiK25Processor,
     pub temporal_patch_size: usize,
-    pub do_sample_frames: bool,
-    pub num_frames: Option<usize>,
-    pub fps: Option<f64>,
+    pub sampling: FrameSampling,
 }
 
 impl KimiK25VideoProcessor {
@@ -215,51 +213,18 @@ impl KimiK25VideoProcessor {
     ) -> Result<KimiK25VideoProcessor> {
         let loc = pre.location();
         let frame = KimiK25Processor::with_default_budget(pre, patch, merge, 4096)?;
-        let num_frames = if pre.is_null("num_frames") {
-            None
-        } else {
-            pre.usize_max("num_frames", MAX_SETTING)?
-        };
-        if num_frames == Some(0) {
+        // The class default: 2 frames per second.
+        let sampling = FrameSampling::read(pre, None, Some(2.0))?;
+        if sampling.num_frames == Some(0) {
             return Err(Error::bad_config(format!(
                 "{loc}: num_frames must be positive"
             )));
         }
-        // A saved `null` is None; an absent key the class default 2.
-        let fps = match pre.value("fps") {
-            _ if pre.is_null("fps") => None,
-            None => Some(2.0),
-            Some(_) => match pre.f64("fps")? {
-                Some(v) if v.is_finite() && v > 0.0 => Some(v),
-                v => {
-                    return Err(Error::bad_config(format!(
-                        "{loc}: `fps` must be a positive number, found {v:?}"
-                    )))
-                }
-            },
-        };
         Ok(KimiK25VideoProcessor {
             frame,
             temporal_patch_size: pre.positive_or("temporal_patch_size", 4, MAX_SETTING)?,
-            do_sample_frames: pre.bool_or("do_sample_frames", true)?,
-            num_frames,
-            fps,
+            sampling,
         })
-    }
-
-    /// The source frames to keep out of `total` (`default_sample_indices_fn`).
-    pub fn sample(
-        &self,
-        total: usize,
-        source_fps: Option<f64>,
-        opts: &SampleOptions,
-    ) -> Result<Vec<usize>> {
-        default_sample_indices(
-            total,
-            source_fps,
-            opts,
-            (self.do_sample_frames, self.num_frames, self.fps),
-        )
     }
 
     /// The frame count of each chunk of `n` kept frames.
@@ -290,7 +255,7 @@ impl KimiK25VideoProcessor {
                 "cannot resize {w0}x{h0} video frames"
             )));
         }
-        let indices = self.sample(n_frames, source_fps, opts)?;
+        let indices = self.sampling.sample(n_frames, source_fps, opts)?;
         let n = indices.len();
         let chunks = n.div_ceil(self.temporal_patch_size);
         let fp = &self.frame;
@@ -447,7 +412,11 @@ mod tests {
             (4096, 512, 4)
         );
         assert_eq!(
-            (v.do_sample_frames, v.num_frames, v.fps),
+            (
+                v.sampling.do_sample_frames,
+                v.sampling.num_frames,
+                v.sampling.fps
+            ),
             (true, None, Some(2.0))
         );
         assert_eq!(v.chunks(6), vec![4, 2]);
@@ -456,13 +425,13 @@ mod tests {
         // fps 2 of a 30 fps source: int(95 / 30 * 2) = 6 frames at arange(6) * 95 // 6.
         let none = SampleOptions::default();
         assert_eq!(
-            v.sample(95, Some(30.0), &none).unwrap(),
+            v.sampling.sample(95, Some(30.0), &none).unwrap(),
             vec![0, 15, 31, 47, 63, 79]
         );
         let n =
             KimiK25VideoProcessor::from_config(&pre(r#"{"fps": null, "num_frames": 3}"#), 14, 2)
                 .unwrap();
-        assert_eq!(n.sample(9, None, &none).unwrap(), vec![0, 3, 6]);
+        assert_eq!(n.sampling.sample(9, None, &none).unwrap(), vec![0, 3, 6]);
         assert!(KimiK25VideoProcessor::from_config(&pre(r#"{"fps": 0}"#), 14, 2).is_err());
         assert!(KimiK25VideoProcessor::from_config(&pre(r#"{"num_frames": 0}"#), 14, 2).is_err());
         // time.strftime("%H:%M:%S", time.gmtime(s)) + f".{int(s % 1 * 1000):03d}"
