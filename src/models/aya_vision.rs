@@ -15,17 +15,16 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::config::ModelFiles;
+use crate::config::{ConfigObject, ModelFiles};
 use crate::error::{Error, Result};
-use crate::models::internvl::refuse_other_knobs;
 use crate::models::layers::{LayerNorm, Linear, Loader};
-use crate::models::llava::{Features, LlavaTower, Tower, VisionConfig};
+use crate::models::llava::{image_token_index, Features, LlavaTower, SelectedTower, VisionConfig};
 use crate::models::pixels::forward_frames;
-use crate::models::projector::pixel_shuffle;
+use crate::models::projector::{pixel_shuffle, text_width};
+use crate::models::tiles::refuse_other_knobs;
 use crate::models::vit::MAX_DIM;
 use crate::models::{
-    attention_bytes, batch_for_budget, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens,
-    VisionModel,
+    attention_batch, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens, VisionModel,
 };
 use crate::preprocess::got_ocr2::GotOcr2Processor;
 use crate::preprocess::qwen_video::VideoMeta;
@@ -52,6 +51,42 @@ struct Projector {
 }
 
 impl Projector {
+    /// Reads `downsample_factor`, which must divide the `side` x `side` patch grid, and
+    /// `alignment_intermediate_size`, and loads `multi_modal_projector.` under `root` for
+    /// features `width` channels wide; returns it with its output (the text) width.
+    fn load(
+        root: &Loader,
+        cfg: &ConfigObject,
+        width: usize,
+        side: usize,
+    ) -> Result<(Projector, usize)> {
+        let factor = cfg.positive_or("downsample_factor", 2, MAX_DIM)?;
+        if side % factor != 0 {
+            return Err(Error::bad_config(format!(
+                "config.json: the {side}x{side} patch grid is not divisible by \
+                 downsample_factor {factor}"
+            )));
+        }
+        let proj = root.sub("multi_modal_projector");
+        let text_dim = text_width(cfg, &proj, "linear_2")?;
+        let inter = cfg.positive_or("alignment_intermediate_size", text_dim, MAX_DIM * 8)?;
+        if inter % 2 != 0 {
+            return Err(Error::bad_config(format!(
+                "config.json: alignment_intermediate_size {inter} is odd (SwiGLU splits it in two)"
+            )));
+        }
+        let in_dim = width * factor * factor;
+        let eps = cfg.f64_or("adapter_layer_norm_eps", 1e-6)?;
+        let projector = Projector {
+            factor,
+            norm: proj.layer_norm("layernorm", in_dim, eps)?,
+            linear_1: proj.linear("linear_1", in_dim, inter, true)?,
+            linear_2: proj.linear("linear_2", inter / 2, text_dim, true)?,
+            half: inter / 2,
+        };
+        Ok((projector, text_dim))
+    }
+
     /// `[n, s*s, d]` → `[n, (s/f)^2, text_dim]`.
     fn forward(&self, x: &Tensor, side: usize) -> Result<Tensor> {
         let x = pixel_shuffle(x, side, self.factor)?;
@@ -73,11 +108,40 @@ struct PromptStrings {
     tile_global: String,
 }
 
+impl PromptStrings {
+    fn read(p: &ConfigObject) -> Result<PromptStrings> {
+        Ok(PromptStrings {
+            start: p.string_or("start_of_img_token", "<|START_OF_IMG|>")?,
+            end: p.string_or("end_of_img_token", "<|END_OF_IMG|>")?,
+            tile: p.string_or("tile_token", "TILE")?,
+            tile_global: p.string_or("tile_global_token", "TILE_GLOBAL")?,
+        })
+    }
+}
+
+/// AyaVisionProcessor counts (img_size // (patch_size * downsample_factor))^2 placeholders
+/// per tile; a processor config that disagrees with the tower's `tile_side`² could never run
+/// in the reference (the scatter fails), so it is refused here.
+fn check_processor(p: &ConfigObject, tile_side: usize) -> Result<()> {
+    let img_size = p.positive_or("img_size", 364, MAX_DIM)?;
+    let per = p
+        .positive_or("patch_size", 28, MAX_DIM)?
+        .saturating_mul(p.positive_or("downsample_factor", 1, MAX_DIM)?);
+    if p.contains("img_size") && (img_size / per) != tile_side {
+        return Err(Error::bad_config(format!(
+            "processor_config.json: img_size {img_size} with patch_size x \
+             downsample_factor {per} gives {0}x{0} placeholders per tile, but the tower \
+             yields {tile_side}x{tile_side}",
+            img_size / per
+        )));
+    }
+    Ok(())
+}
+
 /// An Aya Vision tower with its projector and image processor.
 pub struct AyaVisionModel {
     info: ModelInfo,
-    tower: Tower,
-    features: Features,
+    tower: SelectedTower,
     /// Patches per side of a tile.
     side: usize,
     projector: Projector,
@@ -113,71 +177,16 @@ impl AyaVisionModel {
         }
         let t = vision.tower();
         let side = t.grid();
-        let factor = cfg.positive_or("downsample_factor", 2, MAX_DIM)?;
-        if side % factor != 0 {
-            return Err(Error::bad_config(format!(
-                "config.json: the {side}x{side} patch grid is not divisible by \
-                 downsample_factor {factor}"
-            )));
-        }
         let root = Loader::new(weights, "", dtype, device);
-        let deepest = features.layers.iter().copied().max().unwrap_or(0);
-        let tower = Tower::load(&root.sub("vision_tower"), &vision, deepest)?;
-        let proj = root.sub("multi_modal_projector");
-        let text_dim = match cfg.object("text_config")? {
-            Some(tc) if tc.contains("hidden_size") => tc.positive_or("hidden_size", 0, MAX_DIM)?,
-            _ => *proj.shape("linear_2.weight")?.first().ok_or_else(|| {
-                Error::bad_weights("multi_modal_projector.linear_2.weight has no dimensions")
-            })?,
-        };
-        let inter = cfg.positive_or("alignment_intermediate_size", text_dim, MAX_DIM * 8)?;
-        if inter % 2 != 0 {
-            return Err(Error::bad_config(format!(
-                "config.json: alignment_intermediate_size {inter} is odd (SwiGLU splits it in two)"
-            )));
-        }
-        let in_dim = t.encoder.hidden_size * features.layers.len() * factor * factor;
-        let projector = Projector {
-            factor,
-            norm: proj.layer_norm(
-                "layernorm",
-                in_dim,
-                cfg.f64_or("adapter_layer_norm_eps", 1e-6)?,
-            )?,
-            linear_1: proj.linear("linear_1", in_dim, inter, true)?,
-            linear_2: proj.linear("linear_2", inter / 2, text_dim, true)?,
-            half: inter / 2,
-        };
+        let width = t.encoder.hidden_size * features.layers.len();
+        let (projector, text_dim) = Projector::load(&root, cfg, width, side)?;
+        let tower = SelectedTower::load(&root, &vision, features)?;
         let processor =
             GotOcr2Processor::from_config(&files.preprocessor, t.image_size, Some(true))?;
-        let tile_side = side / factor;
-        let p = &files.processor;
-        // AyaVisionProcessor counts (img_size // (patch_size * downsample_factor))^2
-        // placeholders per tile; a processor config that disagrees with the tower could never
-        // run in the reference (the scatter fails), so it is refused here.
-        let img_size = p.positive_or("img_size", 364, MAX_DIM)?;
-        let per = p
-            .positive_or("patch_size", 28, MAX_DIM)?
-            .saturating_mul(p.positive_or("downsample_factor", 1, MAX_DIM)?);
-        if files.processor.contains("img_size") && (img_size / per) != tile_side {
-            return Err(Error::bad_config(format!(
-                "processor_config.json: img_size {img_size} with patch_size x \
-                 downsample_factor {per} gives {0}x{0} placeholders per tile, but the tower \
-                 yields {tile_side}x{tile_side}",
-                img_size / per
-            )));
-        }
+        check_processor(&files.processor, side / projector.factor)?;
         let added = AddedTokens::read(&files.dir);
-        let start = p.string_or("start_of_img_token", "<|START_OF_IMG|>")?;
-        let end = p.string_or("end_of_img_token", "<|END_OF_IMG|>")?;
-        let prompt = PromptStrings {
-            start: start.clone(),
-            end: end.clone(),
-            tile: p.string_or("tile_token", "TILE")?,
-            tile_global: p.string_or("tile_global_token", "TILE_GLOBAL")?,
-        };
-        let seq = t.num_patches();
-        let tiles_per_call = batch_for_budget(attention_bytes(t.encoder.num_heads, seq), 256 << 20);
+        let prompt = PromptStrings::read(&files.processor)?;
+        let tiles_per_call = attention_batch(t.encoder.num_heads, t.num_patches());
         let info = ModelInfo {
             family: "aya_vision",
             model_type: files.model_type()?,
@@ -189,19 +198,15 @@ impl AyaVisionModel {
             max_batch: tiles_per_call,
             mixed_shape_batches: true,
             tokens: SpecialTokens {
-                image: Some(
-                    cfg.i64(cfg.aliased(&["image_token_index", "image_token_id"]))?
-                        .unwrap_or(DEFAULT_IMAGE_TOKEN),
-                ),
-                image_start: added.id(&start),
-                image_end: added.id(&end),
+                image: Some(image_token_index(cfg, DEFAULT_IMAGE_TOKEN)?),
+                image_start: added.id(&prompt.start),
+                image_end: added.id(&prompt.end),
                 image_break: None,
             },
         };
         Ok(AyaVisionModel {
             info,
             tower,
-            features,
             side,
             projector,
             processor,
@@ -214,9 +219,7 @@ impl AyaVisionModel {
 
     /// `[n, 3, S, S]` tiles → `[n, tokens, text_dim]`.
     fn run_tiles(&self, x: &Tensor) -> Result<Tensor> {
-        let states = self.tower.hidden_states(x, &self.features.layers)?;
-        let selected = self.features.select(states)?;
-        self.projector.forward(&selected, self.side)
+        self.projector.forward(&self.tower.forward(x)?, self.side)
     }
 }
 

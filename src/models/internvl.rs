@@ -23,9 +23,9 @@ use crate::error::{Error, Result};
 use crate::models::activation::Activation;
 use crate::models::cancel;
 use crate::models::layers::{Attention, LayerNorm, Linear, Loader, RmsNorm};
-use crate::models::llava::text_width;
 use crate::models::pixels::{forward_frames, patchify};
-use crate::models::projector::{feature_layers, pixel_shuffle, MlpProjector};
+use crate::models::projector::{feature_layers, pixel_shuffle, text_width, MlpProjector};
+use crate::models::tiles::refuse_other_knobs;
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{
     attention_bytes, batch_for_budget, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens,
@@ -358,7 +358,7 @@ impl InternVlModel {
             last && !v.mean_pooling,
         )?;
         let proj = root.sub("multi_modal_projector");
-        let text_dim = text_width(cfg, &proj)?;
+        let text_dim = text_width(cfg, &proj, "linear_1")?;
         let in_dim = v.hidden * shuffle * shuffle;
         let projector = Projector {
             // nn.LayerNorm's default eps.
@@ -486,14 +486,4 @@ impl VisionModel for InternVlModel {
             .token(t.image_end);
         b.finish(pixels.n_tokens())
     }
-}
-
-/// Refuses the per-call settings of other families' processors (pan-and-scan, soft tokens).
-pub(crate) fn refuse_other_knobs(family: &str, opts: &PreprocessOptions) -> Result<()> {
-    if opts.touches_pan_and_scan() {
-        return Err(Error::invalid_argument(format!(
-            "{family} models have no pan-and-scan (it is Gemma3's); use max_patches"
-        )));
-    }
-    crate::models::refuse_max_soft_tokens(family, opts)
 }

@@ -20,10 +20,10 @@ use crate::error::{Error, Result};
 use crate::models::clip::{self, ClipVisionConfig, ClipVisionTower};
 use crate::models::layers::Loader;
 use crate::models::pixels::{stack_pixels, unstack};
-use crate::models::projector::{concat_features, feature_layers, MlpProjector};
+use crate::models::projector::{concat_features, feature_layers, text_width, MlpProjector};
 use crate::models::siglip::{self, SiglipVisionConfig, SiglipVisionTower};
-use crate::models::vit::{VitTowerConfig, MAX_DIM};
-use crate::models::{attention_bytes, batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
+use crate::models::vit::VitTowerConfig;
+use crate::models::{attention_batch, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::clip::{ClipKind, ClipProcessor};
 use crate::preprocess::fixed_size::FixedSizeProcessor;
 use crate::preprocess::resample::Filter;
@@ -41,9 +41,15 @@ const DEFAULT_VISION_CONFIG: &str = r#"{"model_type": "clip_vision_model", "inte
 
 /// `vision_config.model_type` as LlavaConfig resolves it (`clip_vision_model` when absent).
 pub fn vision_model_type(files: &ModelFiles) -> Result<String> {
-    match files.config.object("vision_config")? {
-        Some(v) => v.string_or("model_type", "clip_vision_model"),
-        None => Ok("clip_vision_model".to_string()),
+    vision_model_type_or(&files.config, "clip_vision_model")
+}
+
+/// `vision_config.model_type` as a LLaVA-style config class resolves it: `default` (the
+/// class's own tower) when absent.
+pub(crate) fn vision_model_type_or(cfg: &ConfigObject, default: &str) -> Result<String> {
+    match cfg.object("vision_config")? {
+        Some(v) => v.string_or("model_type", default),
+        None => Ok(default.to_string()),
     }
 }
 
@@ -54,6 +60,17 @@ pub enum LlavaTower {
     Clip,
     /// `siglip_vision_model`.
     Siglip,
+}
+
+impl LlavaTower {
+    /// The tower a `vision_config.model_type` names, if this file runs it.
+    pub(crate) fn named(model_type: &str) -> Option<LlavaTower> {
+        match model_type {
+            "clip_vision_model" => Some(LlavaTower::Clip),
+            "siglip_vision_model" => Some(LlavaTower::Siglip),
+            _ => None,
+        }
+    }
 }
 
 pub(crate) enum VisionConfig {
@@ -100,7 +117,7 @@ impl VisionConfig {
     }
 }
 
-pub(crate) enum Tower {
+enum Tower {
     Clip(ClipVisionTower),
     Siglip(SiglipVisionTower),
 }
@@ -108,7 +125,7 @@ pub(crate) enum Tower {
 impl Tower {
     /// Loads the embeddings and the first `layers` encoder layers (what
     /// `hidden_states[layers]` needs; never `post_layernorm`).
-    pub(crate) fn load(loader: &Loader, vision: &VisionConfig, layers: usize) -> Result<Tower> {
+    fn load(loader: &Loader, vision: &VisionConfig, layers: usize) -> Result<Tower> {
         Ok(match vision {
             VisionConfig::Clip(c) => Tower::Clip(ClipVisionTower::load(loader, c, layers)?),
             VisionConfig::Siglip(c) => {
@@ -117,7 +134,7 @@ impl Tower {
         })
     }
 
-    pub(crate) fn hidden_states(&self, pixels: &Tensor, indices: &[usize]) -> Result<Vec<Tensor>> {
+    fn hidden_states(&self, pixels: &Tensor, indices: &[usize]) -> Result<Vec<Tensor>> {
         match self {
             Tower::Clip(t) => t.hidden_states(pixels, indices),
             Tower::Siglip(t) => t.hidden_states(pixels, indices),
@@ -240,22 +257,63 @@ impl Features {
     }
 }
 
-/// The language model's width: `text_config.hidden_size`, else read off the projector's
-/// weights (the text model's class, and so its default width, varies).
-pub(crate) fn text_width(cfg: &ConfigObject, proj: &Loader) -> Result<usize> {
-    match cfg.object("text_config")? {
-        Some(t) if t.contains("hidden_size") => t.positive_or("hidden_size", 0, MAX_DIM),
-        _ => Ok(*proj.shape("linear_1.weight")?.first().ok_or_else(|| {
-            Error::bad_weights("multi_modal_projector.linear_1.weight has no dimensions")
-        })?),
+/// The tower with the selection of its hidden states: `get_image_features` up to the
+/// projector, shared by the families built on LlavaConfig's tower settings.
+pub(crate) struct SelectedTower {
+    tower: Tower,
+    pub(crate) features: Features,
+    /// Channels of the selected features (the tower's width times the selected layers).
+    pub(crate) width: usize,
+}
+
+impl SelectedTower {
+    /// Loads `vision_tower.` under `root`: only the layers up to the deepest selected one
+    /// run, so only they are loaded.
+    pub(crate) fn load(
+        root: &Loader,
+        vision: &VisionConfig,
+        features: Features,
+    ) -> Result<SelectedTower> {
+        let deepest = features.layers.iter().copied().max().unwrap_or(0);
+        Ok(SelectedTower {
+            tower: Tower::load(&root.sub("vision_tower"), vision, deepest)?,
+            width: vision.tower().encoder.hidden_size * features.layers.len(),
+            features,
+        })
     }
+
+    /// `[n, 3, S, S]` → `[n, tokens, width]`: the selected tokens of the selected layers.
+    pub(crate) fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
+        let states = self.tower.hidden_states(pixels, &self.features.layers)?;
+        self.features.select(states)
+    }
+}
+
+/// `multi_modal_projector` (`LlavaMultiModalProjector`) from `in_dim` features to the
+/// language model's width, biased per `multimodal_projector_bias`; with that width.
+pub(crate) fn load_projector(
+    root: &Loader,
+    cfg: &ConfigObject,
+    in_dim: usize,
+) -> Result<(MlpProjector, usize)> {
+    let proj = root.sub("multi_modal_projector");
+    let text_dim = text_width(cfg, &proj, "linear_1")?;
+    let bias = cfg.bool_or("multimodal_projector_bias", true)?;
+    let projector = MlpProjector::load(&proj, cfg, in_dim, text_dim, bias)?;
+    Ok((projector, text_dim))
+}
+
+/// `image_token_index` (or its alias `image_token_id`), else the config class's `default`.
+pub(crate) fn image_token_index(cfg: &ConfigObject, default: i64) -> Result<i64> {
+    Ok(cfg
+        .i64(cfg.aliased(&["image_token_index", "image_token_id"]))?
+        .unwrap_or(default))
 }
 
 /// A LLaVA vision tower with its projector and image processor.
 pub struct LlavaModel {
     info: ModelInfo,
-    tower: Tower,
-    features: Features,
+    tower: SelectedTower,
     projector: MlpProjector,
     processor: Processor,
     dtype: DType,
@@ -275,39 +333,29 @@ impl LlavaModel {
         let vision = VisionConfig::read(cfg, kind)?;
         let features = Features::read(cfg, &vision)?;
         let root = Loader::new(weights, "", dtype, device);
-        // Only the layers up to the deepest selected one run, so only they are loaded.
-        let deepest = features.layers.iter().copied().max().unwrap_or(0);
-        let tower = Tower::load(&root.sub("vision_tower"), &vision, deepest)?;
+        let tower = SelectedTower::load(&root, &vision, features)?;
+        let (projector, text_dim) = load_projector(&root, cfg, tower.width)?;
         let t = vision.tower();
-        let d = t.encoder.hidden_size;
-        let proj = root.sub("multi_modal_projector");
-        let text_dim = text_width(cfg, &proj)?;
-        let bias = cfg.bool_or("multimodal_projector_bias", true)?;
-        let projector = MlpProjector::load(&proj, cfg, d * features.layers.len(), text_dim, bias)?;
         let processor = Processor::from_config(&files.preprocessor, t.image_size)?;
         let seq = t.num_patches() + usize::from(vision.class_token());
         let info = ModelInfo {
             family: "llava",
             model_type: files.model_type()?,
             output_dim: text_dim,
-            vision_dim: d,
+            vision_dim: t.encoder.hidden_size,
             patch_size: t.patch_size,
             image_size: (t.image_size, t.image_size),
-            tokens_per_image: Some(features.tokens),
-            max_batch: batch_for_budget(attention_bytes(t.encoder.num_heads, seq), 256 << 20),
+            tokens_per_image: Some(tower.features.tokens),
+            max_batch: attention_batch(t.encoder.num_heads, seq),
             mixed_shape_batches: false,
             tokens: SpecialTokens {
-                image: Some(
-                    cfg.i64(cfg.aliased(&["image_token_index", "image_token_id"]))?
-                        .unwrap_or(DEFAULT_IMAGE_TOKEN),
-                ),
+                image: Some(image_token_index(cfg, DEFAULT_IMAGE_TOKEN)?),
                 ..SpecialTokens::default()
             },
         };
         Ok(LlavaModel {
             info,
             tower,
-            features,
             projector,
             processor,
             dtype,
@@ -322,7 +370,7 @@ impl VisionModel for LlavaModel {
     }
 
     fn preprocess(&self, image: &RgbImage, limits: &Limits) -> Result<Pixels> {
-        let grid = self.features.grid;
+        let grid = self.tower.features.grid;
         match &self.processor {
             Processor::Clip(p) => p.process(image, grid, limits),
             Processor::Siglip(p) => p.process(image, grid, limits),
@@ -331,8 +379,6 @@ impl VisionModel for LlavaModel {
 
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {
         let x = stack_pixels(batch, self.dtype, &self.device)?;
-        let states = self.tower.hidden_states(&x, &self.features.layers)?;
-        let features = self.features.select(states)?;
-        unstack(&self.projector.forward(&features)?)
+        unstack(&self.projector.forward(&self.tower.forward(&x)?)?)
     }
 }

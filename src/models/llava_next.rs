@@ -26,13 +26,16 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::config::{ConfigObject, ModelFiles};
 use crate::error::{Error, Result, Status};
-use crate::models::internvl::refuse_other_knobs;
 use crate::models::layers::Loader;
-use crate::models::llava::{text_width, Features, LlavaTower, Tower, VisionConfig};
+use crate::models::llava::{
+    image_token_index, load_projector, vision_model_type_or, Features, LlavaTower, SelectedTower,
+    VisionConfig,
+};
 use crate::models::pixels::forward_frame_counts;
 use crate::models::projector::MlpProjector;
+use crate::models::tiles::refuse_other_knobs;
 use crate::models::vit::MAX_DIM;
-use crate::models::{attention_bytes, batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
+use crate::models::{attention_batch, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::llava_next::{read_pinpoints, AnyresKind, AnyresProcessor};
 use crate::preprocess::tiling::{best_resolution, Pinpoint};
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
@@ -89,6 +92,91 @@ impl LlavaNextVariant {
             LlavaNextVariant::OneVision => (ONEVISION_VISION_CONFIG, "full", -1, 151646),
         }
     }
+
+    /// The tower `vision_config.model_type` names (the class's own when absent): CLIP or
+    /// SigLIP.
+    fn tower_kind(self, files: &ModelFiles) -> Result<(LlavaTower, String)> {
+        let default_type = match self {
+            LlavaNextVariant::OneVision => "siglip_vision_model",
+            _ => "clip_vision_model",
+        };
+        let vision_type = vision_model_type_or(&files.config, default_type)?;
+        match LlavaTower::named(&vision_type) {
+            Some(kind) => Ok((kind, vision_type)),
+            None => Err(Error::new(
+                Status::UnsupportedModel,
+                format!(
+                    "config.json: vision_config.model_type `{vision_type}` is not supported \
+                     for {} (clip_vision_model, siglip_vision_model)",
+                    files.model_type()?
+                ),
+            )),
+        }
+    }
+
+    /// The tower's config and its selected features, which `pack_image_features` must be
+    /// able to reshape to the tile's square token grid.
+    fn vision(self, files: &ModelFiles) -> Result<(VisionConfig, Features)> {
+        let cfg = &files.config;
+        let (default_vision, strategy, layer, _) = self.defaults();
+        let (kind, vision_type) = self.tower_kind(files)?;
+        let vision = VisionConfig::read_or(cfg, kind, self.class(), default_vision)?;
+        let features = Features::read_or(cfg, &vision, strategy, layer)?;
+        let side = vision.tower().grid();
+        if features.tokens != side * side {
+            return Err(Error::bad_config(format!(
+                "config.json: vision_feature_select_strategy with this {vision_type} tower \
+                 leaves {} tokens per tile, not the {side}x{side} grid that \
+                 pack_image_features reshapes (use `default` with CLIP, `full` with SigLIP)",
+                features.tokens
+            )));
+        }
+        Ok((vision, features))
+    }
+
+    /// config.json's `image_grid_pinpoints` (the class default when absent), each a
+    /// multiple of the tower's `tile`-pixel input.
+    fn pinpoints(self, cfg: &ConfigObject, tile: usize) -> Result<Vec<Pinpoint>> {
+        let pinpoints = match read_pinpoints(cfg, tile)? {
+            Some(p) => p,
+            None => match self {
+                LlavaNextVariant::OneVision => onevision_pinpoints(),
+                _ => NEXT_PINPOINTS.to_vec(),
+            },
+        };
+        if let Some(bad) = pinpoints
+            .iter()
+            .find(|(h, w)| h % tile != 0 || w % tile != 0)
+        {
+            return Err(Error::bad_config(format!(
+                "config.json: image_grid_pinpoints (class default) {bad:?} is not a multiple \
+                 of the tower's {tile}-pixel input"
+            )));
+        }
+        Ok(pinpoints)
+    }
+
+    /// The anyres image processor, which must tile by the model's `pinpoints`.
+    fn processor(
+        self,
+        files: &ModelFiles,
+        tile: usize,
+        pinpoints: &[Pinpoint],
+    ) -> Result<AnyresProcessor> {
+        let kind = match self {
+            LlavaNextVariant::OneVision => AnyresKind::OneVision,
+            _ => AnyresKind::Next,
+        };
+        let processor = AnyresProcessor::from_config(&files.preprocessor, kind, tile, pinpoints)?;
+        if processor.pinpoints != pinpoints {
+            return Err(Error::bad_config(format!(
+                "{}: image_grid_pinpoints differ from config.json's (the processor would count \
+                 other tiles than the model packs)",
+                files.preprocessor.location()
+            )));
+        }
+        Ok(processor)
+    }
 }
 
 /// `int(vision_aspect_ratio.strip("anyres_max_"))`: the tile budget above which OneVision
@@ -121,8 +209,7 @@ struct Packing {
 pub struct LlavaNextModel {
     info: ModelInfo,
     variant: LlavaNextVariant,
-    tower: Tower,
-    features: Features,
+    tower: SelectedTower,
     projector: MlpProjector,
     /// `[text_dim]`.
     newline: Tensor,
@@ -147,70 +234,11 @@ impl LlavaNextModel {
         variant: LlavaNextVariant,
     ) -> Result<LlavaNextModel> {
         let cfg = &files.config;
-        let (default_vision, strategy, layer, image_token) = variant.defaults();
-        let default_type = match variant {
-            LlavaNextVariant::OneVision => "siglip_vision_model",
-            _ => "clip_vision_model",
-        };
-        let vision_type = match cfg.object("vision_config")? {
-            Some(v) => v.string_or("model_type", default_type)?,
-            None => default_type.to_string(),
-        };
-        let kind = match vision_type.as_str() {
-            "clip_vision_model" => LlavaTower::Clip,
-            "siglip_vision_model" => LlavaTower::Siglip,
-            other => {
-                return Err(Error::new(
-                    Status::UnsupportedModel,
-                    format!(
-                        "config.json: vision_config.model_type `{other}` is not supported for \
-                         {} (clip_vision_model, siglip_vision_model)",
-                        files.model_type()?
-                    ),
-                ))
-            }
-        };
-        let vision = VisionConfig::read_or(cfg, kind, variant.class(), default_vision)?;
-        let features = Features::read_or(cfg, &vision, strategy, layer)?;
+        let (vision, features) = variant.vision(files)?;
         let t = vision.tower();
-        let side = t.grid();
-        if features.tokens != side * side {
-            return Err(Error::bad_config(format!(
-                "config.json: vision_feature_select_strategy with this {vision_type} tower \
-                 leaves {} tokens per tile, not the {side}x{side} grid that \
-                 pack_image_features reshapes (use `default` with CLIP, `full` with SigLIP)",
-                features.tokens
-            )));
-        }
         let tile = t.image_size;
-        let pinpoints = match read_pinpoints(cfg, tile)? {
-            Some(p) => p,
-            None => match variant {
-                LlavaNextVariant::OneVision => onevision_pinpoints(),
-                _ => NEXT_PINPOINTS.to_vec(),
-            },
-        };
-        if let Some(bad) = pinpoints
-            .iter()
-            .find(|(h, w)| h % tile != 0 || w % tile != 0)
-        {
-            return Err(Error::bad_config(format!(
-                "config.json: image_grid_pinpoints (class default) {bad:?} is not a multiple of \
-                 the tower's {tile}-pixel input"
-            )));
-        }
-        let kind = match variant {
-            LlavaNextVariant::OneVision => AnyresKind::OneVision,
-            _ => AnyresKind::Next,
-        };
-        let processor = AnyresProcessor::from_config(&files.preprocessor, kind, tile, &pinpoints)?;
-        if processor.pinpoints != pinpoints {
-            return Err(Error::bad_config(format!(
-                "{}: image_grid_pinpoints differ from config.json's (the processor would count \
-                 other tiles than the model packs)",
-                files.preprocessor.location()
-            )));
-        }
+        let pinpoints = variant.pinpoints(cfg, tile)?;
+        let processor = variant.processor(files, tile, &pinpoints)?;
         let max_tiles = match variant {
             LlavaNextVariant::OneVision => Some(anyres_max(cfg, "config.json")?),
             _ => None,
@@ -222,33 +250,24 @@ impl LlavaNextModel {
             &features,
             max_tiles,
         )?;
-
         let root = Loader::new(weights, "", dtype, device);
-        let deepest = features.layers.iter().copied().max().unwrap_or(0);
-        let tower = Tower::load(&root.sub("vision_tower"), &vision, deepest)?;
-        let proj = root.sub("multi_modal_projector");
-        let text_dim = text_width(cfg, &proj)?;
-        let bias = cfg.bool_or("multimodal_projector_bias", true)?;
-        let d = t.encoder.hidden_size;
-        let projector = MlpProjector::load(&proj, cfg, d * features.layers.len(), text_dim, bias)?;
+        let tower = SelectedTower::load(&root, &vision, features)?;
+        let (projector, text_dim) = load_projector(&root, cfg, tower.width)?;
         let newline = root.tensor("image_newline", &[text_dim])?;
         let seq = t.num_patches() + usize::from(matches!(vision, VisionConfig::Clip(_)));
-        let tiles_per_call = batch_for_budget(attention_bytes(t.encoder.num_heads, seq), 256 << 20);
+        let tiles_per_call = attention_batch(t.encoder.num_heads, seq);
         let info = ModelInfo {
             family: "llava_next",
             model_type: files.model_type()?,
             output_dim: text_dim,
-            vision_dim: d,
+            vision_dim: t.encoder.hidden_size,
             patch_size: t.patch_size,
             image_size: (tile, tile),
             tokens_per_image: None,
             max_batch: tiles_per_call,
             mixed_shape_batches: true,
             tokens: SpecialTokens {
-                image: Some(
-                    cfg.i64(cfg.aliased(&["image_token_index", "image_token_id"]))?
-                        .unwrap_or(image_token),
-                ),
+                image: Some(image_token_index(cfg, variant.defaults().3)?),
                 ..SpecialTokens::default()
             },
         };
@@ -256,12 +275,11 @@ impl LlavaNextModel {
             info,
             variant,
             tower,
-            features,
             projector,
             newline,
             processor,
             pinpoints,
-            side,
+            side: t.grid(),
             max_tiles,
             tiles_per_call,
             dtype,
@@ -531,10 +549,7 @@ impl VisionModel for LlavaNextModel {
             self.tiles_per_call,
             self.dtype,
             &self.device,
-            |x| {
-                let states = self.tower.hidden_states(x, &self.features.layers)?;
-                self.projector.forward(&self.features.select(states)?)
-            },
+            |x| self.projector.forward(&self.tower.forward(x)?),
         )?;
         rows.iter()
             .zip(batch)

@@ -33,6 +33,7 @@ pub mod siglip;
 pub mod siglip2;
 #[cfg(test)]
 pub(crate) mod testing;
+pub(crate) mod tiles;
 pub mod vit;
 
 use candle_core::Tensor;
@@ -336,4 +337,10 @@ pub fn attention_bytes(heads: usize, tokens: usize) -> usize {
 /// A batch size that keeps per-layer attention scores around `budget` bytes.
 pub fn batch_for_budget(per_image: usize, budget: usize) -> usize {
     (budget / per_image.max(1)).clamp(1, 64)
+}
+
+/// Images (or tiles) of `tokens` tokens per forward pass of a tower with `heads` heads: as
+/// many as keep one layer's attention scores around 256 MiB.
+pub fn attention_batch(heads: usize, tokens: usize) -> usize {
+    batch_for_budget(attention_bytes(heads, tokens), 256 << 20)
 }

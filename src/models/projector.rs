@@ -1,8 +1,8 @@
 //! The LLaVA-style link between a vision tower and its language model, shared by every family
 //! that follows `LlavaForConditionalGeneration` (LLaVA with CLIP/SigLIP towers, pixtral-12b,
 //! Mistral3): which `hidden_states` feed the projector (`vision_feature_layer`) and the
-//! two-layer MLP projector itself (`LlavaMultiModalProjector`); and the pixel shuffle of the
-//! tiled families.
+//! two-layer MLP projector itself (`LlavaMultiModalProjector`); the language model's width
+//! as the projectors read it; and the pixel shuffle of the tiled families.
 
 use candle_core::Tensor;
 use serde_json::Value;
@@ -11,7 +11,7 @@ use crate::config::ConfigObject;
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
 use crate::models::layers::{Linear, Loader};
-use crate::models::vit::resolve_hidden_state;
+use crate::models::vit::{resolve_hidden_state, MAX_DIM};
 
 /// `LlavaMultiModalProjector`: `linear_2(act(linear_1(x)))`.
 pub struct MlpProjector {
@@ -56,6 +56,21 @@ impl MlpProjector {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.linear_2
             .forward(&self.linear_1.forward_act(x, self.act)?)
+    }
+}
+
+/// The language model's width: `text_config.hidden_size`, else read off the output rows of
+/// the projector's `linear` (the text model's class, and so its default width, varies).
+pub(crate) fn text_width(cfg: &ConfigObject, proj: &Loader, linear: &str) -> Result<usize> {
+    match cfg.object("text_config")? {
+        Some(t) if t.contains("hidden_size") => t.positive_or("hidden_size", 0, MAX_DIM),
+        _ => {
+            let weight = proj.name(&format!("{linear}.weight"));
+            Ok(*proj
+                .shape(&format!("{linear}.weight"))?
+                .first()
+                .ok_or_else(|| Error::bad_weights(format!("{weight} has no dimensions")))?)
+        }
     }
 }
 
