@@ -115,6 +115,14 @@ impl ConfigObject {
         }
     }
 
+    /// [`ConfigObject::object`], an empty object of that name when absent (a sub-config
+    /// whose class defaults then all apply).
+    pub fn object_or_empty(&self, key: &str) -> Result<ConfigObject> {
+        Ok(self
+            .object(key)?
+            .unwrap_or_else(|| ConfigObject::empty(&format!("{}: {key}", self.location))))
+    }
+
     pub fn string(&self, key: &str) -> Result<Option<String>> {
         match self.value(key) {
             None => Ok(None),

@@ -25,11 +25,10 @@ use crate::models::cancel;
 use crate::models::layers::{Attention, LayerNorm, Linear, Loader, RmsNorm};
 use crate::models::pixels::{forward_frames, patchify};
 use crate::models::projector::{feature_layers, pixel_shuffle, text_width, MlpProjector};
-use crate::models::tiles::refuse_other_knobs;
+use crate::models::tiles::{check_tokens_per_tile, refuse_other_knobs};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{
-    attention_bytes, batch_for_budget, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens,
-    VisionModel,
+    attention_batch, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens, VisionModel,
 };
 use crate::preprocess::got_ocr2::GotOcr2Processor;
 use crate::preprocess::qwen_video::VideoMeta;
@@ -280,18 +279,85 @@ impl Tower {
     }
 }
 
-/// `InternVLMultiModalProjector`.
+/// `InternVLMultiModalProjector`, after the pixel shuffle by `shuffle`.
 struct Projector {
+    shuffle: usize,
     norm: LayerNorm,
     mlp: MlpProjector,
+}
+
+impl Projector {
+    /// Reads `downsample_ratio` (1 / n for a whole n that divides the tower's patch `grid`)
+    /// and loads `multi_modal_projector.` under `root` for a tower `hidden` wide; returns it
+    /// with its output (the text) width.
+    fn load(
+        root: &Loader,
+        cfg: &ConfigObject,
+        hidden: usize,
+        grid: usize,
+    ) -> Result<(Projector, usize)> {
+        let ratio = cfg.f64_or("downsample_ratio", 0.5)?;
+        let shuffle = (1.0 / ratio).round();
+        if !(ratio > 0.0 && ratio <= 1.0) || (1.0 / ratio - shuffle).abs() > 1e-9 {
+            return Err(Error::bad_config(format!(
+                "config.json: downsample_ratio {ratio} is not 1 / n for a whole n"
+            )));
+        }
+        let shuffle = shuffle as usize;
+        if grid % shuffle != 0 {
+            return Err(Error::bad_config(format!(
+                "config.json: the {grid}x{grid} patch grid cannot be pixel-shuffled by \
+                 downsample_ratio {ratio} (transformers refuses it too)"
+            )));
+        }
+        let proj = root.sub("multi_modal_projector");
+        let text_dim = text_width(cfg, &proj, "linear_1")?;
+        let in_dim = hidden * shuffle * shuffle;
+        let projector = Projector {
+            shuffle,
+            // nn.LayerNorm's default eps.
+            norm: proj.layer_norm("layer_norm", in_dim, 1e-5)?,
+            mlp: MlpProjector::load(&proj, cfg, in_dim, text_dim, true)?,
+        };
+        Ok((projector, text_dim))
+    }
+
+    /// `[n, side², D]` patch tokens → `[n, (side / shuffle)², text_dim]`.
+    fn forward(&self, x: &Tensor, side: usize) -> Result<Tensor> {
+        let shuffled = pixel_shuffle(x, side, self.shuffle)?;
+        self.mlp.forward(&self.norm.forward(&shuffled)?)
+    }
+}
+
+/// The hidden state `get_image_features` reads: `vision_feature_layer` (one index, default
+/// -1) of a tower of `num_layers`, and whether it is `last_hidden_state` (-1: through
+/// `layernorm` unless mean pooling; any other index is `hidden_states[i]`, never normed).
+/// Only strategy `default` (drop the CLS token) is accepted.
+fn feature_layer(cfg: &ConfigObject, num_layers: usize) -> Result<(usize, bool)> {
+    let strategy = cfg.string_or("vision_feature_select_strategy", "default")?;
+    if strategy != "default" {
+        // The CLS token kept: 1 + N tokens are no square grid, which the reference
+        // cannot reshape either.
+        return Err(Error::bad_config(format!(
+            "config.json: vision_feature_select_strategy `{strategy}` is not supported \
+             for internvl (default; the pixel shuffle needs the patch grid alone)"
+        )));
+    }
+    let layers = feature_layers(cfg, -1, num_layers)?;
+    let [layer] = layers[..] else {
+        return Err(Error::bad_config(
+            "config.json: internvl takes one vision_feature_layer, not a list",
+        ));
+    };
+    let last = matches!(cfg.value("vision_feature_layer"), None | Some(Value::Null))
+        || cfg.i64("vision_feature_layer")? == Some(-1);
+    Ok((layer, last))
 }
 
 /// An InternVL vision tower with its projector and image processor.
 pub struct InternVlModel {
     info: ModelInfo,
     tower: Tower,
-    drop_cls: bool,
-    shuffle: usize,
     projector: Projector,
     processor: GotOcr2Processor,
     tiles_per_call: usize,
@@ -307,82 +373,26 @@ impl InternVlModel {
         device: &Device,
     ) -> Result<InternVlModel> {
         let cfg = &files.config;
-        let vision_cfg = cfg
-            .object("vision_config")?
-            .unwrap_or_else(|| ConfigObject::empty("config.json: vision_config"));
-        let v = VisionConfig::read(&vision_cfg)?;
-        let ratio = cfg.f64_or("downsample_ratio", 0.5)?;
-        let shuffle = (1.0 / ratio).round();
-        if !(ratio > 0.0 && ratio <= 1.0) || (1.0 / ratio - shuffle).abs() > 1e-9 {
-            return Err(Error::bad_config(format!(
-                "config.json: downsample_ratio {ratio} is not 1 / n for a whole n"
-            )));
-        }
-        let shuffle = shuffle as usize;
+        let v = VisionConfig::read(&cfg.object_or_empty("vision_config")?)?;
         let grid = v.grid();
-        if grid % shuffle != 0 {
-            return Err(Error::bad_config(format!(
-                "config.json: the {grid}x{grid} patch grid cannot be pixel-shuffled by \
-                 downsample_ratio {ratio} (transformers refuses it too)"
-            )));
-        }
-        let drop_cls = match cfg
-            .string_or("vision_feature_select_strategy", "default")?
-            .as_str()
-        {
-            "default" => true,
-            // The CLS token kept: 1 + N tokens are no square grid, which the reference
-            // cannot reshape either.
-            other => {
-                return Err(Error::bad_config(format!(
-                    "config.json: vision_feature_select_strategy `{other}` is not supported \
-                     for internvl (default; the pixel shuffle needs the patch grid alone)"
-                )))
-            }
-        };
-        let layers = feature_layers(cfg, -1, v.layers)?;
-        let [layer] = layers[..] else {
-            return Err(Error::bad_config(
-                "config.json: internvl takes one vision_feature_layer, not a list",
-            ));
-        };
-        // -1 is `last_hidden_state` (through `layernorm` unless mean pooling); any other
-        // index is `hidden_states[i]`, never normed.
-        let last = matches!(cfg.value("vision_feature_layer"), None | Some(Value::Null))
-            || cfg.i64("vision_feature_layer")? == Some(-1);
+        let (layer, last) = feature_layer(cfg, v.layers)?;
         let root = Loader::new(weights, "", dtype, device);
-        let tower = Tower::load(
-            &root.sub("vision_tower"),
-            &v,
-            layer,
-            last && !v.mean_pooling,
-        )?;
-        let proj = root.sub("multi_modal_projector");
-        let text_dim = text_width(cfg, &proj, "linear_1")?;
-        let in_dim = v.hidden * shuffle * shuffle;
-        let projector = Projector {
-            // nn.LayerNorm's default eps.
-            norm: proj.layer_norm("layer_norm", in_dim, 1e-5)?,
-            mlp: MlpProjector::load(&proj, cfg, in_dim, text_dim, true)?,
-        };
+        let (projector, text_dim) = Projector::load(&root, cfg, v.hidden, grid)?;
+        let final_norm = last && !v.mean_pooling;
+        let tower = Tower::load(&root.sub("vision_tower"), &v, layer, final_norm)?;
         let processor =
             GotOcr2Processor::from_config(&files.preprocessor, v.image_size, Some(true))?;
-        // InternVLProcessor writes `image_seq_length` placeholders per tile; one that
-        // disagrees with the tower's tokens per tile cannot run in the reference (the scatter
-        // fails), so it is refused here. (config.json's own `image_seq_length` is unused.)
-        let per_tile = (grid / shuffle) * (grid / shuffle);
-        if let Some(n) = files.processor.usize_max("image_seq_length", usize::MAX)? {
-            if n != per_tile {
-                return Err(Error::bad_config(format!(
-                    "processor_config.json: image_seq_length {n} placeholders per tile, but \
-                     the tower yields {per_tile} ((image_size / patch_size * \
-                     downsample_ratio)^2)"
-                )));
-            }
-        }
+        // InternVLProcessor writes `image_seq_length` placeholders per tile (config.json's
+        // own `image_seq_length` is unused).
+        let per_tile = (grid / projector.shuffle).pow(2);
+        check_tokens_per_tile(
+            &files.processor,
+            "image_seq_length",
+            per_tile,
+            "(image_size / patch_size * downsample_ratio)^2",
+        )?;
         let added = AddedTokens::read(&files.dir);
-        let seq = grid * grid + 1;
-        let tiles_per_call = batch_for_budget(attention_bytes(v.heads, seq), 256 << 20);
+        let tiles_per_call = attention_batch(v.heads, grid * grid + 1);
         let info = ModelInfo {
             family: "internvl",
             model_type: files.model_type()?,
@@ -406,8 +416,6 @@ impl InternVlModel {
         Ok(InternVlModel {
             info,
             tower,
-            drop_cls,
-            shuffle,
             projector,
             processor,
             tiles_per_call,
@@ -417,22 +425,16 @@ impl InternVlModel {
     }
 
     fn tile_grid(&self) -> usize {
-        self.info.image_size.0 / self.info.patch_size / self.shuffle
+        self.info.image_size.0 / self.info.patch_size / self.projector.shuffle
     }
 
-    /// `[n, 3, S, S]` tiles → `[n, tokens, text_dim]`.
+    /// `[n, 3, S, S]` tiles → `[n, tokens, text_dim]`: strategy `default` drops the CLS
+    /// token before the pixel shuffle.
     fn run_tiles(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.tower.forward(x)?;
         let n = h.dim(1)?;
-        let h = if self.drop_cls {
-            h.narrow(1, 1, n - 1)?
-        } else {
-            h
-        };
         let side = self.info.image_size.0 / self.info.patch_size;
-        let shuffled = pixel_shuffle(&h, side, self.shuffle)?;
-        let normed = self.projector.norm.forward(&shuffled)?;
-        self.projector.mlp.forward(&normed)
+        self.projector.forward(&h.narrow(1, 1, n - 1)?, side)
     }
 }
 
