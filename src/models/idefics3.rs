@@ -23,11 +23,12 @@ use crate::error::{Error, Result};
 use crate::models::activation::Activation;
 use crate::models::layers::{LayerNorm, Linear, Loader};
 use crate::models::pixels::{forward_frames, patchify};
-use crate::models::projector::pixel_shuffle;
+use crate::models::projector::{pixel_shuffle, text_width};
+use crate::models::tiles::check_tokens_per_tile;
 use crate::models::vit::{Encoder, VitDefaults, VitTowerConfig, MAX_DIM};
 use crate::models::{
-    attention_bytes, batch_for_budget, refuse_max_soft_tokens, ModelInfo, PromptBuilder,
-    PromptSegment, SpecialTokens, VisionModel,
+    attention_batch, refuse_max_soft_tokens, ModelInfo, PromptBuilder, PromptSegment,
+    SpecialTokens, VisionModel,
 };
 use crate::preprocess::idefics3::Idefics3Processor;
 use crate::preprocess::qwen_video::VideoMeta;
@@ -125,6 +126,34 @@ struct Tower {
 }
 
 impl Tower {
+    /// Loads the tower (`model.vision_model.`) for tiles of `n` x `n` patches and the
+    /// connector (`model.connector.`) from `v`'s width, shuffled by `scale`, to `text_dim`.
+    fn load(
+        root: &Loader,
+        v: &VitTowerConfig,
+        n: usize,
+        scale: usize,
+        text_dim: usize,
+    ) -> Result<Tower> {
+        let d = v.encoder.hidden_size;
+        let tl = root.sub("vision_model");
+        let emb = tl.sub("embeddings");
+        let side = v.grid();
+        let table = emb.tensor("position_embedding.weight", &[side * side, d])?;
+        let ids = Tensor::from_vec(position_ids(n, side), n * n, table.device())?;
+        let proj = root.sub("connector").sub("modality_projection");
+        Ok(Tower {
+            patch: emb.patch_embedding("patch_embedding", d, v.patch_size, true)?,
+            positions: table.index_select(&ids, 0)?,
+            encoder: Encoder::load_first(&tl.sub("encoder"), &v.encoder, v.encoder.num_layers)?,
+            post_layernorm: tl.layer_norm("post_layernorm", d, v.encoder.layer_norm_eps)?,
+            patch_size: v.patch_size,
+            n,
+            scale,
+            proj: proj.linear("proj", d * scale * scale, text_dim, false)?,
+        })
+    }
+
     /// `[b, 3, M, M]` tiles → `[b, (n / scale)^2, text_dim]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let patches = self.patch.forward(&patchify(x, self.patch_size)?)?;
@@ -143,6 +172,27 @@ struct PromptStrings {
     added: AddedTokens,
 }
 
+impl PromptStrings {
+    /// Idefics3Processor's fixed strings; SmolVLMProcessor's from the tokenizer.
+    fn read(files: &ModelFiles, variant: Idefics3Variant) -> PromptStrings {
+        let (fake, global) = match variant {
+            Idefics3Variant::Idefics3 => (
+                "<fake_token_around_image>".to_string(),
+                "<global-img>".to_string(),
+            ),
+            Idefics3Variant::SmolVlm => (
+                tokenizer_string(files, "fake_image_token", "<fake_token_around_image>"),
+                tokenizer_string(files, "global_image_token", "<global-img>"),
+            ),
+        };
+        PromptStrings {
+            fake,
+            global,
+            added: AddedTokens::read(&files.dir),
+        }
+    }
+}
+
 /// An Idefics3 / SmolVLM tower with its connector and image processor.
 pub struct Idefics3Model {
     info: ModelInfo,
@@ -152,6 +202,29 @@ pub struct Idefics3Model {
     tiles_per_call: usize,
     dtype: DType,
     device: Device,
+}
+
+impl Idefics3Variant {
+    fn family(self) -> &'static str {
+        match self {
+            Idefics3Variant::Idefics3 => "idefics3",
+            Idefics3Variant::SmolVlm => "smolvlm",
+        }
+    }
+}
+
+/// Patches per side of a tile of `tile` pixels: `patch`-pixel patches, a count that
+/// `scale` must divide for the connector's pixel shuffle.
+fn tile_patches(files: &ModelFiles, tile: usize, patch: usize, scale: usize) -> Result<usize> {
+    let n = tile / patch;
+    if n == 0 || n % scale != 0 {
+        return Err(Error::bad_config(format!(
+            "{}: tiles of max_image_size {tile} px hold {n}x{n} patches of {patch} px, which \
+             scale_factor {scale} cannot pixel-shuffle (the reference cannot either)",
+            files.preprocessor.location()
+        )));
+    }
+    Ok(n)
 }
 
 /// A string attribute of the tokenizer (`tokenizer_config.json`), as SmolVLMProcessor reads
@@ -173,87 +246,37 @@ impl Idefics3Model {
         variant: Idefics3Variant,
     ) -> Result<Idefics3Model> {
         let cfg = &files.config;
-        let vision_cfg = cfg
-            .object("vision_config")?
-            .unwrap_or_else(|| ConfigObject::empty("config.json: vision_config"));
-        let v = VitTowerConfig::read(&vision_cfg, &DEFAULTS)?;
+        let v = VitTowerConfig::read(&cfg.object_or_empty("vision_config")?, &DEFAULTS)?;
         let scale = cfg.positive_or("scale_factor", 2, MAX_DIM)?;
         let processor = Idefics3Processor::from_config(&files.preprocessor)?;
-        let (m, p) = (processor.tile, v.patch_size);
-        let n = m / p;
-        if n == 0 || n % scale != 0 {
-            return Err(Error::bad_config(format!(
-                "{}: tiles of max_image_size {m} px hold {n}x{n} patches of {p} px, which \
-                 scale_factor {scale} cannot pixel-shuffle (the reference cannot either)",
-                files.preprocessor.location()
-            )));
-        }
-        let per_tile = (n / scale) * (n / scale);
-        // The processor writes image_seq_len placeholders per tile; one that disagrees with
-        // the tower cannot run in the reference (the scatter fails), so it is refused.
-        if let Some(s) = files.processor.usize_max("image_seq_len", usize::MAX)? {
-            if s != per_tile {
-                return Err(Error::bad_config(format!(
-                    "processor_config.json: image_seq_len {s} placeholders per tile, but the \
-                     tower yields {per_tile} ((max_image_size / patch_size / scale_factor)^2)"
-                )));
-            }
-        }
-        let d = v.encoder.hidden_size;
+        let n = tile_patches(files, processor.tile, v.patch_size, scale)?;
+        check_tokens_per_tile(
+            &files.processor,
+            "image_seq_len",
+            (n / scale) * (n / scale),
+            "(max_image_size / patch_size / scale_factor)^2",
+        )?;
         let root = Loader::new(weights, "model.", dtype, device);
-        let tl = root.sub("vision_model");
-        let emb = tl.sub("embeddings");
-        let side = v.grid();
-        let table = emb.tensor("position_embedding.weight", &[side * side, d])?;
-        let ids = position_ids(n, side);
-        let ids = Tensor::from_vec(ids, n * n, table.device())?;
-        let proj_l = root.sub("connector").sub("modality_projection");
-        let text_dim = match cfg.object("text_config")? {
-            Some(tc) if tc.contains("hidden_size") => tc.positive_or("hidden_size", 0, MAX_DIM)?,
-            _ => *proj_l.shape("proj.weight")?.first().ok_or_else(|| {
-                Error::bad_weights("model.connector.modality_projection.proj.weight is empty")
-            })?,
-        };
-        let tower = Tower {
-            patch: emb.patch_embedding("patch_embedding", d, p, true)?,
-            positions: table.index_select(&ids, 0)?,
-            encoder: Encoder::load_first(&tl.sub("encoder"), &v.encoder, v.encoder.num_layers)?,
-            post_layernorm: tl.layer_norm("post_layernorm", d, v.encoder.layer_norm_eps)?,
-            patch_size: p,
-            n,
-            scale,
-            proj: proj_l.linear("proj", d * scale * scale, text_dim, false)?,
-        };
-        let added = AddedTokens::read(&files.dir);
-        let (fake, global) = match variant {
-            Idefics3Variant::Idefics3 => (
-                "<fake_token_around_image>".to_string(),
-                "<global-img>".to_string(),
-            ),
-            Idefics3Variant::SmolVlm => (
-                tokenizer_string(files, "fake_image_token", "<fake_token_around_image>"),
-                tokenizer_string(files, "global_image_token", "<global-img>"),
-            ),
-        };
-        let tiles_per_call =
-            batch_for_budget(attention_bytes(v.encoder.num_heads, n * n), 256 << 20);
+        let connector = root.sub("connector").sub("modality_projection");
+        let text_dim = text_width(cfg, &connector, "proj")?;
+        let tower = Tower::load(&root, &v, n, scale, text_dim)?;
+        let prompt = PromptStrings::read(files, variant);
+        let tiles_per_call = attention_batch(v.encoder.num_heads, n * n);
+        let m = processor.tile;
         let info = ModelInfo {
-            family: match variant {
-                Idefics3Variant::Idefics3 => "idefics3",
-                Idefics3Variant::SmolVlm => "smolvlm",
-            },
+            family: variant.family(),
             model_type: files.model_type()?,
             output_dim: text_dim,
-            vision_dim: d,
-            patch_size: p,
+            vision_dim: v.encoder.hidden_size,
+            patch_size: v.patch_size,
             image_size: (m, m),
             tokens_per_image: None,
             max_batch: tiles_per_call,
             mixed_shape_batches: true,
             tokens: SpecialTokens {
                 image: Some(cfg.i64("image_token_id")?.unwrap_or(DEFAULT_IMAGE_TOKEN)),
-                image_start: added.id(&fake),
-                image_end: added.id(&fake),
+                image_start: prompt.added.id(&prompt.fake),
+                image_end: prompt.added.id(&prompt.fake),
                 image_break: None,
             },
         };
@@ -261,11 +284,7 @@ impl Idefics3Model {
             info,
             tower,
             processor,
-            prompt: PromptStrings {
-                fake,
-                global,
-                added,
-            },
+            prompt,
             tiles_per_call,
             dtype,
             device: device.clone(),
