@@ -73,6 +73,33 @@ struct Projector {
 }
 
 impl Projector {
+    /// Loads `multi_modal_projector.` under `root` for unshuffled rows `in_dim` wide, as
+    /// config.json's `projector_*` keys say; returns it with its output (the text) width.
+    fn load(root: &Loader, cfg: &ConfigObject, in_dim: usize) -> Result<(Projector, usize)> {
+        let proj = root.sub("multi_modal_projector");
+        let hidden = cfg.positive_or("projector_hidden_size", 2560, MAX_DIM * 8)?;
+        let bias = cfg.bool_or("projector_bias", true)?;
+        // Lfm2Config's class default width is 2560; a text_config without it takes that.
+        let text_dim = match cfg.object("text_config")? {
+            Some(tc) => tc.positive_or("hidden_size", 2560, MAX_DIM)?,
+            None => 2560,
+        };
+        let act_name = cfg.string_or("projector_hidden_act", "gelu")?;
+        let act = Activation::from_name(&act_name)
+            .map_err(|e| e.context("config.json: projector_hidden_act"))?;
+        let projector = Projector {
+            norm: if cfg.bool_or("projector_use_layernorm", true)? {
+                Some(proj.layer_norm("layer_norm", in_dim, 1e-5)?)
+            } else {
+                None
+            },
+            linear_1: proj.linear("linear_1", in_dim, hidden, bias)?,
+            act,
+            linear_2: proj.linear("linear_2", hidden, text_dim, bias)?,
+        };
+        Ok((projector, text_dim))
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = match &self.norm {
             Some(n) => n.forward(x)?,
@@ -104,62 +131,25 @@ impl Lfm2VlModel {
         device: &Device,
     ) -> Result<Lfm2VlModel> {
         let cfg = &files.config;
-        let vision_cfg = cfg
-            .object("vision_config")?
-            .unwrap_or_else(|| ConfigObject::empty("config.json: vision_config"));
-        let vision = Siglip2VisionConfig::from_config(&vision_cfg)?;
+        let vision = Siglip2VisionConfig::from_config(&cfg.object_or_empty("vision_config")?)?;
         let factor = cfg.positive_or("downsample_factor", 2, MAX_DIM)?;
         let root = Loader::new(weights, "", dtype, device);
         let tower = Siglip2VisionTower::load(&root.sub("vision_tower"), &vision)?;
-        let proj = root.sub("multi_modal_projector");
         let d = vision.encoder.hidden_size;
-        let in_dim = d * factor * factor;
-        let hidden = cfg.positive_or("projector_hidden_size", 2560, MAX_DIM * 8)?;
-        let bias = cfg.bool_or("projector_bias", true)?;
-        // Lfm2Config's class default width is 2560; a text_config without it takes that.
-        let text_dim = match cfg.object("text_config")? {
-            Some(tc) => tc.positive_or("hidden_size", 2560, MAX_DIM)?,
-            None => 2560,
-        };
-        let act_name = cfg.string_or("projector_hidden_act", "gelu")?;
-        let act = Activation::from_name(&act_name)
-            .map_err(|e| e.context("config.json: projector_hidden_act"))?;
-        let projector = Projector {
-            norm: if cfg.bool_or("projector_use_layernorm", true)? {
-                Some(proj.layer_norm("layer_norm", in_dim, 1e-5)?)
-            } else {
-                None
-            },
-            linear_1: proj.linear("linear_1", in_dim, hidden, bias)?,
-            act,
-            linear_2: proj.linear("linear_2", hidden, text_dim, bias)?,
-        };
+        let (projector, text_dim) = Projector::load(&root, cfg, d * factor * factor)?;
         let processor =
             Lfm2VlProcessor::from_config(&files.preprocessor, vision.patch_size, factor)?;
         let added = AddedTokens::read(&files.dir);
-        let p = vision.patch_size;
-        let max_patches = processor.max_image_tokens.saturating_mul(factor * factor);
-        let side = ((max_patches as f64).sqrt() as usize * p).max(1);
-        let width = (4 * d).max(2 * vision.encoder.intermediate_size);
-        // A split image: up to max_tiles tiles and the thumbnail.
-        let tile_patches = (processor.tile_size / p).pow(2);
-        let split_patches = processor
-            .max_tiles
-            .saturating_mul(tile_patches)
-            .saturating_add(max_patches);
-        let per_image = max_patches
-            .max(split_patches)
-            .saturating_mul(width)
-            .saturating_mul(8);
+        let (side, max_batch) = image_bounds(&vision, &processor, factor);
         let info = ModelInfo {
             family: "lfm2_vl",
             model_type: files.model_type()?,
             output_dim: text_dim,
             vision_dim: d,
-            patch_size: p,
+            patch_size: vision.patch_size,
             image_size: (side, side),
             tokens_per_image: None,
-            max_batch: batch_for_budget(per_image, 512 << 20),
+            max_batch,
             mixed_shape_batches: true,
             tokens: SpecialTokens {
                 image: Some(cfg.i64("image_token_id")?.unwrap_or(DEFAULT_IMAGE_TOKEN)),
@@ -179,6 +169,31 @@ impl Lfm2VlModel {
             device: device.clone(),
         })
     }
+}
+
+/// The side of the largest unsplit image (`image_size`, square) and the images per forward
+/// pass (`max_batch`) whose activations, split images at their most tiles included, stay
+/// around 512 MiB.
+fn image_bounds(
+    vision: &Siglip2VisionConfig,
+    processor: &Lfm2VlProcessor,
+    factor: usize,
+) -> (usize, usize) {
+    let p = vision.patch_size;
+    let max_patches = processor.max_image_tokens.saturating_mul(factor * factor);
+    let side = ((max_patches as f64).sqrt() as usize * p).max(1);
+    let width = (4 * vision.encoder.hidden_size).max(2 * vision.encoder.intermediate_size);
+    // A split image: up to max_tiles tiles and the thumbnail.
+    let tile_patches = (processor.tile_size / p).pow(2);
+    let split_patches = processor
+        .max_tiles
+        .saturating_mul(tile_patches)
+        .saturating_add(max_patches);
+    let per_image = max_patches
+        .max(split_patches)
+        .saturating_mul(width)
+        .saturating_mul(8);
+    (side, batch_for_budget(per_image, 512 << 20))
 }
 
 impl VisionModel for Lfm2VlModel {
