@@ -487,25 +487,55 @@ impl Weights {
     /// Reads 2-D tensor `name` of shape `[rows, cols]` and returns its transpose `[cols, rows]`
     /// as a contiguous CPU tensor of `dtype` (the layout CPU matmuls want for `Wᵀ`). The file
     /// is read a band of rows at a time into a small buffer, and each band is converted and
-    /// scattered into the result across the calling thread's rayon pool: the weight's bytes
-    /// are read once and written once, with no full-size intermediate copy. Values equal
-    /// `tensor(...)` transposed and made contiguous.
+    /// scattered into the result across the calling thread's rayon pool (8 × 8 blocks in
+    /// registers for f32, [`crate::kernels::transpose`]): the weight's bytes are read once
+    /// and written once, with no full-size intermediate copy. Values equal `tensor(...)`
+    /// transposed and made contiguous.
     pub fn tensor_transposed(&self, name: &str, shape: [usize; 2], dtype: DType) -> Result<Tensor> {
-        let src = self.source(name, &shape)?;
-        match (src.stored, dtype) {
-            (DType::F32, DType::F32) => src.transposed(name, |v: f32| v),
-            (DType::F32, DType::BF16) => src.transposed(name, bf16::from_f32),
-            (DType::F32, DType::F16) => src.transposed(name, f16::from_f32),
-            (DType::BF16, DType::F32) => src.transposed(name, bf16::to_f32),
-            (DType::BF16, DType::BF16) => src.transposed(name, |v: bf16| v),
-            (DType::BF16, DType::F16) => src.transposed(name, |v: bf16| f16::from_f32(v.to_f32())),
-            (DType::F16, DType::F32) => src.transposed(name, f16::to_f32),
-            (DType::F16, DType::BF16) => src.transposed(name, |v: f16| bf16::from_f32(v.to_f32())),
-            (DType::F16, DType::F16) => src.transposed(name, |v: f16| v),
-            (stored, _) => Err(Error::bad_weights(format!(
-                "tensor `{name}`: cannot compute {stored:?} weights in {dtype:?}"
-            ))),
+        self.tensors_transposed(&[(name, shape)], dtype)
+    }
+
+    /// Several 2-D tensors `[rows_i, cols]` with the same `cols`, each transposed as by
+    /// [`Weights::tensor_transposed`], side by side: `[cols, Σ rows_i]` (the `Wᵀ` of a fused
+    /// projection, e.g. q/k/v). For an f32 result each part is written straight into its
+    /// columns (no second copy of the parts).
+    pub fn tensors_transposed(&self, parts: &[(&str, [usize; 2])], dtype: DType) -> Result<Tensor> {
+        let Some(&(first, [_, cols])) = parts.first() else {
+            return Err(Error::bad_weights("a fused projection without parts"));
+        };
+        if let Some((name, _)) = parts.iter().find(|(_, [_, c])| *c != cols) {
+            return Err(Error::bad_weights(format!(
+                "tensor `{name}`: fused with `{first}`, whose input width {cols} differs"
+            )));
         }
+        let total: usize = parts.iter().map(|(_, [rows, _])| rows).sum();
+        if dtype != DType::F32 {
+            let each = parts
+                .iter()
+                .map(|&(name, shape)| self.source(name, &shape)?.transposed(name, dtype))
+                .collect::<Result<Vec<_>>>()?;
+            return match &each[..] {
+                [one] => Ok(one.clone()),
+                _ => Ok(Tensor::cat(&each, 1)?),
+            };
+        }
+        let mut out = zeroed::<f32>(cols * total, first)?;
+        let mut col0 = 0;
+        for &(name, shape) in parts {
+            let src = self.source(name, &shape)?;
+            match src.stored {
+                DType::F32 => {
+                    src.transpose_f32(name, None::<fn(f32) -> f32>, &mut out, total, col0)
+                }
+                DType::BF16 => src.transpose_f32(name, Some(bf16::to_f32), &mut out, total, col0),
+                DType::F16 => src.transpose_f32(name, Some(f16::to_f32), &mut out, total, col0),
+                stored => Err(Error::bad_weights(format!(
+                    "tensor `{name}`: cannot compute {stored:?} weights in f32"
+                ))),
+            }?;
+            col0 += shape[0];
+        }
+        Ok(Tensor::from_vec(out, (cols, total), &Device::Cpu)?)
     }
 }
 
@@ -526,8 +556,95 @@ impl Source<'_> {
             .map_err(|e| Error::io(self.path, &e))
     }
 
+    /// Rows of this `[rows, cols]` tensor of `S` read at once: about [`BAND_BYTES`], a
+    /// multiple of 8 (the transpose's blocks) when there are more rows than that.
+    fn band_rows<S>(&self) -> usize {
+        let (rows, cols) = (self.shape[0], self.shape[1]);
+        let band = BAND_BYTES / (cols * std::mem::size_of::<S>()).max(1);
+        (band / 8 * 8).max(8).min(rows.max(1))
+    }
+
+    /// The transpose of this `[rows, cols]` tensor converted to f32 (`convert`; `None` when it
+    /// is stored in f32) into columns `col0 .. col0 + rows` of `out`, whose rows are `stride`
+    /// values long.
+    fn transpose_f32<S>(
+        &self,
+        name: &str,
+        convert: Option<impl Fn(S) -> f32 + Sync>,
+        out: &mut [f32],
+        stride: usize,
+        col0: usize,
+    ) -> Result<()>
+    where
+        S: bytemuck::Pod + Default + Send + Sync,
+    {
+        use rayon::prelude::*;
+        const BLOCK: usize = 32;
+        let (rows, cols) = (self.shape[0], self.shape[1]);
+        let band = self.band_rows::<S>();
+        let mut scratch = crate::preprocess::limits::try_filled(band * cols, S::default(), name)?;
+        let mut wide = match convert {
+            Some(_) => crate::preprocess::limits::try_filled(band * cols, 0f32, name)?,
+            None => Vec::new(),
+        };
+        for r0 in (0..rows).step_by(band) {
+            let r1 = (r0 + band).min(rows);
+            let part = &mut scratch[..(r1 - r0) * cols];
+            self.read(
+                r0 * cols * std::mem::size_of::<S>(),
+                bytemuck::cast_slice_mut(part),
+            )?;
+            let part: &[f32] = match &convert {
+                Some(f) => {
+                    let wide = &mut wide[..part.len()];
+                    wide.par_chunks_mut(1 << 14)
+                        .zip(part.par_chunks(1 << 14))
+                        .for_each(|(o, v)| o.iter_mut().zip(v).for_each(|(o, &v)| *o = f(v)));
+                    wide
+                }
+                None => bytemuck::cast_slice(part),
+            };
+            // Output rows c0 .. c0 + BLOCK (columns of the weight) get this band's rows.
+            out.par_chunks_mut(stride * BLOCK)
+                .enumerate()
+                .try_for_each(|(block, chunk)| {
+                    let c0 = block * BLOCK;
+                    let width = chunk.len() / stride;
+                    crate::kernels::transpose(
+                        &part[c0..],
+                        cols,
+                        r1 - r0,
+                        width,
+                        &mut chunk[col0 + r0..],
+                        stride,
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
+    /// The transpose of this `[rows, cols]` tensor in `dtype` (the scalar scatter: the f32
+    /// result goes through [`Source::transpose_f32`]).
+    fn transposed(&self, name: &str, dtype: DType) -> Result<Tensor> {
+        match (self.stored, dtype) {
+            (DType::F32, DType::BF16) => self.transposed_as(name, bf16::from_f32),
+            (DType::F32, DType::F16) => self.transposed_as(name, f16::from_f32),
+            (DType::BF16, DType::BF16) => self.transposed_as(name, |v: bf16| v),
+            (DType::BF16, DType::F16) => {
+                self.transposed_as(name, |v: bf16| f16::from_f32(v.to_f32()))
+            }
+            (DType::F16, DType::BF16) => {
+                self.transposed_as(name, |v: f16| bf16::from_f32(v.to_f32()))
+            }
+            (DType::F16, DType::F16) => self.transposed_as(name, |v: f16| v),
+            (stored, _) => Err(Error::bad_weights(format!(
+                "tensor `{name}`: cannot compute {stored:?} weights in {dtype:?}"
+            ))),
+        }
+    }
+
     /// The transpose of this `[rows, cols]` tensor of stored type `S`, converted by `convert`.
-    fn transposed<S, T, F>(&self, name: &str, convert: F) -> Result<Tensor>
+    fn transposed_as<S, T, F>(&self, name: &str, convert: F) -> Result<Tensor>
     where
         S: bytemuck::Pod + Default + Send + Sync,
         T: candle_core::WithDType + bytemuck::Zeroable + Send + Sync,
@@ -536,7 +653,7 @@ impl Source<'_> {
         use rayon::prelude::*;
         let (rows, cols) = (self.shape[0], self.shape[1]);
         let mut out = zeroed::<T>(rows * cols, name)?;
-        let band = (BAND_BYTES / (cols * std::mem::size_of::<S>()).max(1)).clamp(1, rows.max(1));
+        let band = self.band_rows::<S>();
         let mut scratch = crate::preprocess::limits::try_filled(band * cols, S::default(), name)?;
         for r0 in (0..rows).step_by(band) {
             let r1 = (r0 + band).min(rows);
@@ -810,6 +927,32 @@ mod tests {
             .tensor_transposed("F32", [cols, rows], DType::F32)
             .unwrap_err();
         assert_eq!(e.status(), Status::BadWeights);
+        // Fused parts (q/k/v): each part's transpose in its own columns, in every dtype.
+        let parts = [
+            ("F32", [rows, cols]),
+            ("BF16", [rows, cols]),
+            ("F16", [rows, cols]),
+        ];
+        for target in [DType::F32, DType::BF16] {
+            let each: Vec<Tensor> = parts
+                .iter()
+                .map(|&(n, shape)| w.tensor_transposed(n, shape, target).unwrap())
+                .collect();
+            let want = Tensor::cat(&each, 1).unwrap();
+            let got = w.tensors_transposed(&parts, target).unwrap();
+            assert_eq!(got.dims(), &[cols, 3 * rows]);
+            let f = |t: &Tensor| t.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
+            let (got, want) = (
+                f(&got).to_vec1::<f32>().unwrap(),
+                f(&want).to_vec1::<f32>().unwrap(),
+            );
+            assert!(got == want, "fused {target:?}");
+        }
+        let e = w
+            .tensors_transposed(&[("F32", [rows, cols]), ("F16", [cols, rows])], DType::F32)
+            .unwrap_err();
+        assert!(e.message().contains("input width"), "{e}");
+        assert!(w.tensors_transposed(&[], DType::F32).is_err());
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -36,10 +36,12 @@ use rayon::prelude::*;
 use crate::error::Result;
 
 mod attention;
+mod transpose;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
 pub use attention::{attention, attention_at, Precision};
+pub use transpose::transpose;
 
 /// Columns per packed panel of `B` (one 512-bit register of f32 accumulators).
 pub const PANEL: usize = 16;

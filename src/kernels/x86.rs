@@ -1101,3 +1101,88 @@ unsafe fn softmax_row_bf16_avx512(
     }
     (m_new, _mm512_reduce_add_ps(sum))
 }
+
+/// The 8 × 8 blocks of a transpose (see `transpose::transpose`): `dst[c * dst_stride + r] =
+/// src[r * src_stride + c]` for `r < rows`, `c < cols`, both multiples of 8.
+pub(super) fn transpose_8x8_blocks(
+    src: &[f32],
+    src_stride: usize,
+    rows: usize,
+    cols: usize,
+    dst: &mut [f32],
+    dst_stride: usize,
+) {
+    assert!(Isa::Avx2.supported(), "transpose_8x8_blocks needs AVX");
+    assert!(rows % 8 == 0 && cols % 8 == 0 && rows > 0 && cols > 0);
+    assert!(cols <= src_stride && rows <= dst_stride);
+    assert!((rows - 1) * src_stride + cols <= src.len());
+    assert!((cols - 1) * dst_stride + rows <= dst.len());
+    // SAFETY: the CPU has AVX (asserted through the AVX2 level); every row read is
+    // `src[r * src_stride + c .. + 8]` with `r < rows`, `c + 8 <= cols <= src_stride`, inside
+    // `src` by the bound asserted above, and every row written is `dst[c * dst_stride + r ..
+    // + 8]` with `c < cols`, `r + 8 <= rows <= dst_stride`, inside `dst` likewise.
+    unsafe {
+        transpose_8x8_avx(
+            src.as_ptr(),
+            src_stride,
+            rows,
+            cols,
+            dst.as_mut_ptr(),
+            dst_stride,
+        )
+    }
+}
+
+/// See [`transpose_8x8_blocks`].
+///
+/// # Safety
+/// AVX; the bounds asserted by [`transpose_8x8_blocks`].
+#[target_feature(enable = "avx")]
+unsafe fn transpose_8x8_avx(
+    src: *const f32,
+    src_stride: usize,
+    rows: usize,
+    cols: usize,
+    dst: *mut f32,
+    dst_stride: usize,
+) {
+    for c in (0..cols).step_by(8) {
+        for r in (0..rows).step_by(8) {
+            // SAFETY: rows r..r + 8, values c..c + 8 of each (see the caller).
+            let row = |i: usize| unsafe { _mm256_loadu_ps(src.add((r + i) * src_stride + c)) };
+            let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+            let (r4, r5, r6, r7) = (row(4), row(5), row(6), row(7));
+            // Pairs, then quads within each 128-bit half, then the halves.
+            let t0 = _mm256_unpacklo_ps(r0, r1);
+            let t1 = _mm256_unpackhi_ps(r0, r1);
+            let t2 = _mm256_unpacklo_ps(r2, r3);
+            let t3 = _mm256_unpackhi_ps(r2, r3);
+            let t4 = _mm256_unpacklo_ps(r4, r5);
+            let t5 = _mm256_unpackhi_ps(r4, r5);
+            let t6 = _mm256_unpacklo_ps(r6, r7);
+            let t7 = _mm256_unpackhi_ps(r6, r7);
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xee>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xee>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xee>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xee>(t5, t7);
+            let cols8 = [
+                _mm256_permute2f128_ps::<0x20>(u0, u4),
+                _mm256_permute2f128_ps::<0x20>(u1, u5),
+                _mm256_permute2f128_ps::<0x20>(u2, u6),
+                _mm256_permute2f128_ps::<0x20>(u3, u7),
+                _mm256_permute2f128_ps::<0x31>(u0, u4),
+                _mm256_permute2f128_ps::<0x31>(u1, u5),
+                _mm256_permute2f128_ps::<0x31>(u2, u6),
+                _mm256_permute2f128_ps::<0x31>(u3, u7),
+            ];
+            for (i, v) in cols8.into_iter().enumerate() {
+                // SAFETY: output row c + i, values r..r + 8 (see the caller).
+                unsafe { _mm256_storeu_ps(dst.add((c + i) * dst_stride + r), v) };
+            }
+        }
+    }
+}

@@ -120,6 +120,45 @@ impl<'a> Loader<'a> {
         Linear::new(sub.tensor("weight", &[out_dim, in_dim])?, bias)
     }
 
+    /// The linears `names` (each `[out_dim, in_dim]`, biased when `bias`) fused into one along
+    /// the output dimension, as [`Linear::concat`] of each loaded alone (q/k/v, gate/up). On
+    /// the CPU in f32 the parts are read straight into the fused `Wᵀ` (no second copy).
+    pub fn linear_fused(
+        &self,
+        names: &[&str],
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+    ) -> Result<Linear> {
+        if !self.device.is_cpu() || self.bf16_matmuls() || self.dtype != DType::F32 {
+            let parts = names
+                .iter()
+                .map(|n| self.linear(n, in_dim, out_dim, bias))
+                .collect::<Result<Vec<_>>>()?;
+            return Linear::concat(&parts);
+        }
+        let subs: Vec<Loader> = names.iter().map(|n| self.sub(n)).collect();
+        let weights: Vec<String> = subs.iter().map(|s| s.name("weight")).collect();
+        let parts: Vec<(&str, [usize; 2])> = weights
+            .iter()
+            .map(|w| (w.as_str(), [out_dim, in_dim]))
+            .collect();
+        let rhs = self.weights.tensors_transposed(&parts, DType::F32)?;
+        let bias = if bias {
+            let biases = subs
+                .iter()
+                .map(|s| s.tensor("bias", &[out_dim]))
+                .collect::<Result<Vec<_>>>()?;
+            Some(Tensor::cat(&biases, 0)?)
+        } else {
+            None
+        };
+        Ok(Linear {
+            rhs: Rhs::Dense(rhs),
+            bias,
+        })
+    }
+
     /// `name.weight` `[out_dim, in_dim]` (no bias) whose rows are stored, head by head, in
     /// interleaved rotary order (the pairs `(2i, 2i + 1)`: Mistral's own layout), as a linear
     /// with its rows in the rotate-half order (`i`, `i + head_dim / 2`) the rotary code uses:
@@ -472,10 +511,8 @@ impl GatedMlp {
         act: Activation,
         bias: bool,
     ) -> Result<GatedMlp> {
-        let gate = loader.linear(gate, dim, hidden, bias)?;
-        let up = loader.linear(up, dim, hidden, bias)?;
         Ok(GatedMlp {
-            gate_up: Linear::concat(&[gate, up])?,
+            gate_up: loader.linear_fused(&[gate, up], dim, hidden, bias)?,
             down: loader.linear(down, hidden, dim, bias)?,
             act,
             hidden,
@@ -541,11 +578,8 @@ impl Attention {
                 "hidden size {dim} is not divisible by num_attention_heads {heads}"
             )));
         }
-        let q = loader.linear("q_proj", dim, dim, bias)?;
-        let k = loader.linear("k_proj", dim, dim, bias)?;
-        let v = loader.linear("v_proj", dim, dim, bias)?;
         Ok(Attention {
-            qkv: Linear::concat(&[q, k, v])?,
+            qkv: loader.linear_fused(&["q_proj", "k_proj", "v_proj"], dim, dim, bias)?,
             out: loader.linear(out_proj_name, dim, dim, bias)?,
             heads,
             head_dim: dim / heads,
