@@ -7,8 +7,9 @@ the bytes of the weights the model keeps.
 
 Builds real-shape random-weight checkpoints with transformers once (into --work, default
 target/bench-load), then runs each measurement in a fresh child process so that peak RSS is the
-load's own. "read" = reading every safetensors file that holds vision tensors into freshly
-allocated buffers (what any loader must at least do); "load" = `vt_load` through the C API.
+load's own. "read" = reading the bytes of every vision tensor (each into a freshly allocated
+buffer: what any loader must at least do; the language model's tensors in the same files are
+not read, as vtower does not read them); "load" = `vt_load` through the C API.
 Needs a release build (`cargo build --release`) and the fixture venv for building checkpoints.
 """
 import argparse
@@ -76,8 +77,26 @@ CASES = {
     "siglip-so400m-f32-as-bf16": "bf16",
     "siglip-so400m-sharded-bf16": "bf16",
     "qwen25vl-7b-sharded-bf16": "bf16",
+    "qwen25vl-7b-f32": "f32",
     "pixtral-12b-f32": "f32",
+    "pixtral-12b-sharded-bf16": "bf16",
 }
+
+
+def is_vision(name: str) -> bool:
+    """Whether a tensor belongs to the image path (not the language model)."""
+    return not any(p in name for p in ("language_model", "lm_head", "model.norm", "embed_tokens"))
+
+
+def vision_ranges(f: Path):
+    """(offset, length) in file `f` of each vision tensor's data (the safetensors header read
+    with the standard library, so that the timed read loads nothing else)."""
+    with open(f, "rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(n))
+    base = 8 + n
+    return [(base + v["data_offsets"][0], v["data_offsets"][1] - v["data_offsets"][0])
+            for k, v in header.items() if k != "__metadata__" and is_vision(k)]
 
 
 # Cases that load another case's checkpoint.
@@ -87,7 +106,8 @@ SAME_FILES = {"siglip-so400m-f32-as-bf16": "siglip-so400m-f32"}
 def vision_files(d: Path):
     idx = d / "model.safetensors.index.json"
     if idx.exists():
-        return sorted({d / f for f in json.loads(idx.read_text())["weight_map"].values()})
+        weight_map = json.loads(idx.read_text())["weight_map"]
+        return sorted({d / f for k, f in weight_map.items() if is_vision(k)})
     return [d / "model.safetensors"]
 
 
@@ -115,7 +135,15 @@ def child(mode: str, d: Path, dtype: str, threads: int, cold: bool):
     base = hwm_bytes()
     t = time.perf_counter()
     if mode == "read":
-        keep = [f.read_bytes() for f in files]
+        keep = []
+        for f in files:
+            with open(f, "rb") as fh:
+                for off, length in vision_ranges(f):
+                    fh.seek(off)
+                    buf = fh.read(length)  # a fresh, unzeroed buffer (bytearray(n) zero-fills)
+                    if len(buf) != length:
+                        raise SystemExit(f"{f}: short read")
+                    keep.append(buf)
         n = sum(len(b) for b in keep)
     else:
         from vtower_ctypes import Lib, VT_DTYPE_BF16, VT_DTYPE_F32
@@ -142,7 +170,7 @@ def kept_bytes(d: Path, dtype: str) -> int:
     for f in vision_files(d):
         with safe_open(f, "np") as st:
             for k in st.keys():
-                if any(p in k for p in ("language_model", "lm_head", "model.norm", "embed_tokens")):
+                if not is_vision(k):
                     continue
                 shape = st.get_slice(k).get_shape()
                 n = 1

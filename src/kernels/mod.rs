@@ -247,6 +247,76 @@ impl std::ops::DerefMut for Aligned {
     }
 }
 
+/// The working buffers of [`PackedB::from_nk_rows`] for one piece of work.
+struct PanelBuffers<S> {
+    /// The panel `panel` holds, if any.
+    held: Option<usize>,
+    /// A panel's rows of `W` as read (up to 16 rows of `k` values).
+    rows: Vec<S>,
+    /// The same rows as bf16 pairs: per row, `ceil(k / 2)` pairs (even `k` low).
+    pairs: Vec<u32>,
+    /// The packed panel: `[kp][PANEL]` pairs.
+    panel: Vec<u32>,
+}
+
+impl<S> Default for PanelBuffers<S> {
+    fn default() -> Self {
+        PanelBuffers {
+            held: None,
+            rows: Vec::new(),
+            pairs: Vec::new(),
+            panel: Vec::new(),
+        }
+    }
+}
+
+impl<S: Copy + Default> PanelBuffers<S> {
+    /// Reads and packs panel `p` of `W` `[n, k]`: the rows rounded to bf16 pairs, then the
+    /// `rows × kp` matrix of pairs transposed into `kp` lines of [`PANEL`] (zero past the
+    /// last row).
+    fn pack(
+        &mut self,
+        p: usize,
+        n: usize,
+        k: usize,
+        read: impl Fn(usize, &mut [S]) -> Result<()>,
+        bits: impl Fn(S) -> u16,
+    ) -> Result<()> {
+        let (n0, kp) = (p * PANEL, k.div_ceil(2));
+        let cols = PANEL.min(n - n0);
+        self.rows.resize(cols * k, S::default());
+        read(n0, &mut self.rows[..cols * k])?;
+        self.pairs.resize(cols * kp, 0);
+        for (row, out) in self.rows[..cols * k]
+            .chunks_exact(k)
+            .zip(self.pairs.chunks_exact_mut(kp))
+        {
+            let (even, tail) = row.split_at(k / 2 * 2);
+            for (o, v) in out.iter_mut().zip(even.chunks_exact(2)) {
+                *o = pair(bits(v[0]), bits(v[1]));
+            }
+            if let [last] = tail {
+                out[kp - 1] = pair(bits(*last), 0);
+            }
+        }
+        if cols < PANEL {
+            // The slots past the last row stay zero.
+            self.panel.clear();
+        }
+        self.panel.resize(kp * PANEL, 0);
+        transpose(
+            bytemuck::cast_slice(&self.pairs[..cols * kp]),
+            kp,
+            cols,
+            kp,
+            bytemuck::cast_slice_mut(&mut self.panel),
+            PANEL,
+        )?;
+        self.held = Some(p);
+        Ok(())
+    }
+}
+
 /// The right operand `B` `[k, n]` of a product, in bf16, packed for the micro-kernels:
 /// panels of [`PANEL`] columns, each holding for every pair of rows `(2q, 2q + 1)` the
 /// 16 column values of both rows interleaved (the operand layout of `vdpbf16ps`, and of
@@ -327,39 +397,28 @@ impl PackedB {
     ) -> Result<PackedB> {
         let (kp, kstride, count) = PackedB::shape(k, n)?;
         let failed = std::sync::Mutex::new(None);
-        // Per piece of work: a panel's rows and which panel they are (lines come in order, so
-        // each panel is read once per piece that covers it).
+        // Per piece of work: which panel it holds, packed (`[kp][PANEL]` pairs), and the
+        // buffers it is made from (lines come in order, so each panel is read and packed once
+        // per piece that covers it).
         let data = Aligned::par_lines(
             count,
             "a packed bf16 matrix",
-            || (Vec::new(), usize::MAX),
-            |(rows, held): &mut (Vec<S>, usize), i| {
+            || PanelBuffers::<S>::default(),
+            |b: &mut PanelBuffers<S>, i| {
                 let (p, q) = (i / kstride, i % kstride);
                 let mut line = Line([0; PANEL]);
-                let (n0, k0) = (p * PANEL, 2 * q);
-                let cols = PANEL.min(n - n0);
                 if q >= kp {
                     return line;
                 }
-                if *held != p {
-                    rows.resize(cols * k, S::default());
-                    if let Err(e) = read(n0, &mut rows[..cols * k]) {
+                if b.held != Some(p) {
+                    if let Err(e) = b.pack(p, n, k, &read, &bits) {
                         let mut first = failed.lock().unwrap_or_else(|e| e.into_inner());
                         first.get_or_insert(e);
-                        *held = usize::MAX;
+                        b.held = None;
                         return line;
                     }
-                    *held = p;
                 }
-                for (j, slot) in line.0[..cols].iter_mut().enumerate() {
-                    let lo = bits(rows[j * k + k0]);
-                    let hi = if k0 + 1 < k {
-                        bits(rows[j * k + k0 + 1])
-                    } else {
-                        0
-                    };
-                    *slot = pair(lo, hi);
-                }
+                line.0.copy_from_slice(&b.panel[q * PANEL..][..PANEL]);
                 line
             },
         )?;
