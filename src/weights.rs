@@ -444,38 +444,79 @@ impl Weights {
     /// held whole in another form. Values are rounded to bf16 as a conversion of the tensor
     /// would round them (bf16 stored values are kept as they are).
     pub fn packed_bf16(&self, name: &str, shape: [usize; 2]) -> Result<PackedB> {
-        let src = self.source(name, &shape)?;
-        let k = shape[1];
-        let rows_of = |size: usize| move |n0: usize| n0 * k * size;
-        match src.stored {
-            DType::BF16 => {
-                let at = rows_of(2);
-                PackedB::from_nk_rows(
-                    shape[0],
-                    k,
-                    |n0, rows: &mut [bf16]| src.read(at(n0), bytemuck::cast_slice_mut(rows)),
-                    |v| v.to_bits(),
-                )
-            }
-            DType::F16 => {
-                let at = rows_of(2);
-                PackedB::from_nk_rows(
-                    shape[0],
-                    k,
-                    |n0, rows: &mut [f16]| src.read(at(n0), bytemuck::cast_slice_mut(rows)),
-                    |v| bf16::from_f32(v.to_f32()).to_bits(),
-                )
-            }
-            _ => {
-                let at = rows_of(4);
-                PackedB::from_nk_rows(
-                    shape[0],
-                    k,
-                    |n0, rows: &mut [f32]| src.read(at(n0), bytemuck::cast_slice_mut(rows)),
-                    |v| bf16::from_f32(v).to_bits(),
-                )
-            }
+        self.packed_bf16_fused(&[(name, shape)])
+    }
+
+    /// Several linear weights `[n_i, k]` with the same `k`, packed as [`Weights::packed_bf16`]
+    /// packs their rows one after another (`[Σ n_i, k]`: a fused q/k/v or gate/up), read
+    /// straight into the one packed matrix (no packed parts copied together).
+    pub fn packed_bf16_fused(&self, parts: &[(&str, [usize; 2])]) -> Result<PackedB> {
+        let k = fused_width(parts)?;
+        let sources = parts
+            .iter()
+            .map(|(name, shape)| self.source(name, shape))
+            .collect::<Result<Vec<_>>>()?;
+        let stored = sources[0].stored;
+        if sources.iter().any(|s| s.stored != stored) {
+            let each = parts
+                .iter()
+                .map(|&(name, shape)| self.packed_bf16(name, shape))
+                .collect::<Result<Vec<_>>>()?;
+            return PackedB::concat(&each.iter().collect::<Vec<_>>());
         }
+        let n: usize = parts.iter().map(|(_, [rows, _])| rows).sum();
+        // Rows n0.. of the fused weight into `buf` (whole rows of `size`-byte values), from
+        // whichever parts hold them.
+        let read = |size: usize, n0: usize, buf: &mut [u8]| -> Result<()> {
+            let row = k * size;
+            let (mut at, mut start) = (n0, 0);
+            let mut buf = buf;
+            for src in &sources {
+                let end = start + src.shape[0];
+                if at < end && !buf.is_empty() {
+                    let take = (end - at).min(buf.len() / row);
+                    let (now, rest) = std::mem::take(&mut buf).split_at_mut(take * row);
+                    src.read((at - start) * row, now)?;
+                    (at, buf) = (at + take, rest);
+                }
+                start = end;
+            }
+            Ok(())
+        };
+        match stored {
+            DType::BF16 => PackedB::from_nk_rows(
+                n,
+                k,
+                |n0, rows: &mut [bf16]| read(2, n0, bytemuck::cast_slice_mut(rows)),
+                |v| v.to_bits(),
+            ),
+            DType::F16 => PackedB::from_nk_rows(
+                n,
+                k,
+                |n0, rows: &mut [f16]| read(2, n0, bytemuck::cast_slice_mut(rows)),
+                |v| bf16::from_f32(v.to_f32()).to_bits(),
+            ),
+            _ => PackedB::from_nk_rows(
+                n,
+                k,
+                |n0, rows: &mut [f32]| read(4, n0, bytemuck::cast_slice_mut(rows)),
+                |v| bf16::from_f32(v).to_bits(),
+            ),
+        }
+    }
+}
+
+/// The common input width `k` of fused parts `[n_i, k]`, or an error naming the part that
+/// differs (or that there is none).
+fn fused_width(parts: &[(&str, [usize; 2])]) -> Result<usize> {
+    let Some(&(first, [_, k])) = parts.first() else {
+        return Err(Error::bad_weights("a fused projection without parts"));
+    };
+    match parts.iter().find(|(_, [_, c])| *c != k) {
+        Some((name, _)) => Err(Error::bad_weights(format!(
+            "tensor `{name}`: fused with `{first}`, whose input width {k} differs"
+        ))),
+        None => Ok(k),
     }
 }
 
@@ -500,14 +541,8 @@ impl Weights {
     /// projection, e.g. q/k/v). For an f32 result each part is written straight into its
     /// columns (no second copy of the parts).
     pub fn tensors_transposed(&self, parts: &[(&str, [usize; 2])], dtype: DType) -> Result<Tensor> {
-        let Some(&(first, [_, cols])) = parts.first() else {
-            return Err(Error::bad_weights("a fused projection without parts"));
-        };
-        if let Some((name, _)) = parts.iter().find(|(_, [_, c])| *c != cols) {
-            return Err(Error::bad_weights(format!(
-                "tensor `{name}`: fused with `{first}`, whose input width {cols} differs"
-            )));
-        }
+        let cols = fused_width(parts)?;
+        let first = parts[0].0;
         let total: usize = parts.iter().map(|(_, [rows, _])| rows).sum();
         if dtype != DType::F32 {
             let each = parts
@@ -953,6 +988,23 @@ mod tests {
             .unwrap_err();
         assert!(e.message().contains("input width"), "{e}");
         assert!(w.tensors_transposed(&[], DType::F32).is_err());
+        // Fused packing (601 rows a part: panels straddle the parts), same and mixed storage.
+        for names in [
+            ["BF16", "BF16", "BF16"],
+            ["F32", "F16", "F32"],
+            ["F16", "F16", "F16"],
+        ] {
+            let parts: Vec<(&str, [usize; 2])> = names.iter().map(|&n| (n, [rows, cols])).collect();
+            let each: Vec<PackedB> = parts
+                .iter()
+                .map(|&(n, shape)| w.packed_bf16(n, shape).unwrap())
+                .collect();
+            let want = PackedB::concat(&each.iter().collect::<Vec<_>>()).unwrap();
+            let got = w.packed_bf16_fused(&parts).unwrap();
+            assert_eq!((got.n(), got.k()), (3 * rows, cols));
+            assert!(got.same_values(&want), "fused packing of {names:?}");
+        }
+        assert!(w.packed_bf16_fused(&[]).is_err());
         let _ = std::fs::remove_dir_all(&d);
     }
 

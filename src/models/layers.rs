@@ -122,7 +122,8 @@ impl<'a> Loader<'a> {
 
     /// The linears `names` (each `[out_dim, in_dim]`, biased when `bias`) fused into one along
     /// the output dimension, as [`Linear::concat`] of each loaded alone (q/k/v, gate/up). On
-    /// the CPU in f32 the parts are read straight into the fused `Wᵀ` (no second copy).
+    /// the CPU (f32 `Wᵀ` or packed bf16) the parts are read straight into the fused weight
+    /// (no second copy).
     pub fn linear_fused(
         &self,
         names: &[&str],
@@ -130,7 +131,8 @@ impl<'a> Loader<'a> {
         out_dim: usize,
         bias: bool,
     ) -> Result<Linear> {
-        if !self.device.is_cpu() || self.bf16_matmuls() || self.dtype != DType::F32 {
+        let dense_f32 = self.device.is_cpu() && self.dtype == DType::F32;
+        if !self.bf16_matmuls() && !dense_f32 {
             let parts = names
                 .iter()
                 .map(|n| self.linear(n, in_dim, out_dim, bias))
@@ -143,7 +145,11 @@ impl<'a> Loader<'a> {
             .iter()
             .map(|w| (w.as_str(), [out_dim, in_dim]))
             .collect();
-        let rhs = self.weights.tensors_transposed(&parts, DType::F32)?;
+        let rhs = if self.bf16_matmuls() {
+            Rhs::Bf16(Arc::new(self.weights.packed_bf16_fused(&parts)?))
+        } else {
+            Rhs::Dense(self.weights.tensors_transposed(&parts, DType::F32)?)
+        };
         let bias = if bias {
             let biases = subs
                 .iter()
@@ -153,10 +159,7 @@ impl<'a> Loader<'a> {
         } else {
             None
         };
-        Ok(Linear {
-            rhs: Rhs::Dense(rhs),
-            bias,
-        })
+        Ok(Linear { rhs, bias })
     }
 
     /// `name.weight` `[out_dim, in_dim]` (no bias) whose rows are stored, head by head, in
