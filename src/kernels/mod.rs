@@ -403,7 +403,7 @@ impl PackedB {
         let data = Aligned::par_lines(
             count,
             "a packed bf16 matrix",
-            || PanelBuffers::<S>::default(),
+            PanelBuffers::<S>::default,
             |b: &mut PanelBuffers<S>, i| {
                 let (p, q) = (i / kstride, i % kstride);
                 let mut line = Line([0; PANEL]);
