@@ -884,7 +884,15 @@ pub fn capi(data: &[u8]) -> Outcome {
                     continue;
                 }
                 let seed = r.bytes(64);
-                let buf: Vec<u8> = (0..need.max(w as u64 * 3) as usize)
+                // vtower reads `need` bytes (none when a side is 0 or the stride is too
+                // small: those calls are refused before the pixels are touched). A full
+                // first row is still handed over so that an over-read shows under ASan,
+                // but never more than MAX_RGB_BYTES: with 0 rows the row is not bounded
+                // by `need`, and an input with a 500-megapixel-wide empty image made the
+                // harness itself allocate and fill 1.6 GB (12.9 GB at u32::MAX), the
+                // transient peak behind the capi campaign's out-of-memory (RELIABILITY.md).
+                let len = need.max((w as u64 * 3).min(MAX_RGB_BYTES));
+                let buf: Vec<u8> = (0..len as usize)
                     .map(|i| {
                         if seed.is_empty() {
                             i as u8
