@@ -212,6 +212,28 @@ impl ConfigObject {
         Ok(self.f64(key)?.unwrap_or(default))
     }
 
+    /// A list of non-negative integers (block indexes and the like).
+    pub fn usize_list(&self, key: &str) -> Result<Option<Vec<usize>>> {
+        let location = &self.location;
+        match self.value(key) {
+            None => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|i| {
+                    i.as_u64().map(|i| i as usize).ok_or_else(|| {
+                        Error::bad_config(format!(
+                            "{location}: `{key}` must hold non-negative integers, found {i}"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<usize>>>()
+                .map(Some),
+            Some(other) => Err(Error::bad_config(format!(
+                "{location}: `{key}` must be a list, found {other}"
+            ))),
+        }
+    }
+
     /// A list of numbers, or a single number meaning "this value for every channel".
     pub fn f64_list(&self, key: &str) -> Result<Option<Vec<f64>>> {
         match self.value(key) {

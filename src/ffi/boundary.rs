@@ -77,6 +77,28 @@ pub(crate) unsafe fn bytes<'a>(data: *const u8, len: usize, name: &str) -> Resul
     Ok(unsafe { std::slice::from_raw_parts(data, len) })
 }
 
+/// Borrows the caller's host buffer `dst` of `dst_bytes` bytes (checked non-NULL) as the
+/// `needed` bytes a copy writes, refusing a smaller one: "dst_bytes .. is smaller than the
+/// .. bytes `what` needs".
+///
+/// # Safety
+/// `dst` is writable for `dst_bytes` bytes for the duration of the call.
+pub(crate) unsafe fn host_buffer<'a>(
+    dst: *mut std::ffi::c_void,
+    dst_bytes: usize,
+    needed: usize,
+    what: impl FnOnce() -> String,
+) -> Result<&'a mut [u8]> {
+    if dst_bytes < needed {
+        return Err(Error::invalid_argument(format!(
+            "dst_bytes {dst_bytes} is smaller than the {needed} bytes {} needs",
+            what()
+        )));
+    }
+    // SAFETY: `dst` is writable for `dst_bytes >= needed` bytes (contract).
+    Ok(unsafe { std::slice::from_raw_parts_mut(dst.cast::<u8>(), needed) })
+}
+
 /// Writes `value` to an output pointer already checked by [`out_ptr`].
 ///
 /// # Safety

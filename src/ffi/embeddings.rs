@@ -4,9 +4,9 @@ use std::ffi::c_void;
 
 use crate::engine::{Embeddings, Image, OutputType};
 use crate::error::Error;
-use crate::ffi::boundary::{arg, guard, guard_value, out_ptr, write};
+use crate::ffi::boundary::{arg, guard, guard_value, host_buffer, out_ptr, write};
 use crate::ffi::error::vt_error;
-use crate::ffi::image::vt_image;
+use crate::ffi::image::{image_args, vt_image};
 use crate::ffi::model::vt_model;
 use crate::ffi::params::{vt_dtype, VT_DTYPE_BF16, VT_DTYPE_F16, VT_DTYPE_F32};
 use crate::ffi::status::vt_status;
@@ -47,21 +47,11 @@ pub extern "C" fn vt_forward(
         // SAFETY: NULL or a live model (contract).
         let m = unsafe { arg(model, "model") }?;
         out_ptr(out, "out")?;
-        let list: &[*const vt_image] = if n_images == 0 {
-            &[]
-        } else if images.is_null() {
-            return Err(Error::invalid_argument(format!(
-                "`images` is NULL but n_images is {n_images}"
-            )));
-        } else {
-            // SAFETY: `n_images` readable pointers (contract).
-            unsafe { std::slice::from_raw_parts(images, n_images) }
-        };
+        // SAFETY: `n_images` pointers, each NULL or a live image (contract).
+        let list = unsafe { image_args(images, n_images) }?;
         let mut refs: Vec<&Image> = Vec::with_capacity(list.len());
-        for (i, p) in list.iter().enumerate() {
-            // SAFETY: each entry is NULL or a live image (contract).
-            let img = unsafe { arg(*p, &format!("images[{i}]")) }?;
-            refs.push(&img.image);
+        for img in list {
+            refs.push(&img?.image);
         }
         let emb = m.model.forward(&refs)?;
         // SAFETY: checked non-NULL above.
@@ -169,14 +159,9 @@ pub extern "C" fn vt_embeddings_copy(
                 e.emb.count()
             ))
         })? * e.emb.dim();
-        let needed = n * ty.size();
-        if dst_bytes < needed {
-            return Err(Error::invalid_argument(format!(
-                "dst_bytes {dst_bytes} is smaller than the {needed} bytes image {index} needs"
-            )));
-        }
-        // SAFETY: `dst` is writable for `dst_bytes >= needed` bytes (contract).
-        let out = unsafe { std::slice::from_raw_parts_mut(dst.cast::<u8>(), needed) };
+        // SAFETY: `dst` is writable for `dst_bytes` bytes (contract), checked non-NULL.
+        let out =
+            unsafe { host_buffer(dst, dst_bytes, n * ty.size(), || format!("image {index}")) }?;
         e.emb.copy_to_host(index, ty, out)
     })
 }

@@ -1,7 +1,7 @@
 //! Preprocessing images.
 
 use crate::engine::Image;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ffi::boundary::{arg, bytes, guard, guard_value, out_ptr, write};
 use crate::ffi::error::vt_error;
 use crate::ffi::model::vt_model;
@@ -18,6 +18,32 @@ pub const VT_IMAGE_MAX_DIMS: usize = 4;
 /// pass the same image to vt_forward concurrently (it is only read).
 pub struct vt_image {
     pub(crate) image: Image,
+}
+
+/// Borrows the images of an `(images, n_images)` argument, in order; `(NULL, 0)` is none.
+/// Each item is the image, or the error for a NULL entry (`images[i]`).
+///
+/// # Safety
+/// When `n_images > 0`, `images` points to `n_images` readable pointers, each NULL or a live
+/// image, for the duration of the call.
+pub(crate) unsafe fn image_args<'a>(
+    images: *const *const vt_image,
+    n_images: usize,
+) -> Result<impl ExactSizeIterator<Item = Result<&'a vt_image>>> {
+    let list: &[*const vt_image] = if n_images == 0 {
+        &[]
+    } else if images.is_null() {
+        return Err(Error::invalid_argument(format!(
+            "`images` is NULL but n_images is {n_images}"
+        )));
+    } else {
+        // SAFETY: `n_images` readable pointers (contract).
+        unsafe { std::slice::from_raw_parts(images, n_images) }
+    };
+    Ok(list.iter().enumerate().map(|(i, p)| {
+        // SAFETY: each entry is NULL or a live image (contract).
+        unsafe { arg(*p, &format!("images[{i}]")) }
+    }))
 }
 
 fn finish(image: Image, image_out: *mut *mut vt_image) {

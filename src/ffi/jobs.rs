@@ -8,7 +8,7 @@ use crate::error::{Error, Status};
 use crate::ffi::boundary::{arg, guard, guard_value, out_ptr, write};
 use crate::ffi::embeddings::vt_embeddings;
 use crate::ffi::error::vt_error;
-use crate::ffi::image::vt_image;
+use crate::ffi::image::{image_args, vt_image};
 use crate::ffi::model::vt_model;
 use crate::ffi::status::vt_status;
 
@@ -80,23 +80,14 @@ pub extern "C" fn vt_forward_async(
         // SAFETY: NULL or a live model (contract).
         let m = unsafe { arg(model, "model") }?;
         out_ptr(job_out, "job_out")?;
-        let list: &[*const vt_image] = if n_images == 0 {
-            &[]
-        } else if images.is_null() {
-            return Err(Error::invalid_argument(format!(
-                "`images` is NULL but n_images is {n_images}"
-            )));
-        } else {
-            // SAFETY: `n_images` readable pointers (contract).
-            unsafe { std::slice::from_raw_parts(images, n_images) }
-        };
+        // SAFETY: `n_images` pointers, each NULL or a live image (contract).
+        let list = unsafe { image_args(images, n_images) }?;
         let mut owned: Vec<Image> = Vec::new();
         owned
             .try_reserve_exact(list.len())
             .map_err(|_| Error::new(Status::OutOfMemory, "cannot allocate the job's image list"))?;
-        for (i, p) in list.iter().enumerate() {
-            // SAFETY: each entry is NULL or a live image (contract).
-            let img = unsafe { arg(*p, &format!("images[{i}]")) }?;
+        for (i, img) in list.enumerate() {
+            let img = img?;
             m.model.check_image(i, &img.image)?;
             owned.push(img.image.clone());
         }

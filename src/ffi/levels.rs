@@ -4,7 +4,7 @@ use std::ffi::c_void;
 
 use crate::engine::{Embeddings, OutputType};
 use crate::error::{Error, Result};
-use crate::ffi::boundary::{arg, guard, guard_value, out_ptr};
+use crate::ffi::boundary::{arg, guard, guard_value, host_buffer, out_ptr};
 use crate::ffi::embeddings::{copy_rows_to_cuda, output_type, vt_embeddings};
 use crate::ffi::error::vt_error;
 use crate::ffi::model::vt_model;
@@ -131,14 +131,9 @@ pub extern "C" fn vt_embeddings_level_copy(
         out_ptr(dst, "dst")?;
         let ty = output_type(dtype)?;
         let needed = level_bytes(&e.emb, index, level, ty)?;
-        if dst_bytes < needed {
-            return Err(Error::invalid_argument(format!(
-                "dst_bytes {dst_bytes} is smaller than the {needed} bytes level {level} of image \
-                 {index} needs"
-            )));
-        }
-        // SAFETY: `dst` is writable for `dst_bytes >= needed` bytes (contract).
-        let out = unsafe { std::slice::from_raw_parts_mut(dst.cast::<u8>(), needed) };
+        let what = || format!("level {level} of image {index}");
+        // SAFETY: `dst` is writable for `dst_bytes` bytes (contract), checked non-NULL.
+        let out = unsafe { host_buffer(dst, dst_bytes, needed, what) }?;
         e.emb.copy_level_to_host(index, level, ty, out)
     })
 }

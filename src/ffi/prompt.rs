@@ -191,22 +191,42 @@ pub extern "C" fn vt_image_mrope_positions(
         let img = unsafe { arg(image, "image") }?;
         out_ptr(positions_out, "positions_out")?;
         let (ids, next) = img.image.mrope_positions(start)?;
-        if positions_len < ids.len() {
-            return Err(Error::invalid_argument(format!(
-                "positions_len {positions_len} is smaller than 3 x {} tokens = {}",
-                ids.len() / 3,
-                ids.len()
-            )));
-        }
-        // SAFETY: room for `positions_len >= ids.len()` values (contract), checked non-NULL.
-        unsafe {
-            std::ptr::copy_nonoverlapping(ids.as_ptr(), positions_out, ids.len());
-            if !next_out.is_null() {
-                write(next_out, next);
-            }
-        }
-        Ok(())
+        let needs = |n: usize| format!("3 x {} tokens = {n}", n / 3);
+        // SAFETY: room for `positions_len` values (contract), checked non-NULL; `next_out`
+        // NULL or writable.
+        unsafe { write_positions(&ids, next, positions_out, positions_len, next_out, needs) }
     })
+}
+
+/// Writes M-RoPE position ids into the caller's `positions_out` (room for `positions_len`
+/// values, checked non-NULL) and the following position into `next_out` unless it is NULL.
+/// Nothing is written when `positions_len` is too small: the error says "positions_len ..
+/// is smaller than `needs(ids.len())`".
+///
+/// # Safety
+/// `positions_out` is writable for `positions_len` values; `next_out` is NULL or writable.
+pub(crate) unsafe fn write_positions(
+    ids: &[i64],
+    next: i64,
+    positions_out: *mut i64,
+    positions_len: usize,
+    next_out: *mut i64,
+    needs: impl FnOnce(usize) -> String,
+) -> crate::error::Result<()> {
+    if positions_len < ids.len() {
+        return Err(Error::invalid_argument(format!(
+            "positions_len {positions_len} is smaller than {}",
+            needs(ids.len())
+        )));
+    }
+    // SAFETY: room for `positions_len >= ids.len()` values (contract).
+    unsafe {
+        std::ptr::copy_nonoverlapping(ids.as_ptr(), positions_out, ids.len());
+        if !next_out.is_null() {
+            write(next_out, next);
+        }
+    }
+    Ok(())
 }
 
 /// Which kind of piece a vt_prompt_segment is (a `VT_SEGMENT_*` value).

@@ -8,6 +8,7 @@ use crate::ffi::error::vt_error;
 use crate::ffi::image::vt_image;
 use crate::ffi::model::vt_model;
 use crate::ffi::params::{read_versioned, to_video_options, vt_video_params};
+use crate::ffi::prompt::write_positions;
 use crate::ffi::status::vt_status;
 
 /// The most frames vt_preprocess_video takes in one call.
@@ -238,19 +239,9 @@ pub extern "C" fn vt_image_frame_mrope_positions(
         let img = unsafe { arg(image, "image") }?;
         out_ptr(positions_out, "positions_out")?;
         let (ids, next) = img.image.frame_mrope_positions(frame as usize, start)?;
-        if positions_len < ids.len() {
-            return Err(Error::invalid_argument(format!(
-                "positions_len {positions_len} is smaller than {}",
-                ids.len()
-            )));
-        }
-        // SAFETY: room for `positions_len >= ids.len()` values (contract), checked non-NULL.
-        unsafe {
-            std::ptr::copy_nonoverlapping(ids.as_ptr(), positions_out, ids.len());
-            if !next_out.is_null() {
-                write(next_out, next);
-            }
-        }
-        Ok(())
+        let needs = |n: usize| n.to_string();
+        // SAFETY: room for `positions_len` values (contract), checked non-NULL; `next_out`
+        // NULL or writable.
+        unsafe { write_positions(&ids, next, positions_out, positions_len, next_out, needs) }
     })
 }

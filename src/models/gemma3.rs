@@ -224,10 +224,6 @@ impl VisionModel for Gemma3Model {
         &self.info
     }
 
-    fn preprocess(&self, image: &RgbImage, limits: &Limits) -> Result<Pixels> {
-        self.preprocess_with(image, &PreprocessOptions::default(), limits)
-    }
-
     fn preprocess_with(
         &self,
         image: &RgbImage,

@@ -32,11 +32,12 @@ use crate::models::pixels::to_compute;
 use crate::models::rope::{apply_rotary_f32, inverse_frequencies};
 use crate::models::vit::MAX_DIM;
 use crate::models::{
-    batch_for_budget, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens, VisionModel,
+    batch_for_budget, video_methods, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens,
+    VisionModel,
 };
 use crate::preprocess::gemma4::{Gemma4Processor, SUPPORTED_SOFT_TOKENS};
 use crate::preprocess::gemma4_video::Gemma4VideoProcessor;
-use crate::preprocess::qwen_video::{video_config, SampleOptions, VideoFrames, VideoMeta};
+use crate::preprocess::qwen_video::{video_config, VideoMeta};
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 use crate::weights::Weights;
 
@@ -428,15 +429,11 @@ impl Embedder {
 
 /// The prompt's token ids from config.json (`Gemma4Config` defaults when absent).
 fn special_tokens(cfg: &ConfigObject) -> Result<SpecialTokens> {
-    let token = |key: &str, default: i64| -> Result<Option<i64>> {
-        Ok(Some(cfg.i64(key)?.unwrap_or(default)))
-    };
-    Ok(SpecialTokens {
-        image: token("image_token_id", DEFAULT_IMAGE_TOKEN)?,
-        image_start: token("boi_token_id", DEFAULT_BOI)?,
-        image_end: token("eoi_token_id", DEFAULT_EOI)?,
-        image_break: None,
-    })
+    SpecialTokens::from_config(
+        cfg,
+        ["image_token_id", "boi_token_id", "eoi_token_id"],
+        [DEFAULT_IMAGE_TOKEN, DEFAULT_BOI, DEFAULT_EOI],
+    )
 }
 
 /// A Gemma 4 model's image path: tower, embedder (none for `gemma4_vision`), processor.
@@ -547,10 +544,6 @@ impl VisionModel for Gemma4Model {
         &self.info
     }
 
-    fn preprocess(&self, image: &RgbImage, limits: &Limits) -> Result<Pixels> {
-        self.preprocess_with(image, &PreprocessOptions::default(), limits)
-    }
-
     fn preprocess_with(
         &self,
         image: &RgbImage,
@@ -569,22 +562,7 @@ impl VisionModel for Gemma4Model {
         self.processor.pooling
     }
 
-    fn video_token(&self) -> Option<i64> {
-        self.video_token
-    }
-
-    fn preprocess_video(
-        &self,
-        video: &VideoFrames,
-        opts: &SampleOptions,
-        limits: &Limits,
-    ) -> Result<(Pixels, VideoMeta)> {
-        let proc = self
-            .video
-            .as_ref()
-            .map_err(|e| Error::bad_config(e.clone()))?;
-        proc.process(video, opts, limits)
-    }
+    video_methods!();
 
     fn prompt_layout(
         &self,

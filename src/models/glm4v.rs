@@ -43,7 +43,7 @@ use crate::models::layers::{segment_attention_with, GatedMlp, LayerNorm, Linear,
 use crate::models::qwen2_vl::{check_channels_and_heads, qwen_packed_forward};
 use crate::models::rope::{apply_rotary_f32, AxialRope};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
-use crate::models::{batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
+use crate::models::{ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::glm5_next::Glm5NextImageProcessor;
 use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor};
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
@@ -546,16 +546,13 @@ impl GlmProcessor {
         })
     }
 
-    /// The side of the largest square image it produces and its patch count.
-    fn largest(&self, g: PatchGeometry) -> (usize, usize) {
-        let f = g.factor();
-        let frame_pixels = match self {
+    /// The most pixels one frame it produces can have.
+    fn frame_pixels(&self, g: PatchGeometry) -> usize {
+        match self {
             // The bounds count the frames.
             GlmProcessor::Glm4v(p) => p.max_pixels / g.temporal_patch_size,
-            GlmProcessor::Next(p) => p.max_tokens.saturating_mul(f * f),
-        };
-        let side = ((frame_pixels as f64).sqrt() as usize / f * f).max(f);
-        (side, (frame_pixels / (g.patch_size * g.patch_size)).max(1))
+            GlmProcessor::Next(p) => p.max_tokens.saturating_mul(g.factor() * g.factor()),
+        }
     }
 }
 
@@ -587,34 +584,24 @@ impl GlmVlModel {
         let processor = GlmProcessor::load(&files.preprocessor, variant, config.geometry)?;
         let tower = GlmVisionTower::load(&Loader::new(weights, "visual.", dtype, device), &config)?;
         let defaults = variant.default_tokens(tower_kind);
-        let token = |key: &str, default: i64| -> Result<Option<i64>> {
-            Ok(Some(files.config.i64(key)?.unwrap_or(default)))
+        let keys = [
+            "image_token_id",
+            "image_start_token_id",
+            "image_end_token_id",
+        ];
+        let tokens = SpecialTokens::from_config(&files.config, keys, defaults)?;
+        let family = match variant {
+            GlmVariant::Glm5Next => "glm5_next",
+            _ => "glm4v",
         };
-        let tokens = SpecialTokens {
-            image: token("image_token_id", defaults[0])?,
-            image_start: token("image_start_token_id", defaults[1])?,
-            image_end: token("image_end_token_id", defaults[2])?,
-            image_break: None,
-        };
-        let g = config.geometry;
-        let (side, max_patches) = processor.largest(g);
-        let width = (4 * config.dim).max(config.mlp().0);
-        let per_image = max_patches.saturating_mul(width).saturating_mul(16);
-        let info = ModelInfo {
-            family: match variant {
-                GlmVariant::Glm5Next => "glm5_next",
-                _ => "glm4v",
-            },
-            model_type: files.model_type()?,
-            output_dim: config.out_dim,
-            vision_dim: config.dim,
-            patch_size: g.patch_size,
-            image_size: (side, side),
-            tokens_per_image: None,
-            max_batch: batch_for_budget(per_image, 512 << 20),
-            mixed_shape_batches: true,
+        let info = ModelInfo::packed(
+            family,
+            files.model_type()?,
+            [config.out_dim, config.dim, config.mlp().0],
+            config.geometry,
+            processor.frame_pixels(config.geometry),
             tokens,
-        };
+        );
         Ok(GlmVlModel {
             info,
             tower,
@@ -628,13 +615,6 @@ impl GlmVlModel {
 impl VisionModel for GlmVlModel {
     fn info(&self) -> &ModelInfo {
         &self.info
-    }
-
-    fn preprocess(&self, image: &RgbImage, limits: &Limits) -> Result<Pixels> {
-        match &self.processor {
-            GlmProcessor::Glm4v(p) => p.process(image, limits),
-            GlmProcessor::Next(p) => p.process(image, limits),
-        }
     }
 
     fn preprocess_with(

@@ -53,13 +53,13 @@ use crate::models::projector::merge_blocks;
 use crate::models::rope::{inverse_frequencies, Rotary};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{
-    batch_for_budget, processor_methods, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens,
-    VisionModel,
+    batch_for_budget, processor_methods, video_methods, ModelInfo, PromptBuilder, PromptSegment,
+    SpecialTokens, VisionModel, VISION_TOKEN_KEYS,
 };
 use crate::preprocess::kimi_k25::{chunk_timestamp, KimiK25Processor, KimiK25VideoProcessor};
 use crate::preprocess::limits::try_with_capacity;
-use crate::preprocess::qwen_video::{video_config, SampleOptions, VideoFrames, VideoMeta};
-use crate::preprocess::{Limits, Pixels};
+use crate::preprocess::qwen_video::{video_config, VideoMeta};
+use crate::preprocess::Pixels;
 use crate::tokenizer::AddedTokens;
 use crate::weights::Weights;
 
@@ -527,9 +527,6 @@ impl KimiK25Model {
                 Ok(vp)
             })
             .map_err(|e| e.message().to_string());
-        let token = |key: &str, default: i64| -> Result<Option<i64>> {
-            Ok(Some(cfg.i64(key)?.unwrap_or(default)))
-        };
         let p = vision.patch_size;
         let max_patches = processor.max_patches;
         let side = ((max_patches as f64).sqrt() as usize).min(processor.max_side) * p;
@@ -545,12 +542,7 @@ impl KimiK25Model {
             tokens_per_image: None,
             max_batch: batch_for_budget(per_image, 512 << 20),
             mixed_shape_batches: true,
-            tokens: SpecialTokens {
-                image: token("image_token_id", DEFAULT_TOKENS[0])?,
-                image_start: token("vision_start_token_id", DEFAULT_TOKENS[1])?,
-                image_end: token("vision_end_token_id", DEFAULT_TOKENS[2])?,
-                image_break: None,
-            },
+            tokens: SpecialTokens::from_config(cfg, VISION_TOKEN_KEYS, DEFAULT_TOKENS)?,
         };
         Ok(KimiK25Model {
             info,
@@ -569,22 +561,7 @@ impl VisionModel for KimiK25Model {
     // Per call, `max_patches` is the processor's kwarg of that name (`navit_resize`'s budget).
     processor_methods!("max_patches");
 
-    fn video_token(&self) -> Option<i64> {
-        Some(self.video_token)
-    }
-
-    fn preprocess_video(
-        &self,
-        video: &VideoFrames,
-        opts: &SampleOptions,
-        limits: &Limits,
-    ) -> Result<(Pixels, VideoMeta)> {
-        let proc = self
-            .video
-            .as_ref()
-            .map_err(|e| Error::bad_config(e.clone()))?;
-        proc.process(video, opts, limits)
-    }
+    video_methods!();
 
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {
         let (p, m) = (self.processor.patch_size, self.processor.merge_size);

@@ -201,10 +201,6 @@ impl VisionModel for Lfm2VlModel {
         &self.info
     }
 
-    fn preprocess(&self, image: &RgbImage, limits: &Limits) -> Result<Pixels> {
-        self.preprocess_with(image, &PreprocessOptions::default(), limits)
-    }
-
     fn preprocess_with(
         &self,
         image: &RgbImage,

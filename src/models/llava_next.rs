@@ -512,10 +512,6 @@ impl VisionModel for LlavaNextModel {
         &self.info
     }
 
-    fn preprocess(&self, image: &RgbImage, limits: &Limits) -> Result<Pixels> {
-        self.preprocess_split(image, true, limits)
-    }
-
     fn preprocess_with(
         &self,
         image: &RgbImage,

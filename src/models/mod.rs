@@ -38,7 +38,9 @@ pub mod vit;
 
 use candle_core::Tensor;
 
+use crate::config::ConfigObject;
 use crate::error::{Error, Result};
+use crate::preprocess::qwen2_vl::PatchGeometry;
 use crate::preprocess::qwen_video::{SampleOptions, VideoFrames, VideoMeta};
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 
@@ -68,6 +70,50 @@ pub struct ModelInfo {
     pub tokens: SpecialTokens,
 }
 
+impl ModelInfo {
+    /// The info of a tower fed packed patch rows of any image size, mixed in one batch
+    /// (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5, GLM-4.xV, PaddleOCR-VL). `widths` are the
+    /// output, vision and MLP widths; the processor keeps at most `frame_pixels` pixels per
+    /// frame. `image_size` is the largest square image it produces; `max_batch` keeps the
+    /// activations of the largest image, a few `[patches, max(4·dim, mlp)]` f32 buffers,
+    /// around 512 MiB (attention scores are chunked: `layers::segment_attention`).
+    pub(crate) fn packed(
+        family: &'static str,
+        model_type: String,
+        widths: [usize; 3],
+        g: PatchGeometry,
+        frame_pixels: usize,
+        tokens: SpecialTokens,
+    ) -> ModelInfo {
+        let [output_dim, vision_dim, mlp] = widths;
+        let f = g.factor();
+        let side = ((frame_pixels as f64).sqrt() as usize / f * f).max(f);
+        let max_patches = (frame_pixels / (g.patch_size * g.patch_size)).max(1);
+        let width = (4 * vision_dim).max(mlp);
+        let per_image = max_patches.saturating_mul(width).saturating_mul(16);
+        ModelInfo {
+            family,
+            model_type,
+            output_dim,
+            vision_dim,
+            patch_size: g.patch_size,
+            image_size: (side, side),
+            tokens_per_image: None,
+            max_batch: batch_for_budget(per_image, 512 << 20),
+            mixed_shape_batches: true,
+            tokens,
+        }
+    }
+}
+
+/// The config keys of the image, vision-start and vision-end tokens in the Qwen-VL
+/// convention (Qwen2-VL to Qwen3.5, PaddleOCR-VL, Kimi K2.5).
+pub(crate) const VISION_TOKEN_KEYS: [&str; 3] = [
+    "image_token_id",
+    "vision_start_token_id",
+    "vision_end_token_id",
+];
+
 /// Special token ids of the language model that frame image embeddings in a prompt, as the
 /// checkpoint's config names them. `None` when the model has no such token.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -81,6 +127,25 @@ pub struct SpecialTokens {
     pub image_end: Option<i64>,
     /// The token after each row of embeddings (`[IMG_BREAK]`).
     pub image_break: Option<i64>,
+}
+
+impl SpecialTokens {
+    /// The image, start and end tokens read from the config keys `keys`, in that order,
+    /// each the config class's default in `defaults` when absent; no break token.
+    pub(crate) fn from_config(
+        cfg: &ConfigObject,
+        keys: [&str; 3],
+        defaults: [i64; 3],
+    ) -> Result<SpecialTokens> {
+        let [image, start, end] =
+            [0, 1, 2].map(|i| cfg.i64(keys[i]).map(|v| v.or(Some(defaults[i]))));
+        Ok(SpecialTokens {
+            image: image?,
+            image_start: start?,
+            image_end: end?,
+            image_break: None,
+        })
+    }
 }
 
 /// One piece of the prompt text that stands for an image, in order (see
@@ -170,22 +235,17 @@ pub trait VisionModel: Send + Sync {
     fn info(&self) -> &ModelInfo;
 
     /// Turns a decoded RGB image into the tower's input, exactly as the reference image
-    /// processor does. No step may make an image or a token count over `limits`; each is
-    /// checked before its buffer is allocated.
-    fn preprocess(&self, image: &RgbImage, limits: &Limits) -> Result<Pixels>;
-
-    /// [`VisionModel::preprocess`] with per-call overrides of the processor's settings.
-    /// Families without pan-and-scan keep this default: they refuse to switch it on and
-    /// ignore its other settings (which do nothing while it is off).
+    /// processor does, with per-call overrides of the processor's settings (the default
+    /// [`PreprocessOptions`] keep the processor's own). No step may make an image or a token
+    /// count over `limits`; each is checked before its buffer is allocated. Families without
+    /// pan-and-scan refuse to switch it on ([`refuse_gemma_knobs`]) and ignore its other
+    /// settings (which do nothing while it is off).
     fn preprocess_with(
         &self,
         image: &RgbImage,
         opts: &PreprocessOptions,
         limits: &Limits,
-    ) -> Result<Pixels> {
-        refuse_gemma_knobs(self.info().family, opts)?;
-        self.preprocess(image, limits)
-    }
+    ) -> Result<Pixels>;
 
     /// The language model's video placeholder token (`video_token_id`), when the family
     /// takes video.
@@ -271,21 +331,12 @@ pub trait VisionModel: Send + Sync {
 
 /// The [`VisionModel`] methods of a model with fields `info` and `processor`, whose processor
 /// implements every per-call option itself (`processor.process(image, opts, limits)`) after
-/// the Gemma knobs are refused: `info`, `preprocess`, `preprocess_with` and `size_knobs`
+/// the Gemma knobs are refused: `info`, `preprocess_with` and `size_knobs`
 /// (the knobs given, each the processor's own kwarg). SigLIP2 NaFlex, Kimi K2.5.
 macro_rules! processor_methods {
     ($($knob:literal),*) => {
         fn info(&self) -> &crate::models::ModelInfo {
             &self.info
-        }
-
-        fn preprocess(
-            &self,
-            image: &crate::preprocess::RgbImage,
-            limits: &crate::preprocess::Limits,
-        ) -> crate::error::Result<crate::preprocess::Pixels> {
-            let opts = crate::preprocess::PreprocessOptions::default();
-            self.preprocess_with(image, &opts, limits)
         }
 
         fn preprocess_with(
@@ -304,6 +355,44 @@ macro_rules! processor_methods {
     };
 }
 pub(crate) use processor_methods;
+
+/// The video methods of a model with fields `video` (its video processor, whose
+/// `process(video, opts, limits)` samples and patchifies the frames, or why its config is
+/// unusable: [`crate::preprocess::qwen_video::loaded`]) and `video_token` (`i64` or
+/// `Option<i64>`): `video_token` and `preprocess_video`. `$time`, a
+/// `Fn(&Self, &VideoMeta) -> VideoTime`, sets how the temporal M-RoPE ids are assigned;
+/// without it the processor's own choice stands. Qwen-VL, Gemma 4, Kimi K2.5.
+macro_rules! video_methods {
+    () => {
+        crate::models::video_methods!(|_, m: &crate::preprocess::qwen_video::VideoMeta| m.time);
+    };
+    ($time:expr) => {
+        fn video_token(&self) -> Option<i64> {
+            self.video_token.into()
+        }
+
+        fn preprocess_video(
+            &self,
+            video: &crate::preprocess::qwen_video::VideoFrames,
+            opts: &crate::preprocess::qwen_video::SampleOptions,
+            limits: &crate::preprocess::Limits,
+        ) -> crate::error::Result<(
+            crate::preprocess::Pixels,
+            crate::preprocess::qwen_video::VideoMeta,
+        )> {
+            let processor = crate::preprocess::qwen_video::loaded(&self.video)?;
+            let (pixels, mut meta) = processor.process(video, opts, limits)?;
+            #[allow(
+                clippy::redundant_closure_call,
+                reason = "`$time` is the caller's closure"
+            )]
+            let time = ($time)(self, &meta);
+            meta.time = time;
+            Ok((pixels, meta))
+        }
+    };
+}
+pub(crate) use video_methods;
 
 /// Refuses a soft-token budget (`max_soft_tokens`) for a family that has none (Gemma 4's).
 /// Refuses the Gemma knobs a family without them is asked for: pan-and-scan (Gemma3's) and

@@ -33,7 +33,7 @@ use crate::models::position_taps::{merge_block_positions, resample_table};
 use crate::models::qwen2_vl::{qwen_image_methods, qwen_packed_forward};
 use crate::models::rope::{AxialRope, Rotary};
 use crate::models::vit::{Encoder, VitConfig, VitDefaults, VitTowerConfig, MAX_DIM};
-use crate::models::{batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
+use crate::models::{ModelInfo, SpecialTokens, VisionModel, VISION_TOKEN_KEYS};
 use crate::preprocess::paddleocr_vl::processor;
 use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor};
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
@@ -265,32 +265,21 @@ impl PaddleOcrVlModel {
         )?;
         let g = config.geometry;
         let processor = processor(&files.preprocessor, g)?;
-        let token = |key: &str, default: i64| -> Result<Option<i64>> {
-            Ok(Some(cfg.i64(key)?.unwrap_or(default)))
-        };
-        let f = g.factor();
-        let side = ((processor.max_pixels as f64).sqrt() as usize / f * f).max(f);
-        let max_patches = (processor.max_pixels / (g.patch_size * g.patch_size)).max(1);
+        let defaults = [
+            DEFAULT_IMAGE_TOKEN,
+            DEFAULT_VISION_START,
+            DEFAULT_VISION_END,
+        ];
+        let tokens = SpecialTokens::from_config(cfg, VISION_TOKEN_KEYS, defaults)?;
         let e = &config.tower.encoder;
-        let width = (4 * e.hidden_size).max(e.intermediate_size);
-        let per_image = max_patches.saturating_mul(width).saturating_mul(16);
-        let info = ModelInfo {
-            family: "paddleocr_vl",
-            model_type: files.model_type()?,
-            output_dim: out_dim,
-            vision_dim: e.hidden_size,
-            patch_size: g.patch_size,
-            image_size: (side, side),
-            tokens_per_image: None,
-            max_batch: batch_for_budget(per_image, 512 << 20),
-            mixed_shape_batches: true,
-            tokens: SpecialTokens {
-                image: token("image_token_id", DEFAULT_IMAGE_TOKEN)?,
-                image_start: token("vision_start_token_id", DEFAULT_VISION_START)?,
-                image_end: token("vision_end_token_id", DEFAULT_VISION_END)?,
-                image_break: None,
-            },
-        };
+        let info = ModelInfo::packed(
+            "paddleocr_vl",
+            files.model_type()?,
+            [out_dim, e.hidden_size, e.intermediate_size],
+            g,
+            processor.max_pixels,
+            tokens,
+        );
         Ok(PaddleOcrVlModel {
             info,
             tower,

@@ -730,10 +730,6 @@ impl VisionModel for PixtralModel {
         &self.info
     }
 
-    fn preprocess(&self, image: &RgbImage, limits: &Limits) -> Result<Pixels> {
-        self.processor.process(image, limits)
-    }
-
     fn preprocess_with(
         &self,
         image: &RgbImage,

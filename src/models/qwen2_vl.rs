@@ -25,11 +25,10 @@ use crate::models::activation::Activation;
 use crate::models::layers::{segment_attention_with, GatedMlp, LayerNorm, Linear, Loader, RmsNorm};
 use crate::models::rope::{apply_rotary_f32, AxialRope};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
-use crate::models::{batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
+use crate::models::{video_methods, ModelInfo, SpecialTokens, VisionModel, VISION_TOKEN_KEYS};
 use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor};
 use crate::preprocess::qwen_video::{
-    load_video_processor, run_video_processor, QwenVideoProcessor, SampleOptions, VideoFlavor,
-    VideoFrames, VideoMeta, VideoTime,
+    load_video_processor, QwenVideoProcessor, VideoFlavor, VideoMeta, VideoTime,
 };
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 use crate::weights::Weights;
@@ -163,26 +162,9 @@ fn read_windows(
             geometry.factor()
         )));
     }
-    let full = match v.value("fullatt_block_indexes") {
-        None => vec![7, 15, 23, 31],
-        Some(serde_json::Value::Array(items)) => items
-            .iter()
-            .map(|i| {
-                i.as_u64().map(|i| i as usize).ok_or_else(|| {
-                    Error::bad_config(format!(
-                        "{}: `fullatt_block_indexes` must hold non-negative integers, found {i}",
-                        v.location()
-                    ))
-                })
-            })
-            .collect::<Result<Vec<usize>>>()?,
-        Some(other) => {
-            return Err(Error::bad_config(format!(
-                "{}: `fullatt_block_indexes` must be a list, found {other}",
-                v.location()
-            )))
-        }
-    };
+    let full = v
+        .usize_list("fullatt_block_indexes")?
+        .unwrap_or_else(|| vec![7, 15, 23, 31]);
     Ok((ws, full))
 }
 
@@ -544,39 +526,19 @@ impl QwenVlModel {
             Some(files.config.i64("video_token_id")?.unwrap_or(151656))
         };
         // The special tokens belong to the language model: a bare tower has none.
-        let token = |key: &str, default: i64| -> Result<Option<i64>> {
-            if bare {
-                return Ok(None);
-            }
-            Ok(Some(files.config.i64(key)?.unwrap_or(default)))
+        let tokens = if bare {
+            SpecialTokens::default()
+        } else {
+            SpecialTokens::from_config(&files.config, VISION_TOKEN_KEYS, [151655, 151652, 151653])?
         };
-        let tokens = SpecialTokens {
-            image: token("image_token_id", 151655)?,
-            image_start: token("vision_start_token_id", 151652)?,
-            image_end: token("vision_end_token_id", 151653)?,
-            image_break: None,
-        };
-        let g = config.geometry;
-        // The largest square image the processor produces.
-        let f = g.factor();
-        let side = ((processor.max_pixels as f64).sqrt() as usize / f * f).max(f);
-        // Activations of the largest image: a few [patches, max(4·dim, mlp)] f32 buffers;
-        // attention scores are chunked (layers::segment_attention).
-        let max_patches = (processor.max_pixels / (g.patch_size * g.patch_size)).max(1);
-        let width = (4 * config.dim).max(config.intermediate_size);
-        let per_image = max_patches.saturating_mul(width).saturating_mul(16);
-        let info = ModelInfo {
+        let info = ModelInfo::packed(
             family,
-            model_type: files.model_type()?,
-            output_dim: config.out_dim,
-            vision_dim: config.dim,
-            patch_size: g.patch_size,
-            image_size: (side, side),
-            tokens_per_image: None,
-            max_batch: batch_for_budget(per_image, 512 << 20),
-            mixed_shape_batches: true,
+            files.model_type()?,
+            [config.out_dim, config.dim, config.intermediate_size],
+            config.geometry,
+            processor.max_pixels,
             tokens,
-        };
+        );
         Ok(QwenVlModel {
             info,
             tower,
@@ -606,10 +568,6 @@ macro_rules! qwen_image_methods {
     () => {
         fn info(&self) -> &ModelInfo {
             &self.info
-        }
-
-        fn preprocess(&self, image: &RgbImage, limits: &Limits) -> Result<Pixels> {
-            self.processor.process(image, limits)
         }
 
         fn preprocess_with(
@@ -657,26 +615,16 @@ pub(crate) use qwen_packed_forward;
 impl VisionModel for QwenVlModel {
     qwen_image_methods!();
 
-    fn video_token(&self) -> Option<i64> {
-        self.video_token
-    }
-
-    fn preprocess_video(
-        &self,
-        video: &VideoFrames,
-        opts: &SampleOptions,
-        limits: &Limits,
-    ) -> Result<(Pixels, VideoMeta)> {
-        let c = &self.tower.config;
-        let time = |m: &VideoMeta| match c.variant {
+    video_methods!(|model: &QwenVlModel, m: &VideoMeta| {
+        let c = &model.tower.config;
+        match c.variant {
             QwenVariant::Qwen2 => VideoTime::Index,
             // second_per_grid_ts is a float32 tensor; tokens_per_second * it stays f32.
             QwenVariant::Qwen25 => {
                 VideoTime::Scaled(c.tokens_per_second as f32 * m.second_per_grid as f32)
             }
-        };
-        run_video_processor(&self.video, time, video, opts, limits)
-    }
+        }
+    });
 
     qwen_packed_forward!();
 }

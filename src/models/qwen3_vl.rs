@@ -36,12 +36,12 @@ use crate::models::qwen2_vl::{check_channels_and_heads, qwen_image_methods};
 use crate::models::rope::{apply_rotary_f32, AxialRope};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{
-    batch_for_budget, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens, VisionModel,
+    video_methods, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens, VisionModel,
+    VISION_TOKEN_KEYS,
 };
 use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor};
 use crate::preprocess::qwen_video::{
-    load_video_processor, run_video_processor, QwenVideoProcessor, SampleOptions, VideoFlavor,
-    VideoFrames, VideoMeta, VideoTime,
+    load_video_processor, QwenVideoProcessor, VideoFlavor, VideoMeta, VideoTime,
 };
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 use crate::weights::Weights;
@@ -83,26 +83,9 @@ pub struct Qwen3VisionConfig {
 
 /// `deepstack_visual_indexes`: a list of distinct block indexes below `depth`.
 fn deepstack_indexes(v: &ConfigObject, depth: usize) -> Result<Vec<usize>> {
-    let items = match v.value("deepstack_visual_indexes") {
-        None => vec![8, 16, 24],
-        Some(serde_json::Value::Array(items)) => items
-            .iter()
-            .map(|i| {
-                i.as_u64().map(|i| i as usize).ok_or_else(|| {
-                    Error::bad_config(format!(
-                        "{}: `deepstack_visual_indexes` must hold non-negative integers, found {i}",
-                        v.location()
-                    ))
-                })
-            })
-            .collect::<Result<Vec<usize>>>()?,
-        Some(other) => {
-            return Err(Error::bad_config(format!(
-                "{}: `deepstack_visual_indexes` must be a list, found {other}",
-                v.location()
-            )))
-        }
-    };
+    let items = v
+        .usize_list("deepstack_visual_indexes")?
+        .unwrap_or_else(|| vec![8, 16, 24]);
     for (k, &i) in items.iter().enumerate() {
         if i >= depth {
             return Err(Error::bad_config(format!(
@@ -398,33 +381,17 @@ impl Qwen3VlModel {
         let processor = QwenImageProcessor::from_config(&files.preprocessor, config.geometry)?;
         let video = load_video_processor(files, VideoFlavor::Qwen3, config.geometry);
         let video_token = files.config.i64("video_token_id")?.unwrap_or(tokens[3]);
-        let token = |key: &str, default: i64| -> Result<Option<i64>> {
-            Ok(Some(files.config.i64(key)?.unwrap_or(default)))
-        };
-        let special = SpecialTokens {
-            image: token("image_token_id", tokens[0])?,
-            image_start: token("vision_start_token_id", tokens[1])?,
-            image_end: token("vision_end_token_id", tokens[2])?,
-            image_break: None,
-        };
-        let g = config.geometry;
-        let f = g.factor();
-        let side = ((processor.max_pixels as f64).sqrt() as usize / f * f).max(f);
-        let max_patches = (processor.max_pixels / (g.patch_size * g.patch_size)).max(1);
-        let width = (4 * config.dim).max(config.intermediate_size);
-        let per_image = max_patches.saturating_mul(width).saturating_mul(16);
-        let info = ModelInfo {
+        let [image, start, end, _] = tokens;
+        let special =
+            SpecialTokens::from_config(&files.config, VISION_TOKEN_KEYS, [image, start, end])?;
+        let info = ModelInfo::packed(
             family,
             model_type,
-            output_dim: config.out_dim,
-            vision_dim: config.dim,
-            patch_size: g.patch_size,
-            image_size: (side, side),
-            tokens_per_image: None,
-            max_batch: batch_for_budget(per_image, 512 << 20),
-            mixed_shape_batches: true,
-            tokens: special,
-        };
+            [config.out_dim, config.dim, config.intermediate_size],
+            config.geometry,
+            processor.max_pixels,
+            special,
+        );
         Ok(Qwen3VlModel {
             info,
             deepstack_layers: (0..config.deepstack.len()).collect(),
@@ -445,18 +412,7 @@ impl VisionModel for Qwen3VlModel {
         &self.deepstack_layers
     }
 
-    fn video_token(&self) -> Option<i64> {
-        Some(self.video_token)
-    }
-
-    fn preprocess_video(
-        &self,
-        video: &VideoFrames,
-        opts: &SampleOptions,
-        limits: &Limits,
-    ) -> Result<(Pixels, VideoMeta)> {
-        run_video_processor(&self.video, |_| VideoTime::PerFrame, video, opts, limits)
-    }
+    video_methods!(|_, _: &VideoMeta| VideoTime::PerFrame);
 
     fn prompt_layout(
         &self,

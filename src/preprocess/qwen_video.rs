@@ -598,20 +598,10 @@ pub fn config_flavor(cfg: &ConfigObject) -> Result<Option<VideoFlavor>> {
     })
 }
 
-/// The shared body of the Qwen families' `preprocess_video`.
-pub fn run_video_processor(
-    processor: &std::result::Result<QwenVideoProcessor, String>,
-    time: impl Fn(&VideoMeta) -> VideoTime,
-    video: &VideoFrames,
-    opts: &SampleOptions,
-    limits: &Limits,
-) -> Result<(Pixels, VideoMeta)> {
-    let proc = processor
-        .as_ref()
-        .map_err(|e| Error::bad_config(e.clone()))?;
-    let (pixels, mut meta) = proc.process(video, opts, limits)?;
-    meta.time = time(&meta);
-    Ok((pixels, meta))
+/// A family's video processor as loaded with the model, or a bad-config error saying why
+/// its config is unusable (images still work).
+pub fn loaded<P>(processor: &std::result::Result<P, String>) -> Result<&P> {
+    processor.as_ref().map_err(|e| Error::bad_config(e.clone()))
 }
 
 /// `np.linspace(0, last, n).round().astype(int)`.
