@@ -19,12 +19,13 @@ Run with the fixtures venv (torch): `python scripts/gen_grid_sample_cases.py` (a
 `python -m fixtures glm4v` and `kimi_k25`). Deterministic (fixed seeds, one thread).
 """
 
-import json
 import os
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+import table_cases
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "tests", "fixtures", "resample", "grid_sample_bicubic.json")
@@ -42,24 +43,14 @@ def glm_points(n_h: int, n_w: int) -> torch.Tensor:
 
 
 def case(name, rng, shape, points, align_corners, padding):
-    hh, ww, cc = shape
-    table = torch.from_numpy(rng.normal(0.0, 1.0, size=shape).astype(np.float32))
+    table = table_cases.random_table(rng, shape)
     grid = points.to(torch.float32).reshape(1, -1, 1, 2)
     out = F.grid_sample(table.permute(2, 0, 1)[None], grid, mode="bicubic", align_corners=align_corners,
                         padding_mode=padding)
     out = out[0, :, :, 0].permute(1, 0).contiguous()  # [points, channels]
     assert out.dtype == torch.float32
-    return {
-        "name": name,
-        "height": hh,
-        "width": ww,
-        "channels": cc,
-        "align_corners": align_corners,
-        "padding_mode": padding,
-        "table": [float(v) for v in table.reshape(-1).tolist()],
-        "points": [[float(x), float(y)] for x, y in points.tolist()],
-        "expected": [float(v) for v in out.reshape(-1).tolist()],
-    }
+    return table_cases.record(name, table, out, {"align_corners": align_corners, "padding_mode": padding},
+                              {"points": [[float(x), float(y)] for x, y in points.tolist()]})
 
 
 def interpolate_case(name, rng, shape, rows, cols):
@@ -68,23 +59,14 @@ def interpolate_case(name, rng, shape, rows, cols):
     from transformers.vision_utils import get_vision_interpolation_indices_and_weights
 
     hh, ww, cc = shape
-    table = torch.from_numpy(rng.normal(0.0, 1.0, size=shape).astype(np.float32))
+    table = table_cases.random_table(rng, shape)
     out = F.interpolate(table.permute(2, 0, 1)[None], size=(rows, cols), mode="bicubic", align_corners=False)
     out = out[0].permute(1, 2, 0).reshape(rows * cols, cc).contiguous()
     if hh == ww:
         idx, wts = get_vision_interpolation_indices_and_weights(torch.tensor([[1, rows, cols]]), hh, mode="bicubic")
         moon = F.embedding_bag(idx, table.reshape(hh * ww, cc), per_sample_weights=wts, mode="sum")
         assert torch.allclose(moon, out, rtol=1e-5, atol=1e-5), (name, (moon - out).abs().max())
-    return {
-        "name": name,
-        "height": hh,
-        "width": ww,
-        "channels": cc,
-        "rows": rows,
-        "cols": cols,
-        "table": [float(v) for v in table.reshape(-1).tolist()],
-        "expected": [float(v) for v in out.reshape(-1).tolist()],
-    }
+    return table_cases.record(name, table, out, {"rows": rows, "cols": cols})
 
 
 def main() -> None:
@@ -118,10 +100,7 @@ def main() -> None:
                                 "align_corners=False) on the CPU in float32; expected is [rows * cols, C]",
         "interpolate": interpolate,
     }
-    with open(OUT, "w") as f:
-        json.dump(doc, f, separators=(",", ":"))
-        f.write("\n")
-    print(f"wrote {OUT}: {len(cases)} cases, {os.path.getsize(OUT)} bytes")
+    table_cases.write(OUT, doc, len(cases))
 
 
 if __name__ == "__main__":

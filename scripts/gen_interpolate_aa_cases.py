@@ -15,35 +15,26 @@ Run with the fixtures venv (torch): `python scripts/gen_interpolate_aa_cases.py`
 `python -m fixtures siglip2`). Deterministic (fixed seeds, one thread).
 """
 
-import json
 import os
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+import table_cases
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "tests", "fixtures", "resample", "interpolate_bilinear_aa.json")
 
 
 def case(name, rng, shape, out_hw):
-    hh, ww, cc = shape
     oh, ow = out_hw
-    table = torch.from_numpy(rng.normal(0.0, 1.0, size=shape).astype(np.float32))
+    table = table_cases.random_table(rng, shape)
     out = F.interpolate(table.permute(2, 0, 1).unsqueeze(0), size=(oh, ow), mode="bilinear", align_corners=False,
                         antialias=True)
     out = out[0].permute(1, 2, 0).contiguous()  # [oh, ow, C]
-    assert out.dtype == torch.float32 and out.shape == (oh, ow, cc)
-    return {
-        "name": name,
-        "height": hh,
-        "width": ww,
-        "channels": cc,
-        "out_height": oh,
-        "out_width": ow,
-        "table": [float(v) for v in table.reshape(-1).tolist()],
-        "expected": [float(v) for v in out.reshape(-1).tolist()],
-    }
+    assert out.dtype == torch.float32 and out.shape == (oh, ow, shape[2])
+    return table_cases.record(name, table, out, {"out_height": oh, "out_width": ow})
 
 
 def main() -> None:
@@ -83,10 +74,7 @@ def main() -> None:
                     "in float32; table and expected are [H, W, C] row-major",
         "cases": cases,
     }
-    with open(OUT, "w") as f:
-        json.dump(doc, f, separators=(",", ":"))
-        f.write("\n")
-    print(f"wrote {OUT}: {len(cases)} cases, {os.path.getsize(OUT)} bytes")
+    table_cases.write(OUT, doc, len(cases))
 
 
 if __name__ == "__main__":
