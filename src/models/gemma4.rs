@@ -32,8 +32,8 @@ use crate::models::pixels::to_compute;
 use crate::models::rope::{apply_rotary_f32, inverse_frequencies};
 use crate::models::vit::MAX_DIM;
 use crate::models::{
-    batch_for_budget, video_methods, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens,
-    VisionModel,
+    batch_for_budget, framed_layout, video_methods, ModelInfo, PromptBuilder, PromptSegment,
+    SpecialTokens, VisionModel,
 };
 use crate::preprocess::gemma4::{Gemma4Processor, SUPPORTED_SOFT_TOKENS};
 use crate::preprocess::gemma4_video::Gemma4VideoProcessor;
@@ -573,10 +573,7 @@ impl VisionModel for Gemma4Model {
         let mut b = PromptBuilder::default();
         let Some(meta) = video else {
             // Gemma4Processor.replace_image_token: boi, the placeholders, eoi.
-            b.token(t.image_start)
-                .rows(t.image, pixels.n_tokens())
-                .token(t.image_end);
-            return b.finish(pixels.n_tokens());
+            return framed_layout(t, t.image, pixels.n_tokens());
         };
         // Gemma4Processor.replace_video_token: per frame `mm:ss`, a space, boi, the frame's
         // placeholders, eoi; frames joined by a space.

@@ -27,11 +27,8 @@ use crate::models::pixels::{forward_frames, patchify};
 use crate::models::projector::{feature_layers, pixel_shuffle, text_width, MlpProjector};
 use crate::models::tiles::{check_tokens_per_tile, refuse_other_knobs};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
-use crate::models::{
-    attention_batch, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens, VisionModel,
-};
+use crate::models::{attention_batch, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::got_ocr2::GotOcr2Processor;
-use crate::preprocess::qwen_video::VideoMeta;
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 use crate::tokenizer::AddedTokens;
 use crate::weights::Weights;
@@ -470,18 +467,6 @@ impl VisionModel for InternVlModel {
         )
     }
 
-    fn prompt_layout(
-        &self,
-        pixels: &Pixels,
-        _video: Option<&VideoMeta>,
-    ) -> Result<Vec<PromptSegment>> {
-        // InternVLProcessor.replace_image_token: <img>, image_seq_length x tiles
-        // <IMG_CONTEXT>, </img>.
-        let t = &self.info.tokens;
-        let mut b = PromptBuilder::default();
-        b.token(t.image_start)
-            .rows(t.image, pixels.n_tokens())
-            .token(t.image_end);
-        b.finish(pixels.n_tokens())
-    }
+    // prompt_layout: the default, as InternVLProcessor.replace_image_token lays an image out:
+    // <img>, image_seq_length x tiles <IMG_CONTEXT>, </img>.
 }

@@ -148,6 +148,20 @@ impl SpecialTokens {
     }
 }
 
+/// The most common prompt layout: the start token, `n` placeholder rows, the end token (each
+/// when the model has it).
+pub(crate) fn framed_layout(
+    tokens: &SpecialTokens,
+    placeholder: Option<i64>,
+    n: usize,
+) -> Result<Vec<PromptSegment>> {
+    let mut b = PromptBuilder::default();
+    b.token(tokens.image_start)
+        .rows(placeholder, n)
+        .token(tokens.image_end);
+    b.finish(n)
+}
+
 /// One piece of the prompt text that stands for an image, in order (see
 /// [`VisionModel::prompt_layout`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -314,11 +328,7 @@ pub trait VisionModel: Send + Sync {
         } else {
             t.image
         };
-        let mut b = PromptBuilder::default();
-        b.token(t.image_start)
-            .rows(placeholder, pixels.n_tokens())
-            .token(t.image_end);
-        b.finish(pixels.n_tokens())
+        framed_layout(t, placeholder, pixels.n_tokens())
     }
 
     /// How many patches per side one output token covers (Qwen2-VL's `spatial_merge_size`):

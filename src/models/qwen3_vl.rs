@@ -36,8 +36,8 @@ use crate::models::qwen2_vl::{check_channels_and_heads, qwen_image_methods};
 use crate::models::rope::{apply_rotary_f32, AxialRope};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{
-    video_methods, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens, VisionModel,
-    VISION_TOKEN_KEYS,
+    framed_layout, video_methods, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens,
+    VisionModel, VISION_TOKEN_KEYS,
 };
 use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor};
 use crate::preprocess::qwen_video::{
@@ -422,10 +422,7 @@ impl VisionModel for Qwen3VlModel {
         let t = &self.info.tokens;
         let mut b = PromptBuilder::default();
         let Some(meta) = video else {
-            b.token(t.image_start)
-                .rows(t.image, pixels.n_tokens())
-                .token(t.image_end);
-            return b.finish(pixels.n_tokens());
+            return framed_layout(t, t.image, pixels.n_tokens());
         };
         // Qwen3VLProcessor.replace_video_token: per temporal group `<T seconds>` (T with
         // one decimal), <|vision_start|>, the group's placeholders, <|vision_end|>.
