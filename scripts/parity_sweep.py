@@ -221,6 +221,25 @@ def pil_proc(d: Path):
     return p
 
 
+def default_proc(d: Path, cls):
+    """The image processor of `d` as AutoImageProcessor loads it by default (the torchvision backend), which must be
+    `cls`."""
+    p = AutoImageProcessor.from_pretrained(d)
+    assert type(p) is cls, type(p)
+    return p
+
+
+def grid_thw_ref(model, proc):
+    """The reference of a grid_thw family (Qwen2-VL-style processor output): get_image_features(pixel_values,
+    image_grid_thw).pooler_output[0] of the one image."""
+    @torch.no_grad()
+    def ref(data):
+        bf = proc(images=pil(data), return_tensors="pt")
+        return core(model).get_image_features(bf["pixel_values"], image_grid_thw=bf["image_grid_thw"])\
+            .pooler_output[0].numpy()
+    return ref
+
+
 def reload(d: Path, cls, post=None):
     """Runs the post-save hook `post` (if any) on the checkpoint folder `d`, then loads what the reference runs: the
     model (f32, eager) and the PIL-backend image processor."""
@@ -612,17 +631,9 @@ def qwen_case(variant, vision: dict, qwen25: bool, proc_kw=None, seed=90, images
         kw.update(proc_kw or {})
         Qwen2VLImageProcessorPil(**kw).save_pretrained(d)
         if hub_pre:  # older Hub files: top-level min_pixels / max_pixels (override `size` when loading)
-            p = json.loads((d / "preprocessor_config.json").read_text())
-            p.update(hub_pre)
-            (d / "preprocessor_config.json").write_text(json.dumps(p))
+            edit_json("preprocessor_config.json", **hub_pre)(d)
         model, proc = reload(d, cls, post)
-
-        @torch.no_grad()
-        def ref(data):
-            bf = proc(images=pil(data), return_tensors="pt")
-            return core(model).get_image_features(bf["pixel_values"], image_grid_thw=bf["image_grid_thw"])\
-                .pooler_output[0].numpy()
-        return ref
+        return grid_thw_ref(model, proc)
 
 
 qwen_case("default-ish p8 m2 t2", Q2V, False)
@@ -730,17 +741,9 @@ def glm_case(variant, vision: dict, kind="glm4v", proc_kw=None, seed=140, images
         kw.update(proc_kw or {})
         Glm4vImageProcessorPil(**kw).save_pretrained(d)
         if hub_pre:
-            p = json.loads((d / "preprocessor_config.json").read_text())
-            p.update(hub_pre)
-            (d / "preprocessor_config.json").write_text(json.dumps(p))
+            edit_json("preprocessor_config.json", **hub_pre)(d)
         model, proc = reload(d, cls)
-
-        @torch.no_grad()
-        def ref(data):
-            bf = proc(images=pil(data), return_tensors="pt")
-            return core(model).get_image_features(bf["pixel_values"], image_grid_thw=bf["image_grid_thw"])\
-                .pooler_output[0].numpy()
-        return ref
+        return grid_thw_ref(model, proc)
 
 
 glm_case("p8 m2 t2, 5x5 table", GLMV)
@@ -797,16 +800,8 @@ def paddleocr_case(variant, vision: dict, proc_kw=None, seed=170, images=None, e
         PaddleOCRVLImageProcessor(**kw).save_pretrained(d)
         if hub_pre:
             edit_json("preprocessor_config.json", **hub_pre)(d)
-        model = common.load_f32(d, cls)
-        proc = AutoImageProcessor.from_pretrained(d)
-        assert type(proc) is PaddleOCRVLImageProcessor, type(proc)
-
-        @torch.no_grad()
-        def ref(data):
-            bf = proc(images=pil(data), return_tensors="pt")
-            return core(model).get_image_features(bf["pixel_values"], image_grid_thw=bf["image_grid_thw"])\
-                .pooler_output[0].numpy()
-        return ref
+        model, proc = common.load_f32(d, cls), default_proc(d, PaddleOCRVLImageProcessor)
+        return grid_thw_ref(model, proc)
 
 
 paddleocr_case("p8 m2, 5x5 table", POCRV)
@@ -863,16 +858,8 @@ def kimi_case(variant, vision: dict, proc_kw=None, seed=190, images=None, expect
                    size={"max_height": 6, "max_width": 6})
         pkw.update(proc_kw or {})
         Kimi_K25ImageProcessor(**pkw).save_pretrained(d)
-        model = common.load_f32(d, Kimi_K25ForConditionalGeneration)
-        proc = AutoImageProcessor.from_pretrained(d)
-        assert type(proc) is Kimi_K25ImageProcessor, type(proc)
-
-        @torch.no_grad()
-        def ref(data):
-            bf = proc(images=pil(data), return_tensors="pt")
-            return core(model).get_image_features(bf["pixel_values"], image_grid_thw=bf["image_grid_thw"])\
-                .pooler_output[0].numpy()
-        return ref
+        model, proc = common.load_f32(d, Kimi_K25ForConditionalGeneration), default_proc(d, Kimi_K25ImageProcessor)
+        return grid_thw_ref(model, proc)
 
 
 kimi_case("p8, 5x5 table, 24 patches, 6 a side", KIMIV)
