@@ -240,6 +240,16 @@ def grid_thw_ref(model, proc):
     return ref
 
 
+def visual(model):
+    """The vision tower of a Qwen2-VL-style *ForConditionalGeneration model."""
+    return model.model.visual
+
+
+def loud_vlm(cls, cfg, seed: int):
+    """A LLaVA-style *ForConditionalGeneration model (f32) with a loud vision tower and projector."""
+    return common.loud_model(cls, cfg, seed, torch.float32, common.vision_tower, common.projector)
+
+
 def reload(d: Path, cls, post=None):
     """Runs the post-save hook `post` (if any) on the checkpoint folder `d`, then loads what the reference runs: the
     model (f32, eager) and the PIL-backend image processor."""
@@ -260,13 +270,11 @@ def siglip_case(variant, vision: dict, proc_kw: dict | None = None, full_model=F
                 expect_load_error=False, write_proc=None, save=None):
     @case("siglip", variant + save_desc(save), images, expect_load_error)
     def build(d: Path):
-        torch.manual_seed(seed)
         if full_model:
-            m = SiglipModel(SiglipConfig(text_config=TEXT_SIG, vision_config=vision)).eval()
-            common.loud_init(m.vision_model, seed)
+            m = common.loud_model(SiglipModel, SiglipConfig(text_config=TEXT_SIG, vision_config=vision), seed,
+                                  torch.float32, lambda m: m.vision_model)
         else:
-            m = SiglipVisionModel(SiglipVisionConfig(**vision)).eval()
-            common.loud_init(m, seed)
+            m = common.loud_model(SiglipVisionModel, SiglipVisionConfig(**vision), seed, torch.float32)
         save_model(m, d, save)
         S = vision.get("image_size", 224)
         kw = {"size": {"height": S, "width": S}, **(proc_kw or {})}
@@ -337,10 +345,8 @@ def llava_case(variant, vision: dict, top: dict, proc_factory, seed=20, images=N
                family="llava-clip", save=None, text=None, post=None):
     @case(family, variant + save_desc(save), images, expect_load_error)
     def build(d: Path):
-        torch.manual_seed(seed)
         cfg = LlavaConfig(text_config=text or TEXT_LLAMA, vision_config=vision, image_token_index=299, **top)
-        m = LlavaForConditionalGeneration(cfg).eval()
-        common.loud_vlm(m, seed)
+        m = loud_vlm(LlavaForConditionalGeneration, cfg, seed)
         cls = save_model(m, d, save)
         proc_factory().save_pretrained(d)
         model, proc = reload(d, cls, post)
@@ -434,11 +440,9 @@ def gemma3_case(variant, vision: dict, mm_tokens: int, proc_kw=None, seed=40, im
                 save=None, post=None):
     @case("gemma3", variant + save_desc(save), images, expect_load_error)
     def build(d: Path):
-        torch.manual_seed(seed)
         cfg = Gemma3Config(text_config=TEXT_GEMMA, vision_config=vision, mm_tokens_per_image=mm_tokens,
                            **GEMMA_TOKENS)
-        m = Gemma3ForConditionalGeneration(cfg).eval()
-        common.loud_vlm(m, seed)
+        m = loud_vlm(Gemma3ForConditionalGeneration, cfg, seed)
         cls = save_model(m, d, save)
         S = vision["image_size"]
         Gemma3ImageProcessorPil(**{"size": {"height": S, "width": S}, **(proc_kw or {})}).save_pretrained(d)
@@ -489,7 +493,6 @@ def pixtral_case(variant, vision: dict, top: dict, longest=64, mistral3=False, s
     @case("mistral3" if mistral3 else "pixtral-llava", variant + save_desc(save), images or ASPECT,
           expect_load_error)
     def build(d: Path):
-        torch.manual_seed(seed)
         if mistral3:
             cfg = Mistral3Config(vision_config=vision, text_config=text or TEXT_MISTRAL, **top)
             cls = Mistral3ForConditionalGeneration
@@ -499,8 +502,7 @@ def pixtral_case(variant, vision: dict, top: dict, longest=64, mistral3=False, s
                               **{"vision_feature_select_strategy": "full", **top})
             cls = LlavaForConditionalGeneration
             merge = 1
-        m = cls(cfg).eval()
-        common.loud_vlm(m, seed)
+        m = loud_vlm(cls, cfg, seed)
         cls = save_model(m, d, save)
         P = vision["patch_size"]
         ip = PixtralImageProcessorPil(size={"longest_edge": longest}, patch_size=proc_patch or P)
@@ -616,14 +618,12 @@ def qwen_case(variant, vision: dict, qwen25: bool, proc_kw=None, seed=90, images
     @case("qwen2.5-vl" if qwen25 else "qwen2-vl", variant + save_desc(save), images or QWEN_IMAGES,
           expect_load_error)
     def build(d: Path):
-        torch.manual_seed(seed)
         if qwen25:
             cls, cfg = Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLConfig(text_config=TEXT_QWEN,
                                                                             vision_config=vision)
         else:
             cls, cfg = Qwen2VLForConditionalGeneration, Qwen2VLConfig(text_config=TEXT_QWEN, vision_config=vision)
-        m = cls(cfg).eval()
-        common.loud_init(m.model.visual, seed)
+        m = common.loud_model(cls, cfg, seed, torch.float32, visual)
         cls = save_model(m, d, save)
         P, M, T = vision["patch_size"], vision["spatial_merge_size"], vision["temporal_patch_size"]
         kw = dict(size={"shortest_edge": 4 * (P * M) ** 2, "longest_edge": 64 * (P * M) ** 2}, patch_size=P,
@@ -727,13 +727,11 @@ def glm_case(variant, vision: dict, kind="glm4v", proc_kw=None, seed=140, images
 
     @case("glm4v", f"{kind} {variant}" + save_desc(save), images or QWEN_IMAGES, expect_load_error)
     def build(d: Path):
-        torch.manual_seed(seed)
         cfg_cls, cls = {"glm4v": (Glm4vConfig, Glm4vForConditionalGeneration),
                         "glm_ocr": (GlmOcrConfig, GlmOcrForConditionalGeneration),
                         "glm46v": (Glm46VConfig, Glm46VForConditionalGeneration)}[kind]
         text = dict(GLM_TEXT, model_type="glm4v_text") if kind == "glm46v" else GLM_TEXT
-        m = cls(cfg_cls(text_config=text, vision_config=vision)).eval()
-        common.loud_init(m.model.visual, seed)
+        m = common.loud_model(cls, cfg_cls(text_config=text, vision_config=vision), seed, torch.float32, visual)
         cls = save_model(m, d, save)
         P, M, T = vision["patch_size"], vision["spatial_merge_size"], vision["temporal_patch_size"]
         kw = dict(size={"shortest_edge": 4 * T * (P * M) ** 2, "longest_edge": 64 * T * (P * M) ** 2},
@@ -788,10 +786,9 @@ def paddleocr_case(variant, vision: dict, proc_kw=None, seed=170, images=None, e
 
     @case("paddleocr_vl", variant + save_desc(save), images or ASPECT, expect_load_error)
     def build(d: Path):
-        torch.manual_seed(seed)
-        m = PaddleOCRVLForConditionalGeneration(PaddleOCRVLConfig(text_config=POCR_TEXT, vision_config=vision)).eval()
-        common.loud_init(m.model.visual, seed)
-        common.loud_init(m.model.projector, seed + 1)
+        m = common.loud_model(PaddleOCRVLForConditionalGeneration,
+                              PaddleOCRVLConfig(text_config=POCR_TEXT, vision_config=vision), seed, torch.float32,
+                              lambda m: m.model.visual, lambda m: m.model.projector)
         cls = save_model(m, d, save)
         F = vision["patch_size"] * vision["spatial_merge_size"]
         kw = dict(size={"shortest_edge": 2 * F * F, "longest_edge": 64 * F * F}, patch_size=vision["patch_size"],
@@ -844,11 +841,9 @@ def kimi_case(variant, vision: dict, proc_kw=None, seed=190, images=None, expect
 
     @case("kimi_k25", name, images or ASPECT, expect_load_error)
     def build(d: Path):
-        torch.manual_seed(seed)
         cfg = Kimi_K25Config(text_config=KIMI_TEXT, vision_config=vision, projection_hidden_size=vision["hidden_size"])
-        m = Kimi_K25ForConditionalGeneration(cfg).eval()
-        common.loud_init(m.model.vision_tower, seed)
-        common.loud_init(m.model.mm_projector, seed + 1)
+        m = common.loud_model(Kimi_K25ForConditionalGeneration, cfg, seed, torch.float32,
+                              lambda m: m.model.vision_tower, lambda m: m.model.mm_projector)
         if save.get("dtype"):
             m = m.to(save["dtype"])
         kw = {"max_shard_size": save["shard"]} if save.get("shard") else {}
