@@ -733,6 +733,10 @@ vt_status vt_load(const char *model_dir,
  * until it finishes, so they complete (or end cancelled, by vt_job_cancel or vt_job_free)
  * and their results stay valid; the model's memory is released when the last of them
  * finishes. Their vt_job handles must still be freed with vt_job_free.
+ *
+ * Without such jobs, the model's worker and job threads have exited when this returns (it
+ * waits for them): nothing of vtower runs any more on the model's behalf, so a host may
+ * unload the library once its last model is freed.
  */
 void vt_model_free(struct vt_model *model);
 

@@ -127,6 +127,23 @@ fn c_cache() {
 }
 
 #[test]
+fn c_pool_release() {
+    // vt_free joins the model's worker threads: none is left the moment it returns.
+    let tmp = temp_dir("c-pool-release");
+    let bin = tmp.join("pool_release");
+    compile(&[repo().join("tests/c/pool_release.c")], &bin, false, &[]);
+    let model = fixtures().join(FIXTURE);
+    run(
+        &bin,
+        &[
+            model.to_str().unwrap(),
+            image_path("photo.jpg").to_str().unwrap(),
+            "5",
+        ],
+    );
+}
+
+#[test]
 fn c_preprocess_ex() {
     let tmp = temp_dir("c-preprocess-ex");
     let bin = tmp.join("preprocess_ex");

@@ -45,6 +45,8 @@ struct QueueState {
     tasks: VecDeque<Task>,
     started: bool,
     closed: bool,
+    /// The job threads, joined when the queue is dropped.
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 #[derive(Default)]
@@ -65,12 +67,13 @@ impl JobQueue {
         if !st.started {
             for i in 0..JOB_THREADS {
                 let shared = Arc::clone(&self.shared);
-                std::thread::Builder::new()
+                let thread = std::thread::Builder::new()
                     .name(format!("vtower-job-{i}"))
                     .spawn(move || serve(&shared))
                     .map_err(|e| {
                         Error::new(Status::Compute, format!("cannot start a job thread: {e}"))
                     })?;
+                st.threads.push(thread);
             }
             st.started = true;
         }
@@ -81,9 +84,21 @@ impl JobQueue {
 }
 
 impl Drop for JobQueue {
+    /// Lets the job threads finish and waits for them (but not for the current thread: the
+    /// last owner of a model may be a job that ran on one).
     fn drop(&mut self) {
-        lock(&self.shared.state).closed = true;
+        let threads = {
+            let mut st = lock(&self.shared.state);
+            st.closed = true;
+            std::mem::take(&mut st.threads)
+        };
         self.shared.ready.notify_all();
+        let me = std::thread::current().id();
+        for t in threads {
+            if t.thread().id() != me {
+                let _ = t.join();
+            }
+        }
     }
 }
 

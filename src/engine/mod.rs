@@ -9,6 +9,7 @@ pub mod image;
 pub mod jobs;
 pub mod model;
 pub mod options;
+mod workers;
 
 pub use cache::CacheStats;
 pub use embeddings::{Embeddings, OutputType};

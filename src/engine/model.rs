@@ -10,6 +10,7 @@ use crate::engine::batch::plan_batches;
 use crate::engine::cache::{self, CacheStats, EmbeddingCache};
 use crate::engine::device::{place, Placement};
 use crate::engine::jobs::{self, Job, JobQueue, OnDone};
+use crate::engine::workers::WorkerPool;
 use crate::engine::{Embeddings, Image, LoadOptions};
 use candle_core::DType;
 
@@ -34,7 +35,7 @@ static NEXT_MODEL_ID: AtomicU64 = AtomicU64::new(1);
 pub struct Model {
     id: u64,
     inner: Box<dyn VisionModel>,
-    pool: rayon::ThreadPool,
+    pool: WorkerPool,
     limits: Limits,
     placement: Placement,
     /// Asynchronous jobs ([`Model::submit`]); its threads start with the first job.
@@ -69,13 +70,7 @@ impl Model {
         } else {
             placement.dtype
         };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(options.n_threads)
-            .thread_name(|i| format!("vtower-{i}"))
-            .build()
-            .map_err(|e| {
-                Error::new(Status::Compute, format!("cannot start worker threads: {e}"))
-            })?;
+        let pool = WorkerPool::new(options.n_threads)?;
         let inner = pool.install(|| load(&files, &weights, load_dtype, &placement.device))?;
         if !files.has_preprocessor {
             log::warn(&format!(

@@ -77,6 +77,10 @@ pub extern "C" fn vt_load(
 /// until it finishes, so they complete (or end cancelled, by vt_job_cancel or vt_job_free)
 /// and their results stay valid; the model's memory is released when the last of them
 /// finishes. Their vt_job handles must still be freed with vt_job_free.
+///
+/// Without such jobs, the model's worker and job threads have exited when this returns (it
+/// waits for them): nothing of vtower runs any more on the model's behalf, so a host may
+/// unload the library once its last model is freed.
 #[no_mangle]
 pub extern "C" fn vt_model_free(model: *mut vt_model) {
     guard_value((), || {
