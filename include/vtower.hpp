@@ -454,7 +454,8 @@ private:
 };
 
 /// A loaded vision tower (owns a vt_model). Const member functions may run concurrently
-/// from any number of threads.
+/// from any number of threads. Destroying it frees the model (vt_model_free), which returns
+/// once the model's worker threads have exited (unless an async job still holds the model).
 class Model {
 public:
     Model() noexcept = default;

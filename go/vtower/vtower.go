@@ -272,8 +272,9 @@ func (m *Model) Info() Info {
 	return m.info
 }
 
-// Close frees the model after the calls in progress have returned. Later calls return
-// ErrClosed; closing again is a no-op.
+// Close frees the model after the calls in progress have returned; it returns once the
+// model's worker threads have exited (unless an async job still holds the model). Later
+// calls return ErrClosed; closing again is a no-op.
 func (m *Model) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -165,6 +165,8 @@ pub const Model = struct {
         return .{ .ptr = model.? };
     }
 
+    /// Frees the model; returns once its worker threads have exited (unless an async job
+    /// still holds the model).
     pub fn deinit(m: Model) void {
         c.vt_model_free(m.ptr);
     }
