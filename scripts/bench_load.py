@@ -4,6 +4,7 @@ warm (page cache) and cold (the files' pages dropped with posix_fadvise), and pe
 the bytes of the weights the model keeps.
 
     .venv/bin/python scripts/bench_load.py [--work DIR] [--threads N] [--cases a,b]
+                                          [--repeat K] [--libs a.so,b.so]
 
 Builds real-shape random-weight checkpoints with transformers once (into --work, default
 target/bench-load), then runs each measurement in a fresh child process so that peak RSS is the
@@ -128,7 +129,7 @@ def hwm_bytes() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def child(mode: str, d: Path, dtype: str, threads: int, cold: bool):
+def child(mode: str, d: Path, dtype: str, threads: int, cold: bool, lib: str):
     files = vision_files(d)
     if cold:
         drop(files)
@@ -147,8 +148,7 @@ def child(mode: str, d: Path, dtype: str, threads: int, cold: bool):
         n = sum(len(b) for b in keep)
     else:
         from vtower_ctypes import Lib, VT_DTYPE_BF16, VT_DTYPE_F32
-        lib = Lib(ROOT / "target/release/libvtower.so")
-        model = lib.load(d, dtype={"f32": VT_DTYPE_F32, "bf16": VT_DTYPE_BF16}[dtype],
+        model = Lib(lib).load(d, dtype={"f32": VT_DTYPE_F32, "bf16": VT_DTYPE_BF16}[dtype],
                          n_threads=threads)
         n = 0
     dt = time.perf_counter() - t
@@ -182,14 +182,17 @@ def kept_bytes(d: Path, dtype: str) -> int:
 
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        mode, d, dtype, threads, cold = sys.argv[2:7]
-        child(mode, Path(d), dtype, int(threads), cold == "1")
+        mode, d, dtype, threads, cold, lib = sys.argv[2:8]
+        child(mode, Path(d), dtype, int(threads), cold == "1", lib)
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", type=Path, default=ROOT / "target/bench-load")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--repeat", type=int, default=3, help="runs per row (median)")
+    ap.add_argument("--libs", default=str(ROOT / "target/release/libvtower.so"),
+                    help="comma-separated libvtower builds to compare: each round reads the bytes, then "
+                         "loads with each build in turn (one row per build)")
     args = ap.parse_args()
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if "model name" in l),
                platform.processor())
@@ -201,20 +204,25 @@ def main():
         build(SAME_FILES.get(case, case), d)
         dtype = CASES[case]
         kept = kept_bytes(d, dtype)
+        libs = args.libs.split(",")
         for cold in (False, True):
-            reads, loads, peaks = [], [], []
+            reads, loads, peaks = [], {l: [] for l in libs}, {l: [] for l in libs}
             for _ in range(args.repeat):
-                if not cold:
-                    run_child("read", d, dtype, args.threads, 0)  # warm the page cache
-                r = run_child("read", d, dtype, args.threads, int(cold))
-                l = run_child("load", d, dtype, args.threads, int(cold))
-                reads.append(r["seconds"])
-                loads.append(l["seconds"])
-                peaks.append(l["peak_rss"] - l["base_rss"])
+                for lib in libs:
+                    if not cold:  # warm the page cache
+                        run_child("read", d, dtype, args.threads, 0, lib)
+                    if lib == libs[0]:
+                        reads.append(run_child("read", d, dtype, args.threads, int(cold), lib)["seconds"])
+                    l = run_child("load", d, dtype, args.threads, int(cold), lib)
+                    loads[lib].append(l["seconds"])
+                    peaks[lib].append(l["peak_rss"] - l["base_rss"])
             med = lambda v: sorted(v)[len(v) // 2]
-            r, l, p = med(reads), med(loads), max(peaks)
-            print(f"| {case} | {dtype} | {'cold' if cold else 'warm'} | {r:.2f} | {l:.2f} | "
-                  f"{l / r:.2f} | {p / MIB:.0f} | {kept / MIB:.0f} | {p / kept:.2f} |", flush=True)
+            r = med(reads)
+            for lib in libs:
+                l, p = med(loads[lib]), max(peaks[lib])
+                name = case if len(libs) == 1 else f"{case} ({Path(lib).name})"
+                print(f"| {name} | {dtype} | {'cold' if cold else 'warm'} | {r:.2f} | {l:.2f} | "
+                      f"{l / r:.2f} | {p / MIB:.0f} | {kept / MIB:.0f} | {p / kept:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
