@@ -404,7 +404,6 @@ macro_rules! video_methods {
 }
 pub(crate) use video_methods;
 
-/// Refuses a soft-token budget (`max_soft_tokens`) for a family that has none (Gemma 4's).
 /// Refuses the Gemma knobs a family without them is asked for: pan-and-scan (Gemma3's) and
 /// `max_soft_tokens` (Gemma 4's).
 pub fn refuse_gemma_knobs(family: &str, opts: &PreprocessOptions) -> Result<()> {
@@ -416,6 +415,7 @@ pub fn refuse_gemma_knobs(family: &str, opts: &PreprocessOptions) -> Result<()> 
     refuse_max_soft_tokens(family, opts)
 }
 
+/// Refuses a soft-token budget (`max_soft_tokens`) for a family that has none (Gemma 4's).
 pub fn refuse_max_soft_tokens(family: &str, opts: &PreprocessOptions) -> Result<()> {
     match opts.max_soft_tokens {
         Some(n) => Err(Error::invalid_argument(format!(
