@@ -45,8 +45,8 @@ pub mod __bench {
     /// The CPU bf16 matrix kernels' dispatch and entry points (tests and benches).
     pub mod kernels {
         pub use crate::kernels::{
-            attention, attention_at, detected, gemm, gemm_at, isa, supported_levels, Isa, PackedB,
-            Precision,
+            attention, attention_at, detected, gemm, gemm_at, isa, supported_levels, Heads, Isa,
+            PackedB, Precision,
         };
     }
     pub use crate::models::layers;

@@ -645,14 +645,13 @@ impl Source<'_> {
                 .try_for_each(|(block, chunk)| {
                     let c0 = block * BLOCK;
                     let width = chunk.len() / stride;
-                    crate::kernels::transpose(
-                        &part[c0..],
-                        cols,
-                        r1 - r0,
-                        width,
-                        &mut chunk[col0 + r0..],
-                        stride,
-                    )
+                    let block = crate::kernels::Block {
+                        rows: r1 - r0,
+                        cols: width,
+                        src_stride: cols,
+                        dst_stride: stride,
+                    };
+                    crate::kernels::transpose(&part[c0..], &mut chunk[col0 + r0..], block)
                 })?;
         }
         Ok(())

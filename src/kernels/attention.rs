@@ -25,7 +25,7 @@ use super::{
     Isa, Lhs, Slots, PANEL, TILE_PAIRS,
 };
 use crate::error::{Error, Result};
-use crate::models::kernels::exp;
+use crate::models::kernels::{exp, exp_shifted_sum};
 
 /// The element type of the two products' operands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -196,73 +196,33 @@ fn online_softmax(
         } else {
             exp(*m - m_new)
         };
-        let mut sums = [0f32; LANES];
-        let mut chunks = row.chunks_exact_mut(LANES);
-        for c in &mut chunks {
-            for (sum, v) in sums.iter_mut().zip(c.iter_mut()) {
-                *v = exp(*v - m_new);
-                *sum += *v;
-            }
-        }
-        let mut tail = 0f32;
-        for v in chunks.into_remainder() {
-            *v = exp(*v - m_new);
-            tail += *v;
-        }
-        *l = *l * *alpha + (sums.iter().sum::<f32>() + tail);
+        *l = *l * *alpha + exp_shifted_sum(row, m_new);
         *m = m_new;
     }
 }
 
-/// Fused attention over the segments of a packed sequence (flash-attention's `cu_seqlens`):
-/// tokens attend to the tokens of their own segment only.
-///
-/// `q`, `k`, `v` and `out` are `[heads][tokens][head_dim]` row-major; `segments` are
-/// `(start, len)` ranges that tile `0..tokens` in order. `out` = `softmax(scale · q·kᵀ) · v`
-/// per head and segment. Runs on the calling thread's rayon pool at the level [`isa`] picks.
-#[allow(clippy::too_many_arguments)]
-pub fn attention(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    heads: usize,
-    head_dim: usize,
-    segments: &[(usize, usize)],
-    scale: f32,
-    precision: Precision,
-    out: &mut [f32],
-) -> Result<()> {
-    attention_at(
-        isa(),
-        q,
-        k,
-        v,
-        heads,
-        head_dim,
-        segments,
-        scale,
-        precision,
-        out,
-    )
+/// The operands of [`attention`]: `q`, `k` and `v` `[heads][tokens][head_dim]` row-major,
+/// and the `(start, len)` segments that tile `0..tokens` in order (flash-attention's
+/// `cu_seqlens`: tokens attend to the tokens of their own segment only).
+#[derive(Debug, Clone, Copy)]
+pub struct Heads<'a> {
+    pub q: &'a [f32],
+    pub k: &'a [f32],
+    pub v: &'a [f32],
+    pub heads: usize,
+    pub head_dim: usize,
+    pub segments: &'a [(usize, usize)],
 }
 
-/// [`attention`] at level `level` (capped to what this CPU supports).
-#[allow(clippy::too_many_arguments)]
-pub fn attention_at(
-    level: Isa,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    heads: usize,
-    head_dim: usize,
-    segments: &[(usize, usize)],
-    scale: f32,
-    precision: Precision,
-    out: &mut [f32],
-) -> Result<()> {
-    let level = level.min(detected());
-    let d = head_dim;
-    let tokens = segments.last().map_or(0, |&(s, l)| s + l);
+/// Fused attention over the segments of a packed sequence: `out` (`[heads][tokens]
+/// [head_dim]`) = `softmax(scale · q·kᵀ) · v` per head and segment. Runs on the calling
+/// thread's rayon pool at the level [`isa`] picks.
+pub fn attention(x: Heads<'_>, scale: f32, precision: Precision, out: &mut [f32]) -> Result<()> {
+    attention_at(isa(), x, scale, precision, out)
+}
+
+/// Fails unless `segments` tile `0..tokens` in order, none empty.
+pub fn check_segments(segments: &[(usize, usize)], tokens: usize) -> Result<()> {
     let mut next = 0;
     for &(start, len) in segments {
         if start != next || len == 0 {
@@ -272,6 +232,33 @@ pub fn attention_at(
         }
         next = start + len;
     }
+    if next != tokens {
+        return Err(Error::compute(format!(
+            "attention segments cover {next} of {tokens} tokens"
+        )));
+    }
+    Ok(())
+}
+
+/// [`attention`] at level `level` (capped to what this CPU supports).
+pub fn attention_at(
+    level: Isa,
+    x: Heads<'_>,
+    scale: f32,
+    precision: Precision,
+    out: &mut [f32],
+) -> Result<()> {
+    let level = level.min(detected());
+    let Heads {
+        q,
+        k,
+        v,
+        heads,
+        head_dim: d,
+        segments,
+    } = x;
+    let tokens = segments.last().map_or(0, |&(s, l)| s + l);
+    check_segments(segments, tokens)?;
     let size = heads
         .checked_mul(tokens)
         .and_then(|x| x.checked_mul(d))
@@ -618,22 +605,9 @@ mod tests {
         out
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn run(
-        level: Isa,
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        heads: usize,
-        d: usize,
-        segments: &[(usize, usize)],
-        precision: Precision,
-    ) -> Vec<f32> {
-        let mut out = vec![f32::NAN; q.len()];
-        attention_at(
-            level, q, k, v, heads, d, segments, 0.37, precision, &mut out,
-        )
-        .unwrap();
+    fn run(level: Isa, x: Heads<'_>, precision: Precision) -> Vec<f32> {
+        let mut out = vec![f32::NAN; x.q.len()];
+        attention_at(level, x, 0.37, precision, &mut out).unwrap();
         out
     }
 
@@ -661,9 +635,17 @@ mod tests {
                 let n = heads * tokens * d;
                 let (q, k, v) = (values(n, 1), values(n, 2), values(n, 3));
                 let want = reference(&q, &k, &v, heads, d, segments, 0.37, precision);
-                let scalar = run(Isa::Scalar, &q, &k, &v, heads, d, segments, precision);
+                let x = Heads {
+                    q: &q,
+                    k: &k,
+                    v: &v,
+                    heads,
+                    head_dim: d,
+                    segments,
+                };
+                let scalar = run(Isa::Scalar, x, precision);
                 for level in supported_levels() {
-                    let got = run(level, &q, &k, &v, heads, d, segments, precision);
+                    let got = run(level, x, precision);
                     // bf16: the probabilities are rounded to bf16 before the product with v.
                     let tol = match precision {
                         Precision::F32 => 2e-5,
@@ -708,7 +690,15 @@ mod tests {
                         .num_threads(threads)
                         .build()
                         .unwrap();
-                    pool.install(|| run(level, &q, &k, &v, heads, d, &segments, precision))
+                    let x = Heads {
+                        q: &q,
+                        k: &k,
+                        v: &v,
+                        heads,
+                        head_dim: d,
+                        segments: &segments,
+                    };
+                    pool.install(|| run(level, x, precision))
                 };
                 let one = on(1);
                 for threads in [2, 5] {
@@ -769,24 +759,30 @@ mod tests {
     fn bad_shapes_are_errors() {
         let x = values(2 * 10 * 4, 1);
         let mut out = vec![0f32; x.len()];
-        let p = Precision::F32;
-        assert!(attention(&x, &x, &x, 2, 4, &[(0, 4), (5, 5)], 1.0, p, &mut out).is_err());
-        assert!(attention(
-            &x,
-            &x,
-            &x,
-            2,
-            4,
-            &[(0, 4), (4, 0), (4, 6)],
-            1.0,
-            p,
-            &mut out
-        )
-        .is_err());
-        assert!(attention(&x, &x, &x, 2, 4, &[(0, 9)], 1.0, p, &mut out).is_err());
-        assert!(attention(&x, &x, &x[1..], 2, 4, &[(0, 10)], 1.0, p, &mut out).is_err());
-        assert!(attention(&x, &x, &x, 2, 4, &[(0, 10)], 1.0, p, &mut out).is_ok());
-        let mut none: Vec<f32> = Vec::new();
-        assert!(attention(&[], &[], &[], 2, 4, &[], 1.0, p, &mut none).is_ok());
+        let mut on = |v: &[f32], segments: &[(usize, usize)]| {
+            let heads = Heads {
+                q: &x,
+                k: &x,
+                v,
+                heads: 2,
+                head_dim: 4,
+                segments,
+            };
+            attention(heads, 1.0, Precision::F32, &mut out).is_ok()
+        };
+        assert!(!on(&x, &[(0, 4), (5, 5)]));
+        assert!(!on(&x, &[(0, 4), (4, 0), (4, 6)]));
+        assert!(!on(&x, &[(0, 9)]));
+        assert!(!on(&x[1..], &[(0, 10)]));
+        assert!(on(&x, &[(0, 10)]));
+        let none = Heads {
+            q: &[],
+            k: &[],
+            v: &[],
+            heads: 2,
+            head_dim: 4,
+            segments: &[],
+        };
+        assert!(attention(none, 1.0, Precision::F32, &mut []).is_ok());
     }
 }

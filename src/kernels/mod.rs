@@ -40,8 +40,8 @@ mod transpose;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use attention::{attention, attention_at, Precision};
-pub use transpose::transpose;
+pub use attention::{attention, attention_at, check_segments, Heads, Precision};
+pub use transpose::{transpose, Block};
 
 /// Columns per packed panel of `B` (one 512-bit register of f32 accumulators).
 pub const PANEL: usize = 16;
@@ -304,13 +304,16 @@ impl<S: Copy + Default> PanelBuffers<S> {
             self.panel.clear();
         }
         self.panel.resize(kp * PANEL, 0);
+        let block = Block {
+            rows: cols,
+            cols: kp,
+            src_stride: kp,
+            dst_stride: PANEL,
+        };
         transpose(
             bytemuck::cast_slice(&self.pairs[..cols * kp]),
-            kp,
-            cols,
-            kp,
             bytemuck::cast_slice_mut(&mut self.panel),
-            PANEL,
+            block,
         )?;
         self.held = Some(p);
         Ok(())

@@ -8,32 +8,33 @@ use crate::error::{Error, Result};
 
 use super::Isa;
 
+/// The shape of a transposed block: `rows × cols` values of a source whose rows start
+/// `src_stride` apart, written to a destination whose rows start `dst_stride` apart.
+#[derive(Debug, Clone, Copy)]
+pub struct Block {
+    pub rows: usize,
+    pub cols: usize,
+    pub src_stride: usize,
+    pub dst_stride: usize,
+}
+
 /// Writes the transpose of a `rows × cols` block of `src` (row `r` starts at
 /// `r * src_stride`) into `dst`, whose rows start `dst_stride` apart:
 /// `dst[c * dst_stride + r] = src[r * src_stride + c]` for every `r < rows`, `c < cols`.
 /// Nothing else of `dst` is written. Errors when a slice is too short for the block or a
 /// block row is longer than its stride.
-pub fn transpose(
-    src: &[f32],
-    src_stride: usize,
-    rows: usize,
-    cols: usize,
-    dst: &mut [f32],
-    dst_stride: usize,
-) -> Result<()> {
-    transpose_at(super::isa(), src, src_stride, rows, cols, dst, dst_stride)
+pub fn transpose(src: &[f32], dst: &mut [f32], block: Block) -> Result<()> {
+    transpose_at(super::isa(), src, dst, block)
 }
 
 /// [`transpose`] at `level` (capped at what this CPU supports).
-pub(super) fn transpose_at(
-    level: Isa,
-    src: &[f32],
-    src_stride: usize,
-    rows: usize,
-    cols: usize,
-    dst: &mut [f32],
-    dst_stride: usize,
-) -> Result<()> {
+pub(super) fn transpose_at(level: Isa, src: &[f32], dst: &mut [f32], block: Block) -> Result<()> {
+    let Block {
+        rows,
+        cols,
+        src_stride,
+        dst_stride,
+    } = block;
     if rows == 0 || cols == 0 {
         return Ok(());
     }
@@ -59,7 +60,12 @@ pub(super) fn transpose_at(
     };
     #[cfg(target_arch = "x86_64")]
     if rows8 > 0 && cols8 > 0 {
-        super::x86::transpose_8x8_blocks(src, src_stride, rows8, cols8, dst, dst_stride);
+        let whole = Block {
+            rows: rows8,
+            cols: cols8,
+            ..block
+        };
+        super::x86::transpose_8x8_blocks(src, dst, whole);
     }
     // What the 8 × 8 blocks left: the last columns of every row, the last rows.
     for r in 0..rows {
@@ -75,6 +81,16 @@ pub(super) fn transpose_at(
 mod tests {
     use super::*;
     use crate::kernels::supported_levels;
+
+    /// An `n × n` block with both strides `stride`.
+    fn square(n: usize, stride: usize) -> Block {
+        Block {
+            rows: n,
+            cols: n,
+            src_stride: stride,
+            dst_stride: stride,
+        }
+    }
 
     #[test]
     fn every_level_transposes_odd_blocks_exactly() {
@@ -92,7 +108,13 @@ mod tests {
             let src: Vec<f32> = (0..rows * ss).map(|i| i as f32 + 0.5).collect();
             for level in supported_levels() {
                 let mut dst = vec![-1f32; cols * ds];
-                transpose_at(level, &src, ss, rows, cols, &mut dst, ds).unwrap();
+                let block = Block {
+                    rows,
+                    cols,
+                    src_stride: ss,
+                    dst_stride: ds,
+                };
+                transpose_at(level, &src, &mut dst, block).unwrap();
                 for c in 0..cols {
                     for r in 0..ds {
                         let want = if r < rows { src[r * ss + c] } else { -1.0 };
@@ -122,7 +144,7 @@ mod tests {
             .collect();
         for level in supported_levels() {
             let mut dst = vec![0f32; 64];
-            transpose_at(level, &src, 8, 8, 8, &mut dst, 8).unwrap();
+            transpose_at(level, &src, &mut dst, square(8, 8)).unwrap();
             for r in 0..8 {
                 for c in 0..8 {
                     assert_eq!(dst[c * 8 + r].to_bits(), src[r * 8 + c].to_bits());
@@ -135,12 +157,24 @@ mod tests {
     fn short_slices_are_errors() {
         let src = vec![0f32; 63];
         let mut dst = vec![0f32; 64];
-        assert!(transpose(&src, 8, 8, 8, &mut dst, 8).is_err());
+        assert!(transpose(&src, &mut dst, square(8, 8)).is_err());
         let src = vec![0f32; 64];
         let mut short = vec![0f32; 63];
-        assert!(transpose(&src, 8, 8, 8, &mut short, 8).is_err());
-        assert!(transpose(&src, 4, 8, 8, &mut dst, 8).is_err());
-        assert!(transpose(&src, 8, 8, 8, &mut dst, 4).is_err());
-        assert!(transpose(&src, 8, 0, 8, &mut dst, 8).is_ok());
+        assert!(transpose(&src, &mut short, square(8, 8)).is_err());
+        let narrow_src = Block {
+            src_stride: 4,
+            ..square(8, 8)
+        };
+        assert!(transpose(&src, &mut dst, narrow_src).is_err());
+        let narrow_dst = Block {
+            dst_stride: 4,
+            ..square(8, 8)
+        };
+        assert!(transpose(&src, &mut dst, narrow_dst).is_err());
+        let empty = Block {
+            rows: 0,
+            ..square(8, 8)
+        };
+        assert!(transpose(&src, &mut dst, empty).is_ok());
     }
 }

@@ -53,16 +53,9 @@ macro_rules! by_shape {
 /// One micro-kernel call (see `super::Call`): `out[r][0..16·panels] (+)= Σ_q a(r, q) ·
 /// b_panels[q]` for `call.rows` rows, in bf16 pairs or f32 as `call.elem` says.
 pub(super) fn tile(isa: Isa, call: Call<'_>, out: &mut [f32]) {
-    let Call {
-        elem,
-        a,
-        rows,
-        slots,
-        b0,
-        b1,
-        ldc,
-        accumulate,
-    } = call;
+    let (elem, rows, slots, ldc, accumulate) =
+        (call.elem, call.rows, call.slots, call.ldc, call.accumulate);
+    let (a, b0, b1) = (call.a, call.b0, call.b1);
     // Every pointer access below stays inside these bounds (`Call::check`: the last element
     // of A, of each panel and of out are inside their slices).
     call.check(isa, out.len());
@@ -184,6 +177,57 @@ pub(super) fn tile(isa: Isa, call: Call<'_>, out: &mut [f32]) {
     }
 }
 
+/// The accumulators of an AVX-512 tile of `R` rows × 16 (32 when `TWO`) columns: what `out`
+/// holds when `accumulate`, else zeros (the second panel's zeros when not `TWO`).
+///
+/// # Safety
+/// AVX-512F; `out` readable for 16 (32 when `TWO`) f32 at `r·ldc`, `r < R`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512_rows_load<const R: usize, const TWO: bool>(
+    out: *const f32,
+    ldc: usize,
+    accumulate: bool,
+) -> ([__m512; R], [__m512; R]) {
+    let mut acc0 = [_mm512_setzero_ps(); R];
+    let mut acc1 = [_mm512_setzero_ps(); R];
+    if accumulate {
+        for r in 0..R {
+            // SAFETY: row r of out has 16 (32 when TWO) f32 at r·ldc.
+            unsafe {
+                acc0[r] = _mm512_loadu_ps(out.add(r * ldc));
+                if TWO {
+                    acc1[r] = _mm512_loadu_ps(out.add(r * ldc + PANEL));
+                }
+            }
+        }
+    }
+    (acc0, acc1)
+}
+
+/// Stores the accumulators of [`avx512_rows_load`] back (`acc1` only when `TWO`).
+///
+/// # Safety
+/// AVX-512F; `out` writable for 16 (32 when `TWO`) f32 at `r·ldc`, `r < R`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512_rows_store<const R: usize, const TWO: bool>(
+    out: *mut f32,
+    ldc: usize,
+    acc0: &[__m512; R],
+    acc1: &[__m512; R],
+) {
+    for r in 0..R {
+        // SAFETY: row r of out has 16 (32 when TWO) f32 at r·ldc.
+        unsafe {
+            _mm512_storeu_ps(out.add(r * ldc), acc0[r]);
+            if TWO {
+                _mm512_storeu_ps(out.add(r * ldc + PANEL), acc1[r]);
+            }
+        }
+    }
+}
+
 /// AVX512-BF16: one `vdpbf16ps` per 16 columns, row and pair of `k`.
 ///
 /// # Safety
@@ -202,19 +246,8 @@ unsafe fn bf16_tile<const R: usize, const TWO: bool>(
     ldc: usize,
     accumulate: bool,
 ) {
-    let mut acc0 = [_mm512_setzero_ps(); R];
-    let mut acc1 = [_mm512_setzero_ps(); R];
-    if accumulate {
-        for r in 0..R {
-            // SAFETY: row r of out has 16 (32 when TWO) f32 at r·ldc.
-            unsafe {
-                acc0[r] = _mm512_loadu_ps(out.add(r * ldc));
-                if TWO {
-                    acc1[r] = _mm512_loadu_ps(out.add(r * ldc + PANEL));
-                }
-            }
-        }
-    }
+    // SAFETY: row r < R of out has 16 (32 when TWO) f32 at r·ldc (the caller's contract).
+    let (mut acc0, mut acc1) = unsafe { avx512_rows_load::<R, TWO>(out, ldc, accumulate) };
     for q in 0..kp {
         // SAFETY: q < kp: inside each panel's kp × 16 pairs.
         let (v0, v1) = unsafe {
@@ -244,15 +277,8 @@ unsafe fn bf16_tile<const R: usize, const TWO: bool>(
             }
         }
     }
-    for r in 0..R {
-        // SAFETY: row r of out has 16 (32 when TWO) f32 at r·ldc.
-        unsafe {
-            _mm512_storeu_ps(out.add(r * ldc), acc0[r]);
-            if TWO {
-                _mm512_storeu_ps(out.add(r * ldc + PANEL), acc1[r]);
-            }
-        }
-    }
+    // SAFETY: as for the load.
+    unsafe { avx512_rows_store::<R, TWO>(out, ldc, &acc0, &acc1) };
 }
 
 /// AVX-512F: bf16 widened to f32 (a shift or a mask), two FMAs per pair (odd `k` first,
@@ -274,19 +300,8 @@ unsafe fn avx512_tile<const R: usize, const TWO: bool>(
     accumulate: bool,
 ) {
     let high = _mm512_set1_epi32(0xffff_0000u32 as i32);
-    let mut acc0 = [_mm512_setzero_ps(); R];
-    let mut acc1 = [_mm512_setzero_ps(); R];
-    if accumulate {
-        for r in 0..R {
-            // SAFETY: row r of out has 16 (32 when TWO) f32 at r·ldc.
-            unsafe {
-                acc0[r] = _mm512_loadu_ps(out.add(r * ldc));
-                if TWO {
-                    acc1[r] = _mm512_loadu_ps(out.add(r * ldc + PANEL));
-                }
-            }
-        }
-    }
+    // SAFETY: row r < R of out has 16 (32 when TWO) f32 at r·ldc (the caller's contract).
+    let (mut acc0, mut acc1) = unsafe { avx512_rows_load::<R, TWO>(out, ldc, accumulate) };
     for q in 0..kp {
         // SAFETY: q < kp: inside each panel's kp × 16 pairs.
         let (v0, v1) = unsafe {
@@ -313,15 +328,8 @@ unsafe fn avx512_tile<const R: usize, const TWO: bool>(
             }
         }
     }
-    for r in 0..R {
-        // SAFETY: row r of out has 16 (32 when TWO) f32 at r·ldc.
-        unsafe {
-            _mm512_storeu_ps(out.add(r * ldc), acc0[r]);
-            if TWO {
-                _mm512_storeu_ps(out.add(r * ldc + PANEL), acc1[r]);
-            }
-        }
-    }
+    // SAFETY: as for the load.
+    unsafe { avx512_rows_store::<R, TWO>(out, ldc, &acc0, &acc1) };
 }
 
 /// The accumulators of an AVX2 tile of `R` rows × 16 columns: what `out` holds when
@@ -616,19 +624,8 @@ unsafe fn avx512_f32_tile<const R: usize, const TWO: bool>(
     ldc: usize,
     accumulate: bool,
 ) {
-    let mut acc0 = [_mm512_setzero_ps(); R];
-    let mut acc1 = [_mm512_setzero_ps(); R];
-    if accumulate {
-        for r in 0..R {
-            // SAFETY: row r of out has 16 (32 when TWO) f32 at r·ldc.
-            unsafe {
-                acc0[r] = _mm512_loadu_ps(out.add(r * ldc));
-                if TWO {
-                    acc1[r] = _mm512_loadu_ps(out.add(r * ldc + PANEL));
-                }
-            }
-        }
-    }
+    // SAFETY: row r < R of out has 16 (32 when TWO) f32 at r·ldc (the caller's contract).
+    let (mut acc0, mut acc1) = unsafe { avx512_rows_load::<R, TWO>(out, ldc, accumulate) };
     let (a, b0, b1) = (a.cast::<f32>(), b0.cast::<f32>(), b1.cast::<f32>());
     for q in 0..k {
         // SAFETY: q < k: inside each panel's k × 16 values.
@@ -650,15 +647,8 @@ unsafe fn avx512_f32_tile<const R: usize, const TWO: bool>(
             }
         }
     }
-    for r in 0..R {
-        // SAFETY: row r of out has 16 (32 when TWO) f32 at r·ldc.
-        unsafe {
-            _mm512_storeu_ps(out.add(r * ldc), acc0[r]);
-            if TWO {
-                _mm512_storeu_ps(out.add(r * ldc + PANEL), acc1[r]);
-            }
-        }
-    }
+    // SAFETY: as for the load.
+    unsafe { avx512_rows_store::<R, TWO>(out, ldc, &acc0, &acc1) };
 }
 
 /// AVX2 + FMA, f32 operands: one panel (two registers of 8 columns).
@@ -1104,14 +1094,13 @@ unsafe fn softmax_row_bf16_avx512(
 
 /// The 8 × 8 blocks of a transpose (see `transpose::transpose`): `dst[c * dst_stride + r] =
 /// src[r * src_stride + c]` for `r < rows`, `c < cols`, both multiples of 8.
-pub(super) fn transpose_8x8_blocks(
-    src: &[f32],
-    src_stride: usize,
-    rows: usize,
-    cols: usize,
-    dst: &mut [f32],
-    dst_stride: usize,
-) {
+pub(super) fn transpose_8x8_blocks(src: &[f32], dst: &mut [f32], block: super::Block) {
+    let super::Block {
+        rows,
+        cols,
+        src_stride,
+        dst_stride,
+    } = block;
     assert!(Isa::Avx2.supported(), "transpose_8x8_blocks needs AVX");
     assert!(rows % 8 == 0 && cols % 8 == 0 && rows > 0 && cols > 0);
     assert!(cols <= src_stride && rows <= dst_stride);
@@ -1121,16 +1110,7 @@ pub(super) fn transpose_8x8_blocks(
     // `src[r * src_stride + c .. + 8]` with `r < rows`, `c + 8 <= cols <= src_stride`, inside
     // `src` by the bound asserted above, and every row written is `dst[c * dst_stride + r ..
     // + 8]` with `c < cols`, `r + 8 <= rows <= dst_stride`, inside `dst` likewise.
-    unsafe {
-        transpose_8x8_avx(
-            src.as_ptr(),
-            src_stride,
-            rows,
-            cols,
-            dst.as_mut_ptr(),
-            dst_stride,
-        )
-    }
+    unsafe { transpose_8x8_avx(src.as_ptr(), dst.as_mut_ptr(), block) }
 }
 
 /// See [`transpose_8x8_blocks`].
@@ -1138,14 +1118,13 @@ pub(super) fn transpose_8x8_blocks(
 /// # Safety
 /// AVX; the bounds asserted by [`transpose_8x8_blocks`].
 #[target_feature(enable = "avx")]
-unsafe fn transpose_8x8_avx(
-    src: *const f32,
-    src_stride: usize,
-    rows: usize,
-    cols: usize,
-    dst: *mut f32,
-    dst_stride: usize,
-) {
+unsafe fn transpose_8x8_avx(src: *const f32, dst: *mut f32, block: super::Block) {
+    let super::Block {
+        rows,
+        cols,
+        src_stride,
+        dst_stride,
+    } = block;
     for c in (0..cols).step_by(8) {
         for r in (0..rows).step_by(8) {
             // SAFETY: rows r..r + 8, values c..c + 8 of each (see the caller).

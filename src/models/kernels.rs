@@ -209,6 +209,27 @@ fn mul_rows(gate: &[f32], up: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
 /// Lanes of the vectorized reductions (wide enough for AVX-512).
 const LANES: usize = 16;
 
+/// In place, `v = e^(v − shift)` for each value of `row`; returns their sum, reduced over 16
+/// lanes and the tail (the order both softmaxes sum in). Inlined into its callers' compiled
+/// variants.
+#[inline(always)]
+pub fn exp_shifted_sum(row: &mut [f32], shift: f32) -> f32 {
+    let mut sums = [0f32; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for (s, v) in sums.iter_mut().zip(c.iter_mut()) {
+            *v = exp(*v - shift);
+            *s += *v;
+        }
+    }
+    let mut tail = 0f32;
+    for v in chunks.into_remainder() {
+        *v = exp(*v - shift);
+        tail += *v;
+    }
+    sums.iter().sum::<f32>() + tail
+}
+
 /// In place, for each row of `width` values: `softmax(scale · row)`, i.e. `y = scale·x`,
 /// `e = exp(y − max y)`, `e / Σe`, as PyTorch's eager `softmax(scores * scale)`. The max
 /// and the sum are reduced over 16 lanes (pairwise-like, more accurate than one running sum).
@@ -230,20 +251,7 @@ pub fn softmax_rows(x: &mut [f32], width: usize, scale: f32) {
         for v in chunks.remainder() {
             max = max.max(*v);
         }
-        let mut sums = [0f32; LANES];
-        let mut chunks = row.chunks_exact_mut(LANES);
-        for c in &mut chunks {
-            for (s, v) in sums.iter_mut().zip(c.iter_mut()) {
-                *v = exp(*v - max);
-                *s += *v;
-            }
-        }
-        let mut tail = 0f32;
-        for v in chunks.into_remainder() {
-            *v = exp(*v - max);
-            tail += *v;
-        }
-        let sum = sums.iter().sum::<f32>() + tail;
+        let sum = exp_shifted_sum(row, max);
         let inv = 1.0 / sum;
         row.iter_mut().for_each(|v| *v *= inv);
     }

@@ -874,21 +874,19 @@ fn fused_cpu_attention(
             )));
         }
     }
-    check_tiling(segments, tokens)?;
+    crate::kernels::check_segments(segments, tokens)?;
     let rows = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
     let (qh, kh, vh) = (rows(q)?, rows(k)?, rows(v)?);
     let mut out = crate::preprocess::limits::try_filled(qh.len(), 0f32, "attention output")?;
-    crate::kernels::attention(
-        &qh,
-        &kh,
-        &vh,
+    let x = crate::kernels::Heads {
+        q: &qh,
+        k: &kh,
+        v: &vh,
         heads,
         head_dim,
         segments,
-        scale as f32,
-        precision,
-        &mut out,
-    )?;
+    };
+    crate::kernels::attention(x, scale as f32, precision, &mut out)?;
     let o = Tensor::from_vec(out, (heads, tokens, head_dim), q.device())?;
     Ok(o.transpose(0, 1)?.reshape((tokens, heads * head_dim))?)
 }
@@ -921,7 +919,7 @@ fn segment_attention_tasks(
     task_scores: usize,
 ) -> Result<Tensor> {
     let (heads, tokens, head_dim) = q.dims3()?;
-    check_tiling(segments, tokens)?;
+    crate::kernels::check_segments(segments, tokens)?;
     let on_cpu = q.device().is_cpu();
     // (segment start, segment length, first head, heads)
     let mut tasks = Vec::new();
@@ -967,25 +965,6 @@ fn segment_attention_tasks(
     };
     let o = join_tasks(&tasks, &outputs)?;
     Ok(o.transpose(0, 1)?.reshape((tokens, heads * head_dim))?)
-}
-
-/// Fails unless `segments` tile `0..tokens` in order, none empty.
-fn check_tiling(segments: &[(usize, usize)], tokens: usize) -> Result<()> {
-    let mut next = 0;
-    for &(start, len) in segments {
-        if start != next || len == 0 {
-            return Err(Error::compute(format!(
-                "attention segments do not tile the sequence: segment ({start}, {len}) after {next}"
-            )));
-        }
-        next = start + len;
-    }
-    if next != tokens {
-        return Err(Error::compute(format!(
-            "attention segments cover {next} of {tokens} tokens"
-        )));
-    }
-    Ok(())
 }
 
 /// The outputs of segment-major `tasks` (`(segment start, len, first head, heads)`, each
