@@ -468,6 +468,21 @@ impl Model {
     }
 }
 
+/// The bytes that `height` (at least 1) rows of `width` RGB pixels span when they start
+/// `row_stride` bytes apart, or why that stride cannot hold them.
+pub(crate) fn strided_len(width: u32, height: u32, row_stride: usize) -> Result<usize> {
+    let row = width as usize * 3;
+    if row_stride < row {
+        return Err(Error::invalid_argument(format!(
+            "row_stride {row_stride} is smaller than width*3 = {row}"
+        )));
+    }
+    (height as usize - 1)
+        .checked_mul(row_stride)
+        .and_then(|n| n.checked_add(row))
+        .ok_or_else(|| Error::invalid_argument("row_stride * height overflows"))
+}
+
 /// Copies strided RGB rows into a packed image, checking every size first.
 pub fn rgb_from_strided(
     pixels: &[u8],
@@ -488,16 +503,8 @@ pub fn rgb_from_strided(
             format!("image of {width}x{height} = {count} pixels exceeds the limit of {max_pixels}"),
         ));
     }
+    let needed = strided_len(width, height, row_stride)?;
     let row = width as usize * 3;
-    if row_stride < row {
-        return Err(Error::invalid_argument(format!(
-            "row_stride {row_stride} is smaller than width*3 = {row}"
-        )));
-    }
-    let needed = (height as usize - 1)
-        .checked_mul(row_stride)
-        .and_then(|n| n.checked_add(row))
-        .ok_or_else(|| Error::invalid_argument("row_stride * height overflows"))?;
     if pixels.len() < needed {
         return Err(Error::invalid_argument(format!(
             "pixel buffer of {} bytes is smaller than the {needed} bytes that {width}x{height} with stride {row_stride} needs",
