@@ -205,6 +205,7 @@ impl Model {
                 self.info().family
             )));
         }
+        self.inner.gemma_knobs().refuse(self.info().family, opts)?;
         let pixels = self
             .pool
             .install(|| self.inner.preprocess_with(rgb, opts, &self.limits))?;

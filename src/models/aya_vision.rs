@@ -19,9 +19,8 @@ use crate::config::{ConfigObject, ModelFiles};
 use crate::error::{Error, Result};
 use crate::models::layers::{LayerNorm, Linear, Loader};
 use crate::models::llava::{image_token_index, Features, LlavaTower, SelectedTower, VisionConfig};
-use crate::models::pixels::forward_frames;
 use crate::models::projector::{pixel_shuffle, text_width};
-use crate::models::tiles::refuse_other_knobs;
+use crate::models::tiles::got_ocr2_methods;
 use crate::models::vit::MAX_DIM;
 use crate::models::{
     attention_batch, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens, VisionModel,
@@ -234,26 +233,11 @@ impl VisionModel for AyaVisionModel {
         opts: &PreprocessOptions,
         limits: &Limits,
     ) -> Result<Pixels> {
-        refuse_other_knobs("aya_vision", opts)?;
         let tile_side = self.side / self.projector.factor;
         self.processor.process(image, opts, tile_side, limits)
     }
 
-    fn size_knobs(&self) -> &'static [&'static str] {
-        &["crop_to_patches", "min_patches", "max_patches"]
-    }
-
-    fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {
-        let s = self.info.image_size.0;
-        forward_frames(
-            batch,
-            [3, s, s],
-            self.tiles_per_call,
-            self.dtype,
-            &self.device,
-            |x| self.run_tiles(x),
-        )
-    }
+    got_ocr2_methods!();
 
     fn prompt_layout(
         &self,

@@ -19,8 +19,8 @@ use crate::models::pixels::forward_frames;
 use crate::models::siglip::{self, SiglipVisionConfig, SiglipVisionTower};
 use crate::models::vit::MAX_DIM;
 use crate::models::{
-    attention_bytes, batch_for_budget, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens,
-    VisionModel,
+    attention_bytes, batch_for_budget, GemmaKnobs, ModelInfo, PanAndScan, PromptBuilder,
+    PromptSegment, SpecialTokens, VisionModel,
 };
 use crate::preprocess::gemma3::Gemma3Processor;
 use crate::preprocess::qwen_video::VideoMeta;
@@ -230,9 +230,16 @@ impl VisionModel for Gemma3Model {
         opts: &PreprocessOptions,
         limits: &Limits,
     ) -> Result<Pixels> {
-        crate::models::refuse_max_soft_tokens("gemma3", opts)?;
         self.processor
             .process(image, opts, self.projector.pooling.side, limits)
+    }
+
+    /// Pan-and-scan, Gemma3's own.
+    fn gemma_knobs(&self) -> GemmaKnobs {
+        GemmaKnobs {
+            pan_and_scan: PanAndScan::Takes,
+            refuse_max_soft_tokens: true,
+        }
     }
 
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {

@@ -32,13 +32,13 @@ use crate::models::pixels::to_compute;
 use crate::models::rope::{apply_rotary_f32, inverse_frequencies};
 use crate::models::vit::MAX_DIM;
 use crate::models::{
-    batch_for_budget, framed_layout, video_methods, ModelInfo, PromptBuilder, PromptSegment,
-    SpecialTokens, VisionModel,
+    batch_for_budget, framed_layout, per_frame_layout, processor_methods, video_methods,
+    GemmaKnobs, ModelInfo, PanAndScan, PromptSegment, SpecialTokens, VisionModel,
 };
 use crate::preprocess::gemma4::{Gemma4Processor, SUPPORTED_SOFT_TOKENS};
 use crate::preprocess::gemma4_video::Gemma4VideoProcessor;
 use crate::preprocess::qwen_video::{video_config, VideoMeta};
-use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
+use crate::preprocess::Pixels;
 use crate::weights::Weights;
 
 /// `Gemma4Config` class defaults.
@@ -540,22 +540,14 @@ impl Gemma4Model {
 }
 
 impl VisionModel for Gemma4Model {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
+    processor_methods!();
 
-    fn preprocess_with(
-        &self,
-        image: &RgbImage,
-        opts: &PreprocessOptions,
-        limits: &Limits,
-    ) -> Result<Pixels> {
-        if opts.pan_and_scan == Some(true) {
-            return Err(Error::invalid_argument(
-                "gemma4 models have no pan-and-scan (it is Gemma3's)",
-            ));
+    /// The soft-token budget, Gemma 4's own.
+    fn gemma_knobs(&self) -> GemmaKnobs {
+        GemmaKnobs {
+            pan_and_scan: PanAndScan::RefusesOn,
+            refuse_max_soft_tokens: false,
         }
-        self.processor.process(image, opts, limits)
     }
 
     fn spatial_merge_size(&self) -> usize {
@@ -570,27 +562,20 @@ impl VisionModel for Gemma4Model {
         video: Option<&VideoMeta>,
     ) -> Result<Vec<PromptSegment>> {
         let t = &self.info.tokens;
-        let mut b = PromptBuilder::default();
         let Some(meta) = video else {
             // Gemma4Processor.replace_image_token: boi, the placeholders, eoi.
             return framed_layout(t, t.image, pixels.n_tokens());
         };
         // Gemma4Processor.replace_video_token: per frame `mm:ss`, a space, boi, the frame's
         // placeholders, eoi; frames joined by a space.
-        let [frames, rows, cols] = pixels.grid;
-        for f in 0..frames {
-            let s = meta.timestamps.get(f).copied().unwrap_or(0.0);
+        per_frame_layout(t, pixels, meta, self.video_token, |b, f, s| {
             if f > 0 {
                 b.text(" ");
             }
             // Python: int(s // 60), int(s % 60) for a non-negative float.
             let (m, sec) = ((s / 60.0).floor() as u64, (s % 60.0).floor() as u64);
-            b.text(&format!("{m:02}:{sec:02} "))
-                .token(t.image_start)
-                .rows(self.video_token, rows * cols)
-                .token(t.image_end);
-        }
-        b.finish(pixels.n_tokens())
+            b.text(&format!("{m:02}:{sec:02} ")).token(t.image_start);
+        })
     }
 
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {

@@ -43,7 +43,7 @@ use crate::models::layers::{segment_attention_with, GatedMlp, LayerNorm, Linear,
 use crate::models::qwen2_vl::{check_channels_and_heads, qwen_packed_forward};
 use crate::models::rope::{apply_rotary_f32, AxialRope};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
-use crate::models::{ModelInfo, SpecialTokens, VisionModel};
+use crate::models::{GemmaKnobs, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::glm5_next::Glm5NextImageProcessor;
 use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor};
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
@@ -625,10 +625,14 @@ impl VisionModel for GlmVlModel {
     ) -> Result<Pixels> {
         match &self.processor {
             GlmProcessor::Glm4v(p) => p.process_with(image, o, l),
-            GlmProcessor::Next(p) => {
-                crate::models::refuse_gemma_knobs(self.info.family, o)?;
-                p.process_with(image, o, l)
-            }
+            GlmProcessor::Next(p) => p.process_with(image, o, l),
+        }
+    }
+
+    fn gemma_knobs(&self) -> GemmaKnobs {
+        match &self.processor {
+            GlmProcessor::Glm4v(_) => GemmaKnobs::QWEN,
+            GlmProcessor::Next(_) => GemmaKnobs::NONE,
         }
     }
 

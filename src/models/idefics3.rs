@@ -27,8 +27,8 @@ use crate::models::projector::{pixel_shuffle, text_width};
 use crate::models::tiles::check_tokens_per_tile;
 use crate::models::vit::{Encoder, VitDefaults, VitTowerConfig, MAX_DIM};
 use crate::models::{
-    attention_batch, refuse_max_soft_tokens, ModelInfo, PromptBuilder, PromptSegment,
-    SpecialTokens, VisionModel,
+    attention_batch, GemmaKnobs, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens,
+    VisionModel,
 };
 use crate::preprocess::idefics3::Idefics3Processor;
 use crate::preprocess::qwen_video::VideoMeta;
@@ -307,15 +307,12 @@ impl VisionModel for Idefics3Model {
         opts: &PreprocessOptions,
         limits: &Limits,
     ) -> Result<Pixels> {
-        let family = self.info.family;
-        if opts.touches_pan_and_scan() {
-            return Err(Error::invalid_argument(format!(
-                "{family} models have no pan-and-scan (it is Gemma3's); use do_image_splitting"
-            )));
-        }
-        refuse_max_soft_tokens(family, opts)?;
         self.processor
             .process(image, opts, self.tile_grid(), limits)
+    }
+
+    fn gemma_knobs(&self) -> GemmaKnobs {
+        GemmaKnobs::tiled("do_image_splitting")
     }
 
     fn size_knobs(&self) -> &'static [&'static str] {

@@ -23,9 +23,9 @@ use crate::error::{Error, Result};
 use crate::models::activation::Activation;
 use crate::models::cancel;
 use crate::models::layers::{Attention, LayerNorm, Linear, Loader, RmsNorm};
-use crate::models::pixels::{forward_frames, patchify};
+use crate::models::pixels::patchify;
 use crate::models::projector::{feature_layers, pixel_shuffle, text_width, MlpProjector};
-use crate::models::tiles::{check_tokens_per_tile, refuse_other_knobs};
+use crate::models::tiles::{check_tokens_per_tile, got_ocr2_methods};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{attention_batch, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::got_ocr2::GotOcr2Processor;
@@ -446,26 +446,11 @@ impl VisionModel for InternVlModel {
         opts: &PreprocessOptions,
         limits: &Limits,
     ) -> Result<Pixels> {
-        refuse_other_knobs("internvl", opts)?;
         self.processor
             .process(image, opts, self.tile_grid(), limits)
     }
 
-    fn size_knobs(&self) -> &'static [&'static str] {
-        &["crop_to_patches", "min_patches", "max_patches"]
-    }
-
-    fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {
-        let s = self.info.image_size.0;
-        forward_frames(
-            batch,
-            [3, s, s],
-            self.tiles_per_call,
-            self.dtype,
-            &self.device,
-            |x| self.run_tiles(x),
-        )
-    }
+    got_ocr2_methods!();
 
     // prompt_layout: the default, as InternVLProcessor.replace_image_token lays an image out:
     // <img>, image_seq_length x tiles <IMG_CONTEXT>, </img>.

@@ -53,8 +53,8 @@ use crate::models::projector::merge_blocks;
 use crate::models::rope::{inverse_frequencies, Rotary};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{
-    batch_for_budget, processor_methods, video_methods, ModelInfo, PromptBuilder, PromptSegment,
-    SpecialTokens, VisionModel, VISION_TOKEN_KEYS,
+    batch_for_budget, per_frame_layout, processor_methods, video_methods, ModelInfo, PromptBuilder,
+    PromptSegment, SpecialTokens, VisionModel, VISION_TOKEN_KEYS,
 };
 use crate::preprocess::kimi_k25::{chunk_timestamp, KimiK25Processor, KimiK25VideoProcessor};
 use crate::preprocess::limits::try_with_capacity;
@@ -621,8 +621,8 @@ impl VisionModel for KimiK25Model {
         video: Option<&VideoMeta>,
     ) -> Result<Vec<PromptSegment>> {
         let t = &self.info.tokens;
-        let mut b = PromptBuilder::default();
         let Some(meta) = video else {
+            let mut b = PromptBuilder::default();
             b.token(t.image_start)
                 .text("image")
                 .special(self.media_content, MEDIA_CONTENT)
@@ -633,17 +633,12 @@ impl VisionModel for KimiK25Model {
         // Kimi_K25Processor.replace_video_token: per chunk its first frame's time
         // `HH:MM:SS.mmm`, then `<|media_begin|>video<|media_content|>`, the chunk's
         // placeholders, `<|media_end|>`.
-        let [chunks, rows, cols] = pixels.grid;
-        for c in 0..chunks {
-            let s = meta.timestamps.get(c).copied().unwrap_or(0.0);
+        per_frame_layout(t, pixels, meta, Some(self.video_token), |b, _, s| {
             b.text(&chunk_timestamp(s))
                 .token(t.image_start)
                 .text("video")
-                .special(self.media_content, MEDIA_CONTENT)
-                .rows(Some(self.video_token), rows * cols)
-                .token(t.image_end);
-        }
-        b.finish(pixels.n_tokens())
+                .special(self.media_content, MEDIA_CONTENT);
+        })
     }
 
     fn spatial_merge_size(&self) -> usize {

@@ -32,12 +32,12 @@ use crate::models::pixels::{split_rows, to_compute};
 use crate::models::siglip2::{Siglip2VisionConfig, Siglip2VisionTower};
 use crate::models::vit::MAX_DIM;
 use crate::models::{
-    batch_for_budget, refuse_gemma_knobs, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens,
+    batch_for_budget, processor_methods, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens,
     VisionModel,
 };
 use crate::preprocess::lfm2_vl::{entry_grids, Lfm2VlProcessor, Split};
 use crate::preprocess::qwen_video::VideoMeta;
-use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
+use crate::preprocess::Pixels;
 use crate::tokenizer::AddedTokens;
 use crate::weights::Weights;
 
@@ -197,25 +197,9 @@ fn image_bounds(
 }
 
 impl VisionModel for Lfm2VlModel {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-
-    fn preprocess_with(
-        &self,
-        image: &RgbImage,
-        opts: &PreprocessOptions,
-        limits: &Limits,
-    ) -> Result<Pixels> {
-        refuse_gemma_knobs(self.info.family, opts)?;
-        self.processor.process(image, opts, limits)
-    }
-
-    /// The processor's kwargs `do_image_splitting` (off: every image as one) and
-    /// `min_tiles` / `max_tiles` (`min_patches` / `max_patches`).
-    fn size_knobs(&self) -> &'static [&'static str] {
-        &["do_image_splitting", "min_patches", "max_patches"]
-    }
+    // The processor's kwargs `do_image_splitting` (off: every image as one) and
+    // `min_tiles` / `max_tiles` (`min_patches` / `max_patches`).
+    processor_methods!("do_image_splitting", "min_patches", "max_patches");
 
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {
         let (p, f) = (self.processor.patch_size, self.factor);

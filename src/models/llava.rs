@@ -23,7 +23,7 @@ use crate::models::pixels::{stack_pixels, unstack};
 use crate::models::projector::{concat_features, feature_layers, text_width, MlpProjector};
 use crate::models::siglip::{self, SiglipVisionConfig, SiglipVisionTower};
 use crate::models::vit::VitTowerConfig;
-use crate::models::{attention_batch, refuse_gemma_knobs, ModelInfo, SpecialTokens, VisionModel};
+use crate::models::{attention_batch, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::clip::{ClipKind, ClipProcessor};
 use crate::preprocess::fixed_size::FixedSizeProcessor;
 use crate::preprocess::resample::Filter;
@@ -372,10 +372,9 @@ impl VisionModel for LlavaModel {
     fn preprocess_with(
         &self,
         image: &RgbImage,
-        opts: &PreprocessOptions,
+        _opts: &PreprocessOptions,
         limits: &Limits,
     ) -> Result<Pixels> {
-        refuse_gemma_knobs(self.info.family, opts)?;
         let grid = self.tower.features.grid;
         match &self.processor {
             Processor::Clip(p) => p.process(image, grid, limits),

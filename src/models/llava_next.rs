@@ -33,9 +33,8 @@ use crate::models::llava::{
 };
 use crate::models::pixels::forward_frame_counts;
 use crate::models::projector::MlpProjector;
-use crate::models::tiles::refuse_other_knobs;
 use crate::models::vit::MAX_DIM;
-use crate::models::{attention_batch, ModelInfo, SpecialTokens, VisionModel};
+use crate::models::{attention_batch, GemmaKnobs, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::llava_next::{read_pinpoints, AnyresKind, AnyresProcessor};
 use crate::preprocess::tiling::{best_resolution, Pinpoint};
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
@@ -518,10 +517,13 @@ impl VisionModel for LlavaNextModel {
         opts: &PreprocessOptions,
         limits: &Limits,
     ) -> Result<Pixels> {
-        refuse_other_knobs(self.info.family, opts)?;
         // The engine refuses knobs not in size_knobs(): only OneVision reaches here with one.
         let split = opts.do_image_splitting.unwrap_or(true);
         self.preprocess_split(image, split, limits)
+    }
+
+    fn gemma_knobs(&self) -> GemmaKnobs {
+        GemmaKnobs::tiled("max_patches")
     }
 
     fn size_knobs(&self) -> &'static [&'static str] {

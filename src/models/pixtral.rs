@@ -26,9 +26,7 @@ use crate::models::pixels::{patchify, to_compute};
 use crate::models::projector::{concat_features, feature_layers, MlpProjector};
 use crate::models::rope::{pixtral_axial_angles, Rotary};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
-use crate::models::{
-    refuse_gemma_knobs, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens, VisionModel,
-};
+use crate::models::{ModelInfo, PromptBuilder, PromptSegment, SpecialTokens, VisionModel};
 use crate::preprocess::longest_edge::LongestEdgeProcessor;
 use crate::preprocess::options::PreprocessOptions;
 use crate::preprocess::qwen_video::VideoMeta;
@@ -736,7 +734,6 @@ impl VisionModel for PixtralModel {
         o: &PreprocessOptions,
         l: &Limits,
     ) -> Result<Pixels> {
-        refuse_gemma_knobs(self.info.family, o)?;
         self.processor.process_with(image, o, l)
     }
 

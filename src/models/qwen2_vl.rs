@@ -583,6 +583,10 @@ macro_rules! qwen_image_methods {
             &["min_pixels", "max_pixels", "max_tokens"]
         }
 
+        fn gemma_knobs(&self) -> crate::models::GemmaKnobs {
+            crate::models::GemmaKnobs::QWEN
+        }
+
         fn spatial_merge_size(&self) -> usize {
             self.tower.config.geometry.merge_size
         }

@@ -36,7 +36,7 @@ use crate::models::qwen2_vl::{check_channels_and_heads, qwen_image_methods};
 use crate::models::rope::{apply_rotary_f32, AxialRope};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{
-    framed_layout, video_methods, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens,
+    framed_layout, per_frame_layout, video_methods, ModelInfo, PromptSegment, SpecialTokens,
     VisionModel, VISION_TOKEN_KEYS,
 };
 use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor};
@@ -420,21 +420,14 @@ impl VisionModel for Qwen3VlModel {
         video: Option<&VideoMeta>,
     ) -> Result<Vec<PromptSegment>> {
         let t = &self.info.tokens;
-        let mut b = PromptBuilder::default();
         let Some(meta) = video else {
             return framed_layout(t, t.image, pixels.n_tokens());
         };
         // Qwen3VLProcessor.replace_video_token: per temporal group `<T seconds>` (T with
         // one decimal), <|vision_start|>, the group's placeholders, <|vision_end|>.
-        let [groups, rows, cols] = pixels.grid;
-        for g in 0..groups {
-            let ts = meta.timestamps.get(g).copied().unwrap_or(0.0);
-            b.text(&format!("<{ts:.1} seconds>"))
-                .token(t.image_start)
-                .rows(Some(self.video_token), rows * cols)
-                .token(t.image_end);
-        }
-        b.finish(pixels.n_tokens())
+        per_frame_layout(t, pixels, meta, Some(self.video_token), |b, _, ts| {
+            b.text(&format!("<{ts:.1} seconds>")).token(t.image_start);
+        })
     }
 
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {

@@ -10,9 +10,7 @@ use crate::models::activation::Activation;
 use crate::models::layers::{LayerNorm, Linear, Loader};
 use crate::models::pixels::{patchify, stack_pixels, unstack};
 use crate::models::vit::{Encoder, VitDefaults, VitTowerConfig};
-use crate::models::{
-    attention_bytes, batch_for_budget, refuse_gemma_knobs, ModelInfo, SpecialTokens, VisionModel,
-};
+use crate::models::{attention_bytes, batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::fixed_size::FixedSizeProcessor;
 use crate::preprocess::resample::Filter;
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
@@ -196,10 +194,9 @@ impl VisionModel for SiglipModel {
     fn preprocess_with(
         &self,
         image: &RgbImage,
-        opts: &PreprocessOptions,
+        _opts: &PreprocessOptions,
         limits: &Limits,
     ) -> Result<Pixels> {
-        refuse_gemma_knobs(self.info.family, opts)?;
         let g = self.tower.config().grid();
         self.processor.process(image, [1, g, g], limits)
     }
