@@ -17,6 +17,7 @@ use candle_core::DType;
 use crate::error::{Error, Result, Status};
 use crate::log;
 use crate::models::cancel::{self, CancelToken};
+use crate::models::checkpoint::Checkpoint;
 use crate::models::registry;
 use crate::models::{ModelInfo, PromptSegment, VisionModel};
 use crate::preprocess::decode::decode_to_rgb;
@@ -71,7 +72,13 @@ impl Model {
             placement.dtype
         };
         let pool = WorkerPool::new(options.n_threads)?;
-        let inner = pool.install(|| load(&files, &weights, load_dtype, &placement.device))?;
+        let checkpoint = Checkpoint {
+            files: &files,
+            weights: &weights,
+            dtype: load_dtype,
+            device: &placement.device,
+        };
+        let inner = pool.install(|| load(&checkpoint))?;
         if !files.has_preprocessor {
             log::warn(&format!(
                 "{}: no preprocessor_config.json (nor processor_config.json with an `image_processor`), using the image processor's defaults",

@@ -24,9 +24,10 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::config::{axial_rope_theta, ConfigObject, ModelFiles, ROPE_PARAMETERS_FIRST};
+use crate::config::{axial_rope_theta, ConfigObject, ROPE_PARAMETERS_FIRST};
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
+use crate::models::checkpoint::Checkpoint;
 use crate::models::layers::{segment_attention_with, GemmaRmsNorm, Linear, Loader};
 use crate::models::pixels::to_compute;
 use crate::models::rope::{apply_rotary_f32, inverse_frequencies};
@@ -461,14 +462,8 @@ pub enum Gemma4Variant {
 }
 
 impl Gemma4Model {
-    pub fn load(
-        files: &ModelFiles,
-        weights: &Weights,
-        dtype: DType,
-        device: &Device,
-        variant: Gemma4Variant,
-    ) -> Result<Gemma4Model> {
-        let cfg = &files.config;
+    pub fn load(ck: &Checkpoint, variant: Gemma4Variant) -> Result<Gemma4Model> {
+        let cfg = ck.config();
         let vision_cfg = match variant {
             Gemma4Variant::Tower => cfg.clone(),
             Gemma4Variant::Full => cfg.object("vision_config")?.ok_or_else(|| {
@@ -491,13 +486,15 @@ impl Gemma4Model {
                 )
             }
         };
-        let tower =
-            Gemma4VisionTower::load(&Loader::new(weights, tower_prefix, dtype, device), &c)?;
+        let tower = Gemma4VisionTower::load(&ck.loader(tower_prefix), &c)?;
         let embedder = match variant {
             Gemma4Variant::Tower => None,
-            Gemma4Variant::Full => Some(Embedder::load(weights, &c, text_dim, dtype, device)?),
+            Gemma4Variant::Full => Some(Embedder::load(
+                ck.weights, &c, text_dim, ck.dtype, ck.device,
+            )?),
         };
-        let processor = Gemma4Processor::from_config(&files.preprocessor, c.patch_size, c.pooling)?;
+        let processor =
+            Gemma4Processor::from_config(&ck.files.preprocessor, c.patch_size, c.pooling)?;
         let (tokens, video_token) = match variant {
             Gemma4Variant::Tower => (SpecialTokens::default(), None),
             Gemma4Variant::Full => (
@@ -505,7 +502,7 @@ impl Gemma4Model {
                 Some(cfg.i64("video_token_id")?.unwrap_or(DEFAULT_VIDEO_TOKEN)),
             ),
         };
-        let video = video_config(files)
+        let video = video_config(ck.files)
             .and_then(|v| Gemma4VideoProcessor::from_config(&v, c.patch_size, c.pooling))
             .map_err(|e| e.message().to_string());
         let max_patches =
@@ -516,7 +513,7 @@ impl Gemma4Model {
         let per_image = max_patches.saturating_mul(width).saturating_mul(8);
         let info = ModelInfo {
             family: "gemma4",
-            model_type: files.model_type()?,
+            model_type: ck.files.model_type()?,
             output_dim: text_dim,
             vision_dim: c.dim,
             patch_size: c.patch_size,
@@ -533,8 +530,8 @@ impl Gemma4Model {
             processor,
             video,
             video_token,
-            dtype,
-            device: device.clone(),
+            dtype: ck.dtype,
+            device: ck.device.clone(),
         })
     }
 }

@@ -43,9 +43,10 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::config::{axial_rope_theta, ConfigObject, ModelFiles, ROPE_PARAMETERS_FIRST};
+use crate::config::{axial_rope_theta, ConfigObject, ROPE_PARAMETERS_FIRST};
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
+use crate::models::checkpoint::Checkpoint;
 use crate::models::grid_sample::{interpolate_bicubic, GridTable};
 use crate::models::layers::{rope_rows_to_half, Attention, LayerNorm, Linear, Loader};
 use crate::models::pixels::{split_rows, to_compute};
@@ -483,16 +484,9 @@ pub struct KimiK25Model {
 }
 
 impl KimiK25Model {
-    pub fn load(
-        files: &ModelFiles,
-        weights: &Weights,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<KimiK25Model> {
-        let cfg = &files.config;
-        let vision_cfg = cfg
-            .object("vision_config")?
-            .unwrap_or_else(|| ConfigObject::empty("config.json: vision_config"));
+    pub fn load(ck: &Checkpoint) -> Result<KimiK25Model> {
+        let cfg = ck.config();
+        let vision_cfg = ck.vision_config()?;
         let vision = KimiVisionConfig::from_config(&vision_cfg)?;
         let proj_dim = cfg.positive_or("projection_hidden_size", 1152, MAX_DIM)?;
         if proj_dim != vision.dim {
@@ -507,12 +501,13 @@ impl KimiK25Model {
             Some(t) => t.positive_or("hidden_size", DEFAULT_TEXT_WIDTH, MAX_DIM)?,
             None => DEFAULT_TEXT_WIDTH,
         };
-        let layout = Layout::detect(weights);
-        let root = Loader::new(weights, "", dtype, device);
+        let layout = Layout::detect(ck.weights);
+        let root = ck.loader("");
         let tower = KimiVisionTower::load(&root, &vision, layout, proj_eps, out_dim)?;
         let m = vision.merge.0;
-        let processor = KimiK25Processor::from_config(&files.preprocessor, vision.patch_size, m)?;
-        let video = video_config(files)
+        let processor =
+            KimiK25Processor::from_config(&ck.files.preprocessor, vision.patch_size, m)?;
+        let video = video_config(ck.files)
             .and_then(|v| {
                 let vp = KimiK25VideoProcessor::from_config(&v, vision.patch_size, m)?;
                 if vp.temporal_patch_size > vision.pos_emb_time {
@@ -534,7 +529,7 @@ impl KimiK25Model {
         let per_image = max_patches.saturating_mul(width).saturating_mul(8);
         let info = ModelInfo {
             family: "kimi_k25",
-            model_type: files.model_type()?,
+            model_type: ck.files.model_type()?,
             output_dim: out_dim,
             vision_dim: vision.dim,
             patch_size: p,
@@ -550,9 +545,9 @@ impl KimiK25Model {
             processor,
             video,
             video_token: cfg.i64("video_token_id")?.unwrap_or(DEFAULT_VIDEO_TOKEN),
-            media_content: AddedTokens::read(&files.dir).id(MEDIA_CONTENT),
-            dtype,
-            device: device.clone(),
+            media_content: AddedTokens::read(&ck.files.dir).id(MEDIA_CONTENT),
+            dtype: ck.dtype,
+            device: ck.device.clone(),
         })
     }
 }

@@ -4,6 +4,7 @@
 pub mod activation;
 pub mod aya_vision;
 pub mod cancel;
+pub mod checkpoint;
 pub mod clip;
 pub mod fused;
 pub mod gemma3;

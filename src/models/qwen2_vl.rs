@@ -19,9 +19,10 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::config::{axial_rope_theta, ConfigObject, ModelFiles, ROPE_PARAMETERS_FIRST};
+use crate::config::{axial_rope_theta, ConfigObject, ROPE_PARAMETERS_FIRST};
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
+use crate::models::checkpoint::Checkpoint;
 use crate::models::layers::{segment_attention_with, GatedMlp, LayerNorm, Linear, Loader, RmsNorm};
 use crate::models::rope::{apply_rotary_f32, AxialRope};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
@@ -31,7 +32,6 @@ use crate::preprocess::qwen_video::{
     load_video_processor, QwenVideoProcessor, VideoFlavor, VideoMeta, VideoTime,
 };
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
-use crate::weights::Weights;
 
 /// Both normalization layers are built with eps 1e-6 in the reference (not a config key).
 const NORM_EPS: f64 = 1e-6;
@@ -494,46 +494,36 @@ impl QwenVlModel {
     /// Loads a `variant` checkpoint (vision tensors only) in `layout`: the full model, or a
     /// bare vision tower saved on its own, whose output is the same merger output (its
     /// `pooler_output`).
-    pub fn load(
-        files: &ModelFiles,
-        weights: &Weights,
-        dtype: DType,
-        device: &Device,
-        variant: QwenVariant,
-        layout: QwenLayout,
-    ) -> Result<QwenVlModel> {
+    pub fn load(ck: &Checkpoint, variant: QwenVariant, layout: QwenLayout) -> Result<QwenVlModel> {
         let family = match variant {
             QwenVariant::Qwen2 => "qwen2_vl",
             QwenVariant::Qwen25 => "qwen2_5_vl",
         };
         let bare = layout == QwenLayout::Bare;
         let vision = if bare {
-            files.config.clone()
+            ck.config().clone()
         } else {
-            files
-                .config
-                .object("vision_config")?
-                .unwrap_or_else(|| ConfigObject::empty("config.json: vision_config"))
+            ck.vision_config()?
         };
         let config = QwenVisionConfig::from_config(&vision, variant)?;
         let prefix = if bare { "" } else { "visual." };
-        let tower = QwenVisionTower::load(&Loader::new(weights, prefix, dtype, device), &config)?;
-        let processor = QwenImageProcessor::from_config(&files.preprocessor, config.geometry)?;
-        let video = load_video_processor(files, VideoFlavor::Qwen2, config.geometry);
+        let tower = QwenVisionTower::load(&ck.loader(prefix), &config)?;
+        let processor = QwenImageProcessor::from_config(&ck.files.preprocessor, config.geometry)?;
+        let video = load_video_processor(ck.files, VideoFlavor::Qwen2, config.geometry);
         let video_token = if bare {
             None
         } else {
-            Some(files.config.i64("video_token_id")?.unwrap_or(151656))
+            Some(ck.config().i64("video_token_id")?.unwrap_or(151656))
         };
         // The special tokens belong to the language model: a bare tower has none.
         let tokens = if bare {
             SpecialTokens::default()
         } else {
-            SpecialTokens::from_config(&files.config, VISION_TOKEN_KEYS, [151655, 151652, 151653])?
+            SpecialTokens::from_config(ck.config(), VISION_TOKEN_KEYS, [151655, 151652, 151653])?
         };
         let info = ModelInfo::packed(
             family,
-            files.model_type()?,
+            ck.files.model_type()?,
             [config.out_dim, config.dim, config.intermediate_size],
             config.geometry,
             processor.max_pixels,
@@ -545,8 +535,8 @@ impl QwenVlModel {
             processor,
             video,
             video_token,
-            dtype,
-            device: device.clone(),
+            dtype: ck.dtype,
+            device: ck.device.clone(),
         })
     }
 
