@@ -41,8 +41,8 @@ use crate::models::checkpoint::Checkpoint;
 use crate::models::fused::{act_mul, act_mul_clamped};
 use crate::models::grid_sample::{cell_centre, grid_sample_bicubic, GridPadding, GridTable};
 use crate::models::layers::{segment_attention_with, GatedMlp, LayerNorm, Linear, Loader, RmsNorm};
-use crate::models::qwen2_vl::{check_channels_and_heads, qwen_packed_forward};
-use crate::models::rope::{apply_rotary_f32, AxialRope};
+use crate::models::qwen2_vl::{check_channels_and_heads, qwen_packed_forward, rotary_qkv};
+use crate::models::rope::AxialRope;
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{GemmaKnobs, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::glm5_next::Glm5NextImageProcessor;
@@ -487,19 +487,9 @@ impl GlmVisionTower {
             crate::models::cancel::check()?;
             let h = block.norm1.forward(&x)?;
             let qkv = block.qkv.forward(&h)?;
-            let split = |i: usize| -> Result<Tensor> {
-                Ok(qkv.narrow(1, i * c.dim, c.dim)?.reshape((n, heads, hd))?)
-            };
-            let (mut q, mut k) = (split(0)?, split(1)?);
-            if let Some((qn, kn)) = &block.qk_norm {
-                q = qn.forward(&q)?;
-                k = kn.forward(&k)?;
-            }
-            let q = apply_rotary_f32(&q, &cos, &sin)?;
-            let k = apply_rotary_f32(&k, &cos, &sin)?;
-            let v = split(2)?;
-            let [q, k, v] = [q, k, v].map(|t| t.transpose(0, 1).and_then(|t| t.contiguous()));
-            let o = segment_attention_with(&q?, &k?, &v?, &segments, scale, block.qkv.is_bf16())?;
+            let shape = [n, c.dim, heads, hd];
+            let [q, k, v] = rotary_qkv(&qkv, shape, block.qk_norm.as_ref(), (&cos, &sin))?;
+            let o = segment_attention_with(&q, &k, &v, &segments, scale, block.qkv.is_bf16())?;
             x = block.proj.forward_add(&o, &x)?;
             x = block.mlp.forward_add(&block.norm2.forward(&x)?, &x)?;
         }

@@ -446,19 +446,13 @@ impl QwenVisionTower {
             crate::models::cancel::check()?;
             let h = block.norm1.forward(&x)?;
             let qkv = block.qkv.forward(&h)?;
-            let split = |i: usize| -> Result<Tensor> {
-                Ok(qkv.narrow(1, i * c.dim, c.dim)?.reshape((n, heads, hd))?)
-            };
-            let q = apply_rotary_f32(&split(0)?, &cos, &sin)?;
-            let k = apply_rotary_f32(&split(1)?, &cos, &sin)?;
-            let v = split(2)?;
-            let [q, k, v] = [q, k, v].map(|t| t.transpose(0, 1).and_then(|t| t.contiguous()));
+            let [q, k, v] = rotary_qkv(&qkv, [n, c.dim, heads, hd], None, (&cos, &sin))?;
             let segments = if block.full_attention {
                 &packing.full
             } else {
                 &packing.windows
             };
-            let o = segment_attention_with(&q?, &k?, &v?, segments, scale, block.qkv.is_bf16())?;
+            let o = segment_attention_with(&q, &k, &v, segments, scale, block.qkv.is_bf16())?;
             x = block.proj.forward_add(&o, &x)?;
             x = block.mlp.forward_add(&block.norm2.forward(&x)?, &x)?;
         }
@@ -475,6 +469,30 @@ impl QwenVisionTower {
         };
         Ok((out, packing.tokens))
     }
+}
+
+/// The attention inputs of a packed tower's block (Qwen2-VL to Qwen3.5, GLM-4.xV): the fused
+/// projection `qkv` (`[n, 3 · dim]`) split into q, k and v of `heads` heads of `head_dim`
+/// (`shape` is `[n, dim, heads, head_dim]`), q and k normed per head by `qk_norm` when given
+/// (GLM-OCR) and rotated by `(cos, sin)`; each `[heads, n, head_dim]`, contiguous.
+pub(crate) fn rotary_qkv(
+    qkv: &Tensor,
+    [n, dim, heads, head_dim]: [usize; 4],
+    qk_norm: Option<&(RmsNorm, RmsNorm)>,
+    (cos, sin): (&Tensor, &Tensor),
+) -> Result<[Tensor; 3]> {
+    let split = |i: usize| -> Result<Tensor> {
+        Ok(qkv.narrow(1, i * dim, dim)?.reshape((n, heads, head_dim))?)
+    };
+    let (mut q, mut k) = (split(0)?, split(1)?);
+    if let Some((qn, kn)) = qk_norm {
+        q = qn.forward(&q)?;
+        k = kn.forward(&k)?;
+    }
+    let q = apply_rotary_f32(&q, cos, sin)?;
+    let k = apply_rotary_f32(&k, cos, sin)?;
+    let heads_first = |t: Tensor| -> Result<Tensor> { Ok(t.transpose(0, 1)?.contiguous()?) };
+    Ok([heads_first(q)?, heads_first(k)?, heads_first(split(2)?)?])
 }
 
 /// A Qwen2-VL or Qwen2.5-VL model: tower, merger and preprocessing.

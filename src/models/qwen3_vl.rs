@@ -33,8 +33,8 @@ use crate::models::checkpoint::Checkpoint;
 use crate::models::layers::{segment_attention_with, LayerNorm, Linear, Loader};
 use crate::models::pixels::{pack_patch_rows, split_rows};
 use crate::models::position_taps::{merge_block_positions, resample_table};
-use crate::models::qwen2_vl::{check_channels_and_heads, qwen_image_methods};
-use crate::models::rope::{apply_rotary_f32, AxialRope};
+use crate::models::qwen2_vl::{check_channels_and_heads, qwen_image_methods, rotary_qkv};
+use crate::models::rope::AxialRope;
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{
     framed_layout, per_frame_layout, video_methods, ModelInfo, PromptSegment, SpecialTokens,
@@ -314,14 +314,8 @@ impl Qwen3VisionTower {
             crate::models::cancel::check()?;
             let h = block.norm1.forward(&x)?;
             let qkv = block.qkv.forward(&h)?;
-            let split = |i: usize| -> Result<Tensor> {
-                Ok(qkv.narrow(1, i * c.dim, c.dim)?.reshape((n, heads, hd))?)
-            };
-            let q = apply_rotary_f32(&split(0)?, &cos, &sin)?;
-            let k = apply_rotary_f32(&split(1)?, &cos, &sin)?;
-            let v = split(2)?;
-            let [q, k, v] = [q, k, v].map(|t| t.transpose(0, 1).and_then(|t| t.contiguous()));
-            let o = segment_attention_with(&q?, &k?, &v?, &segments, scale, block.qkv.is_bf16())?;
+            let [q, k, v] = rotary_qkv(&qkv, [n, c.dim, heads, hd], None, (&cos, &sin))?;
+            let o = segment_attention_with(&q, &k, &v, &segments, scale, block.qkv.is_bf16())?;
             x = block.proj.forward_add(&o, &x)?;
             let h = block.fc1.forward_act(&block.norm2.forward(&x)?, c.act)?;
             x = block.fc2.forward_add(&h, &x)?;
