@@ -17,6 +17,7 @@ use candle_core::DType;
 use crate::error::{Error, Result, Status};
 use crate::log;
 use crate::models::cancel::{self, CancelToken};
+use crate::models::checkpoint::Checkpoint;
 use crate::models::registry;
 use crate::models::{ModelInfo, PromptSegment, VisionModel};
 use crate::preprocess::decode::decode_to_rgb;
@@ -71,7 +72,13 @@ impl Model {
             placement.dtype
         };
         let pool = WorkerPool::new(options.n_threads)?;
-        let inner = pool.install(|| load(&files, &weights, load_dtype, &placement.device))?;
+        let checkpoint = Checkpoint {
+            files: &files,
+            weights: &weights,
+            dtype: load_dtype,
+            device: &placement.device,
+        };
+        let inner = pool.install(|| load(&checkpoint))?;
         if !files.has_preprocessor {
             log::warn(&format!(
                 "{}: no preprocessor_config.json (nor processor_config.json with an `image_processor`), using the image processor's defaults",
@@ -205,6 +212,7 @@ impl Model {
                 self.info().family
             )));
         }
+        self.inner.gemma_knobs().refuse(self.info().family, opts)?;
         let pixels = self
             .pool
             .install(|| self.inner.preprocess_with(rgb, opts, &self.limits))?;
@@ -468,6 +476,21 @@ impl Model {
     }
 }
 
+/// The bytes that `height` (at least 1) rows of `width` RGB pixels span when they start
+/// `row_stride` bytes apart, or why that stride cannot hold them.
+pub(crate) fn strided_len(width: u32, height: u32, row_stride: usize) -> Result<usize> {
+    let row = width as usize * 3;
+    if row_stride < row {
+        return Err(Error::invalid_argument(format!(
+            "row_stride {row_stride} is smaller than width*3 = {row}"
+        )));
+    }
+    (height as usize - 1)
+        .checked_mul(row_stride)
+        .and_then(|n| n.checked_add(row))
+        .ok_or_else(|| Error::invalid_argument("row_stride * height overflows"))
+}
+
 /// Copies strided RGB rows into a packed image, checking every size first.
 pub fn rgb_from_strided(
     pixels: &[u8],
@@ -488,16 +511,8 @@ pub fn rgb_from_strided(
             format!("image of {width}x{height} = {count} pixels exceeds the limit of {max_pixels}"),
         ));
     }
+    let needed = strided_len(width, height, row_stride)?;
     let row = width as usize * 3;
-    if row_stride < row {
-        return Err(Error::invalid_argument(format!(
-            "row_stride {row_stride} is smaller than width*3 = {row}"
-        )));
-    }
-    let needed = (height as usize - 1)
-        .checked_mul(row_stride)
-        .and_then(|n| n.checked_add(row))
-        .ok_or_else(|| Error::invalid_argument("row_stride * height overflows"))?;
     if pixels.len() < needed {
         return Err(Error::invalid_argument(format!(
             "pixel buffer of {} bytes is smaller than the {needed} bytes that {width}x{height} with stride {row_stride} needs",

@@ -3,7 +3,7 @@
 use std::ffi::c_void;
 
 use crate::engine::{Embeddings, Image, OutputType};
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::ffi::boundary::{arg, guard, guard_value, host_buffer, out_ptr, write};
 use crate::ffi::error::vt_error;
 use crate::ffi::image::{image_args, vt_image};
@@ -148,21 +148,11 @@ pub extern "C" fn vt_embeddings_copy(
     dst_bytes: usize,
     err_out: *mut *mut vt_error,
 ) -> vt_status {
+    let what = || format!("image {index}");
     guard(err_out, || {
-        // SAFETY: NULL or live embeddings (contract).
-        let e = unsafe { arg(e, "e") }?;
-        out_ptr(dst, "dst")?;
-        let ty = output_type(dtype)?;
-        let n = e.emb.n_tokens(index).ok_or_else(|| {
-            Error::invalid_argument(format!(
-                "index {index} is out of range (count {})",
-                e.emb.count()
-            ))
-        })? * e.emb.dim();
-        // SAFETY: `dst` is writable for `dst_bytes` bytes (contract), checked non-NULL.
-        let out =
-            unsafe { host_buffer(dst, dst_bytes, n * ty.size(), || format!("image {index}")) }?;
-        e.emb.copy_to_host(index, ty, out)
+        // SAFETY: `e` is NULL or live embeddings, `dst` writable for `dst_bytes` bytes
+        // (contract).
+        unsafe { copy_level(e, index, 0, dtype, dst, dst_bytes, &what) }
     })
 }
 
@@ -188,20 +178,75 @@ pub extern "C" fn vt_embeddings_copy_to_cuda(
     err_out: *mut *mut vt_error,
 ) -> vt_status {
     guard(err_out, || {
-        // SAFETY: NULL or live embeddings (contract).
-        let e = unsafe { arg(e, "e") }?;
-        let ty = output_type(dtype)?;
-        if index >= e.emb.count() {
-            return Err(Error::invalid_argument(format!(
-                "index {index} is out of range (count {})",
-                e.emb.count()
-            )));
-        }
-        if dst_device_ptr == 0 {
-            return Err(Error::invalid_argument("`dst_device_ptr` is 0"));
-        }
-        copy_rows_to_cuda(&e.emb, index, 0, ty, dst_device_ptr, dst_bytes)
+        // SAFETY: `e` is NULL or live embeddings (contract).
+        unsafe { copy_level_to_cuda(e, index, 0, dtype, dst_device_ptr, dst_bytes) }
     })
+}
+
+/// The body of vt_embeddings_level_copy (and of vt_embeddings_copy, its level 0); `what`
+/// names the rows in the error for a buffer that is too small.
+///
+/// # Safety
+/// `e` is NULL or live embeddings; `dst` is writable for `dst_bytes` bytes for the duration
+/// of the call.
+pub(crate) unsafe fn copy_level(
+    e: *const vt_embeddings,
+    index: usize,
+    level: usize,
+    dtype: vt_dtype,
+    dst: *mut c_void,
+    dst_bytes: usize,
+    what: &dyn Fn() -> String,
+) -> Result<()> {
+    // SAFETY: NULL or live embeddings (contract).
+    let e = unsafe { arg(e, "e") }?;
+    out_ptr(dst, "dst")?;
+    let ty = output_type(dtype)?;
+    let needed = level_bytes(&e.emb, index, level, ty)?;
+    // SAFETY: `dst` is writable for `dst_bytes` bytes (contract), checked non-NULL.
+    let out = unsafe { host_buffer(dst, dst_bytes, needed, what) }?;
+    e.emb.copy_level_to_host(index, level, ty, out)
+}
+
+/// The body of vt_embeddings_level_copy_to_cuda (and of vt_embeddings_copy_to_cuda, its
+/// level 0).
+///
+/// # Safety
+/// `e` is NULL or live embeddings.
+pub(crate) unsafe fn copy_level_to_cuda(
+    e: *const vt_embeddings,
+    index: usize,
+    level: usize,
+    dtype: vt_dtype,
+    dst_device_ptr: u64,
+    dst_bytes: usize,
+) -> Result<()> {
+    // SAFETY: NULL or live embeddings (contract).
+    let e = unsafe { arg(e, "e") }?;
+    let ty = output_type(dtype)?;
+    level_bytes(&e.emb, index, level, ty)?;
+    if dst_device_ptr == 0 {
+        return Err(Error::invalid_argument("`dst_device_ptr` is 0"));
+    }
+    copy_rows_to_cuda(&e.emb, index, level, ty, dst_device_ptr, dst_bytes)
+}
+
+/// The bytes of level `level` of image `index` as `ty`, or why there are none.
+fn level_bytes(e: &Embeddings, index: usize, level: usize, ty: OutputType) -> Result<usize> {
+    let n = e.n_tokens(index).ok_or_else(|| {
+        Error::invalid_argument(format!(
+            "index {index} is out of range (count {})",
+            e.count()
+        ))
+    })?;
+    if level >= e.n_levels() {
+        return Err(Error::invalid_argument(format!(
+            "level {level} is out of range (these embeddings have {} level{})",
+            e.n_levels(),
+            if e.n_levels() == 1 { "" } else { "s" }
+        )));
+    }
+    Ok(n * e.dim() * ty.size())
 }
 
 /// Copies level `level` of image `index` (level 0: the embeddings) to CUDA memory at `dst`.

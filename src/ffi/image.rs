@@ -46,7 +46,8 @@ pub(crate) unsafe fn image_args<'a>(
     }))
 }
 
-fn finish(image: Image, image_out: *mut *mut vt_image) {
+/// Hands `image` to the caller through `image_out`, already checked by [`out_ptr`].
+pub(crate) fn finish(image: Image, image_out: *mut *mut vt_image) {
     let boxed = Box::into_raw(Box::new(vt_image { image }));
     // SAFETY: checked non-NULL by the caller.
     unsafe { write(image_out, boxed) };

@@ -2,10 +2,8 @@
 
 use std::ffi::c_void;
 
-use crate::engine::{Embeddings, OutputType};
-use crate::error::{Error, Result};
-use crate::ffi::boundary::{arg, guard, guard_value, host_buffer, out_ptr};
-use crate::ffi::embeddings::{copy_rows_to_cuda, output_type, vt_embeddings};
+use crate::ffi::boundary::{guard, guard_value};
+use crate::ffi::embeddings::{copy_level, copy_level_to_cuda, vt_embeddings};
 use crate::ffi::error::vt_error;
 use crate::ffi::model::vt_model;
 use crate::ffi::params::vt_dtype;
@@ -89,23 +87,6 @@ pub extern "C" fn vt_embeddings_level_data(
     })
 }
 
-fn level_bytes(e: &Embeddings, index: usize, level: usize, ty: OutputType) -> Result<usize> {
-    let n = e.n_tokens(index).ok_or_else(|| {
-        Error::invalid_argument(format!(
-            "index {index} is out of range (count {})",
-            e.count()
-        ))
-    })?;
-    if level >= e.n_levels() {
-        return Err(Error::invalid_argument(format!(
-            "level {level} is out of range (these embeddings have {} level{})",
-            e.n_levels(),
-            if e.n_levels() == 1 { "" } else { "s" }
-        )));
-    }
-    Ok(n * e.dim() * ty.size())
-}
-
 /// vt_embeddings_copy for level `level` of image `index`: copies its rows (row-major
 /// `[n_tokens, dim]`) into host memory as `dtype` (VT_DTYPE_F32, VT_DTYPE_BF16 or
 /// VT_DTYPE_F16). Level 0 is exactly vt_embeddings_copy.
@@ -125,16 +106,11 @@ pub extern "C" fn vt_embeddings_level_copy(
     dst_bytes: usize,
     err_out: *mut *mut vt_error,
 ) -> vt_status {
+    let what = || format!("level {level} of image {index}");
     guard(err_out, || {
-        // SAFETY: NULL or live embeddings (contract).
-        let e = unsafe { arg(e, "e") }?;
-        out_ptr(dst, "dst")?;
-        let ty = output_type(dtype)?;
-        let needed = level_bytes(&e.emb, index, level, ty)?;
-        let what = || format!("level {level} of image {index}");
-        // SAFETY: `dst` is writable for `dst_bytes` bytes (contract), checked non-NULL.
-        let out = unsafe { host_buffer(dst, dst_bytes, needed, what) }?;
-        e.emb.copy_level_to_host(index, level, ty, out)
+        // SAFETY: `e` is NULL or live embeddings, `dst` writable for `dst_bytes` bytes
+        // (contract).
+        unsafe { copy_level(e, index, level, dtype, dst, dst_bytes, &what) }
     })
 }
 
@@ -158,13 +134,7 @@ pub extern "C" fn vt_embeddings_level_copy_to_cuda(
     err_out: *mut *mut vt_error,
 ) -> vt_status {
     guard(err_out, || {
-        // SAFETY: NULL or live embeddings (contract).
-        let e = unsafe { arg(e, "e") }?;
-        let ty = output_type(dtype)?;
-        level_bytes(&e.emb, index, level, ty)?;
-        if dst_device_ptr == 0 {
-            return Err(Error::invalid_argument("`dst_device_ptr` is 0"));
-        }
-        copy_rows_to_cuda(&e.emb, index, level, ty, dst_device_ptr, dst_bytes)
+        // SAFETY: `e` is NULL or live embeddings (contract).
+        unsafe { copy_level_to_cuda(e, index, level, dtype, dst_device_ptr, dst_bytes) }
     })
 }

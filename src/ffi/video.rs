@@ -2,10 +2,11 @@
 //! out, plus what the prompt needs (timestamps, Qwen2.5-VL's seconds per temporal patch,
 //! per-frame M-RoPE positions).
 
+use crate::engine::model::strided_len;
 use crate::error::Error;
 use crate::ffi::boundary::{arg, bytes, guard, guard_value, out_ptr, write};
 use crate::ffi::error::vt_error;
-use crate::ffi::image::vt_image;
+use crate::ffi::image::{finish, vt_image};
 use crate::ffi::model::vt_model;
 use crate::ffi::params::{read_versioned, to_video_options, vt_video_params};
 use crate::ffi::prompt::write_positions;
@@ -101,16 +102,7 @@ pub extern "C" fn vt_preprocess_video(
                 "frame size {width}x{height} is empty"
             )));
         }
-        let row = width as usize * 3;
-        if row_stride < row {
-            return Err(Error::invalid_argument(format!(
-                "row_stride {row_stride} is smaller than width*3 = {row}"
-            )));
-        }
-        let needed = (height as usize - 1)
-            .checked_mul(row_stride)
-            .and_then(|n| n.checked_add(row))
-            .ok_or_else(|| Error::invalid_argument("row_stride * height overflows"))?;
+        let needed = strided_len(width, height, row_stride)?;
         // SAFETY: `n_frames` readable pointers at `frames` (contract).
         let ptrs = unsafe { std::slice::from_raw_parts(frames, n_frames) };
         let mut slices = Vec::with_capacity(n_frames);
@@ -124,9 +116,7 @@ pub extern "C" fn vt_preprocess_video(
         let image = m
             .model
             .preprocess_video(&slices, width, height, row_stride, source_fps, &opts)?;
-        let boxed = Box::into_raw(Box::new(vt_image { image }));
-        // SAFETY: checked non-NULL above.
-        unsafe { write(image_out, boxed) };
+        finish(image, image_out);
         Ok(())
     })
 }

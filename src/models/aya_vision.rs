@@ -15,13 +15,13 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::config::{ConfigObject, ModelFiles};
+use crate::config::ConfigObject;
 use crate::error::{Error, Result};
+use crate::models::checkpoint::Checkpoint;
 use crate::models::layers::{LayerNorm, Linear, Loader};
 use crate::models::llava::{image_token_index, Features, LlavaTower, SelectedTower, VisionConfig};
-use crate::models::pixels::forward_frames;
 use crate::models::projector::{pixel_shuffle, text_width};
-use crate::models::tiles::refuse_other_knobs;
+use crate::models::tiles::got_ocr2_methods;
 use crate::models::vit::MAX_DIM;
 use crate::models::{
     attention_batch, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens, VisionModel,
@@ -30,7 +30,6 @@ use crate::preprocess::got_ocr2::GotOcr2Processor;
 use crate::preprocess::qwen_video::VideoMeta;
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 use crate::tokenizer::AddedTokens;
-use crate::weights::Weights;
 
 /// `AyaVisionConfig.image_token_index` default (`<|IMG_PATCH|>`).
 const DEFAULT_IMAGE_TOKEN: i64 = 255036;
@@ -153,13 +152,8 @@ pub struct AyaVisionModel {
 }
 
 impl AyaVisionModel {
-    pub fn load(
-        files: &ModelFiles,
-        weights: &Weights,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<AyaVisionModel> {
-        let cfg = &files.config;
+    pub fn load(ck: &Checkpoint) -> Result<AyaVisionModel> {
+        let cfg = ck.config();
         let vision = VisionConfig::read_or(
             cfg,
             LlavaTower::Siglip,
@@ -177,19 +171,19 @@ impl AyaVisionModel {
         }
         let t = vision.tower();
         let side = t.grid();
-        let root = Loader::new(weights, "", dtype, device);
+        let root = ck.loader("");
         let width = t.encoder.hidden_size * features.layers.len();
         let (projector, text_dim) = Projector::load(&root, cfg, width, side)?;
         let tower = SelectedTower::load(&root, &vision, features)?;
         let processor =
-            GotOcr2Processor::from_config(&files.preprocessor, t.image_size, Some(true))?;
-        check_processor(&files.processor, side / projector.factor)?;
-        let added = AddedTokens::read(&files.dir);
-        let prompt = PromptStrings::read(&files.processor)?;
+            GotOcr2Processor::from_config(&ck.files.preprocessor, t.image_size, Some(true))?;
+        check_processor(&ck.files.processor, side / projector.factor)?;
+        let added = AddedTokens::read(&ck.files.dir);
+        let prompt = PromptStrings::read(&ck.files.processor)?;
         let tiles_per_call = attention_batch(t.encoder.num_heads, t.num_patches());
         let info = ModelInfo {
             family: "aya_vision",
-            model_type: files.model_type()?,
+            model_type: ck.files.model_type()?,
             output_dim: text_dim,
             vision_dim: t.encoder.hidden_size,
             patch_size: t.patch_size,
@@ -212,8 +206,8 @@ impl AyaVisionModel {
             processor,
             prompt,
             tiles_per_call,
-            dtype,
-            device: device.clone(),
+            dtype: ck.dtype,
+            device: ck.device.clone(),
         })
     }
 
@@ -234,26 +228,11 @@ impl VisionModel for AyaVisionModel {
         opts: &PreprocessOptions,
         limits: &Limits,
     ) -> Result<Pixels> {
-        refuse_other_knobs("aya_vision", opts)?;
         let tile_side = self.side / self.projector.factor;
         self.processor.process(image, opts, tile_side, limits)
     }
 
-    fn size_knobs(&self) -> &'static [&'static str] {
-        &["crop_to_patches", "min_patches", "max_patches"]
-    }
-
-    fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {
-        let s = self.info.image_size.0;
-        forward_frames(
-            batch,
-            [3, s, s],
-            self.tiles_per_call,
-            self.dtype,
-            &self.device,
-            |x| self.run_tiles(x),
-        )
-    }
+    got_ocr2_methods!();
 
     fn prompt_layout(
         &self,

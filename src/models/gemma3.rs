@@ -12,20 +12,20 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::config::{ConfigObject, ModelFiles};
+use crate::config::ConfigObject;
 use crate::error::{Error, Result};
+use crate::models::checkpoint::Checkpoint;
 use crate::models::layers::{GemmaRmsNorm, Linear, Loader};
 use crate::models::pixels::forward_frames;
 use crate::models::siglip::{self, SiglipVisionConfig, SiglipVisionTower};
 use crate::models::vit::MAX_DIM;
 use crate::models::{
-    attention_bytes, batch_for_budget, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens,
-    VisionModel,
+    attention_bytes, batch_for_budget, GemmaKnobs, ModelInfo, PanAndScan, PromptBuilder,
+    PromptSegment, SpecialTokens, VisionModel,
 };
 use crate::preprocess::gemma3::Gemma3Processor;
 use crate::preprocess::qwen_video::VideoMeta;
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
-use crate::weights::Weights;
 
 /// `Gemma3Config` class defaults.
 const DEFAULT_MM_TOKENS: usize = 256;
@@ -148,16 +148,9 @@ pub struct Gemma3Model {
 }
 
 impl Gemma3Model {
-    pub fn load(
-        files: &ModelFiles,
-        weights: &Weights,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Gemma3Model> {
-        let cfg = &files.config;
-        let vision_cfg = cfg
-            .object("vision_config")?
-            .unwrap_or_else(|| ConfigObject::empty("config.json: vision_config"));
+    pub fn load(ck: &Checkpoint) -> Result<Gemma3Model> {
+        let cfg = ck.config();
+        let vision_cfg = ck.vision_config()?;
         let vision_type = vision_cfg.string_or("model_type", "siglip_vision_model")?;
         if vision_type != "siglip_vision_model" {
             return Err(Error::bad_config(format!(
@@ -171,18 +164,18 @@ impl Gemma3Model {
             .unwrap_or_else(|| ConfigObject::empty("config.json: text_config"));
         let text_dim = text_cfg.positive_or("hidden_size", DEFAULT_TEXT_HIDDEN, MAX_DIM)?;
         let d = vision.encoder.hidden_size;
-        let root = Loader::new(weights, "", dtype, device);
+        let root = ck.loader("");
         let tower = SiglipVisionTower::load(&root.sub("vision_tower"), &vision)?;
         let projector =
             Gemma3Projector::load(&root.sub("multi_modal_projector"), cfg, &vision, text_dim)?;
         let pooling = projector.pooling;
-        let processor = Gemma3Processor::from_config(&files.preprocessor, vision.image_size)?;
+        let processor = Gemma3Processor::from_config(&ck.files.preprocessor, vision.image_size)?;
         let per_frame = attention_bytes(vision.encoder.num_heads, vision.num_patches());
         let frames_per_call = batch_for_budget(per_frame, 256 << 20);
         let tokens = pooling.side * pooling.side;
         let info = ModelInfo {
             family: "gemma3",
-            model_type: files.model_type()?,
+            model_type: ck.files.model_type()?,
             output_dim: text_dim,
             vision_dim: d,
             patch_size: vision.patch_size,
@@ -213,8 +206,8 @@ impl Gemma3Model {
             projector,
             processor,
             frames_per_call,
-            dtype,
-            device: device.clone(),
+            dtype: ck.dtype,
+            device: ck.device.clone(),
         })
     }
 }
@@ -230,9 +223,16 @@ impl VisionModel for Gemma3Model {
         opts: &PreprocessOptions,
         limits: &Limits,
     ) -> Result<Pixels> {
-        crate::models::refuse_max_soft_tokens("gemma3", opts)?;
         self.processor
             .process(image, opts, self.projector.pooling.side, limits)
+    }
+
+    /// Pan-and-scan, Gemma3's own.
+    fn gemma_knobs(&self) -> GemmaKnobs {
+        GemmaKnobs {
+            pan_and_scan: PanAndScan::Takes,
+            refuse_max_soft_tokens: true,
+        }
     }
 
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {

@@ -24,21 +24,22 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::config::{axial_rope_theta, ConfigObject, ModelFiles, ROPE_PARAMETERS_FIRST};
+use crate::config::{axial_rope_theta, ConfigObject, ROPE_PARAMETERS_FIRST};
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
+use crate::models::checkpoint::Checkpoint;
 use crate::models::layers::{segment_attention_with, GemmaRmsNorm, Linear, Loader};
 use crate::models::pixels::to_compute;
 use crate::models::rope::{apply_rotary_f32, inverse_frequencies};
 use crate::models::vit::MAX_DIM;
 use crate::models::{
-    batch_for_budget, framed_layout, video_methods, ModelInfo, PromptBuilder, PromptSegment,
-    SpecialTokens, VisionModel,
+    batch_for_budget, framed_layout, per_frame_layout, processor_methods, video_methods,
+    GemmaKnobs, ModelInfo, PanAndScan, PromptSegment, SpecialTokens, VisionModel,
 };
 use crate::preprocess::gemma4::{Gemma4Processor, SUPPORTED_SOFT_TOKENS};
 use crate::preprocess::gemma4_video::Gemma4VideoProcessor;
 use crate::preprocess::qwen_video::{video_config, VideoMeta};
-use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
+use crate::preprocess::Pixels;
 use crate::weights::Weights;
 
 /// `Gemma4Config` class defaults.
@@ -461,14 +462,8 @@ pub enum Gemma4Variant {
 }
 
 impl Gemma4Model {
-    pub fn load(
-        files: &ModelFiles,
-        weights: &Weights,
-        dtype: DType,
-        device: &Device,
-        variant: Gemma4Variant,
-    ) -> Result<Gemma4Model> {
-        let cfg = &files.config;
+    pub fn load(ck: &Checkpoint, variant: Gemma4Variant) -> Result<Gemma4Model> {
+        let cfg = ck.config();
         let vision_cfg = match variant {
             Gemma4Variant::Tower => cfg.clone(),
             Gemma4Variant::Full => cfg.object("vision_config")?.ok_or_else(|| {
@@ -491,13 +486,15 @@ impl Gemma4Model {
                 )
             }
         };
-        let tower =
-            Gemma4VisionTower::load(&Loader::new(weights, tower_prefix, dtype, device), &c)?;
+        let tower = Gemma4VisionTower::load(&ck.loader(tower_prefix), &c)?;
         let embedder = match variant {
             Gemma4Variant::Tower => None,
-            Gemma4Variant::Full => Some(Embedder::load(weights, &c, text_dim, dtype, device)?),
+            Gemma4Variant::Full => Some(Embedder::load(
+                ck.weights, &c, text_dim, ck.dtype, ck.device,
+            )?),
         };
-        let processor = Gemma4Processor::from_config(&files.preprocessor, c.patch_size, c.pooling)?;
+        let processor =
+            Gemma4Processor::from_config(&ck.files.preprocessor, c.patch_size, c.pooling)?;
         let (tokens, video_token) = match variant {
             Gemma4Variant::Tower => (SpecialTokens::default(), None),
             Gemma4Variant::Full => (
@@ -505,7 +502,7 @@ impl Gemma4Model {
                 Some(cfg.i64("video_token_id")?.unwrap_or(DEFAULT_VIDEO_TOKEN)),
             ),
         };
-        let video = video_config(files)
+        let video = video_config(ck.files)
             .and_then(|v| Gemma4VideoProcessor::from_config(&v, c.patch_size, c.pooling))
             .map_err(|e| e.message().to_string());
         let max_patches =
@@ -516,7 +513,7 @@ impl Gemma4Model {
         let per_image = max_patches.saturating_mul(width).saturating_mul(8);
         let info = ModelInfo {
             family: "gemma4",
-            model_type: files.model_type()?,
+            model_type: ck.files.model_type()?,
             output_dim: text_dim,
             vision_dim: c.dim,
             patch_size: c.patch_size,
@@ -533,29 +530,21 @@ impl Gemma4Model {
             processor,
             video,
             video_token,
-            dtype,
-            device: device.clone(),
+            dtype: ck.dtype,
+            device: ck.device.clone(),
         })
     }
 }
 
 impl VisionModel for Gemma4Model {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
+    processor_methods!();
 
-    fn preprocess_with(
-        &self,
-        image: &RgbImage,
-        opts: &PreprocessOptions,
-        limits: &Limits,
-    ) -> Result<Pixels> {
-        if opts.pan_and_scan == Some(true) {
-            return Err(Error::invalid_argument(
-                "gemma4 models have no pan-and-scan (it is Gemma3's)",
-            ));
+    /// The soft-token budget, Gemma 4's own.
+    fn gemma_knobs(&self) -> GemmaKnobs {
+        GemmaKnobs {
+            pan_and_scan: PanAndScan::RefusesOn,
+            refuse_max_soft_tokens: false,
         }
-        self.processor.process(image, opts, limits)
     }
 
     fn spatial_merge_size(&self) -> usize {
@@ -570,27 +559,20 @@ impl VisionModel for Gemma4Model {
         video: Option<&VideoMeta>,
     ) -> Result<Vec<PromptSegment>> {
         let t = &self.info.tokens;
-        let mut b = PromptBuilder::default();
         let Some(meta) = video else {
             // Gemma4Processor.replace_image_token: boi, the placeholders, eoi.
             return framed_layout(t, t.image, pixels.n_tokens());
         };
         // Gemma4Processor.replace_video_token: per frame `mm:ss`, a space, boi, the frame's
         // placeholders, eoi; frames joined by a space.
-        let [frames, rows, cols] = pixels.grid;
-        for f in 0..frames {
-            let s = meta.timestamps.get(f).copied().unwrap_or(0.0);
+        per_frame_layout(t, pixels, meta, self.video_token, |b, f, s| {
             if f > 0 {
                 b.text(" ");
             }
             // Python: int(s // 60), int(s % 60) for a non-negative float.
             let (m, sec) = ((s / 60.0).floor() as u64, (s % 60.0).floor() as u64);
-            b.text(&format!("{m:02}:{sec:02} "))
-                .token(t.image_start)
-                .rows(self.video_token, rows * cols)
-                .token(t.image_end);
-        }
-        b.finish(pixels.n_tokens())
+            b.text(&format!("{m:02}:{sec:02} ")).token(t.image_start);
+        })
     }
 
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {

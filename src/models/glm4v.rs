@@ -37,17 +37,17 @@ use candle_core::{DType, Device, Tensor};
 use crate::config::{axial_rope_theta, ConfigObject, ModelFiles, ROPE_PARAMETERS_FIRST};
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
+use crate::models::checkpoint::Checkpoint;
 use crate::models::fused::{act_mul, act_mul_clamped};
 use crate::models::grid_sample::{cell_centre, grid_sample_bicubic, GridPadding, GridTable};
 use crate::models::layers::{segment_attention_with, GatedMlp, LayerNorm, Linear, Loader, RmsNorm};
-use crate::models::qwen2_vl::{check_channels_and_heads, qwen_packed_forward};
-use crate::models::rope::{apply_rotary_f32, AxialRope};
+use crate::models::qwen2_vl::{check_channels_and_heads, qwen_packed_forward, rotary_qkv};
+use crate::models::rope::AxialRope;
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
-use crate::models::{ModelInfo, SpecialTokens, VisionModel};
+use crate::models::{GemmaKnobs, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::glm5_next::Glm5NextImageProcessor;
 use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor};
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
-use crate::weights::Weights;
 
 /// The merger's LayerNorm is `nn.LayerNorm(dim)`: eps 1e-5.
 const MERGER_NORM_EPS: f64 = 1e-5;
@@ -487,19 +487,9 @@ impl GlmVisionTower {
             crate::models::cancel::check()?;
             let h = block.norm1.forward(&x)?;
             let qkv = block.qkv.forward(&h)?;
-            let split = |i: usize| -> Result<Tensor> {
-                Ok(qkv.narrow(1, i * c.dim, c.dim)?.reshape((n, heads, hd))?)
-            };
-            let (mut q, mut k) = (split(0)?, split(1)?);
-            if let Some((qn, kn)) = &block.qk_norm {
-                q = qn.forward(&q)?;
-                k = kn.forward(&k)?;
-            }
-            let q = apply_rotary_f32(&q, &cos, &sin)?;
-            let k = apply_rotary_f32(&k, &cos, &sin)?;
-            let v = split(2)?;
-            let [q, k, v] = [q, k, v].map(|t| t.transpose(0, 1).and_then(|t| t.contiguous()));
-            let o = segment_attention_with(&q?, &k?, &v?, &segments, scale, block.qkv.is_bf16())?;
+            let shape = [n, c.dim, heads, hd];
+            let [q, k, v] = rotary_qkv(&qkv, shape, block.qk_norm.as_ref(), (&cos, &sin))?;
+            let o = segment_attention_with(&q, &k, &v, &segments, scale, block.qkv.is_bf16())?;
             x = block.proj.forward_add(&o, &x)?;
             x = block.mlp.forward_add(&block.norm2.forward(&x)?, &x)?;
         }
@@ -567,36 +557,27 @@ pub struct GlmVlModel {
 
 impl GlmVlModel {
     /// Loads a GLM-4.xV checkpoint of `variant` (vision tensors only).
-    pub fn load(
-        files: &ModelFiles,
-        weights: &Weights,
-        dtype: DType,
-        device: &Device,
-        variant: GlmVariant,
-    ) -> Result<GlmVlModel> {
-        let vision = files
-            .config
-            .object("vision_config")?
-            .unwrap_or_else(|| ConfigObject::empty("config.json: vision_config"));
+    pub fn load(ck: &Checkpoint, variant: GlmVariant) -> Result<GlmVlModel> {
+        let vision = ck.vision_config()?;
         let tower_kind = variant.tower(&vision)?;
         let config = GlmVisionConfig::from_config(&vision, tower_kind)?;
-        check_text_width(files, config.out_dim)?;
-        let processor = GlmProcessor::load(&files.preprocessor, variant, config.geometry)?;
-        let tower = GlmVisionTower::load(&Loader::new(weights, "visual.", dtype, device), &config)?;
+        check_text_width(ck.files, config.out_dim)?;
+        let processor = GlmProcessor::load(&ck.files.preprocessor, variant, config.geometry)?;
+        let tower = GlmVisionTower::load(&ck.loader("visual."), &config)?;
         let defaults = variant.default_tokens(tower_kind);
         let keys = [
             "image_token_id",
             "image_start_token_id",
             "image_end_token_id",
         ];
-        let tokens = SpecialTokens::from_config(&files.config, keys, defaults)?;
+        let tokens = SpecialTokens::from_config(ck.config(), keys, defaults)?;
         let family = match variant {
             GlmVariant::Glm5Next => "glm5_next",
             _ => "glm4v",
         };
         let info = ModelInfo::packed(
             family,
-            files.model_type()?,
+            ck.files.model_type()?,
             [config.out_dim, config.dim, config.mlp().0],
             config.geometry,
             processor.frame_pixels(config.geometry),
@@ -606,8 +587,8 @@ impl GlmVlModel {
             info,
             tower,
             processor,
-            dtype,
-            device: device.clone(),
+            dtype: ck.dtype,
+            device: ck.device.clone(),
         })
     }
 }
@@ -625,10 +606,14 @@ impl VisionModel for GlmVlModel {
     ) -> Result<Pixels> {
         match &self.processor {
             GlmProcessor::Glm4v(p) => p.process_with(image, o, l),
-            GlmProcessor::Next(p) => {
-                crate::models::refuse_gemma_knobs(self.info.family, o)?;
-                p.process_with(image, o, l)
-            }
+            GlmProcessor::Next(p) => p.process_with(image, o, l),
+        }
+    }
+
+    fn gemma_knobs(&self) -> GemmaKnobs {
+        match &self.processor {
+            GlmProcessor::Glm4v(_) => GemmaKnobs::QWEN,
+            GlmProcessor::Next(_) => GemmaKnobs::NONE,
         }
     }
 

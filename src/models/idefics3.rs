@@ -21,20 +21,20 @@ use candle_core::{DType, Device, Tensor};
 use crate::config::{ConfigObject, ModelFiles};
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
+use crate::models::checkpoint::Checkpoint;
 use crate::models::layers::{LayerNorm, Linear, Loader};
 use crate::models::pixels::{forward_frames, patchify};
 use crate::models::projector::{pixel_shuffle, text_width};
 use crate::models::tiles::check_tokens_per_tile;
 use crate::models::vit::{Encoder, VitDefaults, VitTowerConfig, MAX_DIM};
 use crate::models::{
-    attention_batch, refuse_max_soft_tokens, ModelInfo, PromptBuilder, PromptSegment,
-    SpecialTokens, VisionModel,
+    attention_batch, GemmaKnobs, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens,
+    VisionModel,
 };
 use crate::preprocess::idefics3::Idefics3Processor;
 use crate::preprocess::qwen_video::VideoMeta;
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 use crate::tokenizer::AddedTokens;
-use crate::weights::Weights;
 
 /// Which family a checkpoint is (they differ only in names and processor classes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,34 +238,28 @@ fn tokenizer_string(files: &ModelFiles, key: &str, default: &str) -> String {
 }
 
 impl Idefics3Model {
-    pub fn load(
-        files: &ModelFiles,
-        weights: &Weights,
-        dtype: DType,
-        device: &Device,
-        variant: Idefics3Variant,
-    ) -> Result<Idefics3Model> {
-        let cfg = &files.config;
-        let v = VitTowerConfig::read(&cfg.object_or_empty("vision_config")?, &DEFAULTS)?;
+    pub fn load(ck: &Checkpoint, variant: Idefics3Variant) -> Result<Idefics3Model> {
+        let cfg = ck.config();
+        let v = VitTowerConfig::read(&ck.vision_config()?, &DEFAULTS)?;
         let scale = cfg.positive_or("scale_factor", 2, MAX_DIM)?;
-        let processor = Idefics3Processor::from_config(&files.preprocessor)?;
-        let n = tile_patches(files, processor.tile, v.patch_size, scale)?;
+        let processor = Idefics3Processor::from_config(&ck.files.preprocessor)?;
+        let n = tile_patches(ck.files, processor.tile, v.patch_size, scale)?;
         check_tokens_per_tile(
-            &files.processor,
+            &ck.files.processor,
             "image_seq_len",
             (n / scale) * (n / scale),
             "(max_image_size / patch_size / scale_factor)^2",
         )?;
-        let root = Loader::new(weights, "model.", dtype, device);
+        let root = ck.loader("model.");
         let connector = root.sub("connector").sub("modality_projection");
         let text_dim = text_width(cfg, &connector, "proj")?;
         let tower = Tower::load(&root, &v, n, scale, text_dim)?;
-        let prompt = PromptStrings::read(files, variant);
+        let prompt = PromptStrings::read(ck.files, variant);
         let tiles_per_call = attention_batch(v.encoder.num_heads, n * n);
         let m = processor.tile;
         let info = ModelInfo {
             family: variant.family(),
-            model_type: files.model_type()?,
+            model_type: ck.files.model_type()?,
             output_dim: text_dim,
             vision_dim: v.encoder.hidden_size,
             patch_size: v.patch_size,
@@ -286,8 +280,8 @@ impl Idefics3Model {
             processor,
             prompt,
             tiles_per_call,
-            dtype,
-            device: device.clone(),
+            dtype: ck.dtype,
+            device: ck.device.clone(),
         })
     }
 
@@ -307,15 +301,12 @@ impl VisionModel for Idefics3Model {
         opts: &PreprocessOptions,
         limits: &Limits,
     ) -> Result<Pixels> {
-        let family = self.info.family;
-        if opts.touches_pan_and_scan() {
-            return Err(Error::invalid_argument(format!(
-                "{family} models have no pan-and-scan (it is Gemma3's); use do_image_splitting"
-            )));
-        }
-        refuse_max_soft_tokens(family, opts)?;
         self.processor
             .process(image, opts, self.tile_grid(), limits)
+    }
+
+    fn gemma_knobs(&self) -> GemmaKnobs {
+        GemmaKnobs::tiled("do_image_splitting")
     }
 
     fn size_knobs(&self) -> &'static [&'static str] {

@@ -18,20 +18,20 @@
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
-use crate::config::{ConfigObject, ModelFiles};
+use crate::config::ConfigObject;
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
 use crate::models::cancel;
+use crate::models::checkpoint::Checkpoint;
 use crate::models::layers::{Attention, LayerNorm, Linear, Loader, RmsNorm};
-use crate::models::pixels::{forward_frames, patchify};
+use crate::models::pixels::patchify;
 use crate::models::projector::{feature_layers, pixel_shuffle, text_width, MlpProjector};
-use crate::models::tiles::{check_tokens_per_tile, refuse_other_knobs};
+use crate::models::tiles::{check_tokens_per_tile, got_ocr2_methods};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{attention_batch, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::got_ocr2::GotOcr2Processor;
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 use crate::tokenizer::AddedTokens;
-use crate::weights::Weights;
 
 /// `InternVLConfig.image_token_id` default.
 const DEFAULT_IMAGE_TOKEN: i64 = 151667;
@@ -363,36 +363,31 @@ pub struct InternVlModel {
 }
 
 impl InternVlModel {
-    pub fn load(
-        files: &ModelFiles,
-        weights: &Weights,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<InternVlModel> {
-        let cfg = &files.config;
-        let v = VisionConfig::read(&cfg.object_or_empty("vision_config")?)?;
+    pub fn load(ck: &Checkpoint) -> Result<InternVlModel> {
+        let cfg = ck.config();
+        let v = VisionConfig::read(&ck.vision_config()?)?;
         let grid = v.grid();
         let (layer, last) = feature_layer(cfg, v.layers)?;
-        let root = Loader::new(weights, "", dtype, device);
+        let root = ck.loader("");
         let (projector, text_dim) = Projector::load(&root, cfg, v.hidden, grid)?;
         let final_norm = last && !v.mean_pooling;
         let tower = Tower::load(&root.sub("vision_tower"), &v, layer, final_norm)?;
         let processor =
-            GotOcr2Processor::from_config(&files.preprocessor, v.image_size, Some(true))?;
+            GotOcr2Processor::from_config(&ck.files.preprocessor, v.image_size, Some(true))?;
         // InternVLProcessor writes `image_seq_length` placeholders per tile (config.json's
         // own `image_seq_length` is unused).
         let per_tile = (grid / projector.shuffle).pow(2);
         check_tokens_per_tile(
-            &files.processor,
+            &ck.files.processor,
             "image_seq_length",
             per_tile,
             "(image_size / patch_size * downsample_ratio)^2",
         )?;
-        let added = AddedTokens::read(&files.dir);
+        let added = AddedTokens::read(&ck.files.dir);
         let tiles_per_call = attention_batch(v.heads, grid * grid + 1);
         let info = ModelInfo {
             family: "internvl",
-            model_type: files.model_type()?,
+            model_type: ck.files.model_type()?,
             output_dim: text_dim,
             vision_dim: v.hidden,
             patch_size: v.patch_size,
@@ -416,8 +411,8 @@ impl InternVlModel {
             projector,
             processor,
             tiles_per_call,
-            dtype,
-            device: device.clone(),
+            dtype: ck.dtype,
+            device: ck.device.clone(),
         })
     }
 
@@ -446,26 +441,11 @@ impl VisionModel for InternVlModel {
         opts: &PreprocessOptions,
         limits: &Limits,
     ) -> Result<Pixels> {
-        refuse_other_knobs("internvl", opts)?;
         self.processor
             .process(image, opts, self.tile_grid(), limits)
     }
 
-    fn size_knobs(&self) -> &'static [&'static str] {
-        &["crop_to_patches", "min_patches", "max_patches"]
-    }
-
-    fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {
-        let s = self.info.image_size.0;
-        forward_frames(
-            batch,
-            [3, s, s],
-            self.tiles_per_call,
-            self.dtype,
-            &self.device,
-            |x| self.run_tiles(x),
-        )
-    }
+    got_ocr2_methods!();
 
     // prompt_layout: the default, as InternVLProcessor.replace_image_token lays an image out:
     // <img>, image_seq_length x tiles <IMG_CONTEXT>, </img>.

@@ -43,9 +43,10 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::config::{axial_rope_theta, ConfigObject, ModelFiles, ROPE_PARAMETERS_FIRST};
+use crate::config::{axial_rope_theta, ConfigObject, ROPE_PARAMETERS_FIRST};
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
+use crate::models::checkpoint::Checkpoint;
 use crate::models::grid_sample::{interpolate_bicubic, GridTable};
 use crate::models::layers::{rope_rows_to_half, Attention, LayerNorm, Linear, Loader};
 use crate::models::pixels::{split_rows, to_compute};
@@ -53,8 +54,8 @@ use crate::models::projector::merge_blocks;
 use crate::models::rope::{inverse_frequencies, Rotary};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{
-    batch_for_budget, processor_methods, video_methods, ModelInfo, PromptBuilder, PromptSegment,
-    SpecialTokens, VisionModel, VISION_TOKEN_KEYS,
+    batch_for_budget, per_frame_layout, processor_methods, video_methods, ModelInfo, PromptBuilder,
+    PromptSegment, SpecialTokens, VisionModel, VISION_TOKEN_KEYS,
 };
 use crate::preprocess::kimi_k25::{chunk_timestamp, KimiK25Processor, KimiK25VideoProcessor};
 use crate::preprocess::limits::try_with_capacity;
@@ -483,16 +484,9 @@ pub struct KimiK25Model {
 }
 
 impl KimiK25Model {
-    pub fn load(
-        files: &ModelFiles,
-        weights: &Weights,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<KimiK25Model> {
-        let cfg = &files.config;
-        let vision_cfg = cfg
-            .object("vision_config")?
-            .unwrap_or_else(|| ConfigObject::empty("config.json: vision_config"));
+    pub fn load(ck: &Checkpoint) -> Result<KimiK25Model> {
+        let cfg = ck.config();
+        let vision_cfg = ck.vision_config()?;
         let vision = KimiVisionConfig::from_config(&vision_cfg)?;
         let proj_dim = cfg.positive_or("projection_hidden_size", 1152, MAX_DIM)?;
         if proj_dim != vision.dim {
@@ -507,12 +501,13 @@ impl KimiK25Model {
             Some(t) => t.positive_or("hidden_size", DEFAULT_TEXT_WIDTH, MAX_DIM)?,
             None => DEFAULT_TEXT_WIDTH,
         };
-        let layout = Layout::detect(weights);
-        let root = Loader::new(weights, "", dtype, device);
+        let layout = Layout::detect(ck.weights);
+        let root = ck.loader("");
         let tower = KimiVisionTower::load(&root, &vision, layout, proj_eps, out_dim)?;
         let m = vision.merge.0;
-        let processor = KimiK25Processor::from_config(&files.preprocessor, vision.patch_size, m)?;
-        let video = video_config(files)
+        let processor =
+            KimiK25Processor::from_config(&ck.files.preprocessor, vision.patch_size, m)?;
+        let video = video_config(ck.files)
             .and_then(|v| {
                 let vp = KimiK25VideoProcessor::from_config(&v, vision.patch_size, m)?;
                 if vp.temporal_patch_size > vision.pos_emb_time {
@@ -534,7 +529,7 @@ impl KimiK25Model {
         let per_image = max_patches.saturating_mul(width).saturating_mul(8);
         let info = ModelInfo {
             family: "kimi_k25",
-            model_type: files.model_type()?,
+            model_type: ck.files.model_type()?,
             output_dim: out_dim,
             vision_dim: vision.dim,
             patch_size: p,
@@ -550,9 +545,9 @@ impl KimiK25Model {
             processor,
             video,
             video_token: cfg.i64("video_token_id")?.unwrap_or(DEFAULT_VIDEO_TOKEN),
-            media_content: AddedTokens::read(&files.dir).id(MEDIA_CONTENT),
-            dtype,
-            device: device.clone(),
+            media_content: AddedTokens::read(&ck.files.dir).id(MEDIA_CONTENT),
+            dtype: ck.dtype,
+            device: ck.device.clone(),
         })
     }
 }
@@ -621,8 +616,8 @@ impl VisionModel for KimiK25Model {
         video: Option<&VideoMeta>,
     ) -> Result<Vec<PromptSegment>> {
         let t = &self.info.tokens;
-        let mut b = PromptBuilder::default();
         let Some(meta) = video else {
+            let mut b = PromptBuilder::default();
             b.token(t.image_start)
                 .text("image")
                 .special(self.media_content, MEDIA_CONTENT)
@@ -633,17 +628,12 @@ impl VisionModel for KimiK25Model {
         // Kimi_K25Processor.replace_video_token: per chunk its first frame's time
         // `HH:MM:SS.mmm`, then `<|media_begin|>video<|media_content|>`, the chunk's
         // placeholders, `<|media_end|>`.
-        let [chunks, rows, cols] = pixels.grid;
-        for c in 0..chunks {
-            let s = meta.timestamps.get(c).copied().unwrap_or(0.0);
+        per_frame_layout(t, pixels, meta, Some(self.video_token), |b, _, s| {
             b.text(&chunk_timestamp(s))
                 .token(t.image_start)
                 .text("video")
-                .special(self.media_content, MEDIA_CONTENT)
-                .rows(Some(self.video_token), rows * cols)
-                .token(t.image_end);
-        }
-        b.finish(pixels.n_tokens())
+                .special(self.media_content, MEDIA_CONTENT);
+        })
     }
 
     fn spatial_merge_size(&self) -> usize {

@@ -24,22 +24,22 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::config::{ConfigObject, ModelFiles};
+use crate::config::ConfigObject;
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
+use crate::models::checkpoint::Checkpoint;
 use crate::models::layers::{LayerNorm, Linear, Loader};
 use crate::models::pixels::{split_rows, to_compute};
 use crate::models::siglip2::{Siglip2VisionConfig, Siglip2VisionTower};
 use crate::models::vit::MAX_DIM;
 use crate::models::{
-    batch_for_budget, refuse_gemma_knobs, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens,
+    batch_for_budget, processor_methods, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens,
     VisionModel,
 };
 use crate::preprocess::lfm2_vl::{entry_grids, Lfm2VlProcessor, Split};
 use crate::preprocess::qwen_video::VideoMeta;
-use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
+use crate::preprocess::Pixels;
 use crate::tokenizer::AddedTokens;
-use crate::weights::Weights;
 
 /// `Lfm2VlConfig.image_token_id`.
 const DEFAULT_IMAGE_TOKEN: i64 = 396;
@@ -124,26 +124,21 @@ pub struct Lfm2VlModel {
 }
 
 impl Lfm2VlModel {
-    pub fn load(
-        files: &ModelFiles,
-        weights: &Weights,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Lfm2VlModel> {
-        let cfg = &files.config;
-        let vision = Siglip2VisionConfig::from_config(&cfg.object_or_empty("vision_config")?)?;
+    pub fn load(ck: &Checkpoint) -> Result<Lfm2VlModel> {
+        let cfg = ck.config();
+        let vision = Siglip2VisionConfig::from_config(&ck.vision_config()?)?;
         let factor = cfg.positive_or("downsample_factor", 2, MAX_DIM)?;
-        let root = Loader::new(weights, "", dtype, device);
+        let root = ck.loader("");
         let tower = Siglip2VisionTower::load(&root.sub("vision_tower"), &vision)?;
         let d = vision.encoder.hidden_size;
         let (projector, text_dim) = Projector::load(&root, cfg, d * factor * factor)?;
         let processor =
-            Lfm2VlProcessor::from_config(&files.preprocessor, vision.patch_size, factor)?;
-        let added = AddedTokens::read(&files.dir);
+            Lfm2VlProcessor::from_config(&ck.files.preprocessor, vision.patch_size, factor)?;
+        let added = AddedTokens::read(&ck.files.dir);
         let (side, max_batch) = image_bounds(&vision, &processor, factor);
         let info = ModelInfo {
             family: "lfm2_vl",
-            model_type: files.model_type()?,
+            model_type: ck.files.model_type()?,
             output_dim: text_dim,
             vision_dim: d,
             patch_size: vision.patch_size,
@@ -165,8 +160,8 @@ impl Lfm2VlModel {
             projector,
             processor,
             added,
-            dtype,
-            device: device.clone(),
+            dtype: ck.dtype,
+            device: ck.device.clone(),
         })
     }
 }
@@ -197,25 +192,9 @@ fn image_bounds(
 }
 
 impl VisionModel for Lfm2VlModel {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-
-    fn preprocess_with(
-        &self,
-        image: &RgbImage,
-        opts: &PreprocessOptions,
-        limits: &Limits,
-    ) -> Result<Pixels> {
-        refuse_gemma_knobs(self.info.family, opts)?;
-        self.processor.process(image, opts, limits)
-    }
-
-    /// The processor's kwargs `do_image_splitting` (off: every image as one) and
-    /// `min_tiles` / `max_tiles` (`min_patches` / `max_patches`).
-    fn size_knobs(&self) -> &'static [&'static str] {
-        &["do_image_splitting", "min_patches", "max_patches"]
-    }
+    // The processor's kwargs `do_image_splitting` (off: every image as one) and
+    // `min_tiles` / `max_tiles` (`min_patches` / `max_patches`).
+    processor_methods!("do_image_splitting", "min_patches", "max_patches");
 
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {
         let (p, f) = (self.processor.patch_size, self.factor);

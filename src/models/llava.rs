@@ -17,18 +17,18 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::config::{ConfigObject, ModelFiles};
 use crate::error::{Error, Result};
+use crate::models::checkpoint::Checkpoint;
 use crate::models::clip::{self, ClipVisionConfig, ClipVisionTower};
 use crate::models::layers::Loader;
 use crate::models::pixels::{stack_pixels, unstack};
 use crate::models::projector::{concat_features, feature_layers, text_width, MlpProjector};
 use crate::models::siglip::{self, SiglipVisionConfig, SiglipVisionTower};
 use crate::models::vit::VitTowerConfig;
-use crate::models::{attention_batch, refuse_gemma_knobs, ModelInfo, SpecialTokens, VisionModel};
+use crate::models::{attention_batch, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::clip::{ClipKind, ClipProcessor};
 use crate::preprocess::fixed_size::FixedSizeProcessor;
 use crate::preprocess::resample::Filter;
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
-use crate::weights::Weights;
 
 /// `LlavaConfig` class defaults.
 const DEFAULT_IMAGE_TOKEN: i64 = 32000;
@@ -322,25 +322,19 @@ pub struct LlavaModel {
 
 impl LlavaModel {
     /// Loads a `llava` checkpoint whose tower is `kind`.
-    pub fn load(
-        files: &ModelFiles,
-        weights: &Weights,
-        dtype: DType,
-        device: &Device,
-        kind: LlavaTower,
-    ) -> Result<LlavaModel> {
-        let cfg = &files.config;
+    pub fn load(ck: &Checkpoint, kind: LlavaTower) -> Result<LlavaModel> {
+        let cfg = ck.config();
         let vision = VisionConfig::read(cfg, kind)?;
         let features = Features::read(cfg, &vision)?;
-        let root = Loader::new(weights, "", dtype, device);
+        let root = ck.loader("");
         let tower = SelectedTower::load(&root, &vision, features)?;
         let (projector, text_dim) = load_projector(&root, cfg, tower.width)?;
         let t = vision.tower();
-        let processor = Processor::from_config(&files.preprocessor, t.image_size)?;
+        let processor = Processor::from_config(&ck.files.preprocessor, t.image_size)?;
         let seq = t.num_patches() + usize::from(vision.class_token());
         let info = ModelInfo {
             family: "llava",
-            model_type: files.model_type()?,
+            model_type: ck.files.model_type()?,
             output_dim: text_dim,
             vision_dim: t.encoder.hidden_size,
             patch_size: t.patch_size,
@@ -358,8 +352,8 @@ impl LlavaModel {
             tower,
             projector,
             processor,
-            dtype,
-            device: device.clone(),
+            dtype: ck.dtype,
+            device: ck.device.clone(),
         })
     }
 }
@@ -372,10 +366,9 @@ impl VisionModel for LlavaModel {
     fn preprocess_with(
         &self,
         image: &RgbImage,
-        opts: &PreprocessOptions,
+        _opts: &PreprocessOptions,
         limits: &Limits,
     ) -> Result<Pixels> {
-        refuse_gemma_knobs(self.info.family, opts)?;
         let grid = self.tower.features.grid;
         match &self.processor {
             Processor::Clip(p) => p.process(image, grid, limits),

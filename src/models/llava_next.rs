@@ -26,20 +26,18 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::config::{ConfigObject, ModelFiles};
 use crate::error::{Error, Result, Status};
-use crate::models::layers::Loader;
+use crate::models::checkpoint::Checkpoint;
 use crate::models::llava::{
     image_token_index, load_projector, vision_model_type_or, Features, LlavaTower, SelectedTower,
     VisionConfig,
 };
 use crate::models::pixels::forward_frame_counts;
 use crate::models::projector::MlpProjector;
-use crate::models::tiles::refuse_other_knobs;
 use crate::models::vit::MAX_DIM;
-use crate::models::{attention_batch, ModelInfo, SpecialTokens, VisionModel};
+use crate::models::{attention_batch, GemmaKnobs, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::llava_next::{read_pinpoints, AnyresKind, AnyresProcessor};
 use crate::preprocess::tiling::{best_resolution, Pinpoint};
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
-use crate::weights::Weights;
 
 /// Which configuration class the checkpoint is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,31 +224,25 @@ pub struct LlavaNextModel {
 }
 
 impl LlavaNextModel {
-    pub fn load(
-        files: &ModelFiles,
-        weights: &Weights,
-        dtype: DType,
-        device: &Device,
-        variant: LlavaNextVariant,
-    ) -> Result<LlavaNextModel> {
-        let cfg = &files.config;
-        let (vision, features) = variant.vision(files)?;
+    pub fn load(ck: &Checkpoint, variant: LlavaNextVariant) -> Result<LlavaNextModel> {
+        let cfg = ck.config();
+        let (vision, features) = variant.vision(ck.files)?;
         let t = vision.tower();
         let tile = t.image_size;
         let pinpoints = variant.pinpoints(cfg, tile)?;
-        let processor = variant.processor(files, tile, &pinpoints)?;
+        let processor = variant.processor(ck.files, tile, &pinpoints)?;
         let max_tiles = match variant {
             LlavaNextVariant::OneVision => Some(anyres_max(cfg, "config.json")?),
             _ => None,
         };
         check_processor(
-            &files.processor,
+            &ck.files.processor,
             variant,
             t.patch_size,
             &features,
             max_tiles,
         )?;
-        let root = Loader::new(weights, "", dtype, device);
+        let root = ck.loader("");
         let tower = SelectedTower::load(&root, &vision, features)?;
         let (projector, text_dim) = load_projector(&root, cfg, tower.width)?;
         let newline = root.tensor("image_newline", &[text_dim])?;
@@ -258,7 +250,7 @@ impl LlavaNextModel {
         let tiles_per_call = attention_batch(t.encoder.num_heads, seq);
         let info = ModelInfo {
             family: "llava_next",
-            model_type: files.model_type()?,
+            model_type: ck.files.model_type()?,
             output_dim: text_dim,
             vision_dim: t.encoder.hidden_size,
             patch_size: t.patch_size,
@@ -282,8 +274,8 @@ impl LlavaNextModel {
             side: t.grid(),
             max_tiles,
             tiles_per_call,
-            dtype,
-            device: device.clone(),
+            dtype: ck.dtype,
+            device: ck.device.clone(),
         })
     }
 
@@ -518,10 +510,13 @@ impl VisionModel for LlavaNextModel {
         opts: &PreprocessOptions,
         limits: &Limits,
     ) -> Result<Pixels> {
-        refuse_other_knobs(self.info.family, opts)?;
         // The engine refuses knobs not in size_knobs(): only OneVision reaches here with one.
         let split = opts.do_image_splitting.unwrap_or(true);
         self.preprocess_split(image, split, limits)
+    }
+
+    fn gemma_knobs(&self) -> GemmaKnobs {
+        GemmaKnobs::tiled("max_patches")
     }
 
     fn size_knobs(&self) -> &'static [&'static str] {

@@ -4,6 +4,7 @@
 pub mod activation;
 pub mod aya_vision;
 pub mod cancel;
+pub mod checkpoint;
 pub mod clip;
 pub mod fused;
 pub mod gemma3;
@@ -162,6 +163,25 @@ pub(crate) fn framed_layout(
     b.finish(n)
 }
 
+/// The prompt layout of a video whose frames (the temporal groups, `pixels.grid[0]`) are laid
+/// out one by one: per frame `f`, `open(b, f, timestamp)` writes what comes before its
+/// `placeholder` rows (its timestamp, the start token), then the rows and the end token.
+pub(crate) fn per_frame_layout(
+    tokens: &SpecialTokens,
+    pixels: &Pixels,
+    meta: &VideoMeta,
+    placeholder: Option<i64>,
+    mut open: impl FnMut(&mut PromptBuilder, usize, f64),
+) -> Result<Vec<PromptSegment>> {
+    let [frames, rows, cols] = pixels.grid;
+    let mut b = PromptBuilder::default();
+    for f in 0..frames {
+        open(&mut b, f, meta.timestamps.get(f).copied().unwrap_or(0.0));
+        b.rows(placeholder, rows * cols).token(tokens.image_end);
+    }
+    b.finish(pixels.n_tokens())
+}
+
 /// One piece of the prompt text that stands for an image, in order (see
 /// [`VisionModel::prompt_layout`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,9 +271,9 @@ pub trait VisionModel: Send + Sync {
     /// Turns a decoded RGB image into the tower's input, exactly as the reference image
     /// processor does, with per-call overrides of the processor's settings (the default
     /// [`PreprocessOptions`] keep the processor's own). No step may make an image or a token
-    /// count over `limits`; each is checked before its buffer is allocated. Families without
-    /// pan-and-scan refuse to switch it on ([`refuse_gemma_knobs`]) and ignore its other
-    /// settings (which do nothing while it is off).
+    /// count over `limits`; each is checked before its buffer is allocated. The engine has
+    /// already refused the knobs the family does not take ([`VisionModel::size_knobs`],
+    /// [`VisionModel::gemma_knobs`]).
     fn preprocess_with(
         &self,
         image: &RgbImage,
@@ -291,6 +311,12 @@ pub trait VisionModel: Send + Sync {
     /// checks `max_tokens` itself for families without it. None by default.
     fn size_knobs(&self) -> &'static [&'static str] {
         &[]
+    }
+
+    /// How this family takes the Gemma knobs (pan-and-scan, `max_soft_tokens`); the engine
+    /// refuses the others. Neither by default.
+    fn gemma_knobs(&self) -> GemmaKnobs {
+        GemmaKnobs::NONE
     }
 
     /// Runs the tower and projector on a batch of images preprocessed by this model that all
@@ -340,9 +366,9 @@ pub trait VisionModel: Send + Sync {
 }
 
 /// The [`VisionModel`] methods of a model with fields `info` and `processor`, whose processor
-/// implements every per-call option itself (`processor.process(image, opts, limits)`) after
-/// the Gemma knobs are refused: `info`, `preprocess_with` and `size_knobs`
-/// (the knobs given, each the processor's own kwarg). SigLIP2 NaFlex, Kimi K2.5.
+/// implements every per-call option itself (`processor.process(image, opts, limits)`): `info`,
+/// `preprocess_with` and `size_knobs` (the knobs given, each the processor's own kwarg).
+/// SigLIP2 NaFlex, Kimi K2.5, LFM2-VL, Gemma 4.
 macro_rules! processor_methods {
     ($($knob:literal),*) => {
         fn info(&self) -> &crate::models::ModelInfo {
@@ -355,7 +381,6 @@ macro_rules! processor_methods {
             opts: &crate::preprocess::PreprocessOptions,
             limits: &crate::preprocess::Limits,
         ) -> crate::error::Result<crate::preprocess::Pixels> {
-            crate::models::refuse_gemma_knobs(self.info.family, opts)?;
             self.processor.process(image, opts, limits)
         }
 
@@ -404,24 +429,81 @@ macro_rules! video_methods {
 }
 pub(crate) use video_methods;
 
-/// Refuses the Gemma knobs a family without them is asked for: pan-and-scan (Gemma3's) and
-/// `max_soft_tokens` (Gemma 4's).
-pub fn refuse_gemma_knobs(family: &str, opts: &PreprocessOptions) -> Result<()> {
-    if opts.pan_and_scan == Some(true) {
-        return Err(Error::invalid_argument(format!(
-            "{family} models have no pan-and-scan (it is Gemma3's)"
-        )));
-    }
-    refuse_max_soft_tokens(family, opts)
+/// How a family takes the Gemma knobs of [`PreprocessOptions`]: pan-and-scan (Gemma3's) and
+/// the soft-token budget `max_soft_tokens` (Gemma 4's). The engine refuses what a family
+/// does not take (`GemmaKnobs::refuse`) before its `preprocess_with` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GemmaKnobs {
+    /// What the family does with the pan-and-scan settings.
+    pub pan_and_scan: PanAndScan,
+    /// Whether a `max_soft_tokens` is refused (Gemma 4 takes it; the Qwen-VL processors
+    /// ignore it).
+    pub refuse_max_soft_tokens: bool,
 }
 
-/// Refuses a soft-token budget (`max_soft_tokens`) for a family that has none (Gemma 4's).
-pub fn refuse_max_soft_tokens(family: &str, opts: &PreprocessOptions) -> Result<()> {
-    match opts.max_soft_tokens {
-        Some(n) => Err(Error::invalid_argument(format!(
-            "{family} models have no soft-token budget (max_soft_tokens {n} is Gemma 4's)"
-        ))),
-        None => Ok(()),
+/// What a family does with the pan-and-scan settings of [`PreprocessOptions`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PanAndScan {
+    /// Gemma3: its processor takes every setting.
+    Takes,
+    /// Refuses to switch it on, naming the family, and ignores the other settings (which do
+    /// nothing while it is off).
+    RefusesOn,
+    /// [`PanAndScan::RefusesOn`] naming these models instead of the family (the processor
+    /// the Qwen-VL and GLM-V families share: "Qwen and GLM").
+    RefusesOnFor(&'static str),
+    /// Refuses any of its settings, pointing at the family's own knob (tiled families: the
+    /// tile budget `max_patches`, Idefics3's `do_image_splitting`).
+    RefusesAny { use_instead: &'static str },
+}
+
+impl GemmaKnobs {
+    /// Neither knob: pan-and-scan refused when switched on, `max_soft_tokens` refused.
+    pub(crate) const NONE: GemmaKnobs = GemmaKnobs {
+        pan_and_scan: PanAndScan::RefusesOn,
+        refuse_max_soft_tokens: true,
+    };
+
+    /// The Qwen-VL image processor's (Qwen2-VL to Qwen3.5, GLM-4.xV, PaddleOCR-VL):
+    /// pan-and-scan refused when switched on, naming "Qwen and GLM" models;
+    /// `max_soft_tokens` ignored.
+    pub(crate) const QWEN: GemmaKnobs = GemmaKnobs {
+        pan_and_scan: PanAndScan::RefusesOnFor("Qwen and GLM"),
+        refuse_max_soft_tokens: false,
+    };
+
+    /// Neither knob, for a tiled family whose own knob `use_instead` sets what pan-and-scan
+    /// would: any pan-and-scan setting refused, `max_soft_tokens` refused.
+    pub(crate) const fn tiled(use_instead: &'static str) -> GemmaKnobs {
+        GemmaKnobs {
+            pan_and_scan: PanAndScan::RefusesAny { use_instead },
+            refuse_max_soft_tokens: true,
+        }
+    }
+
+    /// The error for the knobs of `opts` that `family` does not take, if any (pan-and-scan
+    /// first).
+    pub(crate) fn refuse(self, family: &str, opts: &PreprocessOptions) -> Result<()> {
+        let no_pan_and_scan = |models: &str, hint: &str| -> Result<()> {
+            Err(Error::invalid_argument(format!(
+                "{models} models have no pan-and-scan (it is Gemma3's){hint}"
+            )))
+        };
+        let on = opts.pan_and_scan == Some(true);
+        match self.pan_and_scan {
+            PanAndScan::RefusesOn if on => return no_pan_and_scan(family, ""),
+            PanAndScan::RefusesOnFor(models) if on => return no_pan_and_scan(models, ""),
+            PanAndScan::RefusesAny { use_instead } if opts.touches_pan_and_scan() => {
+                return no_pan_and_scan(family, &format!("; use {use_instead}"))
+            }
+            _ => {}
+        }
+        match opts.max_soft_tokens {
+            Some(n) if self.refuse_max_soft_tokens => Err(Error::invalid_argument(format!(
+                "{family} models have no soft-token budget (max_soft_tokens {n} is Gemma 4's)"
+            ))),
+            _ => Ok(()),
+        }
     }
 }
 

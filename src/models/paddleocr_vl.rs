@@ -25,9 +25,10 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::config::{axial_rope_theta, ConfigObject, ModelFiles, ROPE_PARAMETERS_FIRST};
+use crate::config::{axial_rope_theta, ConfigObject, ROPE_PARAMETERS_FIRST};
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
+use crate::models::checkpoint::Checkpoint;
 use crate::models::layers::{LayerNorm, Linear, Loader};
 use crate::models::position_taps::{merge_block_positions, resample_table};
 use crate::models::qwen2_vl::{qwen_image_methods, qwen_packed_forward};
@@ -37,7 +38,6 @@ use crate::models::{ModelInfo, SpecialTokens, VisionModel, VISION_TOKEN_KEYS};
 use crate::preprocess::paddleocr_vl::processor;
 use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor};
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
-use crate::weights::Weights;
 
 /// `PaddleOCRVisionConfig`'s defaults: 384 px, patch 14, 1152 wide, 27 layers of 16 heads,
 /// MLP 4304, `gelu_pytorch_tanh`, eps 1e-6.
@@ -238,19 +238,12 @@ fn text_hidden_size(cfg: &ConfigObject) -> Result<usize> {
 }
 
 impl PaddleOcrVlModel {
-    pub fn load(
-        files: &ModelFiles,
-        weights: &Weights,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<PaddleOcrVlModel> {
-        let cfg = &files.config;
-        let vision = cfg
-            .object("vision_config")?
-            .unwrap_or_else(|| ConfigObject::empty("config.json: vision_config"));
+    pub fn load(ck: &Checkpoint) -> Result<PaddleOcrVlModel> {
+        let cfg = ck.config();
+        let vision = ck.vision_config()?;
         let config = PaddleOcrVisionConfig::from_config(&vision)?;
         let out_dim = text_hidden_size(cfg)?;
-        let root = Loader::new(weights, "", dtype, device);
+        let root = ck.loader("");
         // transformers 5.x saves `model.projector.*`; the Hub checkpoint `mlp_AR.*`.
         let projector = if root.contains("mlp_AR.linear_1.weight") {
             root.sub("mlp_AR")
@@ -264,7 +257,7 @@ impl PaddleOcrVlModel {
             out_dim,
         )?;
         let g = config.geometry;
-        let processor = processor(&files.preprocessor, g)?;
+        let processor = processor(&ck.files.preprocessor, g)?;
         let defaults = [
             DEFAULT_IMAGE_TOKEN,
             DEFAULT_VISION_START,
@@ -274,7 +267,7 @@ impl PaddleOcrVlModel {
         let e = &config.tower.encoder;
         let info = ModelInfo::packed(
             "paddleocr_vl",
-            files.model_type()?,
+            ck.files.model_type()?,
             [out_dim, e.hidden_size, e.intermediate_size],
             g,
             processor.max_pixels,
@@ -284,8 +277,8 @@ impl PaddleOcrVlModel {
             info,
             tower,
             processor,
-            dtype,
-            device: device.clone(),
+            dtype: ck.dtype,
+            device: ck.device.clone(),
         })
     }
 }

@@ -10,17 +10,14 @@
 //! `image_token_index` (256000 by default) and `image_seq_length` must equal the tower's
 //! patch count.
 
-use candle_core::{DType, Device};
-
-use crate::config::{ConfigObject, ModelFiles};
+use crate::config::ConfigObject;
 use crate::error::{Error, Result};
-use crate::models::layers::Loader;
+use crate::models::checkpoint::Checkpoint;
 use crate::models::siglip::{self, SiglipModel, SiglipVisionConfig, SiglipVisionTower};
 use crate::models::vit::MAX_DIM;
 use crate::models::{attention_bytes, batch_for_budget, ModelInfo, SpecialTokens};
 use crate::preprocess::fixed_size::FixedSizeProcessor;
 use crate::preprocess::resample::Filter;
-use crate::weights::Weights;
 
 /// `PaliGemmaConfig` class defaults.
 const DEFAULT_IMAGE_TOKEN: i64 = 256_000;
@@ -66,15 +63,10 @@ fn check_seq_length(pre: &ConfigObject, patches: usize) -> Result<()> {
 /// Loads a `paligemma` checkpoint (vision tensors only: `vision_tower.*`,
 /// `multi_modal_projector.*`, with or without transformers 5.x's `model.` prefix) as a
 /// SigLIP model with a linear projector.
-pub fn load(
-    files: &ModelFiles,
-    weights: &Weights,
-    dtype: DType,
-    device: &Device,
-) -> Result<SiglipModel> {
-    let cfg = &files.config;
+pub fn load(ck: &Checkpoint) -> Result<SiglipModel> {
+    let cfg = ck.config();
     let vision = vision_config(cfg)?;
-    let root = Loader::new(weights, "", dtype, device);
+    let root = ck.loader("");
     let tower = SiglipVisionTower::load(&root.sub("vision_tower"), &vision)?;
     let d = vision.encoder.hidden_size;
     let out_dim = cfg.positive_or("projection_dim", DEFAULT_PROJECTION_DIM, MAX_DIM)?;
@@ -82,16 +74,16 @@ pub fn load(
         .sub("multi_modal_projector")
         .linear("linear", d, out_dim, true)?;
     let processor = FixedSizeProcessor::from_siglip_config(
-        &files.preprocessor,
+        &ck.files.preprocessor,
         vision.image_size,
         Filter::Bicubic,
     )?;
     let n = vision.num_patches();
-    check_seq_length(&files.preprocessor, n)?;
+    check_seq_length(&ck.files.preprocessor, n)?;
     let image = cfg.i64(cfg.aliased(&["image_token_index", "image_token_id"]))?;
     let info = ModelInfo {
         family: "paligemma",
-        model_type: files.model_type()?,
+        model_type: ck.files.model_type()?,
         output_dim: out_dim,
         vision_dim: d,
         patch_size: vision.patch_size,
@@ -109,7 +101,7 @@ pub fn load(
         tower,
         Some(projector),
         processor,
-        dtype,
-        device,
+        ck.dtype,
+        ck.device,
     ))
 }

@@ -21,21 +21,19 @@ use serde_json::Value;
 use crate::config::{axial_rope_theta, ConfigObject, ModelFiles, ROPE_SCALING_FIRST};
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
+use crate::models::checkpoint::Checkpoint;
 use crate::models::layers::{Attention, GatedMlp, Linear, Loader, RmsNorm};
 use crate::models::pixels::{patchify, to_compute};
 use crate::models::projector::{concat_features, feature_layers, MlpProjector};
 use crate::models::rope::{pixtral_axial_angles, Rotary};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
-use crate::models::{
-    refuse_gemma_knobs, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens, VisionModel,
-};
+use crate::models::{ModelInfo, PromptBuilder, PromptSegment, SpecialTokens, VisionModel};
 use crate::preprocess::longest_edge::LongestEdgeProcessor;
 use crate::preprocess::options::PreprocessOptions;
 use crate::preprocess::qwen_video::VideoMeta;
 use crate::preprocess::settings::read_patch_size;
 use crate::preprocess::{Limits, Pixels, RgbImage};
 use crate::tokenizer::AddedTokens;
-use crate::weights::Weights;
 
 /// `PixtralRMSNorm` eps: hard-coded in `PixtralVisionModel` and `PixtralAttentionLayer`.
 pub(crate) const PIXTRAL_RMS_EPS: f64 = 1e-5;
@@ -628,20 +626,14 @@ pub struct PixtralModel {
 
 impl PixtralModel {
     /// Loads a Pixtral-based checkpoint of the given variant.
-    pub fn load(
-        files: &ModelFiles,
-        weights: &Weights,
-        dtype: DType,
-        device: &Device,
-        variant: PixtralVariant,
-    ) -> Result<PixtralModel> {
-        let cfg = &files.config;
+    pub fn load(ck: &Checkpoint, variant: PixtralVariant) -> Result<PixtralModel> {
+        let cfg = ck.config();
         let (vision_cfg, defaults) = variant.vision_config(cfg)?;
         let config = PixtralVisionConfig::from_config(&vision_cfg, defaults)?;
-        let root = Loader::new(weights, "", dtype, device);
+        let root = ck.loader("");
         let layout = match variant {
             PixtralVariant::MistralLarge4
-                if weights.contains("vision_encoder.patch_conv.weight") =>
+                if ck.weights.contains("vision_encoder.patch_conv.weight") =>
             {
                 Layout::Mistral
             }
@@ -654,7 +646,7 @@ impl PixtralModel {
         let tower = PixtralVisionTower::load(&tower_loader, &config, layout)?;
         let (projector, feature_layers, output_dim) =
             Projector::load(variant, cfg, &root, layout, &config)?;
-        let processor = processor(files, variant, config.patch_size, projector.merge())?;
+        let processor = processor(ck.files, variant, config.patch_size, projector.merge())?;
         let (max_h, max_w) = processor.max_size;
         let max_tokens = (max_h / config.patch_size).max(1) * (max_w / config.patch_size).max(1);
         // Per image: activations of the widest layer for every patch (attention runs one
@@ -664,7 +656,7 @@ impl PixtralModel {
             .saturating_mul(4);
         let info = ModelInfo {
             family: "pixtral",
-            model_type: files.model_type()?,
+            model_type: ck.files.model_type()?,
             output_dim,
             vision_dim: config.hidden_size,
             patch_size: config.patch_size,
@@ -672,7 +664,7 @@ impl PixtralModel {
             tokens_per_image: None,
             max_batch: crate::models::batch_for_budget(per_image, 1 << 30),
             mixed_shape_batches: true,
-            tokens: special_tokens(files, variant)?,
+            tokens: special_tokens(ck.files, variant)?,
         };
         Ok(PixtralModel {
             info,
@@ -680,8 +672,8 @@ impl PixtralModel {
             projector,
             feature_layers,
             processor,
-            dtype,
-            device: device.clone(),
+            dtype: ck.dtype,
+            device: ck.device.clone(),
         })
     }
 
@@ -736,7 +728,6 @@ impl VisionModel for PixtralModel {
         o: &PreprocessOptions,
         l: &Limits,
     ) -> Result<Pixels> {
-        refuse_gemma_knobs(self.info.family, o)?;
         self.processor.process_with(image, o, l)
     }
 

@@ -19,9 +19,10 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::config::{axial_rope_theta, ConfigObject, ModelFiles, ROPE_PARAMETERS_FIRST};
+use crate::config::{axial_rope_theta, ConfigObject, ROPE_PARAMETERS_FIRST};
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
+use crate::models::checkpoint::Checkpoint;
 use crate::models::layers::{segment_attention_with, GatedMlp, LayerNorm, Linear, Loader, RmsNorm};
 use crate::models::rope::{apply_rotary_f32, AxialRope};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
@@ -31,7 +32,6 @@ use crate::preprocess::qwen_video::{
     load_video_processor, QwenVideoProcessor, VideoFlavor, VideoMeta, VideoTime,
 };
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
-use crate::weights::Weights;
 
 /// Both normalization layers are built with eps 1e-6 in the reference (not a config key).
 const NORM_EPS: f64 = 1e-6;
@@ -446,19 +446,13 @@ impl QwenVisionTower {
             crate::models::cancel::check()?;
             let h = block.norm1.forward(&x)?;
             let qkv = block.qkv.forward(&h)?;
-            let split = |i: usize| -> Result<Tensor> {
-                Ok(qkv.narrow(1, i * c.dim, c.dim)?.reshape((n, heads, hd))?)
-            };
-            let q = apply_rotary_f32(&split(0)?, &cos, &sin)?;
-            let k = apply_rotary_f32(&split(1)?, &cos, &sin)?;
-            let v = split(2)?;
-            let [q, k, v] = [q, k, v].map(|t| t.transpose(0, 1).and_then(|t| t.contiguous()));
+            let [q, k, v] = rotary_qkv(&qkv, [n, c.dim, heads, hd], None, (&cos, &sin))?;
             let segments = if block.full_attention {
                 &packing.full
             } else {
                 &packing.windows
             };
-            let o = segment_attention_with(&q?, &k?, &v?, segments, scale, block.qkv.is_bf16())?;
+            let o = segment_attention_with(&q, &k, &v, segments, scale, block.qkv.is_bf16())?;
             x = block.proj.forward_add(&o, &x)?;
             x = block.mlp.forward_add(&block.norm2.forward(&x)?, &x)?;
         }
@@ -475,6 +469,30 @@ impl QwenVisionTower {
         };
         Ok((out, packing.tokens))
     }
+}
+
+/// The attention inputs of a packed tower's block (Qwen2-VL to Qwen3.5, GLM-4.xV): the fused
+/// projection `qkv` (`[n, 3 · dim]`) split into q, k and v of `heads` heads of `head_dim`
+/// (`shape` is `[n, dim, heads, head_dim]`), q and k normed per head by `qk_norm` when given
+/// (GLM-OCR) and rotated by `(cos, sin)`; each `[heads, n, head_dim]`, contiguous.
+pub(crate) fn rotary_qkv(
+    qkv: &Tensor,
+    [n, dim, heads, head_dim]: [usize; 4],
+    qk_norm: Option<&(RmsNorm, RmsNorm)>,
+    (cos, sin): (&Tensor, &Tensor),
+) -> Result<[Tensor; 3]> {
+    let split = |i: usize| -> Result<Tensor> {
+        Ok(qkv.narrow(1, i * dim, dim)?.reshape((n, heads, head_dim))?)
+    };
+    let (mut q, mut k) = (split(0)?, split(1)?);
+    if let Some((qn, kn)) = qk_norm {
+        q = qn.forward(&q)?;
+        k = kn.forward(&k)?;
+    }
+    let q = apply_rotary_f32(&q, cos, sin)?;
+    let k = apply_rotary_f32(&k, cos, sin)?;
+    let heads_first = |t: Tensor| -> Result<Tensor> { Ok(t.transpose(0, 1)?.contiguous()?) };
+    Ok([heads_first(q)?, heads_first(k)?, heads_first(split(2)?)?])
 }
 
 /// A Qwen2-VL or Qwen2.5-VL model: tower, merger and preprocessing.
@@ -494,46 +512,36 @@ impl QwenVlModel {
     /// Loads a `variant` checkpoint (vision tensors only) in `layout`: the full model, or a
     /// bare vision tower saved on its own, whose output is the same merger output (its
     /// `pooler_output`).
-    pub fn load(
-        files: &ModelFiles,
-        weights: &Weights,
-        dtype: DType,
-        device: &Device,
-        variant: QwenVariant,
-        layout: QwenLayout,
-    ) -> Result<QwenVlModel> {
+    pub fn load(ck: &Checkpoint, variant: QwenVariant, layout: QwenLayout) -> Result<QwenVlModel> {
         let family = match variant {
             QwenVariant::Qwen2 => "qwen2_vl",
             QwenVariant::Qwen25 => "qwen2_5_vl",
         };
         let bare = layout == QwenLayout::Bare;
         let vision = if bare {
-            files.config.clone()
+            ck.config().clone()
         } else {
-            files
-                .config
-                .object("vision_config")?
-                .unwrap_or_else(|| ConfigObject::empty("config.json: vision_config"))
+            ck.vision_config()?
         };
         let config = QwenVisionConfig::from_config(&vision, variant)?;
         let prefix = if bare { "" } else { "visual." };
-        let tower = QwenVisionTower::load(&Loader::new(weights, prefix, dtype, device), &config)?;
-        let processor = QwenImageProcessor::from_config(&files.preprocessor, config.geometry)?;
-        let video = load_video_processor(files, VideoFlavor::Qwen2, config.geometry);
+        let tower = QwenVisionTower::load(&ck.loader(prefix), &config)?;
+        let processor = QwenImageProcessor::from_config(&ck.files.preprocessor, config.geometry)?;
+        let video = load_video_processor(ck.files, VideoFlavor::Qwen2, config.geometry);
         let video_token = if bare {
             None
         } else {
-            Some(files.config.i64("video_token_id")?.unwrap_or(151656))
+            Some(ck.config().i64("video_token_id")?.unwrap_or(151656))
         };
         // The special tokens belong to the language model: a bare tower has none.
         let tokens = if bare {
             SpecialTokens::default()
         } else {
-            SpecialTokens::from_config(&files.config, VISION_TOKEN_KEYS, [151655, 151652, 151653])?
+            SpecialTokens::from_config(ck.config(), VISION_TOKEN_KEYS, [151655, 151652, 151653])?
         };
         let info = ModelInfo::packed(
             family,
-            files.model_type()?,
+            ck.files.model_type()?,
             [config.out_dim, config.dim, config.intermediate_size],
             config.geometry,
             processor.max_pixels,
@@ -545,8 +553,8 @@ impl QwenVlModel {
             processor,
             video,
             video_token,
-            dtype,
-            device: device.clone(),
+            dtype: ck.dtype,
+            device: ck.device.clone(),
         })
     }
 
@@ -581,6 +589,10 @@ macro_rules! qwen_image_methods {
 
         fn size_knobs(&self) -> &'static [&'static str] {
             &["min_pixels", "max_pixels", "max_tokens"]
+        }
+
+        fn gemma_knobs(&self) -> crate::models::GemmaKnobs {
+            crate::models::GemmaKnobs::QWEN
         }
 
         fn spatial_merge_size(&self) -> usize {

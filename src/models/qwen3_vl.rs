@@ -26,17 +26,18 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::config::{axial_rope_theta, ConfigObject, ModelFiles, ROPE_PARAMETERS_FIRST};
+use crate::config::{axial_rope_theta, ConfigObject, ROPE_PARAMETERS_FIRST};
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
+use crate::models::checkpoint::Checkpoint;
 use crate::models::layers::{segment_attention_with, LayerNorm, Linear, Loader};
 use crate::models::pixels::{pack_patch_rows, split_rows};
 use crate::models::position_taps::{merge_block_positions, resample_table};
-use crate::models::qwen2_vl::{check_channels_and_heads, qwen_image_methods};
-use crate::models::rope::{apply_rotary_f32, AxialRope};
+use crate::models::qwen2_vl::{check_channels_and_heads, qwen_image_methods, rotary_qkv};
+use crate::models::rope::AxialRope;
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{
-    framed_layout, video_methods, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens,
+    framed_layout, per_frame_layout, video_methods, ModelInfo, PromptSegment, SpecialTokens,
     VisionModel, VISION_TOKEN_KEYS,
 };
 use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor};
@@ -44,7 +45,6 @@ use crate::preprocess::qwen_video::{
     load_video_processor, QwenVideoProcessor, VideoFlavor, VideoMeta, VideoTime,
 };
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
-use crate::weights::Weights;
 
 /// Every LayerNorm of the tower and mergers is built with eps 1e-6 (not a config key).
 const NORM_EPS: f64 = 1e-6;
@@ -314,14 +314,8 @@ impl Qwen3VisionTower {
             crate::models::cancel::check()?;
             let h = block.norm1.forward(&x)?;
             let qkv = block.qkv.forward(&h)?;
-            let split = |i: usize| -> Result<Tensor> {
-                Ok(qkv.narrow(1, i * c.dim, c.dim)?.reshape((n, heads, hd))?)
-            };
-            let q = apply_rotary_f32(&split(0)?, &cos, &sin)?;
-            let k = apply_rotary_f32(&split(1)?, &cos, &sin)?;
-            let v = split(2)?;
-            let [q, k, v] = [q, k, v].map(|t| t.transpose(0, 1).and_then(|t| t.contiguous()));
-            let o = segment_attention_with(&q?, &k?, &v?, &segments, scale, block.qkv.is_bf16())?;
+            let [q, k, v] = rotary_qkv(&qkv, [n, c.dim, heads, hd], None, (&cos, &sin))?;
+            let o = segment_attention_with(&q, &k, &v, &segments, scale, block.qkv.is_bf16())?;
             x = block.proj.forward_add(&o, &x)?;
             let h = block.fc1.forward_act(&block.norm2.forward(&x)?, c.act)?;
             x = block.fc2.forward_add(&h, &x)?;
@@ -357,33 +351,23 @@ impl Qwen3VlModel {
     /// Loads a Qwen3-VL (`qwen3_vl`, `qwen3_vl_moe`) or Qwen3.5-tower (`qwen3_5`,
     /// `qwen3_5_moe`, `qwen4_exp`) checkpoint of the `variant` the registry picked (vision
     /// tensors only: `visual.*` / `model.visual.*`).
-    pub fn load(
-        files: &ModelFiles,
-        weights: &Weights,
-        dtype: DType,
-        device: &Device,
-        variant: Qwen3Variant,
-    ) -> Result<Qwen3VlModel> {
-        let model_type = files.model_type()?;
+    pub fn load(ck: &Checkpoint, variant: Qwen3Variant) -> Result<Qwen3VlModel> {
+        let model_type = ck.files.model_type()?;
         // The family name and the config classes' default special token ids (image,
         // vision start, vision end, video).
         let (family, tokens) = match variant {
             Qwen3Variant::Qwen3Vl => ("qwen3_vl", [151655, 151652, 151653, 151656]),
             Qwen3Variant::Qwen35 => ("qwen3_5", [248056, 248053, 248054, 248057]),
         };
-        let vision = files
-            .config
-            .object("vision_config")?
-            .unwrap_or_else(|| ConfigObject::empty("config.json: vision_config"));
+        let vision = ck.vision_config()?;
         let config = Qwen3VisionConfig::from_config(&vision, variant)?;
-        let tower =
-            Qwen3VisionTower::load(&Loader::new(weights, "visual.", dtype, device), &config)?;
-        let processor = QwenImageProcessor::from_config(&files.preprocessor, config.geometry)?;
-        let video = load_video_processor(files, VideoFlavor::Qwen3, config.geometry);
-        let video_token = files.config.i64("video_token_id")?.unwrap_or(tokens[3]);
+        let tower = Qwen3VisionTower::load(&ck.loader("visual."), &config)?;
+        let processor = QwenImageProcessor::from_config(&ck.files.preprocessor, config.geometry)?;
+        let video = load_video_processor(ck.files, VideoFlavor::Qwen3, config.geometry);
+        let video_token = ck.config().i64("video_token_id")?.unwrap_or(tokens[3]);
         let [image, start, end, _] = tokens;
         let special =
-            SpecialTokens::from_config(&files.config, VISION_TOKEN_KEYS, [image, start, end])?;
+            SpecialTokens::from_config(ck.config(), VISION_TOKEN_KEYS, [image, start, end])?;
         let info = ModelInfo::packed(
             family,
             model_type,
@@ -399,8 +383,8 @@ impl Qwen3VlModel {
             processor,
             video,
             video_token,
-            dtype,
-            device: device.clone(),
+            dtype: ck.dtype,
+            device: ck.device.clone(),
         })
     }
 }
@@ -420,21 +404,14 @@ impl VisionModel for Qwen3VlModel {
         video: Option<&VideoMeta>,
     ) -> Result<Vec<PromptSegment>> {
         let t = &self.info.tokens;
-        let mut b = PromptBuilder::default();
         let Some(meta) = video else {
             return framed_layout(t, t.image, pixels.n_tokens());
         };
         // Qwen3VLProcessor.replace_video_token: per temporal group `<T seconds>` (T with
         // one decimal), <|vision_start|>, the group's placeholders, <|vision_end|>.
-        let [groups, rows, cols] = pixels.grid;
-        for g in 0..groups {
-            let ts = meta.timestamps.get(g).copied().unwrap_or(0.0);
-            b.text(&format!("<{ts:.1} seconds>"))
-                .token(t.image_start)
-                .rows(Some(self.video_token), rows * cols)
-                .token(t.image_end);
-        }
-        b.finish(pixels.n_tokens())
+        per_frame_layout(t, pixels, meta, Some(self.video_token), |b, _, ts| {
+            b.text(&format!("<{ts:.1} seconds>")).token(t.image_start);
+        })
     }
 
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {

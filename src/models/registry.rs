@@ -2,11 +2,9 @@
 //! supported types and the error for the others are derived. A row names the `model_type`
 //! and the family's loader, with the variant of the family that type is.
 
-use candle_core::{DType, Device};
-
-use crate::config::ModelFiles;
 use crate::error::{Error, Result, Status};
 use crate::models::aya_vision::AyaVisionModel;
+use crate::models::checkpoint::Checkpoint;
 use crate::models::gemma3::Gemma3Model;
 use crate::models::gemma4::{Gemma4Model, Gemma4Variant};
 use crate::models::glm4v::{GlmVariant, GlmVlModel};
@@ -24,20 +22,19 @@ use crate::models::qwen3_vl::{Qwen3Variant, Qwen3VlModel};
 use crate::models::siglip::SiglipModel;
 use crate::models::siglip2::{Siglip2Model, Siglip2Variant};
 use crate::models::VisionModel;
-use crate::weights::Weights;
 
-/// A family's loader: the model folder's config files, its weights, the compute dtype and
-/// device.
-pub type LoadFn = fn(&ModelFiles, &Weights, DType, &Device) -> Result<Box<dyn VisionModel>>;
+/// A family's loader: the model folder being loaded (config files, weights, compute dtype
+/// and device).
+pub type LoadFn = fn(&Checkpoint) -> Result<Box<dyn VisionModel>>;
 
 fn boxed<M: VisionModel + 'static>(model: Result<M>) -> Result<Box<dyn VisionModel>> {
     Ok(Box::new(model?))
 }
 
-/// A [`LoadFn`] calling a family's `load(files, weights, dtype, device, variant...)`.
+/// A [`LoadFn`] calling a family's `load(checkpoint, variant...)`.
 macro_rules! load {
     ($load:path $(, $variant:expr)*) => {
-        |f, w, t, d| boxed($load(f, w, t, d $(, $variant)*))
+        |ck| boxed($load(ck $(, $variant)*))
     };
 }
 
@@ -70,9 +67,9 @@ pub const FAMILIES: &[(&str, LoadFn)] = &[
         load!(Idefics3Model::load, Idefics3Variant::SmolVlm),
     ),
     // A wrapper: the vision tower's own model_type picks the loader (`LLAVA_TOWERS`).
-    ("llava", |f, w, t, d| {
-        let tower = llava::vision_model_type(f)?;
-        find(LLAVA_TOWERS, &tower, "llava with vision_config.model_type")?(f, w, t, d)
+    ("llava", |ck| {
+        let tower = llava::vision_model_type(ck.files)?;
+        find(LLAVA_TOWERS, &tower, "llava with vision_config.model_type")?(ck)
     }),
     (
         "llava_next",

@@ -4,19 +4,17 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::config::{ConfigObject, ModelFiles};
+use crate::config::ConfigObject;
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
+use crate::models::checkpoint::Checkpoint;
 use crate::models::layers::{LayerNorm, Linear, Loader};
 use crate::models::pixels::{patchify, stack_pixels, unstack};
 use crate::models::vit::{Encoder, VitDefaults, VitTowerConfig};
-use crate::models::{
-    attention_bytes, batch_for_budget, refuse_gemma_knobs, ModelInfo, SpecialTokens, VisionModel,
-};
+use crate::models::{attention_bytes, batch_for_budget, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::fixed_size::FixedSizeProcessor;
 use crate::preprocess::resample::Filter;
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
-use crate::weights::Weights;
 
 /// `SiglipVisionConfig`: a [`VitTowerConfig`].
 pub type SiglipVisionConfig = VitTowerConfig;
@@ -127,25 +125,20 @@ pub struct SiglipModel {
 
 impl SiglipModel {
     /// Loads `siglip` (vision part of a dual model) or `siglip_vision_model` checkpoints.
-    pub fn load(
-        files: &ModelFiles,
-        weights: &Weights,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<SiglipModel> {
-        let model_type = files.model_type()?;
+    pub fn load(ck: &Checkpoint) -> Result<SiglipModel> {
+        let model_type = ck.files.model_type()?;
         let vision_cfg = if model_type == "siglip" {
-            files.config.object("vision_config")?.ok_or_else(|| {
+            ck.config().object("vision_config")?.ok_or_else(|| {
                 Error::bad_config("config.json: model_type `siglip` without a `vision_config`")
             })?
         } else {
-            files.config.clone()
+            ck.config().clone()
         };
         let config = vision_config(&vision_cfg)?;
-        let loader = Loader::new(weights, "", dtype, device);
+        let loader = ck.loader("");
         let tower = SiglipVisionTower::load(&loader, &config)?;
         let processor = FixedSizeProcessor::from_siglip_config(
-            &files.preprocessor,
+            &ck.files.preprocessor,
             config.image_size,
             Filter::Bicubic,
         )?;
@@ -163,7 +156,7 @@ impl SiglipModel {
             tokens: SpecialTokens::default(),
         };
         Ok(SiglipModel::from_parts(
-            info, tower, None, processor, dtype, device,
+            info, tower, None, processor, ck.dtype, ck.device,
         ))
     }
 
@@ -196,10 +189,9 @@ impl VisionModel for SiglipModel {
     fn preprocess_with(
         &self,
         image: &RgbImage,
-        opts: &PreprocessOptions,
+        _opts: &PreprocessOptions,
         limits: &Limits,
     ) -> Result<Pixels> {
-        refuse_gemma_knobs(self.info.family, opts)?;
         let g = self.tower.config().grid();
         self.processor.process(image, [1, g, g], limits)
     }

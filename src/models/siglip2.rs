@@ -18,9 +18,10 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::config::{ConfigObject, ModelFiles};
+use crate::config::ConfigObject;
 use crate::error::{Error, Result};
 use crate::models::activation::Activation;
+use crate::models::checkpoint::Checkpoint;
 use crate::models::grid_sample::GridTable;
 use crate::models::interpolate_aa::interpolate_bilinear_aa;
 use crate::models::layers::{LayerNorm, Linear, Loader};
@@ -30,7 +31,6 @@ use crate::models::{batch_for_budget, processor_methods, ModelInfo, SpecialToken
 use crate::preprocess::limits::try_with_capacity;
 use crate::preprocess::siglip2::Siglip2Processor;
 use crate::preprocess::Pixels;
-use crate::weights::Weights;
 
 /// `Siglip2VisionConfig`'s encoder defaults (ViT-B: 768 wide, 12 layers of 12 heads).
 const ENCODER_DEFAULTS: VitConfig = VitConfig {
@@ -187,24 +187,15 @@ pub struct Siglip2Model {
 }
 
 impl Siglip2Model {
-    pub fn load(
-        files: &ModelFiles,
-        weights: &Weights,
-        dtype: DType,
-        device: &Device,
-        variant: Siglip2Variant,
-    ) -> Result<Siglip2Model> {
+    pub fn load(ck: &Checkpoint, variant: Siglip2Variant) -> Result<Siglip2Model> {
         let vision_cfg = match variant {
-            Siglip2Variant::Tower => files.config.clone(),
-            Siglip2Variant::Dual => files
-                .config
-                .object("vision_config")?
-                .unwrap_or_else(|| ConfigObject::empty("config.json: vision_config")),
+            Siglip2Variant::Tower => ck.config().clone(),
+            Siglip2Variant::Dual => ck.vision_config()?,
         };
         let config = Siglip2VisionConfig::from_config(&vision_cfg)?;
-        // Tensor names are canonical: a leading `vision_model.` is dropped (weights.rs).
-        let tower = Siglip2VisionTower::load(&Loader::new(weights, "", dtype, device), &config)?;
-        let processor = Siglip2Processor::from_config(&files.preprocessor, config.patch_size)?;
+        // Tensor names are canonical: a leading `vision_model.` is dropped (ck.weights.rs).
+        let tower = Siglip2VisionTower::load(&ck.loader(""), &config)?;
+        let processor = Siglip2Processor::from_config(&ck.files.preprocessor, config.patch_size)?;
         let d = config.encoder.hidden_size;
         let p = config.patch_size;
         let side = ((processor.max_num_patches as f64).sqrt() as usize * p).max(1);
@@ -215,7 +206,7 @@ impl Siglip2Model {
             .saturating_mul(8);
         let info = ModelInfo {
             family: "siglip2",
-            model_type: files.model_type()?,
+            model_type: ck.files.model_type()?,
             output_dim: d,
             vision_dim: d,
             patch_size: p,
@@ -229,8 +220,8 @@ impl Siglip2Model {
             info,
             tower,
             processor,
-            dtype,
-            device: device.clone(),
+            dtype: ck.dtype,
+            device: ck.device.clone(),
         })
     }
 }

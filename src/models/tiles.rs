@@ -1,20 +1,10 @@
 //! What the tiled families share (an image cut into tiles that each run through the tower:
-//! InternVL, Aya Vision, Idefics3 / SmolVLM, LLaVA-NeXT / OneVision): the refusal of other
-//! families' per-call knobs and the check of the processor's placeholders per tile.
+//! InternVL, Aya Vision, Idefics3 / SmolVLM, LLaVA-NeXT / OneVision): the check of the
+//! processor's placeholders per tile, and the methods of the `GotOcr2ImageProcessor`
+//! families.
 
 use crate::config::ConfigObject;
 use crate::error::{Error, Result};
-use crate::preprocess::PreprocessOptions;
-
-/// Refuses the per-call settings of other families' processors (pan-and-scan, soft tokens).
-pub(crate) fn refuse_other_knobs(family: &str, opts: &PreprocessOptions) -> Result<()> {
-    if opts.touches_pan_and_scan() {
-        return Err(Error::invalid_argument(format!(
-            "{family} models have no pan-and-scan (it is Gemma3's); use max_patches"
-        )));
-    }
-    crate::models::refuse_max_soft_tokens(family, opts)
-}
 
 /// Refuses a `processor_config.json` whose `key` (the placeholders the processor writes per
 /// tile) is not the tower's `per_tile` tokens (`formula` says how those are counted): such a
@@ -33,3 +23,36 @@ pub(crate) fn check_tokens_per_tile(
         _ => Ok(()),
     }
 }
+
+/// The [`crate::models::VisionModel`] methods of the families with a `GotOcr2ImageProcessor`
+/// (InternVL, Aya Vision): a model with `info` (whose `image_size` is a tile's),
+/// `tiles_per_call`, `dtype`, `device` and `run_tiles(&self, x)` (`[n, 3, S, S]` tiles in):
+/// the knobs (the processor's `crop_to_patches`, `min_patches` and `max_patches`; the tile
+/// budget in place of pan-and-scan) and `forward`.
+macro_rules! got_ocr2_methods {
+    () => {
+        fn gemma_knobs(&self) -> crate::models::GemmaKnobs {
+            crate::models::GemmaKnobs::tiled("max_patches")
+        }
+
+        fn size_knobs(&self) -> &'static [&'static str] {
+            &["crop_to_patches", "min_patches", "max_patches"]
+        }
+
+        fn forward(
+            &self,
+            batch: &[&crate::preprocess::Pixels],
+        ) -> crate::error::Result<Vec<candle_core::Tensor>> {
+            let s = self.info.image_size.0;
+            crate::models::pixels::forward_frames(
+                batch,
+                [3, s, s],
+                self.tiles_per_call,
+                self.dtype,
+                &self.device,
+                |x| self.run_tiles(x),
+            )
+        }
+    };
+}
+pub(crate) use got_ocr2_methods;

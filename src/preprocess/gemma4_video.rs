@@ -92,18 +92,7 @@ impl Gemma4VideoProcessor {
     /// The prompt data: per kept frame, its time in seconds (`metadata.timestamps`: frame
     /// index / source fps, 24 fps when not known).
     fn meta(&self, indices: Vec<usize>, total: usize, source_fps: Option<f64>) -> VideoMeta {
-        let fps = source_fps.unwrap_or(24.0);
-        let sampled_fps = match source_fps {
-            Some(f) => indices.len() as f64 / total as f64 * f,
-            None => 24.0,
-        };
-        VideoMeta {
-            time: VideoTime::PerFrame,
-            timestamps: indices.iter().map(|&i| i as f64 / fps).collect(),
-            frame_indices: indices,
-            sampled_fps,
-            second_per_grid: 1.0 / sampled_fps,
-        }
+        VideoMeta::sampled(VideoTime::PerFrame, indices, total, source_fps, 1, |f| f[0])
     }
 
     /// Samples, resizes, rescales and patchifies `video`. The output is checked against

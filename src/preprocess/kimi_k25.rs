@@ -287,22 +287,11 @@ impl KimiK25VideoProcessor {
             let chw = tv_normalize(&padded, rescale, mean_std)?;
             chw_patch_rows(&chw, ph, pw, p, out);
         }
-        let fps = source_fps.unwrap_or(24.0);
-        let sampled_fps = match source_fps {
-            Some(f) => n as f64 / n_frames as f64 * f,
-            None => 24.0,
-        };
-        let meta = VideoMeta {
-            time: VideoTime::PerFrame,
-            timestamps: indices
-                .iter()
-                .step_by(self.temporal_patch_size)
-                .map(|&i| i as f64 / fps)
-                .collect(),
-            frame_indices: indices,
-            sampled_fps,
-            second_per_grid: self.temporal_patch_size as f64 / sampled_fps,
-        };
+        // Each chunk's timestamp is its first frame's time.
+        let t = self.temporal_patch_size;
+        let meta = VideoMeta::sampled(VideoTime::PerFrame, indices, n_frames, source_fps, t, |c| {
+            c[0]
+        });
         let pixels = Pixels {
             data,
             shape: vec![n * rows * cols, dim],

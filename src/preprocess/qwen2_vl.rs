@@ -298,11 +298,6 @@ impl QwenImageProcessor {
         opts: &crate::preprocess::PreprocessOptions,
         limits: &Limits,
     ) -> Result<Pixels> {
-        if opts.pan_and_scan == Some(true) {
-            return Err(Error::invalid_argument(
-                "Qwen and GLM models have no pan-and-scan (it is Gemma3's)",
-            ));
-        }
         let mut p = self.clone();
         if let Some(v) = opts.min_pixels {
             p.min_pixels = v.min(MAX_PIXELS_LIMIT);

@@ -90,6 +90,38 @@ pub struct VideoMeta {
     pub timestamps: Vec<f64>,
 }
 
+impl VideoMeta {
+    /// The meta of a video whose kept frames are `indices` out of `total`, read at
+    /// `source_fps` (24 when not known), in temporal groups of `group` frames (a short last
+    /// group repeats the last frame): `stamp` makes a group's timestamp from its frames'
+    /// times in seconds.
+    pub fn sampled(
+        time: VideoTime,
+        indices: Vec<usize>,
+        total: usize,
+        source_fps: Option<f64>,
+        group: usize,
+        stamp: impl Fn(&[f64]) -> f64,
+    ) -> VideoMeta {
+        let sampled_fps = match source_fps {
+            Some(fps) => indices.len() as f64 / total as f64 * fps,
+            None => 24.0,
+        };
+        let fps = source_fps.unwrap_or(24.0);
+        let mut times: Vec<f64> = indices.iter().map(|&i| i as f64 / fps).collect();
+        while times.len() % group != 0 {
+            times.push(times[times.len() - 1]);
+        }
+        VideoMeta {
+            time,
+            frame_indices: indices,
+            sampled_fps,
+            second_per_grid: group as f64 / sampled_fps,
+            timestamps: times.chunks(group).map(stamp).collect(),
+        }
+    }
+}
+
 /// The video processor, configured from the model folder's video processor config.
 #[derive(Debug, Clone)]
 pub struct QwenVideoProcessor {
@@ -430,26 +462,9 @@ impl QwenVideoProcessor {
     /// The prompt data of a video whose kept frames are `indices` out of `total`.
     pub fn meta(&self, indices: Vec<usize>, total: usize, source_fps: Option<f64>) -> VideoMeta {
         let t = self.geometry.temporal_patch_size;
-        let sampled_fps = match source_fps {
-            Some(fps) => indices.len() as f64 / total as f64 * fps,
-            None => 24.0,
-        };
-        let fps = source_fps.unwrap_or(24.0);
-        let mut padded = indices.clone();
-        while padded.len() % t != 0 {
-            padded.push(*indices.last().expect("at least one frame"));
-        }
-        let timestamps = padded
-            .chunks(t)
-            .map(|g| (g[0] as f64 / fps + g[t - 1] as f64 / fps) / 2.0)
-            .collect();
-        VideoMeta {
-            time: VideoTime::Index,
-            frame_indices: indices,
-            sampled_fps,
-            second_per_grid: t as f64 / sampled_fps,
-            timestamps,
-        }
+        VideoMeta::sampled(VideoTime::Index, indices, total, source_fps, t, |g| {
+            (g[0] + g[t - 1]) / 2.0
+        })
     }
 
     /// Samples, resizes, normalizes and patchifies `video`. The token count is checked
