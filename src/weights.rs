@@ -615,20 +615,13 @@ impl Source<'_> {
     {
         use rayon::prelude::*;
         const BLOCK: usize = 32;
-        let (rows, cols) = (self.shape[0], self.shape[1]);
+        let cols = self.shape[1];
         let band = self.band_rows::<S>();
-        let mut scratch = crate::preprocess::limits::try_filled(band * cols, S::default(), name)?;
         let mut wide = match convert {
             Some(_) => crate::preprocess::limits::try_filled(band * cols, 0f32, name)?,
             None => Vec::new(),
         };
-        for r0 in (0..rows).step_by(band) {
-            let r1 = (r0 + band).min(rows);
-            let part = &mut scratch[..(r1 - r0) * cols];
-            self.read(
-                r0 * cols * std::mem::size_of::<S>(),
-                bytemuck::cast_slice_mut(part),
-            )?;
+        self.for_each_band(name, |r0, r1, part: &[S]| {
             let part: &[f32] = match &convert {
                 Some(f) => {
                     let wide = &mut wide[..part.len()];
@@ -652,7 +645,32 @@ impl Source<'_> {
                         dst_stride: stride,
                     };
                     crate::kernels::transpose(&part[c0..], &mut chunk[col0 + r0..], block)
-                })?;
+                })
+        })
+    }
+
+    /// Reads this `[rows, cols]` tensor of `S` a band of [`Source::band_rows`] rows at a
+    /// time into one buffer, and calls `f(r0, r1, rows r0..r1)` for each band in order; the
+    /// first error (a read's or `f`'s) is returned.
+    fn for_each_band<S>(
+        &self,
+        name: &str,
+        mut f: impl FnMut(usize, usize, &[S]) -> Result<()>,
+    ) -> Result<()>
+    where
+        S: bytemuck::Pod + Default,
+    {
+        let (rows, cols) = (self.shape[0], self.shape[1]);
+        let band = self.band_rows::<S>();
+        let mut scratch = crate::preprocess::limits::try_filled(band * cols, S::default(), name)?;
+        for r0 in (0..rows).step_by(band) {
+            let r1 = (r0 + band).min(rows);
+            let part = &mut scratch[..(r1 - r0) * cols];
+            self.read(
+                r0 * cols * std::mem::size_of::<S>(),
+                bytemuck::cast_slice_mut(part),
+            )?;
+            f(r0, r1, part)?;
         }
         Ok(())
     }
@@ -687,16 +705,7 @@ impl Source<'_> {
         use rayon::prelude::*;
         let (rows, cols) = (self.shape[0], self.shape[1]);
         let mut out = zeroed::<T>(rows * cols, name)?;
-        let band = self.band_rows::<S>();
-        let mut scratch = crate::preprocess::limits::try_filled(band * cols, S::default(), name)?;
-        for r0 in (0..rows).step_by(band) {
-            let r1 = (r0 + band).min(rows);
-            let part = &mut scratch[..(r1 - r0) * cols];
-            self.read(
-                r0 * cols * std::mem::size_of::<S>(),
-                bytemuck::cast_slice_mut(part),
-            )?;
-            let part = &*part;
+        self.for_each_band(name, |r0, r1, part: &[S]| {
             // Output row c (a column of the weight) gets this band's rows r0..r1.
             // Tiles of 32 columns: each band row's 32 values are read contiguously and written
             // to 32 output rows, one element further each time.
@@ -712,7 +721,8 @@ impl Source<'_> {
                         }
                     }
                 });
-        }
+            Ok(())
+        })?;
         Ok(Tensor::from_vec(out, (cols, rows), &Device::Cpu)?)
     }
 }

@@ -310,11 +310,19 @@ pub fn attention_at(
         let (kt, vp) = &operands[unit];
         let base = (h * tokens + start) * d;
         let queries = &q[base + q0 * d..base + (q0 + block.len() / d) * d];
+        let task = Queries {
+            q: queries,
+            d,
+            len,
+            kt,
+            vp,
+            scale,
+        };
         #[cfg(target_arch = "x86_64")]
         if level == Isa::Amx && precision == Precision::Bf16 {
-            return query_block_amx(queries, d, len, kt, vp, scale, block);
+            return query_block_amx(task, block);
         }
-        query_block(level, precision, queries, d, len, kt, vp, scale, block)
+        query_block(level, precision, task, block)
     })
 }
 
@@ -326,16 +334,15 @@ const AMX_QUERY_ROWS: usize = 32;
 /// products as `32 × 32` tiles of `tdpbf16ps` (queries and probabilities as bf16 pairs in
 /// whole tiles, zero past the edges).
 #[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-fn query_block_amx(
-    q: &[f32],
-    d: usize,
-    len: usize,
-    kt: &Panels,
-    vp: &Panels,
-    scale: f32,
-    out: &mut [f32],
-) -> Result<()> {
+fn query_block_amx(task: Queries<'_>, out: &mut [f32]) -> Result<()> {
+    let Queries {
+        q,
+        d,
+        len,
+        kt,
+        vp,
+        scale,
+    } = task;
     use super::x86::{amx_tile, softmax_row_bf16, AmxCall, Tiles, TILE_ROWS};
     const MR: usize = AMX_QUERY_ROWS;
     let rows = q.len() / d;
@@ -434,19 +441,28 @@ fn query_block_amx(
     Ok(())
 }
 
-/// One task: `out` `[rows, d]` for the queries `q` `[rows, d]` against `len` keys.
-#[allow(clippy::too_many_arguments)]
-fn query_block(
-    level: Isa,
-    precision: Precision,
-    q: &[f32],
+/// One task of [`attention`]: the queries `q` `[rows, d]` of one head and segment against
+/// its `len` keys (`kᵀ` and `v` packed), scores scaled by `scale`.
+#[derive(Clone, Copy)]
+struct Queries<'a> {
+    q: &'a [f32],
     d: usize,
     len: usize,
-    kt: &Panels,
-    vp: &Panels,
+    kt: &'a Panels,
+    vp: &'a Panels,
     scale: f32,
-    out: &mut [f32],
-) -> Result<()> {
+}
+
+/// One task: `out` `[rows, d]` for its queries.
+fn query_block(level: Isa, precision: Precision, task: Queries<'_>, out: &mut [f32]) -> Result<()> {
+    let Queries {
+        q,
+        d,
+        len,
+        kt,
+        vp,
+        scale,
+    } = task;
     let rows = q.len() / d;
     let elem = precision.elem(level);
     let mr = level.rows_for(elem);

@@ -896,25 +896,23 @@ pub fn gemm_at(level: Isa, a: &[f32], m: usize, b: &PackedB, c: &mut [f32]) -> R
                         } else {
                             // The last columns: through a buffer (the kernel writes whole
                             // panels).
-                            let cols = n - n0;
-                            if accumulate {
-                                for r in 0..rows {
-                                    buf[r * 2 * PANEL..][..cols]
-                                        .copy_from_slice(&cblock[(r0 + r) * n + n0..][..cols]);
-                                }
-                            }
-                            tile(
-                                level,
-                                Call {
-                                    ldc: 2 * PANEL,
-                                    ..call
-                                },
-                                &mut buf,
-                            );
-                            for r in 0..rows {
-                                cblock[(r0 + r) * n + n0..][..cols]
-                                    .copy_from_slice(&buf[r * 2 * PANEL..][..cols]);
-                            }
+                            let edge = Edge {
+                                at: r0 * n + n0,
+                                ldc: n,
+                                rows,
+                                cols: n - n0,
+                                accumulate,
+                            };
+                            edge.through(cblock, &mut buf, |buf| {
+                                tile(
+                                    level,
+                                    Call {
+                                        ldc: 2 * PANEL,
+                                        ..call
+                                    },
+                                    buf,
+                                )
+                            });
                         }
                         r0 += rows;
                     }
@@ -923,6 +921,33 @@ pub fn gemm_at(level: Isa, a: &[f32], m: usize, b: &PackedB, c: &mut [f32]) -> R
             }
         });
     Ok(())
+}
+
+/// A part of `C` a kernel cannot write in place (whole panels or tiles would stick out of
+/// it): `rows × cols` values from `at`, rows `ldc` apart.
+struct Edge {
+    at: usize,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    accumulate: bool,
+}
+
+impl Edge {
+    /// Runs `kernel` on `buf` (rows of two panels) in place of `c`'s part: the part copied in
+    /// first when the kernel accumulates, copied back after.
+    fn through(&self, c: &mut [f32], buf: &mut [f32], kernel: impl FnOnce(&mut [f32])) {
+        let (at, ldc, cols) = (self.at, self.ldc, self.cols);
+        if self.accumulate {
+            for r in 0..self.rows {
+                buf[r * 2 * PANEL..][..cols].copy_from_slice(&c[at + r * ldc..][..cols]);
+            }
+        }
+        kernel(buf);
+        for r in 0..self.rows {
+            c[at + r * ldc..][..cols].copy_from_slice(&buf[r * 2 * PANEL..][..cols]);
+        }
+    }
 }
 
 /// Pairs of `k` per chunk of the AMX GEMM (a multiple of [`TILE_PAIRS`]): two panels of
@@ -990,22 +1015,20 @@ fn gemm_amx(a: &[f32], m: usize, b: &PackedB, c: &mut [f32]) -> Result<()> {
                             // Whole tiles inside C: straight into (and from) C.
                             x86::amx_tile(&tiles, call, &mut cblock[r0 * n + n0..]);
                         } else {
-                            let cols = width.min(n - n0);
-                            if accumulate {
-                                for r in 0..rows {
-                                    buf[r * 2 * PANEL..][..cols]
-                                        .copy_from_slice(&cblock[(r0 + r) * n + n0..][..cols]);
-                                }
-                            }
-                            let call = x86::AmxCall {
-                                ldc: 2 * PANEL,
-                                ..call
+                            let edge = Edge {
+                                at: r0 * n + n0,
+                                ldc: n,
+                                rows,
+                                cols: width.min(n - n0),
+                                accumulate,
                             };
-                            x86::amx_tile(&tiles, call, &mut buf);
-                            for r in 0..rows {
-                                cblock[(r0 + r) * n + n0..][..cols]
-                                    .copy_from_slice(&buf[r * 2 * PANEL..][..cols]);
-                            }
+                            edge.through(cblock, &mut buf, |buf| {
+                                let call = x86::AmxCall {
+                                    ldc: 2 * PANEL,
+                                    ..call
+                                };
+                                x86::amx_tile(&tiles, call, buf)
+                            });
                         }
                     }
                     p += if two { 2 } else { 1 };
