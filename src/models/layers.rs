@@ -689,8 +689,14 @@ impl Attention {
             ranges.push((start, len));
             start += len;
         }
-        let o =
-            segment_attention_budget(&q, &k, &v, &ranges, scale, score_budget, self.qkv.is_bf16())?;
+        let x = SegmentQkv {
+            q: &q,
+            k: &k,
+            v: &v,
+            segments: &ranges,
+            scale,
+        };
+        let o = segment_attention_budget(x, score_budget, self.qkv.is_bf16())?;
         debug_assert_eq!(o.dims(), &[n, d]);
         self.project_out(&o, residual)
     }
@@ -806,7 +812,7 @@ pub fn segment_attention(
     segments: &[(usize, usize)],
     scale: f64,
 ) -> Result<Tensor> {
-    segment_attention_budget(q, k, v, segments, scale, SEGMENT_SCORES_BUDGET, false)
+    segment_attention_with(q, k, v, segments, scale, false)
 }
 
 /// [`segment_attention`], with `q·kᵀ` and `p·v` in bf16 (operands rounded to bf16, f32
@@ -820,7 +826,25 @@ pub fn segment_attention_with(
     scale: f64,
     bf16: bool,
 ) -> Result<Tensor> {
-    segment_attention_budget(q, k, v, segments, scale, SEGMENT_SCORES_BUDGET, bf16)
+    let x = SegmentQkv {
+        q,
+        k,
+        v,
+        segments,
+        scale,
+    };
+    segment_attention_budget(x, SEGMENT_SCORES_BUDGET, bf16)
+}
+
+/// The operands of a segment attention: `q`, `k`, `v` `[heads, tokens, head_dim]`, the
+/// segments that tile `0..tokens`, the score scale.
+#[derive(Clone, Copy)]
+struct SegmentQkv<'a> {
+    q: &'a Tensor,
+    k: &'a Tensor,
+    v: &'a Tensor,
+    segments: &'a [(usize, usize)],
+    scale: f64,
 }
 
 /// Segments longer than this are split into one task per head on the CPU (many small
@@ -834,36 +858,28 @@ const PER_HEAD_MIN_TOKENS: usize = 128;
 /// key blocks, no scores beyond one block; its products are bf16 when `bf16`. Elsewhere
 /// (GPU), one batched computation per segment, its queries in chunks whose scores take at most
 /// `budget` bytes.
-fn segment_attention_budget(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    segments: &[(usize, usize)],
-    scale: f64,
-    budget: usize,
-    bf16: bool,
-) -> Result<Tensor> {
-    if q.device().is_cpu() && q.dtype() == DType::F32 {
+fn segment_attention_budget(x: SegmentQkv<'_>, budget: usize, bf16: bool) -> Result<Tensor> {
+    if x.q.device().is_cpu() && x.q.dtype() == DType::F32 {
         let precision = if bf16 {
             crate::kernels::Precision::Bf16
         } else {
             crate::kernels::Precision::F32
         };
-        return fused_cpu_attention(q, k, v, segments, scale, precision);
+        return fused_cpu_attention(x, precision);
     }
-    segment_attention_tasks(q, k, v, segments, scale, budget)
+    segment_attention_tasks(x, budget)
 }
 
 /// The fused CPU kernel on `[heads, tokens, head_dim]` tensors (any strides); returns
 /// `[tokens, heads * head_dim]`.
-fn fused_cpu_attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    segments: &[(usize, usize)],
-    scale: f64,
-    precision: crate::kernels::Precision,
-) -> Result<Tensor> {
+fn fused_cpu_attention(x: SegmentQkv<'_>, precision: crate::kernels::Precision) -> Result<Tensor> {
+    let SegmentQkv {
+        q,
+        k,
+        v,
+        segments,
+        scale,
+    } = x;
     let (heads, tokens, head_dim) = q.dims3()?;
     for (name, t) in [("k", k), ("v", v)] {
         if t.dims() != q.dims() {
@@ -902,7 +918,14 @@ pub fn segment_attention_unfused(
     scale: f64,
     task_scores: usize,
 ) -> Result<Tensor> {
-    segment_attention_tasks(q, k, v, segments, scale, task_scores)
+    let x = SegmentQkv {
+        q,
+        k,
+        v,
+        segments,
+        scale,
+    };
+    segment_attention_tasks(x, task_scores)
 }
 
 /// The unfused computation: on the CPU one task per (segment, head) for long segments and one
@@ -910,14 +933,14 @@ pub fn segment_attention_unfused(
 /// elsewhere (GPU) tasks run in order, each one batched over all heads. Every task computes
 /// exactly the same arithmetic as the batched path, so the result does not depend on the
 /// split.
-fn segment_attention_tasks(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    segments: &[(usize, usize)],
-    scale: f64,
-    task_scores: usize,
-) -> Result<Tensor> {
+fn segment_attention_tasks(x: SegmentQkv<'_>, task_scores: usize) -> Result<Tensor> {
+    let SegmentQkv {
+        q,
+        k,
+        v,
+        segments,
+        scale,
+    } = x;
     let (heads, tokens, head_dim) = q.dims3()?;
     crate::kernels::check_segments(segments, tokens)?;
     let on_cpu = q.device().is_cpu();
