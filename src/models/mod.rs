@@ -368,20 +368,28 @@ pub trait VisionModel: Send + Sync {
 /// The [`VisionModel`] methods of a model with fields `info` and `processor`, whose processor
 /// implements every per-call option itself (`processor.process(image, opts, limits)`): `info`,
 /// `preprocess_with` and `size_knobs` (the knobs given, each the processor's own kwarg).
-/// SigLIP2 NaFlex, Kimi K2.5, LFM2-VL, Gemma 4.
+/// SigLIP2 NaFlex, Kimi K2.5, LFM2-VL, Gemma 4. With `tower: $arg;` first, `$arg`, a
+/// `Fn(&Self) -> usize`, gives the processor the side of the tower's token grid per frame or
+/// tile (`processor.process(image, opts, side, limits)`): Gemma3, InternVL, Aya Vision,
+/// Idefics3.
 macro_rules! processor_methods {
-    ($($knob:literal),*) => {
+    ($(tower: $arg:expr;)? $($knob:literal),*) => {
         fn info(&self) -> &crate::models::ModelInfo {
             &self.info
         }
 
+        #[allow(
+            clippy::redundant_closure_call,
+            reason = "`$arg` is the caller's closure"
+        )]
         fn preprocess_with(
             &self,
             image: &crate::preprocess::RgbImage,
             opts: &crate::preprocess::PreprocessOptions,
             limits: &crate::preprocess::Limits,
         ) -> crate::error::Result<crate::preprocess::Pixels> {
-            self.processor.process(image, opts, limits)
+            self.processor
+                .process(image, opts, $(($arg)(self),)? limits)
         }
 
         fn size_knobs(&self) -> &'static [&'static str] {
