@@ -44,7 +44,7 @@ use crate::models::layers::{segment_attention_with, GatedMlp, LayerNorm, Linear,
 use crate::models::qwen2_vl::{check_channels_and_heads, qwen_packed_forward, rotary_qkv};
 use crate::models::rope::AxialRope;
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
-use crate::models::{GemmaKnobs, ModelInfo, SpecialTokens, VisionModel};
+use crate::models::{processor_methods, GemmaKnobs, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::glm5_next::Glm5NextImageProcessor;
 use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor};
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
@@ -527,6 +527,13 @@ enum GlmProcessor {
 }
 
 impl GlmProcessor {
+    fn process_with(&self, image: &RgbImage, o: &PreprocessOptions, l: &Limits) -> Result<Pixels> {
+        match self {
+            GlmProcessor::Glm4v(p) => p.process_with(image, o, l),
+            GlmProcessor::Next(p) => p.process_with(image, o, l),
+        }
+    }
+
     fn load(pre: &ConfigObject, variant: GlmVariant, geometry: PatchGeometry) -> Result<Self> {
         Ok(match variant {
             GlmVariant::Glm5Next => {
@@ -594,21 +601,7 @@ impl GlmVlModel {
 }
 
 impl VisionModel for GlmVlModel {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-
-    fn preprocess_with(
-        &self,
-        image: &RgbImage,
-        o: &PreprocessOptions,
-        l: &Limits,
-    ) -> Result<Pixels> {
-        match &self.processor {
-            GlmProcessor::Glm4v(p) => p.process_with(image, o, l),
-            GlmProcessor::Next(p) => p.process_with(image, o, l),
-        }
-    }
+    processor_methods!(@image via process_with);
 
     fn gemma_knobs(&self) -> GemmaKnobs {
         match &self.processor {

@@ -31,7 +31,7 @@ use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor};
 use crate::preprocess::qwen_video::{
     load_video_processor, QwenVideoProcessor, VideoFlavor, VideoMeta, VideoTime,
 };
-use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
+use crate::preprocess::Pixels;
 
 /// Both normalization layers are built with eps 1e-6 in the reference (not a config key).
 const NORM_EPS: f64 = 1e-6;
@@ -574,22 +574,10 @@ impl QwenVlModel {
 /// a `tower` whose `config.geometry` is its [`PatchGeometry`].
 macro_rules! qwen_image_methods {
     () => {
-        fn info(&self) -> &ModelInfo {
-            &self.info
-        }
-
-        fn preprocess_with(
-            &self,
-            image: &RgbImage,
-            o: &PreprocessOptions,
-            l: &Limits,
-        ) -> Result<Pixels> {
-            self.processor.process_with(image, o, l)
-        }
-
-        fn size_knobs(&self) -> &'static [&'static str] {
-            &["min_pixels", "max_pixels", "max_tokens"]
-        }
+        crate::models::processor_methods!(
+            via process_with;
+            "min_pixels", "max_pixels", "max_tokens"
+        );
 
         fn gemma_knobs(&self) -> crate::models::GemmaKnobs {
             crate::models::GemmaKnobs::QWEN

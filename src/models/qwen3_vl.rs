@@ -44,7 +44,7 @@ use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor};
 use crate::preprocess::qwen_video::{
     load_video_processor, QwenVideoProcessor, VideoFlavor, VideoMeta, VideoTime,
 };
-use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
+use crate::preprocess::Pixels;
 
 /// Every LayerNorm of the tower and mergers is built with eps 1e-6 (not a config key).
 const NORM_EPS: f64 = 1e-6;
