@@ -28,7 +28,7 @@ use crate::models::{
 };
 use crate::preprocess::got_ocr2::GotOcr2Processor;
 use crate::preprocess::qwen_video::VideoMeta;
-use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
+use crate::preprocess::Pixels;
 use crate::tokenizer::AddedTokens;
 
 /// `AyaVisionConfig.image_token_index` default (`<|IMG_PATCH|>`).
@@ -218,21 +218,7 @@ impl AyaVisionModel {
 }
 
 impl VisionModel for AyaVisionModel {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-
-    fn preprocess_with(
-        &self,
-        image: &RgbImage,
-        opts: &PreprocessOptions,
-        limits: &Limits,
-    ) -> Result<Pixels> {
-        let tile_side = self.side / self.projector.factor;
-        self.processor.process(image, opts, tile_side, limits)
-    }
-
-    got_ocr2_methods!();
+    got_ocr2_methods!(|m: &Self| m.side / m.projector.factor);
 
     fn prompt_layout(
         &self,

@@ -20,12 +20,12 @@ use crate::models::pixels::forward_frames;
 use crate::models::siglip::{self, SiglipVisionConfig, SiglipVisionTower};
 use crate::models::vit::MAX_DIM;
 use crate::models::{
-    attention_bytes, batch_for_budget, GemmaKnobs, ModelInfo, PanAndScan, PromptBuilder,
-    PromptSegment, SpecialTokens, VisionModel,
+    attention_bytes, batch_for_budget, processor_methods, GemmaKnobs, ModelInfo, PanAndScan,
+    PromptBuilder, PromptSegment, SpecialTokens, VisionModel,
 };
 use crate::preprocess::gemma3::Gemma3Processor;
 use crate::preprocess::qwen_video::VideoMeta;
-use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
+use crate::preprocess::Pixels;
 
 /// `Gemma3Config` class defaults.
 const DEFAULT_MM_TOKENS: usize = 256;
@@ -213,19 +213,7 @@ impl Gemma3Model {
 }
 
 impl VisionModel for Gemma3Model {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-
-    fn preprocess_with(
-        &self,
-        image: &RgbImage,
-        opts: &PreprocessOptions,
-        limits: &Limits,
-    ) -> Result<Pixels> {
-        self.processor
-            .process(image, opts, self.projector.pooling.side, limits)
-    }
+    processor_methods!(tower: |m: &Self| m.projector.pooling.side;);
 
     /// Pan-and-scan, Gemma3's own.
     fn gemma_knobs(&self) -> GemmaKnobs {

@@ -41,10 +41,13 @@ use crate::models::checkpoint::Checkpoint;
 use crate::models::fused::{act_mul, act_mul_clamped};
 use crate::models::grid_sample::{cell_centre, grid_sample_bicubic, GridPadding, GridTable};
 use crate::models::layers::{segment_attention_with, GatedMlp, LayerNorm, Linear, Loader, RmsNorm};
-use crate::models::qwen2_vl::{check_channels_and_heads, qwen_packed_forward, rotary_qkv};
+use crate::models::qwen2_vl::{
+    check_channels_and_heads, load_patch_embed, qwen_packed_forward, read_depth_and_heads,
+    read_geometry, rotary_qkv,
+};
 use crate::models::rope::AxialRope;
-use crate::models::vit::{MAX_DIM, MAX_LAYERS};
-use crate::models::{GemmaKnobs, ModelInfo, SpecialTokens, VisionModel};
+use crate::models::vit::MAX_DIM;
+use crate::models::{processor_methods, GemmaKnobs, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::glm5_next::Glm5NextImageProcessor;
 use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor};
 use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
@@ -152,12 +155,7 @@ impl GlmVisionConfig {
             GlmTower::Glm4v => (1536, false, 12, 4096, 13696),
             GlmTower::Ocr | GlmTower::Next => (1024, true, 16, 1536, 4096),
         };
-        let depth = v.positive_or(v.aliased(&["depth", "num_hidden_layers"]), 24, MAX_LAYERS)?;
-        let num_heads = v.positive_or(
-            v.aliased(&["num_heads", "num_attention_heads"]),
-            defaults.2,
-            MAX_DIM,
-        )?;
+        let (depth, num_heads) = read_depth_and_heads(v, 24, defaults.2)?;
         let dim = v.positive_or("hidden_size", defaults.0, MAX_DIM)?;
         check_channels_and_heads(v, dim, num_heads)?;
         let patch_size = v.positive_or("patch_size", 14, 1024)?;
@@ -181,11 +179,7 @@ impl GlmVisionConfig {
             projection_size,
             swiglu_limit,
             out_dim: v.positive_or("out_hidden_size", defaults.3, MAX_DIM)?,
-            geometry: PatchGeometry {
-                patch_size,
-                merge_size: v.positive_or("spatial_merge_size", 2, 64)?,
-                temporal_patch_size: v.positive_or("temporal_patch_size", 2, 64)?,
-            },
+            geometry: read_geometry(v, patch_size)?,
             act: Activation::from_name(&v.string_or("hidden_act", "silu")?)?,
             rope_theta: axial_rope_theta(v, ROPE_PARAMETERS_FIRST)?,
             rms_norm_eps: positive_f64(v, "rms_norm_eps", 1e-5)?,
@@ -415,12 +409,7 @@ impl GlmVisionTower {
                 loader.name("downsample.weight")
             )));
         }
-        let w = loader.tensor(
-            "patch_embed.proj.weight",
-            &[d, 3, g.temporal_patch_size, g.patch_size, g.patch_size],
-        )?;
-        let b = loader.tensor("patch_embed.proj.bias", &[d])?;
-        let patch_embed = Linear::new(w.reshape((d, g.patch_dim()))?, Some(b))?;
+        let patch_embed = load_patch_embed(loader, d, g, true)?;
         let positions = match c.tower {
             GlmTower::Glm4v => Some(Positions::load(loader, c)?),
             GlmTower::Ocr | GlmTower::Next => None,
@@ -527,6 +516,13 @@ enum GlmProcessor {
 }
 
 impl GlmProcessor {
+    fn process_with(&self, image: &RgbImage, o: &PreprocessOptions, l: &Limits) -> Result<Pixels> {
+        match self {
+            GlmProcessor::Glm4v(p) => p.process_with(image, o, l),
+            GlmProcessor::Next(p) => p.process_with(image, o, l),
+        }
+    }
+
     fn load(pre: &ConfigObject, variant: GlmVariant, geometry: PatchGeometry) -> Result<Self> {
         Ok(match variant {
             GlmVariant::Glm5Next => {
@@ -594,21 +590,7 @@ impl GlmVlModel {
 }
 
 impl VisionModel for GlmVlModel {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-
-    fn preprocess_with(
-        &self,
-        image: &RgbImage,
-        o: &PreprocessOptions,
-        l: &Limits,
-    ) -> Result<Pixels> {
-        match &self.processor {
-            GlmProcessor::Glm4v(p) => p.process_with(image, o, l),
-            GlmProcessor::Next(p) => p.process_with(image, o, l),
-        }
-    }
+    processor_methods!(@image via process_with);
 
     fn gemma_knobs(&self) -> GemmaKnobs {
         match &self.processor {

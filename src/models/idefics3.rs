@@ -28,12 +28,12 @@ use crate::models::projector::{pixel_shuffle, text_width};
 use crate::models::tiles::check_tokens_per_tile;
 use crate::models::vit::{Encoder, VitDefaults, VitTowerConfig, MAX_DIM};
 use crate::models::{
-    attention_batch, GemmaKnobs, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens,
-    VisionModel,
+    attention_batch, processor_methods, GemmaKnobs, ModelInfo, PromptBuilder, PromptSegment,
+    SpecialTokens, VisionModel,
 };
 use crate::preprocess::idefics3::Idefics3Processor;
 use crate::preprocess::qwen_video::VideoMeta;
-use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
+use crate::preprocess::Pixels;
 use crate::tokenizer::AddedTokens;
 
 /// Which family a checkpoint is (they differ only in names and processor classes).
@@ -291,26 +291,10 @@ impl Idefics3Model {
 }
 
 impl VisionModel for Idefics3Model {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-
-    fn preprocess_with(
-        &self,
-        image: &RgbImage,
-        opts: &PreprocessOptions,
-        limits: &Limits,
-    ) -> Result<Pixels> {
-        self.processor
-            .process(image, opts, self.tile_grid(), limits)
-    }
+    processor_methods!(tower: Self::tile_grid; "longest_edge", "do_image_splitting");
 
     fn gemma_knobs(&self) -> GemmaKnobs {
         GemmaKnobs::tiled("do_image_splitting")
-    }
-
-    fn size_knobs(&self) -> &'static [&'static str] {
-        &["longest_edge", "do_image_splitting"]
     }
 
     fn forward(&self, batch: &[&Pixels]) -> Result<Vec<Tensor>> {

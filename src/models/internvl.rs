@@ -30,7 +30,6 @@ use crate::models::tiles::{check_tokens_per_tile, got_ocr2_methods};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{attention_batch, ModelInfo, SpecialTokens, VisionModel};
 use crate::preprocess::got_ocr2::GotOcr2Processor;
-use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
 use crate::tokenizer::AddedTokens;
 
 /// `InternVLConfig.image_token_id` default.
@@ -431,21 +430,7 @@ impl InternVlModel {
 }
 
 impl VisionModel for InternVlModel {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-
-    fn preprocess_with(
-        &self,
-        image: &RgbImage,
-        opts: &PreprocessOptions,
-        limits: &Limits,
-    ) -> Result<Pixels> {
-        self.processor
-            .process(image, opts, self.tile_grid(), limits)
-    }
-
-    got_ocr2_methods!();
+    got_ocr2_methods!(Self::tile_grid);
 
     // prompt_layout: the default, as InternVLProcessor.replace_image_token lays an image out:
     // <img>, image_seq_length x tiles <IMG_CONTEXT>, </img>.

@@ -368,24 +368,44 @@ pub trait VisionModel: Send + Sync {
 /// The [`VisionModel`] methods of a model with fields `info` and `processor`, whose processor
 /// implements every per-call option itself (`processor.process(image, opts, limits)`): `info`,
 /// `preprocess_with` and `size_knobs` (the knobs given, each the processor's own kwarg).
-/// SigLIP2 NaFlex, Kimi K2.5, LFM2-VL, Gemma 4.
+/// SigLIP2 NaFlex, Kimi K2.5, LFM2-VL, Gemma 4. With `tower: $arg;` first, `$arg`, a
+/// `Fn(&Self) -> usize`, gives the processor the side of the tower's token grid per frame or
+/// tile (`processor.process(image, opts, side, limits)`): Gemma3, InternVL, Aya Vision,
+/// Idefics3. With `via $method;` first, the processor's `$method(image, opts, limits)` runs
+/// in place of `process` (Qwen-VL, Pixtral); `@image via $method` gives `info` and
+/// `preprocess_with` alone (GLM-4.xV).
 macro_rules! processor_methods {
-    ($($knob:literal),*) => {
+    (via $method:ident; $($knob:literal),*) => {
+        crate::models::processor_methods!(@image via $method);
+
+        fn size_knobs(&self) -> &'static [&'static str] {
+            &[$($knob),*]
+        }
+    };
+    ($(tower: $arg:expr;)? $($knob:literal),*) => {
+        crate::models::processor_methods!(@image via process $(, tower: $arg)?);
+
+        fn size_knobs(&self) -> &'static [&'static str] {
+            &[$($knob),*]
+        }
+    };
+    (@image via $method:ident $(, tower: $arg:expr)?) => {
         fn info(&self) -> &crate::models::ModelInfo {
             &self.info
         }
 
+        #[allow(
+            clippy::redundant_closure_call,
+            reason = "`$arg` is the caller's closure"
+        )]
         fn preprocess_with(
             &self,
             image: &crate::preprocess::RgbImage,
             opts: &crate::preprocess::PreprocessOptions,
             limits: &crate::preprocess::Limits,
         ) -> crate::error::Result<crate::preprocess::Pixels> {
-            self.processor.process(image, opts, limits)
-        }
-
-        fn size_knobs(&self) -> &'static [&'static str] {
-            &[$($knob),*]
+            self.processor
+                .$method(image, opts, $(($arg)(self),)? limits)
         }
     };
 }

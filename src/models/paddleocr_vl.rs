@@ -37,7 +37,7 @@ use crate::models::vit::{Encoder, VitConfig, VitDefaults, VitTowerConfig, MAX_DI
 use crate::models::{ModelInfo, SpecialTokens, VisionModel, VISION_TOKEN_KEYS};
 use crate::preprocess::paddleocr_vl::processor;
 use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor};
-use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
+use crate::preprocess::Pixels;
 
 /// `PaddleOCRVisionConfig`'s defaults: 384 px, patch 14, 1152 wide, 27 layers of 16 heads,
 /// MLP 4304, `gelu_pytorch_tanh`, eps 1e-6.

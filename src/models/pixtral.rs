@@ -27,12 +27,13 @@ use crate::models::pixels::{patchify, to_compute};
 use crate::models::projector::{concat_features, feature_layers, MlpProjector};
 use crate::models::rope::{pixtral_axial_angles, Rotary};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
-use crate::models::{ModelInfo, PromptBuilder, PromptSegment, SpecialTokens, VisionModel};
+use crate::models::{
+    processor_methods, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens, VisionModel,
+};
 use crate::preprocess::longest_edge::LongestEdgeProcessor;
-use crate::preprocess::options::PreprocessOptions;
 use crate::preprocess::qwen_video::VideoMeta;
 use crate::preprocess::settings::read_patch_size;
-use crate::preprocess::{Limits, Pixels, RgbImage};
+use crate::preprocess::Pixels;
 use crate::tokenizer::AddedTokens;
 
 /// `PixtralRMSNorm` eps: hard-coded in `PixtralVisionModel` and `PixtralAttentionLayer`.
@@ -718,22 +719,7 @@ fn special_tokens(files: &ModelFiles, variant: PixtralVariant) -> Result<Special
 }
 
 impl VisionModel for PixtralModel {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-
-    fn preprocess_with(
-        &self,
-        image: &RgbImage,
-        o: &PreprocessOptions,
-        l: &Limits,
-    ) -> Result<Pixels> {
-        self.processor.process_with(image, o, l)
-    }
-
-    fn size_knobs(&self) -> &'static [&'static str] {
-        &["longest_edge", "max_tokens"]
-    }
+    processor_methods!(via process_with; "longest_edge", "max_tokens");
 
     fn prompt_layout(
         &self,

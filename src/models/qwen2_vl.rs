@@ -31,7 +31,7 @@ use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor};
 use crate::preprocess::qwen_video::{
     load_video_processor, QwenVideoProcessor, VideoFlavor, VideoMeta, VideoTime,
 };
-use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
+use crate::preprocess::Pixels;
 
 /// Both normalization layers are built with eps 1e-6 in the reference (not a config key).
 const NORM_EPS: f64 = 1e-6;
@@ -113,6 +113,57 @@ fn read_widths(v: &ConfigObject, variant: QwenVariant) -> Result<(usize, usize, 
     })
 }
 
+/// `depth` and `num_heads` of a packed tower's `vision_config` (Qwen-VL, GLM-4.xV), either
+/// under its alias, with the config class's defaults.
+pub(crate) fn read_depth_and_heads(
+    v: &ConfigObject,
+    depth: usize,
+    num_heads: usize,
+) -> Result<(usize, usize)> {
+    Ok((
+        v.positive_or(
+            v.aliased(&["depth", "num_hidden_layers"]),
+            depth,
+            MAX_LAYERS,
+        )?,
+        v.positive_or(
+            v.aliased(&["num_heads", "num_attention_heads"]),
+            num_heads,
+            MAX_DIM,
+        )?,
+    ))
+}
+
+/// The patch geometry of a packed tower's `vision_config` with patches of `patch_size`:
+/// `spatial_merge_size` and `temporal_patch_size` (class defaults 2).
+pub(crate) fn read_geometry(v: &ConfigObject, patch_size: usize) -> Result<PatchGeometry> {
+    Ok(PatchGeometry {
+        patch_size,
+        merge_size: v.positive_or("spatial_merge_size", 2, 64)?,
+        temporal_patch_size: v.positive_or("temporal_patch_size", 2, 64)?,
+    })
+}
+
+/// A packed tower's Conv3d patch embedding as a linear map over a patch row:
+/// `patch_embed.proj.weight` `[dim, 3, T, P, P]`, and `patch_embed.proj.bias` when `bias`.
+pub(crate) fn load_patch_embed(
+    loader: &Loader,
+    dim: usize,
+    g: PatchGeometry,
+    bias: bool,
+) -> Result<Linear> {
+    let w = loader.tensor(
+        "patch_embed.proj.weight",
+        &[dim, 3, g.temporal_patch_size, g.patch_size, g.patch_size],
+    )?;
+    let b = if bias {
+        Some(loader.tensor("patch_embed.proj.bias", &[dim])?)
+    } else {
+        None
+    };
+    Linear::new(w.reshape((dim, g.patch_dim()))?, b)
+}
+
 /// Refuses inputs that are not RGB and a `head_dim` the attention cannot have.
 pub(crate) fn check_channels_and_heads(
     v: &ConfigObject,
@@ -171,19 +222,10 @@ fn read_windows(
 impl QwenVisionConfig {
     /// Reads `vision_config` with the class defaults of transformers 5.23.
     pub fn from_config(v: &ConfigObject, variant: QwenVariant) -> Result<QwenVisionConfig> {
-        let depth = v.positive_or(v.aliased(&["depth", "num_hidden_layers"]), 32, MAX_LAYERS)?;
-        let num_heads = v.positive_or(
-            v.aliased(&["num_heads", "num_attention_heads"]),
-            16,
-            MAX_DIM,
-        )?;
+        let (depth, num_heads) = read_depth_and_heads(v, 32, 16)?;
         let (dim, intermediate_size, out_dim, act) = read_widths(v, variant)?;
         check_channels_and_heads(v, dim, num_heads)?;
-        let geometry = PatchGeometry {
-            patch_size: v.positive_or("patch_size", 14, 1024)?,
-            merge_size: v.positive_or("spatial_merge_size", 2, 64)?,
-            temporal_patch_size: v.positive_or("temporal_patch_size", 2, 64)?,
-        };
+        let geometry = read_geometry(v, v.positive_or("patch_size", 14, 1024)?)?;
         let (window_size, fullatt_block_indexes) = read_windows(v, variant, geometry)?;
         Ok(QwenVisionConfig {
             variant,
@@ -300,11 +342,7 @@ impl QwenVisionTower {
         let c = config;
         let g = c.geometry;
         let d = c.dim;
-        let w = loader.tensor(
-            "patch_embed.proj.weight",
-            &[d, 3, g.temporal_patch_size, g.patch_size, g.patch_size],
-        )?;
-        let patch_embed = Linear::new(w.reshape((d, g.patch_dim()))?, None)?;
+        let patch_embed = load_patch_embed(loader, d, g, false)?;
         if let Some(&i) = c.fullatt_block_indexes.iter().find(|&&i| i >= c.depth) {
             crate::log::warn(&format!(
                 "config.json: fullatt_block_indexes names block {i} of a {}-block tower; ignored",
@@ -574,22 +612,10 @@ impl QwenVlModel {
 /// a `tower` whose `config.geometry` is its [`PatchGeometry`].
 macro_rules! qwen_image_methods {
     () => {
-        fn info(&self) -> &ModelInfo {
-            &self.info
-        }
-
-        fn preprocess_with(
-            &self,
-            image: &RgbImage,
-            o: &PreprocessOptions,
-            l: &Limits,
-        ) -> Result<Pixels> {
-            self.processor.process_with(image, o, l)
-        }
-
-        fn size_knobs(&self) -> &'static [&'static str] {
-            &["min_pixels", "max_pixels", "max_tokens"]
-        }
+        crate::models::processor_methods!(
+            via process_with;
+            "min_pixels", "max_pixels", "max_tokens"
+        );
 
         fn gemma_knobs(&self) -> crate::models::GemmaKnobs {
             crate::models::GemmaKnobs::QWEN

@@ -33,9 +33,12 @@ use crate::models::checkpoint::Checkpoint;
 use crate::models::layers::{segment_attention_with, LayerNorm, Linear, Loader};
 use crate::models::pixels::{pack_patch_rows, split_rows};
 use crate::models::position_taps::{merge_block_positions, resample_table};
-use crate::models::qwen2_vl::{check_channels_and_heads, qwen_image_methods, rotary_qkv};
+use crate::models::qwen2_vl::{
+    check_channels_and_heads, load_patch_embed, qwen_image_methods, read_depth_and_heads,
+    read_geometry, rotary_qkv,
+};
 use crate::models::rope::AxialRope;
-use crate::models::vit::{MAX_DIM, MAX_LAYERS};
+use crate::models::vit::MAX_DIM;
 use crate::models::{
     framed_layout, per_frame_layout, video_methods, ModelInfo, PromptSegment, SpecialTokens,
     VisionModel, VISION_TOKEN_KEYS,
@@ -44,7 +47,7 @@ use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor};
 use crate::preprocess::qwen_video::{
     load_video_processor, QwenVideoProcessor, VideoFlavor, VideoMeta, VideoTime,
 };
-use crate::preprocess::{Limits, Pixels, PreprocessOptions, RgbImage};
+use crate::preprocess::Pixels;
 
 /// Every LayerNorm of the tower and mergers is built with eps 1e-6 (not a config key).
 const NORM_EPS: f64 = 1e-6;
@@ -108,12 +111,7 @@ fn deepstack_indexes(v: &ConfigObject, depth: usize) -> Result<Vec<usize>> {
 impl Qwen3VisionConfig {
     /// Reads `vision_config` with the class defaults of transformers 5.23.
     pub fn from_config(v: &ConfigObject, variant: Qwen3Variant) -> Result<Qwen3VisionConfig> {
-        let depth = v.positive_or(v.aliased(&["depth", "num_hidden_layers"]), 27, MAX_LAYERS)?;
-        let num_heads = v.positive_or(
-            v.aliased(&["num_heads", "num_attention_heads"]),
-            16,
-            MAX_DIM,
-        )?;
+        let (depth, num_heads) = read_depth_and_heads(v, 27, 16)?;
         let dim = v.positive_or("hidden_size", 1152, MAX_DIM)?;
         check_channels_and_heads(v, dim, num_heads)?;
         let num_position_embeddings =
@@ -141,11 +139,7 @@ impl Qwen3VisionConfig {
             num_heads,
             intermediate_size: v.positive_or("intermediate_size", 4304, MAX_DIM * 8)?,
             out_dim: v.positive_or("out_hidden_size", 3584, MAX_DIM)?,
-            geometry: PatchGeometry {
-                patch_size: v.positive_or("patch_size", 16, 1024)?,
-                merge_size: v.positive_or("spatial_merge_size", 2, 64)?,
-                temporal_patch_size: v.positive_or("temporal_patch_size", 2, 64)?,
-            },
+            geometry: read_geometry(v, v.positive_or("patch_size", 16, 1024)?)?,
             act: Activation::from_name(&v.string_or("hidden_act", "gelu_pytorch_tanh")?)?,
             rope_theta: axial_rope_theta(v, ROPE_PARAMETERS_FIRST)?,
             num_position_embeddings,
@@ -234,12 +228,7 @@ impl Qwen3VisionTower {
         let c = config;
         let g = c.geometry;
         let d = c.dim;
-        let w = loader.tensor(
-            "patch_embed.proj.weight",
-            &[d, 3, g.temporal_patch_size, g.patch_size, g.patch_size],
-        )?;
-        let b = loader.tensor("patch_embed.proj.bias", &[d])?;
-        let patch_embed = Linear::new(w.reshape((d, g.patch_dim()))?, Some(b))?;
+        let patch_embed = load_patch_embed(loader, d, g, true)?;
         let pos_embed = loader
             .tensor("pos_embed.weight", &[c.num_position_embeddings, d])?
             .to_dtype(DType::F32)?;

@@ -25,18 +25,20 @@ pub(crate) fn check_tokens_per_tile(
 }
 
 /// The [`crate::models::VisionModel`] methods of the families with a `GotOcr2ImageProcessor`
-/// (InternVL, Aya Vision): a model with `info` (whose `image_size` is a tile's),
-/// `tiles_per_call`, `dtype`, `device` and `run_tiles(&self, x)` (`[n, 3, S, S]` tiles in):
-/// the knobs (the processor's `crop_to_patches`, `min_patches` and `max_patches`; the tile
-/// budget in place of pan-and-scan) and `forward`.
+/// (InternVL, Aya Vision): a model with `info` (whose `image_size` is a tile's), `processor`,
+/// `tiles_per_call`, `dtype`, `device` and `run_tiles(&self, x)` (`[n, 3, S, S]` tiles in),
+/// `$tile_grid` (a `Fn(&Self) -> usize`) the side of a tile's block of embeddings: `info`,
+/// `preprocess_with`, the knobs (the processor's `crop_to_patches`, `min_patches` and
+/// `max_patches`; the tile budget in place of pan-and-scan) and `forward`.
 macro_rules! got_ocr2_methods {
-    () => {
+    ($tile_grid:expr) => {
+        crate::models::processor_methods!(
+            tower: $tile_grid;
+            "crop_to_patches", "min_patches", "max_patches"
+        );
+
         fn gemma_knobs(&self) -> crate::models::GemmaKnobs {
             crate::models::GemmaKnobs::tiled("max_patches")
-        }
-
-        fn size_knobs(&self) -> &'static [&'static str] {
-            &["crop_to_patches", "min_patches", "max_patches"]
         }
 
         fn forward(
