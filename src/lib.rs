@@ -31,7 +31,7 @@ pub use engine::{
     OutputType, DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_IMAGE_TOKENS,
 };
 pub use error::{Error, Result, Status};
-pub use models::{ModelInfo, PromptSegment, SpecialTokens};
+pub use models::{ModelInfo, PromptLayout, PromptSegment, SpecialTokens};
 pub use preprocess::qwen_video::{SampleOptions, VideoMeta, VideoTime};
 pub use preprocess::PreprocessOptions;
 

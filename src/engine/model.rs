@@ -19,7 +19,7 @@ use crate::log;
 use crate::models::cancel::{self, CancelToken};
 use crate::models::checkpoint::Checkpoint;
 use crate::models::registry;
-use crate::models::{ModelInfo, PromptSegment, VisionModel};
+use crate::models::{ModelInfo, PromptLayout, VisionModel};
 use crate::preprocess::decode::decode_to_rgb;
 use crate::preprocess::limits::try_with_capacity;
 use crate::preprocess::options::size_knobs_given;
@@ -445,7 +445,7 @@ impl Model {
     /// The prompt pieces that stand for `image` (preprocessed by this model) in the language
     /// model's input, in order: text, special tokens and runs of placeholder tokens that take
     /// the image's embedding rows (see [`crate::models::VisionModel::prompt_layout`]).
-    pub fn prompt_layout(&self, image: &Image) -> Result<Vec<PromptSegment>> {
+    pub fn prompt_layout(&self, image: &Image) -> Result<PromptLayout> {
         self.check_image(0, image)?;
         self.inner
             .prompt_layout(&image.pixels, image.video.as_ref())

@@ -24,7 +24,7 @@ use crate::models::projector::{pixel_shuffle, text_width};
 use crate::models::tiles::got_ocr2_methods;
 use crate::models::vit::MAX_DIM;
 use crate::models::{
-    attention_batch, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens, VisionModel,
+    attention_batch, ModelInfo, PromptBuilder, PromptLayout, SpecialTokens, VisionModel,
 };
 use crate::preprocess::got_ocr2::GotOcr2Processor;
 use crate::preprocess::qwen_video::VideoMeta;
@@ -220,11 +220,7 @@ impl AyaVisionModel {
 impl VisionModel for AyaVisionModel {
     got_ocr2_methods!(|m: &Self| m.side / m.projector.factor);
 
-    fn prompt_layout(
-        &self,
-        pixels: &Pixels,
-        _video: Option<&VideoMeta>,
-    ) -> Result<Vec<PromptSegment>> {
+    fn prompt_layout(&self, pixels: &Pixels, _video: Option<&VideoMeta>) -> Result<PromptLayout> {
         // AyaVisionProcessor.replace_image_token: <|START_OF_IMG|>, per grid tile i (1-based)
         // the text `TILE_i` and its placeholders, `TILE_GLOBAL` and the thumbnail's (the only
         // tile when there is one), <|END_OF_IMG|>.

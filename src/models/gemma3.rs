@@ -21,7 +21,7 @@ use crate::models::siglip::{self, SiglipVisionConfig, SiglipVisionTower};
 use crate::models::vit::MAX_DIM;
 use crate::models::{
     attention_bytes, batch_for_budget, processor_methods, GemmaKnobs, ModelInfo, PanAndScan,
-    PromptBuilder, PromptSegment, SpecialTokens, VisionModel,
+    PromptBuilder, PromptLayout, SpecialTokens, VisionModel,
 };
 use crate::preprocess::gemma3::Gemma3Processor;
 use crate::preprocess::qwen_video::VideoMeta;
@@ -235,11 +235,7 @@ impl VisionModel for Gemma3Model {
         )
     }
 
-    fn prompt_layout(
-        &self,
-        pixels: &Pixels,
-        _video: Option<&VideoMeta>,
-    ) -> Result<Vec<PromptSegment>> {
+    fn prompt_layout(&self, pixels: &Pixels, _video: Option<&VideoMeta>) -> Result<PromptLayout> {
         // Gemma3Processor.full_image_sequence / replace_image_token.
         let t = &self.info.tokens;
         let per_frame = pixels.grid[1] * pixels.grid[2];

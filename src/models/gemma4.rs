@@ -34,7 +34,7 @@ use crate::models::rope::{apply_rotary_f32, inverse_frequencies};
 use crate::models::vit::MAX_DIM;
 use crate::models::{
     batch_for_budget, framed_layout, per_frame_layout, processor_methods, video_methods,
-    GemmaKnobs, ModelInfo, PanAndScan, PromptSegment, SpecialTokens, VisionModel,
+    GemmaKnobs, ModelInfo, PanAndScan, PromptLayout, SpecialTokens, VisionModel,
 };
 use crate::preprocess::gemma4::{Gemma4Processor, SUPPORTED_SOFT_TOKENS};
 use crate::preprocess::gemma4_video::Gemma4VideoProcessor;
@@ -553,11 +553,7 @@ impl VisionModel for Gemma4Model {
 
     video_methods!();
 
-    fn prompt_layout(
-        &self,
-        pixels: &Pixels,
-        video: Option<&VideoMeta>,
-    ) -> Result<Vec<PromptSegment>> {
+    fn prompt_layout(&self, pixels: &Pixels, video: Option<&VideoMeta>) -> Result<PromptLayout> {
         let t = &self.info.tokens;
         let Some(meta) = video else {
             // Gemma4Processor.replace_image_token: boi, the placeholders, eoi.

@@ -28,7 +28,7 @@ use crate::models::projector::{pixel_shuffle, text_width};
 use crate::models::tiles::check_tokens_per_tile;
 use crate::models::vit::{Encoder, VitDefaults, VitTowerConfig, MAX_DIM};
 use crate::models::{
-    attention_batch, processor_methods, GemmaKnobs, ModelInfo, PromptBuilder, PromptSegment,
+    attention_batch, processor_methods, GemmaKnobs, ModelInfo, PromptBuilder, PromptLayout,
     SpecialTokens, VisionModel,
 };
 use crate::preprocess::idefics3::Idefics3Processor;
@@ -309,11 +309,7 @@ impl VisionModel for Idefics3Model {
         )
     }
 
-    fn prompt_layout(
-        &self,
-        pixels: &Pixels,
-        _video: Option<&VideoMeta>,
-    ) -> Result<Vec<PromptSegment>> {
+    fn prompt_layout(&self, pixels: &Pixels, _video: Option<&VideoMeta>) -> Result<PromptLayout> {
         // Idefics3Processor / SmolVLMProcessor: per grid tile <fake_token_around_image>,
         // <row_r_col_c> and its placeholders, "\n" after each row; then "\n", and the global
         // image as <fake_token_around_image><global-img> placeholders

@@ -55,7 +55,7 @@ use crate::models::rope::{inverse_frequencies, Rotary};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{
     batch_for_budget, per_frame_layout, processor_methods, video_methods, ModelInfo, PromptBuilder,
-    PromptSegment, SpecialTokens, VisionModel, VISION_TOKEN_KEYS,
+    PromptLayout, SpecialTokens, VisionModel, VISION_TOKEN_KEYS,
 };
 use crate::preprocess::kimi_k25::{chunk_timestamp, KimiK25Processor, KimiK25VideoProcessor};
 use crate::preprocess::limits::try_with_capacity;
@@ -610,11 +610,7 @@ impl VisionModel for KimiK25Model {
         split_rows(&y, &counts)
     }
 
-    fn prompt_layout(
-        &self,
-        pixels: &Pixels,
-        video: Option<&VideoMeta>,
-    ) -> Result<Vec<PromptSegment>> {
+    fn prompt_layout(&self, pixels: &Pixels, video: Option<&VideoMeta>) -> Result<PromptLayout> {
         let t = &self.info.tokens;
         let Some(meta) = video else {
             let mut b = PromptBuilder::default();

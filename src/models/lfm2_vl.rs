@@ -33,7 +33,7 @@ use crate::models::pixels::{split_rows, to_compute};
 use crate::models::siglip2::{Siglip2VisionConfig, Siglip2VisionTower};
 use crate::models::vit::MAX_DIM;
 use crate::models::{
-    batch_for_budget, processor_methods, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens,
+    batch_for_budget, processor_methods, ModelInfo, PromptBuilder, PromptLayout, SpecialTokens,
     VisionModel,
 };
 use crate::preprocess::lfm2_vl::{entry_grids, Lfm2VlProcessor, Split};
@@ -230,11 +230,7 @@ impl VisionModel for Lfm2VlModel {
         split_rows(&z, &tokens)
     }
 
-    fn prompt_layout(
-        &self,
-        pixels: &Pixels,
-        _video: Option<&VideoMeta>,
-    ) -> Result<Vec<PromptSegment>> {
+    fn prompt_layout(&self, pixels: &Pixels, _video: Option<&VideoMeta>) -> Result<PromptLayout> {
         // Lfm2VlProcessor._build_image_tokens.
         let (t, f) = (&self.info.tokens, self.factor);
         let mut b = PromptBuilder::default();

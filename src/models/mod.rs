@@ -155,7 +155,7 @@ pub(crate) fn framed_layout(
     tokens: &SpecialTokens,
     placeholder: Option<i64>,
     n: usize,
-) -> Result<Vec<PromptSegment>> {
+) -> Result<PromptLayout> {
     let mut b = PromptBuilder::default();
     b.token(tokens.image_start)
         .rows(placeholder, n)
@@ -172,7 +172,7 @@ pub(crate) fn per_frame_layout(
     meta: &VideoMeta,
     placeholder: Option<i64>,
     mut open: impl FnMut(&mut PromptBuilder, usize, f64),
-) -> Result<Vec<PromptSegment>> {
+) -> Result<PromptLayout> {
     let [frames, rows, cols] = pixels.grid;
     let mut b = PromptBuilder::default();
     for f in 0..frames {
@@ -198,6 +198,10 @@ pub enum PromptSegment {
         count: usize,
     },
 }
+
+/// What [`VisionModel::prompt_layout`] returns: the prompt text that stands for one image (or
+/// video), segment by segment, in order.
+pub type PromptLayout = Vec<PromptSegment>;
 
 /// Builds a [`PromptSegment`] list, merging adjacent text.
 #[derive(Debug, Default)]
@@ -251,7 +255,7 @@ impl PromptBuilder {
 
     /// The segments; an error when they do not cover exactly `n_tokens` rows (a layout that
     /// disagrees with the embeddings is a bug, never sent to an engine).
-    pub fn finish(self, n_tokens: usize) -> Result<Vec<PromptSegment>> {
+    pub fn finish(self, n_tokens: usize) -> Result<PromptLayout> {
         if self.next_row != n_tokens {
             return Err(Error::compute(format!(
                 "prompt layout covers {} embedding rows, the image has {n_tokens}",
@@ -343,11 +347,7 @@ pub trait VisionModel: Send + Sync {
     /// into, together with the start / end tokens the model's prompt format puts around it.
     /// By default: the start token, one placeholder per embedding row, the end token (each
     /// when the model has it).
-    fn prompt_layout(
-        &self,
-        pixels: &Pixels,
-        video: Option<&VideoMeta>,
-    ) -> Result<Vec<PromptSegment>> {
+    fn prompt_layout(&self, pixels: &Pixels, video: Option<&VideoMeta>) -> Result<PromptLayout> {
         let t = &self.info().tokens;
         let placeholder = if video.is_some() {
             self.video_token()

@@ -28,7 +28,7 @@ use crate::models::projector::{concat_features, feature_layers, MlpProjector};
 use crate::models::rope::{pixtral_axial_angles, Rotary};
 use crate::models::vit::{MAX_DIM, MAX_LAYERS};
 use crate::models::{
-    processor_methods, ModelInfo, PromptBuilder, PromptSegment, SpecialTokens, VisionModel,
+    processor_methods, ModelInfo, PromptBuilder, PromptLayout, SpecialTokens, VisionModel,
 };
 use crate::preprocess::longest_edge::LongestEdgeProcessor;
 use crate::preprocess::qwen_video::VideoMeta;
@@ -721,11 +721,7 @@ fn special_tokens(files: &ModelFiles, variant: PixtralVariant) -> Result<Special
 impl VisionModel for PixtralModel {
     processor_methods!(via process_with; "longest_edge", "max_tokens");
 
-    fn prompt_layout(
-        &self,
-        pixels: &Pixels,
-        _video: Option<&VideoMeta>,
-    ) -> Result<Vec<PromptSegment>> {
+    fn prompt_layout(&self, pixels: &Pixels, _video: Option<&VideoMeta>) -> Result<PromptLayout> {
         // PixtralProcessor: each row of the token grid is `cols` [IMG] then [IMG_BREAK]; the
         // last [IMG_BREAK] is [IMG_END].
         let t = &self.info.tokens;

@@ -40,7 +40,7 @@ use crate::models::qwen2_vl::{
 use crate::models::rope::AxialRope;
 use crate::models::vit::MAX_DIM;
 use crate::models::{
-    framed_layout, per_frame_layout, video_methods, ModelInfo, PromptSegment, SpecialTokens,
+    framed_layout, per_frame_layout, video_methods, ModelInfo, PromptLayout, SpecialTokens,
     VisionModel, VISION_TOKEN_KEYS,
 };
 use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor};
@@ -387,11 +387,7 @@ impl VisionModel for Qwen3VlModel {
 
     video_methods!(|_, _: &VideoMeta| VideoTime::PerFrame);
 
-    fn prompt_layout(
-        &self,
-        pixels: &Pixels,
-        video: Option<&VideoMeta>,
-    ) -> Result<Vec<PromptSegment>> {
+    fn prompt_layout(&self, pixels: &Pixels, video: Option<&VideoMeta>) -> Result<PromptLayout> {
         let t = &self.info.tokens;
         let Some(meta) = video else {
             return framed_layout(t, t.image, pixels.n_tokens());
