@@ -9,7 +9,9 @@
 
 use crate::config::ConfigObject;
 use crate::error::{Error, Result};
-use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor, ResizeRule};
+use crate::preprocess::qwen2_vl::{
+    check_resize_input, round_within_bounds, PatchGeometry, QwenImageProcessor, ResizeRule,
+};
 
 /// transformers' GLM `smart_resize(num_frames=temporal, height, width, temporal_factor=temporal,
 /// factor, min_pixels, max_pixels)` for a still image: the `(height, width)` to resize to,
@@ -29,9 +31,10 @@ pub fn smart_resize(
     min_pixels: usize,
     max_pixels: usize,
 ) -> Result<(usize, usize)> {
-    if height == 0 || width == 0 || factor == 0 || temporal == 0 {
+    check_resize_input(height, width, factor)?;
+    if temporal == 0 {
         return Err(Error::invalid_argument(format!(
-            "smart_resize of a {width}x{height} image with factor {factor}"
+            "smart_resize of a {width}x{height} image with temporal_patch_size 0"
         )));
     }
     let f = factor as f64;
@@ -49,46 +52,6 @@ pub fn smart_resize(
         min_pixels,
         max_pixels,
     )
-}
-
-/// Steps 2 and 3 of GLM's `smart_resize` (and of PaddleOCR-VL's, with `temporal` 1) on the
-/// sides `(h, w)` after the rule's own first step, for an image of `height` x `width` (named
-/// in errors): the aspect-ratio check, the rounding to multiples of `factor` and the pixel
-/// bounds, which count `temporal` frames.
-pub(crate) fn round_within_bounds(
-    (height, width): (usize, usize),
-    (h, w): (f64, f64),
-    factor: usize,
-    temporal: usize,
-    min_pixels: usize,
-    max_pixels: usize,
-) -> Result<(usize, usize)> {
-    let f = factor as f64;
-    let ratio = h.max(w) / h.min(w);
-    if ratio > 200.0 {
-        return Err(Error::invalid_argument(format!(
-            "image of {width}x{height}: absolute aspect ratio must be smaller than 200, got {ratio}"
-        )));
-    }
-    let t = temporal as f64;
-    let mut h_bar = (h / f).round_ties_even() * f;
-    let mut w_bar = (w / f).round_ties_even() * f;
-    // t_bar = round(temporal / temporal) * temporal = temporal.
-    if t * h_bar * w_bar > max_pixels as f64 {
-        let beta = (t * h * w / max_pixels as f64).sqrt();
-        h_bar = f.max((h / beta / f).floor() * f);
-        w_bar = f.max((w / beta / f).floor() * f);
-    } else if t * h_bar * w_bar < min_pixels as f64 {
-        let beta = (min_pixels as f64 / (t * h * w)).sqrt();
-        h_bar = (h * beta / f).ceil() * f;
-        w_bar = (w * beta / f).ceil() * f;
-    }
-    if !(h_bar >= f && w_bar >= f && h_bar < (1u64 << 40) as f64 && w_bar < (1u64 << 40) as f64) {
-        return Err(Error::invalid_argument(format!(
-            "image of {width}x{height}: smart_resize gives {w_bar}x{h_bar}"
-        )));
-    }
-    Ok((h_bar as usize, w_bar as usize))
 }
 
 /// The processor of a GLM-4.xV model from `preprocessor_config.json` (or the `image_processor`

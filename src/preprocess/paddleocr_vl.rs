@@ -8,9 +8,10 @@
 //! order (the tower merges `merge x merge` blocks in its projector, not in the processor).
 
 use crate::config::ConfigObject;
-use crate::error::{Error, Result};
-use crate::preprocess::glm4v::round_within_bounds;
-use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor, ResizeRule};
+use crate::error::Result;
+use crate::preprocess::qwen2_vl::{
+    check_resize_input, round_within_bounds, PatchGeometry, QwenImageProcessor, ResizeRule,
+};
 
 /// transformers' PaddleOCR-VL `smart_resize(height, width, factor, min_pixels, max_pixels)`:
 /// the `(height, width)` to resize to, both multiples of `factor`. In Python's arithmetic
@@ -30,11 +31,7 @@ pub fn smart_resize(
     min_pixels: usize,
     max_pixels: usize,
 ) -> Result<(usize, usize)> {
-    if height == 0 || width == 0 || factor == 0 {
-        return Err(Error::invalid_argument(format!(
-            "smart_resize of a {width}x{height} image with factor {factor}"
-        )));
-    }
+    check_resize_input(height, width, factor)?;
     let f = factor as f64;
     let (mut h, mut w) = (height as f64, width as f64);
     if h < f {

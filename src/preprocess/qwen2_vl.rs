@@ -63,30 +63,61 @@ pub fn smart_resize(
     min_pixels: usize,
     max_pixels: usize,
 ) -> Result<(usize, usize)> {
+    check_resize_input(height, width, factor)?;
+    let sides = (height as f64, width as f64);
+    round_within_bounds((height, width), sides, factor, 1, min_pixels, max_pixels)
+}
+
+/// Refuses a `smart_resize` of an empty image or with a zero factor (the rules divide by
+/// each).
+pub(crate) fn check_resize_input(height: usize, width: usize, factor: usize) -> Result<()> {
     if height == 0 || width == 0 || factor == 0 {
         return Err(Error::invalid_argument(format!(
             "smart_resize of a {width}x{height} image with factor {factor}"
         )));
     }
-    let (h, w, f) = (height as f64, width as f64, factor as f64);
+    Ok(())
+}
+
+/// Qwen's `smart_resize` (`temporal` 1), and steps 2 and 3 of GLM's and PaddleOCR-VL's on the
+/// sides `(h, w)` after the rule's own first step, for an image of `height` x `width` (named
+/// in errors): the aspect-ratio check, the rounding to multiples of `factor` and the pixel
+/// bounds, which count `temporal` frames. Sides that round to 0 or to 2⁴⁰ or more are
+/// refused.
+pub(crate) fn round_within_bounds(
+    (height, width): (usize, usize),
+    (h, w): (f64, f64),
+    factor: usize,
+    temporal: usize,
+    min_pixels: usize,
+    max_pixels: usize,
+) -> Result<(usize, usize)> {
+    let f = factor as f64;
     let ratio = h.max(w) / h.min(w);
     if ratio > 200.0 {
         return Err(Error::invalid_argument(format!(
             "image of {width}x{height}: absolute aspect ratio must be smaller than 200, got {ratio}"
         )));
     }
-    let mut h_bar = (h / f).round_ties_even() as usize * factor;
-    let mut w_bar = (w / f).round_ties_even() as usize * factor;
-    if h_bar * w_bar > max_pixels {
-        let beta = ((height * width) as f64 / max_pixels as f64).sqrt();
-        h_bar = factor.max((h / beta / f).floor() as usize * factor);
-        w_bar = factor.max((w / beta / f).floor() as usize * factor);
-    } else if h_bar * w_bar < min_pixels {
-        let beta = (min_pixels as f64 / (height * width) as f64).sqrt();
-        h_bar = (h * beta / f).ceil() as usize * factor;
-        w_bar = (w * beta / f).ceil() as usize * factor;
+    let t = temporal as f64;
+    let mut h_bar = (h / f).round_ties_even() * f;
+    let mut w_bar = (w / f).round_ties_even() * f;
+    // t_bar = round(temporal / temporal) * temporal = temporal.
+    if t * h_bar * w_bar > max_pixels as f64 {
+        let beta = (t * h * w / max_pixels as f64).sqrt();
+        h_bar = f.max((h / beta / f).floor() * f);
+        w_bar = f.max((w / beta / f).floor() * f);
+    } else if t * h_bar * w_bar < min_pixels as f64 {
+        let beta = (min_pixels as f64 / (t * h * w)).sqrt();
+        h_bar = (h * beta / f).ceil() * f;
+        w_bar = (w * beta / f).ceil() * f;
     }
-    Ok((h_bar, w_bar))
+    if !(h_bar >= f && w_bar >= f && h_bar < (1u64 << 40) as f64 && w_bar < (1u64 << 40) as f64) {
+        return Err(Error::invalid_argument(format!(
+            "image of {width}x{height}: smart_resize gives {w_bar}x{h_bar}"
+        )));
+    }
+    Ok((h_bar as usize, w_bar as usize))
 }
 
 /// Which `smart_resize` a processor runs.
