@@ -20,7 +20,9 @@
 //               mask bit 5 is set), 2 the JSON header of the safetensors file chosen by
 //               [shard] (the data section stays real; with mask bit 6 the part's first 8
 //               bytes are the raw length prefix), 3 model.safetensors.index.json,
-//               4 tokenizer.json. Then the model is loaded and a small image forwarded.
+//               4 tokenizer.json; with mask bit 7, part 5 replaces
+//               video_preprocessor_config.json. Then the model is loaded and a small image
+//               forwarded.
 // capi:         a sequence of [opcode][operands...] calls of the C API (see `capi`).
 
 #![allow(non_camel_case_types)]
@@ -47,6 +49,31 @@ pub const FIXTURES: &[&str] = &[
     "qwen2_5_vl_bf16",
     "siglip_vision_hub_f16",
     "siglip_vision_sharded_bf16",
+    // One fixture of each model type added since the list above (2026-12-07).
+    "qwen3_vl_f32",
+    "qwen3_vl_moe_sharded_bf16",
+    "qwen3_5_f16",
+    "qwen3_5_moe_bf16",
+    "qwen4_exp_bf16",
+    "gemma4_f32",
+    "gemma4_vision_f32",
+    "paligemma_f32",
+    "internvl_f32",
+    "aya_vision_f32",
+    "llava_next_f32",
+    "llava_onevision_hub_bf16",
+    "idefics3_f32",
+    "smolvlm_hub_bf16",
+    "glm4v_f32",
+    "glm46v_hub_bf16",
+    "glm_ocr_f32",
+    "glm5_next_f32",
+    "siglip2_f32",
+    "siglip2_vision_hub_bf16",
+    "lfm2_vl_f32",
+    "kimi_k25_f32",
+    "paddleocr_vl_f32",
+    "mistral_large4_f32",
 ];
 
 /// Images with more tokens than this are preprocessed but not forwarded (keeps the
@@ -364,6 +391,10 @@ pub fn build_model_folder(data: &[u8]) -> PathBuf {
     }
     if let Some(b) = part(4) {
         put("tokenizer.json", b);
+    }
+    // Part 5 with mask bit 7 (bits 5 and 6 are flags above).
+    if let Some(b) = parts.get(5).filter(|_| mask & 128 != 0) {
+        put("video_preprocessor_config.json", b);
     }
     dst
 }
