@@ -13,23 +13,14 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 
+from machine_info import describe, median_wall_ms
+
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES = [(729, 72), (4096, 64), (4096, 72), (9216, 80)]
-
-
-def median_ms(fn, iters):
-    fn()
-    t = []
-    for _ in range(iters):
-        s = time.perf_counter()
-        fn()
-        t.append((time.perf_counter() - s) * 1e3)
-    return sorted(t)[len(t) // 2]
 
 
 def main():
@@ -44,9 +35,9 @@ def main():
         q, k, v = (torch.randn(1, 16, n, hd, generator=g) for _ in range(3))
         iters = 3 if n > 5000 else 5
         with torch.inference_mode():
-            f32 = median_ms(lambda: sdpa(q, k, v), iters)
+            f32 = median_wall_ms(lambda: sdpa(q, k, v), iters)
             qb, kb, vb = q.bfloat16(), k.bfloat16(), v.bfloat16()
-            bf16 = median_ms(lambda: sdpa(qb, kb, vb), iters)
+            bf16 = median_wall_ms(lambda: sdpa(qb, kb, vb), iters)
         hf[(n, hd)] = (f32, bf16)
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
     out = subprocess.run(["cargo", "bench", "-q", "--bench", "cpu_ops", "--", "attention"], cwd=ROOT,
@@ -57,7 +48,6 @@ def main():
         if line.startswith("(") and ")" in line:
             n, hd = (int(x) for x in line[1:line.index(")")].split(","))
             ours[(n, hd)] = [float(x) for x in line[line.index(")") + 1:].split()]
-    from machine_info import describe
     print(f"{describe()}, {args.threads} threads")
     print("| tokens x head_dim (16 heads) | SDPA f32 ms | vtower unfused f32 ms | vtower fused f32 ms "
           "| f32 vtower/SDPA | SDPA bf16 ms | vtower fused bf16 ms | bf16 vtower/SDPA |")

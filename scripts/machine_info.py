@@ -1,7 +1,9 @@
 """What the benchmark scripts record about the machine: the CPU model, its core count and the
 SIMD flags that decide which kernels run (AVX2/FMA, AVX-512, AVX512-BF16, AMX), plus the
-vtower kernel cap `VTOWER_CPU_ISA`."""
+vtower kernel cap `VTOWER_CPU_ISA`; and the wall-clock timer they share (`median_wall_ms`)."""
 import os
+import statistics
+import time
 
 
 def cpu() -> dict:
@@ -24,3 +26,15 @@ def describe() -> str:
     c = cpu()
     return (f"cpu {c['cpu']}, {c['cores']} cores, flags {' '.join(c['flags'])}, "
             f"VTOWER_CPU_ISA={c['VTOWER_CPU_ISA']}")
+
+
+def median_wall_ms(fn, iters, warm=1):
+    """Runs fn `warm` times untimed, then `iters` times; returns the median wall-clock ms of those."""
+    for _ in range(warm):
+        fn()
+    out = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(out)

@@ -47,7 +47,7 @@ import torch
 from PIL import Image
 
 # scripts/ (this file's folder) is on sys.path: the fixtures package and vtower_ctypes import from there
-from fixtures import common, pixtral  # noqa: E402
+from fixtures import common, llava, pixtral  # noqa: E402
 from vtower_ctypes import VT_DTYPE_F32, Lib, VtError  # noqa: E402
 
 pixtral.stub_torchvision()
@@ -333,12 +333,10 @@ siglip_case("preprocessor without size (class default 224)", {**SIG, "image_size
 
 # ---- LLaVA ------------------------------------------------------------------------------------------------
 
-TEXT_LLAMA = dict(model_type="llama", vocab_size=300, hidden_size=40, intermediate_size=48, num_hidden_layers=1,
-                  num_attention_heads=2, num_key_value_heads=1)
-CLIP = dict(model_type="clip_vision_model", image_size=32, patch_size=8, hidden_size=32, intermediate_size=48,
-            num_hidden_layers=5, num_attention_heads=2)
-SIGV = dict(model_type="siglip_vision_model", image_size=32, patch_size=8, hidden_size=32, intermediate_size=48,
-            num_hidden_layers=4, num_attention_heads=2, vision_use_head=False)
+# the LLaVA fixtures' tiny configs (fixtures.llava) with a wider text model and deeper towers
+TEXT_LLAMA = {**llava.TEXT, "hidden_size": 40}
+CLIP = {**llava.CLIP_A, "num_hidden_layers": 5}
+SIGV = {**llava.SIGLIP_C, "num_hidden_layers": 4}
 
 
 def llava_case(variant, vision: dict, top: dict, proc_factory, seed=20, images=None, expect_load_error=False,

@@ -66,6 +66,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 import vtower_ctypes as vc  # noqa: E402
+from machine_info import median_wall_ms  # noqa: E402
 
 
 def vit_flops(n_tok, d, ffn, layers, gated=False, windows=None):
@@ -426,17 +427,6 @@ def cuda_ms(fn, iters, warm):
     return statistics.median(out)
 
 
-def wall_ms(fn, iters, warm):
-    for _ in range(warm):
-        fn()
-    out = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(out)
-
-
 def cpu_description():
     """The CPU, its SIMD flags that matter here, the vtower kernel cap and torch's threads."""
     from machine_info import describe
@@ -531,7 +521,7 @@ def run_case(args, vt, name, side, build, rows):
                             ref = [o.float().cpu().numpy() for o in spec["call"](hf, **kw)]
                             hf_ms = timer(lambda: spec["call"](hf, **kw), args.iters, args.warm)
                         got = ours.forward(imgs)
-                        vt_ms = wall_ms(
+                        vt_ms = median_wall_ms(
                             lambda: ours.vt.lib.vt_embeddings_free(ours.forward_raw(imgs)),
                             args.iters, args.warm)
                     elif hf_here:
