@@ -93,6 +93,11 @@ def main():
     warnings.simplefilter("ignore", UserWarning)
     for name in PIXTRAL_CASES:
         pixtral_cases(name)
+    qwen_cases()
+
+
+def qwen_cases():
+    """Writes knobs.json / knobs.safetensors of tests/fixtures/qwen2_vl_f32 (see the top)."""
     proc = AutoImageProcessor.from_pretrained(FIXTURE, backend="pil")
     factor = proc.patch_size * proc.merge_size
     cases, tensors = [], {}
