@@ -244,3 +244,45 @@ fn every_target_has_a_regression_folder() {
         );
     }
 }
+
+/// The top-level `model_type` of a fixture folder's `config.json`.
+fn fixture_model_type(dir: &Path) -> String {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["model_type"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{path:?} has no model_type"))
+        .to_string()
+}
+
+/// The fuzz targets pick their model from `harness::FIXTURES`: every model type of the
+/// committed fixtures (one or more for every family vtower loads) must be among them, so
+/// that a new family is fuzzed too (append its fixture there; the list is append-only).
+#[test]
+fn fuzz_fixtures_cover_every_model_type() {
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let fuzzed: std::collections::BTreeSet<String> = harness::FIXTURES
+        .iter()
+        .map(|name| fixture_model_type(&fixtures.join(name)))
+        .collect();
+    let mut missing = std::collections::BTreeMap::new();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&fixtures)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("config.json").is_file())
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        let model_type = fixture_model_type(&dir);
+        if !fuzzed.contains(&model_type) {
+            let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+            missing.entry(model_type).or_insert(name);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "model types with a fixture but none in fuzz/src/harness.rs FIXTURES \
+         (model type -> a fixture to append): {missing:?}"
+    );
+}
