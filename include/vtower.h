@@ -1152,7 +1152,9 @@ vt_status vt_image_patch_grid(const struct vt_image *image,
  * - `next_out`: NULL, or receives the position the following text starts at.
  *
  * Errors: VT_ERR_INVALID_ARGUMENT for NULL pointers, a `positions_len` that is too small,
- * or positions that overflow int64. Nothing is written on error. Any thread.
+ * positions that overflow int64, or a video whose prompt lays its frames out one by one
+ * (Qwen3-VL / Qwen3.5, Gemma 4, Kimi K2.5: take each group's positions with
+ * vt_image_frame_mrope_positions). Nothing is written on error. Any thread.
  */
 vt_status vt_image_mrope_positions(const struct vt_image *image,
                                    int64_t start,

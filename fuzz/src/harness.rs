@@ -13,7 +13,8 @@
 // image:        [fixture][flags][options...][encoded image bytes...]
 //               flags bit0: pan_and_scan given (bit1: its value); bit2: u32 LE
 //               min_crop_size follows; bit3: u32 LE max_num_crops follows; bit4: f64 LE
-//               min_ratio_to_activate follows. Then the rest is the image file.
+//               min_ratio_to_activate follows; bit5: the size knobs follow (see
+//               `read_size_knobs`). Then the rest is the image file.
 // model_folder: [fixture][mask][shard][part 0] SEP [part 1] SEP ... (SEP = b"\0--\0")
 //               mask bit i: part i replaces file i of the fixture folder:
 //               0 config.json, 1 preprocessor_config.json (processor_config.json when
@@ -23,7 +24,8 @@
 //               4 tokenizer.json; with mask bit 7, part 5 replaces
 //               video_preprocessor_config.json. Then the model is loaded and a small image
 //               forwarded.
-// capi:         a sequence of [opcode][operands...] calls of the C API (see `capi`).
+// capi:         a sequence of [opcode][operands...] calls of the C API (see `capi`;
+//               opcode byte 127 or 255 is vt_preprocess_video, the others `% 11`).
 
 #![allow(non_camel_case_types)]
 #![allow(dead_code)]
@@ -255,6 +257,52 @@ fn read_options(r: &mut Reader) -> PreprocessOptions {
     if flags & 16 != 0 {
         o.pan_and_scan_min_ratio_to_activate = Some(r.f64());
     }
+    if flags & 32 != 0 {
+        let k = read_size_knobs(r);
+        o.max_soft_tokens = k.max_soft_tokens;
+        o.min_pixels = k.min_pixels;
+        o.max_pixels = k.max_pixels;
+        o.longest_edge = k.longest_edge;
+        o.max_tokens = k.max_tokens;
+        o.min_patches = k.min_patches;
+        o.max_patches = k.max_patches;
+        o.crop_to_patches = k.crop_to_patches;
+        o.do_image_splitting = k.do_image_splitting;
+    }
+    o
+}
+
+/// A fuzzed size: one byte picks a small, medium, large or any value.
+fn knob(r: &mut Reader) -> usize {
+    match r.u8() % 4 {
+        0 => r.u8() as usize,
+        1 => r.u16() as usize,
+        2 => r.u32() as usize,
+        _ => r.u64() as usize,
+    }
+}
+
+/// The per-call size knobs (every `PreprocessOptions` field but pan-and-scan's): a byte of
+/// bits, then a `knob` for each of bits 0..=6 that is set (max_soft_tokens, min_pixels,
+/// max_pixels, longest_edge, max_tokens, min_patches, max_patches), then with bit 7 a byte
+/// for the two switches (bit0 crop_to_patches given, bit1 its value; bit2
+/// do_image_splitting given, bit3 its value).
+fn read_size_knobs(r: &mut Reader) -> PreprocessOptions {
+    let bits = r.u8();
+    let mut o = PreprocessOptions::default();
+    let size = |bit: u8, r: &mut Reader| (bits & (1 << bit) != 0).then(|| knob(r));
+    o.max_soft_tokens = size(0, r);
+    o.min_pixels = size(1, r);
+    o.max_pixels = size(2, r);
+    o.longest_edge = size(3, r);
+    o.max_tokens = size(4, r);
+    o.min_patches = size(5, r);
+    o.max_patches = size(6, r);
+    if bits & 128 != 0 {
+        let b = r.u8();
+        o.crop_to_patches = (b & 1 != 0).then_some(b & 2 != 0);
+        o.do_image_splitting = (b & 4 != 0).then_some(b & 8 != 0);
+    }
     o
 }
 
@@ -274,7 +322,17 @@ pub fn image(data: &[u8]) -> Outcome {
         model.preprocess_with(bytes, &opts)
     };
     let outcome = match result {
-        Ok(img) => forward_checked(model, &img),
+        Ok(img) => {
+            if let Some(cap) = opts.max_tokens {
+                // PreprocessOptions::max_tokens: "the most embeddings the image may yield".
+                assert!(
+                    img.n_tokens() <= cap,
+                    "{} tokens with max_tokens {cap}",
+                    img.n_tokens()
+                );
+            }
+            forward_checked(model, &img)
+        }
         Err(e) => {
             check_error("preprocess", &e);
             format!("preprocess error: {}", status_name(e.status()))
@@ -482,6 +540,24 @@ pub struct vt_preprocess_params {
     pub do_image_splitting: i32,
 }
 
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct vt_video_params {
+    pub struct_size: u32,
+    pub do_sample_frames: i32,
+    pub source_fps: f64,
+    pub sample_fps: f64,
+    pub num_frames: u32,
+}
+
+/// Video params with zeroed room after them (struct_size past the struct).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PaddedVideoParams {
+    pub p: vt_video_params,
+    _tail: [u64; 2],
+}
+
 /// Preprocess params with zeroed room after them, for struct_size values past the struct
 /// (a newer caller).
 #[repr(C)]
@@ -550,6 +626,40 @@ extern "C" {
         row_stride: usize,
         params: *const vt_preprocess_params,
         out: *mut *mut vt_image,
+        err: *mut *mut vt_error,
+    ) -> i32;
+    fn vt_video_params_default() -> vt_video_params;
+    fn vt_preprocess_video(
+        model: *const vt_model,
+        frames: *const *const u8,
+        n_frames: usize,
+        width: u32,
+        height: u32,
+        row_stride: usize,
+        params: *const vt_video_params,
+        out: *mut *mut vt_image,
+        err: *mut *mut vt_error,
+    ) -> i32;
+    fn vt_image_is_video(image: *const vt_image) -> i32;
+    fn vt_image_video_timestamps(
+        image: *const vt_image,
+        timestamps_out: *mut f64,
+        len: usize,
+        count_out: *mut usize,
+        err: *mut *mut vt_error,
+    ) -> i32;
+    fn vt_image_video_second_per_grid(
+        image: *const vt_image,
+        seconds_out: *mut f64,
+        err: *mut *mut vt_error,
+    ) -> i32;
+    fn vt_image_frame_mrope_positions(
+        image: *const vt_image,
+        frame: u32,
+        start: i64,
+        positions_out: *mut i64,
+        positions_len: usize,
+        next_out: *mut i64,
         err: *mut *mut vt_error,
     ) -> i32;
     fn vt_image_pixels(
@@ -769,6 +879,20 @@ fn read_pp_params(r: &mut Reader) -> Option<PaddedPreprocessParams> {
             _ => full + 8,
         };
     }
+    if mode & 64 != 0 {
+        // The size knobs, in the C types (negative and huge values included).
+        let k = read_size_knobs(r);
+        let u = |v: Option<usize>| v.unwrap_or(0);
+        p.max_soft_tokens = u(k.max_soft_tokens) as u32;
+        p.min_pixels = u(k.min_pixels) as u64;
+        p.max_pixels = u(k.max_pixels) as u64;
+        p.longest_edge = u(k.longest_edge) as u32;
+        p.max_tokens = u(k.max_tokens) as u64;
+        p.min_patches = k.min_patches.map_or(-1, |v| v as i32);
+        p.max_patches = k.max_patches.map_or(-1, |v| v as i32);
+        p.crop_to_patches = k.crop_to_patches.map_or(-1, i32::from);
+        p.do_image_splitting = k.do_image_splitting.map_or(-1, i32::from);
+    }
     Some(padded)
 }
 
@@ -787,7 +911,7 @@ pub fn capi(data: &[u8]) -> Outcome {
     while !r.is_empty() && steps < 48 {
         steps += 1;
         let b = r.u8();
-        let op = (b & 0x7f) % 11;
+        let op = if b & 0x7f == 127 { 11 } else { (b & 0x7f) % 11 };
         let want_err = b & 0x80 == 0;
         let mut err: *mut vt_error = std::ptr::null_mut();
         match op {
@@ -1071,6 +1195,13 @@ pub fn capi(data: &[u8]) -> Outcome {
                 let _ = cstr_ok(unsafe { vt_status_str(code) }, "vt_status_str");
                 let _ = cstr_ok(unsafe { vt_version() }, "vt_version");
             }
+            // vt_preprocess_video of generated frames.
+            11 => {
+                let s = capi_video(&mut r, &st, want_err, &mut log);
+                if let Some((s, img)) = s {
+                    keep_image(&mut st, s, img);
+                }
+            }
             _ => {}
         }
     }
@@ -1084,6 +1215,221 @@ pub fn capi(data: &[u8]) -> Outcome {
         unsafe { vt_free(st.local) };
     }
     log.join("; ")
+}
+
+/// Most frames one video call hands over (each a pointer into one of two frame buffers).
+const MAX_VIDEO_FRAMES: usize = 64;
+
+/// A source or sampling rate: 0 (unset), a usual rate, or any f64 (NaN, negative, huge).
+fn rate(r: &mut Reader) -> f64 {
+    match r.u8() % 4 {
+        0 => 0.0,
+        1 => f64::from(r.u8()) / 4.0,
+        2 => [23.976, 29.97, 24.0, 2.0, 1.0, 0.5][r.u8() as usize % 6],
+        _ => r.f64(),
+    }
+}
+
+/// One vt_preprocess_video call: `[mode][n][w][h]([u16 w][u16 h] with mode bit1)[params...]
+/// [seed 64]`; mode bit0: up to MAX_VIDEO_FRAMES frames, else up to 8; bit2: params follow
+/// (`[fields][do_sample][rates][num_frames][struct_size]`); bit3: one frame pointer NULL;
+/// bits 4..6: extra stride bytes; bit7: stride one byte short. Returns the status and the
+/// image (None when the harness skipped the call: frames over its byte cap).
+fn capi_video(
+    r: &mut Reader,
+    st: &CState,
+    want_err: bool,
+    log: &mut Vec<String>,
+) -> Option<(i32, *mut vt_image)> {
+    let mode = r.u8();
+    let n = r.u8() as usize
+        % if mode & 1 != 0 {
+            MAX_VIDEO_FRAMES + 1
+        } else {
+            9
+        };
+    let (w, h) = if mode & 2 != 0 {
+        (u32::from(r.u16()), u32::from(r.u16()))
+    } else {
+        (u32::from(r.u8()), u32::from(r.u8()))
+    };
+    let extra = (mode >> 4) as usize % 8;
+    let stride = if mode & 0x80 != 0 {
+        (w as usize * 3).saturating_sub(1)
+    } else {
+        w as usize * 3 + extra
+    };
+    let params = if mode & 4 != 0 {
+        let mut padded = PaddedVideoParams {
+            p: unsafe { vt_video_params_default() },
+            _tail: [0; 2],
+        };
+        let p = &mut padded.p;
+        let full = p.struct_size;
+        assert_eq!(full as usize, std::mem::size_of::<vt_video_params>());
+        let fields = r.u8();
+        if fields & 1 != 0 {
+            p.do_sample_frames = (r.u8() % 4) as i32 - 1; // -1, 0, 1, 2 (invalid)
+        }
+        if fields & 2 != 0 {
+            p.source_fps = rate(r);
+        }
+        if fields & 4 != 0 {
+            p.sample_fps = rate(r);
+        }
+        if fields & 8 != 0 {
+            p.num_frames = knob(r) as u32;
+        }
+        if fields & 16 != 0 {
+            p.struct_size = match r.u8() % 4 {
+                0 => 0,
+                1 => 8,
+                2 => 16,
+                _ => full + 8,
+            };
+        }
+        Some(padded)
+    } else {
+        None
+    };
+    let need = if w == 0 || h == 0 {
+        0
+    } else {
+        (h as u64 - 1) * stride as u64 + w as u64 * 3
+    };
+    if need > MAX_RGB_BYTES / 2 {
+        log.push(format!("video {n} x {w}x{h} skipped"));
+        return None;
+    }
+    let seed = r.bytes(64);
+    // Two frame buffers (a video that changes every other frame); each frame is `need`
+    // bytes, at least one byte so that the pointers are valid.
+    let frame = |salt: u8| -> Vec<u8> {
+        (0..need.max(1) as usize)
+            .map(|i| seed.get(i % seed.len().max(1)).copied().unwrap_or(i as u8) ^ salt)
+            .collect()
+    };
+    let (a, b) = (frame(0), frame(0x5a));
+    let mut ptrs: Vec<*const u8> = (0..n)
+        .map(|i| if i % 2 == 0 { a.as_ptr() } else { b.as_ptr() })
+        .collect();
+    let null_frame = mode & 8 != 0 && n > 0;
+    if null_frame {
+        let i = seed.first().copied().unwrap_or(0) as usize % n;
+        ptrs[i] = std::ptr::null();
+    }
+    let model = st.current_model();
+    let mut img: *mut vt_image = std::ptr::null_mut();
+    let mut err: *mut vt_error = std::ptr::null_mut();
+    let errp = err_slot(want_err, &mut err);
+    let pp = params
+        .as_ref()
+        .map_or(std::ptr::null(), |p| &p.p as *const vt_video_params);
+    let s =
+        unsafe { vt_preprocess_video(model, ptrs.as_ptr(), n, w, h, stride, pp, &mut img, errp) };
+    check_status("vt_preprocess_video", s, err);
+    if n == 0 || w == 0 || h == 0 || stride < w as usize * 3 || null_frame {
+        assert_eq!(
+            s, VT_ERR_INVALID_ARGUMENT,
+            "video {n} x {w}x{h} stride {stride}"
+        );
+    }
+    if s == VT_OK {
+        video_queries(img, seed.first().copied().unwrap_or(0), want_err);
+    }
+    log.push(format!("video {n} x {w}x{h} stride {stride} -> {s}"));
+    Some((s, img))
+}
+
+/// The video accessors on a video image: timestamps (count, then into a buffer of the
+/// count or one short), second_per_grid, and per-group M-RoPE positions.
+fn video_queries(img: *const vt_image, slack: u8, want_err: bool) {
+    let mut err: *mut vt_error = std::ptr::null_mut();
+    unsafe {
+        assert_eq!(vt_image_is_video(img), 1, "a video that is not a video");
+        let (mut frames, mut rows, mut cols) = (0u32, 0u32, 0u32);
+        let s = vt_image_token_grid(img, &mut frames, &mut rows, &mut cols, std::ptr::null_mut());
+        assert_eq!(s, VT_OK);
+        let mut count = 0usize;
+        let s = vt_image_video_timestamps(
+            img,
+            std::ptr::null_mut(),
+            0,
+            &mut count,
+            err_slot(want_err, &mut err),
+        );
+        check_status("vt_image_video_timestamps", s, err);
+        if s == VT_OK || count > 0 {
+            assert_eq!(count, frames as usize, "one timestamp per temporal group");
+            let short = slack & 1 != 0 && count > 0;
+            let len = if short { count - 1 } else { count };
+            let mut ts = vec![0f64; count.max(1)];
+            let s = vt_image_video_timestamps(
+                img,
+                ts.as_mut_ptr(),
+                len,
+                &mut count,
+                err_slot(want_err, &mut err),
+            );
+            check_status("vt_image_video_timestamps", s, err);
+            if short {
+                assert_eq!(s, VT_ERR_INVALID_ARGUMENT, "timestamps into a short buffer");
+            } else {
+                assert_eq!(s, VT_OK);
+                assert!(ts[..len].iter().all(|t| *t >= 0.0), "{ts:?}");
+            }
+        }
+        let mut seconds = 0f64;
+        let s = vt_image_video_second_per_grid(img, &mut seconds, err_slot(want_err, &mut err));
+        check_status("vt_image_video_second_per_grid", s, err);
+        let per_group = rows as usize * cols as usize;
+        if per_group <= 1 << 16 {
+            let frame = u32::from(slack >> 1) % (frames + 1); // one past the end too
+            let mut buf = vec![0i64; 3 * per_group.max(1)];
+            let mut next = 0i64;
+            let s = vt_image_frame_mrope_positions(
+                img,
+                frame,
+                0,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut next,
+                err_slot(want_err, &mut err),
+            );
+            check_status("vt_image_frame_mrope_positions", s, err);
+            if frame >= frames {
+                assert_ne!(s, VT_OK, "M-RoPE positions of group {frame} of {frames}");
+            }
+            // With more than one group, exactly one of the two layouts gives positions:
+            // all groups together (Qwen2-VL / Qwen2.5-VL) or group by group.
+            let n = frames as usize * per_group;
+            if frames > 1 && n <= 1 << 16 {
+                let mut all = vec![0i64; 3 * n];
+                let together = vt_image_mrope_positions(
+                    img,
+                    0,
+                    all.as_mut_ptr(),
+                    all.len(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                );
+                let first = vt_image_frame_mrope_positions(
+                    img,
+                    0,
+                    0,
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                );
+                assert!(
+                    (together == VT_OK) != (first == VT_OK),
+                    "video of {frames} groups: vt_image_mrope_positions {together}, \
+                     vt_image_frame_mrope_positions {first}"
+                );
+            }
+        }
+    }
 }
 
 fn keep_image(st: &mut CState, s: i32, img: *mut vt_image) {
@@ -1171,6 +1517,8 @@ fn image_queries(img: *const vt_image, start: i64, slack: u8, want_err: bool) {
             check_status("vt_image_mrope_positions", s, err);
             if len < want {
                 assert_eq!(s, VT_ERR_INVALID_ARGUMENT, "mrope into a short buffer");
+            } else if vt_image_is_video(img) == 1 {
+                // A video laid out frame by frame is refused (see video_queries).
             } else if start.checked_add(1 << 33).is_some() && start >= 0 {
                 assert_eq!(s, VT_OK, "mrope positions near 0");
             }

@@ -7,16 +7,22 @@ fuzz/src/harness.rs. Standard library only. Run from the repository root:
 
 Seeds are a starting point; the committed corpora (fuzz/corpus/<target>/) are what
 `cargo fuzz cmin` kept of seeds + fuzzing."""
-import argparse, os, struct, zlib
+import argparse, os, re, struct, zlib
 
-FIXTURES = [
-    "siglip_f32", "gemma3_f32", "gemma3_hub_pas_bf16", "llava_clip_f32", "llava_clip_pad_hub",
-    "llava_siglip_m45_f16", "pixtral_llava_f32", "pixtral_vision_f16", "mistral3_bf16",
-    "qwen2_vl_f32", "qwen2_5_vl_bf16", "siglip_vision_hub_f16", "siglip_vision_sharded_bf16",
-]
+ROOT = os.getcwd()
+
+
+def harness_fixtures():
+    """`FIXTURES` of fuzz/src/harness.rs, in order (the inputs pick fixtures by index)."""
+    src = open(os.path.join(ROOT, "fuzz/src/harness.rs")).read()
+    body = re.search(r"pub const FIXTURES: &\[&str\] = &\[(.*?)\];", src, re.S).group(1)
+    return [m.group(1) for line in body.splitlines()
+            if not line.strip().startswith("//") for m in re.finditer(r'"([^"]+)"', line)]
+
+
+FIXTURES = harness_fixtures()
 FIX = {n: i for i, n in enumerate(FIXTURES)}
 SEP = b"\0--\0"
-ROOT = os.getcwd()
 
 
 def write(path, data):
@@ -46,7 +52,28 @@ def bmp(w, h):
     return hdr + dib + pix
 
 
-def pp_opts(pan=None, min_crop=None, max_crops=None, ratio=None):
+# read_size_knobs of harness.rs: bit -> knob, each written as a u32 (mode byte 2).
+KNOB_BITS = ["max_soft_tokens", "min_pixels", "max_pixels", "longest_edge", "max_tokens", "min_patches",
+             "max_patches"]
+
+
+def size_knobs(knobs):
+    bits, tail = 0, b""
+    for bit, name in enumerate(KNOB_BITS):
+        if name in knobs:
+            bits |= 1 << bit
+            tail += bytes([2]) + struct.pack("<I", knobs[name])
+    switches = 0
+    for k, name in ((0, "crop_to_patches"), (2, "do_image_splitting")):
+        if name in knobs:
+            switches |= (1 << k) | ((2 << k) if knobs[name] else 0)
+    if switches:
+        bits |= 128
+        tail += bytes([switches])
+    return bytes([bits]) + tail
+
+
+def pp_opts(pan=None, min_crop=None, max_crops=None, ratio=None, knobs=None):
     flags, tail = 0, b""
     if pan is not None:
         flags |= 1 | (2 if pan else 0)
@@ -56,6 +83,8 @@ def pp_opts(pan=None, min_crop=None, max_crops=None, ratio=None):
         flags |= 8; tail += struct.pack("<I", max_crops)
     if ratio is not None:
         flags |= 16; tail += struct.pack("<d", ratio)
+    if knobs:
+        flags |= 32; tail += size_knobs(knobs)
     return bytes([flags]) + tail
 
 
@@ -115,6 +144,18 @@ def seeds(out):
         write(f"{out}/image/pas_{fx}_90x2", image_input(fx, png(90, 6), pan=True, min_crop=2, max_crops=4, ratio=1.2))
         write(f"{out}/image/pas_{fx}_off", image_input(fx, png(30, 100), pan=False))
     write(f"{out}/image/pas_siglip_refused", image_input("siglip_f32", png(30, 10), pan=True))
+    # Per-call size knobs, on the families that take them (and one that refuses them).
+    for fx, knobs in [
+        ("qwen2_vl_f32", {"min_pixels": 3136, "max_pixels": 12544}), ("qwen3_vl_f32", {"max_tokens": 4}),
+        ("pixtral_llava_f32", {"longest_edge": 40, "max_tokens": 6}), ("gemma4_f32", {"max_soft_tokens": 70}),
+        ("internvl_f32", {"crop_to_patches": True, "min_patches": 1, "max_patches": 3}),
+        ("aya_vision_f32", {"crop_to_patches": False}),
+        ("idefics3_f32", {"do_image_splitting": True, "longest_edge": 60}),
+        ("llava_onevision_hub_bf16", {"do_image_splitting": False}), ("siglip2_f32", {"max_tokens": 9}),
+        ("kimi_k25_f32", {"max_patches": 64}), ("lfm2_vl_f32", {"min_patches": 2, "max_patches": 4}),
+        ("glm5_next_f32", {"max_tokens": 8}), ("siglip_f32", {"min_pixels": 100}),
+    ]:
+        write(f"{out}/image/knobs_{fx}", image_input(fx, png(70, 30), knobs=knobs))
 
     # model_folder: the real files as parts, all replaced (= unchanged), and one at a time.
     for name in FIXTURES:
@@ -150,6 +191,16 @@ def seeds(out):
     write(f"{out}/capi/foreign", sel(0) + pre(tiny) + sel(3) + pre(tiny) + fwd(3) + fwd(2))
     write(f"{out}/capi/pas", sel(1) + bytes([2, 0x1f, 2]) + struct.pack("<IId", 2, 3, 1.1) + struct.pack("<H", len(png(60, 10))) + png(60, 10) + bytes([4, 0]) + struct.pack("<Q", 0) + b"\x00" + fwd(1))
     write(f"{out}/capi/bad_stride", sel(2) + bytes([3, 0, 0x40 | 4, 5, 5]) + bytes([3, 0, 0, 0, 5]))
+    # vt_preprocess_video (opcode 127) of 8 frames of 28x28: defaults, a source rate of 24,
+    # sampling 1 fps of it, num_frames 4; then the image queries and a forward.
+    video_params = [b"", bytes([2, 2, 2]), bytes([2 | 4, 2, 2, 1, 4]), bytes([8, 0, 4])]
+    for name in ("qwen2_vl_f32", "qwen2_5_vl_bf16", "qwen3_vl_f32", "qwen3_5_f16", "gemma4_f32", "kimi_k25_f32",
+                 "siglip_f32"):
+        for k, params in enumerate(video_params):
+            mode = 4 if params else 0
+            seq = sel(FIX[name]) + bytes([127, mode, 8, 28, 28]) + params + bytes(range(64))
+            seq += bytes([4, 0]) + struct.pack("<Q", 0) + b"\x03" + fwd(1)
+            write(f"{out}/capi/video_{name}_{k}", seq)
     return n
 
 
