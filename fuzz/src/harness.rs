@@ -258,16 +258,7 @@ fn read_options(r: &mut Reader) -> PreprocessOptions {
         o.pan_and_scan_min_ratio_to_activate = Some(r.f64());
     }
     if flags & 32 != 0 {
-        let k = read_size_knobs(r);
-        o.max_soft_tokens = k.max_soft_tokens;
-        o.min_pixels = k.min_pixels;
-        o.max_pixels = k.max_pixels;
-        o.longest_edge = k.longest_edge;
-        o.max_tokens = k.max_tokens;
-        o.min_patches = k.min_patches;
-        o.max_patches = k.max_patches;
-        o.crop_to_patches = k.crop_to_patches;
-        o.do_image_splitting = k.do_image_splitting;
+        read_size_knobs(r, &mut o);
     }
     o
 }
@@ -286,10 +277,9 @@ fn knob(r: &mut Reader) -> usize {
 /// bits, then a `knob` for each of bits 0..=6 that is set (max_soft_tokens, min_pixels,
 /// max_pixels, longest_edge, max_tokens, min_patches, max_patches), then with bit 7 a byte
 /// for the two switches (bit0 crop_to_patches given, bit1 its value; bit2
-/// do_image_splitting given, bit3 its value).
-fn read_size_knobs(r: &mut Reader) -> PreprocessOptions {
+/// do_image_splitting given, bit3 its value). Sets those fields of `o`.
+fn read_size_knobs(r: &mut Reader, o: &mut PreprocessOptions) {
     let bits = r.u8();
-    let mut o = PreprocessOptions::default();
     let size = |bit: u8, r: &mut Reader| (bits & (1 << bit) != 0).then(|| knob(r));
     o.max_soft_tokens = size(0, r);
     o.min_pixels = size(1, r);
@@ -303,7 +293,6 @@ fn read_size_knobs(r: &mut Reader) -> PreprocessOptions {
         o.crop_to_patches = (b & 1 != 0).then_some(b & 2 != 0);
         o.do_image_splitting = (b & 4 != 0).then_some(b & 8 != 0);
     }
-    o
 }
 
 // ------------------------------------------------------------------------------------
@@ -881,7 +870,8 @@ fn read_pp_params(r: &mut Reader) -> Option<PaddedPreprocessParams> {
     }
     if mode & 64 != 0 {
         // The size knobs, in the C types (negative and huge values included).
-        let k = read_size_knobs(r);
+        let mut k = PreprocessOptions::default();
+        read_size_knobs(r, &mut k);
         let u = |v: Option<usize>| v.unwrap_or(0);
         p.max_soft_tokens = u(k.max_soft_tokens) as u32;
         p.min_pixels = u(k.min_pixels) as u64;
@@ -1234,7 +1224,7 @@ fn rate(r: &mut Reader) -> f64 {
 /// [seed 64]`; mode bit0: up to MAX_VIDEO_FRAMES frames, else up to 8; bit2: params follow
 /// (`[fields][do_sample][rates][num_frames][struct_size]`); bit3: one frame pointer NULL;
 /// bits 4..6: extra stride bytes; bit7: stride one byte short. Returns the status and the
-/// image (None when the harness skipped the call: frames over its byte cap).
+/// image (None when the harness skipped the call: `n` frames over its byte cap together).
 fn capi_video(
     r: &mut Reader,
     st: &CState,
@@ -1297,7 +1287,9 @@ fn capi_video(
     } else {
         (h as u64 - 1) * stride as u64 + w as u64 * 3
     };
-    if need > MAX_RGB_BYTES / 2 {
+    // The frames vtower may read, all together, within the harness's byte cap (a call
+    // that would resize 64 frames of 8 MiB under ASan costs seconds).
+    if need.saturating_mul(n as u64) > MAX_RGB_BYTES {
         log.push(format!("video {n} x {w}x{h} skipped"));
         return None;
     }
