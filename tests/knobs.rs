@@ -228,3 +228,34 @@ fn knobs_a_family_lacks_and_budgets_nothing_fits_are_refused() {
         .unwrap();
     assert_eq!(img.n_tokens(), 8);
 }
+
+/// `max_soft_tokens` is Gemma 4's: every other family refuses a value, as the header says
+/// ("Other models refuse a non-zero value"), the Qwen-VL processor's families included
+/// (Qwen2-VL, Qwen3-VL, GLM-4.xV, PaddleOCR-VL; they ignored it until 2026-12-07).
+#[test]
+fn max_soft_tokens_is_refused_outside_gemma4() {
+    let file = std::fs::read(image_path("photo.jpg")).unwrap();
+    let opts = PreprocessOptions {
+        max_soft_tokens: Some(70),
+        ..PreprocessOptions::default()
+    };
+    for name in [
+        "qwen2_vl_f32",
+        "qwen2_5_vl_bf16",
+        "qwen3_vl_f32",
+        "glm4v_f32",
+        "paddleocr_vl_f32",
+        "siglip_f32",
+    ] {
+        let model = Model::load(fixtures().join(name), &LoadOptions::default()).unwrap();
+        let e = match model.preprocess_with(&file, &opts) {
+            Ok(img) => panic!(
+                "{name}: max_soft_tokens accepted ({} tokens)",
+                img.n_tokens()
+            ),
+            Err(e) => e,
+        };
+        assert_eq!(e.status(), Status::InvalidArgument, "{name}: {e}");
+        assert!(e.message().contains("max_soft_tokens 70"), "{name}: {e}");
+    }
+}

@@ -310,6 +310,11 @@ pub fn image(data: &[u8]) -> Outcome {
     } else {
         model.preprocess_with(bytes, &opts)
     };
+    if opts.max_soft_tokens.is_some() && model.info().family != "gemma4" {
+        // PreprocessOptions::max_soft_tokens is Gemma 4's; the others refuse it.
+        let refused = matches!(&result, Err(e) if e.status() == Status::InvalidArgument);
+        assert!(refused, "{}: max_soft_tokens not refused", FIXTURES[index]);
+    }
     let outcome = match result {
         Ok(img) => {
             if let Some(cap) = opts.max_tokens {

@@ -486,10 +486,10 @@ impl GemmaKnobs {
 
     /// The Qwen-VL image processor's (Qwen2-VL to Qwen3.5, GLM-4.xV, PaddleOCR-VL):
     /// pan-and-scan refused when switched on, naming "Qwen and GLM" models;
-    /// `max_soft_tokens` ignored.
+    /// `max_soft_tokens` refused (it was ignored until 2026-12-07, against the header).
     pub(crate) const QWEN: GemmaKnobs = GemmaKnobs {
         pan_and_scan: PanAndScan::RefusesOnFor("Qwen and GLM"),
-        refuse_max_soft_tokens: false,
+        refuse_max_soft_tokens: true,
     };
 
     /// Neither knob, for a tiled family whose own knob `use_instead` sets what pan-and-scan

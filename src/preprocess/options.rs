@@ -22,7 +22,8 @@ pub struct PreprocessOptions {
     /// Aspect ratio (long side / short side) from which an image is cropped
     /// (`pan_and_scan_min_ratio_to_activate`, finite).
     pub pan_and_scan_min_ratio_to_activate: Option<f64>,
-    /// Gemma 4's soft-token budget per image (`max_soft_tokens`: 70, 140, 280, 560 or 1120).
+    /// Gemma 4's soft-token budget per image (`max_soft_tokens`: 70, 140, 280, 560 or 1120);
+    /// every other model refuses it (invalid argument).
     pub max_soft_tokens: Option<usize>,
     /// Qwen2-VL / Qwen3-VL: the smallest pixel count of the resized image (the processor's
     /// `min_pixels` call kwarg, `size["shortest_edge"]`).
