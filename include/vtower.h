@@ -300,14 +300,15 @@ typedef struct vt_preprocess_params {
      */
     uint32_t max_soft_tokens;
     /**
-     * Qwen2-VL / Qwen3-VL: smallest pixel count of the resized image (the processor's
-     * `min_pixels` kwarg: `smart_resize` keeps the aspect ratio, sides multiples of
-     * patch_size * merge_size); 0 (default): preprocessor_config.json's. Other models refuse
-     * it with VT_ERR_INVALID_ARGUMENT.
+     * Qwen2-VL / Qwen3-VL / Qwen3.5, GLM-4.xV and PaddleOCR-VL: smallest pixel count of the
+     * resized image (the processor's `min_pixels` kwarg: `smart_resize` keeps the aspect
+     * ratio, sides multiples of patch_size * merge_size; GLM counts `temporal_patch_size`
+     * frames, as its `size.shortest_edge` does); 0 (default): preprocessor_config.json's.
+     * Other models refuse it with VT_ERR_INVALID_ARGUMENT.
      */
     uint64_t min_pixels;
     /**
-     * Qwen2-VL / Qwen3-VL: largest pixel count of the resized image (`max_pixels`); 0
+     * The same models: largest pixel count of the resized image (`max_pixels`); 0
      * (default): preprocessor_config.json's. Other models refuse it.
      */
     uint64_t max_pixels;

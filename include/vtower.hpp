@@ -206,8 +206,8 @@ struct PreprocessOptions {
     /// Gemma 4's soft-token budget per image: 70, 140, 280, 560 or 1120; 0 = the model's
     /// `max_soft_tokens`. Other models refuse a non-zero value.
     uint32_t max_soft_tokens = 0;
-    /// Qwen2-VL / Qwen3-VL: smallest / largest pixel count of the resized image; 0 = the
-    /// model's. Other models refuse a non-zero value.
+    /// Qwen2-VL / Qwen3-VL / Qwen3.5, GLM-4.xV, PaddleOCR-VL: smallest / largest pixel count
+    /// of the resized image; 0 = the model's. Other models refuse a non-zero value.
     uint64_t min_pixels = 0;
     uint64_t max_pixels = 0;
     /// Any model: the most embeddings the image may yield (Qwen and Pixtral pick the largest

@@ -310,10 +310,15 @@ pub fn image(data: &[u8]) -> Outcome {
     } else {
         model.preprocess_with(bytes, &opts)
     };
-    if opts.max_soft_tokens.is_some() && model.info().family != "gemma4" {
-        // PreprocessOptions::max_soft_tokens is Gemma 4's; the others refuse it.
-        let refused = matches!(&result, Err(e) if e.status() == Status::InvalidArgument);
-        assert!(refused, "{}: max_soft_tokens not refused", FIXTURES[index]);
+    if let Some(knob) = knob_not_taken(model.info(), &opts) {
+        // The documented families of each knob; every other model refuses it (an image
+        // that does not decode may fail first, with another status).
+        assert!(
+            result.is_err(),
+            "{}: {knob} accepted by a {} model",
+            FIXTURES[index],
+            model.info().family
+        );
     }
     let outcome = match result {
         Ok(img) => {
@@ -333,6 +338,68 @@ pub fn image(data: &[u8]) -> Outcome {
         }
     };
     format!("{}: {outcome}", FIXTURES[index])
+}
+
+/// The first per-call size knob set in `opts` that the model does not take, by the
+/// documentation of `PreprocessOptions` / `vt_preprocess_params` (`max_tokens` is every
+/// model's).
+fn knob_not_taken(info: &vtower::ModelInfo, opts: &PreprocessOptions) -> Option<&'static str> {
+    const QWEN_LIKE: &[&str] = &[
+        "qwen2_vl",
+        "qwen2_5_vl",
+        "qwen3_vl",
+        "qwen3_5",
+        "glm4v",
+        "paddleocr_vl",
+    ];
+    let family = info.family;
+    let onevision = family == "llava_next" && info.model_type == "llava_onevision";
+    let knobs: [(&str, bool, bool); 8] = [
+        (
+            "max_soft_tokens",
+            opts.max_soft_tokens.is_some(),
+            family == "gemma4",
+        ),
+        (
+            "min_pixels",
+            opts.min_pixels.is_some(),
+            QWEN_LIKE.contains(&family),
+        ),
+        (
+            "max_pixels",
+            opts.max_pixels.is_some(),
+            QWEN_LIKE.contains(&family),
+        ),
+        (
+            "longest_edge",
+            opts.longest_edge.is_some(),
+            ["pixtral", "idefics3", "smolvlm"].contains(&family),
+        ),
+        (
+            "crop_to_patches",
+            opts.crop_to_patches.is_some(),
+            ["internvl", "aya_vision"].contains(&family),
+        ),
+        (
+            "min_patches",
+            opts.min_patches.is_some(),
+            ["internvl", "aya_vision", "lfm2_vl"].contains(&family),
+        ),
+        (
+            "max_patches",
+            opts.max_patches.is_some(),
+            ["internvl", "aya_vision", "lfm2_vl", "kimi_k25"].contains(&family),
+        ),
+        (
+            "do_image_splitting",
+            opts.do_image_splitting.is_some(),
+            ["idefics3", "smolvlm", "lfm2_vl"].contains(&family) || onevision,
+        ),
+    ];
+    knobs
+        .iter()
+        .find(|&&(_, set, taken)| set && !taken)
+        .map(|&(name, _, _)| name)
 }
 
 // ------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ ROOT = os.getcwd()
 
 def harness_fixtures():
     """`FIXTURES` of fuzz/src/harness.rs, in order (the inputs pick fixtures by index)."""
-    src = open(os.path.join(ROOT, "fuzz/src/harness.rs")).read()
+    src = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src", "harness.rs")).read()
     body = re.search(r"pub const FIXTURES: &\[&str\] = &\[(.*?)\];", src, re.S).group(1)
     return [m.group(1) for line in body.splitlines()
             if not line.strip().startswith("//") for m in re.finditer(r'"([^"]+)"', line)]

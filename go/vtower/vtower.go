@@ -78,8 +78,9 @@ type PreprocessOptions struct {
 	// (other values fail with StatusInvalidArgument); 0 = the model's max_soft_tokens.
 	// Other models refuse a non-zero value with StatusInvalidArgument.
 	MaxSoftTokens int
-	// MinPixels and MaxPixels (Qwen2-VL, Qwen3-VL) bound the resized image's pixel count;
-	// other models refuse them (StatusInvalidArgument). 0 = the model's.
+	// MinPixels and MaxPixels (Qwen2-VL, Qwen3-VL, Qwen3.5, GLM-4.xV, PaddleOCR-VL) bound the
+	// resized image's pixel count; other models refuse them (StatusInvalidArgument).
+	// 0 = the model's.
 	MinPixels, MaxPixels uint64
 	// MaxTokens (any model) bounds the embeddings one image yields: Qwen and Pixtral pick
 	// the largest size within it, fixed-size models refuse a smaller budget

@@ -393,12 +393,13 @@ pub struct vt_preprocess_params {
     /// VT_ERR_INVALID_ARGUMENT. Appended after the pan-and-scan fields: a struct_size that
     /// ends before it (an older header) reads 0.
     pub max_soft_tokens: u32,
-    /// Qwen2-VL / Qwen3-VL: smallest pixel count of the resized image (the processor's
-    /// `min_pixels` kwarg: `smart_resize` keeps the aspect ratio, sides multiples of
-    /// patch_size * merge_size); 0 (default): preprocessor_config.json's. Other models refuse
-    /// it with VT_ERR_INVALID_ARGUMENT.
+    /// Qwen2-VL / Qwen3-VL / Qwen3.5, GLM-4.xV and PaddleOCR-VL: smallest pixel count of the
+    /// resized image (the processor's `min_pixels` kwarg: `smart_resize` keeps the aspect
+    /// ratio, sides multiples of patch_size * merge_size; GLM counts `temporal_patch_size`
+    /// frames, as its `size.shortest_edge` does); 0 (default): preprocessor_config.json's.
+    /// Other models refuse it with VT_ERR_INVALID_ARGUMENT.
     pub min_pixels: u64,
-    /// Qwen2-VL / Qwen3-VL: largest pixel count of the resized image (`max_pixels`); 0
+    /// The same models: largest pixel count of the resized image (`max_pixels`); 0
     /// (default): preprocessor_config.json's. Other models refuse it.
     pub max_pixels: u64,
     /// Any model: the most embeddings (vt_image_n_tokens) the image may yield; 0 (default): no

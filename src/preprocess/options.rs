@@ -25,11 +25,12 @@ pub struct PreprocessOptions {
     /// Gemma 4's soft-token budget per image (`max_soft_tokens`: 70, 140, 280, 560 or 1120);
     /// every other model refuses it (invalid argument).
     pub max_soft_tokens: Option<usize>,
-    /// Qwen2-VL / Qwen3-VL: the smallest pixel count of the resized image (the processor's
-    /// `min_pixels` call kwarg, `size["shortest_edge"]`).
+    /// Qwen2-VL / Qwen3-VL / Qwen3.5, GLM-4.xV, PaddleOCR-VL: the smallest pixel count of the
+    /// resized image (the processor's `min_pixels` call kwarg, `size["shortest_edge"]`; GLM
+    /// counts `temporal_patch_size` frames). Other models refuse it.
     pub min_pixels: Option<usize>,
-    /// Qwen2-VL / Qwen3-VL: the largest pixel count of the resized image (`max_pixels`,
-    /// `size["longest_edge"]`).
+    /// The same models: the largest pixel count of the resized image (`max_pixels`,
+    /// `size["longest_edge"]`). Other models refuse it.
     pub max_pixels: Option<usize>,
     /// Pixtral / Mistral3: the longest edge the image is shrunk to fit (the image processor's
     /// `size={"longest_edge": n}` call kwarg) before rounding up to the patch window.

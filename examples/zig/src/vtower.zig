@@ -110,7 +110,8 @@ pub const PreprocessOptions = struct {
     /// Gemma 4's soft-token budget per image: 70, 140, 280, 560 or 1120 (others:
     /// error.InvalidArgument); 0 = the model's max_soft_tokens. Other models refuse non-zero.
     max_soft_tokens: u32 = 0,
-    /// Qwen2-VL / Qwen3-VL: bounds of the resized image's pixel count (others refuse them).
+    /// Qwen2-VL / Qwen3-VL / Qwen3.5, GLM-4.xV, PaddleOCR-VL: bounds of the resized image's
+    /// pixel count (others refuse them).
     min_pixels: u64 = 0,
     max_pixels: u64 = 0,
     /// Any model: the most embeddings one image may yield (Qwen and Pixtral pick the
