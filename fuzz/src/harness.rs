@@ -1360,8 +1360,11 @@ fn capi_video(
         (h as u64 - 1) * stride as u64 + w as u64 * 3
     };
     // The frames vtower may read, all together, within the harness's byte cap (a call
-    // that would resize 64 frames of 8 MiB under ASan costs seconds).
-    if need.saturating_mul(n as u64) > MAX_RGB_BYTES {
+    // that would resize 64 frames of 8 MiB under ASan costs seconds). With no frames the
+    // harness still builds its two buffers: they count as one frame (an input with 0
+    // frames of 65535 x 26454 made it allocate 5.2 GB, the capi campaign's out-of-memory of
+    // stop 32: a harness bug, not vtower's; `regressions/capi/video_zero_frames_5GB`).
+    if need.saturating_mul(n.max(1) as u64) > MAX_RGB_BYTES {
         log.push(format!("video {n} x {w}x{h} skipped"));
         return None;
     }
