@@ -823,6 +823,15 @@ fn gif_decode(data: &[u8], max_pixels: u64) -> Result<RgbImage> {
             ),
             None => return Err(decode_err(F, "no image in the file")),
         };
+    // Pillow's decoder refuses an empty first frame ("tile cannot extend outside image"),
+    // before it would paint a canvas of any size (one it grew to hold the frame) with the
+    // background.
+    if fw == 0 || fh == 0 {
+        return Err(decode_err(
+            F,
+            format!("the first frame is empty ({fw}x{fh} at {left},{top})"),
+        ));
+    }
     // Pillow grows the canvas to hold a frame that sticks out of the logical screen.
     let width = usize::from(screen_w).max(left + fw);
     let height = usize::from(screen_h).max(top + fh);
@@ -1177,6 +1186,27 @@ mod tests {
         let text = std::fs::read_to_string(fixtures().join("manifest.json"))
             .expect("tests/fixtures/images/manifest.json (run scripts/gen_images.py)");
         serde_json::from_str(&text).expect("manifest.json is valid JSON")
+    }
+
+    #[test]
+    fn gif_with_an_empty_first_frame_is_refused_as_pillow_does() {
+        // A 4x4 screen with a 2-colour palette and a 4x0 first frame, and the fuzzer's
+        // 1x29440 screen with a 38x0 frame at (1792, 1373) that grew the canvas to 1830 x
+        // 29440 (seconds of resizing under ASan): Pillow 13 raises "tile cannot extend
+        // outside image" for both.
+        for (screen, frame) in [
+            ([4u16, 4], [0u16, 0, 4, 0]),
+            ([1, 29440], [1792, 1373, 38, 0]),
+        ] {
+            let mut g = b"GIF89a".to_vec();
+            g.extend(screen.iter().flat_map(|v| v.to_le_bytes()));
+            g.extend_from_slice(&[0x80, 0, 0, 0, 0, 0, 255, 255, 255, 0x2c]);
+            g.extend(frame.iter().flat_map(|v| v.to_le_bytes()));
+            g.extend_from_slice(&[0, 2, 2, 0x4c, 0x01, 0, 0x3b]);
+            let e = decode_to_rgb(&g, 1 << 30).unwrap_err();
+            assert_eq!(e.status(), Status::ImageDecode, "{e}");
+            assert!(e.message().contains("first frame is empty"), "{e}");
+        }
     }
 
     #[test]
