@@ -19,9 +19,10 @@ use crate::config::ConfigObject;
 use crate::error::{Error, Result};
 use crate::preprocess::gemma4_video::FrameSampling;
 use crate::preprocess::limits::try_filled;
+use crate::preprocess::normalize::tv_normalize;
 use crate::preprocess::qwen_video::{
-    check_source_fps, read_rescale_normalize, sized_frame, tv_normalize, RescaleNormalize,
-    SampleOptions, VideoFrames, VideoMeta, VideoTime,
+    check_source_fps, read_rescale_normalize, sized_frame, RescaleNormalize, SampleOptions,
+    VideoFrames, VideoMeta, VideoTime,
 };
 use crate::preprocess::resample::Filter;
 use crate::preprocess::settings::{read_filter, read_matching};

@@ -26,6 +26,7 @@ pub mod resample;
 pub mod rgb;
 pub mod settings;
 pub mod siglip2;
+pub mod smart_resize;
 pub mod tiling;
 pub mod tv_resize;
 

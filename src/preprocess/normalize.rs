@@ -76,6 +76,38 @@ impl Normalization {
     }
 }
 
+/// The torchvision backend's fused rescale + normalize to a `[3, H, W]` plane:
+/// `(x - f32(mean) * f32(1 / rescale)) / (f32(std) * f32(1 / rescale))` in f32, or
+/// `x * rescale` without normalization.
+pub fn tv_normalize(
+    image: &RgbImage,
+    rescale: Option<f64>,
+    mean_std: Option<([f64; 3], [f64; 3])>,
+) -> Result<Vec<f32>> {
+    let mut table = [[0f32; 256]; 3];
+    for (c, row) in table.iter_mut().enumerate() {
+        for (v, out) in row.iter_mut().enumerate() {
+            *out = match (&mean_std, rescale) {
+                (Some((mean, std)), Some(r)) => {
+                    let k = (1.0 / r) as f32;
+                    (v as f32 - mean[c] as f32 * k) / (std[c] as f32 * k)
+                }
+                (Some((mean, std)), None) => (v as f32 - mean[c] as f32) / std[c] as f32,
+                (None, Some(r)) => v as f32 * r as f32,
+                (None, None) => v as f32,
+            };
+        }
+    }
+    let plane = image.width as usize * image.height as usize;
+    let mut out = try_filled(3 * plane, 0f32, "a video frame")?;
+    for (i, px) in image.data.chunks_exact(3).enumerate() {
+        for c in 0..3 {
+            out[c * plane + i] = table[c][px[c] as usize];
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

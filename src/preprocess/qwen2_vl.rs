@@ -13,6 +13,7 @@ use crate::preprocess::resample::{resize, Filter};
 use crate::preprocess::settings::{
     read_filter, read_normalization, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD,
 };
+pub use crate::preprocess::smart_resize::qwen as smart_resize;
 use crate::preprocess::tv_resize::{resize_tv, TvInterpolation};
 use crate::preprocess::{Limits, Pixels, RgbImage};
 
@@ -48,76 +49,6 @@ impl PatchGeometry {
     pub fn patch_dim(&self) -> usize {
         3 * self.temporal_patch_size * self.patch_size * self.patch_size
     }
-}
-
-/// transformers' `smart_resize(height, width, factor, min_pixels, max_pixels)`: the
-/// `(height, width)` to resize to, both multiples of `factor`, with about the same aspect
-/// ratio and a pixel count within `[min_pixels, max_pixels]` (Python's round-half-to-even,
-/// float arithmetic in f64 as CPython does it).
-///
-/// Fails (invalid argument) when the aspect ratio exceeds 200, as the reference does.
-pub fn smart_resize(
-    height: usize,
-    width: usize,
-    factor: usize,
-    min_pixels: usize,
-    max_pixels: usize,
-) -> Result<(usize, usize)> {
-    check_resize_input(height, width, factor)?;
-    let sides = (height as f64, width as f64);
-    round_within_bounds((height, width), sides, factor, 1, min_pixels, max_pixels)
-}
-
-/// Refuses a `smart_resize` of an empty image or with a zero factor (the rules divide by
-/// each).
-pub(crate) fn check_resize_input(height: usize, width: usize, factor: usize) -> Result<()> {
-    if height == 0 || width == 0 || factor == 0 {
-        return Err(Error::invalid_argument(format!(
-            "smart_resize of a {width}x{height} image with factor {factor}"
-        )));
-    }
-    Ok(())
-}
-
-/// Qwen's `smart_resize` (`temporal` 1), and steps 2 and 3 of GLM's and PaddleOCR-VL's on the
-/// sides `(h, w)` after the rule's own first step, for an image of `height` x `width` (named
-/// in errors): the aspect-ratio check, the rounding to multiples of `factor` and the pixel
-/// bounds, which count `temporal` frames. Sides that round to 0 or to 2⁴⁰ or more are
-/// refused.
-pub(crate) fn round_within_bounds(
-    (height, width): (usize, usize),
-    (h, w): (f64, f64),
-    factor: usize,
-    temporal: usize,
-    min_pixels: usize,
-    max_pixels: usize,
-) -> Result<(usize, usize)> {
-    let f = factor as f64;
-    let ratio = h.max(w) / h.min(w);
-    if ratio > 200.0 {
-        return Err(Error::invalid_argument(format!(
-            "image of {width}x{height}: absolute aspect ratio must be smaller than 200, got {ratio}"
-        )));
-    }
-    let t = temporal as f64;
-    let mut h_bar = (h / f).round_ties_even() * f;
-    let mut w_bar = (w / f).round_ties_even() * f;
-    // t_bar = round(temporal / temporal) * temporal = temporal.
-    if t * h_bar * w_bar > max_pixels as f64 {
-        let beta = (t * h * w / max_pixels as f64).sqrt();
-        h_bar = f.max((h / beta / f).floor() * f);
-        w_bar = f.max((w / beta / f).floor() * f);
-    } else if t * h_bar * w_bar < min_pixels as f64 {
-        let beta = (min_pixels as f64 / (t * h * w)).sqrt();
-        h_bar = (h * beta / f).ceil() * f;
-        w_bar = (w * beta / f).ceil() * f;
-    }
-    if !(h_bar >= f && w_bar >= f && h_bar < (1u64 << 40) as f64 && w_bar < (1u64 << 40) as f64) {
-        return Err(Error::invalid_argument(format!(
-            "image of {width}x{height}: smart_resize gives {w_bar}x{h_bar}"
-        )));
-    }
-    Ok((h_bar as usize, w_bar as usize))
 }
 
 /// Which `smart_resize` a processor runs.
@@ -289,7 +220,7 @@ impl QwenImageProcessor {
         let f = self.geometry.factor();
         match self.rule {
             ResizeRule::Qwen => smart_resize(height, width, f, self.min_pixels, self.max_pixels),
-            ResizeRule::Glm4v => crate::preprocess::glm4v::smart_resize(
+            ResizeRule::Glm4v => crate::preprocess::smart_resize::glm(
                 height,
                 width,
                 f,
@@ -297,7 +228,7 @@ impl QwenImageProcessor {
                 self.min_pixels,
                 self.max_pixels,
             ),
-            ResizeRule::PaddleOcr => crate::preprocess::paddleocr_vl::smart_resize(
+            ResizeRule::PaddleOcr => crate::preprocess::smart_resize::paddleocr_vl(
                 height,
                 width,
                 f,
@@ -400,7 +331,7 @@ impl QwenImageProcessor {
     fn patchify_raster(&self, image: &RgbImage, h: usize, w: usize) -> Result<Pixels> {
         let n = &self.normalization;
         let widen = |v: [f32; 3]| v.map(f64::from);
-        let chw = crate::preprocess::qwen_video::tv_normalize(
+        let chw = crate::preprocess::normalize::tv_normalize(
             image,
             n.rescale,
             n.mean_std.map(|(m, s)| (widen(m), widen(s))),
@@ -474,29 +405,6 @@ impl QwenImageProcessor {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn smart_resize_matches_python() {
-        // Values from transformers' smart_resize (factor 28, Hub min/max pixels).
-        let (lo, hi) = (3136, 12845056);
-        assert_eq!(smart_resize(1080, 1920, 28, lo, hi).unwrap(), (1092, 1932));
-        assert_eq!(smart_resize(480, 640, 28, lo, hi).unwrap(), (476, 644));
-        assert_eq!(
-            smart_resize(1080, 1920, 28, lo, 1003520).unwrap(),
-            (728, 1316)
-        );
-        assert_eq!(smart_resize(300, 10, 28, lo, hi).unwrap(), (308, 28));
-        // Ties round to even: 40/16 = 2.5 -> 2, 24/16 = 1.5 -> 2, 56/16 = 3.5 -> 4.
-        assert_eq!(smart_resize(56, 40, 16, 512, 2048).unwrap(), (64, 32));
-        assert_eq!(smart_resize(24, 32, 16, 512, 2048).unwrap(), (32, 32));
-        // max(factor, ...) guard and the min_pixels branch.
-        assert_eq!(smart_resize(20, 180, 16, 512, 2048).unwrap(), (16, 128));
-        assert_eq!(smart_resize(12, 20, 16, 512, 2048).unwrap(), (32, 32));
-        // Python: smart_resize(1, 200, 16, 512, 2048) == (16, 320), above max_pixels.
-        assert_eq!(smart_resize(1, 200, 16, 512, 2048).unwrap(), (16, 320));
-        assert!(smart_resize(1, 201, 16, 512, 2048).is_err());
-        assert!(smart_resize(1, 200, 16, 512, 2048).is_ok());
-    }
 
     fn processor(p: usize, m: usize, t: usize) -> QwenImageProcessor {
         QwenImageProcessor {
