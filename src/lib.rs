@@ -23,6 +23,8 @@ pub(crate) mod kernels;
 pub(crate) mod log;
 pub(crate) mod models;
 pub(crate) mod preprocess;
+#[cfg(test)]
+mod structure;
 pub(crate) mod tokenizer;
 pub(crate) mod weights;
 

@@ -791,17 +791,31 @@ fn gif_err(err: gif::DecodingError) -> Error {
     decode_err(ImageFormat::Gif, what)
 }
 
-fn gif_decode(data: &[u8], max_pixels: u64) -> Result<RgbImage> {
-    const F: ImageFormat = ImageFormat::Gif;
-    // The logical screen, before anything else is read.
+/// A GIF's logical screen `(width, height)`, read and checked against `max_pixels` before
+/// anything else is decoded.
+fn gif_screen(data: &[u8], max_pixels: u64) -> Result<(u16, u16)> {
     if data.len() < 13 {
-        return Err(decode_err(F, "file is truncated (incomplete header)"));
+        return Err(decode_err(
+            ImageFormat::Gif,
+            "file is truncated (incomplete header)",
+        ));
     }
     let screen_w = u16::from_le_bytes([data[6], data[7]]);
     let screen_h = u16::from_le_bytes([data[8], data[9]]);
     if u64::from(screen_w) * u64::from(screen_h) > max_pixels {
-        check_size(F, screen_w.into(), screen_h.into(), max_pixels)?;
+        check_size(
+            ImageFormat::Gif,
+            screen_w.into(),
+            screen_h.into(),
+            max_pixels,
+        )?;
     }
+    Ok((screen_w, screen_h))
+}
+
+fn gif_decode(data: &[u8], max_pixels: u64) -> Result<RgbImage> {
+    const F: ImageFormat = ImageFormat::Gif;
+    let (screen_w, screen_h) = gif_screen(data, max_pixels)?;
 
     let mut options = gif::DecodeOptions::new();
     options.set_color_output(gif::ColorOutput::Indexed);
