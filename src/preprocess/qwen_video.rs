@@ -21,9 +21,10 @@ use crate::config::{ConfigObject, ModelFiles};
 use crate::error::{Error, Result};
 use crate::preprocess::limits::try_with_capacity;
 use crate::preprocess::normalize::tv_normalize;
-use crate::preprocess::qwen2_vl::{smart_resize, PatchGeometry, QwenImageProcessor};
+use crate::preprocess::qwen2_vl::{PatchGeometry, QwenImageProcessor};
 use crate::preprocess::resample::Filter;
 use crate::preprocess::settings::{read_filter, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD};
+use crate::preprocess::smart_resize;
 use crate::preprocess::tv_resize::{resize_tv, TvInterpolation};
 use crate::preprocess::{Limits, Pixels, RgbImage};
 
@@ -444,7 +445,7 @@ impl QwenVideoProcessor {
                         .min(total * t / frames)
                         .max((self.min_pixels as f64 * 1.05) as usize);
                 }
-                smart_resize(height, width, f, self.min_pixels, max_pixels)
+                smart_resize::qwen(height, width, f, self.min_pixels, max_pixels)
             }
             VideoFlavor::Qwen3 => {
                 let mut max_pixels = self.max_pixels;
@@ -455,7 +456,7 @@ impl QwenVideoProcessor {
                         .max((self.min_pixels as f64 * 1.05) as usize);
                     max_pixels = per * frames;
                 }
-                smart_resize_qwen3(frames, height, width, t, f, self.min_pixels, max_pixels)
+                smart_resize::frames(frames, height, width, t, f, self.min_pixels, max_pixels)
             }
         }
     }
@@ -608,51 +609,6 @@ fn linspace_round(last: usize, n: usize) -> Vec<usize> {
             }
         })
         .collect()
-}
-
-/// `Qwen3VLVideoProcessor`'s `smart_resize(num_frames, height, width, temporal_factor,
-/// factor, min_pixels, max_pixels)`: the frame count enters the pixel budget.
-pub fn smart_resize_qwen3(
-    frames: usize,
-    height: usize,
-    width: usize,
-    temporal: usize,
-    factor: usize,
-    min_pixels: usize,
-    max_pixels: usize,
-) -> Result<(usize, usize)> {
-    if frames < temporal {
-        return Err(Error::invalid_argument(format!(
-            "t:{frames} must be larger than temporal_factor:{temporal}"
-        )));
-    }
-    let (mut h, mut w) = (height as f64, width as f64);
-    if height < factor || width < factor {
-        let scale = (factor as f64 / h).max(factor as f64 / w);
-        h = (h * scale).trunc();
-        w = (w * scale).trunc();
-    }
-    let ratio = h.max(w) / h.min(w);
-    if ratio.is_nan() || ratio > 200.0 {
-        return Err(Error::invalid_argument(format!(
-            "frames of {width}x{height}: absolute aspect ratio must be smaller than 200"
-        )));
-    }
-    let fl = factor as f64;
-    let mut h_bar = (h / fl).round_ties_even() * fl;
-    let mut w_bar = (w / fl).round_ties_even() * fl;
-    let t_bar = (frames as f64 / temporal as f64).round_ties_even() * temporal as f64;
-    let n = frames as f64;
-    if t_bar * h_bar * w_bar > max_pixels as f64 {
-        let beta = (n * h * w / max_pixels as f64).sqrt();
-        h_bar = fl.max((h / beta / fl).floor() * fl);
-        w_bar = fl.max((w / beta / fl).floor() * fl);
-    } else if t_bar * h_bar * w_bar < min_pixels as f64 {
-        let beta = (min_pixels as f64 / (n * h * w)).sqrt();
-        h_bar = (h * beta / fl).ceil() * fl;
-        w_bar = (w * beta / fl).ceil() * fl;
-    }
-    Ok((h_bar as usize, w_bar as usize))
 }
 
 #[cfg(test)]

@@ -21,19 +21,18 @@ pub fn qwen(
 ) -> Result<(usize, usize)> {
     check_resize_input(height, width, factor)?;
     let sides = (height as f64, width as f64);
-    round_within_bounds((height, width), sides, factor, 1, min_pixels, max_pixels)
+    round_within_bounds(
+        (height, width),
+        sides,
+        factor,
+        (1, 1),
+        min_pixels,
+        max_pixels,
+    )
 }
 
 /// transformers' GLM `smart_resize(num_frames=temporal, height, width, temporal_factor=temporal,
-/// factor, min_pixels, max_pixels)` for a still image: the `(height, width)` to resize to,
-/// both multiples of `factor`. In Python's float arithmetic (f64, round-half-to-even):
-///
-/// 1. a side below `factor` scales both sides by `max(factor / h, factor / w)`, truncated;
-/// 2. an aspect ratio above 200 is refused;
-/// 3. each side rounds to a multiple of `factor`; when `temporal · h̄ · w̄` is above
-///    `max_pixels`, `β = sqrt(temporal · h · w / max_pixels)` and the sides are
-///    `max(factor, floor(side / β / factor) · factor)`; below `min_pixels`,
-///    `β = sqrt(min_pixels / (temporal · h · w))` and `ceil(side · β / factor) · factor`.
+/// factor, min_pixels, max_pixels)` for a still image: [`frames`] with `temporal` frames.
 pub fn glm(
     height: usize,
     width: usize,
@@ -42,10 +41,38 @@ pub fn glm(
     min_pixels: usize,
     max_pixels: usize,
 ) -> Result<(usize, usize)> {
+    frames(
+        temporal, height, width, temporal, factor, min_pixels, max_pixels,
+    )
+}
+
+/// transformers' `smart_resize(num_frames, height, width, temporal_factor, factor, min_pixels,
+/// max_pixels)` of GLM-4.xV's image processor and of Qwen3-VL's video processor: the
+/// `(height, width)` to resize `num_frames` frames to, both multiples of `factor`. In Python's
+/// float arithmetic (f64, round-half-to-even):
+///
+/// 1. fewer frames than `temporal` are refused;
+/// 2. a side below `factor` scales both sides by `max(factor / h, factor / w)`, truncated;
+/// 3. an aspect ratio above 200 is refused;
+/// 4. each side rounds to a multiple of `factor`; with `t̄ = round(num_frames / temporal) ·
+///    temporal`, when `t̄ · h̄ · w̄` is above `max_pixels`, `β = sqrt(num_frames · h · w /
+///    max_pixels)` and the sides are `max(factor, floor(side / β / factor) · factor)`; below
+///    `min_pixels`, `β = sqrt(min_pixels / (num_frames · h · w))` and
+///    `ceil(side · β / factor) · factor`.
+pub fn frames(
+    num_frames: usize,
+    height: usize,
+    width: usize,
+    temporal: usize,
+    factor: usize,
+    min_pixels: usize,
+    max_pixels: usize,
+) -> Result<(usize, usize)> {
     check_resize_input(height, width, factor)?;
-    if temporal == 0 {
+    if temporal == 0 || num_frames < temporal {
         return Err(Error::invalid_argument(format!(
-            "smart_resize of a {width}x{height} image with temporal_patch_size 0"
+            "smart_resize of {num_frames} frames of {width}x{height}: t:{num_frames} must be \
+             larger than temporal_factor:{temporal}"
         )));
     }
     let f = factor as f64;
@@ -55,11 +82,12 @@ pub fn glm(
         h = (h * scale).trunc();
         w = (w * scale).trunc();
     }
+    let counted = (num_frames, temporal);
     round_within_bounds(
         (height, width),
         (h, w),
         factor,
-        temporal,
+        counted,
         min_pixels,
         max_pixels,
     )
@@ -94,7 +122,14 @@ pub fn paddleocr_vl(
         h = (h * f / w).round_ties_even();
         w = f;
     }
-    round_within_bounds((height, width), (h, w), factor, 1, min_pixels, max_pixels)
+    round_within_bounds(
+        (height, width),
+        (h, w),
+        factor,
+        (1, 1),
+        min_pixels,
+        max_pixels,
+    )
 }
 
 /// Refuses a `smart_resize` of an empty image or with a zero factor (the rules divide by
@@ -108,35 +143,35 @@ pub fn check_resize_input(height: usize, width: usize, factor: usize) -> Result<
     Ok(())
 }
 
-/// Qwen's `smart_resize` (`temporal` 1), and steps 2 and 3 of GLM's and PaddleOCR-VL's on the
-/// sides `(h, w)` after the rule's own first step, for an image of `height` x `width` (named
-/// in errors): the aspect-ratio check, the rounding to multiples of `factor` and the pixel
-/// bounds, which count `temporal` frames. Sides that round to 0 or to 2⁴⁰ or more are
-/// refused.
+/// Qwen's `smart_resize` (one frame), and the last steps of GLM's / Qwen3-VL video's
+/// ([`frames`]) and PaddleOCR-VL's on the sides `(h, w)` after the rule's own first step, for
+/// frames of `height` x `width` (named in errors): the aspect-ratio check, the rounding to
+/// multiples of `factor` and the pixel bounds, which count `(num_frames, temporal)` as
+/// [`frames`] says. Sides that round to 0 or to 2⁴⁰ or more are refused.
 pub fn round_within_bounds(
     (height, width): (usize, usize),
     (h, w): (f64, f64),
     factor: usize,
-    temporal: usize,
+    (num_frames, temporal): (usize, usize),
     min_pixels: usize,
     max_pixels: usize,
 ) -> Result<(usize, usize)> {
     let f = factor as f64;
     let ratio = h.max(w) / h.min(w);
-    if ratio > 200.0 {
+    if ratio.is_nan() || ratio > 200.0 {
         return Err(Error::invalid_argument(format!(
             "image of {width}x{height}: absolute aspect ratio must be smaller than 200, got {ratio}"
         )));
     }
-    let t = temporal as f64;
     let mut h_bar = (h / f).round_ties_even() * f;
     let mut w_bar = (w / f).round_ties_even() * f;
-    // t_bar = round(temporal / temporal) * temporal = temporal.
-    if t * h_bar * w_bar > max_pixels as f64 {
+    let t_bar = (num_frames as f64 / temporal as f64).round_ties_even() * temporal as f64;
+    let t = num_frames as f64;
+    if t_bar * h_bar * w_bar > max_pixels as f64 {
         let beta = (t * h * w / max_pixels as f64).sqrt();
         h_bar = f.max((h / beta / f).floor() * f);
         w_bar = f.max((w / beta / f).floor() * f);
-    } else if t * h_bar * w_bar < min_pixels as f64 {
+    } else if t_bar * h_bar * w_bar < min_pixels as f64 {
         let beta = (min_pixels as f64 / (t * h * w)).sqrt();
         h_bar = (h * beta / f).ceil() * f;
         w_bar = (w * beta / f).ceil() * f;
@@ -193,6 +228,36 @@ mod tests {
         assert_eq!(glm(40, 24, 16, 2, 512, 4096).unwrap(), (32, 32));
         assert!(glm(28, 28 * 201, 28, 2, lo, hi).is_err());
         assert!(glm(0, 5, 28, 2, lo, hi).is_err());
+    }
+
+    #[test]
+    fn frames_matches_python() {
+        // transformers.models.qwen3_vl.video_processing_qwen3_vl.smart_resize(num_frames, h, w,
+        // temporal_factor, factor, min_pixels, max_pixels), evaluated with CPython.
+        let r = |n, h, w, t, f, lo, hi| frames(n, h, w, t, f, lo, hi).unwrap();
+        assert_eq!(r(8, 1080, 1920, 2, 32, 4096, 25165824), (1088, 1920));
+        // Above max_pixels: beta counts the 4 frames.
+        assert_eq!(r(4, 480, 640, 2, 32, 4096, 819200), (384, 512));
+        assert_eq!(r(2, 10, 300, 2, 32, 4096, 25165824), (32, 960));
+        // Below min_pixels.
+        assert_eq!(r(16, 56, 56, 2, 32, 2097152, 25165824), (384, 384));
+        // 3 frames: the bound compares round(3 / 2) * 2 = 4 frames, beta counts 3.
+        assert_eq!(r(3, 360, 640, 2, 32, 4096, 102400), (128, 224));
+        assert_eq!(r(5, 240, 320, 2, 28, 4096, 1000000), (252, 308));
+        let e = frames(1, 100, 100, 2, 32, 4096, 100000).unwrap_err();
+        assert!(
+            e.message()
+                .contains("t:1 must be larger than temporal_factor:2"),
+            "{e}"
+        );
+        let e = frames(4, 10, 2100, 2, 32, 4096, 100000).unwrap_err();
+        assert!(
+            e.message()
+                .contains("aspect ratio must be smaller than 200"),
+            "{e}"
+        );
+        assert!(frames(2, 100, 100, 0, 32, 4096, 100000).is_err());
+        assert!(frames(2, 0, 100, 2, 32, 4096, 100000).is_err());
     }
 
     #[test]
