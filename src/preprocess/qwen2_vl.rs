@@ -13,7 +13,7 @@ use crate::preprocess::resample::{resize, Filter};
 use crate::preprocess::settings::{
     read_filter, read_normalization, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD,
 };
-pub use crate::preprocess::smart_resize::qwen as smart_resize;
+use crate::preprocess::smart_resize;
 use crate::preprocess::tv_resize::{resize_tv, TvInterpolation};
 use crate::preprocess::{Limits, Pixels, RgbImage};
 
@@ -54,12 +54,12 @@ impl PatchGeometry {
 /// Which `smart_resize` a processor runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResizeRule {
-    /// `Qwen2VLImageProcessor`'s ([`smart_resize`]): the pixel bounds count one frame.
+    /// `Qwen2VLImageProcessor`'s ([`smart_resize::qwen`]): the pixel bounds count one frame.
     Qwen,
-    /// `Glm4vImageProcessor`'s (`preprocess::glm4v::smart_resize`): images narrower than the
+    /// `Glm4vImageProcessor`'s ([`smart_resize::glm`]): images narrower than the
     /// factor are scaled up first, and the bounds count `temporal_patch_size` frames.
     Glm4v,
-    /// `PaddleOCRVLImageProcessor`'s (`preprocess::paddleocr_vl`): its own `smart_resize`
+    /// `PaddleOCRVLImageProcessor`'s ([`smart_resize::paddleocr_vl`]): its own rule
     /// (a side below the factor is set to it first), and the class's torchvision backend:
     /// antialiased `uint8` resize, fused f32 rescale-normalize, patch rows in raster order.
     PaddleOcr,
@@ -219,8 +219,10 @@ impl QwenImageProcessor {
         }
         let f = self.geometry.factor();
         match self.rule {
-            ResizeRule::Qwen => smart_resize(height, width, f, self.min_pixels, self.max_pixels),
-            ResizeRule::Glm4v => crate::preprocess::smart_resize::glm(
+            ResizeRule::Qwen => {
+                smart_resize::qwen(height, width, f, self.min_pixels, self.max_pixels)
+            }
+            ResizeRule::Glm4v => smart_resize::glm(
                 height,
                 width,
                 f,
@@ -228,13 +230,9 @@ impl QwenImageProcessor {
                 self.min_pixels,
                 self.max_pixels,
             ),
-            ResizeRule::PaddleOcr => crate::preprocess::smart_resize::paddleocr_vl(
-                height,
-                width,
-                f,
-                self.min_pixels,
-                self.max_pixels,
-            ),
+            ResizeRule::PaddleOcr => {
+                smart_resize::paddleocr_vl(height, width, f, self.min_pixels, self.max_pixels)
+            }
         }
     }
 
