@@ -7,7 +7,7 @@
 //!
 //!     cargo bench --bench cpu_ops            # all cores
 //!     RAYON_NUM_THREADS=2 cargo bench --bench cpu_ops
-//!     cargo bench --bench cpu_ops -- bf16 | peak | attention | windows
+//!     cargo bench --bench cpu_ops -- bf16 [<level>] | peak | attention | windows
 
 use std::time::Instant;
 
@@ -35,8 +35,10 @@ fn randn(shape: &[usize]) -> Tensor {
 }
 
 /// The CPU bf16 kernels at every level this CPU supports against candle's f32 matmul on the
-/// same shapes (the so400m and base towers' linear layers and attention products).
-fn bf16_gemm() {
+/// same shapes (the so400m and base towers' linear layers and attention products, the
+/// matmul probe's square, Qwen2-VL's MLP). `only`: the one level to run (a level's name on
+/// the command line, e.g. `-- bf16 amx`).
+fn bf16_gemm(only: Option<&str>) {
     println!("\nbf16 GEMM x[m,k] · W[n,k]ᵀ: GFLOP/s (f32 candle, then each bf16 level)");
     for (m, k, n) in [
         (729, 1152, 3456),
@@ -45,6 +47,10 @@ fn bf16_gemm() {
         (196, 768, 3072),
         (729, 72, 729),
         (729, 729, 72),
+        (2048, 2048, 2048),
+        (1024, 1280, 3420),
+        (1024, 3420, 1280),
+        (1024, 1280, 5120),
     ] {
         let x = randn(&[m, k]);
         let w = randn(&[n, k]);
@@ -57,6 +63,9 @@ fn bf16_gemm() {
         let mut c = vec![0f32; m * n];
         let mut line = format!("{m:5} x {k:5} x {n:5}  f32 {:7.1}", flop / f32_ms / 1e6);
         for level in supported_levels() {
+            if only.is_some_and(|o| o != level.name()) {
+                continue;
+            }
             let ms = median_ms(7, || gemm_at(level, &xs, m, &packed, &mut c).unwrap());
             line += &format!("  {} {:7.1}", level.name(), flop / ms / 1e6);
         }
@@ -138,7 +147,12 @@ fn attention_windows() {
 fn main() {
     println!("threads: {}", rayon::current_num_threads());
     if std::env::args().any(|a| a == "bf16") {
-        bf16_gemm();
+        let args: Vec<String> = std::env::args().collect();
+        let only = supported_levels()
+            .into_iter()
+            .map(|l| l.name())
+            .find(|name| args.iter().any(|a| a == name));
+        bf16_gemm(only);
         return;
     }
     if std::env::args().any(|a| a == "peak") {

@@ -379,6 +379,8 @@ fn query_block_amx(task: Queries<'_>, out: &mut [f32]) -> Result<()> {
                 let call = AmxCall {
                     a: &qs[r0 * dslots..],
                     lda: dslots,
+                    a_step: TILE_PAIRS,
+                    a_tile: TILE_ROWS * dslots,
                     row_tiles,
                     pairs: dslots,
                     b0: kt.panel(p, 0, dslots),
@@ -420,6 +422,8 @@ fn query_block_amx(task: Queries<'_>, out: &mut [f32]) -> Result<()> {
                 let call = AmxCall {
                     a: &ps,
                     lda: pstride,
+                    a_step: TILE_PAIRS,
+                    a_tile: TILE_ROWS * pstride,
                     row_tiles,
                     pairs: kpad,
                     b0: vp.panel(pd, s0, s0 + kpad),

@@ -15,7 +15,9 @@
 //! unknown value is ignored with a warning). At the AMX level the GEMM and the bf16
 //! attention's two products run on tiles (the attention's softmax on AVX-512); f32 attention
 //! stays on the AVX-512 micro-kernels. Packed operands start on a cache line (AMX tile loads
-//! of split lines ran at 40% of the speed).
+//! of split lines ran at 40% of the speed); the AMX GEMM packs `A` tile by tile (each tile
+//! one contiguous KiB), per block of rows on the thread that uses it, into a buffer the
+//! thread keeps, and runs the whole `k` per tile of `C`.
 //!
 //! Every level computes each output element as the same sequence of f32 operations: per
 //! pair of `k`, the odd product then the even one is added to the accumulator (products of
@@ -950,10 +952,12 @@ impl Edge {
     }
 }
 
-/// Pairs of `k` per chunk of the AMX GEMM (a multiple of [`TILE_PAIRS`]): two panels of
-/// `B` for one chunk are 32 KiB.
+/// Pairs of `k` per chunk of the AMX GEMM (a multiple of [`TILE_PAIRS`]): the towers' whole
+/// `k`, so that each tile of `C` is loaded and stored once. Chunks of 256 pairs (two panels
+/// of `B` in L1) sent `C` through the caches once per chunk and ran at 0.6-0.9x the speed
+/// (`cargo bench --bench cpu_ops -- bf16`, AMX machine, stop 34).
 #[cfg(target_arch = "x86_64")]
-const AMX_KC_PAIRS: usize = 256;
+const AMX_KC_PAIRS: usize = 4096;
 
 /// Bytes of packed `A` rows (one `k` chunk) one AMX task keeps in the L2 cache.
 #[cfg(target_arch = "x86_64")]
@@ -963,79 +967,153 @@ const AMX_A_BLOCK_BYTES: usize = 1 << 20;
 #[cfg(target_arch = "x86_64")]
 const AMX_ROWS: usize = 32;
 
-/// [`gemm`] on AMX tiles: per task a block of rows (its tile configuration loaded once),
-/// `k` in chunks of [`AMX_KC_PAIRS`] (partial sums through `C`, exact f32), per chunk every
-/// pair of panels against the block's 32-row slices, `2 × 2` tiles of `C` at a time. `A` is
-/// packed with whole tiles (rows to a multiple of 16, pairs to `B`'s padded stride, zeros
-/// past the edges); tiles that stick out of `C` go through a buffer.
+/// Rows of `A` `[m, k]` f32 (`a` holds `rows` rows, fewer than a whole number of row tiles
+/// at the end of `A`) rounded to bf16 pairs and packed tile by tile for the AMX kernel into
+/// `out` (whose first slot starts a cache line): per 16 rows (a row tile, zero rows past the
+/// data) and per 16 pairs of `k` (a step, zero pairs past `k`), the tile's 16 rows of 16
+/// pairs, 1 KiB contiguous; a row tile's `stride / 16` steps one after another. A tile load
+/// then reads one contiguous KiB whatever `k` is (row-major `A` at a row stride of a
+/// multiple of 4 KiB put a tile's 16 lines in one L1 set).
+#[cfg(target_arch = "x86_64")]
+fn pack_a_tiles(a: &[f32], k: usize, stride: usize, row: &mut [u32], out: &mut [u32]) {
+    const T: usize = TILE_PAIRS;
+    let tr = x86::TILE_ROWS;
+    let used = k.div_ceil(2);
+    debug_assert!(stride >= used && stride % T == 0 && row.len() == stride);
+    let mut rows = a.chunks_exact(k.max(1)).fuse();
+    for o in out.chunks_exact_mut(tr * stride) {
+        for r in 0..tr {
+            match rows.next() {
+                Some(x) if k > 0 => {
+                    bf16_pairs(x, &mut row[..used]);
+                    row[used..].fill(0);
+                }
+                _ => row.fill(0),
+            }
+            for (s, src) in row.chunks_exact(T).enumerate() {
+                o[s * T * tr + r * T..][..T].copy_from_slice(src);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    /// The AMX GEMM's packed `A` block of this thread, kept between calls: a fresh buffer per
+    /// call cost page faults and a zeroing pass (~10% of the GEMM's time on the towers'
+    /// shapes). At most [`AMX_A_BLOCK_BYTES`] per chunk of `k` times the chunks.
+    static AMX_A: std::cell::RefCell<Vec<Line>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`gemm`] on AMX tiles: per task a block of rows (its tile configuration loaded once, its
+/// rows of `A` packed tile by tile into the thread's buffer), `k` in chunks of
+/// [`AMX_KC_PAIRS`] (partial sums through `C`, exact f32), per chunk every pair of panels
+/// against the block's 32-row slices, `2 × 2` tiles of `C` at a time; tiles that stick out
+/// of `C` go through a buffer.
 #[cfg(target_arch = "x86_64")]
 fn gemm_amx(a: &[f32], m: usize, b: &PackedB, c: &mut [f32]) -> Result<()> {
+    gemm_amx_with(a, m, b, c, AMX_KC_PAIRS, AMX_A_BLOCK_BYTES)
+}
+
+/// [`gemm_amx`] with `k` in chunks of `kc_pairs` (a multiple of [`TILE_PAIRS`]) and blocks
+/// of rows whose packed `A` chunk takes about `a_block_bytes` (the tests make both small).
+#[cfg(target_arch = "x86_64")]
+fn gemm_amx_with(
+    a: &[f32],
+    m: usize,
+    b: &PackedB,
+    c: &mut [f32],
+    kc_pairs: usize,
+    a_block_bytes: usize,
+) -> Result<()> {
     let (k, n, ks) = (b.k, b.n, b.kstride);
     let tile_rows = x86::TILE_ROWS;
-    let packed = pack_a(a, m, k, ks, m.div_ceil(tile_rows) * tile_rows, Elem::Bf16)?;
-    let kc = ks.min(AMX_KC_PAIRS);
+    debug_assert!(kc_pairs % TILE_PAIRS == 0 && kc_pairs > 0);
+    let kc = ks.min(kc_pairs);
     let threads = rayon::current_num_threads().max(1);
     // One block per thread unless the block's `A` would outgrow L2: each block streams all
     // of `B` once per chunk, so fewer blocks read less of it (measured: 4 blocks per thread
     // ran at 0.8x the speed of 1).
-    let by_cache = (AMX_A_BLOCK_BYTES / (kc * 4)).max(1);
+    let by_cache = (a_block_bytes / (kc * 4)).max(1);
     let by_threads = m.div_ceil(threads);
     let block = by_cache.min(by_threads).max(1).div_ceil(AMX_ROWS) * AMX_ROWS;
-    let panels = n.div_ceil(PANEL);
     c.par_chunks_mut(block * n)
-        .zip(packed.par_chunks(block * ks))
-        .for_each(|(cblock, ablock)| {
-            let tiles = x86::Tiles::configure();
+        .zip(a.par_chunks(block * k.max(1)))
+        .try_for_each(|(cblock, ablock)| {
             let rows_here = cblock.len() / n;
-            let mut buf = [0f32; AMX_ROWS * 2 * PANEL];
-            for q0 in (0..ks).step_by(kc) {
-                let q1 = (q0 + kc).min(ks);
-                let accumulate = q0 > 0;
-                let mut p = 0;
-                while p < panels {
-                    let two = p + 1 < panels;
-                    let b0 = &b.padded_panel(p)[q0 * PANEL..q1 * PANEL];
-                    let b1 = two.then(|| &b.padded_panel(p + 1)[q0 * PANEL..q1 * PANEL]);
-                    let n0 = p * PANEL;
-                    let width = if two { 2 * PANEL } else { PANEL };
-                    for r0 in (0..rows_here).step_by(AMX_ROWS) {
-                        let rows = AMX_ROWS.min(rows_here - r0);
-                        let row_tiles = rows.div_ceil(tile_rows);
+            let lines = rows_here.div_ceil(tile_rows) * tile_rows * ks / 16;
+            let mut held = AMX_A.take();
+            if held.len() < lines {
+                held.clear();
+                held.try_reserve_exact(lines).map_err(|_| {
+                    crate::preprocess::limits::oom::<Line>(lines, "bf16 activations")
+                })?;
+                held.resize(lines, Line([0; 16]));
+            }
+            let packed: &mut [u32] = bytemuck::cast_slice_mut(&mut held[..lines]);
+            let mut row = vec![0u32; ks];
+            pack_a_tiles(ablock, k, ks, &mut row, packed);
+            amx_block(packed, rows_here, b, kc, cblock);
+            AMX_A.set(held);
+            Ok(())
+        })
+}
+
+/// One task of [`gemm_amx`]: `C` rows `cblock` (`rows` rows of `b.n()`) from the block's
+/// packed `A`, `k` in chunks of `kc` pairs.
+#[cfg(target_arch = "x86_64")]
+fn amx_block(ablock: &[u32], rows_here: usize, b: &PackedB, kc: usize, cblock: &mut [f32]) {
+    let (n, ks) = (b.n, b.kstride);
+    let tile_rows = x86::TILE_ROWS;
+    let panels = n.div_ceil(PANEL);
+    let tiles = x86::Tiles::configure();
+    let mut buf = [0f32; AMX_ROWS * 2 * PANEL];
+    for q0 in (0..ks).step_by(kc) {
+        let q1 = (q0 + kc).min(ks);
+        let accumulate = q0 > 0;
+        for p in (0..panels).step_by(2) {
+            let two = p + 1 < panels;
+            let b0 = &b.padded_panel(p)[q0 * PANEL..q1 * PANEL];
+            let b1 = two.then(|| &b.padded_panel(p + 1)[q0 * PANEL..q1 * PANEL]);
+            let n0 = p * PANEL;
+            let width = if two { 2 * PANEL } else { PANEL };
+            for r0 in (0..rows_here).step_by(AMX_ROWS) {
+                let rows = AMX_ROWS.min(rows_here - r0);
+                let row_tiles = rows.div_ceil(tile_rows);
+                let call = x86::AmxCall {
+                    a: &ablock[r0 * ks + q0 * tile_rows..],
+                    lda: TILE_PAIRS,
+                    a_step: TILE_PAIRS * tile_rows,
+                    a_tile: tile_rows * ks,
+                    row_tiles,
+                    pairs: q1 - q0,
+                    b0,
+                    b1,
+                    ldc: n,
+                    accumulate,
+                };
+                if rows == row_tiles * tile_rows && n0 + width <= n {
+                    // Whole tiles inside C: straight into (and from) C.
+                    x86::amx_tile(&tiles, call, &mut cblock[r0 * n + n0..]);
+                } else {
+                    let edge = Edge {
+                        at: r0 * n + n0,
+                        ldc: n,
+                        rows,
+                        cols: width.min(n - n0),
+                        accumulate,
+                    };
+                    edge.through(cblock, &mut buf, |buf| {
                         let call = x86::AmxCall {
-                            a: &ablock[r0 * ks + q0..],
-                            lda: ks,
-                            row_tiles,
-                            pairs: q1 - q0,
-                            b0,
-                            b1,
-                            ldc: n,
-                            accumulate,
+                            ldc: 2 * PANEL,
+                            ..call
                         };
-                        if rows == row_tiles * tile_rows && n0 + width <= n {
-                            // Whole tiles inside C: straight into (and from) C.
-                            x86::amx_tile(&tiles, call, &mut cblock[r0 * n + n0..]);
-                        } else {
-                            let edge = Edge {
-                                at: r0 * n + n0,
-                                ldc: n,
-                                rows,
-                                cols: width.min(n - n0),
-                                accumulate,
-                            };
-                            edge.through(cblock, &mut buf, |buf| {
-                                let call = x86::AmxCall {
-                                    ldc: 2 * PANEL,
-                                    ..call
-                                };
-                                x86::amx_tile(&tiles, call, buf)
-                            });
-                        }
-                    }
-                    p += if two { 2 } else { 1 };
+                        x86::amx_tile(&tiles, call, buf)
+                    });
                 }
             }
-        });
-    Ok(())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1154,6 +1232,47 @@ mod tests {
             let one = run(1);
             for threads in [2, 3, 7] {
                 assert_eq!(one, run(threads), "{level:?}, {threads} threads");
+            }
+        }
+    }
+
+    /// The AMX GEMM in many `k` chunks and row blocks (its defaults make one chunk for the
+    /// towers' shapes): each tile's sums go through `C` exactly, so every chunking and
+    /// blocking gives the same bits, and they match the reference.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn amx_chunks_and_row_blocks_give_the_same_bits() {
+        if !Isa::Amx.supported() {
+            eprintln!(
+                "NOT RUN: this CPU (or kernel) has no usable AMX; the AMX GEMM is untested here"
+            );
+            return;
+        }
+        for (m, n, k) in [(70, 50, 300), (33, 96, 33), (16, 32, 64), (129, 17, 1)] {
+            let a = values(m * k, 31 + m as u64);
+            let b = values(k * n, 32 + n as u64);
+            let (want, mag) = reference(&a, &b, m, k, n);
+            let packed = PackedB::from_kn_f32(&b, k, n).unwrap();
+            let mut first: Option<Vec<f32>> = None;
+            for (kc, block_bytes) in [(4096, 1 << 20), (16, 1 << 20), (32, 16 * 32 * 4), (16, 1)] {
+                let mut c = vec![f32::NAN; m * n];
+                gemm_amx_with(&a, m, &packed, &mut c, kc, block_bytes).unwrap();
+                for i in 0..m * n {
+                    let err = (c[i] as f64 - want[i]).abs();
+                    assert!(
+                        err <= k as f64 * 6e-8 * mag[i] + 1e-30,
+                        "{m}x{n}x{k} kc {kc} [{i}]: {} vs {}",
+                        c[i],
+                        want[i]
+                    );
+                }
+                match &first {
+                    None => first = Some(c),
+                    Some(f) => assert!(
+                        f.iter().zip(&c).all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{m}x{n}x{k}: kc {kc}, blocks of {block_bytes} bytes differ"
+                    ),
+                }
             }
         }
     }

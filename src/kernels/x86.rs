@@ -776,12 +776,16 @@ impl Drop for Tiles {
 
 /// One AMX kernel call: `C[r][0..16·panels] (+)= Σ_q A[r][q] · B_panel[q]` for
 /// `16 · row_tiles` rows (`row_tiles` 1 or 2) and `pairs` pairs of `k` (a multiple of 16),
-/// `A` row-major bf16 pairs at `lda` slots per row, one or two panels of `B`
-/// (`[pairs][PANEL]` each), `C` rows `ldc` apart.
+/// one or two panels of `B` (`[pairs][PANEL]` each), `C` rows `ldc` apart. `A` holds bf16
+/// pairs; the tile of rows `16 t ..` and pairs `16 s ..` starts at slot
+/// `t · a_tile + s · a_step`, its rows `lda` slots apart: row-major `A` is `a_step` = 16,
+/// `a_tile` = 16 · `lda`; `A` packed tile by tile is `lda` = 16, `a_step` = 256.
 #[derive(Clone, Copy)]
 pub(super) struct AmxCall<'a> {
     pub a: &'a [u32],
     pub lda: usize,
+    pub a_step: usize,
+    pub a_tile: usize,
     pub row_tiles: usize,
     pub pairs: usize,
     pub b0: &'a [u32],
@@ -848,6 +852,8 @@ pub(super) fn amx_tile(tiles: &Tiles, call: AmxCall<'_>, out: &mut [f32]) {
     let AmxCall {
         a,
         lda,
+        a_step,
+        a_tile,
         row_tiles,
         pairs,
         b0,
@@ -861,8 +867,10 @@ pub(super) fn amx_tile(tiles: &Tiles, call: AmxCall<'_>, out: &mut [f32]) {
         (1..=2).contains(&row_tiles) && pairs % TILE_PAIRS == 0 && pairs > 0,
         "AMX kernel shape"
     );
+    let a_end =
+        (row_tiles - 1) * a_tile + (pairs / TILE_PAIRS - 1) * a_step + (TILE_ROWS - 1) * lda;
     assert!(
-        lda >= pairs && (rows - 1) * lda + pairs <= a.len(),
+        lda >= TILE_PAIRS && a_step >= TILE_PAIRS && a_end + TILE_PAIRS <= a.len(),
         "AMX kernel A"
     );
     assert!(b0.len() >= pairs * PANEL, "AMX kernel B");
@@ -873,31 +881,47 @@ pub(super) fn amx_tile(tiles: &Tiles, call: AmxCall<'_>, out: &mut [f32]) {
     );
     let (ap, b0p, op) = (a.as_ptr(), b0.as_ptr(), out.as_mut_ptr());
     let b1p = b1.map_or(b0p, |b| b.as_ptr());
+    let a = AmxA {
+        p: ap,
+        lda,
+        step: a_step,
+        tile: a_tile,
+    };
     // SAFETY: `tiles` proves the configuration is loaded on this thread; the asserts above
-    // bound every tile: A rows `r · lda + s · 16 .. + 16` for r < rows and steps s <
-    // pairs / 16, B rows `s · 16 + j` of each panel, C rows `r · ldc .. + width`.
+    // bound every tile: A rows `t · a_tile + s · a_step + r · lda .. + 16` for tiles t <
+    // row_tiles, steps s < pairs / 16 and r < 16 (the largest is `a_end`), B rows
+    // `s · 16 + j` of each panel, C rows `r · ldc .. + width`.
     unsafe {
         match (row_tiles, b1.is_some()) {
-            (1, false) => amx_kernel::<1, 1>(ap, lda, b0p, b1p, pairs, op, ldc, accumulate),
-            (1, true) => amx_kernel::<1, 2>(ap, lda, b0p, b1p, pairs, op, ldc, accumulate),
-            (2, false) => amx_kernel::<2, 1>(ap, lda, b0p, b1p, pairs, op, ldc, accumulate),
-            _ => amx_kernel::<2, 2>(ap, lda, b0p, b1p, pairs, op, ldc, accumulate),
+            (1, false) => amx_kernel::<1, 1>(a, b0p, b1p, pairs, op, ldc, accumulate),
+            (1, true) => amx_kernel::<1, 2>(a, b0p, b1p, pairs, op, ldc, accumulate),
+            (2, false) => amx_kernel::<2, 1>(a, b0p, b1p, pairs, op, ldc, accumulate),
+            _ => amx_kernel::<2, 2>(a, b0p, b1p, pairs, op, ldc, accumulate),
         }
     }
+}
+
+/// Where [`amx_kernel`] finds `A`'s tiles (see [`AmxCall`]).
+#[derive(Clone, Copy)]
+struct AmxA {
+    p: *const u32,
+    lda: usize,
+    step: usize,
+    tile: usize,
 }
 
 /// `MT × NT` tiles of C (tiles 0, 1: rows 0-15; 2, 3: rows 16-31), A in tiles 4 and 5, B in
 /// 6 and 7.
 ///
 /// # Safety
-/// AMX configured on this thread; A readable for `16 · MT` rows of `pairs` slots at `lda`;
+/// AMX configured on this thread; A readable for `MT` row tiles of `pairs / 16` steps (see
+/// [`AmxA`]);
 /// `b0` (and `b1` when `NT` = 2) for `pairs × 16` slots; `out` writable for `16 · MT` rows
 /// of `16 · NT` f32 at `ldc`; `pairs` a multiple of 16.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn amx_kernel<const MT: usize, const NT: usize>(
-    a: *const u32,
-    lda: usize,
+    a: AmxA,
     b0: *const u32,
     b1: *const u32,
     pairs: usize,
@@ -905,7 +929,7 @@ unsafe fn amx_kernel<const MT: usize, const NT: usize>(
     ldc: usize,
     accumulate: bool,
 ) {
-    let (sa, sc) = (lda * 4, ldc * 4);
+    let (sa, sc, astep) = (a.lda * 4, ldc * 4, a.step);
     // SAFETY: the caller's contract bounds every pointer below.
     unsafe {
         let c1 = out.add(TILE_ROWS * ldc);
@@ -926,7 +950,7 @@ unsafe fn amx_kernel<const MT: usize, const NT: usize>(
             tile_zero::<2>();
             tile_zero::<3>();
         }
-        let a1 = a.add(TILE_ROWS * lda);
+        let (a, a1) = (a.p, a.p.add(a.tile));
         if MT == 2 && NT == 2 {
             // Each operand tile of the next step is loaded as soon as this step's last
             // product that reads it is issued, so that the loads overlap the products.
@@ -945,21 +969,23 @@ unsafe fn amx_kernel<const MT: usize, const NT: usize>(
                     tile_dot::<3, 5, 7>();
                     break;
                 }
-                tile_load::<4>(a.add(next), sa);
+                let at = next / TILE_PAIRS * astep;
+                tile_load::<4>(a.add(at), sa);
                 tile_dot::<2, 5, 6>();
                 tile_load::<6>(b0.add(next * PANEL), sb);
                 tile_dot::<3, 5, 7>();
-                tile_load::<5>(a1.add(next), sa);
+                tile_load::<5>(a1.add(at), sa);
                 tile_load::<7>(b1.add(next * PANEL), sb);
                 s = next;
             }
         } else {
             for s in (0..pairs).step_by(TILE_PAIRS) {
-                tile_load::<4>(a.add(s), sa);
+                let at = s / TILE_PAIRS * astep;
+                tile_load::<4>(a.add(at), sa);
                 tile_load::<6>(b0.add(s * PANEL), PANEL * 4);
                 tile_dot::<0, 4, 6>();
                 if MT == 2 {
-                    tile_load::<5>(a1.add(s), sa);
+                    tile_load::<5>(a1.add(at), sa);
                     tile_dot::<2, 5, 6>();
                 }
                 if NT == 2 {

@@ -64,7 +64,7 @@ impl Limits {
 }
 
 /// The error for an allocation of `count` values of `T` for `what` that failed.
-fn oom<T>(count: usize, what: &str) -> Error {
+pub(crate) fn oom<T>(count: usize, what: &str) -> Error {
     Error::new(
         Status::OutOfMemory,
         format!(
