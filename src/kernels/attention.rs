@@ -746,6 +746,8 @@ mod tests {
             (16, -1.0),
             (33, 40.0),
             (256, 0.5),
+            // Every exponent below e^-87: zeros, as the scalar exp gives.
+            (17, 200.0),
         ] {
             let row: Vec<f32> = values(len, len as u64).iter().map(|x| x * 9.0).collect();
             let scale = 0.37;
