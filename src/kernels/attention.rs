@@ -480,13 +480,13 @@ fn query_block(level: Isa, precision: Precision, task: Queries<'_>, out: &mut [f
     let dpanels = d.div_ceil(PANEL);
     // The output rows, `dpad` wide (whole pairs of panels).
     let dpad = dpanels.div_ceil(2) * 2 * PANEL;
-    let mut o = crate::preprocess::limits::try_filled(tiles * mr * dpad, 0f32, "attention")?;
+    let mut o = crate::preprocess::limits::try_zeroed(tiles * mr * dpad, "attention")?;
     // bf16: the queries and each block's probabilities rounded to pairs (widened on AVX2);
     // f32: read as they are.
     let bf16 = precision == Precision::Bf16;
     let mut qs = Vec::new();
     if bf16 {
-        qs = crate::preprocess::limits::try_filled(rows * qstride, 0u32, "attention")?;
+        qs = crate::preprocess::limits::try_zeroed(rows * qstride, "attention")?;
         for (row, slots) in q.chunks_exact(d).zip(qs.chunks_exact_mut(qstride)) {
             to_slots(elem, row, slots);
         }

@@ -344,7 +344,7 @@ pub fn matmul_bf16(x: &Tensor, b: &PackedB) -> Result<Tensor> {
     } else {
         x.to_dtype(DType::F32)?.contiguous()?
     };
-    let mut out = crate::preprocess::limits::try_filled(rows * b.n(), 0f32, "a matmul output")?;
+    let mut out = crate::preprocess::limits::try_filled_par(rows * b.n(), 0f32, "a matmul output")?;
     with_slice(&x, |a| simd::gemm(a, rows, b, &mut out))??;
     Ok(Tensor::from_vec(
         out,

@@ -893,7 +893,7 @@ fn fused_cpu_attention(x: SegmentQkv<'_>, precision: crate::kernels::Precision) 
     crate::kernels::check_segments(segments, tokens)?;
     let rows = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
     let (qh, kh, vh) = (rows(q)?, rows(k)?, rows(v)?);
-    let mut out = crate::preprocess::limits::try_filled(qh.len(), 0f32, "attention output")?;
+    let mut out = crate::preprocess::limits::try_filled_par(qh.len(), 0f32, "attention output")?;
     let x = crate::kernels::Heads {
         q: &qh,
         k: &kh,

@@ -89,6 +89,20 @@ pub fn try_filled<T: Clone>(count: usize, value: T, what: &str) -> Result<Vec<T>
     Ok(v)
 }
 
+/// [`try_filled`] written by the calling thread's rayon pool in parallel (pieces of at least
+/// 64 Ki values): for the outputs of the compute kernels, where one thread writing the whole
+/// buffer (and taking all its page faults) cost as much as a tenth of a bf16 GEMM.
+pub fn try_filled_par<T: Clone + Send + Sync>(
+    count: usize,
+    value: T,
+    what: &str,
+) -> Result<Vec<T>> {
+    use rayon::iter::{IndexedParallelIterator, ParallelExtend};
+    let mut v = try_with_capacity(count, what)?;
+    v.par_extend(rayon::iter::repeat_n(value, count).with_min_len(1 << 16));
+    Ok(v)
+}
+
 /// `count` zeros, or an out-of-memory error. Large buffers come zeroed from the system (fresh
 /// pages, touched only when first written): no pass writing zeros, and the page faults fall on
 /// whichever threads fill the buffer, not all on the allocating one.
