@@ -746,6 +746,7 @@ mod tests {
             (16, -1.0),
             (33, 40.0),
             (256, 0.5),
+            (100, 1.0),
             // Every exponent below e^-87: zeros, as the scalar exp gives.
             (17, 200.0),
         ] {

@@ -1067,31 +1067,55 @@ unsafe fn softmax_row_bf16_avx512(
     pairs: &mut [u32],
 ) -> (f32, f32) {
     let n = row.len();
+    let full = n / 64 * 64;
     let vs = _mm512_set1_ps(scale);
-    let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
+    let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
+    // Four independent chains per pass over whole blocks of 64 scores (no masks), then the
+    // rest 16 at a time, masked.
+    let mut mx = [ninf; 4];
     let mut i = 0;
+    while i < full {
+        for (j, mx) in mx.iter_mut().enumerate() {
+            // SAFETY: i + 16 j + 16 <= full <= n: inside row.
+            let v = unsafe { _mm512_loadu_ps(row.as_ptr().add(i + 16 * j)) };
+            *mx = _mm512_max_ps(*mx, _mm512_mul_ps(v, vs));
+        }
+        i += 64;
+    }
     while i < n {
         let k = (n - i).min(16);
         let mask: __mmask16 = if k == 16 { !0 } else { (1u16 << k) - 1 };
         // SAFETY: lanes i..i + k of row, masked.
-        let v = unsafe {
-            _mm512_mask_loadu_ps(_mm512_set1_ps(f32::NEG_INFINITY), mask, row.as_ptr().add(i))
-        };
+        let v = unsafe { _mm512_mask_loadu_ps(ninf, mask, row.as_ptr().add(i)) };
         // −inf · scale stays −inf (scale > 0) and masked lanes keep −inf through the max.
-        mx = _mm512_mask_max_ps(mx, mask, mx, _mm512_mul_ps(v, vs));
+        mx[0] = _mm512_mask_max_ps(mx[0], mask, mx[0], _mm512_mul_ps(v, vs));
         i += 16;
     }
+    let mx = _mm512_max_ps(_mm512_max_ps(mx[0], mx[1]), _mm512_max_ps(mx[2], mx[3]));
     let m_new = _mm512_reduce_max_ps(mx).max(m);
     let neg_m = _mm512_set1_ps(-m_new);
-    let mut sum = _mm512_setzero_ps();
+    let mut sum = [_mm512_setzero_ps(); 4];
     let mut i = 0;
+    while i < full {
+        for (j, sum) in sum.iter_mut().enumerate() {
+            let at = i + 16 * j;
+            // SAFETY: at + 16 <= full <= n: inside row.
+            let v = unsafe { _mm512_loadu_ps(row.as_ptr().add(at)) };
+            let e = exp16_scalef(_mm512_fmadd_ps(v, vs, neg_m));
+            *sum = _mm512_add_ps(*sum, e);
+            let b: __m256i = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(e));
+            // SAFETY: slots at / 2 .. at / 2 + 8 <= ceil(n / 2) = pairs.len().
+            unsafe { _mm256_storeu_si256(pairs.as_mut_ptr().add(at / 2).cast(), b) };
+        }
+        i += 64;
+    }
     while i < n {
         let k = (n - i).min(16);
         let mask: __mmask16 = if k == 16 { !0 } else { (1u16 << k) - 1 };
         // SAFETY: lanes i..i + k of row, masked.
         let v = unsafe { _mm512_maskz_loadu_ps(mask, row.as_ptr().add(i)) };
         let e = _mm512_maskz_mov_ps(mask, exp16_scalef(_mm512_fmadd_ps(v, vs, neg_m)));
-        sum = _mm512_add_ps(sum, e);
+        sum[0] = _mm512_add_ps(sum[0], e);
         let b: __m256i = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(e));
         // Slots i / 2 .. i / 2 + ceil(k / 2); the masked-off lanes are zero, so an odd
         // tail's last pair holds a zero high half.
@@ -1101,6 +1125,7 @@ unsafe fn softmax_row_bf16_avx512(
         unsafe { _mm256_mask_storeu_epi32(pairs.as_mut_ptr().add(i / 2).cast(), smask, b) };
         i += 16;
     }
+    let sum = _mm512_add_ps(_mm512_add_ps(sum[0], sum[1]), _mm512_add_ps(sum[2], sum[3]));
     (m_new, _mm512_reduce_add_ps(sum))
 }
 
