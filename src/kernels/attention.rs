@@ -75,15 +75,8 @@ impl Panels {
         n: usize,
         value: impl Fn(usize, usize) -> f32,
     ) -> Result<Panels> {
-        let used = precision.slots(k);
-        let slots = used.div_ceil(TILE_PAIRS) * TILE_PAIRS;
-        let panels = n.div_ceil(PANEL);
-        let len = panels
-            .checked_mul(slots)
-            .and_then(|l| l.checked_mul(PANEL))
-            .ok_or_else(|| Error::compute("attention operand too large"))?;
-        let mut data = Aligned::zeroed(len, "attention operands")?;
-        for p in 0..panels {
+        let (Panels { slots, mut data }, used) = Panels::zeroed(precision, k, n)?;
+        for p in 0..n.div_ceil(PANEL) {
             let n0 = p * PANEL;
             let cols = PANEL.min(n - n0);
             for q in 0..used {
@@ -105,6 +98,69 @@ impl Panels {
             }
         }
         Ok(Panels { slots, data })
+    }
+
+    /// [`Panels::build`] of `B` `[k, n]` whose column `c` is `col(c)` (`k` contiguous values:
+    /// `Kᵀ` from the rows of `K`), in bf16: each column's pairs by [`bf16_pairs`] (one pass
+    /// over contiguous values), then placed in its panel. The same slots as `build`.
+    fn bf16_from_columns<'a>(
+        k: usize,
+        n: usize,
+        col: impl Fn(usize) -> &'a [f32],
+    ) -> Result<Panels> {
+        let (mut panels, used) = Panels::zeroed(Precision::Bf16, k, n)?;
+        let slots = panels.slots;
+        let mut tmp = vec![0u32; used];
+        for c in 0..n {
+            bf16_pairs(&col(c)[..k], &mut tmp);
+            let (p, j) = (c / PANEL, c % PANEL);
+            for (q, &v) in tmp.iter().enumerate() {
+                panels.data[(p * slots + q) * PANEL + j] = v;
+            }
+        }
+        Ok(panels)
+    }
+
+    /// [`Panels::build`] of `B` `[k, n]` whose row `r` is `row(r)` (`n` contiguous values: `V`
+    /// from its rows), in bf16: per pair of rows, the two rows' values paired column by
+    /// column (an odd `k`'s last row pairs with zero). The same slots as `build`.
+    fn bf16_from_rows<'a>(k: usize, n: usize, row: impl Fn(usize) -> &'a [f32]) -> Result<Panels> {
+        let (mut panels, used) = Panels::zeroed(Precision::Bf16, k, n)?;
+        let slots = panels.slots;
+        for q in 0..used {
+            let lo = &row(2 * q)[..n];
+            let hi = (2 * q + 1 < k).then(|| &row(2 * q + 1)[..n]);
+            for (p, lo) in lo.chunks(PANEL).enumerate() {
+                let out = &mut panels.data[(p * slots + q) * PANEL..][..lo.len()];
+                match hi {
+                    Some(hi) => {
+                        let hi = &hi[p * PANEL..][..lo.len()];
+                        for ((o, &a), &b) in out.iter_mut().zip(lo).zip(hi) {
+                            *o = pair(bf16_bits(a), bf16_bits(b));
+                        }
+                    }
+                    None => {
+                        for (o, &a) in out.iter_mut().zip(lo) {
+                            *o = pair(bf16_bits(a), 0);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(panels)
+    }
+
+    /// Zeroed panels for `B` `[k, n]` at `precision`, and the slots of `k` in use.
+    fn zeroed(precision: Precision, k: usize, n: usize) -> Result<(Panels, usize)> {
+        let used = precision.slots(k);
+        let slots = used.div_ceil(TILE_PAIRS) * TILE_PAIRS;
+        let len = n
+            .div_ceil(PANEL)
+            .checked_mul(slots)
+            .and_then(|l| l.checked_mul(PANEL))
+            .ok_or_else(|| Error::compute("attention operand too large"))?;
+        let data = Aligned::zeroed(len, "attention operands")?;
+        Ok((Panels { slots, data }, used))
     }
 
     /// Slots `s0..s1` of panel `p`.
@@ -286,8 +342,16 @@ pub fn attention_at(
         .par_iter()
         .map(|&(h, start, len)| {
             let base = (h * tokens + start) * d;
-            let kt = Panels::build(precision, d, len, |dim, key| k[base + key * d + dim])?;
-            let vp = Panels::build(precision, len, d, |key, dim| v[base + key * d + dim])?;
+            let (kt, vp) = match precision {
+                Precision::Bf16 => (
+                    Panels::bf16_from_columns(d, len, |key| &k[base + key * d..][..d])?,
+                    Panels::bf16_from_rows(len, d, |key| &v[base + key * d..][..d])?,
+                ),
+                Precision::F32 => (
+                    Panels::build(precision, d, len, |dim, key| k[base + key * d + dim])?,
+                    Panels::build(precision, len, d, |key, dim| v[base + key * d + dim])?,
+                ),
+            };
             Ok((kt, vp))
         })
         .collect::<Result<_>>()?;
@@ -729,6 +793,31 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// The bf16 operands packed from contiguous rows (`Kᵀ` by columns, `V` by rows) equal
+    /// the element-by-element packing, odd sizes and an odd number of rows included.
+    #[test]
+    fn bf16_panels_from_rows_equal_the_generic_packing() {
+        for (rows, d) in [(1, 1), (5, 3), (33, 17), (64, 72), (7, 80)] {
+            let x = values(rows * d, 40 + rows as u64);
+            let want_kt =
+                Panels::build(Precision::Bf16, d, rows, |dim, key| x[key * d + dim]).unwrap();
+            let kt = Panels::bf16_from_columns(d, rows, |key| &x[key * d..][..d]).unwrap();
+            assert_eq!(
+                (kt.slots, &*kt.data),
+                (want_kt.slots, &*want_kt.data),
+                "kt {rows}x{d}"
+            );
+            let want_v =
+                Panels::build(Precision::Bf16, rows, d, |key, dim| x[key * d + dim]).unwrap();
+            let vp = Panels::bf16_from_rows(rows, d, |key| &x[key * d..][..d]).unwrap();
+            assert_eq!(
+                (vp.slots, &*vp.data),
+                (want_v.slots, &*want_v.data),
+                "v {rows}x{d}"
+            );
         }
     }
 
